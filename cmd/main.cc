@@ -1,0 +1,34 @@
+// The `pcidevices` binary: dispatches to one subcommand.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cmd/list_command.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: pcidevices <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  list     list this node's PCI (or, with --usb, USB) devices, like lspci/lsusb\n"
+    "\n"
+    "Run 'pcidevices <command> --help' for a command's flags.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "list") return pcid::cmd::RunList(args);
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  std::cerr << "pcidevices: unknown command \"" << command << "\"\n" << kUsage;
+  return 2;
+}

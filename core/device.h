@@ -1,0 +1,65 @@
+// File: core/device.h
+//
+// The device model: plain values describing one PCI function or one USB device as discovered,
+// names included. Produced by udev/ discovery, read by everything else. Thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/pci_address.h"
+
+namespace pcid {
+
+// Names looked up in pci.ids / usb.ids; empty when the database has no entry.
+struct DeviceNames {
+  std::string vendor;
+  std::string device;
+  std::string class_name;
+  std::string subclass_name;
+};
+
+struct PciDevice {
+  PciAddress address;
+  uint16_t vendor_id = 0;
+  uint16_t device_id = 0;
+  uint16_t subsystem_vendor_id = 0;
+  uint16_t subsystem_device_id = 0;
+  uint8_t class_code = 0;  // base class, e.g. 0x03
+  uint8_t subclass = 0;    // e.g. 0x00
+  uint8_t prog_if = 0;
+  uint8_t revision = 0;
+  std::string driver;                      // "" = no driver bound
+  std::optional<unsigned> iommu_group;     // absent when the kernel has no IOMMU group for it
+  int numa_node = -1;                      // -1 = no node
+  // SR-IOV: a PF has total_vfs (and num_vfs, virtual_functions); a VF has physical_function.
+  std::optional<unsigned> sriov_total_vfs;
+  std::optional<unsigned> sriov_num_vfs;
+  std::optional<PciAddress> physical_function;
+  std::vector<PciAddress> virtual_functions;  // ordered by virtfn index
+  std::optional<PciAddress> parent_bridge;    // the upstream bridge, absent on a root bus
+
+  DeviceNames names;
+
+  // classId as in the CR: class + subclass, e.g. 0x0300.
+  uint16_t class_id() const { return static_cast<uint16_t>(class_code << 8 | subclass); }
+  bool is_bridge() const { return class_code == 0x06; }
+};
+
+struct UsbDevice {
+  unsigned bus = 0;     // busnum
+  unsigned devnum = 0;  // devnum
+  uint16_t vendor_id = 0;
+  uint16_t product_id = 0;
+  uint8_t device_class = 0;
+  std::string sysfs_name;  // "1-1.2"
+  std::optional<PciAddress> host_controller;  // PCI address of the controller it hangs off
+  DeviceNames names;  // vendor = vendor name, device = product name
+
+  // "/dev/bus/usb/BBB/DDD", the host path (never prefixed with --dev-root).
+  std::string DevicePath() const;
+};
+
+}  // namespace pcid

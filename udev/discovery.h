@@ -1,0 +1,54 @@
+// File: udev/discovery.h
+//
+// Device discovery: reads every PCI function and USB device from a sysfs tree (the real /sys or a
+// fixture) into the core device model, names included. A device whose required attributes are
+// missing or garbled is logged and skipped; optional attributes that are garbled are logged and
+// left at their "unknown" value. Nothing here throws or writes.
+//
+// Why sysfs and not libudev/libusb for enumeration: neither can be pointed at another root
+// (libudev reads /sys, libusb opens /dev/bus/usb and needs the nodes), and both would only wrap
+// the same sysfs reads. libudev is used for what only it offers: the uevent monitor.
+//
+// Functions are reentrant; each call reads the tree afresh.
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <string_view>
+#include <vector>
+
+#include "core/device.h"
+#include "core/id_database.h"
+#include "core/sysfs_root.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace pcid::udev {
+
+// One PCI function, `address` validated first (InvalidArgument before any path is built).
+// Names are filled from `pci_ids` when it is non-null.
+absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view address,
+                                        const IdDatabase* pci_ids, spdlog::logger& log);
+
+// Every function under `bus/pci/devices`, sorted by address. NotFound when that directory is
+// missing; bad devices are skipped with a warning.
+absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs,
+                                                          const IdDatabase* pci_ids,
+                                                          spdlog::logger& log);
+
+// One USB device, `name` being its sysfs name ("usb1", "1-1.2").
+absl::StatusOr<UsbDevice> ReadUsbDevice(const SysfsRoot& sysfs, std::string_view name,
+                                        const IdDatabase* usb_ids, spdlog::logger& log);
+
+// Every USB device (hubs included, interfaces excluded) under `bus/usb/devices`, sorted by bus
+// and device number. An absent `bus/usb` means no USB: an empty list, not an error.
+absl::StatusOr<std::vector<UsbDevice>> DiscoverUsbDevices(const SysfsRoot& sysfs,
+                                                          const IdDatabase* usb_ids,
+                                                          spdlog::logger& log);
+
+// True for a USB device name as sysfs spells it: "usbN" or "B-P[.P...]" (no interfaces).
+bool IsUsbDeviceName(std::string_view name);
+
+}  // namespace pcid::udev
