@@ -1,13 +1,10 @@
 #include "core/status.h"
 
-#include <absl/strings/str_cat.h>
-
-#include <cstring>
-
 namespace pcid {
 
 absl::Status ErrnoStatus(int err, std::string_view what) {
-  return absl::ErrnoToStatus(err, absl::StrCat(ToAbsl(what), ": ", std::strerror(err)));
+  // ErrnoToStatus appends ": <strerror>" itself and maps the code (ENOENT -> NotFound, ...).
+  return absl::ErrnoToStatus(err, ToAbsl(what));
 }
 
 }  // namespace pcid

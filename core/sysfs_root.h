@@ -32,8 +32,9 @@ class SysfsRoot {
   // Target text of the symbolic link `rel`.
   absl::StatusOr<std::string> ReadLink(std::string_view rel) const;
 
-  // Last path component of the target of link `rel`: `driver` -> "vfio-pci". NotFound when the
-  // link is missing; FailedPrecondition when it dangles (points at nothing).
+  // Last path component of the target of link `rel`: `driver` -> "vfio-pci", whether or not the
+  // target exists. NotFound when the link is missing; FailedPrecondition when the target has no
+  // usable last component ("", ".", "..").
   absl::StatusOr<std::string> ReadLinkBasename(std::string_view rel) const;
 
   // Names in directory `rel` ("" = the root), without "." and "..", unsorted.

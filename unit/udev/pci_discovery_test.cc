@@ -89,8 +89,11 @@ BOOST_AUTO_TEST_CASE(bad_devices_are_reported_and_skipped) {
   std::filesystem::remove(tree.root() / no_device / "device");  // missing device: skipped
   tree.Add({.address = "0000:00:05.0", .numa = "abc"});         // kept, numa unknown
   const std::string dangling = tree.Add({.address = "0000:00:06.0"});
-  tree.Symlink(dangling + "/driver", "../../../bus/pci/drivers/gone");    // kept, no driver
+  // Dangling links still name their target (recordings keep them): read as lspci -k does.
+  tree.Symlink(dangling + "/driver", "../../../bus/pci/drivers/gone");
   tree.Symlink(dangling + "/iommu_group", "../../../kernel/iommu_groups/99");
+  const std::string dotty = tree.Add({.address = "0000:00:09.0"});
+  tree.Symlink(dotty + "/driver", "../..");                     // kept, no driver
   tree.MakeDir("bus/pci/devices/foo");                          // not an address: skipped
   tree.Symlink("bus/pci/devices/0000:00:07.0", "../../../devices/pci0000:00/nothing");
   const std::string badgroup = tree.Add({.address = "0000:00:08.0"});
@@ -105,18 +108,19 @@ BOOST_AUTO_TEST_CASE(bad_devices_are_reported_and_skipped) {
   std::vector<std::string> found;
   for (const auto& d : *devices) found.push_back(d.address.ToString());
   const std::vector<std::string> want = {"0000:00:01.0", "0000:00:05.0", "0000:00:06.0",
-                                         "0000:00:08.0"};
+                                         "0000:00:08.0", "0000:00:09.0"};
   BOOST_TEST(found == want, boost::test_tools::per_element());
   BOOST_TEST((*devices)[1].numa_node == -1);
-  BOOST_TEST((*devices)[2].driver.empty());
-  BOOST_TEST(!(*devices)[2].iommu_group.has_value());
+  BOOST_TEST((*devices)[2].driver == "gone");
+  BOOST_TEST((*devices)[2].iommu_group.value() == 99u);
+  BOOST_TEST((*devices)[4].driver.empty());
   BOOST_TEST(!(*devices)[3].iommu_group.has_value());
   BOOST_TEST((*devices)[3].revision == 0);
   const std::string log = cap.text();
   for (const char* expect :
        {"pci 0000:00:02.0: skipped", "0000:00:02.0/vendor: malformed value \"zzzz\\n\"",
         "pci 0000:00:03.0: skipped", "pci 0000:00:04.0: skipped", "0000:00:04.0/device",
-        "pci 0000:00:05.0: numa_node", "pci 0000:00:06.0: driver", "dangles",
+        "pci 0000:00:05.0: numa_node", "pci 0000:00:09.0: driver", "no usable name",
         "pci foo: skipped: invalid PCI address", "pci 0000:00:07.0: skipped",
         "pci 0000:00:08.0: iommu_group -> x1", "0000:00:08.0/revision"}) {
     BOOST_TEST(log.find(expect) != std::string::npos, "log lacks \"" << expect << "\":\n" << log);
