@@ -28,7 +28,8 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args,
       has_value = true;
     }
     if (bool_flags.count(name)) {
-      if (has_value) return absl::InvalidArgumentError(absl::StrCat("flag --", name, " takes no value"));
+      if (has_value)
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " takes no value"));
     } else if (value_flags.count(name)) {
       if (!has_value) {
         if (i + 1 >= args.size()) {

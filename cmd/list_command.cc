@@ -1,8 +1,7 @@
 #include "cmd/list_command.h"
 
-#include <unistd.h>
-
 #include <absl/strings/str_format.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <iostream>

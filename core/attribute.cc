@@ -1,7 +1,7 @@
 #include "core/attribute.h"
 
-#include <absl/strings/str_cat.h>
 #include <absl/strings/escaping.h>
+#include <absl/strings/str_cat.h>
 
 #include "core/status.h"
 
@@ -70,6 +70,54 @@ absl::StatusOr<int64_t> ParseDecimalAttribute(std::string_view text, int64_t min
 absl::StatusOr<int> ParseNumaNode(std::string_view text) {
   PCID_ASSIGN_OR_RETURN(const int64_t node, ParseDecimalAttribute(text, -1, 65535));
   return static_cast<int>(node);
+}
+
+namespace {
+
+// "8086:8D2D" -> (0x8086, 0x8d2d).
+std::optional<std::pair<uint16_t, uint16_t>> ParseIdPair(std::string_view v) {
+  const size_t colon = v.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto a = ParseHexAttribute(v.substr(0, colon), 4);
+  auto b = ParseHexAttribute(v.substr(colon + 1), 4);
+  if (!a.ok() || !b.ok() || v.substr(0, colon).empty()) return std::nullopt;
+  return std::make_pair(static_cast<uint16_t>(*a), static_cast<uint16_t>(*b));
+}
+
+}  // namespace
+
+PciUevent ParsePciUevent(std::string_view text) {
+  PciUevent out;
+  bool have_id = false, have_class = false;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    const size_t eq = line.find('=');
+    if (eq == std::string_view::npos) continue;
+    const std::string_view key = line.substr(0, eq), value = line.substr(eq + 1);
+    if (key == "DRIVER") {
+      if (!value.empty() && value.find('/') == std::string_view::npos)
+        out.driver = std::string(value);
+    } else if (key == "PCI_ID") {
+      if (auto ids = ParseIdPair(value)) {
+        out.vendor = ids->first;
+        out.device = ids->second;
+        have_id = true;
+      }
+    } else if (key == "PCI_SUBSYS_ID") {
+      out.subsystem = ParseIdPair(value);
+    } else if (key == "PCI_CLASS") {
+      if (auto cls = ParseHexAttribute(value, 6); cls.ok()) {
+        out.class_code = *cls;
+        have_class = true;
+      }
+    }
+  }
+  out.complete = have_id && have_class;
+  return out;
 }
 
 }  // namespace pcid

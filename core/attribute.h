@@ -9,7 +9,10 @@
 #include <absl/status/statusor.h>
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
+#include <utility>
 
 namespace pcid {
 
@@ -24,5 +27,18 @@ absl::StatusOr<int64_t> ParseDecimalAttribute(std::string_view text, int64_t min
 
 // `numa_node`: -1 (no node) or 0..65535.
 absl::StatusOr<int> ParseNumaNode(std::string_view text);
+
+// What a PCI device's `uevent` file says, in one read instead of seven: the kernel prints
+// DRIVER= (only when bound), PCI_CLASS=C0320, PCI_ID=8086:8D2D, PCI_SUBSYS_ID=103C:8030.
+// A field is absent when its line is missing or malformed; `complete` is true when the ID and
+// class lines were both valid, which is when the file can stand in for the single attributes.
+struct PciUevent {
+  bool complete = false;
+  std::optional<std::string> driver;
+  uint16_t vendor = 0, device = 0;
+  uint32_t class_code = 0;  // 24 bits
+  std::optional<std::pair<uint16_t, uint16_t>> subsystem;
+};
+PciUevent ParsePciUevent(std::string_view text);
 
 }  // namespace pcid

@@ -31,9 +31,9 @@ struct PciDevice {
   uint8_t subclass = 0;    // e.g. 0x00
   uint8_t prog_if = 0;
   uint8_t revision = 0;
-  std::string driver;                      // "" = no driver bound
-  std::optional<unsigned> iommu_group;     // absent when the kernel has no IOMMU group for it
-  int numa_node = -1;                      // -1 = no node
+  std::string driver;                   // "" = no driver bound
+  std::optional<unsigned> iommu_group;  // absent when the kernel has no IOMMU group for it
+  int numa_node = -1;                   // -1 = no node
   // SR-IOV: a PF has total_vfs (and num_vfs, virtual_functions); a VF has physical_function.
   std::optional<unsigned> sriov_total_vfs;
   std::optional<unsigned> sriov_num_vfs;
@@ -54,9 +54,9 @@ struct UsbDevice {
   uint16_t vendor_id = 0;
   uint16_t product_id = 0;
   uint8_t device_class = 0;
-  std::string sysfs_name;  // "1-1.2"
+  std::string sysfs_name;                     // "1-1.2"
   std::optional<PciAddress> host_controller;  // PCI address of the controller it hangs off
-  DeviceNames names;  // vendor = vendor name, device = product name
+  DeviceNames names;                          // vendor = vendor name, device = product name
 
   // "/dev/bus/usb/BBB/DDD", the host path (never prefixed with --dev-root).
   std::string DevicePath() const;

@@ -1,11 +1,10 @@
 #include "core/id_database.h"
 
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <absl/strings/str_cat.h>
-#include <absl/strings/str_join.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -23,7 +22,8 @@ int HexDigit(char c) {
   return -1;
 }
 
-// Parses `width` hex digits at the start of `s`, then spaces and a non-empty name. Returns false when the line does not have that shape.
+// Parses `width` hex digits at the start of `s`, then spaces and a non-empty name. Returns false
+// when the line does not have that shape.
 bool ParseIdLine(std::string_view s, size_t width, uint32_t* id, std::string_view* name) {
   if (s.size() < width + 2) return false;
   uint32_t value = 0;

@@ -15,9 +15,7 @@ bool IsAsciiAlnum(char c) {
 }
 
 // Go's regexp `\s`: [\t\n\f\r ].
-bool IsRegexSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r';
-}
+bool IsRegexSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'; }
 
 std::string StripNonAlnum(std::string_view s) {
   std::string out;
@@ -62,18 +60,18 @@ std::string PciDescription(const PciDevice& dev) {
                            : !dev.names.class_name.empty()
                                ? dev.names.class_name
                                : absl::StrFormat("Class %02x%02x", dev.class_code, dev.subclass);
-  std::string vendor = dev.names.vendor.empty() ? absl::StrCat("Vendor ", Hex4(dev.vendor_id))
-                                                : dev.names.vendor;
-  std::string device = dev.names.device.empty() ? absl::StrCat("Device ", Hex4(dev.device_id))
-                                                : dev.names.device;
+  std::string vendor =
+      dev.names.vendor.empty() ? absl::StrCat("Vendor ", Hex4(dev.vendor_id)) : dev.names.vendor;
+  std::string device =
+      dev.names.device.empty() ? absl::StrCat("Device ", Hex4(dev.device_id)) : dev.names.device;
   return absl::StrCat(class_name, ": ", vendor, " ", device);
 }
 
 std::string UsbDescription(const UsbDevice& usb) {
-  std::string vendor = usb.names.vendor.empty() ? absl::StrCat("Vendor ", Hex4(usb.vendor_id))
-                                                : usb.names.vendor;
-  std::string product = usb.names.device.empty() ? absl::StrCat("Device ", Hex4(usb.product_id))
-                                                 : usb.names.device;
+  std::string vendor =
+      usb.names.vendor.empty() ? absl::StrCat("Vendor ", Hex4(usb.vendor_id)) : usb.names.vendor;
+  std::string product =
+      usb.names.device.empty() ? absl::StrCat("Device ", Hex4(usb.product_id)) : usb.names.device;
   return absl::StrCat(vendor, " ", product);
 }
 

@@ -39,9 +39,9 @@ std::string PciAddress::CompactString() const {
 absl::StatusOr<PciAddress> ParsePciAddress(std::string_view text) {
   auto invalid = [&] {
     // Quote with escaping: the text may hold control characters or path separators.
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid PCI address \"", absl::CHexEscape(ToAbsl(text.substr(0, 64))),
-        "\": want DDDD:BB:DD.F, lower-case hex"));
+    return absl::InvalidArgumentError(absl::StrCat("invalid PCI address \"",
+                                                   absl::CHexEscape(ToAbsl(text.substr(0, 64))),
+                                                   "\": want DDDD:BB:DD.F, lower-case hex"));
   };
   if (text.size() != 12 || text[4] != ':' || text[7] != ':' || text[10] != '.') return invalid();
   const int64_t domain = HexField(text, 0, 4);

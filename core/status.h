@@ -27,11 +27,11 @@ absl::Status ErrnoStatus(int err, std::string_view what);
 #define PCID_CONCAT(a, b) PCID_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define PCID_RETURN_IF_ERROR(expr)                \
-  do {                                            \
+#define PCID_RETURN_IF_ERROR(expr)                        \
+  do {                                                    \
     if (::absl::Status pcid_st = (expr); !pcid_st.ok()) { \
-      return pcid_st;                             \
-    }                                             \
+      return pcid_st;                                     \
+    }                                                     \
   } while (0)
 
 // `lhs = value of expr` (an absl::StatusOr), or returns its status from the enclosing function.

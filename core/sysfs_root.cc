@@ -1,12 +1,11 @@
 #include "core/sysfs_root.h"
 
+#include <absl/strings/escaping.h>
+#include <absl/strings/str_cat.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <absl/strings/escaping.h>
-#include <absl/strings/str_cat.h>
 
 #include <cerrno>
 
@@ -25,9 +24,8 @@ std::string Join(const std::string& root, std::string_view rel) {
 
 absl::Status CheckRelativePath(std::string_view rel) {
   auto invalid = [&](std::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("refusing path \"",
-                                                   absl::CHexEscape(ToAbsl(rel.substr(0, 128))),
-                                                   "\": ", ToAbsl(why)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing path \"", absl::CHexEscape(ToAbsl(rel.substr(0, 128))), "\": ", ToAbsl(why)));
   };
   if (rel.empty()) return invalid("empty");
   if (rel.front() == '/') return invalid("absolute");

@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libudev-dev libusb-1.0-0-dev libsimdjson-dev libcpp-httplib-dev libssl-dev
   libspdlog-dev libfmt-dev libboost-test-dev
-  pci.ids usb.ids pciutils usbutils umockdev libumockdev-dev
+  pci.ids usb.ids pciutils usbutils umockdev libumockdev-dev python3
 )
 
 missing=()

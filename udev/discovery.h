@@ -33,7 +33,8 @@ absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view
                                         const IdDatabase* pci_ids, spdlog::logger& log);
 
 // Every function under `bus/pci/devices`, sorted by address. NotFound when that directory is
-// missing; bad devices are skipped with a warning.
+// missing; bad devices are skipped with a warning. Large trees are read by up to four threads,
+// so `log` must accept concurrent calls (spdlog loggers with *_mt sinks do).
 absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs,
                                                           const IdDatabase* pci_ids,
                                                           spdlog::logger& log);

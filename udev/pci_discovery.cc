@@ -1,9 +1,12 @@
 // Reads PCI functions from `bus/pci/devices/<address>` (DESIGN.md, "Device model").
+#include <absl/strings/escaping.h>
 #include <absl/strings/match.h>
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <iterator>
+#include <thread>
 
 #include "core/attribute.h"
 #include "core/status.h"
@@ -12,44 +15,81 @@
 namespace pcid::udev {
 namespace {
 
+// One device's files, opened by the device's real directory path below the root. It costs the
+// one readlink the parent bridge needs anyway, and saves a directory open + close per device and
+// the bus/pci/devices symlink walk per attribute (bench/discovery measures the difference).
+class DeviceFiles {
+ public:
+  DeviceFiles(const SysfsRoot& root, std::string dir) : root_(root), dir_(std::move(dir)) {}
+  absl::StatusOr<std::string> ReadFile(std::string_view name) const {
+    return root_.ReadFile(absl::StrCat(dir_, "/", ToAbsl(name)));
+  }
+  absl::StatusOr<std::string> ReadLinkBasename(std::string_view name) const {
+    return root_.ReadLinkBasename(absl::StrCat(dir_, "/", ToAbsl(name)));
+  }
+  absl::StatusOr<std::vector<std::string>> ListDir() const { return root_.ListDir(dir_); }
+  std::string path() const { return absl::StrCat(root_.path(), "/", dir_); }
+
+ private:
+  const SysfsRoot& root_;
+  std::string dir_;  // relative to the root
+};
+
 // Reads attribute `name` of the device in `dir` and parses it as up to `digits` hex digits.
-absl::StatusOr<uint32_t> ReadHex(const SysfsRoot& dir, std::string_view name, int digits) {
+absl::StatusOr<uint32_t> ReadHex(const DeviceFiles& dir, std::string_view name, int digits) {
   PCID_ASSIGN_OR_RETURN(const std::string text, dir.ReadFile(name));
   auto value = ParseHexAttribute(text, digits);
   if (!value.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(dir.path(), "/", ToAbsl(name), ": ",
-                                                   value.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir.path(), "/", ToAbsl(name), ": ", value.status().message()));
   }
   return *value;
 }
 
-absl::StatusOr<unsigned> ReadUnsigned(const SysfsRoot& dir, std::string_view name) {
+absl::StatusOr<unsigned> ReadUnsigned(const DeviceFiles& dir, std::string_view name) {
   PCID_ASSIGN_OR_RETURN(const std::string text, dir.ReadFile(name));
   auto value = ParseDecimalAttribute(text, 0, 1 << 20);
   if (!value.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(dir.path(), "/", ToAbsl(name), ": ",
-                                                   value.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir.path(), "/", ToAbsl(name), ": ", value.status().message()));
   }
   return static_cast<unsigned>(*value);
 }
 
-// The function's parent bridge, from the device link's target
-// (`../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0` -> 0000:00:01.0).
-std::optional<PciAddress> ParentBridge(const SysfsRoot& sysfs, std::string_view address) {
-  auto target = sysfs.ReadLink(absl::StrCat("bus/pci/devices/", ToAbsl(address)));
-  if (!target.ok()) return std::nullopt;
-  std::string_view path(*target);
-  const size_t last = path.rfind('/');
+// The device directory below the root, from the `bus/pci/devices/<address>` link's target
+// (`../../../devices/pci0000:00/0000:00:01.0/0000:01:00.0` -> `devices/pci0000:00/...`), or the
+// link itself when the tree has plain directories or odd targets there.
+std::string DeviceDir(const absl::StatusOr<std::string>& target, const std::string& link) {
+  if (target.ok() && absl::StartsWith(*target, "../../../")) {
+    std::string dir = target->substr(9);
+    if (CheckRelativePath(dir).ok()) return dir;
+  }
+  return link;
+}
+
+// The parent bridge: the path component before the device's own (0000:00:01.0 above).
+std::optional<PciAddress> ParentBridge(std::string_view dir) {
+  const size_t last = dir.rfind('/');
   if (last == std::string_view::npos) return std::nullopt;
-  path = path.substr(0, last);
-  const std::string_view parent = path.substr(path.rfind('/') + 1);
-  auto parsed = ParsePciAddress(parent);
+  dir = dir.substr(0, last);
+  auto parsed = ParsePciAddress(dir.substr(dir.rfind('/') + 1));
   if (!parsed.ok()) return std::nullopt;
   return *parsed;
 }
 
-void ReadSriov(const SysfsRoot& dir, PciDevice& dev, spdlog::logger& log) {
+void ReadSriov(const DeviceFiles& dir, PciDevice& dev, spdlog::logger& log) {
   const std::string name = dev.address.ToString();
+  // A VF has physfn and never SR-IOV capability of its own: one probe fewer per VF.
+  if (auto pf = dir.ReadLinkBasename("physfn"); pf.ok()) {
+    if (auto parsed = ParsePciAddress(*pf); parsed.ok()) {
+      dev.physical_function = *parsed;
+    } else {
+      log.warn("pci {}: physfn: {}", name, ToStd(parsed.status().message()));
+    }
+  } else if (!absl::IsNotFound(pf.status())) {
+    log.warn("pci {}: physfn: {}", name, ToStd(pf.status().message()));
+  }
+  if (dev.physical_function) return;
   if (auto total = ReadUnsigned(dir, "sriov_totalvfs"); total.ok()) {
     dev.sriov_total_vfs = *total;
     if (auto num = ReadUnsigned(dir, "sriov_numvfs"); num.ok()) {
@@ -57,7 +97,7 @@ void ReadSriov(const SysfsRoot& dir, PciDevice& dev, spdlog::logger& log) {
     } else {
       log.warn("pci {}: sriov_numvfs unreadable: {}", name, ToStd(num.status().message()));
     }
-    auto entries = dir.ListDir("");
+    auto entries = dir.ListDir();
     if (!entries.ok()) {
       log.warn("pci {}: cannot list virtual functions: {}", name,
                ToStd(entries.status().message()));
@@ -79,15 +119,6 @@ void ReadSriov(const SysfsRoot& dir, PciDevice& dev, spdlog::logger& log) {
     std::sort(vfs.begin(), vfs.end());
     for (const auto& [index, vf] : vfs) dev.virtual_functions.push_back(vf);
   }
-  if (auto pf = dir.ReadLinkBasename("physfn"); pf.ok()) {
-    if (auto parsed = ParsePciAddress(*pf); parsed.ok()) {
-      dev.physical_function = *parsed;
-    } else {
-      log.warn("pci {}: physfn: {}", name, ToStd(parsed.status().message()));
-    }
-  } else if (!absl::IsNotFound(pf.status())) {
-    log.warn("pci {}: physfn: {}", name, ToStd(pf.status().message()));
-  }
 }
 
 }  // namespace
@@ -95,18 +126,12 @@ void ReadSriov(const SysfsRoot& dir, PciDevice& dev, spdlog::logger& log) {
 absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view address,
                                         const IdDatabase* pci_ids, spdlog::logger& log) {
   PCID_ASSIGN_OR_RETURN(const PciAddress parsed, ParsePciAddress(address));
-  PCID_ASSIGN_OR_RETURN(const SysfsRoot dir,
-                        sysfs.OpenDir(absl::StrCat("bus/pci/devices/", ToAbsl(address))));
+  const std::string link = absl::StrCat("bus/pci/devices/", ToAbsl(address));
+  const auto target = sysfs.ReadLink(link);
+  const std::string dir_path = DeviceDir(target, link);
+  const DeviceFiles dir(sysfs, dir_path);
   PciDevice dev;
   dev.address = parsed;
-  PCID_ASSIGN_OR_RETURN(const uint32_t vendor, ReadHex(dir, "vendor", 4));
-  PCID_ASSIGN_OR_RETURN(const uint32_t device, ReadHex(dir, "device", 4));
-  PCID_ASSIGN_OR_RETURN(const uint32_t class_code, ReadHex(dir, "class", 6));
-  dev.vendor_id = static_cast<uint16_t>(vendor);
-  dev.device_id = static_cast<uint16_t>(device);
-  dev.class_code = static_cast<uint8_t>(class_code >> 16);
-  dev.subclass = static_cast<uint8_t>(class_code >> 8);
-  dev.prog_if = static_cast<uint8_t>(class_code);
 
   // Optional attributes: absent on old kernels or in recordings; garbled ones are reported.
   auto optional_hex = [&](std::string_view file, int digits) -> uint32_t {
@@ -117,8 +142,41 @@ absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view
     }
     return 0;
   };
-  dev.subsystem_vendor_id = static_cast<uint16_t>(optional_hex("subsystem_vendor", 4));
-  dev.subsystem_device_id = static_cast<uint16_t>(optional_hex("subsystem_device", 4));
+
+  // The kernel's uevent carries IDs, class and driver in one read (a 2,000-VF scan is bounded
+  // by system calls). Trees without a usable uevent (snapshots, fixtures) use the single files,
+  // which then must be well-formed.
+  const auto uevent_text = dir.ReadFile("uevent");
+  const PciUevent uevent = uevent_text.ok() ? ParsePciUevent(*uevent_text) : PciUevent{};
+  uint32_t class_code;
+  if (uevent.complete) {
+    dev.vendor_id = uevent.vendor;
+    dev.device_id = uevent.device;
+    class_code = uevent.class_code;
+    dev.driver = uevent.driver.value_or("");
+    if (uevent.subsystem) {
+      std::tie(dev.subsystem_vendor_id, dev.subsystem_device_id) = *uevent.subsystem;
+    } else {
+      dev.subsystem_vendor_id = static_cast<uint16_t>(optional_hex("subsystem_vendor", 4));
+      dev.subsystem_device_id = static_cast<uint16_t>(optional_hex("subsystem_device", 4));
+    }
+  } else {
+    PCID_ASSIGN_OR_RETURN(const uint32_t vendor, ReadHex(dir, "vendor", 4));
+    PCID_ASSIGN_OR_RETURN(const uint32_t device, ReadHex(dir, "device", 4));
+    PCID_ASSIGN_OR_RETURN(class_code, ReadHex(dir, "class", 6));
+    dev.vendor_id = static_cast<uint16_t>(vendor);
+    dev.device_id = static_cast<uint16_t>(device);
+    dev.subsystem_vendor_id = static_cast<uint16_t>(optional_hex("subsystem_vendor", 4));
+    dev.subsystem_device_id = static_cast<uint16_t>(optional_hex("subsystem_device", 4));
+    if (auto driver = dir.ReadLinkBasename("driver"); driver.ok()) {
+      dev.driver = *driver;
+    } else if (!absl::IsNotFound(driver.status())) {
+      log.warn("pci {}: driver: {}", address, ToStd(driver.status().message()));
+    }
+  }
+  dev.class_code = static_cast<uint8_t>(class_code >> 16);
+  dev.subclass = static_cast<uint8_t>(class_code >> 8);
+  dev.prog_if = static_cast<uint8_t>(class_code);
   dev.revision = static_cast<uint8_t>(optional_hex("revision", 2));
 
   if (auto text = dir.ReadFile("numa_node"); text.ok()) {
@@ -129,25 +187,18 @@ absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view
     }
   }
 
-  if (auto driver = dir.ReadLinkBasename("driver"); driver.ok()) {
-    dev.driver = *driver;
-  } else if (!absl::IsNotFound(driver.status())) {
-    log.warn("pci {}: driver: {}", address, ToStd(driver.status().message()));
-  }
-
   if (auto group = dir.ReadLinkBasename("iommu_group"); group.ok()) {
     if (auto number = ParseDecimalAttribute(*group, 0, 1 << 30); number.ok()) {
       dev.iommu_group = static_cast<unsigned>(*number);
     } else {
-      log.warn("pci {}: iommu_group -> {}: {}", address, *group,
-               ToStd(number.status().message()));
+      log.warn("pci {}: iommu_group -> {}: {}", address, *group, ToStd(number.status().message()));
     }
   } else if (!absl::IsNotFound(group.status())) {
     log.warn("pci {}: iommu_group: {}", address, ToStd(group.status().message()));
   }
 
   ReadSriov(dir, dev, log);
-  dev.parent_bridge = ParentBridge(sysfs, address);
+  if (target.ok()) dev.parent_bridge = ParentBridge(*target);
 
   if (pci_ids != nullptr) {
     dev.names.vendor = pci_ids->Vendor(dev.vendor_id);
@@ -162,16 +213,31 @@ absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs
                                                           const IdDatabase* pci_ids,
                                                           spdlog::logger& log) {
   PCID_ASSIGN_OR_RETURN(const std::vector<std::string> names, sysfs.ListDir("bus/pci/devices"));
+  // A scan is ~15 system calls per function; on an SR-IOV host with thousands of VFs, spreading
+  // them over the cores halves the wall time. Small trees stay on the calling thread.
+  constexpr size_t kFunctionsPerThread = 256;
+  const size_t threads =
+      std::clamp<size_t>(names.size() / kFunctionsPerThread, 1,
+                         std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
+  std::vector<std::vector<PciDevice>> found(threads);
+  auto scan = [&](size_t worker) {
+    for (size_t i = worker; i < names.size(); i += threads) {
+      auto dev = ReadPciDevice(sysfs, names[i], pci_ids, log);
+      if (!dev.ok()) {
+        log.warn("pci {}: skipped: {}", absl::CHexEscape(names[i]), ToStd(dev.status().message()));
+        continue;
+      }
+      found[worker].push_back(*std::move(dev));
+    }
+  };
+  std::vector<std::thread> workers;
+  for (size_t w = 1; w < threads; ++w) workers.emplace_back(scan, w);
+  scan(0);
+  for (std::thread& t : workers) t.join();
+
   std::vector<PciDevice> devices;
   devices.reserve(names.size());
-  for (const std::string& name : names) {
-    auto dev = ReadPciDevice(sysfs, name, pci_ids, log);
-    if (!dev.ok()) {
-      log.warn("pci {}: skipped: {}", name, ToStd(dev.status().message()));
-      continue;
-    }
-    devices.push_back(*std::move(dev));
-  }
+  for (auto& part : found) std::move(part.begin(), part.end(), std::back_inserter(devices));
   std::sort(devices.begin(), devices.end(),
             [](const PciDevice& a, const PciDevice& b) { return a.address < b.address; });
   return devices;

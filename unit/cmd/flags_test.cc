@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "cmd/flags.h"
+
+#include <boost/test/unit_test.hpp>
 
 namespace pcid::cmd {
 

@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "cmd/table.h"
+
+#include <boost/test/unit_test.hpp>
 
 namespace pcid::cmd {
 

@@ -22,8 +22,7 @@ BOOST_AUTO_TEST_CASE(rejects_everything_that_is_not_exactly_an_address) {
   for (const char* bad :
        {"", "0000:3f:06", "0000:3F:06.3", "0000:3f:06.8", "0000:3f:20.0", " 0000:3f:06.3",
         "0000:3f:06.3 ", "0000:3f:06.3\n", "../../..", "0000:00:1f.6/../x", "00:3f:06.3",
-        "0000-3f-06.3", "0000:3f:06.3.1", "g000:3f:06.3", "0000:3f:0x.3",
-        "0000:00:1f.\0"}) {
+        "0000-3f-06.3", "0000:3f:06.3.1", "g000:3f:06.3", "0000:3f:0x.3", "0000:00:1f.\0"}) {
     auto a = ParsePciAddress(bad);
     BOOST_TEST(!a.ok(), "accepted \"" << bad << "\"");
     BOOST_TEST(!IsPciAddress(bad));

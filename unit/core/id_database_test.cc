@@ -1,6 +1,6 @@
-#include <boost/test/unit_test.hpp>
-
 #include "core/id_database.h"
+
+#include <boost/test/unit_test.hpp>
 
 namespace pcid {
 
@@ -39,10 +39,10 @@ BOOST_AUTO_TEST_CASE(malformed_lines_are_skipped_not_fatal) {
       "10de  NVIDIA Corporation\n"
       "\t1c0  short id\n"
       "\tzzzz  not hex\n"
-      "\t1c02\n"                    // no name
-      "\t1c03  \n"                  // empty name
+      "\t1c02\n"    // no name
+      "\t1c03  \n"  // empty name
       "\t1c04  Real\n"
-      "10d  short vendor\n"         // ends the vendor section
+      "10d  short vendor\n"  // ends the vendor section
       "\t1c05  orphan device\n"
       "C zz  bad class\n"
       "\t00  orphan subclass\n"

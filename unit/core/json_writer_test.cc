@@ -1,7 +1,8 @@
+#include "core/json_writer.h"
+
 #include <boost/test/unit_test.hpp>
 
 #include "core/device.h"
-#include "core/json_writer.h"
 #include "core/resource_json.h"
 
 namespace pcid {
@@ -10,8 +11,19 @@ BOOST_AUTO_TEST_SUITE(json_writer)
 
 BOOST_AUTO_TEST_CASE(compact_documents) {
   JsonWriter json;
-  json.BeginObject().Key("a").Int(-1).Key("b").BeginArray().Bool(true).Null().String("x")
-      .EndArray().Key("c").BeginObject().EndObject().EndObject();
+  json.BeginObject()
+      .Key("a")
+      .Int(-1)
+      .Key("b")
+      .BeginArray()
+      .Bool(true)
+      .Null()
+      .String("x")
+      .EndArray()
+      .Key("c")
+      .BeginObject()
+      .EndObject()
+      .EndObject();
   BOOST_TEST(json.str() == R"({"a":-1,"b":[true,null,"x"],"c":{}})");
 }
 
@@ -47,14 +59,15 @@ BOOST_AUTO_TEST_CASE(pci_device_object_shape) {
   dev.driver = "vfio-pci";
   JsonWriter json;
   WritePciDeviceObject(json, dev, "node1");
-  BOOST_TEST(json.str() ==
-             R"({"apiVersion":"devices.harvesterhci.io/v1beta1","kind":"PCIDevice",)"
-             R"("metadata":{"name":"node1-000001000","labels":{"nodename":"node1"}},)"
-             R"("status":{"address":"0000:01:00.0","vendorId":"10de","deviceId":"1c02",)"
-             R"("classId":"0300","iommuGroup":"12","nodeName":"node1",)"
-             R"("resourceName":"nvidia.com/GP106_GEFORCE_GTX_1060_3GB",)"
-             R"("description":"VGA compatible controller: NVIDIA Corporation GP106 [GeForce GTX 1060 3GB]",)"
-             R"("kernelDriverInUse":"vfio-pci","numaNode":1}})");
+  BOOST_TEST(
+      json.str() ==
+      R"({"apiVersion":"devices.harvesterhci.io/v1beta1","kind":"PCIDevice",)"
+      R"("metadata":{"name":"node1-000001000","labels":{"nodename":"node1"}},)"
+      R"("status":{"address":"0000:01:00.0","vendorId":"10de","deviceId":"1c02",)"
+      R"("classId":"0300","iommuGroup":"12","nodeName":"node1",)"
+      R"("resourceName":"nvidia.com/GP106_GEFORCE_GTX_1060_3GB",)"
+      R"("description":"VGA compatible controller: NVIDIA Corporation GP106 [GeForce GTX 1060 3GB]",)"
+      R"("kernelDriverInUse":"vfio-pci","numaNode":1}})");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,7 +1,8 @@
+#include "core/naming.h"
+
 #include <boost/test/unit_test.hpp>
 
 #include "core/id_database.h"
-#include "core/naming.h"
 
 namespace pcid {
 namespace {
@@ -45,9 +46,9 @@ BOOST_AUTO_TEST_CASE(vendor_part) {
   BOOST_TEST(ResourceVendorPart("Red Hat, Inc.", 0x1af4) == "red.com");  // Harvester's rule
   BOOST_TEST(ResourceVendorPart("ULi Electronics Inc.", 0x10b9) == "uli.com");
   BOOST_TEST(ResourceVendorPart("Foo [] Bar [B-Z/x]", 1) == "bz.com");  // first non-empty [...]
-  BOOST_TEST(ResourceVendorPart("Broken [Name", 1) == "broken.com");   // unclosed bracket
-  BOOST_TEST(ResourceVendorPart("", 0x1d0f) == "1d0f.com");            // unknown vendor
-  BOOST_TEST(ResourceVendorPart("[/]", 0xabcd) == "abcd.com");         // cleans to nothing
+  BOOST_TEST(ResourceVendorPart("Broken [Name", 1) == "broken.com");    // unclosed bracket
+  BOOST_TEST(ResourceVendorPart("", 0x1d0f) == "1d0f.com");             // unknown vendor
+  BOOST_TEST(ResourceVendorPart("[/]", 0xabcd) == "abcd.com");          // cleans to nothing
 }
 
 BOOST_AUTO_TEST_CASE(device_part) {
@@ -61,7 +62,8 @@ BOOST_AUTO_TEST_CASE(device_part) {
 }
 
 BOOST_AUTO_TEST_CASE(resource_names_from_the_real_pci_ids) {
-  BOOST_TEST(PciResourceName(FromPciIds(0x10de, 0x1c02)) == "nvidia.com/GP106_GEFORCE_GTX_1060_3GB");
+  BOOST_TEST(PciResourceName(FromPciIds(0x10de, 0x1c02)) ==
+             "nvidia.com/GP106_GEFORCE_GTX_1060_3GB");
   BOOST_TEST(PciResourceName(FromPciIds(0x1002, 0x4b49)) == "amd.com/R481_RADEON_X850_XT_AGP");
   BOOST_TEST(PciResourceName(FromPciIds(0x15b3, 0x0212)) ==
              "mellanox.com/MT2892_FAMILY_CONNECTX6_DX_FLASH_RECOVERY");

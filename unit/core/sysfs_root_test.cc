@@ -1,6 +1,7 @@
+#include "core/sysfs_root.h"
+
 #include <boost/test/unit_test.hpp>
 
-#include "core/sysfs_root.h"
 #include "unit/temp_tree.h"
 
 namespace pcid {
@@ -50,9 +51,8 @@ BOOST_AUTO_TEST_CASE(errors_name_the_path) {
   BOOST_REQUIRE(root.ok());
   auto missing = root->ReadFile("bus/pci/devices/0000:00:01.0/vendor");
   BOOST_TEST(absl::IsNotFound(missing.status()));
-  BOOST_TEST(std::string(missing.status().message()).find(tree.path() +
-                                                         "/bus/pci/devices/0000:00:01.0/vendor") !=
-             std::string::npos);
+  BOOST_TEST(std::string(missing.status().message())
+                 .find(tree.path() + "/bus/pci/devices/0000:00:01.0/vendor") != std::string::npos);
   BOOST_TEST(!SysfsRoot::Open(tree.path() + "/nope").ok());
 }
 

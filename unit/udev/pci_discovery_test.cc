@@ -1,8 +1,11 @@
+#include <absl/strings/str_format.h>
+
+#include <algorithm>
 #include <boost/test/unit_test.hpp>
 
 #include "core/id_database.h"
-#include "unit/udev/tree_fixture.h"
 #include "udev/discovery.h"
+#include "unit/udev/tree_fixture.h"
 
 namespace pcid {
 namespace {
@@ -22,11 +25,20 @@ BOOST_AUTO_TEST_SUITE(pci_discovery)
 
 BOOST_AUTO_TEST_CASE(reads_every_field) {
   SysfsTree tree;
-  tree.Add({.address = "0000:00:01.0", .vendor = "0x8086", .device = "0x2f02",
-            .klass = "0x060400", .driver = "pcieport", .group = "1"});
-  const std::string gpu = tree.Add({.address = "0000:01:00.0", .parent = "0000:00:01.0",
-                                    .vendor = "0x10de", .device = "0x1c02", .klass = "0x030000",
-                                    .numa = "1", .driver = "vfio-pci", .group = "12"});
+  tree.Add({.address = "0000:00:01.0",
+            .vendor = "0x8086",
+            .device = "0x2f02",
+            .klass = "0x060400",
+            .driver = "pcieport",
+            .group = "1"});
+  const std::string gpu = tree.Add({.address = "0000:01:00.0",
+                                    .parent = "0000:00:01.0",
+                                    .vendor = "0x10de",
+                                    .device = "0x1c02",
+                                    .klass = "0x030000",
+                                    .numa = "1",
+                                    .driver = "vfio-pci",
+                                    .group = "12"});
   auto sysfs = SysfsRoot::Open(tree.path());
   BOOST_REQUIRE(sysfs.ok());
   CapturingLogger cap;
@@ -54,8 +66,8 @@ BOOST_AUTO_TEST_CASE(reads_every_field) {
 
 BOOST_AUTO_TEST_CASE(sriov_relations) {
   SysfsTree tree;
-  const std::string pf = tree.Add({.address = "0000:00:1a.0", .vendor = "0x15b3",
-                                   .device = "0x101d", .driver = "mlx5_core"});
+  const std::string pf = tree.Add(
+      {.address = "0000:00:1a.0", .vendor = "0x15b3", .device = "0x101d", .driver = "mlx5_core"});
   tree.WriteFile(pf + "/sriov_totalvfs", "4\n");
   tree.WriteFile(pf + "/sriov_numvfs", "2\n");
   for (int i = 0; i < 2; ++i) {
@@ -82,9 +94,9 @@ BOOST_AUTO_TEST_CASE(sriov_relations) {
 
 BOOST_AUTO_TEST_CASE(bad_devices_are_reported_and_skipped) {
   SysfsTree tree;
-  tree.Add({.address = "0000:00:01.0"});                       // good
-  tree.Add({.address = "0000:00:02.0", .vendor = "zzzz"});     // garbage vendor: skipped
-  tree.Add({.address = "0000:00:03.0", .klass = ""});          // empty class: skipped
+  tree.Add({.address = "0000:00:01.0"});                    // good
+  tree.Add({.address = "0000:00:02.0", .vendor = "zzzz"});  // garbage vendor: skipped
+  tree.Add({.address = "0000:00:03.0", .klass = ""});       // empty class: skipped
   const std::string no_device = tree.Add({.address = "0000:00:04.0"});
   std::filesystem::remove(tree.root() / no_device / "device");  // missing device: skipped
   tree.Add({.address = "0000:00:05.0", .numa = "abc"});         // kept, numa unknown
@@ -93,13 +105,13 @@ BOOST_AUTO_TEST_CASE(bad_devices_are_reported_and_skipped) {
   tree.Symlink(dangling + "/driver", "../../../bus/pci/drivers/gone");
   tree.Symlink(dangling + "/iommu_group", "../../../kernel/iommu_groups/99");
   const std::string dotty = tree.Add({.address = "0000:00:09.0"});
-  tree.Symlink(dotty + "/driver", "../..");                     // kept, no driver
-  tree.MakeDir("bus/pci/devices/foo");                          // not an address: skipped
+  tree.Symlink(dotty + "/driver", "../..");  // kept, no driver
+  tree.MakeDir("bus/pci/devices/foo");       // not an address: skipped
   tree.Symlink("bus/pci/devices/0000:00:07.0", "../../../devices/pci0000:00/nothing");
   const std::string badgroup = tree.Add({.address = "0000:00:08.0"});
   tree.MakeDir("kernel/iommu_groups/x1");
   tree.Symlink(badgroup + "/iommu_group", "../../../kernel/iommu_groups/x1");
-  tree.WriteFile(badgroup + "/revision", "0x1ff\n");            // too wide: warned, 0
+  tree.WriteFile(badgroup + "/revision", "0x1ff\n");  // too wide: warned, 0
 
   auto sysfs = SysfsRoot::Open(tree.path());
   CapturingLogger cap;
@@ -127,18 +139,69 @@ BOOST_AUTO_TEST_CASE(bad_devices_are_reported_and_skipped) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(uevent_stands_in_for_the_single_files_when_complete) {
+  SysfsTree tree;
+  const std::string dir = tree.Add({.address = "0000:00:01.0", .vendor = "zzzz", .driver = "igb"});
+  // The kernel's summary, read in one go: its IDs and driver win over the single files.
+  tree.WriteFile(dir + "/uevent",
+                 "DRIVER=vfio-pci\nPCI_CLASS=30000\nPCI_ID=10DE:1C02\nPCI_SUBSYS_ID=1043:85AC\n");
+  // A garbled uevent is ignored and the single files are read (and must be sound).
+  const std::string dir2 = tree.Add({.address = "0000:00:02.0", .driver = "igb"});
+  tree.WriteFile(dir2 + "/uevent", "PCI_CLASS=20000\nPCI_ID=nonsense\n");
+  auto sysfs = SysfsRoot::Open(tree.path());
+  CapturingLogger cap;
+  auto devices = udev::DiscoverPciDevices(*sysfs, nullptr, cap.log);
+  BOOST_REQUIRE(devices.ok());
+  BOOST_REQUIRE(devices->size() == 2u);
+  const PciDevice& a = (*devices)[0];
+  BOOST_TEST(a.vendor_id == 0x10de);
+  BOOST_TEST(a.device_id == 0x1c02);
+  BOOST_TEST(a.class_id() == 0x0300);
+  BOOST_TEST(a.driver == "vfio-pci");
+  BOOST_TEST(a.subsystem_vendor_id == 0x1043);
+  const PciDevice& b = (*devices)[1];
+  BOOST_TEST(b.vendor_id == 0x8086);
+  BOOST_TEST(b.driver == "igb");
+  BOOST_TEST(b.subsystem_vendor_id == 0x1028);
+}
+
+BOOST_AUTO_TEST_CASE(large_trees_are_read_by_several_threads_and_sorted) {
+  SysfsTree tree;
+  std::vector<std::string> want;
+  for (int bus = 0; bus < 3; ++bus) {
+    for (int devfn = 0; devfn < 176; ++devfn) {  // 528 functions: two worker threads
+      const std::string addr =
+          absl::StrFormat("0000:%02x:%02x.%d", 0x40 - bus, devfn >> 3, devfn & 7);
+      tree.Add(
+          {.address = addr, .numa = std::to_string(bus), .group = std::to_string(want.size())});
+      want.push_back(addr);
+    }
+  }
+  tree.Add({.address = "0000:41:00.0", .vendor = "0xzz"});  // skipped, reported from a worker
+  std::sort(want.begin(), want.end());
+  auto sysfs = SysfsRoot::Open(tree.path());
+  CapturingLogger cap;
+  auto devices = udev::DiscoverPciDevices(*sysfs, &PciIds(), cap.log);
+  BOOST_REQUIRE(devices.ok());
+  std::vector<std::string> found;
+  for (const auto& d : *devices) found.push_back(d.address.ToString());
+  BOOST_TEST(found == want, boost::test_tools::per_element());
+  BOOST_TEST(cap.text().find("pci 0000:41:00.0: skipped") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(invalid_addresses_never_reach_a_path) {
   SysfsTree tree;
   tree.Add({.address = "0000:00:01.0"});
   auto sysfs = SysfsRoot::Open(tree.path());
   CapturingLogger cap;
-  for (const char* bad : {"../../..", "0000:00:1f.6/../x", "0000:00:01.0/..", "0000:00:01.0 ",
-                          "0000:00:0A.0", ""}) {
+  for (const char* bad :
+       {"../../..", "0000:00:1f.6/../x", "0000:00:01.0/..", "0000:00:01.0 ", "0000:00:0A.0", ""}) {
     auto dev = udev::ReadPciDevice(*sysfs, bad, nullptr, cap.log);
     BOOST_TEST(absl::IsInvalidArgument(dev.status()), bad);
   }
   BOOST_TEST(udev::ReadPciDevice(*sysfs, "0000:00:01.0", nullptr, cap.log).ok());
-  BOOST_TEST(absl::IsNotFound(udev::ReadPciDevice(*sysfs, "0000:00:02.0", nullptr, cap.log).status()));
+  BOOST_TEST(
+      absl::IsNotFound(udev::ReadPciDevice(*sysfs, "0000:00:02.0", nullptr, cap.log).status()));
 }
 
 BOOST_AUTO_TEST_CASE(a_tree_without_pci_is_an_error) {

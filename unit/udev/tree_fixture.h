@@ -29,8 +29,8 @@ class SysfsTree : public TempTree {
  public:
   // Adds a function and returns its directory relative to the root.
   std::string Add(const FunctionSpec& f) {
-    const std::string dir = f.parent.empty() ? "devices/pci0000:00/" + f.address
-                                             : DirOf(f.parent) + "/" + f.address;
+    const std::string dir =
+        f.parent.empty() ? "devices/pci0000:00/" + f.address : DirOf(f.parent) + "/" + f.address;
     WriteFile(dir + "/vendor", f.vendor + "\n");
     WriteFile(dir + "/device", f.device + "\n");
     WriteFile(dir + "/class", f.klass + "\n");
@@ -57,7 +57,8 @@ class SysfsTree : public TempTree {
   // "../" once per component of `dir`, to reach the root from inside it.
   static std::string UpTo(const std::string& dir) {
     std::string up;
-    for (char c : dir) if (c == '/') up += "../";
+    for (char c : dir)
+      if (c == '/') up += "../";
     return up + "../";
   }
 };
@@ -65,7 +66,7 @@ class SysfsTree : public TempTree {
 // A logger that records what it prints, to assert on warnings.
 struct CapturingLogger {
   std::ostringstream out;
-  spdlog::logger log{"test", std::make_shared<spdlog::sinks::ostream_sink_st>(out)};
+  spdlog::logger log{"test", std::make_shared<spdlog::sinks::ostream_sink_mt>(out)};
   std::string text() { return out.str(); }
 };
 

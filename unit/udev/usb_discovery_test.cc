@@ -1,8 +1,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include "core/id_database.h"
-#include "unit/udev/tree_fixture.h"
 #include "udev/discovery.h"
+#include "unit/udev/tree_fixture.h"
 
 namespace pcid {
 
@@ -12,7 +12,8 @@ BOOST_AUTO_TEST_CASE(names_of_devices_and_not_interfaces) {
   for (const char* good : {"usb1", "usb12", "1-1", "1-1.2", "12-3.4.1"}) {
     BOOST_TEST(udev::IsUsbDeviceName(good), good);
   }
-  for (const char* bad : {"usb", "usbx", "1-1:1.0", "1-", "-1", "1-1.", "a-1", "1-1..2", "../1-1"}) {
+  for (const char* bad :
+       {"usb", "usbx", "1-1:1.0", "1-", "-1", "1-1.", "a-1", "1-1..2", "../1-1"}) {
     BOOST_TEST(!udev::IsUsbDeviceName(bad), bad);
   }
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The README's second command, and what CI runs (.ci/run): installs what is missing, builds, and
+# runs every test through CTest:
+#   1. unit + e2e tests (labels "unit", "e2e") on the normal build;
+#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. the libFuzzer targets for a short while (clang).
+# Nothing here writes to this machine's /sys, /dev or /var/lib/kubelet: the e2e tests read /sys
+# and work in temporary trees.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-deps.sh
+jobs=$(nproc)
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPCID_SANITIZE=ON
+cmake --build build-asan --target core_test udev_test cmd_test
+ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
+
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"
+cmake --build build-fuzz --target fuzz_id_database fuzz_attributes
+ctest --test-dir build-fuzz --output-on-failure -L fuzz
+echo "all tests passed"
