@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "cmd/daemon_command.h"
 #include "cmd/list_command.h"
 
 namespace {
@@ -12,6 +13,7 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  list     list this node's PCI (or, with --usb, USB) devices, like lspci/lsusb\n"
+    "  daemon   serve the enabled devices to the kubelet as device plugins\n"
     "\n"
     "Run 'pcidevices <command> --help' for a command's flags.\n";
 
@@ -25,6 +27,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "list") return pcid::cmd::RunList(args);
+  if (command == "daemon") return pcid::cmd::RunDaemon(args);
   if (command == "--help" || command == "-h" || command == "help") {
     std::cout << kUsage;
     return 0;

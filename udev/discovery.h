@@ -32,6 +32,11 @@ namespace pcid::udev {
 absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view address,
                                         const IdDatabase* pci_ids, spdlog::logger& log);
 
+// The driver a function is bound to right now, from its `driver` link (the kernel's own word; not
+// the uevent summary): "" when unbound. InvalidArgument for a bad address, NotFound when the
+// function is gone.
+absl::StatusOr<std::string> ReadPciDriver(const SysfsRoot& sysfs, std::string_view address);
+
 // Every function under `bus/pci/devices`, sorted by address. NotFound when that directory is
 // missing; bad devices are skipped with a warning. Large trees are read by up to four threads,
 // so `log` must accept concurrent calls (spdlog loggers with *_mt sinks do).

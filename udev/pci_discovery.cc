@@ -209,6 +209,18 @@ absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view
   return dev;
 }
 
+absl::StatusOr<std::string> ReadPciDriver(const SysfsRoot& sysfs, std::string_view address) {
+  PCID_RETURN_IF_ERROR(ParsePciAddress(address).status());
+  const std::string dir = absl::StrCat("bus/pci/devices/", ToAbsl(address));
+  if (!sysfs.Exists(dir)) {
+    return absl::NotFoundError(
+        absl::StrCat("pci ", ToAbsl(address), ": ", sysfs.path(), "/", dir, " does not exist"));
+  }
+  auto driver = sysfs.ReadLinkBasename(absl::StrCat(dir, "/driver"));
+  if (absl::IsNotFound(driver.status())) return std::string();
+  return driver;
+}
+
 absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs,
                                                           const IdDatabase* pci_ids,
                                                           spdlog::logger& log) {

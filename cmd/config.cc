@@ -1,0 +1,101 @@
+#include "cmd/config.h"
+
+#include <absl/strings/str_cat.h>
+#include <simdjson.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "core/attribute.h"
+#include "core/status.h"
+
+namespace pcid::cmd {
+namespace {
+
+absl::StatusOr<uint16_t> Hex4(std::string_view text, const std::string& where) {
+  if (text.size() != 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": want 4 hex digits, got \"", ToAbsl(text), "\""));
+  }
+  auto v = ParseHexAttribute(text, 4);
+  if (!v.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", v.status().message()));
+  return static_cast<uint16_t>(*v);
+}
+
+}  // namespace
+
+absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::string& origin) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (auto err = parser.parse(json).get(root); err) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": not valid JSON: ", simdjson::error_message(err)));
+  }
+  simdjson::dom::object top;
+  if (root.get(top)) return absl::InvalidArgumentError(absl::StrCat(origin, ": want an object"));
+  DaemonConfig config;
+  for (auto [key, value] : top) {
+    if (key != "enable") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ": unknown key \"", std::string(key), "\""));
+    }
+    simdjson::dom::array list;
+    if (value.get(list)) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": \"enable\" must be an array"));
+    }
+    size_t index = 0;
+    for (simdjson::dom::element item : list) {
+      const std::string where = absl::StrCat(origin, ": enable[", index++, "]");
+      simdjson::dom::object sel;
+      if (item.get(sel)) return absl::InvalidArgumentError(absl::StrCat(where, ": want an object"));
+      DeviceSelector s;
+      size_t fields = 0;
+      for (auto [k, v] : sel) {
+        std::string_view text;
+        if (v.get(text)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ".", std::string(k), ": want a string"));
+        }
+        const std::string field = absl::StrCat(where, ".", std::string(k));
+        ++fields;
+        if (k == "address") {
+          auto a = ParsePciAddress(text);
+          if (!a.ok())
+            return absl::InvalidArgumentError(absl::StrCat(field, ": ", a.status().message()));
+          s.address = *a;
+        } else if (k == "vendor") {
+          PCID_ASSIGN_OR_RETURN(s.vendor, Hex4(text, field));
+        } else if (k == "device") {
+          PCID_ASSIGN_OR_RETURN(s.device, Hex4(text, field));
+        } else if (k == "class") {
+          PCID_ASSIGN_OR_RETURN(s.class_id, Hex4(text, field));
+        } else if (k == "driver") {
+          if (text.empty() || text.find('/') != std::string_view::npos) {
+            return absl::InvalidArgumentError(absl::StrCat(field, ": not a driver name"));
+          }
+          s.driver = std::string(text);
+        } else {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": unknown key \"", std::string(k), "\""));
+        }
+      }
+      if (fields == 0) {
+        // An empty selector would match every device, the host's own disk and NIC included.
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": empty selector matches everything"));
+      }
+      config.enable.push_back(s);
+    }
+  }
+  return config;
+}
+
+absl::StatusOr<DaemonConfig> LoadConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ErrnoStatus(errno, absl::StrCat("open ", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), path);
+}
+
+}  // namespace pcid::cmd

@@ -1,0 +1,24 @@
+// File: cmd/config.h
+//
+// The standalone config file: `{"enable": [selector, ...]}`, a selector being an object with any
+// of "address", "vendor" (4 hex), "device" (4 hex), "class" (4 hex), "driver". Unknown keys, wrong
+// types, malformed values and broken JSON are errors naming the file and the offending part.
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <string>
+#include <vector>
+
+#include "core/selector.h"
+
+namespace pcid::cmd {
+
+struct DaemonConfig {
+  std::vector<DeviceSelector> enable;
+};
+
+absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::string& origin);
+absl::StatusOr<DaemonConfig> LoadConfig(const std::string& path);
+
+}  // namespace pcid::cmd

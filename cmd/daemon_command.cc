@@ -1,0 +1,255 @@
+#include "cmd/daemon_command.h"
+
+#include <absl/strings/str_cat.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <climits>
+#include <iostream>
+#include <optional>
+
+#include "cmd/config.h"
+#include "cmd/flags.h"
+#include "cmd/logging.h"
+#include "core/event_queue.h"
+#include "core/id_database.h"
+#include "core/naming.h"
+#include "core/status.h"
+#include "plugin/health_probe.h"
+#include "plugin/manager.h"
+#include "udev/discovery.h"
+
+namespace pcid::cmd {
+namespace {
+
+using plugin::PluginDevice;
+
+constexpr char kUsage[] =
+    "usage: pcidevices daemon --node-name N [--config FILE] [--sysfs-root DIR] [--dev-root DIR]\n"
+    "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--state-dir DIR]\n"
+    "         [--kubeconfig FILE]\n";
+
+struct DaemonFlags {
+  std::string node, config, sysfs_root, dev_root, plugin_dir;
+};
+
+// Everything the owner thread owns. Only main's loop touches it.
+class Daemon {
+ public:
+  Daemon(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, std::optional<IdDatabase> ids)
+      : flags_(std::move(flags)),
+        sysfs_(std::move(sysfs)),
+        dev_(std::move(dev)),
+        ids_(std::move(ids)),
+        log_(MakeLogger("daemon")),
+        plugin_log_(MakeLogger("plugin")),
+        manager_(
+            {flags_.plugin_dir, Hooks()},
+            [this](std::function<void()> fn) { queue_.Post(std::move(fn)); }, *plugin_log_) {}
+
+  // Reads the config; keeps the previous one when the new one is broken.
+  bool LoadConfig() {
+    if (flags_.config.empty()) return true;
+    auto config = cmd::LoadConfig(flags_.config);
+    if (!config.ok()) {
+      log_->error("config: {}", ToStd(config.status().message()));
+      return false;
+    }
+    config_ = *std::move(config);
+    return true;
+  }
+
+  // Discovers, selects, plans and applies. Owner thread.
+  void Reconcile() {
+    auto devices = udev::DiscoverPciDevices(sysfs_, ids_ ? &*ids_ : nullptr, *log_);
+    if (!devices.ok()) {
+      log_->error("discovery: {}", ToStd(devices.status().message()));
+      return;
+    }
+    std::set<std::string> enabled;
+    std::vector<bool> used(config_.enable.size());
+    for (const PciDevice& dev : *devices) {
+      for (size_t i = 0; i < config_.enable.size(); ++i) {
+        if (!Matches(config_.enable[i], dev)) continue;
+        used[i] = true;
+        if (dev.is_bridge()) {
+          log_->error("pci {}: refusing to enable a bridge (class {:04x}, config enable[{}])",
+                      dev.address.ToString(), dev.class_id(), i);
+          continue;
+        }
+        enabled.insert(dev.address.ToString());
+      }
+    }
+    for (size_t i = 0; i < used.size(); ++i) {
+      if (!used[i]) log_->warn("config enable[{}] matches no device on this node", i);
+    }
+    const auto inputs = plugin::ProbeHealth(sysfs_, dev_, *devices, enabled);
+    auto plan = plugin::PlanResources(*devices, {}, enabled, {}, flags_.node, inputs);
+    for (const auto& [name, r] : plan) {
+      for (const auto& d : r.devices) {
+        if (!d.healthy) log_->warn("pci {}: unhealthy: {}", d.id, d.health_reason);
+      }
+    }
+    manager_.Apply(plan);
+  }
+
+  int Run() {
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    UniqueFd sig(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    UniqueFd watch(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    if (!sig.valid() || !watch.valid() ||
+        ::inotify_add_watch(watch.get(), flags_.plugin_dir.c_str(),
+                            IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM) < 0) {
+      log_->error("{}: cannot watch: {}", flags_.plugin_dir, std::strerror(errno));
+      return 1;
+    }
+    if (!LoadConfig()) return 1;
+    Reconcile();
+    log_->info("daemon started on node {}: {} plugins", flags_.node, manager_.size());
+    for (;;) {
+      pollfd fds[] = {{sig.get(), POLLIN, 0}, {watch.get(), POLLIN, 0}, {queue_.fd(), POLLIN, 0}};
+      int timeout = -1;  // no timers unless a retry is pending
+      if (auto wake = manager_.NextWake()) {
+        timeout = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*wake).count());
+      }
+      if (::poll(fds, 3, timeout) < 0 && errno != EINTR) {
+        log_->error("poll: {}", std::strerror(errno));
+        return 1;
+      }
+      if (fds[0].revents & POLLIN) {
+        signalfd_siginfo info;
+        while (::read(sig.get(), &info, sizeof info) == sizeof info) {
+          if (info.ssi_signo == SIGHUP) {
+            log_->info("SIGHUP: reloading {}", flags_.config);
+            if (LoadConfig()) Reconcile();
+          } else {
+            log_->info("signal {}: stopping", info.ssi_signo);
+            return 0;
+          }
+        }
+      }
+      if (fds[1].revents & POLLIN) OnInotify(watch.get());
+      if (fds[2].revents & POLLIN) queue_.RunPending();
+      manager_.RunDue();
+    }
+  }
+
+ private:
+  plugin::ServerHooks Hooks() {
+    plugin::ServerHooks hooks;
+    // Runs on a gRPC thread: reads sysfs afresh and touches no daemon state.
+    hooks.pre_start = [this](const plugin::Resource& r, const std::vector<std::string>& ids) {
+      for (const std::string& id : ids) {
+        auto driver = udev::ReadPciDriver(sysfs_, id);
+        if (!driver.ok()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": device ", id, ": ", driver.status().message()));
+        }
+        if (*driver != "vfio-pci") {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": device ", id, " is bound to ",
+                           driver->empty() ? "no driver" : *driver, ", not vfio-pci"));
+        }
+        const PluginDevice* dev = nullptr;
+        for (const auto& d : r.devices) {
+          if (d.id == id) dev = &d;
+        }
+        if (dev == nullptr || !dev->iommu_group ||
+            !dev_.Exists(absl::StrCat("vfio/", *dev->iommu_group))) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": device ", id, ": its /dev/vfio group node is missing"));
+        }
+      }
+      return absl::OkStatus();
+    };
+    return hooks;
+  }
+
+  // Handles one batch of directory events. A kubelet restart shows as "our sockets and
+  // kubelet.sock deleted, kubelet.sock created": restart our servers, then register each once.
+  void OnInotify(int fd) {
+    alignas(inotify_event) char buf[4096];
+    std::vector<std::string> deleted;
+    bool kubelet_created = false;
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+      for (char* p = buf; p < buf + n;) {
+        const auto* ev = reinterpret_cast<const inotify_event*>(p);
+        const std::string name = ev->len ? ev->name : "";
+        if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && name == "kubelet.sock") {
+          kubelet_created = true;
+        } else if ((ev->mask & (IN_DELETE | IN_MOVED_FROM)) && name != "kubelet.sock") {
+          deleted.push_back(name);
+        }
+        p += sizeof(inotify_event) + ev->len;
+      }
+    }
+    for (const std::string& name : deleted) manager_.OnSocketDeleted(name, !kubelet_created);
+    if (kubelet_created) {
+      log_->info("kubelet.sock appeared: registering every plugin again");
+      manager_.RegisterAll();
+    }
+  }
+
+  DaemonFlags flags_;
+  SysfsRoot sysfs_;
+  SysfsRoot dev_;
+  std::optional<IdDatabase> ids_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<spdlog::logger> plugin_log_;
+  DaemonConfig config_;
+  EventQueue queue_;
+  plugin::PluginManager manager_;  // last: its servers' hooks use the members above
+};
+
+}  // namespace
+
+int RunDaemon(const std::vector<std::string>& args) {
+  auto flags = ParseFlags(args,
+                          {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir",
+                           "pod-resources-socket", "state-dir", "kubeconfig"},
+                          {"help"});
+  if (!flags.ok() || !flags->positional.empty()) {
+    std::cerr << "pcidevices daemon: "
+              << (flags.ok() ? "unexpected argument " + flags->positional[0]
+                             : std::string(flags.status().message()))
+              << "\n"
+              << kUsage;
+    return 2;
+  }
+  if (flags->Has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (!flags->Has("node-name") || flags->Get("node-name", "").empty()) {
+    std::cerr << "pcidevices daemon: --node-name is required\n" << kUsage;
+    return 2;
+  }
+  auto log = MakeLogger("daemon");
+  if (flags->Has("kubeconfig")) log->warn("--kubeconfig: projection is not built yet; standalone");
+  DaemonFlags f{flags->Get("node-name", ""), flags->Get("config", ""),
+                flags->Get("sysfs-root", "/sys"), flags->Get("dev-root", "/dev"),
+                flags->Get("device-plugin-dir", "/var/lib/kubelet/device-plugins")};
+  auto sysfs = SysfsRoot::Open(f.sysfs_root);
+  auto dev = SysfsRoot::Open(f.dev_root);
+  if (!sysfs.ok() || !dev.ok()) {
+    log->error("{}", ToStd((sysfs.ok() ? dev.status() : sysfs.status()).message()));
+    return 1;
+  }
+  std::optional<IdDatabase> ids;
+  if (auto db = IdDatabase::LoadFirst(DefaultPciIdsPaths()); db.ok()) {
+    ids = *std::move(db);
+  } else {
+    log->warn("names unavailable: {}", ToStd(db.status().message()));
+  }
+  Daemon daemon(std::move(f), *std::move(sysfs), *std::move(dev), std::move(ids));
+  return daemon.Run();
+}
+
+}  // namespace pcid::cmd

@@ -1,0 +1,18 @@
+#include "core/selector.h"
+
+namespace pcid {
+
+bool Matches(const DeviceSelector& s, const PciDevice& dev) {
+  return (!s.address || *s.address == dev.address) && (!s.vendor || *s.vendor == dev.vendor_id) &&
+         (!s.device || *s.device == dev.device_id) &&
+         (!s.class_id || *s.class_id == dev.class_id()) && (!s.driver || *s.driver == dev.driver);
+}
+
+bool MatchesAny(const std::vector<DeviceSelector>& selectors, const PciDevice& dev) {
+  for (const DeviceSelector& s : selectors) {
+    if (Matches(s, dev)) return true;
+  }
+  return false;
+}
+
+}  // namespace pcid

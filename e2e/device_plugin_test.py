@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""The daemon's device plugins against the kubelet emulator, over the real gRPC wire protocol.
+
+Usage: device_plugin_test.py PCIDEVICES KUBELET_EMULATOR MAKE_TREE
+
+A gpu-node fixture tree (two GTX 1060 + audio pairs: 01:00.x on nvidia/snd_hda_intel, 81:00.x on
+vfio-pci with /dev/vfio/4 present) and a config enabling every NVIDIA function.
+Every process started here is stopped here, by PID.
+"""
+import json
+import os
+import queue
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
+AUDIO = "nvidia.com/GP106_HIGH_DEFINITION_AUDIO_CONTROLLER"
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, flush=True)
+
+
+class Emulator:
+    """The kubelet emulator, its JSON events read by a thread into a queue."""
+
+    def __init__(self, binary, plugin_dir):
+        self.proc = subprocess.Popen([binary, "--dir", plugin_dir], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.events = queue.Queue()
+        self.backlog = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait(lambda e: e["event"] == "ready")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def send(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait(self, pred, timeout=5.0):
+        """The first event (in arrival order) matching `pred`; others stay queued for later."""
+        for i, e in enumerate(self.backlog):
+            if pred(e):
+                return self.backlog.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                e = self.events.get(timeout=left)
+            except queue.Empty:
+                return None
+            if pred(e):
+                return e
+            self.backlog.append(e)
+
+    def drain(self):
+        """Forgets every event received so far."""
+        self.backlog.clear()
+        while not self.events.empty():
+            self.events.get_nowait()
+
+    def call(self, line, event):
+        self.send(line)
+        return self.wait(lambda e: e["event"] == event)
+
+    def stop(self):
+        try:
+            self.send("quit")
+            self.proc.wait(timeout=5)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def proc_stats(pid):
+    status = open(f"/proc/{pid}/status").read()
+    fields = dict(l.split(":", 1) for l in status.splitlines())
+    return {"threads": int(fields["Threads"]), "rss_kb": int(fields["VmRSS"].split()[0]),
+            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def main():
+    pcidevices, emulator_bin, make_tree = sys.argv[1:4]
+    with tempfile.TemporaryDirectory(prefix="pcid-dp-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None) as tmp:
+        sysfs, dev, plugins = f"{tmp}/sys", f"{tmp}/dev", f"{tmp}/dp"
+        os.mkdir(plugins)
+        subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev], check=True)
+        config = f"{tmp}/config.json"
+        with open(config, "w") as f:
+            json.dump({"enable": [{"vendor": "10de"}]}, f)
+
+        emu = Emulator(emulator_bin, plugins)
+        log = open(f"{tmp}/daemon.log", "w+")
+        daemon = subprocess.Popen([pcidevices, "daemon", "--node-name", "n1", "--config", config,
+                                   "--sysfs-root", sysfs, "--dev-root", dev,
+                                   "--device-plugin-dir", plugins], stderr=log)
+        try:
+            run(emu, daemon, plugins, config, sysfs, log, emulator_bin)
+        finally:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait()
+            emu.stop()
+            log.seek(0)
+            if failures:
+                print("--- daemon log ---\n" + log.read()[-6000:])
+    print(f"device_plugin_test: {len(failures)} failures")
+    sys.exit(1 if failures else 0)
+
+
+def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
+    # Registration: one plugin per resource, named and protected as DESIGN.md says.
+    regs = {}
+    for _ in range(2):
+        e = emu.wait(lambda e: e["event"] == "register")
+        check(e is not None, "plugin registered")
+        if e:
+            regs[e["resource"]] = e
+    check(set(regs) == {GPU, AUDIO}, f"registered {sorted(regs)}")
+    gpu_sock = f"kubevirt-{GPU.replace('/', '-')}.sock"
+    check(regs.get(GPU, {}).get("endpoint") == gpu_sock, "endpoint = socket file name")
+    check(all(r["ok"] and r["pre_start_required"] and r["preferred_allocation"] for r in regs.values()),
+          "dial-back during Register and options")
+    mode = stat.S_IMODE(os.stat(f"{plugins}/{gpu_sock}").st_mode)
+    check(mode == 0o600, f"socket mode {oct(mode)}")
+
+    # ListAndWatch: every device with health and NUMA topology.
+    lists = {}
+    while len(lists) < 2:
+        e = emu.wait(lambda e: e["event"] == "list")
+        if e is None:
+            break
+        lists[e["resource"]] = e["devices"]
+    check(lists.get(GPU) == [{"id": "0000:01:00.0", "health": "Unhealthy", "numa": [0]},
+                             {"id": "0000:81:00.0", "health": "Healthy", "numa": [1]}],
+          f"GPU list {lists.get(GPU)}")
+
+    # Allocate, field by field.
+    a = emu.call(f"allocate {GPU} 0000:81:00.0", "allocate")
+    check(a and a["ok"], f"allocate ok {a}")
+    if a and a["ok"]:
+        c = a["containers"][0]
+        check(c["envs"] == {"PCI_RESOURCE_NVIDIA_COM_GP106_GEFORCE_GTX_1060_6GB": "0000:81:00.0"},
+              f"envs {c['envs']}")
+        check(c["devices"] == [
+            {"host_path": "/dev/vfio/vfio", "container_path": "/dev/vfio/vfio", "permissions": "mrw"},
+            {"host_path": "/dev/vfio/4", "container_path": "/dev/vfio/4", "permissions": "mrw"}],
+            f"device specs {c['devices']}")
+    for ids, code, text in [("0000:09:00.0", 3, "unknown device"),
+                            ("0000:81:00.0,0000:81:00.0", 3, "requested twice"),
+                            ("0000:01:00.0", 9, "bound to nvidia"),
+                            ("0000:81:00.0,0000:01:00.0", 9, "unhealthy")]:
+        r = emu.call(f"allocate {GPU} {ids}", "allocate")
+        check(r and not r["ok"] and r["code"] == code and text in r["message"] and r["containers"] == [],
+              f"allocate {ids} rejected whole with {code}: {r}")
+
+    p = emu.call(f"preferred {GPU} 0000:01:00.0,0000:81:00.0 - 1", "preferred")
+    check(p and p["ids"] == ["0000:81:00.0"], f"preferred healthy device: {p}")
+
+    # PreStartContainer re-reads sysfs: a device pulled off vfio-pci fails with a readable reason.
+    r = emu.call(f"prestart {GPU} 0000:81:00.0", "prestart")
+    check(r and r["ok"], f"prestart ok {r}")
+    link = f"{sysfs}/bus/pci/devices/0000:81:00.0/driver"
+    target = os.readlink(link)
+    os.unlink(link)
+    os.symlink(target.replace("vfio-pci", "nvidia"), link)
+    r = emu.call(f"prestart {GPU} 0000:81:00.0", "prestart")
+    check(r and not r["ok"] and "bound to nvidia, not vfio-pci" in r["message"], f"prestart refused {r}")
+    os.unlink(link)
+    os.symlink(target, link)
+
+    # SIGHUP: a config without the audio functions stops that plugin and removes its socket.
+    with open(config, "w") as f:
+        json.dump({"enable": [{"vendor": "10de", "class": "0300"}]}, f)
+    daemon.send_signal(signal.SIGHUP)
+    audio_sock = f"{plugins}/kubevirt-{AUDIO.replace('/', '-')}.sock"
+    check(wait_for(lambda: not os.path.exists(audio_sock)), "audio plugin stopped after SIGHUP")
+    check(os.path.exists(f"{plugins}/{gpu_sock}"), "GPU plugin kept")
+    # A broken config on SIGHUP is reported and the running one kept.
+    with open(config, "w") as f:
+        f.write('{"enable": [{"vendor": "10de", "colour": "red"}]}')
+    daemon.send_signal(signal.SIGHUP)
+    check(wait_for(lambda: 'unknown key \\"colour\\"' in read(log) or 'unknown key "colour"' in read(log)),
+          "bad config reported")
+    check(daemon.poll() is None and os.path.exists(f"{plugins}/{gpu_sock}"), "bad config changes nothing")
+
+    # Kubelet restarts: every plugin re-registered within 1 s, 100 times, no leak.
+    time.sleep(0.3)
+    before = proc_stats(daemon.pid)
+    worst = 0.0
+    for i in range(100):
+        emu.drain()
+        start = time.monotonic()
+        emu.send("restart")
+        check(emu.wait(lambda e: e["event"] == "restarted", timeout=3) is not None, "restarted")
+        e = emu.wait(lambda e: e["event"] == "register" and e["resource"] == GPU and e["ok"], timeout=3)
+        took = time.monotonic() - start
+        worst = max(worst, took)
+        if e is None:
+            check(False, f"restart {i}: not re-registered within 3 s")
+            break
+    check(worst < 1.0, f"re-registration took up to {worst:.3f} s")
+    time.sleep(0.5)
+    after = proc_stats(daemon.pid)
+    print(f"100 kubelet restarts: worst re-registration {worst * 1000:.0f} ms; "
+          f"before {before}, after {after}", flush=True)
+    check(after["threads"] <= before["threads"] + 2, f"threads grew {before} -> {after}")
+    check(after["fds"] <= before["fds"] + 2, f"fds grew {before} -> {after}")
+    check(after["rss_kb"] <= before["rss_kb"] + 4096, f"RSS grew {before} -> {after}")
+
+    # SIGTERM: clean exit, our sockets removed.
+    daemon.send_signal(signal.SIGTERM)
+    check(daemon.wait(timeout=10) == 0, "clean exit on SIGTERM")
+    check(not os.path.exists(f"{plugins}/{gpu_sock}"), "socket removed on exit")
+
+
+def read(f):
+    f.flush()
+    with open(f.name) as g:
+        return g.read()
+
+
+def wait_for(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+if __name__ == "__main__":
+    main()

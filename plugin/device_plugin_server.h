@@ -1,0 +1,60 @@
+// File: plugin/device_plugin_server.h
+//
+// One kubelet device plugin (v1beta1) for one resource, served on its own unix socket (mode
+// 0600). Uses the gRPC callback API: ListAndWatch streams pin no threads, and every stream gets
+// the full device list again within milliseconds of Update(). Allocate answers come from
+// plugin/allocation.h; an unknown, duplicate or unhealthy ID fails the whole call.
+//
+// Thread safety: Update() may be called from any thread (the owner thread does). The gRPC handlers
+// run on gRPC's threads and only read the latest published Resource.
+#pragma once
+
+#include <absl/status/status.h>
+#include <absl/status/statusor.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "plugin/allocation.h"
+#include "plugin/resources.h"
+
+namespace pcid::plugin {
+
+struct ServerHooks {
+  // PreStartContainer: re-checks the devices right before the container starts (still on
+  // vfio-pci, group node present). OK, or an error whose message the kubelet shows.
+  std::function<absl::Status(const Resource&, const std::vector<std::string>& ids)> pre_start;
+  // Called after an Allocate is planned, before it is answered (e.g. hand USB nodes to the VM
+  // user). An error fails the Allocate.
+  std::function<absl::Status(const Resource&, const ContainerAllocation&)> on_allocate;
+};
+
+class DevicePluginServer {
+ public:
+  // Removes a stale socket at `socket_path`, listens there and serves `resource`.
+  static absl::StatusOr<std::unique_ptr<DevicePluginServer>> Start(const std::string& socket_path,
+                                                                   Resource resource,
+                                                                   ServerHooks hooks);
+  // Ends every stream, stops serving and removes the socket.
+  ~DevicePluginServer();
+  DevicePluginServer(const DevicePluginServer&) = delete;
+  DevicePluginServer& operator=(const DevicePluginServer&) = delete;
+
+  // Publishes a new device list; every ListAndWatch stream sends it.
+  void Update(Resource resource);
+
+  const std::string& socket_path() const;
+  // The socket's file name, as sent in RegisterRequest.endpoint.
+  std::string endpoint() const;
+  const std::string& resource_name() const;
+
+  struct State;  // shared with the gRPC handlers
+
+ private:
+  explicit DevicePluginServer(std::shared_ptr<State> state);
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace pcid::plugin

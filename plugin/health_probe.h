@@ -1,0 +1,21 @@
+// File: plugin/health_probe.h
+//
+// Collects the node facts health depends on (HealthInputs): which /dev/vfio/<group> nodes exist
+// under the device root and each function's iommufd cdev (`vfio-dev/vfioN`). Reads only; owner
+// thread.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "core/sysfs_root.h"
+#include "plugin/resources.h"
+
+namespace pcid::plugin {
+
+HealthInputs ProbeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
+                         const std::vector<PciDevice>& pci, const std::set<std::string>& enabled);
+
+}  // namespace pcid::plugin

@@ -1,0 +1,125 @@
+#include "plugin/resources.h"
+
+#include <absl/strings/ascii.h>
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_format.h>
+
+#include <algorithm>
+
+#include "core/naming.h"
+
+namespace pcid::plugin {
+namespace {
+
+constexpr char kVfioDriver[] = "vfio-pci";
+
+// For each IOMMU group: its functions' addresses and whether all are on vfio-pci.
+struct GroupInfo {
+  std::vector<std::string> members;
+  bool viable = true;
+};
+
+std::map<unsigned, GroupInfo> Groups(const std::vector<PciDevice>& pci) {
+  std::map<unsigned, GroupInfo> groups;
+  for (const PciDevice& dev : pci) {
+    if (!dev.iommu_group) continue;
+    GroupInfo& g = groups[*dev.iommu_group];
+    g.members.push_back(dev.address.ToString());
+    // DESIGN.md: every *endpoint* must be on vfio-pci; bridges (06xx) keep their port driver,
+    // which the kernel allows in a vfio group.
+    if (dev.driver != kVfioDriver && !dev.is_bridge()) g.viable = false;
+  }
+  return groups;
+}
+
+PluginDevice PlanPci(const PciDevice& dev, const std::map<unsigned, GroupInfo>& groups,
+                     const HealthInputs& in) {
+  PluginDevice out;
+  out.id = dev.address.ToString();
+  out.numa_node = dev.numa_node;
+  out.iommu_group = dev.iommu_group;
+  out.env_value = out.id;
+  if (dev.iommu_group) out.nodes.push_back({absl::StrCat("/dev/vfio/", *dev.iommu_group)});
+  if (auto cdev = in.vfio_cdevs.find(out.id); cdev != in.vfio_cdevs.end()) {
+    out.nodes.push_back({absl::StrCat("/dev/vfio/devices/vfio", cdev->second)});
+  }
+
+  if (dev.driver != kVfioDriver) {
+    out.health_reason = dev.driver.empty()
+                            ? "no driver bound, want vfio-pci"
+                            : absl::StrCat("bound to ", dev.driver, ", want vfio-pci");
+  } else if (!dev.iommu_group) {
+    out.health_reason = "no IOMMU group";
+  } else if (!in.vfio_group_nodes.count(*dev.iommu_group)) {
+    out.health_reason = absl::StrCat("/dev/vfio/", *dev.iommu_group, " missing");
+  } else {
+    const GroupInfo& group = groups.at(*dev.iommu_group);
+    if (!group.viable) {
+      out.health_reason = absl::StrCat("IOMMU group ", *dev.iommu_group,
+                                       " not viable: a member is not on vfio-pci");
+    } else {
+      const auto mine = in.allocated_to.find(out.id);
+      for (const std::string& member : group.members) {
+        const auto holder = in.allocated_to.find(member);
+        if (member == out.id || holder == in.allocated_to.end()) continue;
+        if (mine == in.allocated_to.end() || mine->second != holder->second) {
+          out.health_reason = absl::StrCat("IOMMU group ", *dev.iommu_group, " member ", member,
+                                           " is held by ", holder->second);
+          break;
+        }
+      }
+    }
+  }
+  out.healthy = out.health_reason.empty();
+  return out;
+}
+
+}  // namespace
+
+std::string ResourceEnvName(const std::string& resource_name, bool usb) {
+  std::string suffix = absl::AsciiStrToUpper(resource_name);
+  std::replace(suffix.begin(), suffix.end(), '/', '_');
+  std::replace(suffix.begin(), suffix.end(), '.', '_');
+  return absl::StrCat(usb ? "USB_RESOURCE_" : "PCI_RESOURCE_", suffix);
+}
+
+std::map<std::string, Resource> PlanResources(const std::vector<PciDevice>& pci,
+                                              const std::vector<UsbDevice>& usb,
+                                              const std::set<std::string>& enabled_pci,
+                                              const std::set<std::string>& enabled_usb,
+                                              const std::string& node_name,
+                                              const HealthInputs& inputs) {
+  std::map<std::string, Resource> resources;
+  const auto groups = Groups(pci);
+  for (const PciDevice& dev : pci) {
+    if (!enabled_pci.count(dev.address.ToString())) continue;
+    const std::string name = PciResourceName(dev);
+    Resource& r = resources[name];
+    r.name = name;
+    r.env_name = ResourceEnvName(name, false);
+    r.devices.push_back(PlanPci(dev, groups, inputs));
+  }
+  for (const UsbDevice& dev : usb) {
+    const std::string object = UsbObjectName(node_name, dev);
+    if (!enabled_usb.count(object)) continue;
+    const std::string name = UsbResourceName(node_name, dev);
+    Resource& r = resources[name];
+    r.name = name;
+    r.usb = true;
+    r.env_name = ResourceEnvName(name, true);
+    PluginDevice d;
+    d.id = object;
+    d.usb = true;
+    d.healthy = true;
+    d.env_value = absl::StrFormat("%u:%u", dev.bus, dev.devnum);
+    d.nodes.push_back({dev.DevicePath()});
+    r.devices.push_back(std::move(d));
+  }
+  for (auto& [name, r] : resources) {
+    std::sort(r.devices.begin(), r.devices.end(),
+              [](const PluginDevice& a, const PluginDevice& b) { return a.id < b.id; });
+  }
+  return resources;
+}
+
+}  // namespace pcid::plugin

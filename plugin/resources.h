@@ -1,0 +1,67 @@
+// File: plugin/resources.h
+//
+// What the device plugins advertise, computed from a device snapshot: one resource per
+// resourceName with its devices, their health and NUMA node, and what Allocate hands out for
+// each. Pure functions over plain values: the owner thread gathers the inputs (snapshot, which
+// /dev/vfio nodes exist, what the kubelet has allocated) and the gRPC servers only read results.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+
+namespace pcid::plugin {
+
+// A device node handed to a container: same path on the host and in the container.
+struct DeviceNode {
+  std::string path;  // host path, "/dev/vfio/12"
+  std::string permissions = "mrw";
+  friend bool operator==(const DeviceNode&, const DeviceNode&) = default;
+};
+
+struct PluginDevice {
+  std::string id;  // PCI address "0000:01:00.0", or USB object name
+  bool healthy = false;
+  std::string health_reason;  // why not healthy, for logs and `doctor`
+  int numa_node = -1;         // -1 = none (no topology sent)
+  std::optional<unsigned> iommu_group;
+  std::string env_value;          // PCI: the address; USB: "<bus>:<devnum>" in decimal
+  std::vector<DeviceNode> nodes;  // without the shared /dev/vfio/vfio (added once per answer)
+  bool usb = false;
+};
+
+struct Resource {
+  std::string name;      // "nvidia.com/GP106_GEFORCE_GTX_1060_3GB"
+  std::string env_name;  // "PCI_RESOURCE_NVIDIA_COM_GP106_GEFORCE_GTX_1060_3GB"
+  bool usb = false;
+  std::vector<PluginDevice> devices;  // sorted by id
+};
+
+// Facts about the node the owner thread collects (I/O) before planning.
+struct HealthInputs {
+  std::set<unsigned> vfio_group_nodes;  // groups whose <dev-root>/vfio/<group> exists
+  // <address> -> N for <sysfs>/bus/pci/devices/<address>/vfio-dev/vfioN (iommufd cdev).
+  std::map<std::string, unsigned> vfio_cdevs;
+  // Device IDs the kubelet reports as allocated, by the container holding them ("pod/container").
+  std::map<std::string, std::string> allocated_to;
+};
+
+// `PCI_RESOURCE_` / `USB_RESOURCE_` + name upper-cased with '/' and '.' as '_' (KubeVirt's rule).
+std::string ResourceEnvName(const std::string& resource_name, bool usb);
+
+// Plans every resource for the enabled PCI functions (by address) and USB devices (by object
+// name). A function is healthy only when it is on vfio-pci, its /dev/vfio/<group> exists, every
+// function of its IOMMU group is on vfio-pci, and no other function of its group is allocated to
+// a different container than the one holding it (DESIGN.md, "Health").
+std::map<std::string, Resource> PlanResources(const std::vector<PciDevice>& pci,
+                                              const std::vector<UsbDevice>& usb,
+                                              const std::set<std::string>& enabled_pci,
+                                              const std::set<std::string>& enabled_usb,
+                                              const std::string& node_name,
+                                              const HealthInputs& inputs);
+
+}  // namespace pcid::plugin
