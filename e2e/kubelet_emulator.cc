@@ -4,8 +4,10 @@
 //
 // Serves `/v1beta1.Registration/Register` on DIR/kubelet.sock. While a Register call is in flight
 // it dials the plugin back at DIR/<endpoint> and calls GetDevicePluginOptions (as kubelets do),
-// then opens ListAndWatch. Events go to stdout as JSON lines; commands come on stdin, one a line:
-//   allocate RESOURCE ID[,ID...]         -> {"event":"allocate",...} (envs, devices or an error)
+// then opens ListAndWatch. Events go to stdout as JSON lines stamped with "t_us" (wall clock,
+// microseconds); commands come on stdin, one a line:
+//   allocate RESOURCE ID[,ID...]         -> {"event":"allocate",...} (envs, devices or an error,
+//                                           and the call's duration "elapsed_us")
 //   preferred RESOURCE AVAIL MUST SIZE   -> {"event":"preferred",...} (lists comma-joined, "-" =
 //   none) prestart RESOURCE ID[,ID...]         -> {"event":"prestart",...} restart -> stop, delete
 //   every socket in DIR, listen again quit
@@ -29,9 +31,16 @@
 namespace {
 
 std::mutex out_mu;
+// Prints one event line, stamped with the wall clock in microseconds ("t_us"), so tests can
+// measure latencies against their own clock.
 void Emit(const pcid::JsonWriter& json) {
+  const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  std::string line = json.str();
+  line.insert(line.size() - 1, ",\"t_us\":" + std::to_string(now));
   std::lock_guard<std::mutex> lock(out_mu);
-  std::cout << json.str() << std::endl;
+  std::cout << line << std::endl;
 }
 
 void EmitStatus(pcid::JsonWriter& json, const grpc::Status& status) {
@@ -182,7 +191,11 @@ void Command(Kubelet& kubelet, const std::vector<std::string>& words) {
     auto* container = req.add_container_requests();  // all IDs for one container
     for (const auto& id : Ids(words[2])) container->add_devices_ids(id);
     v1beta1::AllocateResponse resp;
+    const auto start = std::chrono::steady_clock::now();
     const grpc::Status st = p->stub->Allocate(&ctx, req, &resp);
+    json.Key("elapsed_us").Int(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now() - start)
+                                   .count());
     EmitStatus(json, st);
     json.Key("containers").BeginArray();
     for (const auto& c : resp.container_responses()) {
