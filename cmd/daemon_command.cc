@@ -20,6 +20,7 @@
 #include "core/status.h"
 #include "plugin/health_probe.h"
 #include "plugin/manager.h"
+#include "plugin/pod_resources.h"
 #include "udev/discovery.h"
 
 namespace pcid::cmd {
@@ -33,8 +34,14 @@ constexpr char kUsage[] =
     "         [--kubeconfig FILE]\n";
 
 struct DaemonFlags {
-  std::string node, config, sysfs_root, dev_root, plugin_dir;
+  std::string node, config, sysfs_root, dev_root, plugin_dir, pod_resources_socket;
 };
+
+using SteadyClock = std::chrono::steady_clock;
+// While allocations share an IOMMU group, PodResources is asked this often who holds what.
+constexpr auto kPodResourcesPoll = std::chrono::seconds(1);
+// An Allocate not yet reflected by PodResources counts as held for this long.
+constexpr auto kPendingAllocation = std::chrono::seconds(10);
 
 // Everything the owner thread owns. Only main's loop touches it.
 class Daemon {
@@ -86,14 +93,102 @@ class Daemon {
     for (size_t i = 0; i < used.size(); ++i) {
       if (!used[i]) log_->warn("config enable[{}] matches no device on this node", i);
     }
-    const auto inputs = plugin::ProbeHealth(sysfs_, dev_, *devices, enabled);
-    auto plan = plugin::PlanResources(*devices, {}, enabled, {}, flags_.node, inputs);
+    devices_ = *std::move(devices);
+    enabled_ = std::move(enabled);
+    Replan();
+  }
+
+  // Recomputes health and the plugins' lists from the last discovery. Owner thread.
+  void Replan() {
+    auto inputs = plugin::ProbeHealth(sysfs_, dev_, devices_, enabled_);
+    inputs.allocated_to = holders_;
+    for (const auto& [id, pending] : pending_) inputs.allocated_to.emplace(id, pending.first);
+    auto plan = plugin::PlanResources(devices_, {}, enabled_, {}, flags_.node, inputs);
     for (const auto& [name, r] : plan) {
       for (const auto& d : r.devices) {
-        if (!d.healthy) log_->warn("pci {}: unhealthy: {}", d.id, d.health_reason);
+        auto& last = reported_[d.id];
+        if (!d.healthy && last != d.health_reason) {
+          log_->warn("pci {}: unhealthy: {}", d.id, d.health_reason);
+        } else if (d.healthy && !last.empty()) {
+          log_->info("pci {}: healthy again", d.id);
+        }
+        last = d.health_reason;
       }
     }
+    resource_names_.clear();
+    for (const auto& [name, r] : plan) resource_names_.insert(name);
     manager_.Apply(plan);
+    SchedulePoll();
+  }
+
+  // True when some allocated device shares its IOMMU group with another function: only then
+  // can an allocation change another device's health, and only then is PodResources polled.
+  bool SharedGroupAllocated() const {
+    std::map<unsigned, int> members;
+    for (const PciDevice& d : devices_) {
+      if (d.iommu_group) ++members[*d.iommu_group];
+    }
+    for (const PciDevice& d : devices_) {
+      const std::string id = d.address.ToString();
+      if (d.iommu_group && members[*d.iommu_group] > 1 &&
+          (holders_.count(id) || pending_.count(id))) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void SchedulePoll() {
+    if (!SharedGroupAllocated()) {
+      next_poll_.reset();
+    } else if (!next_poll_ && !poll_in_flight_) {
+      next_poll_ = SteadyClock::now() + kPodResourcesPoll;
+    }
+  }
+
+  void Poll() {
+    next_poll_.reset();
+    poll_in_flight_ = true;
+    log_->debug("asking PodResources ({}) who holds our devices", flags_.pod_resources_socket);
+    plugin::ListPodResourcesAsync(
+        flags_.pod_resources_socket, resource_names_, std::chrono::seconds(2),
+        [this](absl::StatusOr<plugin::DeviceHolders> holders) {
+          queue_.Post([this, holders = std::move(holders)] { OnPodResources(holders); });
+        });
+  }
+
+  void OnPodResources(const absl::StatusOr<plugin::DeviceHolders>& holders) {
+    poll_in_flight_ = false;
+    log_->debug("PodResources: {}", holders.ok() ? absl::StrCat(holders->size(), " devices held")
+                                                 : std::string(holders.status().message()));
+    if (!holders.ok()) {
+      if (!poll_failing_) log_->warn("{}", ToStd(holders.status().message()));
+      poll_failing_ = true;
+      SchedulePoll();
+      return;
+    }
+    poll_failing_ = false;
+    const auto now = SteadyClock::now();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      const bool seen = holders->count(it->first) != 0;
+      it = (seen || now - it->second.second > kPendingAllocation) ? pending_.erase(it)
+                                                                  : std::next(it);
+    }
+    const bool changed = *holders != holders_;
+    holders_ = *holders;
+    if (changed) {
+      Replan();
+    } else {
+      SchedulePoll();
+    }
+  }
+
+  // An Allocate succeeded (posted from the gRPC thread): its devices count as held by that
+  // allocation until PodResources names the container.
+  void OnAllocated(const std::vector<std::string>& ids) {
+    const std::string holder = absl::StrCat("allocation #", ++allocations_);
+    for (const std::string& id : ids) pending_[id] = {holder, SteadyClock::now()};
+    Replan();
   }
 
   int Run() {
@@ -114,8 +209,15 @@ class Daemon {
     log_->info("daemon started on node {}: {} plugins", flags_.node, manager_.size());
     for (;;) {
       pollfd fds[] = {{sig.get(), POLLIN, 0}, {watch.get(), POLLIN, 0}, {queue_.fd(), POLLIN, 0}};
-      int timeout = -1;  // no timers unless a retry is pending
-      if (auto wake = manager_.NextWake()) {
+      // No timers unless a registration retry or a PodResources poll is due.
+      std::optional<SteadyClock::duration> wake = manager_.NextWake();
+      if (next_poll_) {
+        const auto until =
+            std::max(SteadyClock::duration::zero(), *next_poll_ - SteadyClock::now());
+        wake = wake ? std::min(*wake, until) : until;
+      }
+      int timeout = -1;
+      if (wake) {
         timeout = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*wake).count());
       }
       if (::poll(fds, 3, timeout) < 0 && errno != EINTR) {
@@ -137,6 +239,7 @@ class Daemon {
       if (fds[1].revents & POLLIN) OnInotify(watch.get());
       if (fds[2].revents & POLLIN) queue_.RunPending();
       manager_.RunDue();
+      if (next_poll_ && *next_poll_ <= SteadyClock::now()) Poll();
     }
   }
 
@@ -166,6 +269,11 @@ class Daemon {
               absl::StrCat(r.name, ": device ", id, ": its /dev/vfio group node is missing"));
         }
       }
+      return absl::OkStatus();
+    };
+    hooks.on_allocate = [this](const plugin::Resource&, const std::vector<std::string>& ids,
+                               const plugin::ContainerAllocation&) {
+      queue_.Post([this, ids] { OnAllocated(ids); });
       return absl::OkStatus();
     };
     return hooks;
@@ -204,6 +312,16 @@ class Daemon {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<spdlog::logger> plugin_log_;
   DaemonConfig config_;
+  std::vector<PciDevice> devices_;  // last discovery
+  std::set<std::string> enabled_;   // addresses the config enables
+  std::set<std::string> resource_names_;
+  std::map<std::string, std::string> reported_;  // device -> last health reason logged
+  plugin::DeviceHolders holders_;                // from PodResources
+  std::map<std::string, std::pair<std::string, SteadyClock::time_point>> pending_;
+  uint64_t allocations_ = 0;
+  std::optional<SteadyClock::time_point> next_poll_;
+  bool poll_in_flight_ = false;
+  bool poll_failing_ = false;
   EventQueue queue_;
   plugin::PluginManager manager_;  // last: its servers' hooks use the members above
 };
@@ -233,9 +351,12 @@ int RunDaemon(const std::vector<std::string>& args) {
   }
   auto log = MakeLogger("daemon");
   if (flags->Has("kubeconfig")) log->warn("--kubeconfig: projection is not built yet; standalone");
-  DaemonFlags f{flags->Get("node-name", ""), flags->Get("config", ""),
-                flags->Get("sysfs-root", "/sys"), flags->Get("dev-root", "/dev"),
-                flags->Get("device-plugin-dir", "/var/lib/kubelet/device-plugins")};
+  DaemonFlags f{flags->Get("node-name", ""),
+                flags->Get("config", ""),
+                flags->Get("sysfs-root", "/sys"),
+                flags->Get("dev-root", "/dev"),
+                flags->Get("device-plugin-dir", "/var/lib/kubelet/device-plugins"),
+                flags->Get("pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock")};
   auto sysfs = SysfsRoot::Open(f.sysfs_root);
   auto dev = SysfsRoot::Open(f.dev_root);
   if (!sysfs.ok() || !dev.ok()) {

@@ -33,8 +33,9 @@ def check(cond, what):
 class Emulator:
     """The kubelet emulator, its JSON events read by a thread into a queue."""
 
-    def __init__(self, binary, plugin_dir):
-        self.proc = subprocess.Popen([binary, "--dir", plugin_dir], stdin=subprocess.PIPE,
+    def __init__(self, binary, plugin_dir, pod_resources=None):
+        args = [binary, "--dir", plugin_dir] + (["--pod-resources", pod_resources] if pod_resources else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         self.events = queue.Queue()
         self.backlog = []
@@ -103,11 +104,12 @@ def main():
         with open(config, "w") as f:
             json.dump({"enable": [{"vendor": "10de"}]}, f)
 
-        emu = Emulator(emulator_bin, plugins)
+        emu = Emulator(emulator_bin, plugins, f"{tmp}/pod-resources.sock")
         log = open(f"{tmp}/daemon.log", "w+")
         daemon = subprocess.Popen([pcidevices, "daemon", "--node-name", "n1", "--config", config,
                                    "--sysfs-root", sysfs, "--dev-root", dev,
-                                   "--device-plugin-dir", plugins], stderr=log)
+                                   "--device-plugin-dir", plugins,
+                                   "--pod-resources-socket", f"{tmp}/pod-resources.sock"], stderr=log)
         try:
             run(emu, daemon, plugins, config, sysfs, log, emulator_bin)
         finally:
@@ -153,8 +155,8 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
                              {"id": "0000:81:00.0", "health": "Healthy", "numa": [1]}],
           f"GPU list {lists.get(GPU)}")
 
-    # Allocate, field by field.
-    a = emu.call(f"allocate {GPU} 0000:81:00.0", "allocate")
+    # Allocate, field by field (to pod-a, as PodResources will tell).
+    a = emu.call(f"allocate {GPU} 0000:81:00.0 pod-a", "allocate")
     check(a and a["ok"], f"allocate ok {a}")
     if a and a["ok"]:
         c = a["containers"][0]
@@ -171,6 +173,23 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
         r = emu.call(f"allocate {GPU} {ids}", "allocate")
         check(r and not r["ok"] and r["code"] == code and text in r["message"] and r["containers"] == [],
               f"allocate {ids} rejected whole with {code}: {r}")
+
+    # IOMMU group 4 = {81:00.0 GPU, 81:00.1 audio}: with the GPU held by pod-a, the audio function
+    # must be Unhealthy (another container taking it would break pod-a's isolation) until pod-a is
+    # gone; PodResources is polled only meanwhile.
+    def audio_health():
+        e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == AUDIO, timeout=4)
+        return None if e is None else {d["id"]: d["health"] for d in e["devices"]}.get("0000:81:00.1")
+    check(wait_until(audio_health, "Unhealthy"), "group-mate Unhealthy right after Allocate")
+    time.sleep(1.5)
+    lists = emu.call("lists", "lists")["count"]
+    check(lists >= 1, f"PodResources polled while the group is shared ({lists} calls)")
+    emu.send("delete pod-a")
+    check(wait_until(audio_health, "Healthy"), "group-mate Healthy again once the pod is gone")
+    settled = emu.call("lists", "lists")["count"]
+    time.sleep(2.5)
+    final = emu.call("lists", "lists")["count"]
+    check(final == settled, f"no PodResources polling once no group is shared ({settled} -> {final})")
 
     p = emu.call(f"preferred {GPU} 0000:01:00.0,0000:81:00.0 - 1", "preferred")
     check(p and p["ids"] == ["0000:81:00.0"], f"preferred healthy device: {p}")
@@ -230,6 +249,14 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
     daemon.send_signal(signal.SIGTERM)
     check(daemon.wait(timeout=10) == 0, "clean exit on SIGTERM")
     check(not os.path.exists(f"{plugins}/{gpu_sock}"), "socket removed on exit")
+
+
+def wait_until(probe, want, attempts=6):
+    """Calls probe() until it returns `want` (each call waits for the next event)."""
+    for _ in range(attempts):
+        if probe() == want:
+            return True
+    return False
 
 
 def read(f):

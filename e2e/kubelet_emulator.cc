@@ -1,19 +1,23 @@
 // A kubelet emulator for end-to-end tests, speaking the real device-plugin wire protocol.
 //
-//   kubelet_emulator --dir DEVICE_PLUGIN_DIR
+//   kubelet_emulator --dir DEVICE_PLUGIN_DIR [--pod-resources SOCKET]
 //
 // Serves `/v1beta1.Registration/Register` on DIR/kubelet.sock. While a Register call is in flight
 // it dials the plugin back at DIR/<endpoint> and calls GetDevicePluginOptions (as kubelets do),
 // then opens ListAndWatch. Events go to stdout as JSON lines stamped with "t_us" (wall clock,
 // microseconds); commands come on stdin, one a line:
-//   allocate RESOURCE ID[,ID...]         -> {"event":"allocate",...} (envs, devices or an error,
-//                                           and the call's duration "elapsed_us")
+//   allocate RESOURCE ID[,ID...] [POD]   -> {"event":"allocate",...} (envs, devices or an error,
+//                                           and the call's duration "elapsed_us"); on success the
+//                                           devices are held by POD's container "compute" in the
+//                                           PodResources answers (namespace "default")
+//   delete POD                           -> the pod is gone: its devices leave PodResources
 //   preferred RESOURCE AVAIL MUST SIZE   -> {"event":"preferred",...} (lists comma-joined, "-" =
 //   none) prestart RESOURCE ID[,ID...]         -> {"event":"prestart",...} restart -> stop, delete
 //   every socket in DIR, listen again quit
 #include <absl/strings/str_split.h>
 #include <deviceplugin/v1beta1/api.grpc.pb.h>
 #include <grpcpp/grpcpp.h>
+#include <podresources/v1/api.grpc.pb.h>
 
 #include <atomic>
 #include <filesystem>
@@ -142,6 +146,58 @@ class Kubelet {
   std::map<std::string, std::unique_ptr<Plugin>> plugins_;
 };
 
+// Pods and the devices their single container holds, as PodResources reports them.
+class Pods {
+ public:
+  void Hold(const std::string& pod, const std::string& resource,
+            const std::vector<std::string>& ids) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& held = pods_[pod][resource];
+    held.insert(held.end(), ids.begin(), ids.end());
+  }
+  void Delete(const std::string& pod) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pods_.erase(pod);
+  }
+  void Fill(v1::ListPodResourcesResponse* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [pod, resources] : pods_) {
+      auto* p = out->add_pod_resources();
+      p->set_name(pod);
+      p->set_namespace_("default");
+      auto* c = p->add_containers();
+      c->set_name("compute");
+      for (const auto& [resource, ids] : resources) {
+        auto* d = c->add_devices();
+        d->set_resource_name(resource);
+        for (const auto& id : ids) d->add_device_ids(id);
+      }
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::map<std::string, std::vector<std::string>>> pods_;
+};
+
+class PodResourcesService : public v1::PodResourcesLister::CallbackService {
+ public:
+  explicit PodResourcesService(Pods* pods) : pods_(pods) {}
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
+                                 const v1::ListPodResourcesRequest*,
+                                 v1::ListPodResourcesResponse* out) override {
+    pods_->Fill(out);
+    ++lists;
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  std::atomic<int> lists{0};
+
+ private:
+  Pods* pods_;
+};
+
 class RegistrationService : public v1beta1::Registration::CallbackService {
  public:
   explicit RegistrationService(Kubelet* kubelet) : kubelet_(kubelet) {}
@@ -174,9 +230,15 @@ std::unique_ptr<grpc::Server> Listen(const std::string& dir, RegistrationService
   return builder.BuildAndStart();
 }
 
-void Command(Kubelet& kubelet, const std::vector<std::string>& words) {
+void Command(Kubelet& kubelet, Pods& pods, const std::vector<std::string>& words) {
   pcid::JsonWriter json;
   json.BeginObject().Key("event").String(words[0]);
+  if (words[0] == "delete" && words.size() == 2) {
+    pods.Delete(words[1]);
+    json.Key("pod").String(words[1]).Key("ok").Bool(true).EndObject();
+    Emit(json);
+    return;
+  }
   Plugin* p = words.size() > 1 ? kubelet.Find(words[1]) : nullptr;
   if (words.size() > 1) json.Key("resource").String(words[1]);
   if (p == nullptr) {
@@ -186,17 +248,19 @@ void Command(Kubelet& kubelet, const std::vector<std::string>& words) {
   }
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  if (words[0] == "allocate" && words.size() == 3) {
+  if (words[0] == "allocate" && (words.size() == 3 || words.size() == 4)) {
     v1beta1::AllocateRequest req;
     auto* container = req.add_container_requests();  // all IDs for one container
     for (const auto& id : Ids(words[2])) container->add_devices_ids(id);
     v1beta1::AllocateResponse resp;
     const auto start = std::chrono::steady_clock::now();
     const grpc::Status st = p->stub->Allocate(&ctx, req, &resp);
-    json.Key("elapsed_us").Int(std::chrono::duration_cast<std::chrono::microseconds>(
-                                   std::chrono::steady_clock::now() - start)
-                                   .count());
+    json.Key("elapsed_us")
+        .Int(std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::steady_clock::now() - start)
+                 .count());
     EmitStatus(json, st);
+    if (st.ok() && words.size() == 4) pods.Hold(words[3], words[1], Ids(words[2]));
     json.Key("containers").BeginArray();
     for (const auto& c : resp.container_responses()) {
       json.BeginObject().Key("envs").BeginObject();
@@ -240,11 +304,26 @@ void Command(Kubelet& kubelet, const std::vector<std::string>& words) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3 || std::string(argv[1]) != "--dir") {
-    std::cerr << "usage: kubelet_emulator --dir DEVICE_PLUGIN_DIR\n";
+  if ((argc != 3 && argc != 5) || std::string(argv[1]) != "--dir" ||
+      (argc == 5 && std::string(argv[3]) != "--pod-resources")) {
+    std::cerr << "usage: kubelet_emulator --dir DEVICE_PLUGIN_DIR [--pod-resources SOCKET]\n";
     return 2;
   }
   const std::string dir = argv[2];
+  Pods pods;
+  PodResourcesService pod_service(&pods);
+  std::unique_ptr<grpc::Server> pod_server;
+  if (argc == 5) {
+    std::filesystem::remove(argv[4]);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(std::string("unix://") + argv[4], grpc::InsecureServerCredentials());
+    builder.RegisterService(&pod_service);
+    pod_server = builder.BuildAndStart();
+    if (!pod_server) {
+      std::cerr << "cannot listen on " << argv[4] << "\n";
+      return 1;
+    }
+  }
   Kubelet kubelet(dir);
   RegistrationService service(&kubelet);
   std::filesystem::remove(dir + "/kubelet.sock");
@@ -271,9 +350,20 @@ int main(int argc, char** argv) {
       Emit(pcid::JsonWriter().BeginObject().Key("event").String("restarted").EndObject());
       continue;
     }
-    Command(kubelet, words);
+    if (words[0] == "lists") {  // how many PodResources List calls were answered
+      Emit(pcid::JsonWriter()
+               .BeginObject()
+               .Key("event")
+               .String("lists")
+               .Key("count")
+               .Int(pod_service.lists.load())
+               .EndObject());
+      continue;
+    }
+    Command(kubelet, pods, words);
   }
   server->Shutdown(std::chrono::system_clock::now());
+  if (pod_server) pod_server->Shutdown(std::chrono::system_clock::now());
   kubelet.DropAll();
   return 0;
 }

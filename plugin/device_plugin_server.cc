@@ -159,7 +159,7 @@ class DevicePluginService : public v1beta1::DevicePlugin::CallbackService {
       const std::vector<std::string> ids(c.devices_ids().begin(), c.devices_ids().end());
       auto plan = PlanAllocation(*resource, ids);
       if (plan.ok() && state->hooks.on_allocate) {
-        if (absl::Status hooked = state->hooks.on_allocate(*resource, *plan); !hooked.ok()) {
+        if (absl::Status hooked = state->hooks.on_allocate(*resource, ids, *plan); !hooked.ok()) {
           plan = hooked;
         }
       }

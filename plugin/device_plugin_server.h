@@ -26,9 +26,11 @@ struct ServerHooks {
   // PreStartContainer: re-checks the devices right before the container starts (still on
   // vfio-pci, group node present). OK, or an error whose message the kubelet shows.
   std::function<absl::Status(const Resource&, const std::vector<std::string>& ids)> pre_start;
-  // Called after an Allocate is planned, before it is answered (e.g. hand USB nodes to the VM
-  // user). An error fails the Allocate.
-  std::function<absl::Status(const Resource&, const ContainerAllocation&)> on_allocate;
+  // Called on a gRPC thread after an Allocate for `ids` is planned, before it is answered (e.g.
+  // to note the allocation, or hand USB nodes to the VM user). An error fails the Allocate.
+  std::function<absl::Status(const Resource&, const std::vector<std::string>& ids,
+                             const ContainerAllocation&)>
+      on_allocate;
 };
 
 class DevicePluginServer {

@@ -1,0 +1,24 @@
+// File: plugin/pod_resources.h
+//
+// Asks the kubelet's PodResources API (`/v1.PodResourcesLister/List`) which container holds which
+// device. Asynchronous, like registration: `done` runs on a gRPC thread.
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+
+namespace pcid::plugin {
+
+// Device ID -> "<namespace>/<pod>/<container>", for the devices of `resources` only.
+using DeviceHolders = std::map<std::string, std::string>;
+
+void ListPodResourcesAsync(const std::string& socket, const std::set<std::string>& resources,
+                           std::chrono::milliseconds timeout,
+                           std::function<void(absl::StatusOr<DeviceHolders>)> done);
+
+}  // namespace pcid::plugin
