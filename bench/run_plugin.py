@@ -137,7 +137,7 @@ def wait_registered(emu: Emulator, t_start: int, timeout: float,
     first_list: dict[str, int] = {}  # resource -> t_us of its first list
     first_list_devices: dict[str, list] = {}
     healthy_at: dict[str, int] = {}  # resource -> t_us of its first list with 32 healthy
-    failed_registers = 0
+    failed_registers = ok_registers = 0
     other = {}
     deadline = time.monotonic() + timeout
     while len(registered) < len(RESOURCES) or len(healthy_at) < len(RESOURCES):
@@ -151,6 +151,7 @@ def wait_registered(emu: Emulator, t_start: int, timeout: float,
         kind, res = e["event"], e.get("resource")
         if kind == "register":
             if e["ok"]:
+                ok_registers += 1
                 registered.setdefault(res, e["t_us"])
             else:
                 failed_registers += 1
@@ -167,7 +168,8 @@ def wait_registered(emu: Emulator, t_start: int, timeout: float,
             other[kind] = other.get(kind, 0) + 1  # "list" here: from a stream before a restart
     return {"registered": registered, "first_list": first_list,
             "first_list_devices": first_list_devices, "healthy_at": healthy_at,
-            "failed_registers": failed_registers, "other": other, "t_start": t_start}
+            "failed_registers": failed_registers, "ok_registers": ok_registers,
+            "other": other, "t_start": t_start}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -197,6 +199,12 @@ def thread_switches(pid: int) -> dict[int, tuple[str, int, int]]:
 
 def kb(field: str) -> int:
     return int(field.split()[0])
+
+
+def sample(pid: int) -> dict[str, int]:
+    st = proc_status(pid)
+    return {"rss_kb": kb(st["VmRSS"]), "hwm_kb": kb(st["VmHWM"]), "threads": int(st["Threads"]),
+            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
 def main() -> int:
@@ -310,6 +318,7 @@ def measure(args, emu: Emulator, daemon: subprocess.Popen, t_start: int, results
     print(f"a. start-up measured ({len(start['healthy_at'])}/64 resources with 32 healthy)",
           flush=True)
     time.sleep(0.5)
+    results["samples"] = [("after start-up", sample(daemon.pid))]
     late = emu.drain()
     results["start_late_events"] = count_kinds(late)
 
@@ -329,6 +338,7 @@ def measure(args, emu: Emulator, daemon: subprocess.Popen, t_start: int, results
             after.append(x)
         lists = [x for x in after if x["event"] == "list"]
         paced.append({"ok": e["ok"], "elapsed": e["elapsed_us"], "lists": len(lists),
+                      "events": len(after) - len(lists),
                       "last_list_us": lists[-1]["t_us"] - e["t_us"] if lists else None})
     results["paced"] = paced
     print(f"b. {args.paced} paced allocations measured", flush=True)
@@ -372,6 +382,8 @@ def measure(args, emu: Emulator, daemon: subprocess.Popen, t_start: int, results
             ids = [d["id"] for d in e["devices"]]
             healthy = all(d["health"] == "Healthy" for d in e["devices"])
             changed += ids != devices[e["resource"]] or not healthy
+    results["samples"].append((f"after {args.allocations} allocations settled",
+                               sample(daemon.pid)))
     results["allocate"] = {"elapsed": elapsed, "roundtrip": roundtrip, "failures": failures,
                            "lists": lists_during, "lists_after": lists_after,
                            "lists_changed": changed + changed_during,
@@ -399,8 +411,11 @@ def measure(args, emu: Emulator, daemon: subprocess.Popen, t_start: int, results
             "all_listed_us": (max(again["healthy_at"].values()) - sent
                               if len(again["healthy_at"]) == len(RESOURCES) else None),
             "failed_registers": again["failed_registers"],
+            # the same resource registered more than once after this one restart
+            "extra_registers": again["ok_registers"] - len(reg) + sum(
+                x["event"] == "register" for x in emu.collect(0.3)),
         })
-        time.sleep(0.2)
+        results.setdefault("samples", []).append((f"after restart {i}", sample(daemon.pid)))
     results["restarts"] = restarts
     print(f"c. {args.restarts} kubelet restarts measured", flush=True)
 
@@ -503,6 +518,8 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
         if pe:
             print(f"elapsed_us  p50 {percentile(pe, 50)} us  p99 {percentile(pe, 99)} us  "
                   f"max {max(pe)} us")
+        slow = [(n, x["elapsed"]) for n, x in enumerate(pc) if x["elapsed"] > 1000]
+        print(f"over 1 ms: {len(slow)}: " + ", ".join(f"#{n} {v} us" for n, v in slow[:20]))
         print(f"ListAndWatch lists each Allocate caused: min {min(pl)}, median "
               f"{statistics.median(pl)}, max {max(pl)}"
               + (f"; the last came {ms(statistics.median(tails))} (median) / {ms(max(tails))} "
@@ -535,18 +552,19 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
     print()
     r = results["restarts"]
     print(f"=== c. kubelet restart -> 64 re-registered ({len(r)} restarts) ===")
-    print(" #  restarted   1st register  64th register  64 lists healthy  failed regs")
+    print(" #  restarted   1st register  64th register  64 lists healthy  failed  extra regs")
     for i, x in enumerate(r):
         print(f"{i:2d}  {ms(x['restarted_us']):>9}  {ms(x['first_register_us']):>12}  "
               f"{ms(x['all_registered_us']):>13}  {ms(x['all_listed_us']):>16}  "
-              f"{x['failed_registers']:>11}"
+              f"{x['failed_registers']:>6}  {x['extra_registers']:>10}"
               + ("" if x["registered"] == 64 else f"  only {x['registered']}/64 registered"))
     full = [x["all_registered_us"] for x in r if x["all_registered_us"] is not None]
     complete = len(full) == len(r) and r
     med = statistics.median(full) if full else None
     worst = max(full) if full else None
     print(f"64th register: median {ms(med)}, max {ms(worst)}; "
-          f"{len(r) - len(full)} restarts incomplete within 10 s")
+          f"{len(r) - len(full)} restarts incomplete within 10 s; resources registered twice "
+          f"or more after one restart: {sum(x['extra_registers'] for x in r)} in all")
     rows.append(("c. re-registration median", ms(med), "<= 1000 ms",
                  "met" if complete and med <= REREGISTER_BUDGET_US else "MISSED"))
     rows.append(("c. re-registration max", ms(worst), "<= 1000 ms",
@@ -559,6 +577,10 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
           f"RssFile {p['file_kb']} kB), VmHWM {p['hwm_kb']} kB "
           f"({p['hwm_kb'] / 1024:.1f} MiB), threads {p['threads']}, fds {p['fds']} "
           f"{p['fd_kinds']}")
+    print("over time: " + "; ".join(
+        f"{what}: RSS {x['rss_kb'] / 1024:.1f} MiB, {x['threads']} threads, {x['fds']} fds"
+        for what, x in results["samples"] if not what.startswith("after restart")
+        or what.endswith((" 0", f" {len(results['restarts']) - 1}"))))
     names: dict[str, int] = {}
     for n in p["thread_names"]:
         names[n] = names.get(n, 0) + 1

@@ -237,8 +237,15 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
             check(False, f"restart {i}: not re-registered within 3 s")
             break
     check(worst < 1.0, f"re-registration took up to {worst:.3f} s")
-    time.sleep(0.5)
+    # gRPC's executor grows and shrinks its thread pool on its own: growth means "still there
+    # after things settle", so sample for a few seconds and keep the smallest counts.
     after = proc_stats(daemon.pid)
+    for _ in range(50):
+        if after["threads"] <= before["threads"] and after["fds"] <= before["fds"]:
+            break
+        time.sleep(0.1)
+        now = proc_stats(daemon.pid)
+        after = {k: min(after[k], now[k]) for k in after}
     print(f"100 kubelet restarts: worst re-registration {worst * 1000:.0f} ms; "
           f"before {before}, after {after}", flush=True)
     check(after["threads"] <= before["threads"] + 2, f"threads grew {before} -> {after}")

@@ -64,9 +64,10 @@ void PluginManager::Register(const std::string& name) {
       }
       e.registered = false;
       ++e.failures;
-      // Jittered exponential back-off: 0.5 s doubling to 30 s, +-25 %.
+      // Jittered exponential back-off: 0.1 s doubling to 30 s, +-25 %. The first retry is quick:
+      // kubelet.sock exists from bind(), a moment before the kubelet listens on it.
       static thread_local std::mt19937 rng{std::random_device{}()};
-      const double base = std::min(30.0, 0.5 * (1 << std::min(e.failures - 1, 6)));
+      const double base = std::min(30.0, 0.1 * (1 << std::min(e.failures - 1, 9)));
       const double delay = base * std::uniform_real_distribution<double>(0.75, 1.25)(rng);
       e.retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(delay));

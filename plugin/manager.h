@@ -3,7 +3,7 @@
 // Keeps one DevicePluginServer per resource and each registered with the kubelet: a plugin starts
 // with its resource's first device and stops after its last; every plugin is registered again
 // when kubelet.sock reappears (kubelet restart) and restarted when its own socket is deleted.
-// Failed registrations are retried with jittered exponential back-off (0.5 s .. 30 s).
+// Failed registrations are retried with jittered exponential back-off (0.1 s .. 30 s).
 //
 // Owner-thread only, except that registration results arrive through `post` (which must run the
 // function on the owner thread).
