@@ -52,6 +52,11 @@ class SetupError(Exception):
     pass
 
 
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -201,6 +206,22 @@ def kb(field: str) -> int:
     return int(field.split()[0])
 
 
+def rss_by_mapping(pid: int) -> list[tuple[int, str]]:
+    """(Rss kB, file name or [heap]/[anon]/...) summed over /proc/PID/smaps, largest first."""
+    rss: dict[str, int] = {}
+    name = "?"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if not head:
+                continue
+            if not head[0].endswith(":"):  # first line: range perms offset dev inode [path]
+                name = os.path.basename(head[5]) if len(head) > 5 else "[anon]"
+            elif head[0] == "Rss:":
+                rss[name] = rss.get(name, 0) + int(head[1])
+    return sorted(((v, k) for k, v in rss.items()), reverse=True)
+
+
 def sample(pid: int) -> dict[str, int]:
     st = proc_status(pid)
     return {"rss_kb": kb(st["VmRSS"]), "hwm_kb": kb(st["VmHWM"]), "threads": int(st["Threads"]),
@@ -249,6 +270,7 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
     t = time.monotonic()
     subprocess.run([sys.executable, MAKE_TREE, "plugin-bench", sysfs, "--dev-root", dev],
                    check=True)
+    print(f"machine: {os.cpu_count()} CPUs, load average {load()}", flush=True)
     print(f"tree: make_tree.py plugin-bench in {time.monotonic() - t:.2f} s on "
           f"{os.path.dirname(tmp)}", flush=True)
     config = f"{tmp}/config.json"
@@ -278,7 +300,7 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
              "--sysfs-root", sysfs, "--dev-root", dev, "--device-plugin-dir", plugins,
              # never the real /var/lib/kubelet, even to look
              "--pod-resources-socket", f"{tmp}/pod-resources.sock"],
-            stderr=log)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         results = {}
         strace = measure(args, emu, daemon, t_start, results, tmp)
         report(results, emu, daemon, log_path)
@@ -339,7 +361,9 @@ def measure(args, emu: Emulator, daemon: subprocess.Popen, t_start: int, results
         lists = [x for x in after if x["event"] == "list"]
         paced.append({"ok": e["ok"], "elapsed": e["elapsed_us"], "lists": len(lists),
                       "events": len(after) - len(lists),
-                      "last_list_us": lists[-1]["t_us"] - e["t_us"] if lists else None})
+                      "last_list_us": lists[-1]["t_us"] - e["t_us"] if lists else None,
+                      # < 0: the updates were already being sent before the answer arrived
+                      "first_list_us": lists[0]["t_us"] - e["t_us"] if lists else None})
     results["paced"] = paced
     print(f"b. {args.paced} paced allocations measured", flush=True)
 
@@ -426,7 +450,8 @@ def measure(args, emu: Emulator, daemon: subprocess.Popen, t_start: int, results
                        "anon_kb": kb(st["RssAnon"]), "file_kb": kb(st["RssFile"]),
                        "threads": int(st["Threads"]),
                        "fds": len(os.listdir(f"/proc/{daemon.pid}/fd")),
-                       "thread_names": sorted(n for n, _, _ in thread_switches(daemon.pid).values())}
+                       "thread_names": sorted(
+                           n for n, _, _ in thread_switches(daemon.pid).values())}
     fd_kinds: dict[str, int] = {}
     for fd in os.listdir(f"/proc/{daemon.pid}/fd"):
         try:
@@ -436,6 +461,7 @@ def measure(args, emu: Emulator, daemon: subprocess.Popen, t_start: int, results
         kind = target.split(":")[0] if ":" in target and not target.startswith("/") else "file"
         fd_kinds[kind] = fd_kinds.get(kind, 0) + 1
     results["proc"]["fd_kinds"] = fd_kinds
+    results["proc"]["mappings"] = rss_by_mapping(daemon.pid)
 
     # e. Idle: no command for args.idle seconds.
     emu.drain()
@@ -514,6 +540,9 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
         pe = [x["elapsed"] for x in pc if x["ok"]]
         pl = [x["lists"] for x in pc]
         tails = [x["last_list_us"] for x in pc if x["last_list_us"] is not None]
+        heads = [x["first_list_us"] for x in pc if x["first_list_us"] is not None]
+        early = [n for n, x in enumerate(pc) if x["first_list_us"] is not None
+                 and x["first_list_us"] < 0]
         print(f"=== b. Allocate, paced: {len(pe)} ok of {len(pc)}, each on a quiet daemon ===")
         if pe:
             print(f"elapsed_us  p50 {percentile(pe, 50)} us  p99 {percentile(pe, 99)} us  "
@@ -524,8 +553,13 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
               f"{statistics.median(pl)}, max {max(pl)}"
               + (f"; the last came {ms(statistics.median(tails))} (median) / {ms(max(tails))} "
                  f"(max) after the Allocate answer" if tails else ""))
+        if heads:
+            print(f"the first update came {ms(statistics.median(heads))} (median) after the answer;"
+                  f" before it (the answer queued behind the updates) in {len(early)} cases"
+                  + (": " + ", ".join(f"#{n}" for n in early[:20]) if early else ""))
         print()
-        rows.append(("b. Allocate p99, paced (quiet daemon)", f"{percentile(pe, 99)} us" if pe else "-",
+        rows.append(("b. Allocate p99, paced (quiet daemon)",
+                     f"{percentile(pe, 99)} us" if pe else "-",
                      "<= 1000 us", "met" if pe and len(pe) == len(pc)
                      and percentile(pe, 99) <= ALLOCATE_P99_BUDGET_US else "MISSED"))
     print(f"=== b. Allocate, back to back: {len(el)} ok, {len(a['failures'])} failed ===")
@@ -543,7 +577,8 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
           f"answer: {a['lists_after']}, the last {ms(a['tail_us'])} after it; lists differing "
           f"from the first ones (devices or health): {a['lists_changed']}")
     p99 = percentile(el, 99) if el else None
-    rows.append(("b. Allocate p50, back to back", f"{percentile(el, 50)} us" if el else "-", "", ""))
+    rows.append(("b. Allocate p50, back to back", f"{percentile(el, 50)} us" if el else "-",
+                 "", ""))
     rows.append(("b. Allocate p99, back to back", f"{p99} us" if el else "-", "<= 1000 us",
                  "met" if el and not a["failures"] and p99 <= ALLOCATE_P99_BUDGET_US
                  else "MISSED"))
@@ -581,6 +616,7 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
         f"{what}: RSS {x['rss_kb'] / 1024:.1f} MiB, {x['threads']} threads, {x['fds']} fds"
         for what, x in results["samples"] if not what.startswith("after restart")
         or what.endswith((" 0", f" {len(results['restarts']) - 1}"))))
+    print("RSS by mapping: " + ", ".join(f"{n} {v} kB" for v, n in p["mappings"][:10]))
     names: dict[str, int] = {}
     for n in p["thread_names"]:
         names[n] = names.get(n, 0) + 1
@@ -646,10 +682,13 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
             if f"[{lvl}]" in line or f" {lvl} " in line or f"[{lvl[0].upper()}]" in line:
                 levels[lvl] = levels.get(lvl, 0) + 1
                 break
-    print(f"daemon log: {len(log_lines)} lines {levels or ''}; emulator events in all: {emu.counts}")
+    print(f"daemon log: {len(log_lines)} lines {levels or ''}; "
+          f"emulator events in all: {emu.counts}")
     for line in [l for l in log_lines if "error" in l.lower() or "warn" in l.lower()][:8]:
         print("  " + line)
 
+    print(f"machine: load average {load()} at the end (other work on the machine skews the "
+          f"latencies)")
     print()
     print("=== summary ===")
     w = max(len(x[0]) for x in rows)

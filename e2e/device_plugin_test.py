@@ -122,8 +122,12 @@ def main():
                     daemon.wait()
             emu.stop()
             log.seek(0)
+            text = log.read()
             if failures:
-                print("--- daemon log ---\n" + log.read()[-6000:])
+                print("--- daemon log ---\n" + text[-6000:])
+            if os.environ.get("PCID_KEEP_LOG"):
+                with open(os.environ["PCID_KEEP_LOG"], "w") as keep:
+                    keep.write(text)
     print(f"device_plugin_test: {len(failures)} failures")
     sys.exit(1 if failures else 0)
 
@@ -232,6 +236,8 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
         check(emu.wait(lambda e: e["event"] == "restarted", timeout=3) is not None, "restarted")
         e = emu.wait(lambda e: e["event"] == "register" and e["resource"] == GPU and e["ok"], timeout=3)
         took = time.monotonic() - start
+        if took > worst:
+            worst_at = time.strftime("%H:%M:%S", time.localtime())
         worst = max(worst, took)
         if e is None:
             check(False, f"restart {i}: not re-registered within 3 s")
@@ -246,7 +252,7 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
         time.sleep(0.1)
         now = proc_stats(daemon.pid)
         after = {k: min(after[k], now[k]) for k in after}
-    print(f"100 kubelet restarts: worst re-registration {worst * 1000:.0f} ms; "
+    print(f"100 kubelet restarts: worst re-registration {worst * 1000:.0f} ms (ending {worst_at}); "
           f"before {before}, after {after}", flush=True)
     check(after["threads"] <= before["threads"] + 2, f"threads grew {before} -> {after}")
     check(after["fds"] <= before["fds"] + 2, f"fds grew {before} -> {after}")

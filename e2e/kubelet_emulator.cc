@@ -79,8 +79,10 @@ class Kubelet {
     auto plugin = std::make_unique<Plugin>();
     plugin->resource = req.resource_name();
     plugin->endpoint = req.endpoint();
-    plugin->channel = grpc::CreateChannel("unix://" + dir_ + "/" + req.endpoint(),
-                                          grpc::InsecureChannelCredentials());
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // no back-off shared with old plugins
+    plugin->channel = grpc::CreateCustomChannel("unix://" + dir_ + "/" + req.endpoint(),
+                                                grpc::InsecureChannelCredentials(), args);
     plugin->stub = v1beta1::DevicePlugin::NewStub(plugin->channel);
     // Dial back while Register is in flight: the plugin must already be serving.
     grpc::ClientContext ctx;
@@ -205,16 +207,29 @@ class RegistrationService : public v1beta1::Registration::CallbackService {
                                      const v1beta1::RegisterRequest* req,
                                      v1beta1::Empty*) override {
     auto* reactor = ctx->DefaultReactor();
-    // The dial-back blocks; run it off gRPC's callback thread.
-    std::thread([this, reactor, req] {
+    // The dial-back blocks; run it off gRPC's callback thread. JoinAll() waits for these before
+    // the server is shut down: Finish on a call the server already dropped would be a crash.
+    std::lock_guard<std::mutex> lock(mu_);
+    threads_.emplace_back([this, reactor, req] {
       const std::string err = kubelet_->Register(*req);
       reactor->Finish(err.empty() ? grpc::Status::OK
                                   : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, err));
-    }).detach();
+    });
     return reactor;
   }
 
+  void JoinAll() {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+
  private:
+  std::mutex mu_;
+  std::vector<std::thread> threads_;
   Kubelet* kubelet_;
 };
 
@@ -340,6 +355,7 @@ int main(int argc, char** argv) {
     if (words[0] == "quit") break;
     if (words[0] == "restart") {
       // A kubelet restart: it stops, its plugin connections go, and it wipes the directory.
+      service.JoinAll();
       server->Shutdown(std::chrono::system_clock::now());
       server->Wait();
       kubelet.DropAll();
@@ -362,6 +378,7 @@ int main(int argc, char** argv) {
     }
     Command(kubelet, pods, words);
   }
+  service.JoinAll();
   server->Shutdown(std::chrono::system_clock::now());
   if (pod_server) pod_server->Shutdown(std::chrono::system_clock::now());
   kubelet.DropAll();

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 
@@ -43,6 +44,7 @@ struct DevicePluginServer::State {
   std::unique_ptr<v1beta1::DevicePlugin::CallbackService> service;
 
   std::mutex mu;
+  std::condition_variable drained;            // signalled when `watchers` becomes empty
   std::shared_ptr<const Resource> resource;  // guarded by mu
   uint64_t generation = 0;                   // guarded by mu
   std::set<Watcher*> watchers;               // guarded by mu
@@ -58,7 +60,7 @@ struct DevicePluginServer::State {
 // flight at a time; a write that completes with a newer generation pending sends again.
 class Watcher : public grpc::ServerWriteReactor<v1beta1::ListAndWatchResponse> {
  public:
-  explicit Watcher(std::shared_ptr<DevicePluginServer::State> state) : state_(std::move(state)) {
+  explicit Watcher(DevicePluginServer::State* state) : state_(state) {
     std::lock_guard<std::mutex> lock(state_->mu);
     if (state_->stopping) {
       finished_ = true;
@@ -101,12 +103,15 @@ class Watcher : public grpc::ServerWriteReactor<v1beta1::ListAndWatchResponse> {
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       state_->watchers.erase(this);
+      if (state_->watchers.empty()) state_->drained.notify_all();
     }
     delete this;
   }
 
  private:
-  std::shared_ptr<DevicePluginServer::State> state_;
+  // Not owned: the server's destructor waits until every watcher is done before freeing it, so
+  // the State (and the grpc::Server in it) is never destroyed on one of gRPC's own threads.
+  DevicePluginServer::State* state_;
   v1beta1::ListAndWatchResponse response_;
   uint64_t sent_ = 0;
   bool writing_ = false;
@@ -115,8 +120,7 @@ class Watcher : public grpc::ServerWriteReactor<v1beta1::ListAndWatchResponse> {
 
 class DevicePluginService : public v1beta1::DevicePlugin::CallbackService {
  public:
-  explicit DevicePluginService(std::weak_ptr<DevicePluginServer::State> state)
-      : state_(std::move(state)) {}
+  explicit DevicePluginService(DevicePluginServer::State* state) : state_(state) {}
 
   grpc::ServerUnaryReactor* GetDevicePluginOptions(grpc::CallbackServerContext* ctx,
                                                    const v1beta1::Empty*,
@@ -128,13 +132,13 @@ class DevicePluginService : public v1beta1::DevicePlugin::CallbackService {
 
   grpc::ServerWriteReactor<v1beta1::ListAndWatchResponse>* ListAndWatch(
       grpc::CallbackServerContext*, const v1beta1::Empty*) override {
-    return new Watcher(state_.lock());
+    return new Watcher(state_);
   }
 
   grpc::ServerUnaryReactor* GetPreferredAllocation(
       grpc::CallbackServerContext* ctx, const v1beta1::PreferredAllocationRequest* req,
       v1beta1::PreferredAllocationResponse* out) override {
-    auto state = state_.lock();
+    DevicePluginServer::State* state = state_;
     const auto resource = state->Current();
     for (const auto& c : req->container_requests()) {
       const std::vector<std::string> available(c.available_deviceids().begin(),
@@ -153,7 +157,7 @@ class DevicePluginService : public v1beta1::DevicePlugin::CallbackService {
   grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* ctx,
                                      const v1beta1::AllocateRequest* req,
                                      v1beta1::AllocateResponse* out) override {
-    auto state = state_.lock();
+    DevicePluginServer::State* state = state_;
     const auto resource = state->Current();
     for (const auto& c : req->container_requests()) {
       const std::vector<std::string> ids(c.devices_ids().begin(), c.devices_ids().end());
@@ -182,7 +186,7 @@ class DevicePluginService : public v1beta1::DevicePlugin::CallbackService {
   grpc::ServerUnaryReactor* PreStartContainer(grpc::CallbackServerContext* ctx,
                                               const v1beta1::PreStartContainerRequest* req,
                                               v1beta1::PreStartContainerResponse*) override {
-    auto state = state_.lock();
+    DevicePluginServer::State* state = state_;
     if (!state->hooks.pre_start) return Done(ctx, grpc::Status::OK);
     const std::vector<std::string> ids(req->devices_ids().begin(), req->devices_ids().end());
     return Done(ctx, ToGrpc(state->hooks.pre_start(*state->Current(), ids)));
@@ -195,7 +199,7 @@ class DevicePluginService : public v1beta1::DevicePlugin::CallbackService {
     return reactor;
   }
 
-  std::weak_ptr<DevicePluginServer::State> state_;
+  DevicePluginServer::State* state_;  // outlives every handler (see ~DevicePluginServer)
 };
 
 absl::StatusOr<std::unique_ptr<DevicePluginServer>> DevicePluginServer::Start(
@@ -203,13 +207,13 @@ absl::StatusOr<std::unique_ptr<DevicePluginServer>> DevicePluginServer::Start(
   if (::unlink(socket_path.c_str()) != 0 && errno != ENOENT) {
     return ErrnoStatus(errno, absl::StrCat(resource.name, ": remove stale socket ", socket_path));
   }
-  auto state = std::make_shared<State>();
+  auto state = std::make_unique<State>();
   state->socket_path = socket_path;
   state->resource_name = resource.name;
   state->hooks = std::move(hooks);
   state->resource = std::make_shared<const Resource>(std::move(resource));
   state->generation = 1;
-  state->service = std::make_unique<DevicePluginService>(state);
+  state->service = std::make_unique<DevicePluginService>(state.get());
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix://" + socket_path, grpc::InsecureServerCredentials());
@@ -229,7 +233,7 @@ absl::StatusOr<std::unique_ptr<DevicePluginServer>> DevicePluginServer::Start(
   return std::unique_ptr<DevicePluginServer>(new DevicePluginServer(std::move(state)));
 }
 
-DevicePluginServer::DevicePluginServer(std::shared_ptr<State> state) : state_(std::move(state)) {}
+DevicePluginServer::DevicePluginServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 DevicePluginServer::~DevicePluginServer() {
   {
@@ -241,7 +245,18 @@ DevicePluginServer::~DevicePluginServer() {
   }
   state_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   state_->server->Wait();
+  bool drained;
+  {
+    std::unique_lock<std::mutex> lock(state_->mu);
+    drained = state_->drained.wait_for(lock, std::chrono::seconds(2),
+                                       [&] { return state_->watchers.empty(); });
+  }
   ::unlink(state_->socket_path.c_str());
+  if (!drained) {
+    // A stream gRPC never completed: keep its State alive rather than free it under the stream
+    // (a bounded leak instead of a use-after-free). Seen rarely under rapid kubelet restarts.
+    (void)state_.release();
+  }
 }
 
 void DevicePluginServer::Update(Resource resource) {

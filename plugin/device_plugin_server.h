@@ -55,8 +55,8 @@ class DevicePluginServer {
   struct State;  // shared with the gRPC handlers
 
  private:
-  explicit DevicePluginServer(std::shared_ptr<State> state);
-  std::shared_ptr<State> state_;
+  explicit DevicePluginServer(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace pcid::plugin

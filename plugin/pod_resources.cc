@@ -8,46 +8,74 @@
 
 namespace pcid::plugin {
 
-void ListPodResourcesAsync(const std::string& socket, const std::set<std::string>& resources,
-                           std::chrono::milliseconds timeout,
-                           std::function<void(absl::StatusOr<DeviceHolders>)> done) {
-  struct Call {
-    std::shared_ptr<grpc::Channel> channel;
-    std::unique_ptr<v1::PodResourcesLister::Stub> stub;
-    grpc::ClientContext context;
-    v1::ListPodResourcesRequest req;
-    v1::ListPodResourcesResponse resp;
-    std::set<std::string> resources;
-    std::function<void(absl::StatusOr<DeviceHolders>)> done;
-    std::string socket;
-  };
-  auto call = std::make_shared<Call>();
-  call->channel = grpc::CreateChannel("unix://" + socket, grpc::InsecureChannelCredentials());
-  call->stub = v1::PodResourcesLister::NewStub(call->channel);
-  call->context.set_deadline(std::chrono::system_clock::now() + timeout);
-  call->resources = resources;
-  call->done = std::move(done);
-  call->socket = socket;
-  call->stub->async()->List(&call->context, &call->req, &call->resp, [call](grpc::Status status) {
+namespace {
+
+// A channel of its own to a unix socket. gRPC shares subchannels (and their reconnect back-off)
+// between channels to the same address; after a kubelet restart that shared back-off delayed
+// registration by a whole second.
+std::shared_ptr<grpc::Channel> LocalChannel(const std::string& socket) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  return grpc::CreateCustomChannel("unix://" + socket, grpc::InsecureChannelCredentials(), args);
+}
+
+// One List call; deletes itself in OnDone (see plugin/registration.cc for why a reactor).
+class ListCall : public grpc::ClientUnaryReactor {
+ public:
+  ListCall(const std::string& socket, const std::set<std::string>& resources,
+           std::chrono::milliseconds timeout,
+           std::function<void(absl::StatusOr<DeviceHolders>)> done)
+      : channel_(LocalChannel(socket)),
+        stub_(v1::PodResourcesLister::NewStub(channel_)),
+        resources_(resources),
+        done_(std::move(done)),
+        socket_(socket) {
+    context_.set_deadline(std::chrono::system_clock::now() + timeout);
+    stub_->async()->List(&context_, &req_, &resp_, this);
+    StartCall();
+  }
+
+  void OnDone(const grpc::Status& status) override {
     if (!status.ok()) {
-      call->done(absl::Status(
-          static_cast<absl::StatusCode>(status.error_code()),
-          absl::StrCat("PodResources List on ", call->socket, ": ", status.error_message())));
-      return;
-    }
-    DeviceHolders holders;
-    for (const auto& pod : call->resp.pod_resources()) {
-      for (const auto& container : pod.containers()) {
-        for (const auto& devices : container.devices()) {
-          if (!call->resources.count(devices.resource_name())) continue;
-          for (const auto& id : devices.device_ids()) {
-            holders[id] = absl::StrCat(pod.namespace_(), "/", pod.name(), "/", container.name());
+      done_(absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                         absl::StrCat("PodResources List on ", socket_, ": ",
+                                      status.error_message())));
+    } else {
+      DeviceHolders holders;
+      for (const auto& pod : resp_.pod_resources()) {
+        for (const auto& container : pod.containers()) {
+          for (const auto& devices : container.devices()) {
+            if (!resources_.count(devices.resource_name())) continue;
+            for (const auto& id : devices.device_ids()) {
+              holders[id] = absl::StrCat(pod.namespace_(), "/", pod.name(), "/", container.name());
+            }
           }
         }
       }
+      done_(std::move(holders));
     }
-    call->done(std::move(holders));
-  });
+    delete this;
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::PodResourcesLister::Stub> stub_;
+  grpc::ClientContext context_;
+  v1::ListPodResourcesRequest req_;
+  v1::ListPodResourcesResponse resp_;
+  std::set<std::string> resources_;
+  std::function<void(absl::StatusOr<DeviceHolders>)> done_;
+  std::string socket_;
+};
+
+}  // namespace
+
+void ListPodResourcesAsync(const std::string& socket, const std::set<std::string>& resources,
+                           std::chrono::milliseconds timeout,
+                           std::function<void(absl::StatusOr<DeviceHolders>)> done) {
+  new ListCall(socket, resources, timeout, std::move(done));  // deletes itself when done
 }
 
 }  // namespace pcid::plugin
