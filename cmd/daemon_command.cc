@@ -99,8 +99,10 @@ class Daemon {
   }
 
   // Recomputes health and the plugins' lists from the last discovery. Owner thread.
-  void Replan() {
-    auto inputs = plugin::ProbeHealth(sysfs_, dev_, devices_, enabled_);
+  // `probe` re-reads the node (group nodes, cdevs); allocation changes alone reuse the last probe.
+  void Replan(bool probe = true) {
+    if (probe) probed_ = plugin::ProbeHealth(sysfs_, dev_, devices_, enabled_);
+    auto inputs = probed_;
     inputs.allocated_to = holders_;
     for (const auto& [id, pending] : pending_) inputs.allocated_to.emplace(id, pending.first);
     auto plan = plugin::PlanResources(devices_, {}, enabled_, {}, flags_.node, inputs);
@@ -177,7 +179,7 @@ class Daemon {
     const bool changed = *holders != holders_;
     holders_ = *holders;
     if (changed) {
-      Replan();
+      Replan(/*probe=*/false);
     } else {
       SchedulePoll();
     }
@@ -188,7 +190,8 @@ class Daemon {
   void OnAllocated(const std::vector<std::string>& ids) {
     const std::string holder = absl::StrCat("allocation #", ++allocations_);
     for (const std::string& id : ids) pending_[id] = {holder, SteadyClock::now()};
-    Replan();
+    // Only a device sharing its IOMMU group can change another device's health.
+    if (SharedGroupAllocated()) Replan(/*probe=*/false);
   }
 
   int Run() {
@@ -315,6 +318,7 @@ class Daemon {
   std::vector<PciDevice> devices_;  // last discovery
   std::set<std::string> enabled_;   // addresses the config enables
   std::set<std::string> resource_names_;
+  plugin::HealthInputs probed_;                  // node facts from the last ProbeHealth
   std::map<std::string, std::string> reported_;  // device -> last health reason logged
   plugin::DeviceHolders holders_;                // from PodResources
   std::map<std::string, std::pair<std::string, SteadyClock::time_point>> pending_;

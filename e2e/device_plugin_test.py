@@ -226,10 +226,14 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
     check(daemon.poll() is None and os.path.exists(f"{plugins}/{gpu_sock}"), "bad config changes nothing")
 
     # Kubelet restarts: every plugin re-registered within 1 s, 100 times, no leak.
-    time.sleep(0.3)
-    before = proc_stats(daemon.pid)
+    # gRPC sizes its thread pools and caches on first use: the baseline is taken after 10 warm-up
+    # restarts, and 100 more must not grow it.
     worst = 0.0
-    for i in range(100):
+    worst_at = ""
+    for i in range(110):
+        if i == 10:
+            time.sleep(0.5)
+            before = proc_stats(daemon.pid)
         emu.drain()
         start = time.monotonic()
         emu.send("restart")
@@ -252,7 +256,7 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
         time.sleep(0.1)
         now = proc_stats(daemon.pid)
         after = {k: min(after[k], now[k]) for k in after}
-    print(f"100 kubelet restarts: worst re-registration {worst * 1000:.0f} ms (ending {worst_at}); "
+    print(f"110 kubelet restarts: worst re-registration {worst * 1000:.0f} ms (ending {worst_at}); "
           f"before {before}, after {after}", flush=True)
     check(after["threads"] <= before["threads"] + 2, f"threads grew {before} -> {after}")
     check(after["fds"] <= before["fds"] + 2, f"fds grew {before} -> {after}")

@@ -1,3 +1,4 @@
+// clang-format off
 // A kubelet emulator for end-to-end tests, speaking the real device-plugin wire protocol.
 //
 //   kubelet_emulator --dir DEVICE_PLUGIN_DIR [--pod-resources SOCKET]
@@ -11,9 +12,12 @@
 //                                           devices are held by POD's container "compute" in the
 //                                           PodResources answers (namespace "default")
 //   delete POD                           -> the pod is gone: its devices leave PodResources
-//   preferred RESOURCE AVAIL MUST SIZE   -> {"event":"preferred",...} (lists comma-joined, "-" =
-//   none) prestart RESOURCE ID[,ID...]         -> {"event":"prestart",...} restart -> stop, delete
-//   every socket in DIR, listen again quit
+//   preferred RESOURCE AVAIL MUST SIZE   -> {"event":"preferred",...} (comma-joined; "-" = none)
+//   prestart RESOURCE ID[,ID...]         -> {"event":"prestart",...}
+//   lists                                -> {"event":"lists","count":N}: PodResources List calls
+//   restart                              -> stop, delete every socket in DIR, listen again
+//   quit
+// clang-format on
 #include <absl/strings/str_split.h>
 #include <deviceplugin/v1beta1/api.grpc.pb.h>
 #include <grpcpp/grpcpp.h>

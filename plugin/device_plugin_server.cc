@@ -44,7 +44,7 @@ struct DevicePluginServer::State {
   std::unique_ptr<v1beta1::DevicePlugin::CallbackService> service;
 
   std::mutex mu;
-  std::condition_variable drained;            // signalled when `watchers` becomes empty
+  std::condition_variable drained;           // signalled when `watchers` becomes empty
   std::shared_ptr<const Resource> resource;  // guarded by mu
   uint64_t generation = 0;                   // guarded by mu
   std::set<Watcher*> watchers;               // guarded by mu

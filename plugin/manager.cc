@@ -12,6 +12,9 @@
 
 namespace pcid::plugin {
 
+// How long a restarted plugin waits for kubelet.sock to reappear before registering on its own.
+constexpr std::chrono::milliseconds kRegisterDebounce{100};
+
 PluginManager::PluginManager(Options options, std::function<void(std::function<void()>)> post,
                              spdlog::logger& log)
     : options_(std::move(options)),
@@ -89,7 +92,8 @@ void PluginManager::Apply(const std::map<std::string, Resource>& resources) {
     auto it = plugins_.find(name);
     if (it == plugins_.end() || !it->second.server) {
       Start(name, resource);
-    } else {
+    } else if (it->second.resource != resource) {
+      // Streams are only woken for a real change: a quiet node sends nothing.
       it->second.resource = resource;
       it->second.server->Update(resource);
     }
@@ -97,6 +101,7 @@ void PluginManager::Apply(const std::map<std::string, Resource>& resources) {
 }
 
 void PluginManager::RegisterAll() {
+  // Registers every plugin now; any debounced or back-off registration is superseded.
   for (auto& [name, e] : plugins_) {
     if (e.server) Register(name);
   }
@@ -105,9 +110,12 @@ void PluginManager::RegisterAll() {
 void PluginManager::OnSocketDeleted(const std::string& file_name, bool register_now) {
   for (auto& [name, e] : plugins_) {
     if (e.server && e.server->endpoint() == file_name) {
-      log_.warn("{}: socket {} deleted, restarting the plugin", name, file_name);
+      log_.info("{}: socket {} deleted, restarting the plugin", name, file_name);
       const Resource resource = e.resource;
-      Start(name, resource, register_now);
+      Start(name, resource, /*register_now=*/false);
+      // A kubelet restart deletes every socket, then re-creates kubelet.sock, which registers
+      // everything (RegisterAll). Register on our own only if that has not happened shortly.
+      if (register_now && e.server) e.retry_at = Clock::now() + kRegisterDebounce;
       return;
     }
   }

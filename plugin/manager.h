@@ -42,7 +42,8 @@ class PluginManager {
   // kubelet.sock was (re)created: register every plugin again.
   void RegisterAll();
   // A file in the plugin directory was deleted; restarts the plugin if it was one of ours, and
-  // registers it unless `register_now` is false (a RegisterAll follows: kubelet restart).
+  // registers it shortly unless `register_now` is false (a RegisterAll follows: kubelet restart)
+  // or kubelet.sock reappears meanwhile.
   void OnSocketDeleted(const std::string& file_name, bool register_now);
   // Time until the next due retry (nullopt: none pending); RunDue() runs the due ones.
   std::optional<Clock::duration> NextWake() const;

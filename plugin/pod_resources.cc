@@ -39,9 +39,9 @@ class ListCall : public grpc::ClientUnaryReactor {
 
   void OnDone(const grpc::Status& status) override {
     if (!status.ok()) {
-      done_(absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                         absl::StrCat("PodResources List on ", socket_, ": ",
-                                      status.error_message())));
+      done_(absl::Status(
+          static_cast<absl::StatusCode>(status.error_code()),
+          absl::StrCat("PodResources List on ", socket_, ": ", status.error_message())));
     } else {
       DeviceHolders holders;
       for (const auto& pod : resp_.pod_resources()) {

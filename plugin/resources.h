@@ -32,6 +32,7 @@ struct PluginDevice {
   std::string env_value;          // PCI: the address; USB: "<bus>:<devnum>" in decimal
   std::vector<DeviceNode> nodes;  // without the shared /dev/vfio/vfio (added once per answer)
   bool usb = false;
+  friend bool operator==(const PluginDevice&, const PluginDevice&) = default;
 };
 
 struct Resource {
@@ -39,6 +40,7 @@ struct Resource {
   std::string env_name;  // "PCI_RESOURCE_NVIDIA_COM_GP106_GEFORCE_GTX_1060_3GB"
   bool usb = false;
   std::vector<PluginDevice> devices;  // sorted by id
+  friend bool operator==(const Resource&, const Resource&) = default;
 };
 
 // Facts about the node the owner thread collects (I/O) before planning.
