@@ -17,7 +17,6 @@ std::shared_ptr<grpc::Channel> LocalChannel(const std::string& socket) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   return grpc::CreateCustomChannel("unix://" + socket, grpc::InsecureChannelCredentials(), args);
 }
 
