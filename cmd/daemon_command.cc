@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <iostream>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "plugin/manager.h"
 #include "plugin/pod_resources.h"
 #include "udev/discovery.h"
+#include "udev/monitor.h"
 
 namespace pcid::cmd {
 namespace {
@@ -31,17 +33,18 @@ using plugin::PluginDevice;
 constexpr char kUsage[] =
     "usage: pcidevices daemon --node-name N [--config FILE] [--sysfs-root DIR] [--dev-root DIR]\n"
     "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--state-dir DIR]\n"
-    "         [--kubeconfig FILE]\n";
+    "         [--kubeconfig FILE] [--uevent-source udev|kernel]\n";
 
 struct DaemonFlags {
-  std::string node, config, sysfs_root, dev_root, plugin_dir, pod_resources_socket;
+  std::string node, config, sysfs_root, dev_root, plugin_dir, pod_resources_socket, uevent_source;
 };
 
 using SteadyClock = std::chrono::steady_clock;
 // While allocations share an IOMMU group, PodResources is asked this often who holds what.
 constexpr auto kPodResourcesPoll = std::chrono::seconds(1);
-// An Allocate not yet reflected by PodResources counts as held for this long.
-constexpr auto kPendingAllocation = std::chrono::seconds(10);
+// An Allocate not yet reflected by PodResources counts as held for this long (the kubelet records
+// an allocation as soon as the plugin answers, so PodResources shows it well within this).
+constexpr auto kPendingAllocation = std::chrono::seconds(2);
 
 // Everything the owner thread owns. Only main's loop touches it.
 class Daemon {
@@ -76,34 +79,99 @@ class Daemon {
       log_->error("discovery: {}", ToStd(devices.status().message()));
       return;
     }
+    devices_ = *std::move(devices);
+    Select(/*report=*/true);
+    Replan();
+  }
+
+  // enabled_ = the discovered devices the config selects, bridges refused. `report` logs
+  // refusals and selectors matching nothing (on start and config reloads, not on every uevent).
+  void Select(bool report) {
     std::set<std::string> enabled;
     std::vector<bool> used(config_.enable.size());
-    for (const PciDevice& dev : *devices) {
+    for (const PciDevice& dev : devices_) {
       for (size_t i = 0; i < config_.enable.size(); ++i) {
         if (!Matches(config_.enable[i], dev)) continue;
         used[i] = true;
         if (dev.is_bridge()) {
-          log_->error("pci {}: refusing to enable a bridge (class {:04x}, config enable[{}])",
-                      dev.address.ToString(), dev.class_id(), i);
+          if (report) {
+            log_->error("pci {}: refusing to enable a bridge (class {:04x}, config enable[{}])",
+                        dev.address.ToString(), dev.class_id(), i);
+          }
           continue;
         }
         enabled.insert(dev.address.ToString());
       }
     }
-    for (size_t i = 0; i < used.size(); ++i) {
+    for (size_t i = 0; report && i < used.size(); ++i) {
       if (!used[i]) log_->warn("config enable[{}] matches no device on this node", i);
     }
-    devices_ = *std::move(devices);
     enabled_ = std::move(enabled);
+  }
+
+  // Hotplug: re-reads only the functions the events name, then re-plans.
+  void OnUevents(const std::vector<udev::DeviceEvent>& events) {
+    bool changed = false;
+    for (const auto& ev : events) {
+      if (ev.subsystem != "pci") continue;  // USB resources come with claims (projection)
+      auto it = std::find_if(devices_.begin(), devices_.end(),
+                             [&](const PciDevice& d) { return d.address.ToString() == ev.name; });
+      auto dev = ev.action == "remove"
+                     ? absl::StatusOr<PciDevice>(absl::NotFoundError("removed"))
+                     : udev::ReadPciDevice(sysfs_, ev.name, ids_ ? &*ids_ : nullptr, *log_);
+      log_->info("pci {}: {}", ev.name, ev.action);
+      if (dev.ok()) {
+        if (it != devices_.end()) {
+          *it = *std::move(dev);
+        } else {
+          devices_.push_back(*std::move(dev));
+          std::sort(devices_.begin(), devices_.end(),
+                    [](const PciDevice& a, const PciDevice& b) { return a.address < b.address; });
+        }
+        changed = true;
+      } else if (it != devices_.end()) {
+        if (ev.action != "remove") {
+          log_->warn("pci {}: unreadable after {}: {}", ev.name, ev.action,
+                     ToStd(dev.status().message()));
+        }
+        if (Held(ev.name)) {
+          // Pulled from a running pod: keep it listed as Unhealthy until the pod is gone.
+          removed_.insert(ev.name);
+        } else {
+          devices_.erase(it);
+        }
+        changed = true;
+      }
+    }
+    if (!changed) return;
+    Select(/*report=*/false);
     Replan();
   }
 
-  // Recomputes health and the plugins' lists from the last discovery. Owner thread.
+  bool Held(const std::string& id) const { return holders_.count(id) || pending_.count(id); }
+
+  // Forgets unplugged functions no pod holds any more.
+  bool DropRemovedUnheld() {
+    bool dropped = false;
+    for (auto it = removed_.begin(); it != removed_.end();) {
+      if (Held(*it)) {
+        ++it;
+        continue;
+      }
+      const std::string id = *it;
+      std::erase_if(devices_, [&](const PciDevice& d) { return d.address.ToString() == id; });
+      it = removed_.erase(it);
+      dropped = true;
+    }
+    return dropped;
+  }
+
   // `probe` re-reads the node (group nodes, cdevs); allocation changes alone reuse the last probe.
   void Replan(bool probe = true) {
     if (probe) probed_ = plugin::ProbeHealth(sysfs_, dev_, devices_, enabled_);
     auto inputs = probed_;
     inputs.allocated_to = holders_;
+    inputs.removed = removed_;
     for (const auto& [id, pending] : pending_) inputs.allocated_to.emplace(id, pending.first);
     auto plan = plugin::PlanResources(devices_, {}, enabled_, {}, flags_.node, inputs);
     for (const auto& [name, r] : plan) {
@@ -141,7 +209,8 @@ class Daemon {
   }
 
   void SchedulePoll() {
-    if (!SharedGroupAllocated()) {
+    // Also while an unplugged device is still held: its pod's end is learnt from PodResources.
+    if (!SharedGroupAllocated() && removed_.empty()) {
       next_poll_.reset();
     } else if (!next_poll_ && !poll_in_flight_) {
       next_poll_ = SteadyClock::now() + kPodResourcesPoll;
@@ -176,8 +245,12 @@ class Daemon {
       it = (seen || now - it->second.second > kPendingAllocation) ? pending_.erase(it)
                                                                   : std::next(it);
     }
-    const bool changed = *holders != holders_;
+    bool changed = *holders != holders_;
     holders_ = *holders;
+    if (DropRemovedUnheld()) {
+      Select(/*report=*/false);
+      changed = true;
+    }
     if (changed) {
       Replan(/*probe=*/false);
     } else {
@@ -208,10 +281,20 @@ class Daemon {
       return 1;
     }
     if (!LoadConfig()) return 1;
+    // Listen before the first scan so that no device plugged meanwhile is missed.
+    auto monitor = udev::DeviceMonitor::Open(flags_.uevent_source);
+    if (monitor.ok()) {
+      monitor_ = *std::move(monitor);
+    } else {
+      log_->error("hotplug disabled: {}", ToStd(monitor.status().message()));
+    }
     Reconcile();
     log_->info("daemon started on node {}: {} plugins", flags_.node, manager_.size());
     for (;;) {
-      pollfd fds[] = {{sig.get(), POLLIN, 0}, {watch.get(), POLLIN, 0}, {queue_.fd(), POLLIN, 0}};
+      pollfd fds[] = {{sig.get(), POLLIN, 0},
+                      {watch.get(), POLLIN, 0},
+                      {queue_.fd(), POLLIN, 0},
+                      {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
       // No timers unless a registration retry or a PodResources poll is due.
       std::optional<SteadyClock::duration> wake = manager_.NextWake();
       if (next_poll_) {
@@ -223,7 +306,7 @@ class Daemon {
       if (wake) {
         timeout = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*wake).count());
       }
-      if (::poll(fds, 3, timeout) < 0 && errno != EINTR) {
+      if (::poll(fds, 4, timeout) < 0 && errno != EINTR) {
         log_->error("poll: {}", std::strerror(errno));
         return 1;
       }
@@ -241,6 +324,7 @@ class Daemon {
       }
       if (fds[1].revents & POLLIN) OnInotify(watch.get());
       if (fds[2].revents & POLLIN) queue_.RunPending();
+      if (fds[3].revents & POLLIN) OnUevents(monitor_->Receive());
       manager_.RunDue();
       if (next_poll_ && *next_poll_ <= SteadyClock::now()) Poll();
     }
@@ -318,6 +402,7 @@ class Daemon {
   std::vector<PciDevice> devices_;  // last discovery
   std::set<std::string> enabled_;   // addresses the config enables
   std::set<std::string> resource_names_;
+  std::set<std::string> removed_;                // unplugged while allocated (still in devices_)
   plugin::HealthInputs probed_;                  // node facts from the last ProbeHealth
   std::map<std::string, std::string> reported_;  // device -> last health reason logged
   plugin::DeviceHolders holders_;                // from PodResources
@@ -327,6 +412,7 @@ class Daemon {
   bool poll_in_flight_ = false;
   bool poll_failing_ = false;
   EventQueue queue_;
+  std::unique_ptr<udev::DeviceMonitor> monitor_;
   plugin::PluginManager manager_;  // last: its servers' hooks use the members above
 };
 
@@ -335,7 +421,7 @@ class Daemon {
 int RunDaemon(const std::vector<std::string>& args) {
   auto flags = ParseFlags(args,
                           {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir",
-                           "pod-resources-socket", "state-dir", "kubeconfig"},
+                           "pod-resources-socket", "state-dir", "kubeconfig", "uevent-source"},
                           {"help"});
   if (!flags.ok() || !flags->positional.empty()) {
     std::cerr << "pcidevices daemon: "
@@ -360,7 +446,8 @@ int RunDaemon(const std::vector<std::string>& args) {
                 flags->Get("sysfs-root", "/sys"),
                 flags->Get("dev-root", "/dev"),
                 flags->Get("device-plugin-dir", "/var/lib/kubelet/device-plugins"),
-                flags->Get("pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock")};
+                flags->Get("pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock"),
+                flags->Get("uevent-source", udev::DefaultUeventSource("/run"))};
   auto sysfs = SysfsRoot::Open(f.sysfs_root);
   auto dev = SysfsRoot::Open(f.dev_root);
   if (!sysfs.ok() || !dev.ok()) {

@@ -44,7 +44,9 @@ PluginDevice PlanPci(const PciDevice& dev, const std::map<unsigned, GroupInfo>& 
     out.nodes.push_back({absl::StrCat("/dev/vfio/devices/vfio", cdev->second)});
   }
 
-  if (dev.driver != kVfioDriver) {
+  if (in.removed.count(out.id)) {
+    out.health_reason = "removed from the node while allocated";
+  } else if (dev.driver != kVfioDriver) {
     out.health_reason = dev.driver.empty()
                             ? "no driver bound, want vfio-pci"
                             : absl::StrCat("bound to ", dev.driver, ", want vfio-pci");

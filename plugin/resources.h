@@ -50,6 +50,8 @@ struct HealthInputs {
   std::map<std::string, unsigned> vfio_cdevs;
   // Device IDs the kubelet reports as allocated, by the container holding them ("pod/container").
   std::map<std::string, std::string> allocated_to;
+  // Functions unplugged while allocated: still listed, Unhealthy, until their pod is gone.
+  std::set<std::string> removed;
 };
 
 // `PCI_RESOURCE_` / `USB_RESOURCE_` + name upper-cased with '/' and '.' as '_' (KubeVirt's rule).

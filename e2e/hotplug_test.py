@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Hotplug through a real libudev monitor: uevents from a umockdev testbed drive the daemon.
+
+Usage: hotplug_test.py UEVENT_INJECTOR KUBELET_EMULATOR MAKE_TREE
+
+umockdev delivers synthetic uevents to the libudev monitors of the process owning the testbed,
+so the daemon runs inside uevent_injector (under umockdev-wrapper), its /sys being the testbed.
+Checks: an added function the config enables appears in ListAndWatch; bound to vfio-pci it turns
+Healthy; unplugged while allocated it stays listed as Unhealthy until its pod is gone, then
+leaves; an unplugged idle function leaves at once. Prints uevent -> ListAndWatch latencies.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from device_plugin_test import Emulator, check, failures  # noqa: E402
+
+GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
+NEW = "0000:82:00.0"
+
+
+class Injector:
+    def __init__(self, binary, args, log):
+        self.proc = subprocess.Popen(["umockdev-wrapper", binary] + args, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+        self.dir = json.loads(self.proc.stdout.readline())["dir"]
+
+    def do(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+
+def gpu_list(emu, timeout=3.0):
+    e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == GPU, timeout=timeout)
+    return None if e is None else ({d["id"]: d["health"] for d in e["devices"]}, e["t_us"])
+
+
+def main():
+    injector_bin, emulator_bin, make_tree = sys.argv[1:4]
+    # Not under /dev: umockdev redirects /dev to the testbed, sockets included.
+    with tempfile.TemporaryDirectory(prefix="pcid-hotplug-") as tmp:
+        plugins, config = f"{tmp}/dp", f"{tmp}/config.json"
+        os.mkdir(plugins)
+        with open(config, "w") as f:
+            json.dump({"enable": [{"vendor": "10de", "class": "0300"}]}, f)
+        log = open(f"{tmp}/daemon.log", "w+")
+        inj = Injector(injector_bin, ["--node-name", "n1", "--config", config, "--sysfs-root", "/sys",
+                                      "--dev-root", "/dev", "--device-plugin-dir", plugins,
+                                      "--pod-resources-socket", f"{tmp}/pr.sock",
+                                      "--uevent-source", "udev"], log)
+        emu = None
+        try:
+            subprocess.run([sys.executable, make_tree, "gpu-node", f"{tmp}/t/sys", "--dev-root",
+                            f"{tmp}/t/dev"], check=True)
+            shutil.copytree(f"{tmp}/t/sys", f"{inj.dir}/sys", symlinks=True, dirs_exist_ok=True)
+            shutil.copytree(f"{tmp}/t/dev", f"{inj.dir}/dev", symlinks=True, dirs_exist_ok=True)
+            emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
+            check(inj.do("start")["ok"], "daemon started")
+            first = gpu_list(emu)
+            check(first and set(first[0]) == {"0000:01:00.0", "0000:81:00.0"}, f"initial list {first}")
+            latencies = []
+
+            # Plug a new GPU (no driver yet): listed, Unhealthy.
+            sent = time.time() * 1e6
+            r = inj.do(f"add-pci {NEW} 10de 1c03 030000")
+            check(r["ok"], "add-pci")
+            syspath = r["syspath"]
+            got = gpu_list(emu)
+            check(got and got[0].get(NEW) == "Unhealthy", f"added function listed Unhealthy: {got}")
+            if got:
+                latencies.append(got[1] - sent)
+
+            # Bind it to vfio-pci (driver + IOMMU group links, group node): Healthy after "bind".
+            rel = syspath.lstrip("/")
+            check(inj.do(f"link {rel} driver ../../bus/pci/drivers/vfio-pci")["ok"], "driver link")
+            os.makedirs(f"{inj.dir}/sys/kernel/iommu_groups/40/devices", exist_ok=True)
+            check(inj.do(f"link {rel} iommu_group ../../kernel/iommu_groups/40")["ok"], "group link")
+            open(f"{inj.dir}/dev/vfio/40", "w").close()
+            with open(f"{inj.dir}/{rel}/uevent", "a") as f:
+                f.write("DRIVER=vfio-pci\n")
+            sent = time.time() * 1e6
+            inj.do(f"uevent {syspath} bind")
+            got = gpu_list(emu)
+            check(got and got[0].get(NEW) == "Healthy", f"bound function Healthy: {got}")
+            if got:
+                latencies.append(got[1] - sent)
+
+            # Allocate it to pod-h, then unplug it: listed Unhealthy while pod-h holds it.
+            a = emu.call(f"allocate {GPU} {NEW} pod-h", "allocate")
+            check(a and a["ok"], f"allocate the new function: {a}")
+            sent = time.time() * 1e6
+            inj.do(f"remove {syspath}")
+            got = gpu_list(emu)
+            check(got and got[0].get(NEW) == "Unhealthy", f"unplugged while allocated: Unhealthy {got}")
+            if got:
+                latencies.append(got[1] - sent)
+            emu.send("delete pod-h")
+            got = gpu_list(emu, timeout=5)
+            check(got and NEW not in got[0], f"gone once its pod is gone: {got}")
+
+            # Unplug an idle function: it leaves at once.
+            sent = time.time() * 1e6
+            inj.do("remove /sys/devices/pci0000:80/0000:80:01.0/0000:81:00.0")
+            got = gpu_list(emu)
+            check(got and "0000:81:00.0" not in got[0], f"idle function removed: {got}")
+            if got:
+                latencies.append(got[1] - sent)
+            print("uevent -> ListAndWatch (ms): " + ", ".join(f"{l / 1000:.2f}" for l in latencies))
+        finally:
+            try:
+                inj.proc.stdin.write("quit\n")
+                inj.proc.stdin.flush()
+                inj.proc.wait(timeout=15)
+            except Exception:
+                inj.proc.kill()
+                inj.proc.wait()
+            if emu:
+                emu.stop()
+            check(inj.proc.returncode == 0, f"daemon exit {inj.proc.returncode}")
+            if failures:
+                log.seek(0)
+                print("--- daemon log ---\n" + log.read()[-4000:])
+    print(f"hotplug_test: {len(failures)} failures")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

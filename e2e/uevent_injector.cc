@@ -1,0 +1,99 @@
+// Hotplug test harness: the pcidevices daemon and a umockdev testbed in one process.
+//
+//   umockdev-wrapper uevent_injector DAEMON_ARGS...
+//
+// umockdev delivers synthetic uevents to libudev monitors of the process that owns the testbed
+// (across processes it did not here), so the daemon runs in a thread of this process, its /sys
+// being the testbed's. Prints {"dir": TESTBED_DIR}, then reads commands, one a line:
+//   start                                starts `pcidevices daemon DAEMON_ARGS` in a thread (after
+//                                        the caller has filled TESTBED_DIR/sys)
+//   add-pci ADDR VENDOR DEVICE CLASS     adds /sys/devices/pci0000:00/ADDR with those attributes
+//                                        (hex without 0x) and a uevent; emits "add"
+//   link SYSPATH_REL NAME TARGET         creates the symlink /sys/SYSPATH_REL/NAME -> TARGET
+//   uevent SYSPATH ACTION                emits ACTION for /sys/... SYSPATH
+//   remove SYSPATH                       emits "remove", then deletes the device
+//   quit                                 SIGTERM to the daemon, waits for it, exits with its code
+// Each command answers one line: {"ok": true, "syspath": ...} or {"ok": false, ...}.
+#include <signal.h>
+#include <umockdev.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cmd/daemon_command.h"
+
+int main(int argc, char** argv) {
+  // The daemon takes SIGTERM through a signalfd: block it in every thread, this one first.
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  const std::vector<std::string> daemon_args(argv + 1, argv + argc);
+  std::thread daemon;
+  int daemon_rc = -1;
+
+  UMockdevTestbed* tb = umockdev_testbed_new();
+  gchar* root = umockdev_testbed_get_root_dir(tb);
+  std::cout << "{\"dir\": \"" << root << "\"}" << std::endl;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::istringstream in(line);
+    std::string cmd;
+    in >> cmd;
+    if (cmd == "start" && !daemon.joinable()) {
+      daemon = std::thread([&] { daemon_rc = pcid::cmd::RunDaemon(daemon_args); });
+      std::cout << "{\"ok\": true}" << std::endl;
+    } else if (cmd == "quit") {
+      break;
+    } else if (cmd == "add-pci") {
+      std::string addr, vendor, device, klass;
+      in >> addr >> vendor >> device >> klass;
+      const std::string uevent = "PCI_CLASS=" + klass + "\nPCI_ID=" + vendor + ":" + device +
+                                 "\nPCI_SLOT_NAME=" + addr + "\n";
+      gchar* syspath = umockdev_testbed_add_device(
+          tb, "pci", addr.c_str(), nullptr, "vendor", ("0x" + vendor).c_str(), "device",
+          ("0x" + device).c_str(), "class", ("0x" + klass).c_str(), "numa_node", "0", "uevent",
+          uevent.c_str(), nullptr, "PCI_SLOT_NAME", addr.c_str(), "PCI_ID",
+          (vendor + ":" + device).c_str(), nullptr);
+      if (syspath == nullptr) {
+        std::cout << "{\"ok\": false}" << std::endl;
+        continue;
+      }
+      // umockdev puts the device under /sys/devices/<addr>; bus/pci/devices links it.
+      std::cout << "{\"ok\": true, \"syspath\": \"" << syspath << "\"}" << std::endl;
+      g_free(syspath);
+    } else if (cmd == "link") {
+      std::string rel, name, target;
+      in >> rel >> name >> target;
+      const std::string path = std::string(root) + "/" + rel + "/" + name;
+      ::unlink(path.c_str());
+      const bool ok = ::symlink(target.c_str(), path.c_str()) == 0;
+      std::cout << "{\"ok\": " << (ok ? "true" : "false") << "}" << std::endl;
+    } else if (cmd == "uevent") {
+      std::string syspath, action;
+      in >> syspath >> action;
+      umockdev_testbed_uevent(tb, syspath.c_str(), action.c_str());
+      std::cout << "{\"ok\": true}" << std::endl;
+    } else if (cmd == "remove") {
+      std::string syspath;
+      in >> syspath;
+      umockdev_testbed_uevent(tb, syspath.c_str(), "remove");
+      umockdev_testbed_remove_device(tb, syspath.c_str());
+      std::cout << "{\"ok\": true}" << std::endl;
+    } else {
+      std::cout << "{\"ok\": false, \"error\": \"bad command\"}" << std::endl;
+    }
+  }
+  if (daemon.joinable()) {
+    ::kill(::getpid(), SIGTERM);
+    daemon.join();
+  }
+  std::cout << "{\"exit\": " << daemon_rc << "}" << std::endl;
+  g_free(root);
+  g_object_unref(tb);
+  return daemon_rc < 0 ? 0 : daemon_rc;
+}
