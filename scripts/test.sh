@@ -21,6 +21,6 @@ ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"
-cmake --build build-fuzz --target fuzz_id_database fuzz_attributes
+cmake --build build-fuzz --target fuzz_id_database fuzz_attributes fuzz_config
 ctest --test-dir build-fuzz --output-on-failure -L fuzz
 echo "all tests passed"
