@@ -112,6 +112,7 @@ class Daemon {
   // Hotplug: re-reads only the functions the events name, then re-plans.
   void OnUevents(const std::vector<udev::DeviceEvent>& events) {
     bool changed = false;
+    std::set<std::string> touched;
     for (const auto& ev : events) {
       if (ev.subsystem != "pci") continue;  // USB resources come with claims (projection)
       auto it = std::find_if(devices_.begin(), devices_.end(),
@@ -120,6 +121,7 @@ class Daemon {
                      ? absl::StatusOr<PciDevice>(absl::NotFoundError("removed"))
                      : udev::ReadPciDevice(sysfs_, ev.name, ids_ ? &*ids_ : nullptr, *log_);
       log_->info("pci {}: {}", ev.name, ev.action);
+      touched.insert(ev.name);
       if (dev.ok()) {
         if (it != devices_.end()) {
           *it = *std::move(dev);
@@ -145,7 +147,8 @@ class Daemon {
     }
     if (!changed) return;
     Select(/*report=*/false);
-    Replan();
+    plugin::ReprobeHealth(sysfs_, dev_, devices_, enabled_, touched, probed_);
+    Replan(/*probe=*/false);
   }
 
   bool Held(const std::string& id) const { return holders_.count(id) || pending_.count(id); }
@@ -419,22 +422,13 @@ class Daemon {
 }  // namespace
 
 int RunDaemon(const std::vector<std::string>& args) {
-  auto flags = ParseFlags(args,
-                          {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir",
-                           "pod-resources-socket", "state-dir", "kubeconfig", "uevent-source"},
-                          {"help"});
-  if (!flags.ok() || !flags->positional.empty()) {
-    std::cerr << "pcidevices daemon: "
-              << (flags.ok() ? "unexpected argument " + flags->positional[0]
-                             : std::string(flags.status().message()))
-              << "\n"
-              << kUsage;
-    return 2;
-  }
-  if (flags->Has("help")) {
-    std::cout << kUsage;
-    return 0;
-  }
+  auto cmdline =
+      ParseCommandLine("daemon", args,
+                       {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir",
+                        "pod-resources-socket", "state-dir", "kubeconfig", "uevent-source"},
+                       {}, kUsage);
+  if (!cmdline.flags) return cmdline.code;
+  const ParsedFlags* flags = &*cmdline.flags;
   if (!flags->Has("node-name") || flags->Get("node-name", "").empty()) {
     std::cerr << "pcidevices daemon: --node-name is required\n" << kUsage;
     return 2;

@@ -2,6 +2,8 @@
 
 #include <absl/strings/str_cat.h>
 
+#include <iostream>
+
 namespace pcid::cmd {
 
 std::string ParsedFlags::Get(const std::string& name, const std::string& fallback) const {
@@ -43,6 +45,26 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args,
     parsed.values[name] = value;
   }
   return parsed;
+}
+
+CommandLine ParseCommandLine(const std::string& command, const std::vector<std::string>& args,
+                             const std::set<std::string>& value_flags,
+                             std::set<std::string> bool_flags, const char* usage) {
+  bool_flags.insert("help");
+  auto flags = ParseFlags(args, value_flags, bool_flags);
+  if (!flags.ok() || !flags->positional.empty()) {
+    std::cerr << "pcidevices " << command << ": "
+              << (flags.ok() ? "unexpected argument " + flags->positional[0]
+                             : std::string(flags.status().message()))
+              << "\n"
+              << usage;
+    return {std::nullopt, 2};
+  }
+  if (flags->Has("help")) {
+    std::cout << usage;
+    return {std::nullopt, 0};
+  }
+  return {*std::move(flags), 0};
 }
 
 }  // namespace pcid::cmd

@@ -7,6 +7,7 @@
 #include <absl/status/statusor.h>
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,5 +26,17 @@ struct ParsedFlags {
 absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args,
                                        const std::set<std::string>& value_flags,
                                        const std::set<std::string>& bool_flags);
+
+// What a subcommand does after parsing its command line: run with `flags`, or exit with `code`
+// (2 after printing the error and `usage` to stderr, 0 after printing `usage` for --help).
+struct CommandLine {
+  std::optional<ParsedFlags> flags;
+  int code = 0;
+};
+
+// ParseFlags for subcommand `command`, with "--help" added and positional arguments refused.
+CommandLine ParseCommandLine(const std::string& command, const std::vector<std::string>& args,
+                             const std::set<std::string>& value_flags,
+                             std::set<std::string> bool_flags, const char* usage);
 
 }  // namespace pcid::cmd

@@ -73,20 +73,10 @@ std::string UsbTable(const std::vector<UsbDevice>& devices, const std::string& n
 
 int RunList(const std::vector<std::string>& args) {
   auto log = MakeLogger("list");
-  auto flags = ParseFlags(args, {"sysfs-root", "node-name", "output", "pci-ids", "usb-ids"},
-                          {"usb", "help"});
-  if (!flags.ok() || !flags->positional.empty()) {
-    std::cerr << "pcidevices list: "
-              << (flags.ok() ? "unexpected argument " + flags->positional[0]
-                             : std::string(flags.status().message()))
-              << "\n"
-              << kUsage;
-    return 2;
-  }
-  if (flags->Has("help")) {
-    std::cout << kUsage;
-    return 0;
-  }
+  auto cmdline = ParseCommandLine(
+      "list", args, {"sysfs-root", "node-name", "output", "pci-ids", "usb-ids"}, {"usb"}, kUsage);
+  if (!cmdline.flags) return cmdline.code;
+  const ParsedFlags* flags = &*cmdline.flags;
   const std::string output = flags->Get("output", "table");
   if (output != "table" && output != "json") {
     std::cerr << "pcidevices list: --output must be table or json, not \"" << output << "\"\n";

@@ -14,19 +14,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from device_plugin_test import Emulator, check, failures, wait_for  # noqa: E402
+from device_plugin_test import Emulator, check, failures, stop_process, wait_for  # noqa: E402
 
 GPU_SOCK = "kubevirt-nvidia.com-GP106_GEFORCE_GTX_1060_6GB.sock"
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main():
@@ -89,7 +79,7 @@ def main():
             finally:
                 emu.stop()
         finally:
-            stop(daemon)
+            stop_process(daemon)
             if failures:
                 print("--- daemon log ---\n" + open(log.name).read()[-4000:])
     print(f"daemon_bad_input_test: {len(failures)} failures")

@@ -6,25 +6,50 @@
 
 namespace pcid::plugin {
 
+namespace {
+
+void ProbeOne(const SysfsRoot& sysfs, const SysfsRoot& dev_root, const PciDevice& dev,
+              HealthInputs& in) {
+  const std::string address = dev.address.ToString();
+  if (dev_root.Exists(absl::StrCat("vfio/", *dev.iommu_group))) {
+    in.vfio_group_nodes.insert(*dev.iommu_group);
+  }
+  auto cdevs = sysfs.ListDir(absl::StrCat("bus/pci/devices/", address, "/vfio-dev"));
+  if (!cdevs.ok()) return;
+  for (const std::string& name : *cdevs) {
+    unsigned n;
+    if (absl::StartsWith(name, "vfio") && absl::SimpleAtoi(name.substr(4), &n)) {
+      in.vfio_cdevs[address] = n;
+    }
+  }
+}
+
+}  // namespace
+
 HealthInputs ProbeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
                          const std::vector<PciDevice>& pci, const std::set<std::string>& enabled) {
   HealthInputs in;
   for (const PciDevice& dev : pci) {
-    const std::string address = dev.address.ToString();
-    if (!enabled.count(address) || !dev.iommu_group) continue;
-    if (dev_root.Exists(absl::StrCat("vfio/", *dev.iommu_group))) {
-      in.vfio_group_nodes.insert(*dev.iommu_group);
-    }
-    auto cdevs = sysfs.ListDir(absl::StrCat("bus/pci/devices/", address, "/vfio-dev"));
-    if (!cdevs.ok()) continue;
-    for (const std::string& name : *cdevs) {
-      unsigned n;
-      if (absl::StartsWith(name, "vfio") && absl::SimpleAtoi(name.substr(4), &n)) {
-        in.vfio_cdevs[address] = n;
-      }
-    }
+    if (enabled.count(dev.address.ToString()) && dev.iommu_group)
+      ProbeOne(sysfs, dev_root, dev, in);
   }
   return in;
+}
+
+void ReprobeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
+                   const std::vector<PciDevice>& pci, const std::set<std::string>& enabled,
+                   const std::set<std::string>& changed, HealthInputs& inputs) {
+  for (const std::string& address : changed) inputs.vfio_cdevs.erase(address);
+  for (const PciDevice& dev : pci) {
+    const std::string address = dev.address.ToString();
+    if (!changed.count(address) || !dev.iommu_group) continue;
+    // The group node may have come or gone with this function, whoever else is in the group.
+    inputs.vfio_group_nodes.erase(*dev.iommu_group);
+    if (dev_root.Exists(absl::StrCat("vfio/", *dev.iommu_group))) {
+      inputs.vfio_group_nodes.insert(*dev.iommu_group);
+    }
+    if (enabled.count(address)) ProbeOne(sysfs, dev_root, dev, inputs);
+  }
 }
 
 }  // namespace pcid::plugin

@@ -6,19 +6,11 @@
 
 #include <memory>
 
+#include "plugin/local_channel.h"
+
 namespace pcid::plugin {
 
 namespace {
-
-// A channel of its own to a unix socket. gRPC shares subchannels (and their reconnect back-off)
-// between channels to the same address; after a kubelet restart that shared back-off delayed
-// registration by a whole second.
-std::shared_ptr<grpc::Channel> LocalChannel(const std::string& socket) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  return grpc::CreateCustomChannel("unix://" + socket, grpc::InsecureChannelCredentials(), args);
-}
 
 // One Register call. A reactor owns its context and may delete itself in OnDone, the last thing
 // gRPC calls (a std::function callback that owns the context would free it while gRPC still

@@ -2,7 +2,8 @@
 # The README's second command, and what CI runs (.ci/run): installs what is missing, builds, and
 # runs every test through CTest:
 #   1. unit + e2e tests (labels "unit", "e2e") on the normal build;
-#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer, and the daemon's
+#      device-plugin e2e tests with that build;
 #   3. the libFuzzer targets for a short while (clang).
 # Nothing here writes to this machine's /sys, /dev or /var/lib/kubelet: the e2e tests read /sys
 # and work in temporary trees.
@@ -16,8 +17,11 @@ cmake --build build
 ctest --test-dir build --output-on-failure -j "$jobs"
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPCID_SANITIZE=ON
-cmake --build build-asan --target core_test udev_test cmd_test
+cmake --build build-asan --target unit_tests pcidevices kubelet_emulator
 ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
+# The daemon's gRPC lifetimes under ASan+UBSan too (leak checking off: gRPC keeps globals).
+ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure \
+  -R 'e2e_device_plugin|e2e_daemon_bad_input'
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"

@@ -28,7 +28,8 @@ class logger;
 namespace pcid::udev {
 
 // One PCI function, `address` validated first (InvalidArgument before any path is built).
-// Names are filled from `pci_ids` when it is non-null.
+// Names are filled from `pci_ids` when it is non-null. A PF's VFs come from its virtfnN links,
+// in index order.
 absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view address,
                                         const IdDatabase* pci_ids, spdlog::logger& log);
 
@@ -38,7 +39,8 @@ absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view
 absl::StatusOr<std::string> ReadPciDriver(const SysfsRoot& sysfs, std::string_view address);
 
 // Every function under `bus/pci/devices`, sorted by address. NotFound when that directory is
-// missing; bad devices are skipped with a warning. Large trees are read by up to four threads,
+// missing; bad devices are skipped with a warning. A PF's VFs come from the VFs' physfn links, in
+// address order (the virtfnN order on real hardware). Large trees are read by up to four threads,
 // so `log` must accept concurrent calls (spdlog loggers with *_mt sinks do).
 absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs,
                                                           const IdDatabase* pci_ids,

@@ -77,7 +77,9 @@ std::optional<PciAddress> ParentBridge(std::string_view dir) {
   return *parsed;
 }
 
-void ReadSriov(const DeviceFiles& dir, PciDevice& dev, spdlog::logger& log) {
+// SR-IOV relations. `read_virtfns`: list a PF's VFs from its virtfnN links; a full scan skips
+// that and derives them from the VFs' own physfn links instead (one readlink per VF, not two).
+void ReadSriov(const DeviceFiles& dir, PciDevice& dev, bool read_virtfns, spdlog::logger& log) {
   const std::string name = dev.address.ToString();
   // A VF has physfn and never SR-IOV capability of its own: one probe fewer per VF.
   if (auto pf = dir.ReadLinkBasename("physfn"); pf.ok()) {
@@ -97,6 +99,7 @@ void ReadSriov(const DeviceFiles& dir, PciDevice& dev, spdlog::logger& log) {
     } else {
       log.warn("pci {}: sriov_numvfs unreadable: {}", name, ToStd(num.status().message()));
     }
+    if (!read_virtfns) return;
     auto entries = dir.ListDir();
     if (!entries.ok()) {
       log.warn("pci {}: cannot list virtual functions: {}", name,
@@ -123,8 +126,11 @@ void ReadSriov(const DeviceFiles& dir, PciDevice& dev, spdlog::logger& log) {
 
 }  // namespace
 
-absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view address,
-                                        const IdDatabase* pci_ids, spdlog::logger& log) {
+namespace {
+
+absl::StatusOr<PciDevice> ReadFunction(const SysfsRoot& sysfs, std::string_view address,
+                                       const IdDatabase* pci_ids, bool read_virtfns,
+                                       spdlog::logger& log) {
   PCID_ASSIGN_OR_RETURN(const PciAddress parsed, ParsePciAddress(address));
   const std::string link = absl::StrCat("bus/pci/devices/", ToAbsl(address));
   const auto target = sysfs.ReadLink(link);
@@ -197,7 +203,7 @@ absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view
     log.warn("pci {}: iommu_group: {}", address, ToStd(group.status().message()));
   }
 
-  ReadSriov(dir, dev, log);
+  ReadSriov(dir, dev, read_virtfns, log);
   if (target.ok()) dev.parent_bridge = ParentBridge(*target);
 
   if (pci_ids != nullptr) {
@@ -207,6 +213,13 @@ absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view
     dev.names.subclass_name = pci_ids->Subclass(dev.class_code, dev.subclass);
   }
   return dev;
+}
+
+}  // namespace
+
+absl::StatusOr<PciDevice> ReadPciDevice(const SysfsRoot& sysfs, std::string_view address,
+                                        const IdDatabase* pci_ids, spdlog::logger& log) {
+  return ReadFunction(sysfs, address, pci_ids, /*read_virtfns=*/true, log);
 }
 
 absl::StatusOr<std::string> ReadPciDriver(const SysfsRoot& sysfs, std::string_view address) {
@@ -234,7 +247,7 @@ absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs
   std::vector<std::vector<PciDevice>> found(threads);
   auto scan = [&](size_t worker) {
     for (size_t i = worker; i < names.size(); i += threads) {
-      auto dev = ReadPciDevice(sysfs, names[i], pci_ids, log);
+      auto dev = ReadFunction(sysfs, names[i], pci_ids, /*read_virtfns=*/false, log);
       if (!dev.ok()) {
         log.warn("pci {}: skipped: {}", absl::CHexEscape(names[i]), ToStd(dev.status().message()));
         continue;
@@ -252,6 +265,17 @@ absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs
   for (auto& part : found) std::move(part.begin(), part.end(), std::back_inserter(devices));
   std::sort(devices.begin(), devices.end(),
             [](const PciDevice& a, const PciDevice& b) { return a.address < b.address; });
+  // Each PF's VFs, from the VFs' physfn links, in address order: a VF's routing ID grows with
+  // its index, so this is the virtfnN order.
+  for (const PciDevice& vf : devices) {
+    if (!vf.physical_function) continue;
+    auto pf =
+        std::lower_bound(devices.begin(), devices.end(), *vf.physical_function,
+                         [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
+    if (pf != devices.end() && pf->address == *vf.physical_function) {
+      pf->virtual_functions.push_back(vf.address);
+    }
+  }
   return devices;
 }
 

@@ -94,9 +94,8 @@ BOOST_AUTO_TEST_CASE(shared_group_members_unhealthy_while_another_container_hold
   BOOST_TEST(same[1].healthy);
   BOOST_TEST(!same[2].healthy);
   in.allocated_to.clear();  // the pod is gone
-  for (const auto& dev : PlanResources(pci, {}, enabled, {}, "n", in).at(kRes).devices) {
-    BOOST_TEST(dev.healthy);
-  }
+  const auto gone = PlanResources(pci, {}, enabled, {}, "n", in);
+  for (const auto& dev : gone.at(kRes).devices) BOOST_TEST(dev.healthy);
 }
 
 BOOST_AUTO_TEST_CASE(usb_devices) {

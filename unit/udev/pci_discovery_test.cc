@@ -84,9 +84,16 @@ BOOST_AUTO_TEST_CASE(sriov_relations) {
   const PciDevice& p = (*devices)[0];
   BOOST_TEST(p.sriov_total_vfs.value() == 4u);
   BOOST_TEST(p.sriov_num_vfs.value() == 2u);
+  // A full scan lists a PF's VFs in address order, from their physfn links...
   BOOST_REQUIRE(p.virtual_functions.size() == 2u);
-  BOOST_TEST(p.virtual_functions[0].ToString() == "0000:00:1a.2");
-  BOOST_TEST(p.virtual_functions[1].ToString() == "0000:00:1a.1");
+  BOOST_TEST(p.virtual_functions[0].ToString() == "0000:00:1a.1");
+  BOOST_TEST(p.virtual_functions[1].ToString() == "0000:00:1a.2");
+  // ...reading one PF gives them in virtfnN order, from its own links.
+  auto single = udev::ReadPciDevice(*sysfs, "0000:00:1a.0", nullptr, cap.log);
+  BOOST_REQUIRE(single.ok());
+  BOOST_REQUIRE(single->virtual_functions.size() == 2u);
+  BOOST_TEST(single->virtual_functions[0].ToString() == "0000:00:1a.2");
+  BOOST_TEST(single->virtual_functions[1].ToString() == "0000:00:1a.1");
   BOOST_TEST((*devices)[1].physical_function->ToString() == "0000:00:1a.0");
   BOOST_TEST(!p.physical_function.has_value());
   BOOST_TEST(cap.text().empty(), cap.text());
