@@ -1,6 +1,7 @@
 #include "cmd/daemon_command.h"
 
 #include <absl/strings/str_cat.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
@@ -15,6 +16,7 @@
 #include "cmd/config.h"
 #include "cmd/flags.h"
 #include "cmd/logging.h"
+#include "core/attribute.h"
 #include "core/event_queue.h"
 #include "core/id_database.h"
 #include "core/naming.h"
@@ -33,10 +35,11 @@ using plugin::PluginDevice;
 constexpr char kUsage[] =
     "usage: pcidevices daemon --node-name N [--config FILE] [--sysfs-root DIR] [--dev-root DIR]\n"
     "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--state-dir DIR]\n"
-    "         [--kubeconfig FILE] [--uevent-source udev|kernel]\n";
+    "         [--kubeconfig FILE] [--uevent-source udev|kernel] [--vm-user-id N]\n";
 
 struct DaemonFlags {
   std::string node, config, sysfs_root, dev_root, plugin_dir, pod_resources_socket, uevent_source;
+  unsigned vm_uid = 107;  // owner (uid and gid) of USB nodes handed to a VM
 };
 
 using SteadyClock = std::chrono::steady_clock;
@@ -58,7 +61,9 @@ class Daemon {
         plugin_log_(MakeLogger("plugin")),
         manager_(
             {flags_.plugin_dir, Hooks()},
-            [this](std::function<void()> fn) { queue_.Post(std::move(fn)); }, *plugin_log_) {}
+            [this](std::function<void()> fn) { queue_.Post(std::move(fn)); }, *plugin_log_) {
+    if (auto db = IdDatabase::LoadFirst(DefaultUsbIdsPaths()); db.ok()) usb_ids_ = *std::move(db);
+  }
 
   // Reads the config; keeps the previous one when the new one is broken.
   bool LoadConfig() {
@@ -80,8 +85,18 @@ class Daemon {
       return;
     }
     devices_ = *std::move(devices);
+    DiscoverUsb();
     Select(/*report=*/true);
     Replan();
+  }
+
+  void DiscoverUsb() {
+    auto usb = udev::DiscoverUsbDevices(sysfs_, usb_ids_ ? &*usb_ids_ : nullptr, *log_);
+    if (!usb.ok()) {
+      log_->error("USB discovery: {}", ToStd(usb.status().message()));
+      return;
+    }
+    usb_ = *std::move(usb);
   }
 
   // enabled_ = the discovered devices the config selects, bridges refused. `report` logs
@@ -103,18 +118,35 @@ class Daemon {
         enabled.insert(dev.address.ToString());
       }
     }
+    std::set<std::string> enabled_usb;
+    for (const UsbDevice& usb : usb_) {
+      for (size_t i = 0; i < config_.enable.size(); ++i) {
+        if (!Matches(config_.enable[i], usb)) continue;
+        used[i] = true;
+        // A hub is no device a VM can use; the root hubs are the host's own controllers.
+        if (usb.device_class == 0x09) continue;
+        enabled_usb.insert(UsbObjectName(flags_.node, usb));
+      }
+    }
     for (size_t i = 0; report && i < used.size(); ++i) {
       if (!used[i]) log_->warn("config enable[{}] matches no device on this node", i);
     }
     enabled_ = std::move(enabled);
+    enabled_usb_ = std::move(enabled_usb);
   }
 
   // Hotplug: re-reads only the functions the events name, then re-plans.
   void OnUevents(const std::vector<udev::DeviceEvent>& events) {
     bool changed = false;
     std::set<std::string> touched;
+    bool usb_changed = false;
     for (const auto& ev : events) {
-      if (ev.subsystem != "pci") continue;  // USB resources come with claims (projection)
+      if (ev.subsystem == "usb") {
+        log_->info("usb {}: {}", ev.name, ev.action);
+        usb_changed = true;
+        continue;
+      }
+      if (ev.subsystem != "pci") continue;
       auto it = std::find_if(devices_.begin(), devices_.end(),
                              [&](const PciDevice& d) { return d.address.ToString() == ev.name; });
       auto dev = ev.action == "remove"
@@ -145,10 +177,30 @@ class Daemon {
         changed = true;
       }
     }
-    if (!changed) return;
+    if (usb_changed) DiscoverUsb();  // a USB bus is small: read it again
+    if (!changed && !usb_changed) return;
     Select(/*report=*/false);
     plugin::ReprobeHealth(sysfs_, dev_, devices_, enabled_, touched, probed_);
     Replan(/*probe=*/false);
+  }
+
+  // chown of a host device node ("/dev/bus/usb/001/004") found under --dev-root to the VM user.
+  absl::Status HandOver(const std::string& host_path) const {
+    constexpr std::string_view kDev = "/dev/";
+    if (host_path.rfind(kDev, 0) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(host_path, ": not a /dev path"));
+    }
+    const std::string rel = host_path.substr(kDev.size());
+    PCID_RETURN_IF_ERROR(CheckRelativePath(rel));
+    const std::string path = absl::StrCat(flags_.dev_root, "/", rel);
+    // fchownat on the node itself, never through a symlink someone put in its place.
+    if (::fchownat(AT_FDCWD, path.c_str(), flags_.vm_uid, flags_.vm_uid, AT_SYMLINK_NOFOLLOW) !=
+        0) {
+      return ErrnoStatus(errno,
+                         absl::StrCat("usb ", host_path, ": chown ", path, " to ", flags_.vm_uid));
+    }
+    log_->info("usb {}: handed to uid/gid {}", host_path, flags_.vm_uid);
+    return absl::OkStatus();
   }
 
   bool Held(const std::string& id) const { return holders_.count(id) || pending_.count(id); }
@@ -176,7 +228,7 @@ class Daemon {
     inputs.allocated_to = holders_;
     inputs.removed = removed_;
     for (const auto& [id, pending] : pending_) inputs.allocated_to.emplace(id, pending.first);
-    auto plan = plugin::PlanResources(devices_, {}, enabled_, {}, flags_.node, inputs);
+    auto plan = plugin::PlanResources(devices_, usb_, enabled_, enabled_usb_, flags_.node, inputs);
     for (const auto& [name, r] : plan) {
       for (const auto& d : r.devices) {
         auto& last = reported_[d.id];
@@ -361,8 +413,15 @@ class Daemon {
       }
       return absl::OkStatus();
     };
-    hooks.on_allocate = [this](const plugin::Resource&, const std::vector<std::string>& ids,
-                               const plugin::ContainerAllocation&) {
+    hooks.on_allocate = [this](const plugin::Resource& r, const std::vector<std::string>& ids,
+                               const plugin::ContainerAllocation& a) -> absl::Status {
+      if (r.usb) {
+        // QEMU runs as the VM's user, not root: the device node must be theirs.
+        for (const plugin::DeviceNode& node : a.nodes) {
+          PCID_RETURN_IF_ERROR(HandOver(node.path));
+        }
+        return absl::OkStatus();
+      }
       queue_.Post([this, ids] { OnAllocated(ids); });
       return absl::OkStatus();
     };
@@ -402,6 +461,9 @@ class Daemon {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<spdlog::logger> plugin_log_;
   DaemonConfig config_;
+  std::vector<UsbDevice> usb_;         // last USB discovery
+  std::set<std::string> enabled_usb_;  // USB object names the config enables
+  std::optional<IdDatabase> usb_ids_;
   std::vector<PciDevice> devices_;  // last discovery
   std::set<std::string> enabled_;   // addresses the config enables
   std::set<std::string> resource_names_;
@@ -422,11 +484,11 @@ class Daemon {
 }  // namespace
 
 int RunDaemon(const std::vector<std::string>& args) {
-  auto cmdline =
-      ParseCommandLine("daemon", args,
-                       {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir",
-                        "pod-resources-socket", "state-dir", "kubeconfig", "uevent-source"},
-                       {}, kUsage);
+  auto cmdline = ParseCommandLine(
+      "daemon", args,
+      {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir", "pod-resources-socket",
+       "state-dir", "kubeconfig", "uevent-source", "vm-user-id"},
+      {}, kUsage);
   if (!cmdline.flags) return cmdline.code;
   const ParsedFlags* flags = &*cmdline.flags;
   if (!flags->Has("node-name") || flags->Get("node-name", "").empty()) {
@@ -447,6 +509,14 @@ int RunDaemon(const std::vector<std::string>& args) {
   if (!sysfs.ok() || !dev.ok()) {
     log->error("{}", ToStd((sysfs.ok() ? dev.status() : sysfs.status()).message()));
     return 1;
+  }
+  if (flags->Has("vm-user-id")) {
+    auto uid = ParseDecimalAttribute(flags->Get("vm-user-id", ""), 0, 65534);
+    if (!uid.ok()) {
+      std::cerr << "pcidevices daemon: --vm-user-id: " << uid.status().message() << "\n";
+      return 2;
+    }
+    f.vm_uid = static_cast<unsigned>(*uid);
   }
   std::optional<IdDatabase> ids;
   if (auto db = IdDatabase::LoadFirst(DefaultPciIdsPaths()); db.ok()) {

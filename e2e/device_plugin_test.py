@@ -21,6 +21,7 @@ import time
 
 GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
 AUDIO = "nvidia.com/GP106_HIGH_DEFINITION_AUDIO_CONTROLLER"
+USB = "kubevirt.io/n1-0951-1666-001004"  # the Kingston stick on bus 1, device 4
 failures = []
 
 
@@ -113,7 +114,8 @@ def main():
         subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev], check=True)
         config = f"{tmp}/config.json"
         with open(config, "w") as f:
-            json.dump({"enable": [{"vendor": "10de"}]}, f)
+            # Every NVIDIA function, and USB devices by vendor (the stick; never a hub).
+            json.dump({"enable": [{"vendor": "10de"}, {"vendor": "0951"}, {"vendor": "1d6b"}]}, f)
 
         emu = Emulator(emulator_bin, plugins, f"{tmp}/pod-resources.sock")
         log = open(f"{tmp}/daemon.log", "w+")
@@ -140,12 +142,12 @@ def main():
 def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
     # Registration: one plugin per resource, named and protected as DESIGN.md says.
     regs = {}
-    for _ in range(2):
+    for _ in range(3):
         e = emu.wait(lambda e: e["event"] == "register")
         check(e is not None, "plugin registered")
         if e:
             regs[e["resource"]] = e
-    check(set(regs) == {GPU, AUDIO}, f"registered {sorted(regs)}")
+    check(set(regs) == {GPU, AUDIO, USB}, f"registered {sorted(regs)} (root hubs 1d6b never)")
     gpu_sock = f"kubevirt-{GPU.replace('/', '-')}.sock"
     check(regs.get(GPU, {}).get("endpoint") == gpu_sock, "endpoint = socket file name")
     check(all(r["ok"] and r["pre_start_required"] and r["preferred_allocation"] for r in regs.values()),
@@ -155,7 +157,7 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
 
     # ListAndWatch: every device with health and NUMA topology.
     lists = {}
-    while len(lists) < 2:
+    while len(lists) < 3:
         e = emu.wait(lambda e: e["event"] == "list")
         if e is None:
             break
@@ -163,6 +165,21 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
     check(lists.get(GPU) == [{"id": "0000:01:00.0", "health": "Unhealthy", "numa": [0]},
                              {"id": "0000:81:00.0", "health": "Healthy", "numa": [1]}],
           f"GPU list {lists.get(GPU)}")
+
+    check(lists.get(USB) == [{"id": "n1-0951-1666-001004", "health": "Healthy", "numa": []}],
+          f"USB list {lists.get(USB)}")
+
+    # USB Allocate: bus:devnum, the node, and the node handed to the VM user (107).
+    node = f"{os.path.dirname(sysfs)}/dev/bus/usb/001/004"
+    u = emu.call(f"allocate {USB} n1-0951-1666-001004", "allocate")
+    check(u and u["ok"], f"USB allocate {u}")
+    if u and u["ok"]:
+        c = u["containers"][0]
+        check(c["envs"] == {"USB_RESOURCE_KUBEVIRT_IO_N1-0951-1666-001004": "1:4"}, f"USB envs {c['envs']}")
+        check(c["devices"] == [{"host_path": "/dev/bus/usb/001/004", "container_path": "/dev/bus/usb/001/004",
+                                "permissions": "mrw"}], f"USB device specs {c['devices']}")
+        st = os.stat(node)
+        check((st.st_uid, st.st_gid) == (107, 107), f"USB node owner {st.st_uid}:{st.st_gid}")
 
     # Allocate, field by field (to pod-a, as PodResources will tell).
     a = emu.call(f"allocate {GPU} 0000:81:00.0 pod-a", "allocate")
