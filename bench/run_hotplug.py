@@ -11,8 +11,6 @@ stamp). Budget: p99 <= 10 ms.
 """
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,10 +45,7 @@ def main():
                         "--pod-resources-socket", f"{tmp}/pr.sock", "--uevent-source", "udev"], log)
         emu = None
         try:
-            subprocess.run([sys.executable, make_tree, "plugin-bench", f"{tmp}/t/sys", "--dev-root",
-                            f"{tmp}/t/dev"], check=True)
-            shutil.copytree(f"{tmp}/t/sys", f"{inj.dir}/sys", symlinks=True, dirs_exist_ok=True)
-            shutil.copytree(f"{tmp}/t/dev", f"{inj.dir}/dev", symlinks=True, dirs_exist_ok=True)
+            inj.populate(make_tree, "plugin-bench", f"{tmp}/t")
             emu = Emulator(f"{build}/e2e/kubelet_emulator", plugins, f"{tmp}/pr.sock")
             inj.do("start")
             lists = 0
@@ -82,13 +77,7 @@ def main():
                       f"  max {max(v):6.2f} ms")
             print(f"budget p99 <= 10 ms: {'met' if pct(both, 99) <= 10 else 'MISSED'}")
         finally:
-            try:
-                inj.proc.stdin.write("quit\n")
-                inj.proc.stdin.flush()
-                inj.proc.wait(timeout=15)
-            except Exception:
-                inj.proc.kill()
-                inj.proc.wait()
+            inj.stop()
             if emu:
                 emu.stop()
 

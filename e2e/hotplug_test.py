@@ -30,6 +30,24 @@ class Injector:
                                      stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
         self.dir = json.loads(self.proc.stdout.readline())["dir"]
 
+    def populate(self, make_tree, profile, scratch):
+        """Generates `profile` and copies it into the testbed (its sys/ and dev/)."""
+        subprocess.run([sys.executable, make_tree, profile, f"{scratch}/sys", "--dev-root",
+                        f"{scratch}/dev"], check=True)
+        for part in ("sys", "dev"):
+            shutil.copytree(f"{scratch}/{part}", f"{self.dir}/{part}", symlinks=True, dirs_exist_ok=True)
+
+    def stop(self):
+        """Stops the daemon (SIGTERM inside) and the injector; returns the exit code."""
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=15)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode
+
     def do(self, line):
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
@@ -56,10 +74,7 @@ def main():
                                       "--uevent-source", "udev"], log)
         emu = None
         try:
-            subprocess.run([sys.executable, make_tree, "gpu-node", f"{tmp}/t/sys", "--dev-root",
-                            f"{tmp}/t/dev"], check=True)
-            shutil.copytree(f"{tmp}/t/sys", f"{inj.dir}/sys", symlinks=True, dirs_exist_ok=True)
-            shutil.copytree(f"{tmp}/t/dev", f"{inj.dir}/dev", symlinks=True, dirs_exist_ok=True)
+            inj.populate(make_tree, "gpu-node", f"{tmp}/t")
             emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
             check(inj.do("start")["ok"], "daemon started")
             first = gpu_list(emu)
@@ -113,16 +128,10 @@ def main():
                 latencies.append(got[1] - sent)
             print("uevent -> ListAndWatch (ms): " + ", ".join(f"{l / 1000:.2f}" for l in latencies))
         finally:
-            try:
-                inj.proc.stdin.write("quit\n")
-                inj.proc.stdin.flush()
-                inj.proc.wait(timeout=15)
-            except Exception:
-                inj.proc.kill()
-                inj.proc.wait()
+            code = inj.stop()
             if emu:
                 emu.stop()
-            check(inj.proc.returncode == 0, f"daemon exit {inj.proc.returncode}")
+            check(code == 0, f"daemon exit {code}")
             if failures:
                 log.seek(0)
                 print("--- daemon log ---\n" + log.read()[-4000:])
