@@ -295,12 +295,14 @@ class Daemon {
     }
     poll_failing_ = false;
     const auto now = SteadyClock::now();
+    const size_t pending_before = pending_.size();
     for (auto it = pending_.begin(); it != pending_.end();) {
       const bool seen = holders->count(it->first) != 0;
       it = (seen || now - it->second.second > kPendingAllocation) ? pending_.erase(it)
                                                                   : std::next(it);
     }
-    bool changed = *holders != holders_;
+    // An allocation that expired unseen frees its group-mates too.
+    bool changed = *holders != holders_ || pending_.size() != pending_before;
     holders_ = *holders;
     if (DropRemovedUnheld()) {
       Select(/*report=*/false);
