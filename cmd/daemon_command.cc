@@ -59,9 +59,7 @@ class Daemon {
         ids_(std::move(ids)),
         log_(MakeLogger("daemon")),
         plugin_log_(MakeLogger("plugin")),
-        manager_(
-            {flags_.plugin_dir, Hooks()},
-            [this](std::function<void()> fn) { queue_.Post(std::move(fn)); }, *plugin_log_) {
+        manager_({flags_.plugin_dir, Hooks()}, Poster(), *plugin_log_) {
     if (auto db = IdDatabase::LoadFirst(DefaultUsbIdsPaths()); db.ok()) usb_ids_ = *std::move(db);
   }
 
@@ -203,6 +201,14 @@ class Daemon {
     return absl::OkStatus();
   }
 
+  // A function that runs its argument on the owner thread, for callbacks on gRPC threads. It holds
+  // the queue weakly: a call finishing after the daemon is gone posts nothing.
+  std::function<void(std::function<void()>)> Poster() {
+    return [queue = std::weak_ptr<EventQueue>(queue_)](std::function<void()> fn) {
+      if (auto q = queue.lock()) q->Post(std::move(fn));
+    };
+  }
+
   bool Held(const std::string& id) const { return holders_.count(id) || pending_.count(id); }
 
   // Forgets unplugged functions no pod holds any more.
@@ -278,8 +284,9 @@ class Daemon {
     log_->debug("asking PodResources ({}) who holds our devices", flags_.pod_resources_socket);
     plugin::ListPodResourcesAsync(
         flags_.pod_resources_socket, resource_names_, std::chrono::seconds(2),
-        [this](absl::StatusOr<plugin::DeviceHolders> holders) {
-          queue_.Post([this, holders = std::move(holders)] { OnPodResources(holders); });
+        [this, post = Poster()](absl::StatusOr<plugin::DeviceHolders> holders) {
+          // May run after the daemon is gone: touch nothing but the (shared) queue here.
+          post([this, holders = std::move(holders)] { OnPodResources(holders); });
         });
   }
 
@@ -350,7 +357,7 @@ class Daemon {
     for (;;) {
       pollfd fds[] = {{sig.get(), POLLIN, 0},
                       {watch.get(), POLLIN, 0},
-                      {queue_.fd(), POLLIN, 0},
+                      {queue_->fd(), POLLIN, 0},
                       {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
       // No timers unless a registration retry or a PodResources poll is due.
       std::optional<SteadyClock::duration> wake = manager_.NextWake();
@@ -380,7 +387,7 @@ class Daemon {
         }
       }
       if (fds[1].revents & POLLIN) OnInotify(watch.get());
-      if (fds[2].revents & POLLIN) queue_.RunPending();
+      if (fds[2].revents & POLLIN) queue_->RunPending();
       if (fds[3].revents & POLLIN) OnUevents(monitor_->Receive());
       manager_.RunDue();
       if (next_poll_ && *next_poll_ <= SteadyClock::now()) Poll();
@@ -424,7 +431,7 @@ class Daemon {
         }
         return absl::OkStatus();
       }
-      queue_.Post([this, ids] { OnAllocated(ids); });
+      Poster()([this, ids] { OnAllocated(ids); });
       return absl::OkStatus();
     };
     return hooks;
@@ -478,7 +485,8 @@ class Daemon {
   std::optional<SteadyClock::time_point> next_poll_;
   bool poll_in_flight_ = false;
   bool poll_failing_ = false;
-  EventQueue queue_;
+  // Shared, and held weakly by callbacks (Poster): gRPC calls can outlive the daemon.
+  std::shared_ptr<EventQueue> queue_ = std::make_shared<EventQueue>();
   std::unique_ptr<udev::DeviceMonitor> monitor_;
   plugin::PluginManager manager_;  // last: its servers' hooks use the members above
 };

@@ -53,8 +53,10 @@ void PluginManager::Register(const std::string& name) {
   }
   RegistrationRequest req{kubelet, e.server->endpoint(), name, options_.register_timeout};
   std::weak_ptr<bool> alive = alive_;
-  RegisterAsync(req, [this, alive, name, attempt](absl::Status status) {
-    post_([this, alive, name, attempt, status] {
+  // The callback may run after this manager is gone: it touches only its own copies until the
+  // posted closure, on the owner thread, has checked `alive`.
+  RegisterAsync(req, [this, post = post_, alive, name, attempt](absl::Status status) {
+    post([this, alive, name, attempt, status] {
       if (auto a = alive.lock(); !a || !*a) return;
       auto it = plugins_.find(name);
       if (it == plugins_.end() || it->second.attempt != attempt) return;  // superseded
