@@ -1,0 +1,490 @@
+#include "cmd/daemon.h"
+
+#include <absl/strings/str_cat.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <optional>
+
+#include "cmd/config.h"
+#include "cmd/logging.h"
+#include "core/attribute.h"
+#include "core/event_queue.h"
+#include "core/id_database.h"
+#include "core/naming.h"
+#include "core/status.h"
+#include "plugin/health_probe.h"
+#include "plugin/manager.h"
+#include "plugin/pod_resources.h"
+#include "udev/discovery.h"
+#include "udev/monitor.h"
+
+namespace pcid::cmd {
+namespace {
+
+using plugin::PluginDevice;
+
+using SteadyClock = std::chrono::steady_clock;
+// While allocations share an IOMMU group, PodResources is asked this often who holds what.
+constexpr auto kPodResourcesPoll = std::chrono::seconds(1);
+// An Allocate not yet reflected by PodResources counts as held for this long (the kubelet records
+// an allocation as soon as the plugin answers, so PodResources shows it well within this).
+constexpr auto kPendingAllocation = std::chrono::seconds(2);
+
+// Everything the owner thread owns. Only main's loop touches it.
+class Daemon {
+ public:
+  Daemon(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, std::optional<IdDatabase> ids)
+      : flags_(std::move(flags)),
+        sysfs_(std::move(sysfs)),
+        dev_(std::move(dev)),
+        ids_(std::move(ids)),
+        log_(MakeLogger("daemon")),
+        plugin_log_(MakeLogger("plugin")),
+        manager_({flags_.plugin_dir, Hooks()}, Poster(), *plugin_log_) {
+    if (auto db = IdDatabase::LoadFirst(DefaultUsbIdsPaths()); db.ok()) usb_ids_ = *std::move(db);
+  }
+
+  // Reads the config; keeps the previous one when the new one is broken.
+  bool LoadConfig() {
+    if (flags_.config.empty()) return true;
+    auto config = cmd::LoadConfig(flags_.config);
+    if (!config.ok()) {
+      log_->error("config: {}", ToStd(config.status().message()));
+      return false;
+    }
+    config_ = *std::move(config);
+    return true;
+  }
+
+  // Discovers, selects, plans and applies. Owner thread.
+  void Reconcile() {
+    auto devices = udev::DiscoverPciDevices(sysfs_, ids_ ? &*ids_ : nullptr, *log_);
+    if (!devices.ok()) {
+      log_->error("discovery: {}", ToStd(devices.status().message()));
+      return;
+    }
+    devices_ = *std::move(devices);
+    DiscoverUsb();
+    Select(/*report=*/true);
+    Replan();
+  }
+
+  void DiscoverUsb() {
+    auto usb = udev::DiscoverUsbDevices(sysfs_, usb_ids_ ? &*usb_ids_ : nullptr, *log_);
+    if (!usb.ok()) {
+      log_->error("USB discovery: {}", ToStd(usb.status().message()));
+      return;
+    }
+    usb_ = *std::move(usb);
+  }
+
+  // enabled_ = the discovered devices the config selects, bridges refused. `report` logs
+  // refusals and selectors matching nothing (on start and config reloads, not on every uevent).
+  void Select(bool report) {
+    std::set<std::string> enabled;
+    std::vector<bool> used(config_.enable.size());
+    for (const PciDevice& dev : devices_) {
+      for (size_t i = 0; i < config_.enable.size(); ++i) {
+        if (!Matches(config_.enable[i], dev)) continue;
+        used[i] = true;
+        if (dev.is_bridge()) {
+          if (report) {
+            log_->error("pci {}: refusing to enable a bridge (class {:04x}, config enable[{}])",
+                        dev.address.ToString(), dev.class_id(), i);
+          }
+          continue;
+        }
+        enabled.insert(dev.address.ToString());
+      }
+    }
+    std::set<std::string> enabled_usb;
+    for (const UsbDevice& usb : usb_) {
+      for (size_t i = 0; i < config_.enable.size(); ++i) {
+        if (!Matches(config_.enable[i], usb)) continue;
+        used[i] = true;
+        // A hub is no device a VM can use; the root hubs are the host's own controllers.
+        if (usb.device_class == 0x09) continue;
+        enabled_usb.insert(UsbObjectName(flags_.node, usb));
+      }
+    }
+    for (size_t i = 0; report && i < used.size(); ++i) {
+      if (!used[i]) log_->warn("config enable[{}] matches no device on this node", i);
+    }
+    enabled_ = std::move(enabled);
+    enabled_usb_ = std::move(enabled_usb);
+  }
+
+  // Hotplug: re-reads only the functions the events name, then re-plans.
+  void OnUevents(const std::vector<udev::DeviceEvent>& events) {
+    bool changed = false;
+    std::set<std::string> touched;
+    bool usb_changed = false;
+    for (const auto& ev : events) {
+      if (ev.subsystem == "usb") {
+        log_->info("usb {}: {}", ev.name, ev.action);
+        usb_changed = true;
+        continue;
+      }
+      if (ev.subsystem != "pci") continue;
+      auto it = std::find_if(devices_.begin(), devices_.end(),
+                             [&](const PciDevice& d) { return d.address.ToString() == ev.name; });
+      auto dev = ev.action == "remove"
+                     ? absl::StatusOr<PciDevice>(absl::NotFoundError("removed"))
+                     : udev::ReadPciDevice(sysfs_, ev.name, ids_ ? &*ids_ : nullptr, *log_);
+      log_->info("pci {}: {}", ev.name, ev.action);
+      touched.insert(ev.name);
+      if (dev.ok()) {
+        if (it != devices_.end()) {
+          *it = *std::move(dev);
+        } else {
+          devices_.push_back(*std::move(dev));
+          std::sort(devices_.begin(), devices_.end(),
+                    [](const PciDevice& a, const PciDevice& b) { return a.address < b.address; });
+        }
+        changed = true;
+      } else if (it != devices_.end()) {
+        if (ev.action != "remove") {
+          log_->warn("pci {}: unreadable after {}: {}", ev.name, ev.action,
+                     ToStd(dev.status().message()));
+        }
+        if (Held(ev.name)) {
+          // Pulled from a running pod: keep it listed as Unhealthy until the pod is gone.
+          removed_.insert(ev.name);
+        } else {
+          devices_.erase(it);
+        }
+        changed = true;
+      }
+    }
+    if (usb_changed) DiscoverUsb();  // a USB bus is small: read it again
+    if (!changed && !usb_changed) return;
+    Select(/*report=*/false);
+    plugin::ReprobeHealth(sysfs_, dev_, devices_, enabled_, touched, probed_);
+    Replan(/*probe=*/false);
+  }
+
+  // chown of a host device node ("/dev/bus/usb/001/004") found under --dev-root to the VM user.
+  absl::Status HandOver(const std::string& host_path) const {
+    constexpr std::string_view kDev = "/dev/";
+    if (host_path.rfind(kDev, 0) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(host_path, ": not a /dev path"));
+    }
+    const std::string rel = host_path.substr(kDev.size());
+    PCID_RETURN_IF_ERROR(CheckRelativePath(rel));
+    const std::string path = absl::StrCat(flags_.dev_root, "/", rel);
+    // fchownat on the node itself, never through a symlink someone put in its place.
+    if (::fchownat(AT_FDCWD, path.c_str(), flags_.vm_uid, flags_.vm_uid, AT_SYMLINK_NOFOLLOW) !=
+        0) {
+      return ErrnoStatus(errno,
+                         absl::StrCat("usb ", host_path, ": chown ", path, " to ", flags_.vm_uid));
+    }
+    log_->info("usb {}: handed to uid/gid {}", host_path, flags_.vm_uid);
+    return absl::OkStatus();
+  }
+
+  // A function that runs its argument on the owner thread, for callbacks on gRPC threads. It holds
+  // the queue weakly: a call finishing after the daemon is gone posts nothing.
+  std::function<void(std::function<void()>)> Poster() {
+    return [queue = std::weak_ptr<EventQueue>(queue_)](std::function<void()> fn) {
+      if (auto q = queue.lock()) q->Post(std::move(fn));
+    };
+  }
+
+  bool Held(const std::string& id) const { return holders_.count(id) || pending_.count(id); }
+
+  // Forgets unplugged functions no pod holds any more.
+  bool DropRemovedUnheld() {
+    bool dropped = false;
+    for (auto it = removed_.begin(); it != removed_.end();) {
+      if (Held(*it)) {
+        ++it;
+        continue;
+      }
+      const std::string id = *it;
+      std::erase_if(devices_, [&](const PciDevice& d) { return d.address.ToString() == id; });
+      it = removed_.erase(it);
+      dropped = true;
+    }
+    return dropped;
+  }
+
+  // `probe` re-reads the node (group nodes, cdevs); allocation changes alone reuse the last probe.
+  void Replan(bool probe = true) {
+    if (probe) probed_ = plugin::ProbeHealth(sysfs_, dev_, devices_, enabled_);
+    auto inputs = probed_;
+    inputs.allocated_to = holders_;
+    inputs.removed = removed_;
+    for (const auto& [id, pending] : pending_) inputs.allocated_to.emplace(id, pending.first);
+    auto plan = plugin::PlanResources(devices_, usb_, enabled_, enabled_usb_, flags_.node, inputs);
+    for (const auto& [name, r] : plan) {
+      for (const auto& d : r.devices) {
+        auto& last = reported_[d.id];
+        if (!d.healthy && last != d.health_reason) {
+          log_->warn("pci {}: unhealthy: {}", d.id, d.health_reason);
+        } else if (d.healthy && !last.empty()) {
+          log_->info("pci {}: healthy again", d.id);
+        }
+        last = d.health_reason;
+      }
+    }
+    resource_names_.clear();
+    for (const auto& [name, r] : plan) resource_names_.insert(name);
+    manager_.Apply(plan);
+    SchedulePoll();
+  }
+
+  // True when some allocated device shares its IOMMU group with another function: only then
+  // can an allocation change another device's health, and only then is PodResources polled.
+  bool SharedGroupAllocated() const {
+    std::map<unsigned, int> members;
+    for (const PciDevice& d : devices_) {
+      if (d.iommu_group) ++members[*d.iommu_group];
+    }
+    for (const PciDevice& d : devices_) {
+      const std::string id = d.address.ToString();
+      if (d.iommu_group && members[*d.iommu_group] > 1 &&
+          (holders_.count(id) || pending_.count(id))) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void SchedulePoll() {
+    // Also while an unplugged device is still held: its pod's end is learnt from PodResources.
+    if (!SharedGroupAllocated() && removed_.empty()) {
+      next_poll_.reset();
+    } else if (!next_poll_ && !poll_in_flight_) {
+      next_poll_ = SteadyClock::now() + kPodResourcesPoll;
+    }
+  }
+
+  void Poll() {
+    next_poll_.reset();
+    poll_in_flight_ = true;
+    log_->debug("asking PodResources ({}) who holds our devices", flags_.pod_resources_socket);
+    plugin::ListPodResourcesAsync(
+        flags_.pod_resources_socket, resource_names_, std::chrono::seconds(2),
+        [this, post = Poster()](absl::StatusOr<plugin::DeviceHolders> holders) {
+          // May run after the daemon is gone: touch nothing but the (shared) queue here.
+          post([this, holders = std::move(holders)] { OnPodResources(holders); });
+        });
+  }
+
+  void OnPodResources(const absl::StatusOr<plugin::DeviceHolders>& holders) {
+    poll_in_flight_ = false;
+    log_->debug("PodResources: {}", holders.ok() ? absl::StrCat(holders->size(), " devices held")
+                                                 : std::string(holders.status().message()));
+    if (!holders.ok()) {
+      if (!poll_failing_) log_->warn("{}", ToStd(holders.status().message()));
+      poll_failing_ = true;
+      SchedulePoll();
+      return;
+    }
+    poll_failing_ = false;
+    const auto now = SteadyClock::now();
+    const size_t pending_before = pending_.size();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      const bool seen = holders->count(it->first) != 0;
+      it = (seen || now - it->second.second > kPendingAllocation) ? pending_.erase(it)
+                                                                  : std::next(it);
+    }
+    // An allocation that expired unseen frees its group-mates too.
+    bool changed = *holders != holders_ || pending_.size() != pending_before;
+    holders_ = *holders;
+    if (DropRemovedUnheld()) {
+      Select(/*report=*/false);
+      changed = true;
+    }
+    if (changed) {
+      Replan(/*probe=*/false);
+    } else {
+      SchedulePoll();
+    }
+  }
+
+  // An Allocate succeeded (posted from the gRPC thread): its devices count as held by that
+  // allocation until PodResources names the container.
+  void OnAllocated(const std::vector<std::string>& ids) {
+    const std::string holder = absl::StrCat("allocation #", ++allocations_);
+    for (const std::string& id : ids) pending_[id] = {holder, SteadyClock::now()};
+    // Only a device sharing its IOMMU group can change another device's health.
+    if (SharedGroupAllocated()) Replan(/*probe=*/false);
+  }
+
+  int Run() {
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    UniqueFd sig(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    UniqueFd watch(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    if (!sig.valid() || !watch.valid() ||
+        ::inotify_add_watch(watch.get(), flags_.plugin_dir.c_str(),
+                            IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM) < 0) {
+      log_->error("{}: cannot watch: {}", flags_.plugin_dir, std::strerror(errno));
+      return 1;
+    }
+    if (!LoadConfig()) return 1;
+    // Listen before the first scan so that no device plugged meanwhile is missed.
+    auto monitor = udev::DeviceMonitor::Open(flags_.uevent_source);
+    if (monitor.ok()) {
+      monitor_ = *std::move(monitor);
+    } else {
+      log_->error("hotplug disabled: {}", ToStd(monitor.status().message()));
+    }
+    Reconcile();
+    log_->info("daemon started on node {}: {} plugins", flags_.node, manager_.size());
+    for (;;) {
+      pollfd fds[] = {{sig.get(), POLLIN, 0},
+                      {watch.get(), POLLIN, 0},
+                      {queue_->fd(), POLLIN, 0},
+                      {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
+      // No timers unless a registration retry or a PodResources poll is due.
+      std::optional<SteadyClock::duration> wake = manager_.NextWake();
+      if (next_poll_) {
+        const auto until =
+            std::max(SteadyClock::duration::zero(), *next_poll_ - SteadyClock::now());
+        wake = wake ? std::min(*wake, until) : until;
+      }
+      int timeout = -1;
+      if (wake) {
+        timeout = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*wake).count());
+      }
+      if (::poll(fds, 4, timeout) < 0 && errno != EINTR) {
+        log_->error("poll: {}", std::strerror(errno));
+        return 1;
+      }
+      if (fds[0].revents & POLLIN) {
+        signalfd_siginfo info;
+        while (::read(sig.get(), &info, sizeof info) == sizeof info) {
+          if (info.ssi_signo == SIGHUP) {
+            log_->info("SIGHUP: reloading {}", flags_.config);
+            if (LoadConfig()) Reconcile();
+          } else {
+            log_->info("signal {}: stopping", info.ssi_signo);
+            return 0;
+          }
+        }
+      }
+      if (fds[1].revents & POLLIN) OnInotify(watch.get());
+      if (fds[2].revents & POLLIN) queue_->RunPending();
+      if (fds[3].revents & POLLIN) OnUevents(monitor_->Receive());
+      manager_.RunDue();
+      if (next_poll_ && *next_poll_ <= SteadyClock::now()) Poll();
+    }
+  }
+
+ private:
+  plugin::ServerHooks Hooks() {
+    plugin::ServerHooks hooks;
+    // Runs on a gRPC thread: reads sysfs afresh and touches no daemon state.
+    hooks.pre_start = [this](const plugin::Resource& r, const std::vector<std::string>& ids) {
+      for (const std::string& id : ids) {
+        auto driver = udev::ReadPciDriver(sysfs_, id);
+        if (!driver.ok()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": device ", id, ": ", driver.status().message()));
+        }
+        if (*driver != "vfio-pci") {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": device ", id, " is bound to ",
+                           driver->empty() ? "no driver" : *driver, ", not vfio-pci"));
+        }
+        const PluginDevice* dev = nullptr;
+        for (const auto& d : r.devices) {
+          if (d.id == id) dev = &d;
+        }
+        if (dev == nullptr || !dev->iommu_group ||
+            !dev_.Exists(absl::StrCat("vfio/", *dev->iommu_group))) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": device ", id, ": its /dev/vfio group node is missing"));
+        }
+      }
+      return absl::OkStatus();
+    };
+    hooks.on_allocate = [this](const plugin::Resource& r, const std::vector<std::string>& ids,
+                               const plugin::ContainerAllocation& a) -> absl::Status {
+      if (r.usb) {
+        // QEMU runs as the VM's user, not root: the device node must be theirs.
+        for (const plugin::DeviceNode& node : a.nodes) {
+          PCID_RETURN_IF_ERROR(HandOver(node.path));
+        }
+        return absl::OkStatus();
+      }
+      Poster()([this, ids] { OnAllocated(ids); });
+      return absl::OkStatus();
+    };
+    return hooks;
+  }
+
+  // Handles one batch of directory events. A kubelet restart shows as "our sockets and
+  // kubelet.sock deleted, kubelet.sock created": restart our servers, then register each once.
+  void OnInotify(int fd) {
+    alignas(inotify_event) char buf[4096];
+    std::vector<std::string> deleted;
+    bool kubelet_created = false;
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+      for (char* p = buf; p < buf + n;) {
+        const auto* ev = reinterpret_cast<const inotify_event*>(p);
+        const std::string name = ev->len ? ev->name : "";
+        if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && name == "kubelet.sock") {
+          kubelet_created = true;
+        } else if ((ev->mask & (IN_DELETE | IN_MOVED_FROM)) && name != "kubelet.sock") {
+          deleted.push_back(name);
+        }
+        p += sizeof(inotify_event) + ev->len;
+      }
+    }
+    for (const std::string& name : deleted) manager_.OnSocketDeleted(name, !kubelet_created);
+    if (kubelet_created) {
+      log_->info("kubelet.sock appeared: registering every plugin again");
+      manager_.RegisterAll();
+    }
+  }
+
+  DaemonFlags flags_;
+  SysfsRoot sysfs_;
+  SysfsRoot dev_;
+  std::optional<IdDatabase> ids_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<spdlog::logger> plugin_log_;
+  DaemonConfig config_;
+  std::vector<UsbDevice> usb_;         // last USB discovery
+  std::set<std::string> enabled_usb_;  // USB object names the config enables
+  std::optional<IdDatabase> usb_ids_;
+  std::vector<PciDevice> devices_;  // last discovery
+  std::set<std::string> enabled_;   // addresses the config enables
+  std::set<std::string> resource_names_;
+  std::set<std::string> removed_;                // unplugged while allocated (still in devices_)
+  plugin::HealthInputs probed_;                  // node facts from the last ProbeHealth
+  std::map<std::string, std::string> reported_;  // device -> last health reason logged
+  plugin::DeviceHolders holders_;                // from PodResources
+  std::map<std::string, std::pair<std::string, SteadyClock::time_point>> pending_;
+  uint64_t allocations_ = 0;
+  std::optional<SteadyClock::time_point> next_poll_;
+  bool poll_in_flight_ = false;
+  bool poll_failing_ = false;
+  // Shared, and held weakly by callbacks (Poster): gRPC calls can outlive the daemon.
+  std::shared_ptr<EventQueue> queue_ = std::make_shared<EventQueue>();
+  std::unique_ptr<udev::DeviceMonitor> monitor_;
+  plugin::PluginManager manager_;  // last: its servers' hooks use the members above
+};
+
+}  // namespace
+
+int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev,
+                  std::optional<IdDatabase> ids) {
+  Daemon daemon(std::move(flags), std::move(sysfs), std::move(dev), std::move(ids));
+  return daemon.Run();
+}
+
+}  // namespace pcid::cmd

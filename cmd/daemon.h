@@ -1,0 +1,26 @@
+// File: cmd/daemon.h
+//
+// The daemon's owner thread: one loop (poll on signals, the plugin directory, the uevent monitor
+// and its event queue) that owns the device inventory, selects what the config enables, plans
+// health and resources, and drives the plugin manager. Everything else reaches it by posting
+// to its queue. Used by `pcidevices daemon` and by the hotplug test harness.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "core/id_database.h"
+#include "core/sysfs_root.h"
+
+namespace pcid::cmd {
+
+struct DaemonFlags {
+  std::string node, config, sysfs_root, dev_root, plugin_dir, pod_resources_socket, uevent_source;
+  unsigned vm_uid = 107;  // owner (uid and gid) of USB nodes handed to a VM
+};
+
+// Runs until SIGTERM or SIGINT (blocked in the calling thread and taken through a signalfd);
+// SIGHUP re-reads the config. Returns the process exit code.
+int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, std::optional<IdDatabase> ids);
+
+}  // namespace pcid::cmd
