@@ -30,6 +30,14 @@ namespace {
 
 using plugin::PluginDevice;
 
+// The signals the daemon takes through its signalfd.
+sigset_t DaemonSignals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  return mask;
+}
+
 using SteadyClock = std::chrono::steady_clock;
 // While allocations share an IOMMU group, PodResources is asked this often who holds what.
 constexpr auto kPodResourcesPoll = std::chrono::seconds(1);
@@ -320,10 +328,7 @@ class Daemon {
   }
 
   int Run() {
-    sigset_t mask;
-    sigemptyset(&mask);
-    for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
-    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    const sigset_t mask = DaemonSignals();
     UniqueFd sig(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     UniqueFd watch(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!sig.valid() || !watch.valid() ||
@@ -483,6 +488,10 @@ class Daemon {
 
 int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev,
                   std::optional<IdDatabase> ids) {
+  // Blocked before any thread exists (gRPC starts threads as soon as the plugin manager is
+  // built): threads inherit the mask, so these signals reach only the signalfd.
+  const sigset_t mask = DaemonSignals();
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   Daemon daemon(std::move(flags), std::move(sysfs), std::move(dev), std::move(ids));
   return daemon.Run();
 }

@@ -119,7 +119,9 @@ def main():
 
         emu = Emulator(emulator_bin, plugins, f"{tmp}/pod-resources.sock")
         log = open(f"{tmp}/daemon.log", "w+")
-        daemon = subprocess.Popen([pcidevices, "daemon", "--node-name", "n1", "--config", config,
+        # PCID_DAEMON_WRAPPER="gdb -batch -ex run -ex bt --args" helps when the daemon dies.
+        wrapper = os.environ.get("PCID_DAEMON_WRAPPER", "").split()
+        daemon = subprocess.Popen(wrapper + [pcidevices, "daemon", "--node-name", "n1", "--config", config,
                                    "--sysfs-root", sysfs, "--dev-root", dev,
                                    "--device-plugin-dir", plugins,
                                    "--pod-resources-socket", f"{tmp}/pod-resources.sock"], stderr=log)
@@ -280,7 +282,9 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
         after = {k: min(after[k], now[k]) for k in after}
     print(f"110 kubelet restarts: worst re-registration {worst * 1000:.0f} ms (ending {worst_at}); "
           f"before {before}, after {after}", flush=True)
-    check(after["threads"] <= before["threads"] + 2, f"threads grew {before} -> {after}")
+    # A leak would add a thread per restart (100); gRPC's executor pool itself may grow by a few
+    # threads under load and keeps them a while.
+    check(after["threads"] <= before["threads"] + 5, f"threads grew {before} -> {after}")
     check(after["fds"] <= before["fds"] + 2, f"fds grew {before} -> {after}")
     if not os.environ.get("ASAN_OPTIONS"):  # ASan's quarantine holds freed memory on purpose
         check(after["rss_kb"] <= before["rss_kb"] + 4096, f"RSS grew {before} -> {after}")

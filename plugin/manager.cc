@@ -1,5 +1,6 @@
 #include "plugin/manager.h"
 
+#include <deviceplugin/v1beta1/api.grpc.pb.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -18,11 +19,23 @@ constexpr std::chrono::milliseconds kRegisterDebounce{100};
 PluginManager::PluginManager(Options options, std::function<void(std::function<void()>)> post,
                              spdlog::logger& log)
     : options_(std::move(options)),
+      keepalive_service_(std::make_unique<v1beta1::Registration::CallbackService>()),
       post_(std::move(post)),
       log_(log),
-      alive_(std::make_shared<bool>(true)) {}
+      alive_(std::make_shared<bool>(true)) {
+  grpc::ServerBuilder builder;  // no listening port: it only holds the callback queue
+  builder.RegisterService(keepalive_service_.get());
+  callback_cq_keepalive_ = builder.BuildAndStart();
+}
 
-PluginManager::~PluginManager() { *alive_ = false; }
+PluginManager::~PluginManager() {
+  *alive_ = false;
+  plugins_.clear();  // the plugins' servers first, the keep-alive last
+  if (callback_cq_keepalive_) {
+    callback_cq_keepalive_->Shutdown();
+    callback_cq_keepalive_->Wait();
+  }
+}
 
 void PluginManager::Start(const std::string& name, const Resource& resource, bool register_now) {
   Entry& e = plugins_[name];
