@@ -10,6 +10,7 @@
 
 #include "core/attribute.h"
 #include "core/status.h"
+#include "udev/attribute_reader.h"
 #include "udev/discovery.h"
 
 namespace pcid::udev {
@@ -35,25 +36,13 @@ class DeviceFiles {
   std::string dir_;  // relative to the root
 };
 
-// Reads attribute `name` of the device in `dir` and parses it as up to `digits` hex digits.
 absl::StatusOr<uint32_t> ReadHex(const DeviceFiles& dir, std::string_view name, int digits) {
-  PCID_ASSIGN_OR_RETURN(const std::string text, dir.ReadFile(name));
-  auto value = ParseHexAttribute(text, digits);
-  if (!value.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir.path(), "/", ToAbsl(name), ": ", value.status().message()));
-  }
-  return *value;
+  return ReadHexAttribute(dir, name, digits);
 }
 
 absl::StatusOr<unsigned> ReadUnsigned(const DeviceFiles& dir, std::string_view name) {
-  PCID_ASSIGN_OR_RETURN(const std::string text, dir.ReadFile(name));
-  auto value = ParseDecimalAttribute(text, 0, 1 << 20);
-  if (!value.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir.path(), "/", ToAbsl(name), ": ", value.status().message()));
-  }
-  return static_cast<unsigned>(*value);
+  PCID_ASSIGN_OR_RETURN(const int64_t value, ReadDecimalAttribute(dir, name, 0, 1 << 20));
+  return static_cast<unsigned>(value);
 }
 
 // The device directory below the root, from the `bus/pci/devices/<address>` link's target
@@ -123,10 +112,6 @@ void ReadSriov(const DeviceFiles& dir, PciDevice& dev, bool read_virtfns, spdlog
     for (const auto& [index, vf] : vfs) dev.virtual_functions.push_back(vf);
   }
 }
-
-}  // namespace
-
-namespace {
 
 absl::StatusOr<PciDevice> ReadFunction(const SysfsRoot& sysfs, std::string_view address,
                                        const IdDatabase* pci_ids, bool read_virtfns,

@@ -8,29 +8,19 @@
 
 #include "core/attribute.h"
 #include "core/status.h"
+#include "udev/attribute_reader.h"
 #include "udev/discovery.h"
 
 namespace pcid::udev {
 namespace {
 
-// Adds the device directory and file to a parser's error.
-absl::Status Context(const SysfsRoot& dir, std::string_view file, const absl::Status& status) {
-  return absl::Status(status.code(),
-                      absl::StrCat(dir.path(), "/", ToAbsl(file), ": ", status.message()));
-}
-
 absl::StatusOr<uint32_t> ReadHex(const SysfsRoot& dir, std::string_view file, int digits) {
-  PCID_ASSIGN_OR_RETURN(const std::string text, dir.ReadFile(file));
-  auto value = ParseHexAttribute(text, digits);
-  if (!value.ok()) return Context(dir, file, value.status());
-  return *value;
+  return ReadHexAttribute(dir, file, digits);
 }
 
 absl::StatusOr<unsigned> ReadNumber(const SysfsRoot& dir, std::string_view file, int64_t max) {
-  PCID_ASSIGN_OR_RETURN(const std::string text, dir.ReadFile(file));
-  auto value = ParseDecimalAttribute(text, 1, max);
-  if (!value.ok()) return Context(dir, file, value.status());
-  return static_cast<unsigned>(*value);
+  PCID_ASSIGN_OR_RETURN(const int64_t value, ReadDecimalAttribute(dir, file, 1, max));
+  return static_cast<unsigned>(value);
 }
 
 bool AllDigits(std::string_view s) {
