@@ -141,23 +141,27 @@ class Daemon {
         continue;
       }
       if (ev.subsystem != "pci") continue;
-      auto it = std::find_if(devices_.begin(), devices_.end(),
-                             [&](const PciDevice& d) { return d.address.ToString() == ev.name; });
+      auto address = ParsePciAddress(ev.name);
+      if (!address.ok()) continue;  // not a function name; nothing of ours
+      // devices_ stays sorted by address: find the function, or where it belongs.
+      auto it =
+          std::lower_bound(devices_.begin(), devices_.end(), *address,
+                           [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
+      const bool known = it != devices_.end() && it->address == *address;
       auto dev = ev.action == "remove"
                      ? absl::StatusOr<PciDevice>(absl::NotFoundError("removed"))
                      : udev::ReadPciDevice(sysfs_, ev.name, ids_ ? &*ids_ : nullptr, *log_);
       log_->info("pci {}: {}", ev.name, ev.action);
       touched.insert(ev.name);
       if (dev.ok()) {
-        if (it != devices_.end()) {
+        if (known) {
           *it = *std::move(dev);
         } else {
-          devices_.push_back(*std::move(dev));
-          std::sort(devices_.begin(), devices_.end(),
-                    [](const PciDevice& a, const PciDevice& b) { return a.address < b.address; });
+          devices_.insert(it, *std::move(dev));
         }
+        removed_.erase(ev.name);  // plugged back in: no longer "removed while allocated"
         changed = true;
-      } else if (it != devices_.end()) {
+      } else if (known) {
         if (ev.action != "remove") {
           log_->warn("pci {}: unreadable after {}: {}", ev.name, ev.action,
                      ToStd(dev.status().message()));
@@ -234,10 +238,11 @@ class Daemon {
     for (const auto& [name, r] : plan) {
       for (const auto& d : r.devices) {
         auto& last = reported_[d.id];
+        const char* bus = d.usb ? "usb" : "pci";
         if (!d.healthy && last != d.health_reason) {
-          log_->warn("pci {}: unhealthy: {}", d.id, d.health_reason);
+          log_->warn("{} {}: unhealthy: {}", bus, d.id, d.health_reason);
         } else if (d.healthy && !last.empty()) {
-          log_->info("pci {}: healthy again", d.id);
+          log_->info("{} {}: healthy again", bus, d.id);
         }
         last = d.health_reason;
       }
@@ -256,11 +261,7 @@ class Daemon {
       if (d.iommu_group) ++members[*d.iommu_group];
     }
     for (const PciDevice& d : devices_) {
-      const std::string id = d.address.ToString();
-      if (d.iommu_group && members[*d.iommu_group] > 1 &&
-          (holders_.count(id) || pending_.count(id))) {
-        return true;
-      }
+      if (d.iommu_group && members[*d.iommu_group] > 1 && Held(d.address.ToString())) return true;
     }
     return false;
   }

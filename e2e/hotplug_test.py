@@ -6,8 +6,8 @@ Usage: hotplug_test.py UEVENT_INJECTOR KUBELET_EMULATOR MAKE_TREE
 umockdev delivers synthetic uevents to the libudev monitors of the process owning the testbed,
 so the daemon runs inside uevent_injector (under umockdev-wrapper), its /sys being the testbed.
 Checks: an added function the config enables appears in ListAndWatch; bound to vfio-pci it turns
-Healthy; unplugged while allocated it stays listed as Unhealthy until its pod is gone, then
-leaves; an unplugged idle function leaves at once. Prints uevent -> ListAndWatch latencies.
+Healthy; unplugged while allocated it stays listed as Unhealthy, plugged back in it is Healthy
+again, and once its pod is gone it leaves; an unplugged idle function leaves at once. Prints uevent -> ListAndWatch latencies.
 """
 import json
 import os
@@ -81,30 +81,32 @@ def main():
             check(first and set(first[0]) == {"0000:01:00.0", "0000:81:00.0"}, f"initial list {first}")
             latencies = []
 
-            # Plug a new GPU (no driver yet): listed, Unhealthy.
-            sent = time.time() * 1e6
-            r = inj.do(f"add-pci {NEW} 10de 1c03 030000")
-            check(r["ok"], "add-pci")
-            syspath = r["syspath"]
-            got = gpu_list(emu)
-            check(got and got[0].get(NEW) == "Unhealthy", f"added function listed Unhealthy: {got}")
-            if got:
-                latencies.append(got[1] - sent)
+            def plug_and_bind(what):
+                """Plugs NEW (listed Unhealthy: no driver), binds it to vfio-pci (Healthy)."""
+                sent = time.time() * 1e6
+                r = inj.do(f"add-pci {NEW} 10de 1c03 030000")
+                check(r["ok"], f"{what}: add-pci")
+                got = gpu_list(emu)
+                check(got and got[0].get(NEW) == "Unhealthy", f"{what}: listed Unhealthy: {got}")
+                if got:
+                    latencies.append(got[1] - sent)
+                # Driver + IOMMU group links and the group node, then "bind".
+                rel = r["syspath"].lstrip("/")
+                check(inj.do(f"link {rel} driver ../../bus/pci/drivers/vfio-pci")["ok"], "driver link")
+                os.makedirs(f"{inj.dir}/sys/kernel/iommu_groups/40/devices", exist_ok=True)
+                check(inj.do(f"link {rel} iommu_group ../../kernel/iommu_groups/40")["ok"], "group link")
+                open(f"{inj.dir}/dev/vfio/40", "w").close()
+                with open(f"{inj.dir}/{rel}/uevent", "a") as f:
+                    f.write("DRIVER=vfio-pci\n")
+                sent = time.time() * 1e6
+                inj.do(f"uevent {r['syspath']} bind")
+                got = gpu_list(emu)
+                check(got and got[0].get(NEW) == "Healthy", f"{what}: bound function Healthy: {got}")
+                if got:
+                    latencies.append(got[1] - sent)
+                return r["syspath"]
 
-            # Bind it to vfio-pci (driver + IOMMU group links, group node): Healthy after "bind".
-            rel = syspath.lstrip("/")
-            check(inj.do(f"link {rel} driver ../../bus/pci/drivers/vfio-pci")["ok"], "driver link")
-            os.makedirs(f"{inj.dir}/sys/kernel/iommu_groups/40/devices", exist_ok=True)
-            check(inj.do(f"link {rel} iommu_group ../../kernel/iommu_groups/40")["ok"], "group link")
-            open(f"{inj.dir}/dev/vfio/40", "w").close()
-            with open(f"{inj.dir}/{rel}/uevent", "a") as f:
-                f.write("DRIVER=vfio-pci\n")
-            sent = time.time() * 1e6
-            inj.do(f"uevent {syspath} bind")
-            got = gpu_list(emu)
-            check(got and got[0].get(NEW) == "Healthy", f"bound function Healthy: {got}")
-            if got:
-                latencies.append(got[1] - sent)
+            syspath = plug_and_bind("first plug")
 
             # Allocate it to pod-h, then unplug it: listed Unhealthy while pod-h holds it.
             a = emu.call(f"allocate {GPU} {NEW} pod-h", "allocate")
@@ -115,6 +117,11 @@ def main():
             check(got and got[0].get(NEW) == "Unhealthy", f"unplugged while allocated: Unhealthy {got}")
             if got:
                 latencies.append(got[1] - sent)
+            # Plugged back in while pod-h still holds it: a live function again, Healthy.
+            syspath = plug_and_bind("re-plug")
+            inj.do(f"remove {syspath}")
+            got = gpu_list(emu)
+            check(got and got[0].get(NEW) == "Unhealthy", f"unplugged again: Unhealthy {got}")
             emu.send("delete pod-h")
             got = gpu_list(emu, timeout=5)
             check(got and NEW not in got[0], f"gone once its pod is gone: {got}")
