@@ -404,10 +404,7 @@ class Daemon {
               absl::StrCat(r.name, ": device ", id, " is bound to ",
                            driver->empty() ? "no driver" : *driver, ", not vfio-pci"));
         }
-        const PluginDevice* dev = nullptr;
-        for (const auto& d : r.devices) {
-          if (d.id == id) dev = &d;
-        }
+        const PluginDevice* dev = plugin::FindDevice(r, id);
         if (dev == nullptr || !dev->iommu_group ||
             !dev_.Exists(absl::StrCat("vfio/", *dev->iommu_group))) {
           return absl::FailedPreconditionError(

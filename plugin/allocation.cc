@@ -9,12 +9,6 @@
 namespace pcid::plugin {
 namespace {
 
-const PluginDevice* Find(const Resource& resource, const std::string& id) {
-  auto it = std::lower_bound(resource.devices.begin(), resource.devices.end(), id,
-                             [](const PluginDevice& d, const std::string& k) { return d.id < k; });
-  return it != resource.devices.end() && it->id == id ? &*it : nullptr;
-}
-
 void AddNode(std::vector<DeviceNode>& nodes, const DeviceNode& node) {
   if (std::find(nodes.begin(), nodes.end(), node) == nodes.end()) nodes.push_back(node);
 }
@@ -31,7 +25,7 @@ absl::StatusOr<ContainerAllocation> PlanAllocation(const Resource& resource,
   std::vector<std::string> values;
   if (!resource.usb) AddNode(out.nodes, {"/dev/vfio/vfio"});
   for (const std::string& id : ids) {
-    const PluginDevice* dev = Find(resource, id);
+    const PluginDevice* dev = FindDevice(resource, id);
     if (dev == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat(resource.name, ": unknown device \"", id, "\""));
@@ -62,7 +56,7 @@ std::vector<std::string> PreferredAllocation(const Resource& resource,
   };
   std::vector<const PluginDevice*> pool;
   for (const std::string& id : available) {
-    if (const PluginDevice* d = Find(resource, id); d && d->healthy) pool.push_back(d);
+    if (const PluginDevice* d = FindDevice(resource, id); d && d->healthy) pool.push_back(d);
   }
   std::sort(pool.begin(), pool.end(),
             [](const PluginDevice* a, const PluginDevice* b) { return a->id < b->id; });
@@ -72,7 +66,7 @@ std::vector<std::string> PreferredAllocation(const Resource& resource,
   for (const PluginDevice* d : pool) ++per_numa[d->numa_node];
   int numa = -2;  // no preference yet
   for (const std::string& id : must_include) {
-    if (const PluginDevice* d = Find(resource, id); d && numa == -2) numa = d->numa_node;
+    if (const PluginDevice* d = FindDevice(resource, id); d && numa == -2) numa = d->numa_node;
     take(id);
   }
   if (numa == -2 && !per_numa.empty()) {
@@ -89,7 +83,7 @@ std::vector<std::string> PreferredAllocation(const Resource& resource,
   for (const PluginDevice* d : pool) groups[group_key(d)].push_back(d);
   // 1. Complete the groups the must-include devices opened.
   for (const std::string& id : must_include) {
-    if (const PluginDevice* d = Find(resource, id); d && groups.count(group_key(d))) {
+    if (const PluginDevice* d = FindDevice(resource, id); d && groups.count(group_key(d))) {
       for (const PluginDevice* m : groups[group_key(d)]) take(m->id);
     }
   }

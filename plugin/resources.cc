@@ -78,6 +78,12 @@ PluginDevice PlanPci(const PciDevice& dev, const std::map<unsigned, GroupInfo>& 
 
 }  // namespace
 
+const PluginDevice* FindDevice(const Resource& resource, const std::string& id) {
+  auto it = std::lower_bound(resource.devices.begin(), resource.devices.end(), id,
+                             [](const PluginDevice& d, const std::string& k) { return d.id < k; });
+  return it != resource.devices.end() && it->id == id ? &*it : nullptr;
+}
+
 std::string ResourceEnvName(const std::string& resource_name, bool usb) {
   std::string suffix = absl::AsciiStrToUpper(resource_name);
   std::replace(suffix.begin(), suffix.end(), '/', '_');

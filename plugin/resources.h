@@ -54,6 +54,9 @@ struct HealthInputs {
   std::set<std::string> removed;
 };
 
+// The device `id` of `resource` (devices are sorted by id), or nullptr.
+const PluginDevice* FindDevice(const Resource& resource, const std::string& id);
+
 // `PCI_RESOURCE_` / `USB_RESOURCE_` + name upper-cased with '/' and '.' as '_' (KubeVirt's rule).
 std::string ResourceEnvName(const std::string& resource_name, bool usb);
 
