@@ -46,6 +46,12 @@ struct PciDevice {
   // classId as in the CR: class + subclass, e.g. 0x0300.
   uint16_t class_id() const { return static_cast<uint16_t>(class_code << 8 | subclass); }
   bool is_bridge() const { return class_code == 0x06; }
+  // A PCI-to-PCI or CardBus bridge (header type 1 or 2, told by its class). The kernel lets these
+  // keep their port driver inside a viable vfio group; any other member (an ISA or host bridge
+  // included) must be on vfio-pci or driverless.
+  bool is_pci_bridge() const {
+    return class_code == 0x06 && (subclass == 0x04 || subclass == 0x07 || subclass == 0x09);
+  }
 };
 
 struct UsbDevice {

@@ -68,6 +68,23 @@ absl::StatusOr<std::string> SysfsRoot::ReadFile(std::string_view rel) const {
   return std::string(buf, static_cast<size_t>(n));
 }
 
+absl::Status SysfsRoot::WriteFile(std::string_view rel, std::string_view value) const {
+  PCID_RETURN_IF_ERROR(CheckRelativePath(rel));
+  const std::string rel_s(rel);
+  UniqueFd fd(::openat(fd_.get(), rel_s.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("open ", Join(path_, rel)));
+  ssize_t n;
+  do {
+    n = ::write(fd.get(), value.data(), value.size());
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return ErrnoStatus(errno, absl::StrCat("write ", Join(path_, rel)));
+  if (static_cast<size_t>(n) != value.size()) {
+    return absl::DataLossError(
+        absl::StrCat("write ", Join(path_, rel), ": short write (", n, " of ", value.size(), ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> SysfsRoot::ReadLink(std::string_view rel) const {
   PCID_RETURN_IF_ERROR(CheckRelativePath(rel));
   const std::string rel_s(rel);

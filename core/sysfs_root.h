@@ -1,6 +1,6 @@
 // File: core/sysfs_root.h
 //
-// Read access to a sysfs-shaped directory tree through a directory file descriptor: the real
+// Access to a sysfs-shaped directory tree through a directory file descriptor: the real
 // `/sys`, a fixture tree, or one device's directory inside either. Every path is relative to the
 // root; absolute paths and `..` components are refused, so a lookup can never leave the tree it
 // was given. Reads are one read(2) of at most 4 KiB, like sd-device, never stdio.
@@ -28,6 +28,10 @@ class SysfsRoot {
 
   // Contents of the file `rel` (at most 4096 bytes, untrimmed).
   absl::StatusOr<std::string> ReadFile(std::string_view rel) const;
+
+  // Writes `value` to the existing attribute `rel` in one write(2), as sysfs needs (no O_CREAT,
+  // no truncation: a missing attribute is NotFound, never a new file).
+  absl::Status WriteFile(std::string_view rel, std::string_view value) const;
 
   // Target text of the symbolic link `rel`.
   absl::StatusOr<std::string> ReadLink(std::string_view rel) const;

@@ -25,9 +25,9 @@ std::map<unsigned, GroupInfo> Groups(const std::vector<PciDevice>& pci) {
     if (!dev.iommu_group) continue;
     GroupInfo& g = groups[*dev.iommu_group];
     g.members.push_back(dev.address.ToString());
-    // DESIGN.md: every *endpoint* must be on vfio-pci; bridges (06xx) keep their port driver,
-    // which the kernel allows in a vfio group.
-    if (dev.driver != kVfioDriver && !dev.is_bridge()) g.viable = false;
+    // DESIGN.md: every *endpoint* must be on vfio-pci; PCI bridges keep their port driver, which
+    // the kernel allows in a vfio group (an ISA bridge on lpc_ich does make a group unviable).
+    if (dev.driver != kVfioDriver && !dev.is_pci_bridge()) g.viable = false;
   }
   return groups;
 }

@@ -9,6 +9,7 @@ PACKAGES=(
   libudev-dev libusb-1.0-0-dev libsimdjson-dev libcpp-httplib-dev libssl-dev
   libspdlog-dev libfmt-dev libboost-test-dev
   pci.ids usb.ids pciutils usbutils umockdev libumockdev-dev python3
+  qemu-system-x86 busybox-static kmod cpio e2fsprogs
 )
 
 missing=()

@@ -1,0 +1,142 @@
+// File: unit/vfio/kernel_model.h
+//
+// A model of the kernel's PCI driver-binding attributes on a fixture tree, for the vfio unit
+// tests: writes to driver_override, driver/unbind, drivers_probe, drivers/<d>/bind and
+// sriov_numvfs change the tree (driver links, /dev/vfio/<group>) as the kernel would. The real
+// kernel is exercised by the VM test (e2e/vm); this checks our step logic and failure handling.
+#pragma once
+
+#include <absl/status/status.h>
+#include <absl/strings/match.h>
+#include <absl/strings/str_cat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "unit/udev/tree_fixture.h"
+
+namespace pcid::testing {
+
+class KernelModel {
+ public:
+  KernelModel(SysfsTree& sys, TempTree& dev) : sys_(sys), dev_(dev) {}
+
+  // Adds a function bound to `driver` (its natural driver) in IOMMU group `group`.
+  void AddFunction(FunctionSpec f) {
+    natural_[f.address] = f.driver;
+    const std::string dir = sys_.Add(f);
+    sys_.WriteFile(dir + "/driver_override", "(null)\n");
+    if (!f.group.empty()) {
+      sys_.Symlink("kernel/iommu_groups/" + f.group + "/devices/" + f.address,
+                   "../../../../" + dir);
+      group_[f.address] = f.group;
+    }
+    if (!f.driver.empty()) WriteDriverFiles(f.driver);
+  }
+  void AddDriver(const std::string& name) { WriteDriverFiles(name); }
+
+  absl::Status Write(std::string_view rel_view, std::string_view value) {
+    const std::string rel(rel_view);
+    writes.push_back(rel + "=" + std::string(value));
+    if (absl::EndsWith(rel, "/new_id")) return absl::InternalError("new_id must never be written");
+    const std::string dev_prefix = "bus/pci/devices/";
+    if (absl::StartsWith(rel, dev_prefix)) {
+      const std::string rest = rel.substr(dev_prefix.size());
+      const std::string address = rest.substr(0, rest.find('/'));
+      const std::string attr = rest.substr(address.size() + 1);
+      if (!natural_.count(address)) return absl::NotFoundError(rel + ": no such file");
+      if (attr == "driver_override") {
+        const std::string v = value == "\n" ? "(null)" : std::string(value);
+        sys_.WriteFile(sys_.DirOf(address) + "/driver_override", v + "\n");
+        return absl::OkStatus();
+      }
+      if (attr == "driver/unbind") {
+        if (value != address) return absl::InvalidArgumentError("unbind: wrong address");
+        if (Driver(address).empty()) return absl::NotFoundError(rel + ": no such file");
+        Unbind(address);
+        return absl::OkStatus();
+      }
+      if (attr == "sriov_numvfs") {
+        sys_.WriteFile(sys_.DirOf(address) + "/sriov_numvfs", std::string(value) + "\n");
+        return absl::OkStatus();
+      }
+      return absl::PermissionDeniedError(rel + ": not writable");
+    }
+    if (rel == "bus/pci/drivers_probe") {
+      const std::string address(value);
+      if (!natural_.count(address)) return absl::InvalidArgumentError("drivers_probe: no device");
+      if (!Driver(address).empty()) return absl::OkStatus();
+      std::string ov = Override(address);
+      const std::string want = ov.empty() ? natural_[address] : ov;
+      if (want.empty() || !std::filesystem::exists(sys_.root() / "bus/pci/drivers" / want)) {
+        return absl::OkStatus();  // nothing takes it
+      }
+      if (want == "vfio-pci" && fail_vfio_probe) return absl::InvalidArgumentError("probe: -22");
+      Bind(address, want);
+      return absl::OkStatus();
+    }
+    if (absl::StartsWith(rel, "bus/pci/drivers/") && absl::EndsWith(rel, "/bind")) {
+      const std::string drv = rel.substr(16, rel.size() - 16 - 5);
+      const std::string address(value);
+      if (!Driver(address).empty()) return absl::ResourceExhaustedError("bind: busy");
+      Bind(address, drv);
+      return absl::OkStatus();
+    }
+    return absl::PermissionDeniedError(rel + ": not writable in the model");
+  }
+
+  std::string Driver(const std::string& address) const {
+    std::error_code ec;
+    auto t = std::filesystem::read_symlink(sys_.root() / sys_.DirOf(address) / "driver", ec);
+    return ec ? "" : t.filename().string();
+  }
+  std::string Override(const std::string& address) const {
+    std::ifstream in(sys_.root() / sys_.DirOf(address) / "driver_override");
+    std::string v;
+    std::getline(in, v);
+    return v == "(null)" ? "" : v;
+  }
+  bool GroupNode(const std::string& group) const {
+    return std::filesystem::exists(dev_.root() / "vfio" / group);
+  }
+  // Hands the device to another driver behind our back (another tool, an admin).
+  void Rebind(const std::string& address, const std::string& driver) {
+    if (!Driver(address).empty()) Unbind(address);
+    if (!driver.empty()) Bind(address, driver);
+  }
+
+  std::vector<std::string> writes;
+  bool fail_vfio_probe = false;
+
+ private:
+  void WriteDriverFiles(const std::string& name) {
+    sys_.WriteFile("bus/pci/drivers/" + name + "/bind", "");
+    sys_.WriteFile("bus/pci/drivers/" + name + "/unbind", "");
+  }
+  void Bind(const std::string& address, const std::string& driver) {
+    const std::string dir = sys_.DirOf(address);
+    sys_.Symlink(dir + "/driver", SysfsTree::UpTo(dir) + "bus/pci/drivers/" + driver);
+    if (driver == "vfio-pci" && group_.count(address)) {
+      dev_.WriteFile("vfio/" + group_[address], "");
+    }
+  }
+  void Unbind(const std::string& address) {
+    const bool was_vfio = Driver(address) == "vfio-pci";
+    std::filesystem::remove(sys_.root() / sys_.DirOf(address) / "driver");
+    if (!was_vfio || !group_.count(address)) return;
+    for (const auto& [other, g] : group_) {
+      if (g == group_[address] && Driver(other) == "vfio-pci") return;
+    }
+    std::filesystem::remove(dev_.root() / "vfio" / group_[address]);
+  }
+
+  SysfsTree& sys_;
+  TempTree& dev_;
+  std::map<std::string, std::string> natural_;
+  std::map<std::string, std::string> group_;
+};
+
+}  // namespace pcid::testing

@@ -1,0 +1,436 @@
+#include "vfio/vfio.h"
+
+#include <boost/test/unit_test.hpp>
+#include <filesystem>
+#include <fstream>
+
+#include "udev/discovery.h"
+#include "unit/vfio/kernel_model.h"
+
+namespace pcid::vfio {
+namespace {
+
+using testing::FunctionSpec;
+
+// Thrown by the step hook: stands for a kill -9 at that point (the stack unwinds, nothing
+// after the step runs; the state file is what a restart finds).
+struct Killed {
+  int step;
+};
+
+// A small node: a root port, two NICs on their own groups, a disk and a NIC carrying the
+// host's root filesystem and default route, an ISA bridge sharing a group with SATA and SMBus
+// (ICH9-like), and a GPU + audio pair behind a PCI bridge sharing one group.
+struct Fixture {
+  testing::SysfsTree sys;
+  testing::TempTree dev, proc, state;
+  testing::KernelModel kernel{sys, dev};
+  testing::CapturingLogger log;
+  std::optional<SysfsRoot> sys_root, dev_root, proc_root;
+  std::function<void(int)> hook;
+
+  Fixture() {
+    kernel.AddDriver("vfio-pci");
+    kernel.AddFunction(
+        {.address = "0000:00:01.0", .klass = "0x060400", .driver = "pcieport", .group = "1"});
+    kernel.AddFunction({.address = "0000:01:00.0",
+                        .parent = "0000:00:01.0",
+                        .device = "0x10d3",
+                        .driver = "e1000e",
+                        .group = "2"});
+    kernel.AddFunction(
+        {.address = "0000:00:02.0", .device = "0x10d3", .driver = "e1000e", .group = "3"});
+    kernel.AddFunction({.address = "0000:00:03.0",
+                        .vendor = "0x1af4",
+                        .device = "0x1001",
+                        .klass = "0x010000",
+                        .driver = "virtio-pci",
+                        .group = "4"});
+    kernel.AddFunction({.address = "0000:00:04.0",
+                        .vendor = "0x1af4",
+                        .device = "0x1000",
+                        .driver = "virtio-pci",
+                        .group = "5"});
+    kernel.AddFunction({.address = "0000:00:1f.0",
+                        .device = "0x2918",
+                        .klass = "0x060100",
+                        .driver = "lpc_ich",
+                        .group = "6"});
+    kernel.AddFunction({.address = "0000:00:1f.2",
+                        .device = "0x2922",
+                        .klass = "0x010601",
+                        .driver = "ahci",
+                        .group = "6"});
+    kernel.AddFunction({.address = "0000:00:1f.3",
+                        .device = "0x2930",
+                        .klass = "0x0c0500",
+                        .driver = "i801_smbus",
+                        .group = "6"});
+    kernel.AddFunction(
+        {.address = "0000:00:05.0", .klass = "0x060400", .driver = "pcieport", .group = "7"});
+    kernel.AddFunction({.address = "0000:02:00.0",
+                        .parent = "0000:00:05.0",
+                        .vendor = "0x10de",
+                        .device = "0x1c02",
+                        .klass = "0x030000",
+                        .driver = "nouveau",
+                        .group = "7"});
+    kernel.AddFunction({.address = "0000:02:00.1",
+                        .parent = "0000:00:05.0",
+                        .vendor = "0x10de",
+                        .device = "0x10f1",
+                        .klass = "0x040300",
+                        .driver = "",
+                        .group = "7"});
+    // The root filesystem on a partition of the virtio disk; the default route on 00:04.0.
+    sys.Symlink("dev/block/254:1", "../../devices/pci0000:00/0000:00:03.0/virtio1/block/vda/vda1");
+    sys.Symlink("class/net/eth0/device", "../../../devices/pci0000:00/0000:00:04.0/virtio2");
+    proc.WriteFile("1/mountinfo",
+                   "22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n"
+                   "23 22 0:5 / /dev rw - devtmpfs udev rw\n"
+                   "24 22 0:21 / /proc rw - proc proc rw\n");
+    proc.WriteFile(
+        "1/net/route",
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+    Reopen();
+  }
+  void Reopen() {
+    sys_root = *SysfsRoot::Open(sys.path());
+    dev_root = *SysfsRoot::Open(dev.path());
+    proc_root = *SysfsRoot::Open(proc.path());
+  }
+  Node MakeNode() {
+    return Node{*sys_root,
+                *dev_root,
+                [] { return absl::OkStatus(); },
+                [this](std::string_view rel, std::string_view v) { return kernel.Write(rel, v); },
+                hook,
+                log.log};
+  }
+  std::vector<PciDevice> Devices() {
+    return *udev::DiscoverPciDevices(*sys_root, nullptr, log.log);
+  }
+  PciDevice Device(const std::string& address) {
+    for (PciDevice& d : Devices())
+      if (d.address.ToString() == address) return d;
+    throw std::runtime_error("no device " + address);
+  }
+  Protected Protect(const std::vector<DeviceSelector>& deny = {}) {
+    return *FindProtectedDevices(*sys_root, *proc_root, Devices(), deny);
+  }
+  std::string StateText() {
+    std::ifstream in(state.root() / "state.json");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+};
+
+PciAddress A(std::string_view s) { return *ParsePciAddress(s); }
+
+BOOST_AUTO_TEST_SUITE(protection)
+
+BOOST_AUTO_TEST_CASE(finds_the_hosts_own_devices_and_their_group_mates) {
+  Fixture f;
+  Protected p = f.Protect();
+  BOOST_TEST(p.at(A("0000:00:01.0")) == "is a bridge (class 0604)");
+  BOOST_TEST(p.at(A("0000:00:03.0")) == "backs the mounted filesystem / (/dev/vda1)");
+  BOOST_TEST(p.at(A("0000:00:04.0")) == "carries the default route (eth0)");
+  BOOST_TEST(p.at(A("0000:00:1f.0")) == "is a bridge (class 0601)");
+  BOOST_TEST(p.at(A("0000:00:1f.2")).find("shares IOMMU group 6 with 0000:00:1f.0") == 0);
+  BOOST_TEST(p.at(A("0000:00:1f.3")).find("the group can never be viable") != std::string::npos);
+  // A PCI bridge in a group does not protect its group-mates: the kernel allows it there.
+  BOOST_TEST(!p.count(A("0000:02:00.0")));
+  BOOST_TEST(!p.count(A("0000:02:00.1")));
+  BOOST_TEST(!p.count(A("0000:01:00.0")));
+  BOOST_TEST(!p.count(A("0000:00:02.0")));
+}
+
+BOOST_AUTO_TEST_CASE(deny_list_lvm_slaves_bonds_ipv6_and_swap) {
+  Fixture f;
+  // / on LVM over the NIC-side disk 00:02.0? No: on a dm device whose slave is 01:00.0's disk.
+  f.sys.Symlink("dev/block/253:0", "../../devices/virtual/block/dm-0");
+  f.sys.Symlink("devices/virtual/block/dm-0/slaves/sdb1",
+                "../../../../pci0000:00/0000:00:01.0/0000:01:00.0/host0/block/sdb/sdb1");
+  f.sys.Symlink("class/block/sdb1",
+                "../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/host0/block/sdb/sdb1");
+  f.proc.WriteFile("1/mountinfo", "22 1 253:0 / / rw - ext4 /dev/mapper/vg-root rw\n");
+  // The default route over a bond whose lower device is 00:02.0; IPv6 via the GPU (odd but real).
+  f.proc.WriteFile("1/net/route",
+                   "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+                   "bond0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\n");
+  f.sys.MakeDir("class/net/bond0/lower_eth1");
+  f.sys.Symlink("class/net/eth1/device", "../../../devices/pci0000:00/0000:00:02.0");
+  f.proc.WriteFile("1/net/ipv6_route",
+                   "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+                   "fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth9\n");
+  f.sys.Symlink("class/net/eth9/device", "../../../devices/pci0000:00/0000:00:05.0/0000:02:00.0");
+  f.proc.WriteFile("swaps", "Filename Type Size Used Priority\n/dev/vda1 partition 1 0 -2\n");
+  f.sys.Symlink("class/block/vda1", "../../devices/pci0000:00/0000:00:03.0/virtio1/block/vda/vda1");
+  DeviceSelector deny_audio;
+  deny_audio.device = 0x10f1;
+  Protected p = f.Protect({deny_audio});
+  BOOST_TEST(p.at(A("0000:01:00.0")) == "backs the mounted filesystem / (/dev/mapper/vg-root)");
+  BOOST_TEST(p.at(A("0000:00:02.0")) == "carries the default route (bond0)");
+  BOOST_TEST(p.at(A("0000:02:00.0")) == "carries the default route (eth9)");
+  BOOST_TEST(p.at(A("0000:02:00.1")) == "is denied by the config (deny[0])");
+  BOOST_TEST(p.at(A("0000:00:03.0")) == "backs the swap partition /dev/vda1");
+  BOOST_TEST(!p.count(A("0000:00:04.0")));  // the old route is gone
+}
+
+BOOST_AUTO_TEST_CASE(fails_closed_without_mount_or_route_tables) {
+  Fixture f;
+  std::filesystem::remove(f.proc.root() / "1/net/route");
+  auto p = FindProtectedDevices(*f.sys_root, *f.proc_root, f.Devices(), {});
+  BOOST_TEST(!p.ok());
+  BOOST_TEST(std::string(p.status().message()).find("default route") != std::string::npos);
+  std::filesystem::remove(f.proc.root() / "1/mountinfo");
+  p = FindProtectedDevices(*f.sys_root, *f.proc_root, f.Devices(), {});
+  BOOST_TEST(std::string(p.status().message()).find("mounted filesystems") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(refusals_write_nothing_and_record_nothing) {
+  Fixture f;
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  const Protected p = f.Protect();
+  for (const char* a : {"0000:00:01.0", "0000:00:03.0", "0000:00:04.0", "0000:00:1f.2"}) {
+    absl::Status st = Enable(node, store, f.Device(a), p, "cli");
+    BOOST_TEST(absl::IsFailedPrecondition(st), a);
+    BOOST_TEST(std::string(st.message()).find(std::string("pci ") + a + ": refused: it ") == 0,
+               st.message());
+  }
+  PciDevice no_group = f.Device("0000:00:02.0");
+  no_group.iommu_group.reset();
+  BOOST_TEST(
+      std::string(Enable(node, store, no_group, p, "cli").message()).find("no IOMMU group") !=
+      std::string::npos);
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(store.intents().empty());
+  BOOST_TEST(!std::filesystem::exists(f.state.root() / "state.json"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(binding)
+
+BOOST_AUTO_TEST_CASE(enable_then_disable_round_trip) {
+  Fixture f;
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  BOOST_REQUIRE(Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli").ok());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci");
+  BOOST_TEST(f.kernel.Override("0000:00:02.0") == "vfio-pci");
+  BOOST_TEST(f.kernel.GroupNode("3"));
+  BOOST_TEST(f.StateText().find("\"originalDriver\": \"e1000e\"") != std::string::npos);
+  BOOST_TEST(f.log.text().find("on vfio-pci (was e1000e), /dev/vfio/3; group 3: viable") !=
+             std::string::npos);
+  // Exactly the DESIGN.md sequence; never new_id.
+  const std::vector<std::string> want = {"bus/pci/devices/0000:00:02.0/driver_override=vfio-pci",
+                                         "bus/pci/devices/0000:00:02.0/driver/unbind=0000:00:02.0",
+                                         "bus/pci/drivers_probe=0000:00:02.0"};
+  BOOST_TEST(f.kernel.writes == want, boost::test_tools::per_element());
+  // Enabling again only adds a source; no writes beyond the idempotent override.
+  f.kernel.writes.clear();
+  BOOST_REQUIRE(Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "config").ok());
+  BOOST_TEST(f.kernel.writes.size() == 1u);
+  BOOST_TEST(store.Find(A("0000:00:02.0"))->sources.size() == 2u);
+  // The CLI's disable leaves it enabled while the config wants it.
+  BOOST_REQUIRE(Disable(node, store, A("0000:00:02.0"), "cli").ok());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci");
+  BOOST_REQUIRE(Disable(node, store, A("0000:00:02.0"), "config").ok());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
+  BOOST_TEST(f.kernel.Override("0000:00:02.0") == "");
+  BOOST_TEST(!f.kernel.GroupNode("3"));
+  BOOST_TEST(store.intents().empty());
+  BOOST_TEST(absl::IsNotFound(Disable(node, store, A("0000:00:02.0"), "cli")));
+}
+
+BOOST_AUTO_TEST_CASE(driverless_device_goes_back_to_no_driver) {
+  Fixture f;
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  BOOST_REQUIRE(Enable(node, store, f.Device("0000:02:00.1"), f.Protect(), "cli").ok());
+  BOOST_TEST(f.kernel.Driver("0000:02:00.1") == "vfio-pci");
+  auto g = ReadGroupViability(*f.sys_root, f.Device("0000:02:00.1"));
+  BOOST_TEST(Describe(*g) == "group 7: not viable: 0000:02:00.0 is on nouveau");
+  BOOST_REQUIRE(Disable(node, store, A("0000:02:00.1"), "cli").ok());
+  BOOST_TEST(f.kernel.Driver("0000:02:00.1") == "");
+  // Nothing was there to give it back to: no probe on the way back (one from the enable only).
+  BOOST_TEST(std::count(f.kernel.writes.begin(), f.kernel.writes.end(),
+                        "bus/pci/drivers_probe=0000:02:00.1") == 1);
+}
+
+BOOST_AUTO_TEST_CASE(failed_enable_gives_the_device_back) {
+  Fixture f;
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  f.kernel.fail_vfio_probe = true;
+  absl::Status st = Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli");
+  BOOST_TEST(!st.ok());
+  BOOST_TEST(std::string(st.message()).find("restored to e1000e") != std::string::npos,
+             st.message());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
+  BOOST_TEST(f.kernel.Override("0000:00:02.0") == "");
+  BOOST_TEST(store.intents().empty());
+}
+
+BOOST_AUTO_TEST_CASE(restore_binds_the_original_driver_by_name_when_probe_does_not) {
+  Fixture f;
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  BOOST_REQUIRE(Enable(node, store, f.Device("0000:02:00.0"), f.Protect(), "cli").ok());
+  // The original driver was bound by hand (say via new_id by someone else): probe finds nothing.
+  std::filesystem::remove_all(f.sys.root() / "bus/pci/drivers/nouveau");
+  f.kernel.AddDriver("nouveau");
+  BOOST_TEST(Disable(node, store, A("0000:02:00.0"), "cli").ok());
+  BOOST_TEST(f.kernel.Driver("0000:02:00.0") == "nouveau");
+}
+
+// kill -9 after every step of enable, then a restart (Reapply): the device ends on vfio-pci.
+BOOST_AUTO_TEST_CASE(crash_at_every_enable_step_is_recovered) {
+  for (int step = 1; step <= kEnableSteps; ++step) {
+    Fixture f;
+    {
+      auto store = *StateStore::Open(f.state.path());
+      f.hook = [step](int n) {
+        if (n == step) throw Killed{n};
+      };
+      Node node = f.MakeNode();
+      BOOST_CHECK_THROW((void)Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli"),
+                        Killed);
+    }
+    f.hook = nullptr;
+    auto store = *StateStore::Open(f.state.path());  // the lock died with the process
+    Node node = f.MakeNode();
+    auto failures = Reapply(node, store, f.Devices());
+    BOOST_TEST(failures.empty(), "step " << step);
+    BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci", "step " << step);
+    BOOST_TEST(f.kernel.GroupNode("3"), "step " << step);
+    BOOST_TEST(store.Find(A("0000:00:02.0"))->original_driver == "e1000e", "step " << step);
+  }
+}
+
+// kill -9 after every step of disable, then a restart: the device ends on e1000e, forgotten.
+BOOST_AUTO_TEST_CASE(crash_at_every_disable_step_is_recovered) {
+  for (int step = 1; step <= kDisableSteps; ++step) {
+    Fixture f;
+    {
+      auto store = *StateStore::Open(f.state.path());
+      Node node = f.MakeNode();
+      BOOST_REQUIRE(Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli").ok());
+      f.hook = [step](int n) {
+        if (n == step) throw Killed{n};
+      };
+      Node killing = f.MakeNode();
+      BOOST_CHECK_THROW((void)Disable(killing, store, A("0000:00:02.0"), "cli"), Killed);
+    }
+    f.hook = nullptr;
+    auto store = *StateStore::Open(f.state.path());
+    Node node = f.MakeNode();
+    BOOST_TEST(Reapply(node, store, f.Devices()).empty(), "step " << step);
+    BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e", "step " << step);
+    BOOST_TEST(f.kernel.Override("0000:00:02.0") == "", "step " << step);
+    BOOST_TEST(store.intents().empty(), "step " << step);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(reapply_rebinds_after_someone_else_took_it_and_reports_missing) {
+  Fixture f;
+  {
+    auto store = *StateStore::Open(f.state.path());
+    Node node = f.MakeNode();
+    BOOST_REQUIRE(Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli").ok());
+    BOOST_REQUIRE(Enable(node, store, f.Device("0000:01:00.0"), f.Protect(), "cli").ok());
+  }
+  f.kernel.Rebind("0000:00:02.0", "e1000e");  // a reboot: the natural driver took it again
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  auto devices = f.Devices();
+  std::erase_if(devices, [](const PciDevice& d) { return d.address.ToString() == "0000:01:00.0"; });
+  auto failures = Reapply(node, store, devices);
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci");
+  BOOST_REQUIRE(failures.size() == 1u);
+  BOOST_TEST(std::string(failures[0].message())
+                 .find("0000:01:00.0: recorded as enabled but not on this node") !=
+             std::string::npos);
+  BOOST_TEST(store.Find(A("0000:01:00.0")) != nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(sriov_writes_zero_then_n_and_guards) {
+  Fixture f;
+  f.sys.WriteFile(f.sys.DirOf("0000:00:02.0") + "/sriov_totalvfs", "7\n");
+  f.sys.WriteFile(f.sys.DirOf("0000:00:02.0") + "/sriov_numvfs", "0\n");
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  PciDevice pf = f.Device("0000:00:02.0");
+  BOOST_REQUIRE(SetNumVfs(node, store, pf, 4).ok());
+  const std::vector<std::string> want = {"bus/pci/devices/0000:00:02.0/sriov_numvfs=0",
+                                         "bus/pci/devices/0000:00:02.0/sriov_numvfs=4"};
+  BOOST_TEST(f.kernel.writes == want, boost::test_tools::per_element());
+  BOOST_TEST(absl::IsInvalidArgument(SetNumVfs(node, store, pf, 8)));
+  BOOST_TEST(absl::IsFailedPrecondition(SetNumVfs(node, store, f.Device("0000:00:04.0"), 1)));
+  BOOST_REQUIRE(Enable(node, store, f.Device("0000:01:00.0"), f.Protect(), "cli").ok());
+  pf.virtual_functions = {A("0000:01:00.0")};  // pretend it is one of the VFs
+  BOOST_TEST(absl::IsFailedPrecondition(SetNumVfs(node, store, pf, 0)));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(state_file)
+
+BOOST_AUTO_TEST_CASE(round_trip_and_one_process_at_a_time) {
+  testing::TempTree dir;
+  {
+    auto store = *StateStore::Open(dir.path() + "/sub");
+    BOOST_REQUIRE(store.Put(A("0000:00:02.0"), Intent{true, "e1000e", {"cli", "config"}}).ok());
+    BOOST_REQUIRE(store.Put(A("0000:00:03.0"), Intent{false, "", {}}).ok());
+    auto second = StateStore::Open(dir.path() + "/sub");
+    BOOST_TEST(absl::IsUnavailable(second.status()));
+    BOOST_TEST(std::string(second.status().message()).find("held by another pcidevices") !=
+               std::string::npos);
+  }
+  auto store = *StateStore::Open(dir.path() + "/sub");
+  BOOST_TEST(store.intents().size() == 2u);
+  BOOST_TEST(store.Find(A("0000:00:02.0"))->sources.count("config") == 1u);
+  BOOST_TEST(!store.Find(A("0000:00:03.0"))->enabled);
+  BOOST_TEST(!std::filesystem::exists(dir.root() / "sub/state.json.tmp"));
+  BOOST_TEST(((std::filesystem::status(dir.root() / "sub").permissions() &
+               std::filesystem::perms::others_all) == std::filesystem::perms::none));
+}
+
+BOOST_AUTO_TEST_CASE(broken_files_are_clear_errors) {
+  const char* bad[] = {
+      "",
+      "{",
+      "[]",
+      "{\"version\":2,\"devices\":[]}",
+      "{\"version\":1}",
+      "{\"version\":1,\"devices\":[{\"address\":\"0000:00:02.0\"}]}",
+      "{\"version\":1,\"devices\":[{\"address\":\"../../"
+      "x\",\"enabled\":true,\"originalDriver\":\"\",\"sources\":[]}]}",
+      "{\"version\":1,\"devices\":[{\"address\":\"0000:00:02.0\",\"enabled\":true,"
+      "\"originalDriver\":\"../x\",\"sources\":[]}]}",
+      "{\"version\":1,\"devices\":[{\"address\":\"0000:00:02.0\",\"enabled\":1,\"originalDriver\":"
+      "\"\",\"sources\":[]}]}",
+      "{\"version\":1,\"devices\":[{\"address\":\"0000:00:02.0\",\"enabled\":true,"
+      "\"originalDriver\":\"\",\"sources\":[1]}]}",
+      "{\"version\":1,\"devices\":[{\"address\":\"0000:00:02.0\",\"enabled\":true,"
+      "\"originalDriver\":\"\",\"sources\":[]},"
+      "{\"address\":\"0000:00:02.0\",\"enabled\":true,\"originalDriver\":\"\",\"sources\":[]}]}",
+  };
+  for (const char* text : bad) {
+    auto s = DecodeState(text, "/x/state.json");
+    BOOST_TEST(!s.ok(), text);
+    BOOST_TEST(std::string(s.status().message()).find("/x/state.json: ") == 0,
+               s.status().message());
+  }
+  testing::TempTree dir;
+  dir.WriteFile("state.json", "{garbage");
+  BOOST_TEST(absl::IsDataLoss(StateStore::Open(dir.path()).status()));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+}  // namespace
+}  // namespace pcid::vfio

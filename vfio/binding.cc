@@ -1,0 +1,259 @@
+// Enable and disable as numbered steps; the intent is saved before anything is touched.
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/status.h"
+#include "vfio/vfio.h"
+
+namespace pcid::vfio {
+namespace {
+
+void Step(const Node& node, int n) {
+  if (node.after_step) node.after_step(n);
+}
+
+std::string DevDir(const std::string& address) { return absl::StrCat("bus/pci/devices/", address); }
+
+// The driver bound right now, from the kernel's own link: "" when none.
+absl::StatusOr<std::string> CurrentDriver(const Node& node, const std::string& address) {
+  auto drv = node.sysfs.ReadLinkBasename(absl::StrCat(DevDir(address), "/driver"));
+  if (absl::IsNotFound(drv.status())) {
+    if (!node.sysfs.Exists(DevDir(address))) {
+      return absl::NotFoundError(
+          absl::StrCat("pci ", address, ": gone from ", node.sysfs.path(), "/bus/pci/devices"));
+    }
+    return std::string();
+  }
+  return drv;
+}
+
+absl::Status Write(const Node& node, const std::string& address, const std::string& rel,
+                   std::string_view value) {
+  absl::Status st = node.write(rel, value);
+  if (!st.ok()) return absl::Status(st.code(), absl::StrCat("pci ", address, ": ", st.message()));
+  return st;
+}
+
+// The group node appears when vfio-pci binds (devtmpfs creates it synchronously; a node managed
+// by udev may lag a little, so allow a second).
+bool WaitForGroupNode(const Node& node, unsigned group) {
+  const std::string rel = absl::StrCat("vfio/", group);
+  for (int i = 0; i < 100; ++i) {
+    if (node.dev.Exists(rel)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+// Steps 2-6 of enable: the device ends on vfio-pci with its group node present.
+absl::Status Bind(const Node& node, const PciDevice& dev) {
+  const std::string address = dev.address.ToString();
+  if (!node.sysfs.Exists("bus/pci/drivers/vfio-pci")) {
+    PCID_RETURN_IF_ERROR(node.load_module());
+    if (!node.sysfs.Exists("bus/pci/drivers/vfio-pci")) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pci ", address, ": vfio-pci is not available (", node.sysfs.path(),
+                       "/bus/pci/drivers/vfio-pci missing after loading it)"));
+    }
+  }
+  Step(node, 2);
+  PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver_override", kVfioDriver));
+  Step(node, 3);
+  PCID_ASSIGN_OR_RETURN(std::string driver, CurrentDriver(node, address));
+  if (!driver.empty() && driver != kVfioDriver) {
+    PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver/unbind", address));
+  }
+  Step(node, 4);
+  if (driver != kVfioDriver) {
+    PCID_RETURN_IF_ERROR(Write(node, address, "bus/pci/drivers_probe", address));
+  }
+  Step(node, 5);
+  PCID_ASSIGN_OR_RETURN(driver, CurrentDriver(node, address));
+  if (driver != kVfioDriver) {
+    return absl::InternalError(absl::StrCat("pci ", address, ": after drivers_probe it is on ",
+                                            driver.empty() ? "no driver" : driver,
+                                            ", not vfio-pci"));
+  }
+  if (!WaitForGroupNode(node, *dev.iommu_group)) {
+    return absl::InternalError(absl::StrCat("pci ", address, ": bound to vfio-pci but ",
+                                            node.dev.path(), "/vfio/", *dev.iommu_group,
+                                            " did not appear"));
+  }
+  Step(node, 6);
+  return absl::OkStatus();
+}
+
+// Steps 2-5 of disable: the device ends on `original` (or driverless when that is "").
+absl::Status Restore(const Node& node, const std::string& address, const std::string& original) {
+  if (original == kVfioDriver) {
+    // It was on vfio-pci before we touched it: leave it there (and its override alone).
+    for (int n = 2; n <= 5; ++n) Step(node, n);
+    return absl::OkStatus();
+  }
+  PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver_override", "\n"));
+  Step(node, 2);
+  PCID_ASSIGN_OR_RETURN(std::string driver, CurrentDriver(node, address));
+  if (!driver.empty() && driver != original) {
+    PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver/unbind", address));
+    driver.clear();
+  }
+  Step(node, 3);
+  if (!original.empty() && driver.empty()) {
+    // drivers_probe fails when no driver takes the device; the check below says what happened.
+    if (absl::Status st = Write(node, address, "bus/pci/drivers_probe", address); !st.ok()) {
+      node.log.warn("pci {}: drivers_probe: {}", address, ToStd(st.message()));
+    }
+  }
+  Step(node, 4);
+  PCID_ASSIGN_OR_RETURN(driver, CurrentDriver(node, address));
+  if (driver != original && driver.empty() && !original.empty()) {
+    // Another driver may claim the IDs first on probe order; ask the original one by name.
+    const std::string bind = absl::StrCat("bus/pci/drivers/", original, "/bind");
+    if (CheckRelativePath(bind).ok() && node.sysfs.Exists(bind)) {
+      PCID_RETURN_IF_ERROR(Write(node, address, bind, address));
+      PCID_ASSIGN_OR_RETURN(driver, CurrentDriver(node, address));
+    }
+  }
+  if (driver != original) {
+    return absl::InternalError(absl::StrCat("pci ", address, ": after restore it is on ",
+                                            driver.empty() ? "no driver" : driver, ", not ",
+                                            original.empty() ? "no driver" : original));
+  }
+  Step(node, 5);
+  return absl::OkStatus();
+}
+
+std::string DriverText(const std::string& d) { return d.empty() ? "no driver" : d; }
+
+}  // namespace
+
+absl::Status Enable(const Node& node, StateStore& store, const PciDevice& dev,
+                    const Protected& protect, std::string_view source) {
+  const std::string address = dev.address.ToString();
+  if (auto it = protect.find(dev.address); it != protect.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pci ", address, ": refused: it ", it->second));
+  }
+  if (!dev.iommu_group) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pci ", address, ": refused: no IOMMU group (is the IOMMU on? ",
+                     "intel_iommu=on or amd_iommu=on)"));
+  }
+  const Intent* cur = store.Find(dev.address);
+  const bool fresh = cur == nullptr;
+  Intent next;
+  if (cur) {
+    next = *cur;
+  } else {
+    PCID_ASSIGN_OR_RETURN(next.original_driver, CurrentDriver(node, address));
+  }
+  next.enabled = true;
+  next.sources.emplace(source);
+  PCID_RETURN_IF_ERROR(store.Put(dev.address, next));
+  Step(node, 1);
+  absl::Status st = Bind(node, dev);
+  if (st.ok()) {
+    auto g = ReadGroupViability(node.sysfs, dev);
+    node.log.info("pci {}: on vfio-pci (was {}), /dev/vfio/{}; {}", address,
+                  DriverText(next.original_driver), *dev.iommu_group,
+                  g.ok() ? Describe(*g) : std::string(g.status().message()));
+    return st;
+  }
+  // Leave the device as it was, never driverless: give it back and forget the intent we added.
+  node.log.error("pci {}: enable failed: {}", address, ToStd(st.message()));
+  if (!fresh) return st;
+  absl::Status back = Restore(node, address, next.original_driver);
+  if (back.ok()) back = store.Put(dev.address, std::nullopt);
+  return absl::Status(
+      st.code(),
+      absl::StrCat(st.message(),
+                   back.ok() ? absl::StrCat("; restored to ", DriverText(next.original_driver))
+                             : absl::StrCat("; restore failed too: ", back.message())));
+}
+
+absl::Status Disable(const Node& node, StateStore& store, const PciAddress& address,
+                     std::string_view source) {
+  const std::string text = address.ToString();
+  const Intent* cur = store.Find(address);
+  if (cur == nullptr) {
+    return absl::NotFoundError(absl::StrCat("pci ", text, ": not enabled"));
+  }
+  Intent next = *cur;
+  next.sources.erase(std::string(source));
+  if (next.enabled && !next.sources.empty()) {
+    PCID_RETURN_IF_ERROR(store.Put(address, next));
+    node.log.info("pci {}: stays on vfio-pci, still enabled by {}", text,
+                  absl::StrJoin(next.sources, ", "));
+    return absl::OkStatus();
+  }
+  next.enabled = false;
+  PCID_RETURN_IF_ERROR(store.Put(address, next));
+  Step(node, 1);
+  PCID_RETURN_IF_ERROR(Restore(node, text, next.original_driver));
+  PCID_RETURN_IF_ERROR(store.Put(address, std::nullopt));
+  Step(node, 6);
+  node.log.info("pci {}: given back to {}", text, DriverText(next.original_driver));
+  return absl::OkStatus();
+}
+
+std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
+                                  const std::vector<PciDevice>& devices) {
+  std::vector<absl::Status> failures;
+  const auto intents = store.intents();  // a copy: finished disables erase entries
+  for (const auto& [address, intent] : intents) {
+    const std::string text = address.ToString();
+    auto it =
+        std::lower_bound(devices.begin(), devices.end(), address,
+                         [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
+    if (it == devices.end() || it->address != address) {
+      failures.push_back(absl::NotFoundError(absl::StrCat(
+          "pci ", text, ": recorded as ", intent.enabled ? "enabled" : "being disabled",
+          " but not on this node; kept in the state file")));
+      continue;
+    }
+    absl::Status st;
+    if (intent.enabled) {
+      st = it->iommu_group ? Bind(node, *it)
+                           : absl::FailedPreconditionError(
+                                 absl::StrCat("pci ", text, ": no IOMMU group any more"));
+      if (st.ok()) node.log.info("pci {}: re-applied: on vfio-pci", text);
+    } else {
+      st = Restore(node, text, intent.original_driver);
+      if (st.ok()) st = store.Put(address, std::nullopt);
+      if (st.ok())
+        node.log.info("pci {}: finished an interrupted disable: on {}", text,
+                      DriverText(intent.original_driver));
+    }
+    if (!st.ok()) failures.push_back(st);
+  }
+  return failures;
+}
+
+absl::Status SetNumVfs(const Node& node, const StateStore& store, const PciDevice& pf,
+                       unsigned count) {
+  const std::string address = pf.address.ToString();
+  if (!pf.sriov_total_vfs) {
+    return absl::FailedPreconditionError(absl::StrCat("pci ", address, ": not an SR-IOV PF"));
+  }
+  if (count > *pf.sriov_total_vfs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pci ", address, ": ", count, " VFs asked, it has at most ", *pf.sriov_total_vfs));
+  }
+  for (const PciAddress& vf : pf.virtual_functions) {
+    if (store.Find(vf)) {
+      return absl::FailedPreconditionError(absl::StrCat("pci ", address, ": its VF ", vf.ToString(),
+                                                        " is enabled; disable it first"));
+    }
+  }
+  const std::string rel = DevDir(address) + "/sriov_numvfs";
+  PCID_RETURN_IF_ERROR(Write(node, address, rel, "0"));
+  if (count > 0) PCID_RETURN_IF_ERROR(Write(node, address, rel, absl::StrCat(count)));
+  node.log.info("pci {}: {} VFs", address, count);
+  return absl::OkStatus();
+}
+
+}  // namespace pcid::vfio

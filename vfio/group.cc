@@ -1,0 +1,57 @@
+// IOMMU group viability as the kernel judges it when a group is opened.
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
+
+#include <algorithm>
+
+#include "core/attribute.h"
+#include "core/status.h"
+#include "vfio/vfio.h"
+
+namespace pcid::vfio {
+
+absl::StatusOr<GroupViability> ReadGroupViability(const SysfsRoot& sysfs, const PciDevice& dev) {
+  const std::string address = dev.address.ToString();
+  if (!dev.iommu_group) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pci ", address, ": no IOMMU group (is the IOMMU on? intel_iommu=on)"));
+  }
+  GroupViability g;
+  g.group = *dev.iommu_group;
+  const std::string dir = absl::StrCat("kernel/iommu_groups/", g.group, "/devices");
+  PCID_ASSIGN_OR_RETURN(std::vector<std::string> names, sysfs.ListDir(dir));
+  for (const std::string& name : names) {
+    auto a = ParsePciAddress(name);
+    if (!a.ok()) continue;  // not a PCI function (other buses can share an IOMMU group)
+    GroupMember m{*a, "", false};
+    const std::string fn = absl::StrCat("bus/pci/devices/", name);
+    if (auto drv = sysfs.ReadLinkBasename(absl::StrCat(fn, "/driver")); drv.ok()) m.driver = *drv;
+    if (auto cls = sysfs.ReadFile(absl::StrCat(fn, "/class")); cls.ok()) {
+      if (auto c = ParseHexAttribute(*cls, 6); c.ok()) {
+        PciDevice probe;
+        probe.class_code = static_cast<uint8_t>(*c >> 16);
+        probe.subclass = static_cast<uint8_t>(*c >> 8);
+        m.pci_bridge = probe.is_pci_bridge();
+      }
+    }
+    if (!m.pci_bridge && !m.driver.empty() && m.driver != kVfioDriver) g.blocking.push_back(*a);
+    g.members.push_back(std::move(m));
+  }
+  std::sort(g.members.begin(), g.members.end(),
+            [](const GroupMember& x, const GroupMember& y) { return x.address < y.address; });
+  std::sort(g.blocking.begin(), g.blocking.end());
+  return g;
+}
+
+std::string Describe(const GroupViability& g) {
+  if (g.viable()) return absl::StrCat("group ", g.group, ": viable");
+  std::vector<std::string> why;
+  for (const PciAddress& a : g.blocking) {
+    for (const GroupMember& m : g.members) {
+      if (m.address == a) why.push_back(absl::StrCat(a.ToString(), " is on ", m.driver));
+    }
+  }
+  return absl::StrCat("group ", g.group, ": not viable: ", absl::StrJoin(why, ", "));
+}
+
+}  // namespace pcid::vfio

@@ -1,0 +1,179 @@
+// The intent file: which devices are enabled, by whom, and what driver each had before.
+#include <absl/strings/str_cat.h>
+#include <fcntl.h>
+#include <simdjson.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+
+#include "core/json_writer.h"
+#include "core/status.h"
+#include "vfio/vfio.h"
+
+namespace pcid::vfio {
+namespace {
+
+constexpr char kStateFile[] = "state.json";
+constexpr size_t kMaxStateSize = 16 << 20;
+
+absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(errno, absl::StrCat("write ", path));
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadWhole(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("open ", path));
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(errno, absl::StrCat("read ", path));
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > kMaxStateSize) {
+      return absl::OutOfRangeError(absl::StrCat(path, ": larger than ", kMaxStateSize, " bytes"));
+    }
+  }
+}
+
+}  // namespace
+
+std::string EncodeState(const std::map<PciAddress, Intent>& intents) {
+  JsonWriter w(2);
+  w.BeginObject().Key("version").Int(1).Key("devices").BeginArray();
+  for (const auto& [address, intent] : intents) {
+    w.BeginObject()
+        .Key("address")
+        .String(address.ToString())
+        .Key("enabled")
+        .Bool(intent.enabled)
+        .Key("originalDriver")
+        .String(intent.original_driver)
+        .Key("sources")
+        .BeginArray();
+    for (const std::string& s : intent.sources) w.String(s);
+    w.EndArray().EndObject();
+  }
+  w.EndArray().EndObject();
+  return w.str() + "\n";
+}
+
+absl::StatusOr<std::map<PciAddress, Intent>> DecodeState(std::string_view json,
+                                                         std::string_view origin) {
+  auto bad = [&](std::string_view why) {
+    return absl::DataLossError(absl::StrCat(ToAbsl(origin), ": ", ToAbsl(why)));
+  };
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (auto err = parser.parse(json.data(), json.size()).get(root); err) {
+    return bad(absl::StrCat("not valid JSON: ", simdjson::error_message(err)));
+  }
+  int64_t version = 0;
+  simdjson::dom::array devices;
+  if (root["version"].get(version) || version != 1) return bad("want \"version\": 1");
+  if (root["devices"].get(devices)) return bad("want a \"devices\" array");
+  std::map<PciAddress, Intent> out;
+  size_t i = 0;
+  for (simdjson::dom::element e : devices) {
+    const std::string where = absl::StrCat("devices[", i++, "]");
+    std::string_view address, driver;
+    bool enabled = false;
+    simdjson::dom::array sources;
+    if (e["address"].get(address) || e["enabled"].get(enabled) || e["originalDriver"].get(driver) ||
+        e["sources"].get(sources)) {
+      return bad(absl::StrCat(where, ": want address, enabled, originalDriver and sources"));
+    }
+    auto a = ParsePciAddress(address);
+    if (!a.ok()) return bad(absl::StrCat(where, ": ", a.status().message()));
+    // A driver name becomes part of a path (drivers/<name>/bind): one plain component only.
+    if (driver.find('/') != std::string_view::npos || driver == "." || driver == ".." ||
+        driver.size() > 64) {
+      return bad(absl::StrCat(where, ": bad originalDriver"));
+    }
+    Intent intent{enabled, std::string(driver), {}};
+    for (simdjson::dom::element s : sources) {
+      std::string_view source;
+      if (s.get(source)) return bad(absl::StrCat(where, ": sources must be strings"));
+      intent.sources.emplace(source);
+    }
+    if (!out.emplace(*a, std::move(intent)).second) {
+      return bad(absl::StrCat(where, ": ", ToAbsl(address), " listed twice"));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<StateStore> StateStore::Open(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("create ", dir, ": ", ec.message()));
+  ::chmod(dir.c_str(), 0700);
+  const std::string lock_path = absl::StrCat(dir, "/lock");
+  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock.valid()) return ErrnoStatus(errno, absl::StrCat("open ", lock_path));
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return absl::UnavailableError(
+          absl::StrCat(lock_path, " is held by another pcidevices process (the daemon?)"));
+    }
+    return ErrnoStatus(errno, absl::StrCat("flock ", lock_path));
+  }
+  StateStore store(dir, std::move(lock));
+  const std::string path = absl::StrCat(dir, "/", kStateFile);
+  auto text = ReadWhole(path);
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status())) return store;  // first start
+    return text.status();
+  }
+  PCID_ASSIGN_OR_RETURN(store.intents_, DecodeState(*text, path));
+  return store;
+}
+
+const Intent* StateStore::Find(const PciAddress& a) const {
+  auto it = intents_.find(a);
+  return it == intents_.end() ? nullptr : &it->second;
+}
+
+absl::Status StateStore::Put(const PciAddress& a, std::optional<Intent> intent) {
+  auto next = intents_;
+  if (intent) {
+    next[a] = *std::move(intent);
+  } else {
+    next.erase(a);
+  }
+  PCID_RETURN_IF_ERROR(Save(next));
+  intents_ = std::move(next);
+  return absl::OkStatus();
+}
+
+absl::Status StateStore::Save(const std::map<PciAddress, Intent>& intents) const {
+  const std::string path = absl::StrCat(dir_, "/", kStateFile);
+  const std::string tmp = absl::StrCat(path, ".tmp");
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("open ", tmp));
+    PCID_RETURN_IF_ERROR(WriteAll(fd.get(), EncodeState(intents), tmp));
+    if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, absl::StrCat("fsync ", tmp));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
+  }
+  // The rename itself must reach the disk before we act on the intent.
+  UniqueFd dirfd(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dirfd.valid() || ::fsync(dirfd.get()) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("fsync ", dir_));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pcid::vfio

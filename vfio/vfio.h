@@ -1,0 +1,169 @@
+// File: vfio/vfio.h
+//
+// Binding PCI functions to vfio-pci and giving them back (DESIGN.md, "vfio binding"):
+//   - which devices are protected (never bound) and why;
+//   - IOMMU group viability, per device;
+//   - the intent (enabled set, original drivers) in a state file, written atomically and
+//     re-applied at start, so that a crash at any step ends in the intended state;
+//   - enable / disable as numbered steps, each followed by a test hook;
+//   - SR-IOV: a PF's number of VFs.
+// Never `new_id`: it would capture every device with the same IDs, the host's own included.
+//
+// Everything goes through a SysfsRoot (the real /sys, a fixture tree, a VM's /sys); nothing here
+// builds a path from text that has not passed ParsePciAddress. Owner thread only; a StateStore
+// holds an exclusive lock on its directory, so one process acts on a node's devices at a time.
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/device.h"
+#include "core/selector.h"
+#include "core/sysfs_root.h"
+#include "core/unique_fd.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace pcid::vfio {
+
+inline constexpr char kVfioDriver[] = "vfio-pci";
+
+// ---- Protection ----------------------------------------------------------------------------
+
+// Address -> why it must never be bound, a verb phrase: "is a bridge (class 0604)", "backs the
+// mounted filesystem / (/dev/vda1)", "carries the default route (eth0)", "shares IOMMU group 5
+// with ...", "is denied by the config (deny[0])".
+using Protected = std::map<PciAddress, std::string>;
+
+// Finds the protected devices among `devices`: bridges; every device in the sysfs path of a
+// block device that backs a mounted filesystem or swap (`<proc>/1/mountinfo`, `<proc>/swaps`,
+// device-mapper and md slaves followed); every device carrying a default route
+// (`<proc>/1/net/route`, `<proc>/1/net/ipv6_route`); devices matching `deny`; and anything sharing
+// an IOMMU group with one of those, or with a bridge the kernel does not allow in a vfio group
+// (an ISA bridge: that group can never be viable). `proc` is /proc (PID 1 is read, so that a
+// containerised agent with the host's /proc sees the host's mounts and routes). Fails closed: an
+// unreadable mount table or route table is an error, not an empty set.
+absl::StatusOr<Protected> FindProtectedDevices(const SysfsRoot& sysfs, const SysfsRoot& proc,
+                                               const std::vector<PciDevice>& devices,
+                                               const std::vector<DeviceSelector>& deny);
+
+// ---- IOMMU groups --------------------------------------------------------------------------
+
+struct GroupMember {
+  PciAddress address;
+  std::string driver;  // "" = none
+  bool pci_bridge = false;
+};
+
+struct GroupViability {
+  unsigned group = 0;
+  std::vector<GroupMember> members;  // in address order, the device itself included
+  std::vector<PciAddress> blocking;  // members keeping the group from being viable
+  bool viable() const { return blocking.empty(); }
+};
+
+// The group of `dev` as the kernel sees it now (`kernel/iommu_groups/N/devices`, drivers from
+// their links). A member blocks viability unless it is on vfio-pci, driverless, or a PCI bridge.
+// FailedPrecondition when the function has no IOMMU group.
+absl::StatusOr<GroupViability> ReadGroupViability(const SysfsRoot& sysfs, const PciDevice& dev);
+
+// "group 7: viable" / "group 7: not viable: 0000:00:1f.3 is on i801_smbus".
+std::string Describe(const GroupViability& g);
+
+// ---- Intent, kept in a state file ----------------------------------------------------------
+
+struct Intent {
+  bool enabled = true;            // false: a disable is under way (restore, then forget)
+  std::string original_driver;    // what the device was on before we touched it; "" = none
+  std::set<std::string> sources;  // who wants it enabled: "config", "cli", later "claim"
+};
+
+// The state directory (`--state-dir`): `state.json` plus `lock`, held exclusively (flock) for the
+// store's lifetime. Saves are atomic: write a temporary file, fsync, rename, fsync the directory.
+class StateStore {
+ public:
+  // Creates the directory if needed (0700), takes the lock (Unavailable when another process
+  // holds it) and reads the state; a missing file is an empty state, a broken one an error.
+  static absl::StatusOr<StateStore> Open(const std::string& dir);
+
+  const std::map<PciAddress, Intent>& intents() const { return intents_; }
+  const Intent* Find(const PciAddress& a) const;
+  // Replaces (or with nullopt erases) one intent and saves; the in-memory state changes only
+  // when the save succeeded.
+  absl::Status Put(const PciAddress& a, std::optional<Intent> intent);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  StateStore(std::string dir, UniqueFd lock) : dir_(std::move(dir)), lock_(std::move(lock)) {}
+  absl::Status Save(const std::map<PciAddress, Intent>& intents) const;
+
+  std::string dir_;
+  UniqueFd lock_;
+  std::map<PciAddress, Intent> intents_;
+};
+
+// The state file's text and back; exposed for tests and the fuzzer.
+std::string EncodeState(const std::map<PciAddress, Intent>& intents);
+absl::StatusOr<std::map<PciAddress, Intent>> DecodeState(std::string_view json,
+                                                         std::string_view origin);
+
+// ---- Binding -------------------------------------------------------------------------------
+
+// What binding needs from the node.
+struct Node {
+  const SysfsRoot& sysfs;  // written: driver_override, driver/unbind, drivers_probe
+  const SysfsRoot& dev;    // /dev: vfio/<group>
+  // Loads vfio-pci when bus/pci/drivers/vfio-pci is missing (`modprobe vfio-pci`).
+  std::function<absl::Status()> load_module;
+  // Writes one attribute: SysfsRoot::WriteFile on a real node; unit tests put a model of the
+  // kernel here.
+  std::function<absl::Status(std::string_view rel, std::string_view value)> write;
+  // Test hook, called after each numbered step of Enable and Disable (the fault-injection tests
+  // kill the process there). May be empty.
+  std::function<void(int step)> after_step;
+  spdlog::logger& log;
+};
+
+// Enable steps: 1 intent saved, 2 vfio-pci loaded, 3 driver_override written, 4 unbound from the
+// old driver, 5 drivers_probe, 6 verified (driver link and /dev/vfio/<group>).
+// Disable steps: 1 intent saved, 2 driver_override cleared, 3 unbound from vfio-pci,
+// 4 drivers_probe (none when there was no original driver), 5 verified, 6 intent forgotten.
+inline constexpr int kEnableSteps = 6;
+inline constexpr int kDisableSteps = 6;
+
+// Enables `dev` for `source`: refuses a protected device or one without an IOMMU group, records
+// the intent (the original driver included) before touching anything, then binds. Idempotent: an
+// enabled device only gains the source.
+absl::Status Enable(const Node& node, StateStore& store, const PciDevice& dev,
+                    const Protected& protect, std::string_view source);
+
+// Drops `source` from the device's intent; when none is left, gives the device back to its
+// original driver (or none) and forgets it. Whether a pod holds it is the caller's to check
+// (PodResources). NotFound when the device is not enabled by anyone.
+absl::Status Disable(const Node& node, StateStore& store, const PciAddress& address,
+                     std::string_view source);
+
+// At start, before anything else: brings every recorded intent about (binds what should be
+// enabled, finishes interrupted disables). Devices absent from `devices` are kept and reported.
+// Returns one status per device that failed; the others are applied.
+std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
+                                  const std::vector<PciDevice>& devices);
+
+// ---- SR-IOV --------------------------------------------------------------------------------
+
+// Sets a PF's VF count: `0` first, then `count` (the kernel refuses a change between two
+// non-zero values). Refuses a function without `sriov_totalvfs`, a count above it, and removing
+// VFs the state store has enabled.
+absl::Status SetNumVfs(const Node& node, const StateStore& store, const PciDevice& pf,
+                       unsigned count);
+
+}  // namespace pcid::vfio
