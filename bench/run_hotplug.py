@@ -42,7 +42,8 @@ def main():
         inj = Injector(f"{build}/e2e/uevent_injector",
                        ["--node-name", "bench", "--config", config, "--sysfs-root", "/sys",
                         "--dev-root", "/dev", "--device-plugin-dir", plugins,
-                        "--pod-resources-socket", f"{tmp}/pr.sock", "--uevent-source", "udev"], log)
+                        "--pod-resources-socket", f"{tmp}/pr.sock", "--uevent-source", "udev",
+                        "--proc-root", f"{tmp}/t/proc", "--state-dir", f"{tmp}/state"], log)
         emu = None
         try:
             inj.populate(make_tree, "plugin-bench", f"{tmp}/t")

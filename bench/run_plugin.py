@@ -268,8 +268,8 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
     sysfs, dev, plugins = f"{tmp}/sys", f"{tmp}/dev", f"{tmp}/dp"
     os.mkdir(plugins)
     t = time.monotonic()
-    subprocess.run([sys.executable, MAKE_TREE, "plugin-bench", sysfs, "--dev-root", dev],
-                   check=True)
+    subprocess.run([sys.executable, MAKE_TREE, "plugin-bench", sysfs, "--dev-root", dev,
+                    "--proc-root", f"{tmp}/proc"], check=True)
     print(f"machine: {os.cpu_count()} CPUs, load average {load()}", flush=True)
     print(f"tree: make_tree.py plugin-bench in {time.monotonic() - t:.2f} s on "
           f"{os.path.dirname(tmp)}", flush=True)
@@ -298,6 +298,7 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
         daemon = subprocess.Popen(
             [pcidevices, "daemon", "--node-name", "bench", "--config", config,
              "--sysfs-root", sysfs, "--dev-root", dev, "--device-plugin-dir", plugins,
+             "--proc-root", f"{tmp}/proc", "--state-dir", f"{tmp}/state",
              # never the real /var/lib/kubelet, even to look
              "--pod-resources-socket", f"{tmp}/pod-resources.sock"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)

@@ -35,17 +35,19 @@ absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::str
   if (root.get(top)) return absl::InvalidArgumentError(absl::StrCat(origin, ": want an object"));
   DaemonConfig config;
   for (auto [key, value] : top) {
-    if (key != "enable") {
+    if (key != "enable" && key != "deny") {
       return absl::InvalidArgumentError(
           absl::StrCat(origin, ": unknown key \"", std::string(key), "\""));
     }
     simdjson::dom::array list;
     if (value.get(list)) {
-      return absl::InvalidArgumentError(absl::StrCat(origin, ": \"enable\" must be an array"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ": \"", std::string(key), "\" must be an array"));
     }
+    std::vector<DeviceSelector>& out = key == "enable" ? config.enable : config.deny;
     size_t index = 0;
     for (simdjson::dom::element item : list) {
-      const std::string where = absl::StrCat(origin, ": enable[", index++, "]");
+      const std::string where = absl::StrCat(origin, ": ", std::string(key), "[", index++, "]");
       simdjson::dom::object sel;
       if (item.get(sel)) return absl::InvalidArgumentError(absl::StrCat(where, ": want an object"));
       DeviceSelector s;
@@ -84,7 +86,7 @@ absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::str
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": empty selector matches everything"));
       }
-      config.enable.push_back(s);
+      out.push_back(s);
     }
   }
   return config;

@@ -1,6 +1,7 @@
 // File: cmd/config.h
 //
-// The standalone config file: `{"enable": [selector, ...]}`, a selector being an object with any
+// The standalone config file: `{"enable": [selector, ...], "deny": [selector, ...]}` (`deny`:
+// devices never bound to vfio-pci, whatever enables them), a selector being an object with any
 // of "address", "vendor" (4 hex), "device" (4 hex), "class" (4 hex), "driver". Unknown keys, wrong
 // types, malformed values and broken JSON are errors naming the file and the offending part.
 #pragma once
@@ -16,6 +17,7 @@ namespace pcid::cmd {
 
 struct DaemonConfig {
   std::vector<DeviceSelector> enable;
+  std::vector<DeviceSelector> deny;
 };
 
 absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::string& origin);

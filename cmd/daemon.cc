@@ -13,7 +13,10 @@
 #include <optional>
 
 #include "cmd/config.h"
+#include "cmd/control_socket.h"
+#include "cmd/device_actions.h"
 #include "cmd/logging.h"
+#include "cmd/vfio_command.h"
 #include "core/attribute.h"
 #include "core/event_queue.h"
 #include "core/id_database.h"
@@ -24,6 +27,7 @@
 #include "plugin/pod_resources.h"
 #include "udev/discovery.h"
 #include "udev/monitor.h"
+#include "vfio/vfio.h"
 
 namespace pcid::cmd {
 namespace {
@@ -48,13 +52,23 @@ constexpr auto kPendingAllocation = std::chrono::seconds(2);
 // Everything the owner thread owns. Only main's loop touches it.
 class Daemon {
  public:
-  Daemon(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, std::optional<IdDatabase> ids)
+  Daemon(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, SysfsRoot proc,
+         std::optional<IdDatabase> ids)
       : flags_(std::move(flags)),
         sysfs_(std::move(sysfs)),
         dev_(std::move(dev)),
+        proc_(std::move(proc)),
         ids_(std::move(ids)),
         log_(MakeLogger("daemon")),
         plugin_log_(MakeLogger("plugin")),
+        node_{sysfs_,
+              dev_,
+              [modprobe = flags_.modprobe] { return LoadVfioModule(modprobe); },
+              [this](std::string_view rel, std::string_view value) {
+                return sysfs_.WriteFile(rel, value);
+              },
+              nullptr,
+              *log_},
         manager_({flags_.plugin_dir, Hooks()}, Poster(), *plugin_log_) {
     if (auto db = IdDatabase::LoadFirst(DefaultUsbIdsPaths()); db.ok()) usb_ids_ = *std::move(db);
   }
@@ -73,15 +87,32 @@ class Daemon {
 
   // Discovers, selects, plans and applies. Owner thread.
   void Reconcile() {
+    if (!Discover()) return;
+    Select(/*report=*/true);
+    Replan();
+  }
+
+  bool Discover() {
     auto devices = udev::DiscoverPciDevices(sysfs_, ids_ ? &*ids_ : nullptr, *log_);
     if (!devices.ok()) {
       log_->error("discovery: {}", ToStd(devices.status().message()));
-      return;
+      return false;
     }
     devices_ = *std::move(devices);
     DiscoverUsb();
-    Select(/*report=*/true);
-    Replan();
+    return true;
+  }
+
+  // Start: every recorded intent is brought about before anything is served (a crash mid-enable
+  // or mid-disable, a reboot that gave the devices their natural drivers back).
+  void ReapplyIntents() {
+    if (store_->intents().empty()) return;
+    log_->info("re-applying {} recorded device intents from {}", store_->intents().size(),
+               store_->dir());
+    for (const absl::Status& st : vfio::Reapply(node_, *store_, devices_)) {
+      log_->error("{}", ToStd(st.message()));
+    }
+    Discover();  // drivers changed
   }
 
   void DiscoverUsb() {
@@ -93,23 +124,18 @@ class Daemon {
     usb_ = *std::move(usb);
   }
 
-  // enabled_ = the discovered devices the config selects, bridges refused. `report` logs
-  // refusals and selectors matching nothing (on start and config reloads, not on every uevent).
+  // Applies the config (binding what it selects through vfio/, releasing what it no longer
+  // selects), then enabled_ = what the intents say is enabled. `report` logs selectors matching
+  // nothing and retries refused devices (on start and config reloads, not on every uevent).
   void Select(bool report) {
-    std::set<std::string> enabled;
+    if (report) refused_.clear();
+    std::set<PciAddress> wanted;
     std::vector<bool> used(config_.enable.size());
     for (const PciDevice& dev : devices_) {
       for (size_t i = 0; i < config_.enable.size(); ++i) {
         if (!Matches(config_.enable[i], dev)) continue;
         used[i] = true;
-        if (dev.is_bridge()) {
-          if (report) {
-            log_->error("pci {}: refusing to enable a bridge (class {:04x}, config enable[{}])",
-                        dev.address.ToString(), dev.class_id(), i);
-          }
-          continue;
-        }
-        enabled.insert(dev.address.ToString());
+        wanted.insert(dev.address);
       }
     }
     std::set<std::string> enabled_usb;
@@ -125,8 +151,118 @@ class Daemon {
     for (size_t i = 0; report && i < used.size(); ++i) {
       if (!used[i]) log_->warn("config enable[{}] matches no device on this node", i);
     }
-    enabled_ = std::move(enabled);
     enabled_usb_ = std::move(enabled_usb);
+    const std::set<std::string> touched = ApplyConfig(wanted);
+    enabled_.clear();
+    for (const auto& [address, intent] : store_->intents()) {
+      if (intent.enabled) enabled_.insert(address.ToString());
+    }
+    Refresh(touched);
+  }
+
+  // Brings the intents' "config" source in line with `wanted`; returns the devices touched. A
+  // refused device is reported once (until a reload); a device the config dropped while a pod
+  // holds it stays on vfio-pci until the pod is gone.
+  std::set<std::string> ApplyConfig(const std::set<PciAddress>& wanted) {
+    std::vector<const PciDevice*> to_enable;
+    for (const PciDevice& d : devices_) {
+      if (!wanted.count(d.address) || refused_.count(d.address) ||
+          removed_.count(d.address.ToString())) {
+        continue;
+      }
+      const vfio::Intent* intent = store_->Find(d.address);
+      if (!intent || !intent->enabled || !intent->sources.count("config")) to_enable.push_back(&d);
+    }
+    std::vector<PciAddress> to_release;
+    for (const auto& [address, intent] : store_->intents()) {
+      if (intent.sources.count("config") && !wanted.count(address)) to_release.push_back(address);
+    }
+    std::set<std::string> touched;
+    if (!to_enable.empty()) {
+      auto protect = vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny);
+      std::vector<absl::Status> results(to_enable.size(), protect.status());
+      if (protect.ok()) results = vfio::EnableAll(node_, *store_, to_enable, *protect, "config");
+      for (size_t i = 0; i < to_enable.size(); ++i) {
+        const PciDevice* d = to_enable[i];
+        const absl::Status& st = results[i];
+        if (st.ok()) {
+          touched.insert(d->address.ToString());
+        } else {
+          refused_.insert(d->address);
+          log_->error("config: pci {}: not enabled: {}", d->address.ToString(),
+                      ToStd(st.message()));
+        }
+      }
+    }
+    for (const PciAddress& address : to_release) {
+      const std::string id = address.ToString();
+      if (Held(id)) {
+        if (refused_.insert(address).second) {
+          log_->warn(
+              "pci {}: dropped from the config but allocated; stays on vfio-pci until its "
+              "pod is gone",
+              id);
+        }
+        continue;
+      }
+      refused_.erase(address);
+      if (absl::Status st = vfio::Disable(node_, *store_, address, "config"); !st.ok()) {
+        log_->error("config: {}", ToStd(st.message()));
+      }
+      touched.insert(id);
+    }
+    return touched;
+  }
+
+  // Re-reads functions whose binding we changed (their uevents follow, but the plan should not
+  // wait for them) and their health facts.
+  void Refresh(const std::set<std::string>& touched) {
+    if (touched.empty()) return;
+    for (const std::string& id : touched) {
+      auto dev = udev::ReadPciDevice(sysfs_, id, ids_ ? &*ids_ : nullptr, *log_);
+      auto it = std::find_if(devices_.begin(), devices_.end(),
+                             [&](const PciDevice& d) { return d.address.ToString() == id; });
+      if (dev.ok() && it != devices_.end()) *it = *std::move(dev);
+    }
+    plugin::ReprobeHealth(sysfs_, dev_, devices_, enabled_, touched, probed_);
+  }
+
+  // One request from `pcidevices enable|disable` on the control socket.
+  std::vector<std::string> OnControl(std::string_view line) {
+    auto req = ParseDeviceRequest(line);
+    if (!req.ok()) return {absl::StrCat("error ", req.status().message())};
+    log_->info("control socket: {}", line);
+    DeviceContext ctx{
+        node_, *store_, devices_,
+        [this] { return vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny); },
+        [this](const std::string& id) -> absl::StatusOr<std::string> {
+          if (auto it = holders_.find(id); it != holders_.end()) return it->second;
+          if (auto it = pending_.find(id); it != pending_.end()) return it->second.first;
+          PCID_ASSIGN_OR_RETURN(auto holders, ListHoldersNow(flags_.pod_resources_socket));
+          auto it = holders.find(id);
+          return it == holders.end() ? std::string() : it->second;
+        }};
+    const auto results = RunDeviceRequest(ctx, *req);
+    std::vector<std::string> lines;
+    bool changed = false;
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (results[i].ok()) {
+        lines.push_back(absl::StrCat("ok ", req->verb, "d ", req->addresses[i]));
+        changed = true;
+      } else {
+        lines.push_back(absl::StrCat("error ", results[i].message()));
+      }
+    }
+    if (changed) {
+      std::set<std::string> touched(req->addresses.begin(), req->addresses.end());
+      enabled_.clear();
+      for (const auto& [address, intent] : store_->intents()) {
+        if (intent.enabled) enabled_.insert(address.ToString());
+      }
+      Refresh(touched);
+      Replan(/*probe=*/false);
+    }
+    return lines;
   }
 
   // Hotplug: re-reads only the functions the events name, then re-plans.
@@ -308,10 +444,9 @@ class Daemon {
     // An allocation that expired unseen frees its group-mates too.
     bool changed = *holders != holders_ || pending_.size() != pending_before;
     holders_ = *holders;
-    if (DropRemovedUnheld()) {
-      Select(/*report=*/false);
-      changed = true;
-    }
+    if (DropRemovedUnheld()) changed = true;
+    // A device the config dropped while it was held may be released now.
+    if (changed) Select(/*report=*/false);
     if (changed) {
       Replan(/*probe=*/false);
     } else {
@@ -339,6 +474,12 @@ class Daemon {
       return 1;
     }
     if (!LoadConfig()) return 1;
+    auto store = vfio::StateStore::Open(flags_.state_dir);
+    if (!store.ok()) {
+      log_->error("state: {}", ToStd(store.status().message()));
+      return 1;
+    }
+    store_ = *std::move(store);
     // Listen before the first scan so that no device plugged meanwhile is missed.
     auto monitor = udev::DeviceMonitor::Open(flags_.uevent_source);
     if (monitor.ok()) {
@@ -346,13 +487,24 @@ class Daemon {
     } else {
       log_->error("hotplug disabled: {}", ToStd(monitor.status().message()));
     }
-    Reconcile();
+    if (!Discover()) return 1;
+    ReapplyIntents();
+    Select(/*report=*/true);
+    Replan();
+    const std::string control_path = flags_.state_dir + "/control.sock";
+    auto control = ControlServer::Listen(control_path);
+    if (!control.ok()) {
+      log_->error("control socket: {}", ToStd(control.status().message()));
+      return 1;
+    }
+    control_ = *std::move(control);
     log_->info("daemon started on node {}: {} plugins", flags_.node, manager_.size());
     for (;;) {
       pollfd fds[] = {{sig.get(), POLLIN, 0},
                       {watch.get(), POLLIN, 0},
                       {queue_->fd(), POLLIN, 0},
-                      {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
+                      {monitor_ ? monitor_->fd() : -1, POLLIN, 0},
+                      {control_->fd(), POLLIN, 0}};
       // No timers unless a registration retry or a PodResources poll is due.
       std::optional<SteadyClock::duration> wake = manager_.NextWake();
       if (next_poll_) {
@@ -364,7 +516,7 @@ class Daemon {
       if (wake) {
         timeout = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*wake).count());
       }
-      if (::poll(fds, 4, timeout) < 0 && errno != EINTR) {
+      if (::poll(fds, 5, timeout) < 0 && errno != EINTR) {
         log_->error("poll: {}", std::strerror(errno));
         return 1;
       }
@@ -383,6 +535,11 @@ class Daemon {
       if (fds[1].revents & POLLIN) OnInotify(watch.get());
       if (fds[2].revents & POLLIN) queue_->RunPending();
       if (fds[3].revents & POLLIN) OnUevents(monitor_->Receive());
+      if (fds[4].revents & POLLIN) {
+        absl::Status st =
+            control_->ServeOne([this](std::string_view line) { return OnControl(line); });
+        if (!st.ok()) log_->warn("{}", ToStd(st.message()));
+      }
       manager_.RunDue();
       if (next_poll_ && *next_poll_ <= SteadyClock::now()) Poll();
     }
@@ -457,15 +614,20 @@ class Daemon {
   DaemonFlags flags_;
   SysfsRoot sysfs_;
   SysfsRoot dev_;
+  SysfsRoot proc_;
   std::optional<IdDatabase> ids_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<spdlog::logger> plugin_log_;
+  vfio::Node node_;                        // binding, through sysfs_
+  std::optional<vfio::StateStore> store_;  // the intents; holds the state directory's lock
+  std::optional<ControlServer> control_;   // `pcidevices enable|disable` while we run
+  std::set<PciAddress> refused_;           // config devices refused, reported once per reload
   DaemonConfig config_;
   std::vector<UsbDevice> usb_;         // last USB discovery
   std::set<std::string> enabled_usb_;  // USB object names the config enables
   std::optional<IdDatabase> usb_ids_;
   std::vector<PciDevice> devices_;  // last discovery
-  std::set<std::string> enabled_;   // addresses the config enables
+  std::set<std::string> enabled_;   // addresses the intents enable (config and CLI)
   std::set<std::string> resource_names_;
   std::set<std::string> removed_;                // unplugged while allocated (still in devices_)
   plugin::HealthInputs probed_;                  // node facts from the last ProbeHealth
@@ -484,13 +646,14 @@ class Daemon {
 
 }  // namespace
 
-int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev,
+int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, SysfsRoot proc,
                   std::optional<IdDatabase> ids) {
   // Blocked before any thread exists (gRPC starts threads as soon as the plugin manager is
   // built): threads inherit the mask, so these signals reach only the signalfd.
   const sigset_t mask = DaemonSignals();
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-  Daemon daemon(std::move(flags), std::move(sysfs), std::move(dev), std::move(ids));
+  Daemon daemon(std::move(flags), std::move(sysfs), std::move(dev), std::move(proc),
+                std::move(ids));
   return daemon.Run();
 }
 

@@ -16,11 +16,17 @@ namespace pcid::cmd {
 
 struct DaemonFlags {
   std::string node, config, sysfs_root, dev_root, plugin_dir, pod_resources_socket, uevent_source;
+  std::string state_dir = "/var/lib/pcidevices";
+  std::string proc_root = "/proc";
+  std::string modprobe = "modprobe";
   unsigned vm_uid = 107;  // owner (uid and gid) of USB nodes handed to a VM
 };
 
 // Runs until SIGTERM or SIGINT (blocked in the calling thread and taken through a signalfd);
 // SIGHUP re-reads the config. Returns the process exit code.
-int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, std::optional<IdDatabase> ids);
+// At start, before anything else, the state directory's intents are re-applied (vfio binding);
+// then the config's devices are enabled and served.
+int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, SysfsRoot proc,
+                  std::optional<IdDatabase> ids);
 
 }  // namespace pcid::cmd

@@ -17,7 +17,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: pcidevices daemon --node-name N [--config FILE] [--sysfs-root DIR] [--dev-root DIR]\n"
     "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--state-dir DIR]\n"
-    "         [--kubeconfig FILE] [--uevent-source udev|kernel] [--vm-user-id N]\n";
+    "         [--kubeconfig FILE] [--uevent-source udev|kernel] [--vm-user-id N]\n"
+    "         [--proc-root DIR] [--modprobe CMD]\n";
 
 }  // namespace
 
@@ -25,7 +26,7 @@ int RunDaemon(const std::vector<std::string>& args) {
   auto cmdline = ParseCommandLine(
       "daemon", args,
       {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir", "pod-resources-socket",
-       "state-dir", "kubeconfig", "uevent-source", "vm-user-id"},
+       "state-dir", "kubeconfig", "uevent-source", "vm-user-id", "proc-root", "modprobe"},
       {}, kUsage);
   if (!cmdline.flags) return cmdline.code;
   const ParsedFlags* flags = &*cmdline.flags;
@@ -42,11 +43,17 @@ int RunDaemon(const std::vector<std::string>& args) {
                 flags->Get("device-plugin-dir", "/var/lib/kubelet/device-plugins"),
                 flags->Get("pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock"),
                 flags->Get("uevent-source", udev::DefaultUeventSource("/run"))};
+  f.state_dir = flags->Get("state-dir", f.state_dir);
+  f.proc_root = flags->Get("proc-root", f.proc_root);
+  f.modprobe = flags->Get("modprobe", f.modprobe);
   auto sysfs = SysfsRoot::Open(f.sysfs_root);
   auto dev = SysfsRoot::Open(f.dev_root);
-  if (!sysfs.ok() || !dev.ok()) {
-    log->error("{}", ToStd((sysfs.ok() ? dev.status() : sysfs.status()).message()));
-    return 1;
+  auto proc = SysfsRoot::Open(f.proc_root);
+  for (const auto* root : {&sysfs, &dev, &proc}) {
+    if (!root->ok()) {
+      log->error("{}", ToStd(root->status().message()));
+      return 1;
+    }
   }
   if (flags->Has("vm-user-id")) {
     auto uid = ParseDecimalAttribute(flags->Get("vm-user-id", ""), 0, 65534);
@@ -62,7 +69,8 @@ int RunDaemon(const std::vector<std::string>& args) {
   } else {
     log->warn("names unavailable: {}", ToStd(db.status().message()));
   }
-  return RunDaemonLoop(std::move(f), *std::move(sysfs), *std::move(dev), std::move(ids));
+  return RunDaemonLoop(std::move(f), *std::move(sysfs), *std::move(dev), *std::move(proc),
+                       std::move(ids));
 }
 
 }  // namespace pcid::cmd

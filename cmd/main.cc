@@ -5,6 +5,7 @@
 
 #include "cmd/daemon_command.h"
 #include "cmd/list_command.h"
+#include "cmd/vfio_command.h"
 
 namespace {
 
@@ -14,6 +15,8 @@ constexpr char kUsage[] =
     "commands:\n"
     "  list     list this node's PCI (or, with --usb, USB) devices, like lspci/lsusb\n"
     "  daemon   serve the enabled devices to the kubelet as device plugins\n"
+    "  enable   bind PCI functions to vfio-pci (through the daemon when it runs)\n"
+    "  disable  give PCI functions back to their original driver\n"
     "\n"
     "Run 'pcidevices <command> --help' for a command's flags.\n";
 
@@ -28,6 +31,8 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "list") return pcid::cmd::RunList(args);
   if (command == "daemon") return pcid::cmd::RunDaemon(args);
+  if (command == "enable" || command == "disable")
+    return pcid::cmd::RunDeviceCommand(command, args);
   if (command == "--help" || command == "-h" || command == "help") {
     std::cout << kUsage;
     return 0;

@@ -25,10 +25,13 @@ def main():
     with tempfile.TemporaryDirectory(prefix="pcid-bad-", dir=base) as tmp:
         sysfs, dev, plugins = f"{tmp}/sys", f"{tmp}/dev", f"{tmp}/dp"
         os.mkdir(plugins)
-        subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev], check=True)
+        subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev,
+                        "--proc-root", f"{tmp}/proc", "--state-dir", f"{tmp}/state",
+                        "--intent", "0000:01:00.0"], check=True)
         config = f"{tmp}/config.json"
         daemon_args = [pcidevices, "daemon", "--node-name", "n1", "--config", config,
-                       "--sysfs-root", sysfs, "--dev-root", dev, "--device-plugin-dir", plugins]
+                       "--sysfs-root", sysfs, "--dev-root", dev, "--device-plugin-dir", plugins,
+                       "--proc-root", f"{tmp}/proc", "--state-dir", f"{tmp}/state"]
 
         # An unknown key at start: exit 1, the key named, no socket created.
         with open(config, "w") as f:
@@ -60,7 +63,7 @@ def main():
             check(wait_for(lambda: "retry in" in open(log.name).read(), timeout=12),
                   "Register against a silent kubelet times out and is retried")
             text = open(log.name).read()
-            check("pci 0000:00:01.0: refusing to enable a bridge" in text, "bridge refused")
+            check("pci 0000:00:01.0: refused: it is a bridge (class 0604)" in text, "bridge refused")
             check("config enable[1] matches no device" in text, "missing device warned")
             check("DEADLINE_EXCEEDED" in text.upper().replace(" ", "_") or "Deadline" in text,
                   "deadline named")

@@ -33,7 +33,7 @@ class Injector:
     def populate(self, make_tree, profile, scratch):
         """Generates `profile` and copies it into the testbed (its sys/ and dev/)."""
         subprocess.run([sys.executable, make_tree, profile, f"{scratch}/sys", "--dev-root",
-                        f"{scratch}/dev"], check=True)
+                        f"{scratch}/dev", "--proc-root", f"{scratch}/proc"], check=True)
         for part in ("sys", "dev"):
             shutil.copytree(f"{scratch}/{part}", f"{self.dir}/{part}", symlinks=True, dirs_exist_ok=True)
 
@@ -67,10 +67,18 @@ def main():
         os.mkdir(plugins)
         with open(config, "w") as f:
             json.dump({"enable": [{"vendor": "10de", "class": "0300"}]}, f)
+        # Binding needs a kernel (e2e/vm); here the state file records 01:00.0 and NEW as asked
+        # for earlier, so they are served (Unhealthy until on vfio-pci) without it.
+        os.mkdir(f"{tmp}/state")
+        with open(f"{tmp}/state/state.json", "w") as f:
+            json.dump({"version": 1, "devices": [
+                {"address": a, "enabled": True, "originalDriver": d, "sources": ["cli"]}
+                for a, d in (("0000:01:00.0", "nvidia"), (NEW, ""))]}, f)
         log = open(f"{tmp}/daemon.log", "w+")
         inj = Injector(injector_bin, ["--node-name", "n1", "--config", config, "--sysfs-root", "/sys",
                                       "--dev-root", "/dev", "--device-plugin-dir", plugins,
                                       "--pod-resources-socket", f"{tmp}/pr.sock",
+                                      "--proc-root", f"{tmp}/t/proc", "--state-dir", f"{tmp}/state",
                                       "--uevent-source", "udev"], log)
         emu = None
         try:

@@ -38,7 +38,7 @@ class ListCall : public grpc::ClientUnaryReactor {
       for (const auto& pod : resp_.pod_resources()) {
         for (const auto& container : pod.containers()) {
           for (const auto& devices : container.devices()) {
-            if (!resources_.count(devices.resource_name())) continue;
+            if (!resources_.empty() && !resources_.count(devices.resource_name())) continue;
             for (const auto& id : devices.device_ids()) {
               holders[id] = absl::StrCat(pod.namespace_(), "/", pod.name(), "/", container.name());
             }

@@ -14,7 +14,8 @@
 
 namespace pcid::plugin {
 
-// Device ID -> "<namespace>/<pod>/<container>", for the devices of `resources` only.
+// Device ID -> "<namespace>/<pod>/<container>", for the devices of `resources` only (every
+// resource when `resources` is empty).
 using DeviceHolders = std::map<std::string, std::string>;
 
 void ListPodResourcesAsync(const std::string& socket, const std::set<std::string>& resources,

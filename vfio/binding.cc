@@ -6,6 +6,7 @@
 #include <chrono>
 #include <thread>
 
+#include "core/attribute.h"
 #include "core/status.h"
 #include "vfio/vfio.h"
 
@@ -61,9 +62,15 @@ absl::Status Bind(const Node& node, const PciDevice& dev) {
     }
   }
   Step(node, 2);
-  PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver_override", kVfioDriver));
-  Step(node, 3);
   PCID_ASSIGN_OR_RETURN(std::string driver, CurrentDriver(node, address));
+  // Already on vfio-pci (bound by us before a restart, or by vfio-pci.ids=): write nothing but a
+  // missing override, which keeps a later re-probe from handing it to its natural driver.
+  auto override = node.sysfs.ReadFile(DevDir(address) + "/driver_override");
+  if (driver != kVfioDriver ||
+      (override.ok() && TrimAttribute(*override) != std::string_view(kVfioDriver))) {
+    PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver_override", kVfioDriver));
+  }
+  Step(node, 3);
   if (!driver.empty() && driver != kVfioDriver) {
     PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver/unbind", address));
   }
@@ -131,48 +138,91 @@ std::string DriverText(const std::string& d) { return d.empty() ? "no driver" : 
 
 }  // namespace
 
+std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
+                                    const std::vector<const PciDevice*>& devices,
+                                    const Protected& protect, std::string_view source) {
+  std::vector<absl::Status> out(devices.size());
+  // Step 1 for all at once: one atomic save records every intent (and original driver).
+  std::map<PciAddress, Intent> next;
+  std::vector<bool> fresh(devices.size());
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const PciDevice& dev = *devices[i];
+    const std::string address = dev.address.ToString();
+    if (auto it = protect.find(dev.address); it != protect.end()) {
+      out[i] = absl::FailedPreconditionError(
+          absl::StrCat("pci ", address, ": refused: it ", it->second));
+      continue;
+    }
+    if (!dev.iommu_group) {
+      out[i] = absl::FailedPreconditionError(
+          absl::StrCat("pci ", address, ": refused: no IOMMU group (is the IOMMU on? ",
+                       "intel_iommu=on or amd_iommu=on)"));
+      continue;
+    }
+    const Intent* cur = store.Find(dev.address);
+    fresh[i] = cur == nullptr;
+    Intent intent;
+    if (cur) {
+      intent = *cur;
+    } else if (auto driver = CurrentDriver(node, address); driver.ok()) {
+      intent.original_driver = *driver;
+    } else {
+      out[i] = driver.status();
+      continue;
+    }
+    intent.enabled = true;
+    intent.sources.emplace(source);
+    next[dev.address] = std::move(intent);
+  }
+  if (next.empty()) return out;
+  if (absl::Status st = store.Update([&](auto& intents) {
+        for (const auto& [a, intent] : next) intents[a] = intent;
+      });
+      !st.ok()) {
+    for (size_t i = 0; i < devices.size(); ++i) {
+      if (out[i].ok()) out[i] = st;
+    }
+    return out;
+  }
+  Step(node, 1);
+  std::vector<PciAddress> rolled_back;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (!out[i].ok()) continue;
+    const PciDevice& dev = *devices[i];
+    const std::string address = dev.address.ToString();
+    const Intent& intent = next[dev.address];
+    absl::Status st = Bind(node, dev);
+    if (st.ok()) {
+      auto g = ReadGroupViability(node.sysfs, dev);
+      node.log.info("pci {}: on vfio-pci (was {}), /dev/vfio/{}; {}", address,
+                    DriverText(intent.original_driver), *dev.iommu_group,
+                    g.ok() ? Describe(*g) : std::string(g.status().message()));
+      continue;
+    }
+    node.log.error("pci {}: enable failed: {}", address, ToStd(st.message()));
+    out[i] = st;
+    if (!fresh[i]) continue;  // an older intent stays: re-applied at the next start
+    // Leave the device as it was, never driverless: give it back and forget the intent we added.
+    absl::Status back = Restore(node, address, intent.original_driver);
+    if (back.ok()) rolled_back.push_back(dev.address);
+    out[i] = absl::Status(
+        st.code(),
+        absl::StrCat(st.message(),
+                     back.ok() ? absl::StrCat("; restored to ", DriverText(intent.original_driver))
+                               : absl::StrCat("; restore failed too: ", back.message())));
+  }
+  if (!rolled_back.empty()) {
+    absl::Status st = store.Update([&](auto& intents) {
+      for (const PciAddress& a : rolled_back) intents.erase(a);
+    });
+    if (!st.ok()) node.log.error("state: {}", ToStd(st.message()));
+  }
+  return out;
+}
+
 absl::Status Enable(const Node& node, StateStore& store, const PciDevice& dev,
                     const Protected& protect, std::string_view source) {
-  const std::string address = dev.address.ToString();
-  if (auto it = protect.find(dev.address); it != protect.end()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("pci ", address, ": refused: it ", it->second));
-  }
-  if (!dev.iommu_group) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("pci ", address, ": refused: no IOMMU group (is the IOMMU on? ",
-                     "intel_iommu=on or amd_iommu=on)"));
-  }
-  const Intent* cur = store.Find(dev.address);
-  const bool fresh = cur == nullptr;
-  Intent next;
-  if (cur) {
-    next = *cur;
-  } else {
-    PCID_ASSIGN_OR_RETURN(next.original_driver, CurrentDriver(node, address));
-  }
-  next.enabled = true;
-  next.sources.emplace(source);
-  PCID_RETURN_IF_ERROR(store.Put(dev.address, next));
-  Step(node, 1);
-  absl::Status st = Bind(node, dev);
-  if (st.ok()) {
-    auto g = ReadGroupViability(node.sysfs, dev);
-    node.log.info("pci {}: on vfio-pci (was {}), /dev/vfio/{}; {}", address,
-                  DriverText(next.original_driver), *dev.iommu_group,
-                  g.ok() ? Describe(*g) : std::string(g.status().message()));
-    return st;
-  }
-  // Leave the device as it was, never driverless: give it back and forget the intent we added.
-  node.log.error("pci {}: enable failed: {}", address, ToStd(st.message()));
-  if (!fresh) return st;
-  absl::Status back = Restore(node, address, next.original_driver);
-  if (back.ok()) back = store.Put(dev.address, std::nullopt);
-  return absl::Status(
-      st.code(),
-      absl::StrCat(st.message(),
-                   back.ok() ? absl::StrCat("; restored to ", DriverText(next.original_driver))
-                             : absl::StrCat("; restore failed too: ", back.message())));
+  return EnableAll(node, store, {&dev}, protect, source)[0];
 }
 
 absl::Status Disable(const Node& node, StateStore& store, const PciAddress& address,

@@ -145,12 +145,18 @@ const Intent* StateStore::Find(const PciAddress& a) const {
 }
 
 absl::Status StateStore::Put(const PciAddress& a, std::optional<Intent> intent) {
+  return Update([&](std::map<PciAddress, Intent>& intents) {
+    if (intent) {
+      intents[a] = *std::move(intent);
+    } else {
+      intents.erase(a);
+    }
+  });
+}
+
+absl::Status StateStore::Update(const std::function<void(std::map<PciAddress, Intent>&)>& change) {
   auto next = intents_;
-  if (intent) {
-    next[a] = *std::move(intent);
-  } else {
-    next.erase(a);
-  }
+  change(next);
   PCID_RETURN_IF_ERROR(Save(next));
   intents_ = std::move(next);
   return absl::OkStatus();

@@ -99,6 +99,9 @@ class StateStore {
   // Replaces (or with nullopt erases) one intent and saves; the in-memory state changes only
   // when the save succeeded.
   absl::Status Put(const PciAddress& a, std::optional<Intent> intent);
+  // Applies `change` to a copy of the intents and saves it (one atomic write for many changes);
+  // the in-memory state changes only when the save succeeded.
+  absl::Status Update(const std::function<void(std::map<PciAddress, Intent>&)>& change);
 
   const std::string& dir() const { return dir_; }
 
@@ -145,6 +148,12 @@ inline constexpr int kDisableSteps = 6;
 // enabled device only gains the source.
 absl::Status Enable(const Node& node, StateStore& store, const PciDevice& dev,
                     const Protected& protect, std::string_view source);
+
+// Enable for many devices at once: one state save for all intents, then each bound in turn. One
+// status per device, in order.
+std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
+                                    const std::vector<const PciDevice*>& devices,
+                                    const Protected& protect, std::string_view source);
 
 // Drops `source` from the device's intent; when none is left, gives the device back to its
 // original driver (or none) and forgets it. Whether a pod holds it is the caller's to check

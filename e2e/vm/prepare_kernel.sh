@@ -21,16 +21,19 @@ if [[ -f $out/kernel.env ]] && grep -qx "KVER=$kver" "$out/kernel.env" \
   exit 0
 fi
 
-rm -rf "$root" "$out"/*.deb "$out/kernel.env"
-# apt-get download writes into the current directory; only refresh the package lists when the
-# download fails (stale lists name a version the mirror no longer has).
-if ! (cd "$out" && apt-get download -qq "$pkg"); then
+rm -rf "$root" "$out/kernel.env" "$out/download"
+# apt-get download writes into the current directory, which apt's unprivileged _apt user must
+# be able to write. Only refresh the package lists when the download fails (stale lists name a
+# version the mirror no longer has).
+mkdir "$out/download"
+if id _apt >/dev/null 2>&1; then chown _apt "$out/download"; fi
+if ! (cd "$out/download" && apt-get download -qq "$pkg"); then
   apt-get update -qq
-  (cd "$out" && apt-get download -qq "$pkg")
+  (cd "$out/download" && apt-get download -qq "$pkg")
 fi
 mkdir -p "$root"
-dpkg -x "$out"/"$pkg"_*.deb "$root"
-rm -f "$out"/"$pkg"_*.deb
+dpkg -x "$out/download/${pkg}"_*.deb "$root"
+rm -rf "$out/download"
 depmod -b "$root" "$kver"
 
 cat > "$out/kernel.env" <<ENV

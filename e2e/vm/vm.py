@@ -14,8 +14,9 @@ the addresses are fixed):
     0000:00:07.0 rp_hp   -> 0000:06:00.0  empty: device_add {"bus": "rp_hp", ...} lands here
     0000:00:1f.0/.2/.3   ICH9 LPC, AHCI, SMBus: one IOMMU group with three members
 
-Each device on its own root port is alone in its IOMMU group. Vm.addresses is read back from
-the guest's sysfs after boot, so tests use it rather than the table above.
+Each device on its own root port is alone in its IOMMU group (seen on 6.1: host bridge 0, root
+ports 1-6, ICH9 7, the devices above 8-12 in address order, a hot-plugged device 13).
+Vm.addresses is read back from the guest's sysfs after boot: tests use it, not this table.
 No NIC has a netdev: there is no host network at all, so no packet can leave the VM.
 
 Channels: ttyS0 = kernel console, written to `console_log`; ttyS1 = command channel served by
@@ -30,11 +31,13 @@ a persistent busybox sh in the guest (see CMDLOOP); QMP on a unix socket.
         vm.qmp("device_add", {"driver": "e1000e", "id": "hp", "bus": "rp_hp", "romfile": ""})
 """
 import base64
+import ctypes
 import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -120,10 +123,11 @@ if [ -n "$nic" ]; then
 else
   echo "vm-init: no virtio_net interface"
 fi
-# Open ttyS1 before making it raw and before announcing readiness: bytes that arrive while the
-# tty is open are buffered, so the host may write as soon as it sees the marker.
+# PID 1 keeps ttyS1 open: bytes that arrive while the tty is open are buffered (even before the
+# loop makes it raw, or while it restarts), so the host may write as soon as it sees the marker.
+exec 5<>/dev/ttyS1
 while :; do
-  /bin/sh /sbin/vm-cmdloop </dev/null >/dev/ttyS1 2>&1 5</dev/ttyS1
+  /bin/sh /sbin/vm-cmdloop </dev/null >&5 2>&1
   echo "vm-init: command loop exited, restarting"
 done
 """
@@ -150,6 +154,11 @@ class VmError(Exception):
 
 def _sh(*args, **kw):
     return subprocess.run(args, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def _die_with_parent():
+    # A test runner's timeout kills python without running stop(): qemu must not outlive it.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def kvm_usable():
@@ -238,17 +247,18 @@ class Vm:
     """Boots on construction; use as a context manager (or call stop())."""
 
     def __init__(self, cache_dir, work_dir, binaries=(), files=None, smp=1, memory_mb=1024,
-                 boot_timeout=180, console_log=None, extra_args=()):
+                 boot_timeout=180, console_log=None, kernel_args="", extra_args=()):
         """cache_dir: kernel cache (kept across runs). work_dir: this VM's images and logs.
         binaries: host executables, put in /usr/local/bin with their libraries.
         files: {guest_path: host_path} copied as is (e.g. pci.ids).
-        console_log: host file for ttyS0 (default work_dir/console.log)."""
+        console_log: host file for ttyS0 (default work_dir/console.log).
+        kernel_args: appended to the kernel command line; extra_args: appended to qemu's.
+        smp=1 by default: under TCG on 2 host cores it boots as fast as 2 and leaves a core."""
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.console_log = Path(console_log or self.work_dir / "console.log")
         self.proc = None
         self._cmd = self._qmp_sock = None
-        self._cmd_buf = b""
         self._qmp_buf = b""
         self.events = []  # QMP events not yet consumed by wait_event()
         self._qmp_id = 0
@@ -256,7 +266,7 @@ class Vm:
         self._sockdir = Path(tempfile.mkdtemp(prefix="vm-"))
         try:
             self._build(cache_dir, binaries, files or {})
-            self._boot(smp, memory_mb, boot_timeout, extra_args)
+            self._boot(smp, memory_mb, boot_timeout, kernel_args, extra_args)
             self._discover()
         except BaseException:
             self.stop()
@@ -289,14 +299,16 @@ class Vm:
         self.build_seconds = time.monotonic() - t
 
     # ---- boot ----
-    def qemu_args(self, smp, memory_mb):
-        accel = ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg", "-cpu", "max"]
+    def qemu_args(self, smp, memory_mb, kernel_args=""):
+        accel = ["kvm", "host"] if kvm_usable() else ["tcg", "max"]
         args = ["qemu-system-x86_64", "-nodefaults", "-nographic", "-no-reboot",
-                "-M", "q35,kernel-irqchip=split", *accel, "-smp", str(smp), "-m", str(memory_mb),
+                "-M", "q35,kernel-irqchip=split", "-accel", accel[0], "-cpu", accel[1],
+                "-smp", str(smp), "-m", str(memory_mb),
                 # The IOMMU must come before every PCI device.
                 "-device", "intel-iommu,intremap=on,caching-mode=on",
                 "-kernel", self.kernel["VMLINUZ"], "-initrd", str(self.initrd),
-                "-append", "console=ttyS0 intel_iommu=on iommu=pt panic=-1 loglevel=4",
+                "-append",
+                f"console=ttyS0 intel_iommu=on iommu=pt panic=-1 loglevel=4 {kernel_args}",
                 "-chardev", f"file,id=con,path={self.console_log}", "-serial", "chardev:con",
                 "-chardev", f"socket,id=cmd,path={self._sockdir}/cmd,server=on,wait=off",
                 "-serial", "chardev:cmd",
@@ -304,19 +316,21 @@ class Vm:
                 # snapshot=on: guest writes go to a temp overlay, the image stays as built.
                 "-drive", f"file={self.rootimg},if=none,id=rootdisk,format=raw,snapshot=on"]
         for i, (port, slot, dev) in enumerate(TOPOLOGY, 1):
-            args += ["-device", f"pcie-root-port,id={port},chassis={i},slot={i},bus=pcie.0,addr={slot:#x}"]
+            args += ["-device",
+                     f"pcie-root-port,id={port},chassis={i},slot={i},bus=pcie.0,addr={slot:#x}"]
             if dev:
                 args += ["-device", f"{dev},bus={port}"]
         args += ["-device", "usb-kbd,bus=xhci.0"]
         return args
 
-    def _boot(self, smp, memory_mb, boot_timeout, extra_args):
+    def _boot(self, smp, memory_mb, boot_timeout, kernel_args, extra_args):
         self.console_log.write_bytes(b"")
         self.qemu_log = self.work_dir / "qemu.log"
         t0 = time.monotonic()
         with open(self.qemu_log, "wb") as log:
-            self.proc = subprocess.Popen(self.qemu_args(smp, memory_mb) + list(extra_args),
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                self.qemu_args(smp, memory_mb, kernel_args) + list(extra_args),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent)
         while READY not in self.console_log.read_text(errors="replace"):
             if self.proc.poll() is not None:
                 raise VmError(f"qemu exited ({self.proc.returncode}) before the guest was ready\n"
@@ -339,18 +353,19 @@ class Vm:
     # ---- command channel ----
     def run(self, cmd, timeout=60):
         """Runs cmd (any sh script) in the guest's persistent shell; returns (rc, output) with
-        stdout and stderr merged, '\\r' stripped. After a timeout the command keeps running and
-        its late output shows up in the next call's output."""
+        stdout and stderr merged, '\\r' stripped. Don't leave background jobs writing to stdout
+        (redirect them). After a timeout the command keeps running; late output may show up in
+        the next call's output."""
         tok = secrets.token_hex(8)
         marker = re.compile(rb"\n__VM_RC_" + tok.encode() + rb"=(-?\d+)__\n")
-        self._cmd_buf = b""
         self._cmd.sendall(f"{tok} {base64.b64encode(cmd.encode()).decode()}\n".encode())
+        buf = b""
         deadline = time.monotonic() + timeout
-        while not (m := marker.search(self._cmd_buf)):
+        while not (m := marker.search(buf)):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"guest command timed out after {timeout}s: {cmd}\n"
-                                   f"output so far:\n{self._cmd_buf.decode(errors='replace')}")
+                                   f"output so far:\n{buf.decode(errors='replace')}")
             self._cmd.settimeout(left)
             try:
                 data = self._cmd.recv(65536)
@@ -358,10 +373,8 @@ class Vm:
                 continue
             if not data:
                 raise VmError("command channel closed\n" + self._tails())
-            self._cmd_buf += data
-        out = self._cmd_buf[:m.start()].decode(errors="replace").replace("\r", "")
-        self._cmd_buf = self._cmd_buf[m.end():]
-        return int(m.group(1)), out
+            buf += data
+        return int(m.group(1)), buf[:m.start()].decode(errors="replace").replace("\r", "")
 
     def check(self, cmd, timeout=60):
         """run() that raises on a non-zero exit code; returns the output."""
@@ -443,7 +456,8 @@ class Vm:
         out = self.check(
             "cd /sys/bus/pci/devices && for d in *; do"
             " echo $d $(cat $d/vendor $d/device $d/class)"
-            " $(basename \"$(readlink $d/iommu_group)\") $(basename \"$(readlink $d/driver)\"); done")
+            " $(basename \"$(readlink $d/iommu_group)\")"
+            " $(basename \"$(readlink $d/driver)\"); done")
         self.devices = {}
         self.addresses = {}
         for line in out.split("\n"):
@@ -460,11 +474,10 @@ class Vm:
         for v in self.addresses.values():
             v.sort()
         # Where a device_add on rp_hp shows up: bus = the port's secondary bus, set by firmware.
-        slot = dict((p, s) for p, s, _ in TOPOLOGY)[HOTPLUG_PORT]
-        port = f"0000:00:{slot:02x}.0"
-        bus = self.check(f"ls /sys/bus/pci/devices/{port}/pci_bus").split()[0]
         self.root_ports = {p: f"0000:00:{s:02x}.0" for p, s, _ in TOPOLOGY}
         self.hotplug_port = HOTPLUG_PORT
+        port = self.root_ports[HOTPLUG_PORT]
+        bus = self.check(f"ls /sys/bus/pci/devices/{port}/pci_bus").split()[0]
         self.hotplug_address = f"{bus}:00.0"
         self.net_iface = self.check(
             "for d in /sys/class/net/*; do case $(readlink $d/device/driver) in"

@@ -23,7 +23,10 @@ def main():
     a = ap.parse_args()
 
     t0 = time.monotonic()
-    with Vm(a.cache, a.work, binaries=[a.pcidevices, a.kubelet_emulator], smp=a.smp) as vm:
+    ids = "/usr/share/misc/pci.ids"  # only for readable names in `pcidevices list`
+    files = {ids: ids} if Path(ids).exists() else {}
+    with Vm(a.cache, a.work, binaries=[a.pcidevices, a.kubelet_emulator], files=files,
+            smp=a.smp) as vm:
         print(f"boot: built in {vm.build_seconds:.1f}s, ready {vm.boot_seconds:.1f}s after qemu "
               f"start (console log {vm.console_log})")
         smoke(vm)
@@ -104,15 +107,19 @@ def smoke(vm):
 
     # What the agent must protect.
     print(vm.check("ls -l /sys/bus/pci/devices/*/iommu_group | sed 's/.*devices.//'"))
-    majmin = vm.check("mountpoint -d /").strip()
+    majmin = vm.check("awk '$5 == \"/\" { print $3 }' /proc/self/mountinfo").strip()
     root_dev = vm.check(f"readlink -f /sys/dev/block/{majmin}").strip()
     blk = vm.addresses["virtio-blk"][0]
     check(f"/ is {majmin} -> {root_dev}, behind virtio-blk {blk}", f"/{blk}/" in root_dev)
-    iface = vm.check("ip route show default | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'").strip()
+    iface = vm.check("ip route | sed -n 's/^default .* dev \\([^ ]*\\).*/\\1/p'").strip()
     nicdev = vm.check(f"readlink -f /sys/class/net/{iface}/device").strip()
     net = vm.addresses["virtio-net"][0]
     check(f"default route via {iface} -> {nicdev}, behind virtio-net {net}",
           iface == vm.net_iface and f"/{net}/" in nicdev)
+    # No host network: qemu lists only NICs, none with a peer (backend) to send packets to.
+    nets = vm.qmp("human-monitor-command", {"command-line": "info network"})
+    check("no NIC has a network backend (qemu 'info network')",
+          "peer" not in nets and all("type=nic" in l for l in nets.split("\n") if l.strip()), nets)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+// File: cmd/device_actions.h
+//
+// `enable` and `disable` of PCI functions by address, as the operator asks for them: the same
+// code whether `pcidevices enable|disable` acts directly (no daemon running) or the daemon acts
+// on the request it got over its control socket. Addresses are validated strictly before any
+// path is built; a refusal changes nothing. Owner thread (or the command's only thread).
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "vfio/vfio.h"
+
+namespace pcid::cmd {
+
+struct DeviceRequest {
+  std::string verb;                    // "enable" or "disable"
+  std::vector<std::string> addresses;  // as typed; validated by RunDeviceRequest
+  bool force = false;                  // disable even while a pod holds the device
+};
+
+// One request line of the control socket: "enable|disable [--force] ADDRESS...".
+absl::StatusOr<DeviceRequest> ParseDeviceRequest(std::string_view line);
+std::string FormatDeviceRequest(const DeviceRequest& r);
+
+struct DeviceContext {
+  const vfio::Node& node;
+  vfio::StateStore& store;
+  const std::vector<PciDevice>& devices;  // sorted by address
+  std::function<absl::StatusOr<vfio::Protected>()> protect;
+  // Who holds a device right now ("ns/pod/container"), "" when nobody: PodResources.
+  std::function<absl::StatusOr<std::string>(const std::string& address)> holder;
+};
+
+// Applies the request to each address in turn; one status per address (OK or why not), so one
+// bad address does not stop the others. Enabling is by source "cli"; disabling a device the
+// config also enables is refused (the config would enable it again).
+std::vector<absl::Status> RunDeviceRequest(const DeviceContext& ctx, const DeviceRequest& req);
+
+// Device ID -> holder from the kubelet's PodResources socket, synchronously (at most 2 s). No
+// socket at all means no kubelet on this node: nothing is held.
+absl::StatusOr<std::map<std::string, std::string>> ListHoldersNow(const std::string& socket);
+
+}  // namespace pcid::cmd

@@ -1,0 +1,170 @@
+#include "cmd/vfio_command.h"
+
+#include <absl/strings/str_cat.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <iostream>
+
+#include "cmd/config.h"
+#include "cmd/control_socket.h"
+#include "cmd/device_actions.h"
+#include "cmd/flags.h"
+#include "cmd/logging.h"
+#include "core/attribute.h"
+#include "core/status.h"
+#include "udev/discovery.h"
+
+extern char** environ;
+
+namespace pcid::cmd {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: pcidevices enable|disable ADDRESS... [--force] [--state-dir DIR] [--sysfs-root DIR]\n"
+    "         [--dev-root DIR] [--proc-root DIR] [--config FILE] [--pod-resources-socket PATH]\n"
+    "         [--modprobe CMD]\n"
+    "Acts through the running daemon when one answers on DIR/control.sock, directly otherwise.\n"
+    "disable refuses a device a pod holds (kubelet PodResources) unless --force.\n";
+
+// Prints the daemon's (or our own) reply lines; returns the exit code.
+int Report(const std::vector<std::string>& lines) {
+  int rc = 0;
+  for (const std::string& line : lines) {
+    if (line.rfind("ok ", 0) == 0) {
+      std::cout << line.substr(3) << "\n";
+    } else {
+      std::cerr << "pcidevices: " << (line.rfind("error ", 0) == 0 ? line.substr(6) : line) << "\n";
+      rc = 1;
+    }
+  }
+  return rc;
+}
+
+}  // namespace
+
+absl::Status LoadVfioModule(const std::string& modprobe) {
+  std::string arg0 = modprobe, arg1 = "vfio-pci";
+  char* argv[] = {arg0.data(), arg1.data(), nullptr};
+  pid_t pid;
+  if (int err = ::posix_spawnp(&pid, modprobe.c_str(), nullptr, nullptr, argv, environ); err) {
+    return ErrnoStatus(err, absl::StrCat("run ", modprobe, " vfio-pci"));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(modprobe, " vfio-pci failed (status ", status, ")"));
+  }
+  return absl::OkStatus();
+}
+
+int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& args) {
+  auto parsed = ParseFlags(args,
+                           {"state-dir", "sysfs-root", "dev-root", "proc-root", "config",
+                            "pod-resources-socket", "modprobe", "test-abort-after-step"},
+                           {"force", "help"});
+  if (!parsed.ok()) {
+    std::cerr << "pcidevices " << verb << ": " << parsed.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  if (parsed->Has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  DeviceRequest req{verb, parsed->positional, parsed->Has("force")};
+  if (req.addresses.empty()) {
+    std::cerr << "pcidevices " << verb << ": no address given\n" << kUsage;
+    return 2;
+  }
+  // Validated here too: the request travels as one line, and nothing malformed may reach a path.
+  for (const std::string& a : req.addresses) {
+    if (!IsPciAddress(a)) {
+      std::cerr << "pcidevices " << verb << ": \"" << a
+                << "\": not a PCI address (want DDDD:BB:DD.F, lower-case hex, e.g. "
+                   "0000:3b:00.0)\n";
+      return 2;
+    }
+  }
+  const std::string state_dir = parsed->Get("state-dir", "/var/lib/pcidevices");
+  auto reply = CallDaemon(state_dir + "/control.sock", FormatDeviceRequest(req), 120000);
+  if (reply.ok()) return Report(*reply);
+  if (!absl::IsUnavailable(reply.status())) {
+    std::cerr << "pcidevices " << verb << ": daemon: " << reply.status().message() << "\n";
+    return 1;
+  }
+
+  // No daemon: act here, holding the state lock.
+  auto log = MakeLogger(verb);
+  auto store = vfio::StateStore::Open(state_dir);
+  if (!store.ok()) {
+    std::cerr << "pcidevices " << verb << ": " << store.status().message() << "\n";
+    return 1;
+  }
+  auto sysfs = SysfsRoot::Open(parsed->Get("sysfs-root", "/sys"));
+  auto dev = SysfsRoot::Open(parsed->Get("dev-root", "/dev"));
+  auto proc = SysfsRoot::Open(parsed->Get("proc-root", "/proc"));
+  for (const auto* root : {&sysfs, &dev, &proc}) {
+    if (!root->ok()) {
+      std::cerr << "pcidevices " << verb << ": " << root->status().message() << "\n";
+      return 1;
+    }
+  }
+  DaemonConfig config;
+  if (parsed->Has("config")) {
+    auto c = LoadConfig(parsed->Get("config", ""));
+    if (!c.ok()) {
+      std::cerr << "pcidevices " << verb << ": " << c.status().message() << "\n";
+      return 1;
+    }
+    config = *std::move(c);
+  }
+  auto devices = udev::DiscoverPciDevices(*sysfs, nullptr, *log);
+  if (!devices.ok()) {
+    std::cerr << "pcidevices " << verb << ": " << devices.status().message() << "\n";
+    return 1;
+  }
+  std::function<void(int)> after_step;
+  if (parsed->Has("test-abort-after-step")) {
+    // Fault injection for the crash tests: die as a kill -9 would, right after step N.
+    auto n = ParseDecimalAttribute(parsed->Get("test-abort-after-step", ""), 1, 99);
+    if (!n.ok()) {
+      std::cerr << "pcidevices " << verb << ": --test-abort-after-step: " << n.status().message()
+                << "\n";
+      return 2;
+    }
+    after_step = [n = *n](int step) {
+      if (step == n) ::raise(SIGKILL);
+    };
+  }
+  const std::string modprobe = parsed->Get("modprobe", "modprobe");
+  vfio::Node node{*sysfs,
+                  *dev,
+                  [modprobe] { return LoadVfioModule(modprobe); },
+                  [&sysfs](std::string_view rel, std::string_view value) {
+                    return sysfs->WriteFile(rel, value);
+                  },
+                  after_step,
+                  *log};
+  const std::string pod_resources =
+      parsed->Get("pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock");
+  DeviceContext ctx{
+      node, *store, *devices,
+      [&] { return vfio::FindProtectedDevices(*sysfs, *proc, *devices, config.deny); },
+      [&](const std::string& address) -> absl::StatusOr<std::string> {
+        PCID_ASSIGN_OR_RETURN(auto holders, ListHoldersNow(pod_resources));
+        auto it = holders.find(address);
+        return it == holders.end() ? std::string() : it->second;
+      }};
+  std::vector<std::string> lines;
+  const auto results = RunDeviceRequest(ctx, req);
+  for (size_t i = 0; i < results.size(); ++i) {
+    lines.push_back(results[i].ok() ? absl::StrCat("ok ", verb, "d ", req.addresses[i])
+                                    : absl::StrCat("error ", results[i].message()));
+  }
+  return Report(lines);
+}
+
+}  // namespace pcid::cmd
