@@ -34,6 +34,9 @@ namespace {
 
 using plugin::PluginDevice;
 
+const PciAddress& Address(const PciDevice& d) { return d.address; }
+const PciAddress& Address(const PciAddress& a) { return a; }
+
 // The signals the daemon takes through its signalfd.
 sigset_t DaemonSignals() {
   sigset_t mask;
@@ -175,7 +178,13 @@ class Daemon {
     }
     std::vector<PciAddress> to_release;
     for (const auto& [address, intent] : store_->intents()) {
-      if (intent.sources.count("config") && !wanted.count(address)) to_release.push_back(address);
+      // An unplugged device keeps its intent: bound again when it comes back.
+      const bool present =
+          std::binary_search(devices_.begin(), devices_.end(), address,
+                             [](const auto& x, const auto& y) { return Address(x) < Address(y); });
+      if (present && intent.sources.count("config") && !wanted.count(address)) {
+        to_release.push_back(address);
+      }
     }
     std::set<std::string> touched;
     if (!to_enable.empty()) {
@@ -236,11 +245,15 @@ class Daemon {
         node_, *store_, devices_,
         [this] { return vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny); },
         [this](const std::string& id) -> absl::StatusOr<std::string> {
-          if (auto it = holders_.find(id); it != holders_.end()) return it->second;
-          if (auto it = pending_.find(id); it != pending_.end()) return it->second.first;
+          // PodResources now is the authority; an Allocate it does not show yet still counts.
           PCID_ASSIGN_OR_RETURN(auto holders, ListHoldersNow(flags_.pod_resources_socket));
-          auto it = holders.find(id);
-          return it == holders.end() ? std::string() : it->second;
+          for (const auto& [held, holder] : holders) pending_.erase(held);  // confirmed
+          if (auto it = holders.find(id); it != holders.end()) return it->second;
+          auto it = pending_.find(id);
+          if (it != pending_.end() && SteadyClock::now() - it->second.second < kPendingAllocation) {
+            return it->second.first;
+          }
+          return std::string();
         }};
     const auto results = RunDeviceRequest(ctx, *req);
     std::vector<std::string> lines;

@@ -18,7 +18,10 @@ void ProbeOne(const SysfsRoot& sysfs, const SysfsRoot& dev_root, const PciDevice
   if (!cdevs.ok()) return;
   for (const std::string& name : *cdevs) {
     unsigned n;
-    if (absl::StartsWith(name, "vfio") && absl::SimpleAtoi(name.substr(4), &n)) {
+    // Kernels before 6.6 list vfio-dev/vfioN without a character device (no
+    // CONFIG_VFIO_DEVICE_CDEV): offer only nodes that exist, or the runtime fails the container.
+    if (absl::StartsWith(name, "vfio") && absl::SimpleAtoi(name.substr(4), &n) &&
+        dev_root.Exists(absl::StrCat("vfio/devices/", name))) {
       in.vfio_cdevs[address] = n;
     }
   }

@@ -89,8 +89,11 @@ void ProtectSwap(const SysfsRoot& sysfs, const SysfsRoot& proc, Protected& out) 
 void InterfaceDevices(const SysfsRoot& sysfs, std::string_view iface, const std::string& why,
                       int depth, Protected& out) {
   if (!CheckRelativePath(iface).ok() || iface.find('/') != std::string_view::npos) return;
+  // class/net/<if> links to the interface's real directory ("../../devices/pci0000:00/
+  // 0000:00:03.0/0000:02:00.0/virtio1/net/eth2"); its own `device` link is relative to that
+  // directory and names no PCI address.
   const std::string dir = absl::StrCat("class/net/", ToAbsl(iface));
-  if (auto target = sysfs.ReadLink(absl::StrCat(dir, "/device")); target.ok()) {
+  if (auto target = sysfs.ReadLink(dir); target.ok()) {
     for (const PciAddress& a : AddressesInPath(*target)) out.emplace(a, why);
   }
   if (depth >= 8) return;

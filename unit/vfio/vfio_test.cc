@@ -84,7 +84,7 @@ struct Fixture {
                         .group = "7"});
     // The root filesystem on a partition of the virtio disk; the default route on 00:04.0.
     sys.Symlink("dev/block/254:1", "../../devices/pci0000:00/0000:00:03.0/virtio1/block/vda/vda1");
-    sys.Symlink("class/net/eth0/device", "../../../devices/pci0000:00/0000:00:04.0/virtio2");
+    sys.Symlink("class/net/eth0", "../../devices/pci0000:00/0000:00:04.0/virtio2/net/eth0");
     proc.WriteFile("1/mountinfo",
                    "22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n"
                    "23 22 0:5 / /dev rw - devtmpfs udev rw\n"
@@ -159,12 +159,13 @@ BOOST_AUTO_TEST_CASE(deny_list_lvm_slaves_bonds_ipv6_and_swap) {
   f.proc.WriteFile("1/net/route",
                    "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
                    "bond0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\n");
-  f.sys.MakeDir("class/net/bond0/lower_eth1");
-  f.sys.Symlink("class/net/eth1/device", "../../../devices/pci0000:00/0000:00:02.0");
+  f.sys.MakeDir("devices/virtual/net/bond0/lower_eth1");
+  f.sys.Symlink("class/net/bond0", "../../devices/virtual/net/bond0");
+  f.sys.Symlink("class/net/eth1", "../../devices/pci0000:00/0000:00:02.0/net/eth1");
   f.proc.WriteFile("1/net/ipv6_route",
                    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
                    "fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth9\n");
-  f.sys.Symlink("class/net/eth9/device", "../../../devices/pci0000:00/0000:00:05.0/0000:02:00.0");
+  f.sys.Symlink("class/net/eth9", "../../devices/pci0000:00/0000:00:05.0/0000:02:00.0/net/eth9");
   f.proc.WriteFile("swaps", "Filename Type Size Used Priority\n/dev/vda1 partition 1 0 -2\n");
   f.sys.Symlink("class/block/vda1", "../../devices/pci0000:00/0000:00:03.0/virtio1/block/vda/vda1");
   DeviceSelector deny_audio;
