@@ -255,17 +255,9 @@ class Daemon {
           }
           return std::string();
         }};
-    const auto results = RunDeviceRequest(ctx, *req);
-    std::vector<std::string> lines;
-    bool changed = false;
-    for (size_t i = 0; i < results.size(); ++i) {
-      if (results[i].ok()) {
-        lines.push_back(absl::StrCat("ok ", req->verb, "d ", req->addresses[i]));
-        changed = true;
-      } else {
-        lines.push_back(absl::StrCat("error ", results[i].message()));
-      }
-    }
+    std::vector<std::string> lines = RunDeviceRequest(ctx, *req);
+    const bool changed = std::any_of(lines.begin(), lines.end(),
+                                     [](const std::string& l) { return l.rfind("ok ", 0) == 0; });
     if (changed) {
       std::set<std::string> touched(req->addresses.begin(), req->addresses.end());
       enabled_.clear();

@@ -17,12 +17,18 @@ namespace {
 
 constexpr char kSource[] = "cli";
 
-absl::Status EnableOne(const DeviceContext& ctx, const PciDevice& dev) {
+// "enabled 0000:03:00.0 (vfio-pci, group 10: viable)": the group's viability is the operator's
+// next question.
+absl::StatusOr<std::string> EnableOne(const DeviceContext& ctx, const PciDevice& dev) {
   PCID_ASSIGN_OR_RETURN(vfio::Protected protect, ctx.protect());
-  return vfio::Enable(ctx.node, ctx.store, dev, protect, kSource);
+  PCID_RETURN_IF_ERROR(vfio::Enable(ctx.node, ctx.store, dev, protect, kSource));
+  auto group = vfio::ReadGroupViability(ctx.node.sysfs, dev);
+  return absl::StrCat("enabled ", dev.address.ToString(), " (vfio-pci, ",
+                      group.ok() ? vfio::Describe(*group) : group.status().message(), ")");
 }
 
-absl::Status DisableOne(const DeviceContext& ctx, const PciAddress& address, bool force) {
+absl::StatusOr<std::string> DisableOne(const DeviceContext& ctx, const PciAddress& address,
+                                       bool force) {
   const std::string text = address.ToString();
   const vfio::Intent* intent = ctx.store.Find(address);
   if (intent == nullptr) return absl::NotFoundError(absl::StrCat("pci ", text, ": not enabled"));
@@ -48,7 +54,8 @@ absl::Status DisableOne(const DeviceContext& ctx, const PciAddress& address, boo
           "disable anyway"));
     }
   }
-  return vfio::Disable(ctx.node, ctx.store, address, kSource);
+  PCID_RETURN_IF_ERROR(vfio::Disable(ctx.node, ctx.store, address, kSource));
+  return absl::StrCat("disabled ", text);
 }
 
 }  // namespace
@@ -75,27 +82,28 @@ std::string FormatDeviceRequest(const DeviceRequest& r) {
   return absl::StrCat(r.verb, r.force ? " --force " : " ", absl::StrJoin(r.addresses, " "));
 }
 
-std::vector<absl::Status> RunDeviceRequest(const DeviceContext& ctx, const DeviceRequest& req) {
-  std::vector<absl::Status> out;
+std::vector<std::string> RunDeviceRequest(const DeviceContext& ctx, const DeviceRequest& req) {
+  std::vector<std::string> out;
   for (const std::string& text : req.addresses) {
+    absl::StatusOr<std::string> done;
     auto address = ParsePciAddress(text);
     if (!address.ok()) {
-      out.push_back(absl::InvalidArgumentError(absl::StrCat(
+      done = absl::InvalidArgumentError(absl::StrCat(
           "\"", absl::CHexEscape(ToAbsl(text.substr(0, 80))),
-          "\": not a PCI address (want DDDD:BB:DD.F, lower-case hex, e.g. 0000:3b:00.0)")));
-      continue;
-    }
-    auto it =
-        std::lower_bound(ctx.devices.begin(), ctx.devices.end(), *address,
-                         [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
-    const bool present = it != ctx.devices.end() && it->address == *address;
-    if (req.verb == "enable") {
-      out.push_back(present ? EnableOne(ctx, *it)
-                            : absl::NotFoundError(absl::StrCat("pci ", text, ": no such device on ",
-                                                               ctx.node.sysfs.path())));
+          "\": not a PCI address (want DDDD:BB:DD.F, lower-case hex, e.g. 0000:3b:00.0)"));
+    } else if (req.verb == "disable") {
+      done = DisableOne(ctx, *address, req.force);
+    } else if (auto it = std::lower_bound(
+                   ctx.devices.begin(), ctx.devices.end(), *address,
+                   [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
+               it != ctx.devices.end() && it->address == *address) {
+      done = EnableOne(ctx, *it);
     } else {
-      out.push_back(DisableOne(ctx, *address, req.force));
+      done = absl::NotFoundError(
+          absl::StrCat("pci ", text, ": no such device on ", ctx.node.sysfs.path()));
     }
+    out.push_back(done.ok() ? absl::StrCat("ok ", *done)
+                            : absl::StrCat("error ", done.status().message()));
   }
   return out;
 }

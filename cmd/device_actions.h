@@ -36,10 +36,11 @@ struct DeviceContext {
   std::function<absl::StatusOr<std::string>(const std::string& address)> holder;
 };
 
-// Applies the request to each address in turn; one status per address (OK or why not), so one
-// bad address does not stop the others. Enabling is by source "cli"; disabling a device the
-// config also enables is refused (the config would enable it again).
-std::vector<absl::Status> RunDeviceRequest(const DeviceContext& ctx, const DeviceRequest& req);
+// Applies the request to each address in turn, so one bad address does not stop the others; one
+// reply line per address: "ok enabled 0000:03:00.0 (vfio-pci, group 10: viable)" or "error <why>".
+// Enabling is by source "cli"; disabling a device the config also enables is refused (the config
+// would enable it again).
+std::vector<std::string> RunDeviceRequest(const DeviceContext& ctx, const DeviceRequest& req);
 
 // Device ID -> holder from the kubelet's PodResources socket, synchronously (at most 2 s). No
 // socket at all means no kubelet on this node: nothing is held.

@@ -158,13 +158,7 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
         auto it = holders.find(address);
         return it == holders.end() ? std::string() : it->second;
       }};
-  std::vector<std::string> lines;
-  const auto results = RunDeviceRequest(ctx, req);
-  for (size_t i = 0; i < results.size(); ++i) {
-    lines.push_back(results[i].ok() ? absl::StrCat("ok ", verb, "d ", req.addresses[i])
-                                    : absl::StrCat("error ", results[i].message()));
-  }
-  return Report(lines);
+  return Report(RunDeviceRequest(ctx, req));
 }
 
 }  // namespace pcid::cmd

@@ -5,6 +5,8 @@
 #   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer, and the daemon's
 #      device-plugin e2e tests with that build;
 #   3. the libFuzzer targets for a short while (clang).
+# Step 1 includes the real-kernel VM tests (e2e/vm: qemu, Debian's kernel fetched by apt-get
+# download into build/vm-cache, never installed; TCG where KVM is not usable).
 # Nothing here writes to this machine's /sys, /dev or /var/lib/kubelet: the e2e tests read /sys
 # and work in temporary trees.
 set -euo pipefail
@@ -21,10 +23,10 @@ cmake --build build-asan --target unit_tests pcidevices kubelet_emulator
 ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
 # The daemon's gRPC lifetimes under ASan+UBSan too (leak checking off: gRPC keeps globals).
 ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure \
-  -R 'e2e_device_plugin|e2e_daemon_bad_input'
+  -R 'e2e_device_plugin|e2e_daemon_bad_input|e2e_vfio_cli'
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"
-cmake --build build-fuzz --target fuzz_id_database fuzz_attributes fuzz_config
+cmake --build build-fuzz --target fuzz_id_database fuzz_attributes fuzz_config fuzz_state
 ctest --test-dir build-fuzz --output-on-failure -L fuzz
 echo "all tests passed"

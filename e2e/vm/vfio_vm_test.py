@@ -187,7 +187,8 @@ def scenario(vm, g, resource):
     group2 = g.group(NIC2)
     rc, out = g.pcid(f"enable {NIC2}")
     check(f"pcidevices enable {NIC2} (through the daemon)",
-          rc == 0 and g.driver(NIC2) == "vfio-pci" and "control socket" in vm.run("cat /tmp/d.log")[1],
+          rc == 0 and f"enabled {NIC2} (vfio-pci, group {group2}: viable)" in out and
+          g.driver(NIC2) == "vfio-pci" and "control socket" in vm.run("cat /tmp/d.log")[1],
           out)
     g.listed(resource, pred=lambda d: d.get(NIC2) == "Healthy", what=f"{NIC2} listed Healthy")
     n = len(g.events())

@@ -276,6 +276,32 @@ BOOST_AUTO_TEST_CASE(failed_enable_gives_the_device_back) {
   BOOST_TEST(store.intents().empty());
 }
 
+BOOST_AUTO_TEST_CASE(vfio_pci_is_loaded_when_missing_and_a_failed_load_changes_nothing) {
+  Fixture f;
+  std::filesystem::remove_all(f.sys.root() / "bus/pci/drivers/vfio-pci");
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  int loads = 0;
+  node.load_module = [&] {
+    ++loads;
+    return absl::FailedPreconditionError("modprobe vfio-pci failed (status 256)");
+  };
+  absl::Status st = Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli");
+  BOOST_TEST(loads == 1);
+  BOOST_TEST(std::string(st.message()).find("modprobe vfio-pci failed") != std::string::npos,
+             st.message());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
+  BOOST_TEST(store.intents().empty());
+  node.load_module = [&] {
+    ++loads;
+    f.kernel.AddDriver("vfio-pci");  // what modprobe does
+    return absl::OkStatus();
+  };
+  BOOST_TEST(Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli").ok());
+  BOOST_TEST(loads == 2);
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci");
+}
+
 BOOST_AUTO_TEST_CASE(restore_binds_the_original_driver_by_name_when_probe_does_not) {
   Fixture f;
   auto store = *StateStore::Open(f.state.path());

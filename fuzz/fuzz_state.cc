@@ -1,0 +1,34 @@
+// libFuzzer target: the vfio state file decoder (simdjson) on arbitrary bytes. It must answer
+// with intents or an error naming the file, never crash; accepted intents survive an encode /
+// decode round trip unchanged, and no original driver can leave drivers/<name>/ (no '/', '..').
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "vfio/vfio.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  auto intents = pcid::vfio::DecodeState(text, "fuzz");
+  if (!intents.ok()) {
+    if (intents.status().message().find("fuzz: ") != 0) std::abort();
+    return 0;
+  }
+  for (const auto& [address, intent] : *intents) {
+    if (intent.original_driver.find('/') != std::string::npos ||
+        intent.original_driver == "..") {
+      std::abort();
+    }
+  }
+  auto again = pcid::vfio::DecodeState(pcid::vfio::EncodeState(*intents), "fuzz");
+  if (!again.ok() || again->size() != intents->size()) std::abort();
+  for (const auto& [address, intent] : *intents) {
+    const auto& other = again->at(address);
+    if (other.enabled != intent.enabled || other.original_driver != intent.original_driver ||
+        other.sources != intent.sources) {
+      std::abort();
+    }
+  }
+  return 0;
+}
