@@ -25,6 +25,7 @@
 #include "plugin/health_probe.h"
 #include "plugin/manager.h"
 #include "plugin/pod_resources.h"
+#include "projection/projection.h"
 #include "udev/discovery.h"
 #include "udev/monitor.h"
 #include "vfio/vfio.h"
@@ -236,6 +237,29 @@ class Daemon {
     plugin::ReprobeHealth(sysfs_, dev_, devices_, enabled_, touched, probed_);
   }
 
+  // --kubeconfig, else the in-cluster service account, else standalone (no projection).
+  bool StartProjection() {
+    absl::StatusOr<projection::KubeConfig> config =
+        flags_.kubeconfig.empty()
+            ? projection::InClusterConfig(::getenv, "/var/run/secrets/kubernetes.io/serviceaccount")
+            : projection::LoadKubeconfig(flags_.kubeconfig);
+    if (!config.ok()) {
+      if (flags_.kubeconfig.empty() && absl::IsNotFound(config.status())) {
+        log_->info("standalone: no --kubeconfig and not in a cluster");
+        return true;
+      }
+      log_->error("{}", ToStd(config.status().message()));
+      return false;
+    }
+    auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"));
+    if (!p.ok()) {
+      log_->error("{}", ToStd(p.status().message()));
+      return false;
+    }
+    projection_ = *std::move(p);
+    return true;
+  }
+
   // One request from `pcidevices enable|disable` on the control socket.
   std::vector<std::string> OnControl(std::string_view line) {
     auto req = ParseDeviceRequest(line);
@@ -391,6 +415,10 @@ class Daemon {
     resource_names_.clear();
     for (const auto& [name, r] : plan) resource_names_.insert(name);
     manager_.Apply(plan);
+    if (projection_) {
+      projection_->Publish(std::make_shared<const projection::Inventory>(
+          projection::Inventory{devices_, usb_, enabled_usb_}));
+    }
     SchedulePoll();
   }
 
@@ -492,6 +520,7 @@ class Daemon {
     } else {
       log_->error("hotplug disabled: {}", ToStd(monitor.status().message()));
     }
+    if (!StartProjection()) return 1;
     if (!Discover()) return 1;
     ReapplyIntents();
     Select(/*report=*/true);
@@ -646,6 +675,7 @@ class Daemon {
   // Shared, and held weakly by callbacks (Poster): gRPC calls can outlive the daemon.
   std::shared_ptr<EventQueue> queue_ = std::make_shared<EventQueue>();
   std::unique_ptr<udev::DeviceMonitor> monitor_;
+  std::unique_ptr<projection::Projection> projection_;  // absent when standalone
   plugin::PluginManager manager_;  // last: its servers' hooks use the members above
 };
 

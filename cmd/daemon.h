@@ -19,6 +19,7 @@ struct DaemonFlags {
   std::string state_dir = "/var/lib/pcidevices";
   std::string proc_root = "/proc";
   std::string modprobe = "modprobe";
+  std::string kubeconfig = "";  // "" = in-cluster when there, else standalone
   unsigned vm_uid = 107;  // owner (uid and gid) of USB nodes handed to a VM
 };
 

@@ -35,7 +35,6 @@ int RunDaemon(const std::vector<std::string>& args) {
     return 2;
   }
   auto log = MakeLogger("daemon");
-  if (flags->Has("kubeconfig")) log->warn("--kubeconfig: projection is not built yet; standalone");
   DaemonFlags f{flags->Get("node-name", ""),
                 flags->Get("config", ""),
                 flags->Get("sysfs-root", "/sys"),
@@ -46,6 +45,7 @@ int RunDaemon(const std::vector<std::string>& args) {
   f.state_dir = flags->Get("state-dir", f.state_dir);
   f.proc_root = flags->Get("proc-root", f.proc_root);
   f.modprobe = flags->Get("modprobe", f.modprobe);
+  f.kubeconfig = flags->Get("kubeconfig", "");
   auto sysfs = SysfsRoot::Open(f.sysfs_root);
   auto dev = SysfsRoot::Open(f.dev_root);
   auto proc = SysfsRoot::Open(f.proc_root);

@@ -1,0 +1,65 @@
+// File: projection/kube_client.h
+//
+// One connection to the Kubernetes API server (cpp-httplib over OpenSSL): plain calls and
+// streamed watches, bearer token (re-read from its file when it changes) or client certificate,
+// the server's certificate always verified against the kubeconfig's CA. Not thread-safe: each
+// thread that talks to the API server owns its client; Stop() alone may be called from another
+// thread, to end a watch. httplib never leaves this module.
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "projection/kubeconfig.h"
+
+namespace httplib {
+class ClientImpl;
+}
+
+namespace pcid::projection {
+
+struct KubeResponse {
+  int status = 0;  // HTTP status
+  std::string body;
+};
+
+class KubeClient {
+ public:
+  // InvalidArgument for unusable certificates or keys.
+  static absl::StatusOr<std::unique_ptr<KubeClient>> Create(const KubeConfig& config);
+  ~KubeClient();
+
+  // One request. Transport failures (connection refused, TLS, timeout) are Unavailable naming the
+  // server; any HTTP answer, 4xx and 5xx included, is a KubeResponse. Bodies over 8 MiB are
+  // refused (ResourceExhausted).
+  absl::StatusOr<KubeResponse> Call(std::string_view method, const std::string& path,
+                                    const std::string& body = "",
+                                    const std::string& content_type = "application/json");
+
+  // A watch: GET `path` and hand every complete line to `on_line` until the server ends the
+  // stream, `on_line` returns false, or Stop() is called. Returns the HTTP status (a 2xx for a
+  // stream that ended); lines over 8 MiB end it with ResourceExhausted.
+  absl::StatusOr<int> Stream(const std::string& path,
+                             const std::function<bool(std::string_view line)>& on_line);
+
+  // Ends a Stream() in progress (any thread).
+  void Stop();
+
+  const std::string& server() const { return server_; }
+
+ private:
+  KubeClient() = default;
+  std::string Token();
+
+  KubeConfig config_;
+  std::string server_;  // "https://10.0.0.1:6443", for messages
+  std::unique_ptr<httplib::ClientImpl> http_;
+  std::string token_;  // last read from token_file
+  int64_t token_mtime_ns_ = -1;
+};
+
+}  // namespace pcid::projection

@@ -1,0 +1,125 @@
+#include "projection/objects.h"
+
+#include <absl/strings/str_cat.h>
+#include <simdjson.h>
+
+#include "core/status.h"
+
+namespace pcid::projection {
+namespace {
+
+absl::Status Bad(std::string_view what, std::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(ToAbsl(what), ": ", ToAbsl(why)));
+}
+
+absl::StatusOr<std::map<std::string, std::string>> Flat(simdjson::dom::element e,
+                                                        std::string_view what) {
+  std::map<std::string, std::string> out;
+  simdjson::dom::object obj;
+  if (e.get(obj)) return Bad(what, "status is not an object");
+  for (auto [k, v] : obj) out.emplace(std::string(k), simdjson::minify(v));
+  return out;
+}
+
+absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e) {
+  ObservedObject o;
+  simdjson::dom::object meta;
+  if (e["metadata"].get(meta)) return Bad("object", "no metadata");
+  std::string_view name, rv, node;
+  if (meta["name"].get(name) || name.empty()) return Bad("object", "no metadata.name");
+  o.name = std::string(name);
+  if (!meta["resourceVersion"].get(rv)) o.resource_version = std::string(rv);
+  if (!meta["labels"]["nodename"].get(node)) o.node_label = std::string(node);
+  simdjson::dom::element ts;
+  o.deleting = !meta["deletionTimestamp"].get(ts) && !ts.is_null();
+  simdjson::dom::element status;
+  if (!e["status"].get(status) && !status.is_null()) {
+    PCID_ASSIGN_OR_RETURN(o.status, Flat(status, o.name));
+  }
+  return o;
+}
+
+template <typename T, typename F>
+absl::StatusOr<T> Parse(std::string_view json, std::string_view what, F&& f) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (auto err = parser.parse(json.data(), json.size()).get(root); err) {
+    return Bad(what, absl::StrCat("not valid JSON: ", simdjson::error_message(err)));
+  }
+  return f(root);
+}
+
+}  // namespace
+
+absl::StatusOr<ObservedObject> DecodeObject(std::string_view json) {
+  return Parse<ObservedObject>(json, "object",
+                               [](simdjson::dom::element e) { return FromElement(e); });
+}
+
+absl::StatusOr<ObservedList> DecodeList(std::string_view json) {
+  return Parse<ObservedList>(json, "list",
+                             [](simdjson::dom::element e) -> absl::StatusOr<ObservedList> {
+                               ObservedList list;
+                               std::string_view rv;
+                               if (e["metadata"]["resourceVersion"].get(rv))
+                                 return Bad("list", "no metadata.resourceVersion");
+                               list.resource_version = std::string(rv);
+                               simdjson::dom::array items;
+                               simdjson::dom::element raw;
+                               if (!e["items"].get(raw) && raw.is_null())
+                                 return list;  // "items": null, as Go marshals nil
+                               if (e["items"].get(items)) return Bad("list", "no items array");
+                               for (simdjson::dom::element item : items) {
+                                 PCID_ASSIGN_OR_RETURN(ObservedObject o, FromElement(item));
+                                 list.items.push_back(std::move(o));
+                               }
+                               return list;
+                             });
+}
+
+absl::StatusOr<WatchEvent> DecodeWatchEvent(std::string_view line) {
+  return Parse<WatchEvent>(
+      line, "watch event", [](simdjson::dom::element e) -> absl::StatusOr<WatchEvent> {
+        WatchEvent ev;
+        std::string_view type;
+        if (e["type"].get(type)) return Bad("watch event", "no type");
+        ev.type = std::string(type);
+        simdjson::dom::element obj;
+        if (e["object"].get(obj)) return Bad("watch event", "no object");
+        if (ev.type == "ERROR") {
+          int64_t code = 0;
+          if (!obj["code"].get(code)) ev.code = static_cast<int>(code);
+          return ev;
+        }
+        if (ev.type != "ADDED" && ev.type != "MODIFIED" && ev.type != "DELETED" &&
+            ev.type != "BOOKMARK") {
+          return Bad("watch event", absl::StrCat("unknown type \"", ev.type, "\""));
+        }
+        if (ev.type == "BOOKMARK") {
+          std::string_view rv;
+          if (obj["metadata"]["resourceVersion"].get(rv))
+            return Bad("bookmark", "no resourceVersion");
+          ev.object.resource_version = std::string(rv);
+          return ev;
+        }
+        PCID_ASSIGN_OR_RETURN(ev.object, FromElement(obj));
+        return ev;
+      });
+}
+
+absl::StatusOr<std::map<std::string, std::string>> DecodeStatus(std::string_view status_json) {
+  return Parse<std::map<std::string, std::string>>(
+      status_json, "status", [](simdjson::dom::element e) { return Flat(e, "status"); });
+}
+
+std::string StatusMessage(std::string_view body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  std::string_view message;
+  if (!parser.parse(body.data(), body.size()).get(root) && !root["message"].get(message)) {
+    return std::string(message.substr(0, 300));
+  }
+  return std::string(body.substr(0, 200));
+}
+
+}  // namespace pcid::projection

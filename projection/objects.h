@@ -1,0 +1,51 @@
+// File: projection/objects.h
+//
+// Custom resources as the projection compares them: name, resourceVersion, the `nodename` label
+// and the status as a flat map (key -> minified JSON value). Decoding is strict about shape and
+// tolerant about extra fields; every refusal names the object and field. simdjson stays inside.
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pcid::projection {
+
+struct ObservedObject {
+  std::string name;
+  std::string resource_version;
+  std::string node_label;                     // metadata.labels.nodename
+  std::map<std::string, std::string> status;  // key -> minified JSON value
+  bool deleting = false;                      // metadata.deletionTimestamp set
+};
+
+// One object (a GET answer or a watch event's "object").
+absl::StatusOr<ObservedObject> DecodeObject(std::string_view json);
+
+// A list answer: its items and the list's resourceVersion (where a watch starts).
+struct ObservedList {
+  std::string resource_version;
+  std::vector<ObservedObject> items;
+};
+absl::StatusOr<ObservedList> DecodeList(std::string_view json);
+
+// One watch line: {"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": {...}}. For ERROR,
+// `code` holds the Status object's code (410 = the resourceVersion is too old: relist).
+struct WatchEvent {
+  std::string type;
+  ObservedObject object;
+  int code = 0;
+};
+absl::StatusOr<WatchEvent> DecodeWatchEvent(std::string_view line);
+
+// The flat status map of a status object we wrote ourselves (JsonWriter output), to compare
+// with what the server holds.
+absl::StatusOr<std::map<std::string, std::string>> DecodeStatus(std::string_view status_json);
+
+// A Status answer's message ({"kind":"Status","message":...}), or the body's start.
+std::string StatusMessage(std::string_view body);
+
+}  // namespace pcid::projection

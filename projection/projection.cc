@@ -1,0 +1,328 @@
+#include "projection/projection.h"
+
+#include <absl/strings/str_cat.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "core/status.h"
+#include "projection/kube_client.h"
+#include "projection/mirror.h"
+
+namespace pcid::projection {
+namespace {
+
+constexpr char kApiPrefix[] = "/apis/devices.harvesterhci.io/v1beta1/";
+
+using Clock = std::chrono::steady_clock;
+
+// Jittered exponential back-off, 0.5 s to 30 s.
+class Backoff {
+ public:
+  Clock::duration Next() {
+    const double base = std::min(30.0, 0.5 * (1 << std::min(failures_++, 6)));
+    std::uniform_real_distribution<double> jitter(0.5, 1.0);
+    return std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double>(base * jitter(rng_)));
+  }
+  void Reset() { failures_ = 0; }
+
+ private:
+  int failures_ = 0;
+  std::mt19937 rng_{std::random_device{}()};
+};
+
+// What informers tell the mirror thread.
+struct Update {
+  std::string plural;
+  bool sync = false;  // `list` replaces everything known of `plural`
+  std::vector<ObservedObject> list;
+  std::string type;  // ADDED / MODIFIED / DELETED
+  ObservedObject object;
+};
+
+}  // namespace
+
+struct Projection::Impl {
+  KubeConfig config;
+  std::string node;
+  std::shared_ptr<spdlog::logger> log;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;                       // guarded by mu
+  std::shared_ptr<const Inventory> inventory;  // guarded by mu; latest published
+  std::deque<Update> updates;                  // guarded by mu
+  std::vector<KubeClient*> streaming;          // guarded by mu: watches to Stop()
+  ProjectionStats stats;                       // guarded by mu
+
+  std::vector<std::thread> threads;
+
+  void Post(Update u) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      updates.push_back(std::move(u));
+    }
+    cv.notify_all();
+  }
+
+  // Sleeps up to `d`; false when stopping.
+  bool Sleep(Clock::duration d) {
+    std::unique_lock<std::mutex> lock(mu);
+    return !cv.wait_for(lock, d, [&] { return stopping; });
+  }
+
+  std::string Selector() const { return absl::StrCat("labelSelector=nodename%3D", node); }
+
+  // List then watch `plural`, for ever: each list is a sync, each event an update.
+  void Inform(const std::string& plural) {
+    Backoff backoff;
+    auto client = KubeClient::Create(config);
+    if (!client.ok()) {
+      log->error("{}: {}", plural, ToStd(client.status().message()));
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stopping) return;
+      streaming.push_back(client->get());
+    }
+    const std::string base = absl::StrCat(kApiPrefix, plural, "?", Selector());
+    bool failing = false;
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (stopping) break;
+      }
+      auto fail = [&](std::string_view why) {
+        if (!failing) log->warn("{}: {}; retrying with back-off", plural, why);
+        failing = true;
+        return Sleep(backoff.Next());
+      };
+      auto res = (*client)->Call("GET", base);
+      if (!res.ok() || res->status != 200) {
+        if (!fail(res.ok()
+                      ? absl::StrCat("list: HTTP ", res->status, ": ", StatusMessage(res->body))
+                      : std::string(res.status().message()))) {
+          break;
+        }
+        continue;
+      }
+      auto list = DecodeList(res->body);
+      if (!list.ok()) {
+        if (!fail(absl::StrCat("list: ", list.status().message()))) break;
+        continue;
+      }
+      if (failing) log->info("{}: API server reachable again", plural);
+      failing = false;
+      backoff.Reset();
+      std::string rv = list->resource_version;
+      Post({plural, true, std::move(list->items), "", {}});
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++stats.relists;
+      }
+      // Watch until the stream ends; a cut stream resumes from the last resourceVersion, a 410
+      // relists.
+      bool gone = false;
+      while (!gone) {
+        int code = 0;
+        auto status = (*client)->Stream(
+            absl::StrCat(
+                base, "&watch=1&allowWatchBookmarks=true&timeoutSeconds=20&resourceVersion=", rv),
+            [&](std::string_view line) {
+              auto ev = DecodeWatchEvent(line);
+              if (!ev.ok()) {
+                log->warn("{}: bad watch event: {}", plural, ToStd(ev.status().message()));
+                return false;  // resume from the last good resourceVersion
+              }
+              if (ev->type == "ERROR") {
+                code = ev->code;
+                return false;
+              }
+              if (!ev->object.resource_version.empty()) rv = ev->object.resource_version;
+              if (ev->type != "BOOKMARK")
+                Post({plural, false, {}, ev->type, std::move(ev->object)});
+              return true;
+            });
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          if (stopping) return;
+        }
+        if (code == 410 || (status.ok() && *status == 410)) {
+          log->info("{}: resourceVersion {} too old (410 Gone): relisting", plural, rv);
+          gone = true;
+        } else if (!status.ok() || *status / 100 != 2 || code != 0) {
+          log->warn("{}: watch ended ({}); relisting after back-off", plural,
+                    status.ok()
+                        ? absl::StrCat("HTTP ", *status, code ? absl::StrCat(", error ", code) : "")
+                        : std::string(status.status().message()));
+          if (!Sleep(backoff.Next())) return;
+          gone = true;
+        }
+      }
+    }
+  }
+
+  // The mirror: applies updates, plans and makes the writes.
+  void Mirror() {
+    auto client = KubeClient::Create(config);
+    if (!client.ok()) {
+      log->error("{}", ToStd(client.status().message()));
+      return;
+    }
+    Observed observed;
+    std::set<std::string> synced;  // plurals listed at least once
+    std::shared_ptr<const Inventory> inv;
+    Desired desired;
+    Backoff backoff;
+    bool retrying = false;  // a write failed: try again at retry_at (or on news)
+    Clock::time_point retry_at;
+    while (true) {
+      std::deque<Update> batch;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        auto ready = [&] { return stopping || !updates.empty() || inventory != inv; };
+        if (retrying) {
+          cv.wait_until(lock, retry_at, ready);
+        } else {
+          cv.wait(lock, ready);
+        }
+        if (stopping) return;
+        batch.swap(updates);
+        if (inventory != inv) {
+          inv = inventory;
+          desired = DesiredObjects(inv->pci, inv->usb, inv->enabled_usb, node);
+        }
+      }
+      for (Update& u : batch) {
+        auto& objects = observed[u.plural];
+        if (u.sync) {
+          objects.clear();
+          for (ObservedObject& o : u.list) objects[o.name] = std::move(o);
+          synced.insert(u.plural);
+        } else if (u.type == "DELETED") {
+          objects.erase(u.object.name);
+        } else {
+          objects[u.object.name] = std::move(u.object);
+        }
+      }
+      if (!inv || synced.size() < 2) continue;  // nothing to mirror yet, or not yet known
+      if (retrying && Clock::now() < retry_at && batch.empty()) continue;
+      retrying = false;
+      if (!Apply(**client, desired, observed)) {
+        retrying = true;
+        retry_at = Clock::now() + backoff.Next();
+      } else {
+        backoff.Reset();
+      }
+    }
+  }
+
+  // Makes the planned writes; false when one failed in a way worth retrying.
+  bool Apply(KubeClient& client, const Desired& desired, Observed& observed) {
+    bool ok = true;
+    for (const Write& w : PlanWrites(desired, observed, node)) {
+      const std::string path = absl::StrCat(kApiPrefix, w.plural);
+      const DesiredObject* want = nullptr;
+      if (w.kind != Write::Kind::kDelete) want = &desired.at(w.plural).at(w.name);
+      absl::StatusOr<KubeResponse> res;
+      switch (w.kind) {
+        case Write::Kind::kCreate:
+          res = client.Call("POST", path, want->object_json);
+          // The status subresource ignores status on create: it is patched in next.
+          if (res.ok() && (res->status == 201 || res->status == 200)) {
+            if (auto o = DecodeObject(res->body); o.ok()) observed[w.plural][w.name] = *o;
+            res = client.Call("PATCH", absl::StrCat(path, "/", w.name, "/status"),
+                              want->status_json, "application/merge-patch+json");
+          }
+          break;
+        case Write::Kind::kPatchStatus:
+          res = client.Call("PATCH", absl::StrCat(path, "/", w.name, "/status"), want->status_json,
+                            "application/merge-patch+json");
+          break;
+        case Write::Kind::kDelete:
+          res = client.Call("DELETE", absl::StrCat(path, "/", w.name),
+                            absl::StrCat("{\"preconditions\":{\"resourceVersion\":\"",
+                                         w.resource_version, "\"}}"));
+          break;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      if (res.ok() && res->status / 100 == 2) {
+        if (w.kind == Write::Kind::kCreate) ++stats.creates;
+        if (w.kind == Write::Kind::kPatchStatus) ++stats.status_patches;
+        if (w.kind == Write::Kind::kDelete) {
+          ++stats.deletes;
+          observed[w.plural].erase(w.name);
+        } else if (auto o = DecodeObject(res->body); o.ok()) {
+          observed[w.plural][w.name] = *o;  // the watch confirms it too; no second write
+        }
+        log->info("{} {}: {}", w.plural, w.name,
+                  w.kind == Write::Kind::kCreate   ? "created"
+                  : w.kind == Write::Kind::kDelete ? "deleted (device gone)"
+                                                   : "status updated");
+        continue;
+      }
+      ++stats.failures;
+      ok = false;
+      log->warn("{} {}: {} failed: {}", w.plural, w.name,
+                w.kind == Write::Kind::kCreate   ? "create"
+                : w.kind == Write::Kind::kDelete ? "delete"
+                                                 : "status update",
+                res.ok() ? absl::StrCat("HTTP ", res->status, ": ", StatusMessage(res->body))
+                         : std::string(res.status().message()));
+      if (!res.ok()) break;  // the server is away: back off instead of failing every write
+    }
+    return ok;
+  }
+};
+
+Projection::Projection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& config,
+                                                              std::string node,
+                                                              std::shared_ptr<spdlog::logger> log) {
+  // Fail early on a config that can never work (bad certificates), not in a thread.
+  PCID_RETURN_IF_ERROR(KubeClient::Create(config).status());
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->node = std::move(node);
+  impl->log = std::move(log);
+  Impl* p = impl.get();
+  std::unique_ptr<Projection> projection(new Projection(std::move(impl)));
+  p->threads.emplace_back([p] { p->Mirror(); });
+  p->threads.emplace_back([p] { p->Inform(kPciPlural); });
+  p->threads.emplace_back([p] { p->Inform(kUsbPlural); });
+  p->log->info("projection to {} ({}) for node {}", config.host, config.origin, p->node);
+  return projection;
+}
+
+Projection::~Projection() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+    for (KubeClient* c : impl_->streaming) c->Stop();
+  }
+  impl_->cv.notify_all();
+  for (std::thread& t : impl_->threads) t.join();
+}
+
+void Projection::Publish(std::shared_ptr<const Inventory> inventory) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->inventory = std::move(inventory);
+  }
+  impl_->cv.notify_all();
+}
+
+ProjectionStats Projection::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+
+}  // namespace pcid::projection

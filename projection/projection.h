@@ -1,0 +1,56 @@
+// File: projection/projection.h
+//
+// The projection: mirrors the node's inventory into PCIDevice / USBDevice objects on the API
+// server (projection/mirror.h says which writes), writing only on change. Its own threads: one
+// that owns the mirror and writes, and one informer per resource (list, then watch with
+// bookmarks; 410 Gone or a cut stream -> relist; jittered back-off while the server is down), so
+// the API server being away never blocks the daemon's owner thread or its device plugins.
+// Publish() may be called from any thread; the latest inventory wins.
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "projection/kubeconfig.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace pcid::projection {
+
+struct Inventory {
+  std::vector<PciDevice> pci;
+  std::vector<UsbDevice> usb;
+  std::set<std::string> enabled_usb;  // USBDevice names whose plugin is served
+};
+
+// Writes made, for tests and benchmarks (also logged).
+struct ProjectionStats {
+  uint64_t creates = 0, status_patches = 0, deletes = 0, failures = 0, relists = 0;
+};
+
+class Projection {
+ public:
+  // Starts the threads; nothing is written before the first Publish().
+  static absl::StatusOr<std::unique_ptr<Projection>> Start(const KubeConfig& config,
+                                                           std::string node,
+                                                           std::shared_ptr<spdlog::logger> log);
+  ~Projection();  // stops the threads (ends watches at once)
+
+  void Publish(std::shared_ptr<const Inventory> inventory);
+  ProjectionStats stats() const;
+
+  struct Impl;
+
+ private:
+  explicit Projection(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pcid::projection

@@ -1,0 +1,153 @@
+#include <absl/strings/escaping.h>
+
+#include <boost/test/unit_test.hpp>
+
+#include "projection/kubeconfig.h"
+#include "projection/mirror.h"
+#include "projection/objects.h"
+
+namespace pcid::projection {
+namespace {
+
+// A kubeconfig as kind / kubeadm write them, with the quirks: lists at the key's indentation,
+// comments, quoted values, an unused second context.
+constexpr char kKubeconfig[] = R"(apiVersion: v1
+# written by kind
+clusters:
+- cluster:
+    certificate-authority-data: Q0EtUEVN
+    server: https://127.0.0.1:6443
+  name: kind-kind
+- cluster:
+    server: "https://10.0.0.1"
+  name: other
+contexts:
+- context:
+    cluster: other
+    user: nobody
+  name: other
+- context:
+    cluster: kind-kind
+    user: 'kind-kind'
+  name: kind-kind
+current-context: kind-kind   # the one used
+kind: Config
+preferences: {}
+users:
+- name: kind-kind
+  user:
+    token: abc.def
+)";
+
+BOOST_AUTO_TEST_CASE(kubeconfig_current_context) {
+  auto c = ParseKubeconfig(kKubeconfig, "/k/config");
+  BOOST_REQUIRE_MESSAGE(c.ok(), c.status().message());
+  BOOST_TEST(c->https);
+  BOOST_TEST(c->host == "127.0.0.1");
+  BOOST_TEST(c->port == 6443);
+  BOOST_TEST(c->ca_pem == "CA-PEM");
+  BOOST_TEST(c->token == "abc.def");
+  BOOST_TEST(c->origin == "kubeconfig /k/config (context kind-kind)");
+}
+
+BOOST_AUTO_TEST_CASE(kubeconfig_json_and_refusals) {
+  auto c = ParseKubeconfig(
+      R"({"current-context":"x","contexts":[{"name":"x","context":{"cluster":"c","user":"u"}}],
+          "clusters":[{"name":"c","cluster":{"server":"https://[::1]:8443"}}],
+          "users":[{"name":"u","user":{"tokenFile":"tok"}}]})",
+      "/etc/kube/config.json");
+  BOOST_REQUIRE_MESSAGE(c.ok(), c.status().message());
+  BOOST_TEST(c->host == "::1");
+  BOOST_TEST(c->port == 8443);
+  BOOST_TEST(c->token_file == "/etc/kube/tok");
+  std::string text = kKubeconfig;
+  struct Case {
+    std::string from, to, want;
+  };
+  for (const Case& k : std::vector<Case>{
+           {"current-context: kind-kind", "current-context: nope", "context \"nope\" not found"},
+           {"    server: https://127.0.0.1:6443", "    server: ftp://x", "want https://"},
+           {"    server: https://127.0.0.1:6443", "    server: http://10.1.1.1:80",
+            "plain http only to a loopback"},
+           {"    server: https://127.0.0.1:6443",
+            "    server: https://127.0.0.1:6443\n    insecure-skip-tls-verify: true",
+            "TLS is always verified"},
+           {"    token: abc.def", "    exec:\n      command: aws", "exec and auth-provider"},
+           {"Q0EtUEVN", "not*base64", "not base64"},
+           {"preferences: {}", "preferences: {a: 1}", "unsupported YAML"},
+           {"kind: Config", "kind: Config\nkind: Again", "duplicate key"},
+       }) {
+    std::string bad = text;
+    bad.replace(bad.find(k.from), k.from.size(), k.to);
+    auto r = ParseKubeconfig(bad, "/k/config");
+    BOOST_TEST(!r.ok(), k.want);
+    BOOST_TEST(std::string(r.status().message()).find(k.want) != std::string::npos,
+               r.status().message());
+    BOOST_TEST(std::string(r.status().message()).find("kubeconfig /k/config: ") == 0);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(in_cluster) {
+  auto none = InClusterConfig([](const char*) -> const char* { return nullptr; }, "/nonexistent");
+  BOOST_TEST(absl::IsNotFound(none.status()));
+}
+
+BOOST_AUTO_TEST_CASE(decode_objects_lists_and_events) {
+  auto list = DecodeList(R"({"kind":"PCIDeviceList","metadata":{"resourceVersion":"42"},"items":[
+      {"metadata":{"name":"n1-000001000","resourceVersion":"7","labels":{"nodename":"n1"}},
+       "status":{"address":"0000:01:00.0","numaNode":0}}]})");
+  BOOST_REQUIRE_MESSAGE(list.ok(), list.status().message());
+  BOOST_TEST(list->resource_version == "42");
+  BOOST_REQUIRE(list->items.size() == 1u);
+  BOOST_TEST(list->items[0].node_label == "n1");
+  BOOST_TEST(list->items[0].status.at("address") == "\"0000:01:00.0\"");
+  BOOST_TEST(list->items[0].status.at("numaNode") == "0");
+  BOOST_TEST(DecodeList(R"({"metadata":{"resourceVersion":"1"},"items":null})")->items.empty());
+  auto gone = DecodeWatchEvent(R"({"type":"ERROR","object":{"kind":"Status","code":410}})");
+  BOOST_TEST(gone->code == 410);
+  auto bm =
+      DecodeWatchEvent(R"({"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"99"}}})");
+  BOOST_TEST(bm->object.resource_version == "99");
+  for (const char* bad : {"", "{", "[]", R"({"type":"ADDED"})", R"({"type":"X","object":{}})",
+                          R"({"type":"ADDED","object":{"metadata":{}}})",
+                          R"({"type":"ADDED","object":{"metadata":{"name":"a"},"status":[]}})"}) {
+    BOOST_TEST(!DecodeWatchEvent(bad).ok(), bad);
+  }
+  BOOST_TEST(StatusMessage(R"({"kind":"Status","message":"conflict"})") == "conflict");
+}
+
+BOOST_AUTO_TEST_CASE(plan_writes_only_what_differs_and_only_this_nodes) {
+  PciDevice gpu;
+  gpu.address = {0, 1, 0, 0};
+  gpu.vendor_id = 0x10de;
+  gpu.device_id = 0x1c03;
+  gpu.class_code = 3;
+  gpu.driver = "nvidia";
+  gpu.iommu_group = 2;
+  Desired want = DesiredObjects({gpu}, {}, {}, "n1");
+  const auto& obj = want[kPciPlural].at("n1-000001000");
+  BOOST_TEST(obj.status.at("kernelDriverInUse") == "\"nvidia\"");
+  BOOST_TEST(obj.status_json.rfind("{\"status\":{\"address\":\"0000:01:00.0\"", 0) == 0);
+
+  Observed seen;
+  BOOST_TEST(PlanWrites(want, seen, "n1").size() == 1u);  // create
+  ObservedObject same{"n1-000001000", "5", "n1", obj.status, false};
+  seen[kPciPlural]["n1-000001000"] = same;
+  BOOST_TEST(PlanWrites(want, seen, "n1").empty());  // a quiet node writes nothing
+  seen[kPciPlural]["n1-000001000"].status["kernelDriverInUse"] = "\"vfio-pci\"";
+  auto w = PlanWrites(want, seen, "n1");
+  BOOST_REQUIRE(w.size() == 1u);
+  BOOST_TEST((w[0].kind == Write::Kind::kPatchStatus));
+  // Gone from this node: deleted with its resourceVersion; another node's: never touched.
+  seen[kPciPlural]["n1-000002000"] = {"n1-000002000", "6", "n1", {}, false};
+  seen[kPciPlural]["n2-000001000"] = {"n2-000001000", "8", "n2", {}, false};
+  seen[kPciPlural]["n1-000003000"] = {"n1-000003000", "9", "n1", {}, true};  // being deleted
+  w = PlanWrites(want, seen, "n1");
+  BOOST_REQUIRE(w.size() == 2u);
+  BOOST_TEST((w[1].kind == Write::Kind::kDelete));
+  BOOST_TEST(w[1].name == "n1-000002000");
+  BOOST_TEST(w[1].resource_version == "6");
+}
+
+}  // namespace
+}  // namespace pcid::projection
