@@ -237,6 +237,65 @@ class Daemon {
     plugin::ReprobeHealth(sysfs_, dev_, devices_, enabled_, touched, probed_);
   }
 
+  // Who holds `id` right now: PodResources asked afresh is the authority; an Allocate it does
+  // not show yet still counts. "" when nobody.
+  absl::StatusOr<std::string> HolderNow(const std::string& id) {
+    PCID_ASSIGN_OR_RETURN(auto holders, ListHoldersNow(flags_.pod_resources_socket));
+    for (const auto& [held, holder] : holders) pending_.erase(held);  // confirmed
+    if (auto it = holders.find(id); it != holders.end()) return it->second;
+    auto it = pending_.find(id);
+    if (it != pending_.end() && SteadyClock::now() - it->second.second < kPendingAllocation) {
+      return it->second.first;
+    }
+    return std::string();
+  }
+
+  // A PCIDeviceClaim's enable or disable (source "claim"), asked by the projection.
+  projection::ClaimOutcome OnClaim(bool enable, const std::string& text) {
+    auto address = ParsePciAddress(text);
+    if (!address.ok())
+      return {false, "", "InvalidAddress", std::string(address.status().message())};
+    projection::ClaimOutcome out;
+    if (enable) {
+      auto it =
+          std::lower_bound(devices_.begin(), devices_.end(), *address,
+                           [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
+      if (it == devices_.end() || it->address != *address) {
+        return {false, "", "DeviceNotFound",
+                absl::StrCat("pci ", text, ": no such device on node ", flags_.node)};
+      }
+      auto protect = vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny);
+      absl::Status st =
+          protect.ok() ? vfio::Enable(node_, *store_, *it, *protect, "claim") : protect.status();
+      if (!st.ok()) {
+        return {false, "", absl::IsFailedPrecondition(st) ? "Refused" : "EnableFailed",
+                std::string(st.message())};
+      }
+      out = {true, store_->Find(*address)->original_driver, "",
+             absl::StrCat("pci ", text, " on vfio-pci")};
+    } else {
+      if (!store_->Find(*address)) return {true, "", "", "not enabled"};
+      auto holder = HolderNow(text);
+      if (!holder.ok() || !holder->empty()) {
+        return {false, "", "DeviceInUse",
+                holder.ok()
+                    ? absl::StrCat("pci ", text, " is allocated to ", *holder, " (PodResources)")
+                    : std::string(holder.status().message())};
+      }
+      if (absl::Status st = vfio::Disable(node_, *store_, *address, "claim"); !st.ok()) {
+        return {false, "", "DisableFailed", std::string(st.message())};
+      }
+      out = {true, "", "", absl::StrCat("pci ", text, " given back")};
+    }
+    enabled_.clear();
+    for (const auto& [a, intent] : store_->intents()) {
+      if (intent.enabled) enabled_.insert(a.ToString());
+    }
+    Refresh({text});
+    Replan(/*probe=*/false);
+    return out;
+  }
+
   // --kubeconfig, else the in-cluster service account, else standalone (no projection).
   bool StartProjection() {
     absl::StatusOr<projection::KubeConfig> config =
@@ -251,7 +310,13 @@ class Daemon {
       log_->error("{}", ToStd(config.status().message()));
       return false;
     }
-    auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"));
+    // Claims run on the owner thread like everything that touches devices; the answer goes back
+    // to the projection's thread.
+    auto claims = [this, post = Poster()](bool enable, const std::string& address,
+                                          std::function<void(projection::ClaimOutcome)> done) {
+      post([this, enable, address, done = std::move(done)] { done(OnClaim(enable, address)); });
+    };
+    auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"), claims);
     if (!p.ok()) {
       log_->error("{}", ToStd(p.status().message()));
       return false;
@@ -268,17 +333,7 @@ class Daemon {
     DeviceContext ctx{
         node_, *store_, devices_,
         [this] { return vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny); },
-        [this](const std::string& id) -> absl::StatusOr<std::string> {
-          // PodResources now is the authority; an Allocate it does not show yet still counts.
-          PCID_ASSIGN_OR_RETURN(auto holders, ListHoldersNow(flags_.pod_resources_socket));
-          for (const auto& [held, holder] : holders) pending_.erase(held);  // confirmed
-          if (auto it = holders.find(id); it != holders.end()) return it->second;
-          auto it = pending_.find(id);
-          if (it != pending_.end() && SteadyClock::now() - it->second.second < kPendingAllocation) {
-            return it->second.first;
-          }
-          return std::string();
-        }};
+        [this](const std::string& id) { return HolderNow(id); }};
     std::vector<std::string> lines = RunDeviceRequest(ctx, *req);
     const bool changed = std::any_of(lines.begin(), lines.end(),
                                      [](const std::string& l) { return l.rfind("ok ", 0) == 0; });
@@ -687,6 +742,9 @@ int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, SysfsRoot p
   // built): threads inherit the mask, so these signals reach only the signalfd.
   const sigset_t mask = DaemonSignals();
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  // A peer that closed its connection (the API server, a TLS shutdown) is an error return, never
+  // a process-killing SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
   Daemon daemon(std::move(flags), std::move(sysfs), std::move(dev), std::move(proc),
                 std::move(ids));
   return daemon.Run();

@@ -32,9 +32,27 @@ absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e) {
   if (!meta["labels"]["nodename"].get(node)) o.node_label = std::string(node);
   simdjson::dom::element ts;
   o.deleting = !meta["deletionTimestamp"].get(ts) && !ts.is_null();
+  simdjson::dom::array finalizers;
+  if (!meta["finalizers"].get(finalizers)) {
+    for (simdjson::dom::element f : finalizers) {
+      std::string_view text;
+      if (!f.get(text)) o.finalizers.emplace_back(text);
+    }
+  }
   simdjson::dom::element status;
   if (!e["status"].get(status) && !status.is_null()) {
     PCID_ASSIGN_OR_RETURN(o.status, Flat(status, o.name));
+  }
+  simdjson::dom::object spec;
+  if (!e["spec"].get(spec)) {
+    for (auto [k, v] : spec) {
+      std::string_view text;
+      if (!v.get(text)) {
+        o.spec.emplace(std::string(k), std::string(text));
+      } else {
+        o.spec_not_strings.emplace_back(k);
+      }
+    }
   }
   return o;
 }

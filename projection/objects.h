@@ -20,6 +20,9 @@ struct ObservedObject {
   std::string node_label;                     // metadata.labels.nodename
   std::map<std::string, std::string> status;  // key -> minified JSON value
   bool deleting = false;                      // metadata.deletionTimestamp set
+  std::vector<std::string> finalizers;        // metadata.finalizers
+  std::map<std::string, std::string> spec;    // string fields of .spec (claims)
+  std::vector<std::string> spec_not_strings;  // .spec fields of another type (refused)
 };
 
 // One object (a GET answer or a watch event's "object").

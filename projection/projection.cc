@@ -37,13 +37,17 @@ class Backoff {
   std::mt19937 rng_{std::random_device{}()};
 };
 
-// What informers tell the mirror thread.
+// What informers (and the device owner's answers to claims) tell the mirror thread.
 struct Update {
   std::string plural;
   bool sync = false;  // `list` replaces everything known of `plural`
   std::vector<ObservedObject> list;
   std::string type;  // ADDED / MODIFIED / DELETED
   ObservedObject object;
+  // An answer for claim `claim` (plural empty): to its enable or disable.
+  std::string claim;
+  bool enable = false;
+  ClaimOutcome outcome;
 };
 
 }  // namespace
@@ -52,6 +56,7 @@ struct Projection::Impl {
   KubeConfig config;
   std::string node;
   std::shared_ptr<spdlog::logger> log;
+  ClaimHandler claims;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -77,10 +82,9 @@ struct Projection::Impl {
     return !cv.wait_for(lock, d, [&] { return stopping; });
   }
 
-  std::string Selector() const { return absl::StrCat("labelSelector=nodename%3D", node); }
-
-  // List then watch `plural`, for ever: each list is a sync, each event an update.
-  void Inform(const std::string& plural) {
+  // List then watch `plural` (with `selector`, "" = all), for ever: each list is a sync, each
+  // event an update.
+  void Inform(const std::string& plural, const std::string& selector) {
     Backoff backoff;
     auto client = KubeClient::Create(config);
     if (!client.ok()) {
@@ -92,7 +96,7 @@ struct Projection::Impl {
       if (stopping) return;
       streaming.push_back(client->get());
     }
-    const std::string base = absl::StrCat(kApiPrefix, plural, "?", Selector());
+    const std::string base = absl::StrCat(kApiPrefix, plural, "?", selector);
     bool failing = false;
     while (true) {
       {
@@ -122,7 +126,7 @@ struct Projection::Impl {
       failing = false;
       backoff.Reset();
       std::string rv = list->resource_version;
-      Post({plural, true, std::move(list->items), "", {}});
+      Post({plural, true, std::move(list->items), "", {}, "", false, {}});
       {
         std::lock_guard<std::mutex> lock(mu);
         ++stats.relists;
@@ -146,8 +150,9 @@ struct Projection::Impl {
                 return false;
               }
               if (!ev->object.resource_version.empty()) rv = ev->object.resource_version;
-              if (ev->type != "BOOKMARK")
-                Post({plural, false, {}, ev->type, std::move(ev->object)});
+              if (ev->type != "BOOKMARK") {
+                Post({plural, false, {}, ev->type, std::move(ev->object), "", false, {}});
+              }
               return true;
             });
         {
@@ -177,6 +182,7 @@ struct Projection::Impl {
       return;
     }
     Observed observed;
+    std::map<std::string, ClaimState> claim_states;
     std::set<std::string> synced;  // plurals listed at least once
     std::shared_ptr<const Inventory> inv;
     Desired desired;
@@ -201,6 +207,11 @@ struct Projection::Impl {
         }
       }
       for (Update& u : batch) {
+        if (u.plural.empty()) {  // the owner's answer to a claim
+          ClaimState& st = claim_states[u.claim];
+          (u.enable ? st.enabled : st.disabled) = u.outcome;
+          continue;
+        }
         auto& objects = observed[u.plural];
         if (u.sync) {
           objects.clear();
@@ -212,7 +223,8 @@ struct Projection::Impl {
           objects[u.object.name] = std::move(u.object);
         }
       }
-      if (!inv || synced.size() < 2) continue;  // nothing to mirror yet, or not yet known
+      if (synced.count(kClaimPlural)) ServeClaims(**client, observed[kClaimPlural], claim_states);
+      if (!inv || !synced.count(kPciPlural) || !synced.count(kUsbPlural)) continue;
       if (retrying && Clock::now() < retry_at && batch.empty()) continue;
       retrying = false;
       if (!Apply(**client, desired, observed)) {
@@ -220,6 +232,45 @@ struct Projection::Impl {
         retry_at = Clock::now() + backoff.Next();
       } else {
         backoff.Reset();
+      }
+    }
+  }
+
+  // Claims: asks the owner, then writes finalizers and status. A failed write is not retried
+  // here: the watch brings the claim back (a 409 means it changed meanwhile).
+  void ServeClaims(KubeClient& client, const std::map<std::string, ObservedObject>& claims_seen,
+                   std::map<std::string, ClaimState>& states) {
+    for (const ClaimStep& step : PlanClaims(claims_seen, states, node)) {
+      const std::string path = absl::StrCat(kApiPrefix, kClaimPlural, "/", step.claim);
+      absl::StatusOr<KubeResponse> res;
+      switch (step.kind) {
+        case ClaimStep::Kind::kAskEnable:
+        case ClaimStep::Kind::kAskDisable: {
+          const bool enable = step.kind == ClaimStep::Kind::kAskEnable;
+          log->info("claim {}: {} {}", step.claim, enable ? "enable" : "disable", step.address);
+          claims(enable, step.address, [this, name = step.claim, enable](ClaimOutcome outcome) {
+            Post({"", false, {}, "", {}, name, enable, std::move(outcome)});
+          });
+          continue;
+        }
+        case ClaimStep::Kind::kForget:
+          states.erase(step.claim);
+          continue;
+        case ClaimStep::Kind::kAddFinalizer:
+        case ClaimStep::Kind::kRemoveFinalizer:
+          res = client.Call("PATCH", path, step.body, "application/merge-patch+json");
+          break;
+        case ClaimStep::Kind::kWriteStatus:
+          res = client.Call("PATCH", path + "/status", step.body, "application/merge-patch+json");
+          break;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      ++stats.claim_writes;
+      if (!res.ok() || res->status / 100 != 2) {
+        ++stats.failures;
+        log->warn("claim {}: write failed: {}", step.claim,
+                  res.ok() ? absl::StrCat("HTTP ", res->status, ": ", StatusMessage(res->body))
+                           : std::string(res.status().message()));
       }
     }
   }
@@ -286,18 +337,23 @@ Projection::Projection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& config,
                                                               std::string node,
-                                                              std::shared_ptr<spdlog::logger> log) {
+                                                              std::shared_ptr<spdlog::logger> log,
+                                                              ClaimHandler claims) {
   // Fail early on a config that can never work (bad certificates), not in a thread.
   PCID_RETURN_IF_ERROR(KubeClient::Create(config).status());
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->node = std::move(node);
   impl->log = std::move(log);
+  impl->claims = std::move(claims);
   Impl* p = impl.get();
   std::unique_ptr<Projection> projection(new Projection(std::move(impl)));
   p->threads.emplace_back([p] { p->Mirror(); });
-  p->threads.emplace_back([p] { p->Inform(kPciPlural); });
-  p->threads.emplace_back([p] { p->Inform(kUsbPlural); });
+  const std::string mine = absl::StrCat("labelSelector=nodename%3D", p->node);
+  p->threads.emplace_back([p, mine] { p->Inform(kPciPlural, mine); });
+  p->threads.emplace_back([p, mine] { p->Inform(kUsbPlural, mine); });
+  // Claims carry their node in spec.nodeName, not in a label: every claim is seen, others' skipped.
+  p->threads.emplace_back([p] { p->Inform(kClaimPlural, ""); });
   p->log->info("projection to {} ({}) for node {}", config.host, config.origin, p->node);
   return projection;
 }

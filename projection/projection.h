@@ -10,12 +10,14 @@
 
 #include <absl/status/statusor.h>
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/device.h"
+#include "projection/claims.h"
 #include "projection/kubeconfig.h"
 
 namespace spdlog {
@@ -32,15 +34,23 @@ struct Inventory {
 
 // Writes made, for tests and benchmarks (also logged).
 struct ProjectionStats {
-  uint64_t creates = 0, status_patches = 0, deletes = 0, failures = 0, relists = 0;
+  uint64_t creates = 0, status_patches = 0, deletes = 0, failures = 0, relists = 0,
+           claim_writes = 0;
 };
+
+// How claims reach the device owner: enable (true) or disable `address` for source "claim";
+// called on the projection's thread; `done` may be called from any thread, once.
+using ClaimHandler = std::function<void(bool enable, const std::string& address,
+                                        std::function<void(ClaimOutcome)> done)>;
 
 class Projection {
  public:
-  // Starts the threads; nothing is written before the first Publish().
+  // Starts the threads; nothing is written before the first Publish(). Claims of this node are
+  // served through `claims`.
   static absl::StatusOr<std::unique_ptr<Projection>> Start(const KubeConfig& config,
                                                            std::string node,
-                                                           std::shared_ptr<spdlog::logger> log);
+                                                           std::shared_ptr<spdlog::logger> log,
+                                                           ClaimHandler claims);
   ~Projection();  // stops the threads (ends watches at once)
 
   void Publish(std::shared_ptr<const Inventory> inventory);

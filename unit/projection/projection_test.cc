@@ -116,6 +116,17 @@ BOOST_AUTO_TEST_CASE(decode_objects_lists_and_events) {
   BOOST_TEST(StatusMessage(R"({"kind":"Status","message":"conflict"})") == "conflict");
 }
 
+ObservedObject Obj(std::string name, std::string rv, std::string node,
+                   std::map<std::string, std::string> status, bool deleting) {
+  ObservedObject o;
+  o.name = std::move(name);
+  o.resource_version = std::move(rv);
+  o.node_label = std::move(node);
+  o.status = std::move(status);
+  o.deleting = deleting;
+  return o;
+}
+
 BOOST_AUTO_TEST_CASE(plan_writes_only_what_differs_and_only_this_nodes) {
   PciDevice gpu;
   gpu.address = {0, 1, 0, 0};
@@ -131,7 +142,7 @@ BOOST_AUTO_TEST_CASE(plan_writes_only_what_differs_and_only_this_nodes) {
 
   Observed seen;
   BOOST_TEST(PlanWrites(want, seen, "n1").size() == 1u);  // create
-  ObservedObject same{"n1-000001000", "5", "n1", obj.status, false};
+  ObservedObject same = Obj("n1-000001000", "5", "n1", obj.status, false);
   seen[kPciPlural]["n1-000001000"] = same;
   BOOST_TEST(PlanWrites(want, seen, "n1").empty());  // a quiet node writes nothing
   seen[kPciPlural]["n1-000001000"].status["kernelDriverInUse"] = "\"vfio-pci\"";
@@ -139,9 +150,9 @@ BOOST_AUTO_TEST_CASE(plan_writes_only_what_differs_and_only_this_nodes) {
   BOOST_REQUIRE(w.size() == 1u);
   BOOST_TEST((w[0].kind == Write::Kind::kPatchStatus));
   // Gone from this node: deleted with its resourceVersion; another node's: never touched.
-  seen[kPciPlural]["n1-000002000"] = {"n1-000002000", "6", "n1", {}, false};
-  seen[kPciPlural]["n2-000001000"] = {"n2-000001000", "8", "n2", {}, false};
-  seen[kPciPlural]["n1-000003000"] = {"n1-000003000", "9", "n1", {}, true};  // being deleted
+  seen[kPciPlural]["n1-000002000"] = Obj("n1-000002000", "6", "n1", {}, false);
+  seen[kPciPlural]["n2-000001000"] = Obj("n2-000001000", "8", "n2", {}, false);
+  seen[kPciPlural]["n1-000003000"] = Obj("n1-000003000", "9", "n1", {}, true);  // being deleted
   w = PlanWrites(want, seen, "n1");
   BOOST_REQUIRE(w.size() == 2u);
   BOOST_TEST((w[1].kind == Write::Kind::kDelete));

@@ -1,0 +1,539 @@
+#!/usr/bin/env python3
+"""The API-server emulator against the real kubectl, and its watch paths from a raw HTTP client.
+
+    kubectl_test.py [--kubectl PATH] [--kube-version 1.32.0] [--keep]
+
+Starts apiserver_emulator.py in a temporary directory, applies deploy/crds/ and the test KubeVirt
+CRD with kubectl, and checks what an operator does: api-resources, apply/get/patch/delete of
+PCIDevices and claims (printer columns, status subresource, merges, finalizers), get -w, 401,
+409, 410, 415, 422, 400, 413; then watches, bookmarks, replay, selectors, cut streams and the
+control API with http.client. Prints each check and 'N passed, N failed'; exit 0 when all pass.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import queue
+import re
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+EMULATOR = os.path.join(HERE, "apiserver_emulator.py")
+CRDS = os.path.join(ROOT, "deploy", "crds")
+KUBEVIRT_CRD = os.path.join(HERE, "kubevirt-crd.yaml")
+
+DEV = "testnode1-00003f063"
+DEV_STATUS = {"address": "0000:3f:06.3", "vendorId": "8086", "deviceId": "0d4c", "classId": "0200",
+              "iommuGroup": "12", "nodeName": "testnode1", "resourceName": "intel.com/ETHERNET_CONNECTION_11_I219LM",
+              "description": "Ethernet controller: Intel Corporation Ethernet Connection (11) I219-LM",
+              "kernelDriverInUse": "e1000e", "numaNode": 0}
+PCIDEVICE_COLUMNS = ["NAME", "ADDRESS", "VENDOR ID", "DEVICE ID", "NODE NAME", "DESCRIPTION", "KERNEL DRIVER IN USE"]
+CLAIM_COLUMNS = ["NAME", "ADDRESS", "NODE NAME", "USER NAME", "KERNEL DRIVER TO UNBIND", "PASSTHROUGH ENABLED"]
+
+
+class Results:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print("ok   - %s" % name, flush=True)
+        else:
+            self.failed += 1
+            print("FAIL - %s%s" % (name, (": " + str(detail)[:1500]) if detail else ""), flush=True)
+        return ok
+
+
+def cells(line):
+    """Split a kubectl table line into cells (columns are separated by 2+ spaces)."""
+    return [c for c in re.split(r"\s{2,}", line.rstrip()) if c != ""]
+
+
+def manifest(kind, name, body, extra_meta=None):
+    meta = {"name": name}
+    meta.update(extra_meta or {})
+    return json.dumps(dict({"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": kind, "metadata": meta}, **body))
+
+
+class Emulator:
+    def __init__(self, workdir, kube_version):
+        self.dir = os.path.join(workdir, "emu")
+        self.proc = subprocess.Popen([sys.executable, EMULATOR, "--dir", self.dir, "--http-port", "0",
+                                      "--bookmark-interval", "1", "--kube-version", kube_version],
+                                     stdout=subprocess.PIPE, stderr=open(os.path.join(workdir, "emulator.log"), "w"))
+        r, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline() if r else b""
+        if not line:
+            self.stop()
+            raise SystemExit("emulator did not start; see %s/emulator.log" % workdir)
+        info = json.loads(line)
+        self.https, self.http, self.kubeconfig = info["https"], info["http"], info["kubeconfig"]
+        self.token = open(os.path.join(self.dir, "token")).read().strip()
+        self.ca = os.path.join(self.dir, "ca.crt")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()  # our own child, by PID
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Raw:
+    """http.client against the emulator: HTTPS with the generated CA, or the plain HTTP port."""
+
+    def __init__(self, emu, tls=True):
+        self.emu, self.tls = emu, tls
+        self.ctx = ssl.create_default_context(cafile=emu.ca)
+
+    def conn(self, timeout=10):
+        if self.tls:
+            return http.client.HTTPSConnection("127.0.0.1", self.emu.https, context=self.ctx, timeout=timeout)
+        return http.client.HTTPConnection("127.0.0.1", self.emu.http, timeout=timeout)
+
+    def req(self, method, path, body=None, ctype="application/json", token=True, headers=None):
+        c = self.conn()
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + (self.emu.token if token is True else token)
+        if body is not None:
+            h["Content-Type"] = ctype
+            if not isinstance(body, bytes):
+                body = json.dumps(body).encode()
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+        finally:
+            c.close()
+        try:
+            obj = json.loads(data) if data else None
+        except ValueError:
+            obj = None
+        return r.status, obj, data
+
+    def watch(self, path, timeout=10):
+        c = self.conn(timeout)
+        c.request("GET", path, headers={"Authorization": "Bearer " + self.emu.token})
+        return c, c.getresponse()
+
+
+def read_events(resp, want, seconds):
+    """Read watch events until `want(events)` is true or `seconds` pass; returns (events, how the
+    stream ended: 'open', 'eof' (clean end) or 'broken')."""
+    events, end = [], "open"
+    deadline = time.monotonic() + seconds
+    while not want(events) and time.monotonic() < deadline:
+        try:
+            line = resp.readline()
+        except (socket.timeout, TimeoutError):
+            continue
+        except (http.client.IncompleteRead, ConnectionError, OSError):
+            end = "broken"
+            break
+        if not line:
+            end = "eof"
+            break
+        events.append(json.loads(line))
+    return events, end
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kubectl", default=shutil.which("kubectl") or "/usr/bin/kubectl")
+    ap.add_argument("--kube-version", default="1.32.0", help="what the emulator's /version says")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+    t = Results()
+    work = tempfile.mkdtemp(prefix="apiserver-emu-test-")
+    home = os.path.join(work, "home")
+    os.makedirs(home)
+    emu = Emulator(work, args.kube_version)
+    env = dict(os.environ, HOME=home, KUBECONFIG=emu.kubeconfig)
+    env.pop("KUBECACHEDIR", None)
+
+    def kubectl(*a, input=None, timeout=60):
+        p = subprocess.run([args.kubectl, *a], input=input, capture_output=True, text=True, env=env,
+                           timeout=timeout)
+        return p.returncode, p.stdout, p.stderr
+
+    raw, plain = Raw(emu), Raw(emu, tls=False)
+    try:
+        run(t, kubectl, raw, plain, emu, args)
+    except Exception as e:  # noqa: BLE001 - a crash is one more failure, reported
+        import traceback
+        traceback.print_exc()
+        t.check("test ran to the end", False, repr(e))
+    finally:
+        emu.stop()
+        if args.keep:
+            print("kept %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print("%d passed, %d failed" % (t.passed, t.failed))
+    return 0 if t.failed == 0 and t.passed > 0 else 1
+
+
+def run(t, kubectl, raw, plain, emu, args):
+    # --- CRDs and discovery
+    rc, out, err = kubectl("version")
+    t.check("kubectl version reaches the server", rc == 0 and "Server Version: v" + args.kube_version in out, out + err)
+    rc, out, err = kubectl("apply", "-f", CRDS)
+    t.check("kubectl apply -f deploy/crds/ creates 4 CRDs", rc == 0 and out.count(" created") == 4, out + err)
+    rc, out, err = kubectl("apply", "-f", KUBEVIRT_CRD)
+    t.check("kubectl apply -f kubevirt-crd.yaml", rc == 0 and "kubevirts.kubevirt.io created" in out, out + err)
+    rc, out, err = kubectl("get", "crd", "pcidevices.devices.harvesterhci.io", "-o",
+                           "jsonpath={.status.conditions[?(@.type==\"Established\")].status}")
+    t.check("CRD is Established", rc == 0 and out.strip() == "True", out + err)
+    rc, out, err = kubectl("apply", "-f", CRDS)
+    t.check("re-applying the CRDs changes nothing", rc == 0 and out.count(" unchanged") == 4, out + err)
+    rc, out, err = kubectl("api-resources")
+    rows = {c[0]: c for c in (cells(l) for l in out.splitlines()[1:]) if c}
+    want = {"pcidevices": "PCIDevice", "pcideviceclaims": "PCIDeviceClaim", "usbdevices": "USBDevice",
+            "usbdeviceclaims": "USBDeviceClaim"}
+    ok = rc == 0 and all(n in rows and rows[n][-1] == k and rows[n][-2] == "false" and
+                         rows[n][-3] == "devices.harvesterhci.io/v1beta1" for n, k in want.items())
+    ok = ok and "kubevirts" in rows and rows["kubevirts"][1:] == ["kv,kvs", "kubevirt.io/v1", "true", "KubeVirt"]
+    t.check("kubectl api-resources lists the CRDs (cluster-scoped, v1beta1) and KubeVirt", ok, out + err)
+    rc, out, err = kubectl("explain", "pcidevice.status")
+    t.check("kubectl explain pcidevice.status (OpenAPI v3)", rc == 0 and "numaNode" in out and
+            "kernelDriverInUse" in out, out + err)
+
+    # --- PCIDevice: create (status dropped), status patch, printer columns
+    rc, out, err = kubectl("apply", "-f", "-", input=manifest("PCIDevice", DEV, {"status": DEV_STATUS},
+                                                              {"labels": {"nodename": "testnode1"}}))
+    t.check("kubectl apply creates a PCIDevice", rc == 0 and "pcidevice.devices.harvesterhci.io/%s created" % DEV in out,
+            out + err)
+    rc, out, err = kubectl("get", "pcidevice", DEV, "-o", "json")
+    obj = json.loads(out) if rc == 0 else {}
+    t.check("status is ignored on create (status subresource)", rc == 0 and "status" not in obj, out + err)
+    t.check("metadata: uid, creationTimestamp, generation 1, resourceVersion",
+            all(obj.get("metadata", {}).get(k) for k in ("uid", "creationTimestamp", "resourceVersion"))
+            and obj["metadata"].get("generation") == 1, out)
+    rc, out, err = kubectl("patch", "pcidevice", DEV, "--subresource=status", "--type=merge",
+                           "-p", json.dumps({"status": DEV_STATUS}))
+    t.check("kubectl patch --subresource=status", rc == 0 and "patched" in out, out + err)
+    rc, out, err = kubectl("get", "pcidevices")
+    lines = out.splitlines()
+    t.check("kubectl get pcidevices prints the printer columns", rc == 0 and lines and cells(lines[0]) == PCIDEVICE_COLUMNS,
+            out + err)
+    row = [DEV, "0000:3f:06.3", "8086", "0d4c", "testnode1", DEV_STATUS["description"], "e1000e"]
+    t.check("kubectl get pcidevices row has the values", len(lines) == 2 and cells(lines[1]) == row, out)
+    rc, out, err = kubectl("get", "pcidevices", "-l", "nodename=testnode1", "--no-headers")
+    t.check("label selector nodename=testnode1 finds it", rc == 0 and len(out.splitlines()) == 1, out + err)
+    rc, out, err = kubectl("get", "pcidevices", "-l", "nodename notin (testnode1)")
+    t.check("label selector notin excludes it", rc == 0 and out.strip() == "" and "No resources found" in err, out + err)
+    rc, out, err = kubectl("get", "pcidevices", "-l", "nodename,!other", "-o", "name")
+    t.check("label selector exists/!exists", rc == 0 and out.strip() == "pcidevice.devices.harvesterhci.io/" + DEV,
+            out + err)
+    rc, out, err = kubectl("get", "pcidevice", DEV, "-o", "json")
+    obj = json.loads(out) if rc == 0 else {}
+    t.check("kubectl get pcidevice -o json has the status", obj.get("status") == DEV_STATUS and
+            obj.get("metadata", {}).get("labels") == {"nodename": "testnode1"} and obj.get("kind") == "PCIDevice",
+            out + err)
+    rv_before = obj.get("metadata", {}).get("resourceVersion")
+    rc, out, err = kubectl("get", "pcidevice", DEV, "-o", "yaml")
+    t.check("kubectl get -o yaml", rc == 0 and "kernelDriverInUse: e1000e" in out, out + err)
+
+    # --- apply again with a change: a three-way merge patch, status untouched
+    rc, out, err = kubectl("apply", "-f", "-", input=manifest("PCIDevice", DEV, {"status": DEV_STATUS},
+                                                              {"labels": {"nodename": "testnode1", "extra": "yes"}}))
+    t.check("kubectl apply with a change says configured", rc == 0 and "configured" in out, out + err)
+    rc, out, err = kubectl("get", "pcidevice", DEV, "-o", "json")
+    obj = json.loads(out) if rc == 0 else {}
+    t.check("the merge kept the status and added the label", obj.get("status") == DEV_STATUS and
+            obj["metadata"]["labels"] == {"nodename": "testnode1", "extra": "yes"} and
+            int(obj["metadata"]["resourceVersion"]) > int(rv_before or 0) and obj["metadata"]["generation"] == 1, out)
+    rc, out, err = kubectl("patch", "pcidevice", DEV, "-p", '{"metadata":{"labels":{"x":"y"}}}')
+    t.check("strategic merge patch on a CR is 415 (as the real server)", rc != 0 and
+            "application/merge-patch+json" in err and "unknown format" in err, out + err)
+    rc, out, err = kubectl("patch", "pcidevice", DEV, "--subresource=status", "--type=merge",
+                           "-p", '{"status":{"numaNode":"zero"}}')
+    t.check("a wrongly typed status field is 422 Invalid", rc != 0 and "status.numaNode" in err and
+            "must be of type integer" in err, out + err)
+    rc, out, err = kubectl("patch", "pcidevice", DEV, "--type=json",
+                           "-p", '[{"op":"add","path":"/metadata/annotations/note","value":"json-patch"}]')
+    rc2, out2, _ = kubectl("get", "pcidevice", DEV, "-o", "jsonpath={.metadata.annotations.note}")
+    t.check("kubectl patch --type=json", rc == 0 and out2 == "json-patch", out + err + out2)
+
+    # --- wrong resourceVersion on replace -> 409
+    rc, out, err = kubectl("get", "pcidevice", DEV, "-o", "json")
+    stale = json.loads(out)
+    stale["metadata"]["resourceVersion"] = "1"
+    rc, out, err = kubectl("replace", "-f", "-", input=json.dumps(stale))
+    t.check("kubectl replace with a stale resourceVersion is 409 Conflict", rc != 0 and
+            "the object has been modified" in err, out + err)
+
+    # --- PCIDeviceClaim with a finalizer
+    claim = {"spec": {"address": "0000:3f:06.3", "nodeName": "testnode1", "userName": "admin"}}
+    fin = {"finalizers": ["wrangler.cattle.io/PCIDeviceClaimOnRemove"]}
+    rc, out, err = kubectl("apply", "-f", "-", input=manifest("PCIDeviceClaim", DEV, claim, fin))
+    t.check("kubectl apply creates a PCIDeviceClaim", rc == 0 and "created" in out, out + err)
+    rc, out, err = kubectl("patch", "pcideviceclaim", DEV, "--subresource=status", "--type=merge",
+                           "-p", '{"status":{"kernelDriverToUnbind":"e1000e","passthroughEnabled":true}}')
+    rc, out, err = kubectl("get", "pcideviceclaims")
+    lines = out.splitlines()
+    t.check("kubectl get pcideviceclaims prints its columns", rc == 0 and cells(lines[0]) == CLAIM_COLUMNS and
+            cells(lines[1]) == [DEV, "0000:3f:06.3", "testnode1", "admin", "e1000e", "true"], out + err)
+    claim["spec"]["userName"] = "bob"
+    rc, out, err = kubectl("apply", "-f", "-", input=manifest("PCIDeviceClaim", DEV, claim, fin))
+    rc2, out2, _ = kubectl("get", "pcideviceclaim", DEV, "-o", "json")
+    obj = json.loads(out2) if rc2 == 0 else {}
+    t.check("a spec change through apply bumps generation", rc == 0 and "configured" in out and
+            obj.get("spec", {}).get("userName") == "bob" and obj["metadata"]["generation"] == 2 and
+            obj.get("status", {}).get("passthroughEnabled") is True, out + err + out2)
+    rc, out, err = kubectl("delete", "pcideviceclaim", DEV, "--wait=false")
+    t.check("kubectl delete pcideviceclaim (finalizer set)", rc == 0 and "deleted" in out, out + err)
+    rc, out, err = kubectl("get", "pcideviceclaim", DEV, "-o", "json")
+    obj = json.loads(out) if rc == 0 else {}
+    t.check("the claim stays, with a deletionTimestamp", obj.get("metadata", {}).get("deletionTimestamp"), out + err)
+    rc, out, err = kubectl("patch", "pcideviceclaim", DEV, "--type=merge",
+                           "-p", '{"metadata":{"finalizers":["another"]}}')
+    t.check("no new finalizers once deleting (422)", rc != 0 and "no new finalizers" in err, out + err)
+    # kubectl delete (waiting) watches with fieldSelector=metadata.name until the object is gone.
+    waiter = subprocess.Popen([args.kubectl, "delete", "pcideviceclaim", DEV, "--timeout=30s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, HOME=os.path.join(os.path.dirname(emu.dir), "home"),
+                                       KUBECONFIG=emu.kubeconfig))
+    time.sleep(1.5)
+    still = waiter.poll() is None
+    rc, out, err = kubectl("patch", "pcideviceclaim", DEV, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    t.check("removing the finalizer by patch", rc == 0 and "patched" in out, out + err)
+    try:
+        wout, werr = waiter.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        waiter.kill()
+        wout, werr = waiter.communicate()
+    t.check("a waiting kubectl delete returns once the finalizer is gone", still and waiter.returncode == 0,
+            "%s %s %s" % (still, wout, werr))
+    rc, out, err = kubectl("get", "pcideviceclaim", DEV)
+    t.check("the claim is gone", rc != 0 and "NotFound" in err, out + err)
+
+    # --- kubectl get -w sees an update
+    w = subprocess.Popen([args.kubectl, "get", "pcidevices", "-w"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, HOME=os.path.join(os.path.dirname(emu.dir), "home"),
+                                  KUBECONFIG=emu.kubeconfig))
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in w.stdout], daemon=True).start()
+    seen = []
+
+    def wait_line(pred, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                seen.append(lines.get(timeout=0.2))
+            except queue.Empty:
+                continue
+            if pred(seen[-1]):
+                return True
+        return False
+    first = wait_line(lambda l: l.startswith(DEV), 20)
+    rc, out, err = kubectl("patch", "pcidevice", DEV, "--subresource=status", "--type=merge",
+                           "-p", '{"status":{"kernelDriverInUse":"vfio-pci"}}')
+    upd = wait_line(lambda l: l.startswith(DEV) and "vfio-pci" in l, 20)
+    w.terminate()
+    try:
+        w.wait(10)
+    except subprocess.TimeoutExpired:
+        w.kill()
+    t.check("kubectl get -w prints the update", first and upd, "".join(seen))
+
+    # --- KubeVirt CR in a namespace
+    rc, out, err = kubectl("create", "namespace", "harvester-system")
+    kv = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt",
+                                                                          "namespace": "harvester-system"},
+          "spec": {"configuration": {"permittedHostDevices": {"pciHostDevices": []}}}}
+    rc, out, err = kubectl("apply", "-f", "-", input=json.dumps(kv))
+    t.check("namespace and a KubeVirt CR", rc == 0 and "created" in out, out + err)
+    rc, out, err = kubectl("patch", "kv", "kubevirt", "-n", "harvester-system", "--type=merge", "-p", json.dumps(
+        {"spec": {"configuration": {"permittedHostDevices": {"pciHostDevices": [
+            {"pciVendorSelector": "8086:0d4c", "resourceName": "intel.com/X", "externalResourceProvider": True}]}}}}))
+    rc, out, err = kubectl("get", "kv", "-A", "-o", "json")
+    items = json.loads(out)["items"] if rc == 0 else []
+    t.check("KubeVirt spec kept (preserve-unknown-fields) and listed across namespaces", len(items) == 1 and
+            items[0]["spec"]["configuration"]["permittedHostDevices"]["pciHostDevices"][0]["resourceName"] ==
+            "intel.com/X", out + err)
+
+    # --- auth
+    rc, out, err = kubectl("--token", "wrong", "get", "pcidevices")
+    t.check("kubectl with a wrong token: Unauthorized", rc != 0 and "Unauthorized" in err, out + err)
+    st, obj, _ = raw.req("GET", "/apis/devices.harvesterhci.io/v1beta1/pcidevices", token=False)
+    t.check("no token: 401 Status", st == 401 and obj and obj.get("kind") == "Status" and obj.get("code") == 401, obj)
+    st, obj, _ = plain.req("GET", "/api/v1/namespaces", token="nope")
+    t.check("wrong token on plain HTTP: 401", st == 401, obj)
+
+    raw_checks(t, raw, plain, emu)
+
+
+def raw_checks(t, raw, plain, emu):
+    base = "/apis/devices.harvesterhci.io/v1beta1/pcidevices"
+    st, dev, _ = raw.req("GET", base + "/" + DEV)
+    rv = dev["metadata"]["resourceVersion"]
+
+    # PUT preconditions
+    stale = json.loads(json.dumps(dev))
+    stale["metadata"]["resourceVersion"] = str(int(rv) - 1)
+    st, obj, _ = raw.req("PUT", base + "/" + DEV, stale)
+    t.check("PUT with a wrong resourceVersion: 409 Conflict Status", st == 409 and obj["reason"] == "Conflict", obj)
+    unconditional = json.loads(json.dumps(dev))
+    del unconditional["metadata"]["resourceVersion"]
+    unconditional["metadata"]["labels"]["put"] = "1"
+    unconditional["status"]["kernelDriverInUse"] = "ignored"
+    st, obj, _ = raw.req("PUT", base + "/" + DEV, unconditional)
+    t.check("PUT without resourceVersion is unconditional and ignores .status", st == 200 and
+            obj["metadata"]["labels"].get("put") == "1" and obj["status"]["kernelDriverInUse"] == "vfio-pci", obj)
+    st, same, _ = raw.req("PUT", base + "/" + DEV, obj)
+    t.check("a no-op PUT keeps the resourceVersion", st == 200 and
+            same["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"], same)
+    st, obj, _ = raw.req("PATCH", base + "/" + DEV, {"metadata": {"resourceVersion": "2"}},
+                         "application/merge-patch+json")
+    t.check("a resourceVersion inside a patch is a precondition (409)", st == 409, obj)
+    st, obj, _ = raw.req("POST", base, b'{"apiVersion": "devices.harvesterhci.io/v1beta1", "kind":')
+    t.check("malformed JSON: 400", st == 400 and obj["reason"] == "BadRequest", obj)
+    st, obj, _ = raw.req("POST", base, b"{" + b" " * (3 * 1024 * 1024 + 10) + b"}")
+    t.check("a body over 3 MiB: 413", st == 413, obj)
+    st, obj, _ = raw.req("POST", base, {"metadata": {"name": DEV}})
+    t.check("create of an existing name: 409 AlreadyExists", st == 409 and obj["reason"] == "AlreadyExists", obj)
+    st, obj, _ = raw.req("POST", base, {"metadata": {"generateName": "gen-"}, "spec": {"dropped": 1}},
+                         headers=None)
+    t.check("generateName, and unknown fields pruned", st == 201 and obj["metadata"]["name"].startswith("gen-") and
+            len(obj["metadata"]["name"]) == 9 and obj.get("spec") == {}, obj)
+    gen = obj["metadata"]["name"]
+    st, obj, _ = raw.req("POST", base + "?fieldValidation=Strict", {"metadata": {"name": "strict"}, "spec": {"x": 1}})
+    t.check("fieldValidation=Strict rejects unknown fields (400)", st == 400 and 'unknown field "spec.x"' in obj["message"],
+            obj)
+    st, obj, _ = raw.req("GET", base + "?fieldSelector=metadata.name%3D" + gen)
+    t.check("fieldSelector metadata.name", st == 200 and [i["metadata"]["name"] for i in obj["items"]] == [gen], obj)
+    st, obj, _ = raw.req("GET", base + "?limit=1")
+    st2, obj2, _ = raw.req("GET", base + "?limit=1&continue=" + (obj or {}).get("metadata", {}).get("continue", ""))
+    t.check("limit/continue pages", st == 200 and st2 == 200 and len(obj["items"]) == 1 and len(obj2["items"]) == 1 and
+            obj["items"][0]["metadata"]["name"] != obj2["items"][0]["metadata"]["name"] and
+            obj2["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"], [obj, obj2])
+
+    # Watch: replay from an RV, bookmarks, label selector transitions, clean timeout, cut, 410.
+    st, lst, _ = raw.req("GET", base)
+    list_rv = lst["metadata"]["resourceVersion"]
+    raw.req("PATCH", base + "/" + gen, {"metadata": {"labels": {"nodename": "testnode1"}}}, "application/merge-patch+json")
+    c, r = raw.watch(base + "?watch=1&allowWatchBookmarks=true&labelSelector=nodename%3Dtestnode1&resourceVersion="
+                     + list_rv)
+    ev, end = read_events(r, lambda e: len(e) >= 1, 5)
+    t.check("watch from a list RV replays what came after (label now matches: ADDED)", ev and ev[0]["type"] == "ADDED"
+            and ev[0]["object"]["metadata"]["name"] == gen, ev)
+    raw.req("PATCH", base + "/" + gen, {"metadata": {"labels": {"nodename": "elsewhere"}}}, "application/merge-patch+json")
+    ev, end = read_events(r, lambda e: any(x["type"] == "DELETED" for x in e), 5)
+    t.check("an object leaving the selector is DELETED for that watch", ev and ev[-1]["type"] == "DELETED", ev)
+    ev, end = read_events(r, lambda e: any(x["type"] == "BOOKMARK" for x in e), 5)
+    bm = [x for x in ev if x["type"] == "BOOKMARK"]
+    st, stats, _ = raw.req("GET", "/emulator/stats")
+    t.check("periodic BOOKMARK with the current resourceVersion", bm and
+            int(bm[0]["object"]["metadata"]["resourceVersion"]) == stats["resourceVersion"] and
+            bm[0]["object"]["kind"] == "PCIDevice", ev)
+    t.check("stats count the open watch", stats["watches_open"] >= 1, stats)
+    st, obj, _ = plain.req("POST", "/emulator/cut-watches")
+    ev, end = read_events(r, lambda e: False, 5)
+    t.check("cut-watches breaks the stream mid-flight", st == 200 and obj["cut"] >= 1 and end == "broken", [obj, end])
+    c.close()
+    c, r = raw.watch(base + "?watch=1&timeoutSeconds=1&resourceVersion=" + str(stats["resourceVersion"]))
+    ev, end = read_events(r, lambda e: False, 5)
+    t.check("timeoutSeconds ends the watch cleanly", ev == [] and end == "eof", [ev, end])
+    c.close()
+    c, r = raw.watch(base + "?watch=1&timeoutSeconds=5")
+    ev, end = read_events(r, lambda e: len(e) >= 2, 5)
+    t.check("watch without resourceVersion starts with ADDED for each object", [x["type"] for x in ev] == ["ADDED"] * 2,
+            ev)
+    c.close()
+    c, r = raw.watch(base + "?watch=1&allowWatchBookmarks=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan")
+    ev, end = read_events(r, lambda e: any(x["type"] == "BOOKMARK" for x in e), 5)
+    t.check("sendInitialEvents: ADDED, then a bookmark marking the end", [x["type"] for x in ev] ==
+            ["ADDED", "ADDED", "BOOKMARK"] and ev[-1]["object"]["metadata"]["annotations"] ==
+            {"k8s.io/initial-events-end": "true"}, ev)
+    c.close()
+    st, obj, _ = plain.req("POST", "/emulator/compact")
+    st, lst2, _ = raw.req("GET", base + "?resourceVersion=%s&resourceVersionMatch=Exact" % list_rv)
+    t.check("list at a compacted RV with match=Exact: 410", st == 410 and lst2["reason"] == "Expired", lst2)
+    st, lst2, _ = raw.req("GET", base + "?resourceVersion=%s&resourceVersionMatch=NotOlderThan" % list_rv)
+    t.check("list at an old RV with NotOlderThan: current state", st == 200, lst2)
+    c, r = raw.watch(base + "?watch=1&resourceVersion=" + list_rv)
+    ev, end = read_events(r, lambda e: False, 5)
+    t.check("watch from a compacted RV: one ERROR event with a 410 Status", r.status == 200 and len(ev) == 1 and
+            ev[0]["type"] == "ERROR" and ev[0]["object"]["code"] == 410 and end == "eof", ev)
+    c.close()
+
+    # Delete with finalizers through the raw API: MODIFIED (deletionTimestamp) then DELETED.
+    now_rv = raw.req("GET", base)[1]["metadata"]["resourceVersion"]
+    raw.req("PATCH", base + "/" + gen, {"metadata": {"finalizers": ["test/hold"]}}, "application/merge-patch+json")
+    st, obj, _ = raw.req("DELETE", base + "/" + gen)
+    held = st == 200 and obj["metadata"].get("deletionTimestamp")
+    st, obj, _ = raw.req("PATCH", base + "/" + gen, [{"op": "remove", "path": "/metadata/finalizers"}],
+                         "application/json-patch+json")
+    c, r = raw.watch(base + "?watch=1&resourceVersion=" + now_rv)
+    ev, end = read_events(r, lambda e: len(e) >= 3, 5)
+    t.check("finalizer flow: MODIFIED, MODIFIED (deletionTimestamp), DELETED", held and
+            [x["type"] for x in ev] == ["MODIFIED", "MODIFIED", "DELETED"] and
+            ev[1]["object"]["metadata"].get("deletionTimestamp"), ev)
+    c.close()
+
+    # Control API: injected failures, garbage, outage, stats.
+    plain.req("POST", "/emulator/reset-stats")
+    plain.req("POST", "/emulator/fail?verb=PUT&count=1&code=500")
+    st1, obj1, _ = raw.req("PUT", base + "/" + DEV, raw.req("GET", base + "/" + DEV)[1])
+    st2, _, _ = raw.req("PUT", base + "/" + DEV, raw.req("GET", base + "/" + DEV)[1])
+    t.check("fail?verb=PUT&count=1&code=500: one 500, then normal", st1 == 500 and obj1["reason"] == "InternalError"
+            and st2 == 200, [st1, st2])
+    plain.req("POST", "/emulator/fail?verb=list&count=1&code=409&resource=pcidevices")
+    st1, obj1, _ = raw.req("GET", base)
+    t.check("fail by k8s verb and resource (409)", st1 == 409 and obj1["reason"] == "Conflict", obj1)
+    plain.req("POST", "/emulator/garbage?count=1")
+    st1, obj1, data = raw.req("GET", base)
+    st2, obj2, _ = raw.req("GET", base)
+    t.check("garbage?count=1: one broken JSON body", st1 == 200 and obj1 is None and data and obj2 is not None, data[:80])
+    st, stats, _ = plain.req("GET", "/emulator/stats")
+    t.check("stats: by verb, by resource, writes", stats["by_verb"].get("update") == 3 and stats["writes"] == 3 and
+            stats["by_resource"]["pcidevices"].get("list") == 3 and stats["writes_by_resource"] == {"pcidevices": 3},
+            stats)
+    plain.req("POST", "/emulator/down?seconds=1.5")
+    st1, obj1, _ = raw.req("GET", base)
+    time.sleep(2)
+    st2, _, _ = raw.req("GET", base)
+    t.check("down?seconds=N answers 503, then recovers", st1 == 503 and obj1["reason"] == "ServiceUnavailable" and
+            st2 == 200, [st1, st2])
+    plain.req("POST", "/emulator/down?seconds=2&mode=refuse")
+    time.sleep(0.5)
+    try:
+        raw.req("GET", base)
+        refused = False
+    except ConnectionRefusedError:
+        refused = True
+    deadline, back = time.monotonic() + 10, False
+    while time.monotonic() < deadline and not back:
+        time.sleep(0.3)
+        try:
+            back = raw.req("GET", base)[0] == 200
+        except OSError:
+            pass
+    t.check("down?mode=refuse refuses connections, then the port comes back", refused and back, [refused, back])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        st, stats, _ = plain.req("GET", "/emulator/stats")
+        if stats["watches_open"] == 0:
+            break
+        time.sleep(0.3)
+    t.check("no watch left open", stats["watches_open"] == 0, stats)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""The projection end to end: the API-server emulator (e2e/apiserver), the real kubectl, the
+kubelet emulator and the daemon on a gpu-node fixture tree.
+
+Checked: deploy/crds apply with kubectl; every function appears as a PCIDevice whose status
+matches `pcidevices list --output json` and kubectl prints the printer columns; another node's
+object is never touched; a quiet node makes zero writes; a claim enables its device (status,
+finalizer, the kubelet emulator sees it served) and deleting it gives the device back before the
+object goes; bad claims (malformed address, unknown device, protected device) get a condition and
+change nothing; claims for another node are ignored; watches cut, history compacted (410) and an
+outage of the API server are recovered from, and a claim made while the watch was gone is served.
+
+usage: projection_test.py PCIDEVICES KUBELET_EMULATOR MAKE_TREE"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import ssl
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from device_plugin_test import Emulator  # noqa: E402
+
+NODE = "n1"
+GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
+failures = []
+
+
+def check(cond, what, detail=""):
+    print(("ok   " if cond else "FAIL ") + what + ("" if cond or not detail else f"\n     {detail}"),
+          flush=True)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+def wait_for(pred, timeout=15.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    return None
+
+
+class Api:
+    """The emulator process, kubectl against it, and its control endpoints."""
+
+    def __init__(self, tmp):
+        self.proc = subprocess.Popen([sys.executable, f"{HERE}/apiserver/apiserver_emulator.py",
+                                      "--dir", f"{tmp}/api", "--bookmark-interval", "1"],
+                                     stdout=subprocess.PIPE, stderr=open(f"{tmp}/api.log", "w"), text=True)
+        info = json.loads(self.proc.stdout.readline())
+        self.kubeconfig = info["kubeconfig"]
+        self.port = info["https"]
+        self.token = open(f"{tmp}/api/token").read().strip()
+        self.ctx = ssl.create_default_context(cafile=f"{tmp}/api/ca.crt")
+
+    def kubectl(self, *args, stdin=None):
+        p = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, *args], input=stdin,
+                           capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout + p.stderr
+
+    def control(self, method, path):
+        req = urllib.request.Request(f"https://127.0.0.1:{self.port}/emulator/{path}", method=method,
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if body else {}
+
+    def get(self, plural, name=None, selector=None):
+        args = ["get", plural] + ([name] if name else []) + (["-l", selector] if selector else []) + ["-o", "json"]
+        rc, out = self.kubectl(*args)
+        return json.loads(out) if rc == 0 else None
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def writes(stats):
+    return stats.get("writes", sum(v for k, v in stats.get("verbs", {}).items()
+                                   if k in ("POST", "PUT", "PATCH", "DELETE")))
+
+
+def claim(name, address, node=NODE):
+    return json.dumps({"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": "PCIDeviceClaim",
+                       "metadata": {"name": name},
+                       "spec": {"address": address, "nodeName": node, "userName": "admin"}})
+
+
+def main():
+    pcidevices, emulator_bin, make_tree = sys.argv[1:4]
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="pcid-proj-", dir=base) as tmp:
+        api = Api(tmp)
+        daemon = emu = None
+        try:
+            run(api, tmp, pcidevices, emulator_bin, make_tree, lambda d, e: None)
+        finally:
+            api.stop()
+    if failures:
+        print(f"FAILED: {failures}")
+        return 1
+    print("PASS")
+    return 0
+
+
+def run(api, tmp, pcidevices, emulator_bin, make_tree, _):
+    rc, out = api.kubectl("apply", "-f", f"{ROOT}/deploy/crds/")
+    check(rc == 0, "kubectl apply -f deploy/crds/", out)
+    rc, out = api.kubectl("apply", "-f", f"{HERE}/apiserver/kubevirt-crd.yaml")
+    check(rc == 0, "kubevirt CRD", out)
+    # Another node's device: never touched.
+    other = {"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": "PCIDevice",
+             "metadata": {"name": "n2-000001000", "labels": {"nodename": "n2"}}}
+    rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(other))
+    check(rc == 0, "another node's PCIDevice created", out)
+    other_rv = api.get("pcidevices", "n2-000001000")["metadata"]["resourceVersion"]
+
+    sysfs, dev, proc, state, plugins = (f"{tmp}/{d}" for d in ("sys", "dev", "proc", "state", "dp"))
+    os.mkdir(plugins)
+    subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev, "--proc-root", proc],
+                   check=True)
+    config = f"{tmp}/config.json"
+    with open(config, "w") as f:
+        json.dump({"enable": []}, f)
+    listed = json.loads(subprocess.run([pcidevices, "list", "--sysfs-root", sysfs, "--node-name", NODE,
+                                        "--output", "json"], capture_output=True, text=True, check=True).stdout)
+    emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
+    log = open(f"{tmp}/daemon.log", "w+")
+    daemon = subprocess.Popen([pcidevices, "daemon", "--node-name", NODE, "--config", config,
+                               "--sysfs-root", sysfs, "--dev-root", dev, "--proc-root", proc,
+                               "--state-dir", state, "--device-plugin-dir", plugins,
+                               "--pod-resources-socket", f"{tmp}/pr.sock",
+                               "--kubeconfig", api.kubeconfig], stderr=log)
+    try:
+        scenario(api, daemon, emu, listed, state, other_rv, log)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        emu.proc.kill()
+        emu.proc.wait()
+        if failures:
+            log.seek(0)
+            print("--- daemon log (tail) ---\n" + "".join(log.readlines()[-60:]))
+    check(daemon.returncode == 0, f"daemon stopped cleanly ({daemon.returncode})")
+
+
+def scenario(api, daemon, emu, listed, state, other_rv, log):
+    want = {d["metadata"]["name"]: d["status"] for d in listed}
+    got = wait_for(lambda: (lambda l: l if l and len(l["items"]) == len(want) and
+                            all(i.get("status") for i in l["items"]) else None)(
+        api.get("pcidevices", selector=f"nodename={NODE}")), timeout=20)
+    check(got is not None, f"{len(want)} PCIDevices of {NODE} appear with their status")
+    if got:
+        have = {i["metadata"]["name"]: i["status"] for i in got["items"]}
+        check(have == want, "their status equals `pcidevices list --output json`",
+              json.dumps({k: (have.get(k), v) for k, v in want.items() if have.get(k) != v})[:1500])
+    rc, out = api.kubectl("get", "pcidevices", "-l", f"nodename={NODE}")
+    header = out.splitlines()[0].split() if out else []
+    check(rc == 0 and header[:2] == ["NAME", "ADDRESS"] and "KERNEL" in header and
+          any(line.startswith("n1-000081000 ") and "0000:81:00.0" in line and "vfio-pci" in line
+              for line in out.splitlines()), "kubectl get pcidevices prints the printer columns", out)
+    usb = wait_for(lambda: (lambda l: l if l and l["items"] else None)(api.get("usbdevices", selector=f"nodename={NODE}")))
+    check(usb is not None and any(i["status"].get("vendorID") == "0951" for i in usb["items"]),
+          "USBDevices appear", json.dumps(usb)[:500])
+
+    # A quiet node writes nothing (bookmarks every second keep the watches busy meanwhile).
+    api.control("POST", "reset-stats")
+    time.sleep(3)
+    check(writes(api.control("GET", "stats")) == 0, "quiet node: zero writes", api.control("GET", "stats"))
+
+    # A claim: enabled (81:00.0 is already on vfio-pci, as vfio-pci.ids= leaves it), finalizer,
+    # status, served to the kubelet.
+    rc, out = api.kubectl("apply", "-f", "-", stdin=claim("n1-000081000", "0000:81:00.0"))
+    check(rc == 0, "claim applied", out)
+    c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("passthroughEnabled") else None)(
+        api.get("pcideviceclaims", "n1-000081000")))
+    check(c is not None and c["status"].get("kernelDriverToUnbind") == "vfio-pci" and
+          "devices.harvesterhci.io/pcidevices-agent" in c["metadata"].get("finalizers", []),
+          "claim: passthroughEnabled, kernelDriverToUnbind, finalizer", json.dumps(c)[:800])
+    e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == GPU and
+                 any(d["id"] == "0000:81:00.0" and d["health"] == "Healthy" for d in e["devices"]), timeout=10)
+    check(e is not None, "the claimed GPU is served to the kubelet")
+    check("0000:81:00.0" in open(f"{state}/state.json").read(), "claim recorded in the state file")
+
+    # Bad claims: a condition says why; nothing changes.
+    for name, address, reason in (("bad-address", "../../x", "InvalidAddress"),
+                                  ("n1-00001e000", "0000:00:1e.0", "DeviceNotFound"),
+                                  ("n1-000019000", "0000:00:19.0", "Refused")):
+        rc, out = api.kubectl("apply", "-f", "-", stdin=claim(name, address))
+        c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("conditions") else None)(
+            api.get("pcideviceclaims", name)))
+        cond = (c or {}).get("status", {}).get("conditions", [{}])[0]
+        check(c is not None and c["status"].get("passthroughEnabled") is False and cond.get("reason") == reason,
+              f"claim {address!r} refused: {reason}", json.dumps(c)[:600])
+    c = api.get("pcideviceclaims", "n1-000019000")
+    check("default route" in json.dumps(c), "the refusal names the default route")
+    rc, out = api.kubectl("apply", "-f", "-", stdin=claim("n2-000081000", "0000:81:00.0", node="n2"))
+    time.sleep(1)
+    c = api.get("pcideviceclaims", "n2-000081000")
+    check(c is not None and not c.get("status") and not c["metadata"].get("finalizers"),
+          "another node's claim is left alone", json.dumps(c)[:400])
+
+    # The watch cut and the history compacted: a claim made meanwhile is still served (410 -> relist).
+    api.control("POST", "cut-watches")
+    api.control("POST", "compact")
+    rc, out = api.kubectl("apply", "-f", "-", stdin=claim("n1-000081001", "0000:81:00.1"))
+    c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("passthroughEnabled") else None)(
+        api.get("pcideviceclaims", "n1-000081001")), timeout=20)
+    check(c is not None, "claim made across a cut watch and a compaction is served")
+
+    # The API server away for 3 s: the plugins keep serving; afterwards everything converges.
+    api.control("POST", "down?seconds=3")
+    time.sleep(3.5)
+    check(daemon.poll() is None, "daemon alive through the outage")
+    rc, out = api.kubectl("delete", "pcideviceclaim", "n1-000081001", "--timeout=20s")
+    check(rc == 0, "claim deleted after the outage (finalizer released)", out)
+
+    # Deleting the claim gives the device back first, then the object goes.
+    rc, out = api.kubectl("delete", "pcideviceclaim", "n1-000081000", "--timeout=20s")
+    check(rc == 0 and api.get("pcideviceclaims", "n1-000081000") is None, "claim deleted", out)
+    check("0000:81:00.0" not in open(f"{state}/state.json").read(), "device released from the state file")
+    check(api.get("pcidevices", "n2-000001000")["metadata"]["resourceVersion"] == other_rv,
+          "another node's PCIDevice never written")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+#include "projection/claims.h"
+
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
+
+#include <algorithm>
+
+#include "core/json_writer.h"
+#include "core/pci_address.h"
+
+namespace pcid::projection {
+namespace {
+
+std::string FinalizersPatch(const ObservedObject& c, bool add) {
+  std::vector<std::string> list;
+  for (const std::string& f : c.finalizers) {
+    if (f != kClaimFinalizer) list.push_back(f);
+  }
+  if (add) list.push_back(kClaimFinalizer);
+  JsonWriter w;
+  w.BeginObject().Key("metadata").BeginObject();
+  w.Key("resourceVersion").String(c.resource_version);  // lose no one else's finalizer
+  w.Key("finalizers").BeginArray();
+  for (const std::string& f : list) w.String(f);
+  w.EndArray().EndObject().EndObject();
+  return w.str();
+}
+
+// {"status": {...}} as the claim should show `outcome`; nullopt when the server already shows it.
+std::optional<std::string> StatusPatch(const ObservedObject& c, const ClaimOutcome& outcome,
+                                       const std::string& node, const std::string& address) {
+  JsonWriter status;
+  status.BeginObject();
+  status.Key("passthroughEnabled").Bool(outcome.ok);
+  status.Key("kernelDriverToUnbind").String(outcome.ok ? outcome.original_driver : "");
+  status.Key("nodeName").String(node);
+  status.Key("address").String(address);
+  status.Key("conditions").BeginArray().BeginObject();
+  status.Key("type").String("PassthroughEnabled");
+  status.Key("status").String(outcome.ok ? "True" : "False");
+  status.Key("reason").String(outcome.ok ? "Enabled" : outcome.reason);
+  status.Key("message").String(outcome.message);
+  status.EndObject().EndArray();
+  status.EndObject();
+  auto want = DecodeStatus(status.str());
+  if (want.ok() && *want == c.status) return std::nullopt;
+  return absl::StrCat("{\"status\":", status.str(), "}");
+}
+
+bool HasFinalizer(const ObservedObject& c) {
+  return std::find(c.finalizers.begin(), c.finalizers.end(), kClaimFinalizer) != c.finalizers.end();
+}
+
+}  // namespace
+
+std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& claims,
+                                  std::map<std::string, ClaimState>& states,
+                                  const std::string& node) {
+  std::vector<ClaimStep> out;
+  for (const auto& [name, c] : claims) {
+    auto node_it = c.spec.find("nodeName");
+    if (node_it == c.spec.end() || node_it->second != node) continue;  // another node's
+    ClaimState& st = states[name];
+    if (c.deleting) {
+      if (!HasFinalizer(c)) continue;  // not ours to hold
+      if (!st.enabled || !st.enabled->ok) {
+        out.push_back(
+            {ClaimStep::Kind::kRemoveFinalizer, name, st.address, FinalizersPatch(c, false)});
+        continue;
+      }
+      if (!st.disable_asked) {
+        st.disable_asked = true;
+        out.push_back({ClaimStep::Kind::kAskDisable, name, st.address, ""});
+      } else if (st.disabled && st.disabled->ok) {
+        out.push_back(
+            {ClaimStep::Kind::kRemoveFinalizer, name, st.address, FinalizersPatch(c, false)});
+      } else if (st.disabled) {
+        if (auto patch = StatusPatch(c, *st.disabled, node, st.address)) {
+          out.push_back({ClaimStep::Kind::kWriteStatus, name, st.address, *patch});
+        }
+      }
+      continue;
+    }
+    // A live claim: validated before anything reaches the owner.
+    std::string address = c.spec.count("address") ? c.spec.at("address") : "";
+    std::optional<ClaimOutcome> refused;
+    if (!c.spec_not_strings.empty()) {
+      refused = ClaimOutcome{
+          false, "", "InvalidSpec",
+          absl::StrCat("spec fields must be strings: ", absl::StrJoin(c.spec_not_strings, ", "))};
+    } else if (!IsPciAddress(address)) {
+      refused = ClaimOutcome{
+          false, "", "InvalidAddress",
+          absl::StrCat("\"", address.substr(0, 64), "\" is not a PCI address (DDDD:BB:DD.F)")};
+      address.clear();
+    }
+    if (st.enable_asked && st.address != address) {
+      // The address was edited: the old device is given back first, then the new one claimed.
+      if (!st.disable_asked && st.enabled && st.enabled->ok) {
+        st.disable_asked = true;
+        out.push_back({ClaimStep::Kind::kAskDisable, name, st.address, ""});
+        continue;
+      }
+      if (st.disable_asked && !st.disabled) continue;  // waiting
+      st = ClaimState{};
+    }
+    st.address = address;
+    if (refused) {
+      st.enable_asked = true;
+      st.enabled = refused;
+    } else if (!HasFinalizer(c)) {
+      out.push_back({ClaimStep::Kind::kAddFinalizer, name, address, FinalizersPatch(c, true)});
+      continue;  // its MODIFIED event brings the claim back here
+    } else if (!st.enable_asked) {
+      st.enable_asked = true;
+      out.push_back({ClaimStep::Kind::kAskEnable, name, address, ""});
+      continue;
+    }
+    if (st.enabled) {
+      if (auto patch = StatusPatch(c, *st.enabled, node, address)) {
+        out.push_back({ClaimStep::Kind::kWriteStatus, name, address, *patch});
+      }
+    }
+  }
+  // Claims gone from the server (force-deleted, or deleted before we held them): their devices
+  // are given back all the same.
+  for (auto& [name, st] : states) {
+    if (claims.count(name) || (st.enable_asked && !st.enabled)) continue;  // answer pending
+    if (!st.enabled || !st.enabled->ok || (st.disabled && st.disabled->ok)) {
+      out.push_back({ClaimStep::Kind::kForget, name, st.address, ""});
+    } else if (!st.disable_asked) {
+      st.disable_asked = true;
+      out.push_back({ClaimStep::Kind::kAskDisable, name, st.address, ""});
+    } else if (st.disabled) {
+      st.disable_asked = false;  // refused (a pod holds it): asked again on the next change
+      st.disabled.reset();
+    }
+  }
+  return out;
+}
+
+}  // namespace pcid::projection
