@@ -28,7 +28,15 @@ from device_plugin_test import Emulator  # noqa: E402
 
 NODE = "n1"
 GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
+AUDIO = "nvidia.com/GP106_HIGH_DEFINITION_AUDIO_CONTROLLER"
+ADMIN_ENTRY = {"pciVendorSelector": "8086:1533", "resourceName": "intel.com/I210_GIGABIT_NETWORK_CONNECTION",
+               "externalResourceProvider": False}
 failures = []
+
+
+def host_devices(api):
+    kv = api.get("kubevirts", "kubevirt", namespace="kubevirt") or {}
+    return kv.get("spec", {}).get("configuration", {}).get("permittedHostDevices", {}).get("pciHostDevices", [])
 
 
 def check(cond, what, detail=""):
@@ -74,8 +82,9 @@ class Api:
             body = r.read()
         return json.loads(body) if body else {}
 
-    def get(self, plural, name=None, selector=None):
+    def get(self, plural, name=None, selector=None, namespace=None):
         args = ["get", plural] + ([name] if name else []) + (["-l", selector] if selector else []) + ["-o", "json"]
+        args += ["-n", namespace] if namespace else []
         rc, out = self.kubectl(*args)
         return json.loads(out) if rc == 0 else None
 
@@ -127,6 +136,13 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree, _):
     rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(other))
     check(rc == 0, "another node's PCIDevice created", out)
     other_rv = api.get("pcidevices", "n2-000001000")["metadata"]["resourceVersion"]
+    # KubeVirt, with an administrator's entry that must survive.
+    rc, out = api.kubectl("create", "namespace", "kubevirt")
+    kv = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+          "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+          "spec": {"configuration": {"permittedHostDevices": {"pciHostDevices": [ADMIN_ENTRY]}}}}
+    rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(kv))
+    check(rc == 0, "KubeVirt object created", out)
 
     sysfs, dev, proc, state, plugins = (f"{tmp}/{d}" for d in ("sys", "dev", "proc", "state", "dp"))
     os.mkdir(plugins)
@@ -198,6 +214,10 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
                  any(d["id"] == "0000:81:00.0" and d["health"] == "Healthy" for d in e["devices"]), timeout=10)
     check(e is not None, "the claimed GPU is served to the kubelet")
     check("0000:81:00.0" in open(f"{state}/state.json").read(), "claim recorded in the state file")
+    entries = wait_for(lambda: (lambda e: e if any(x.get("resourceName") == GPU for x in e) else None)(host_devices(api)))
+    check(entries is not None and [x["resourceName"] for x in entries].count(GPU) == 1 and ADMIN_ENTRY in entries
+          and {"pciVendorSelector": "10de:1c03", "resourceName": GPU, "externalResourceProvider": True} in entries,
+          "KubeVirt: one pciHostDevices entry for the claimed GPU, the administrator's kept", json.dumps(entries))
 
     # Bad claims: a condition says why; nothing changes.
     for name, address, reason in (("bad-address", "../../x", "InvalidAddress"),
@@ -224,6 +244,8 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
     c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("passthroughEnabled") else None)(
         api.get("pcideviceclaims", "n1-000081001")), timeout=20)
     check(c is not None, "claim made across a cut watch and a compaction is served")
+    entries = wait_for(lambda: (lambda e: e if any(x.get("resourceName") == AUDIO for x in e) else None)(host_devices(api)))
+    check(entries is not None and len(entries) == 3, "KubeVirt: the audio function's entry added", json.dumps(entries))
 
     # The API server away for 3 s: the plugins keep serving; afterwards everything converges.
     api.control("POST", "down?seconds=3")
@@ -236,6 +258,9 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
     rc, out = api.kubectl("delete", "pcideviceclaim", "n1-000081000", "--timeout=20s")
     check(rc == 0 and api.get("pcideviceclaims", "n1-000081000") is None, "claim deleted", out)
     check("0000:81:00.0" not in open(f"{state}/state.json").read(), "device released from the state file")
+    entries = wait_for(lambda: (lambda e: e if e == [ADMIN_ENTRY] else None)(host_devices(api)))
+    check(entries is not None, "KubeVirt: our entries removed with the claims, the administrator's kept",
+          json.dumps(host_devices(api)))
     check(api.get("pcidevices", "n2-000001000")["metadata"]["resourceVersion"] == other_rv,
           "another node's PCIDevice never written")
 

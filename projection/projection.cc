@@ -10,8 +10,10 @@
 #include <random>
 #include <thread>
 
+#include "core/naming.h"
 #include "core/status.h"
 #include "projection/kube_client.h"
+#include "projection/kubevirt.h"
 #include "projection/mirror.h"
 
 namespace pcid::projection {
@@ -183,7 +185,8 @@ struct Projection::Impl {
     }
     Observed observed;
     std::map<std::string, ClaimState> claim_states;
-    std::set<std::string> synced;  // plurals listed at least once
+    std::set<PciHostDevice> kubevirt_applied;  // our claims' entries last made sure of
+    std::set<std::string> synced;              // plurals listed at least once
     std::shared_ptr<const Inventory> inv;
     Desired desired;
     Backoff backoff;
@@ -223,7 +226,14 @@ struct Projection::Impl {
           objects[u.object.name] = std::move(u.object);
         }
       }
-      if (synced.count(kClaimPlural)) ServeClaims(**client, observed[kClaimPlural], claim_states);
+      if (synced.count(kClaimPlural)) {
+        ServeClaims(**client, observed[kClaimPlural], claim_states);
+        if (inv && !ServeKubeVirt(**client, *inv, observed[kClaimPlural], claim_states,
+                                  kubevirt_applied)) {
+          retrying = true;
+          retry_at = Clock::now() + backoff.Next();
+        }
+      }
       if (!inv || !synced.count(kPciPlural) || !synced.count(kUsbPlural)) continue;
       if (retrying && Clock::now() < retry_at && batch.empty()) continue;
       retrying = false;
@@ -273,6 +283,55 @@ struct Projection::Impl {
                            : std::string(res.status().message()));
       }
     }
+  }
+
+  // KubeVirt's permittedHostDevices: an entry for each resource our enabled claims use; entries
+  // of resources our released claims used are removed unless a live claim elsewhere in the
+  // cluster still uses them. False when the API server should be asked again later.
+  bool ServeKubeVirt(KubeClient& client, const Inventory& inv,
+                     const std::map<std::string, ObservedObject>& claims_seen,
+                     const std::map<std::string, ClaimState>& states,
+                     std::set<PciHostDevice>& applied) {
+    std::set<PciHostDevice> ours;
+    for (const auto& [name, st] : states) {
+      if (!st.enabled || !st.enabled->ok || st.disable_asked) continue;
+      for (const PciDevice& d : inv.pci) {
+        if (d.address.ToString() != st.address) continue;
+        char selector[10];
+        std::snprintf(selector, sizeof selector, "%04x:%04x", d.vendor_id, d.device_id);
+        ours.insert({selector, PciResourceName(d)});
+      }
+    }
+    if (ours == applied) return true;
+    std::set<std::string> remove;
+    for (const PciHostDevice& d : applied) {
+      if (!ours.count(d)) remove.insert(d.resource);
+    }
+    // Still needed by a live claim of another node? Its device object names the resource.
+    for (const auto& [name, c] : claims_seen) {
+      if (remove.empty()) break;
+      if (c.deleting || states.count(name) || c.status.count("passthroughEnabled") == 0 ||
+          c.status.at("passthroughEnabled") != "true") {
+        continue;
+      }
+      auto res = client.Call("GET", absl::StrCat(kApiPrefix, kPciPlural, "/", name));
+      if (!res.ok() || (res->status != 200 && res->status != 404)) return false;
+      if (res->status != 200) continue;
+      if (auto o = DecodeObject(res->body); o.ok() && o->status.count("resourceName")) {
+        const std::string& quoted = o->status.at("resourceName");
+        remove.erase(quoted.size() >= 2 ? quoted.substr(1, quoted.size() - 2) : quoted);
+      }
+    }
+    absl::Status st = UpdatePermittedHostDevices(
+        client, std::vector<PciHostDevice>(ours.begin(), ours.end()), remove, 10, *log);
+    if (absl::IsNotFound(st)) {
+      log->warn("{}", ToStd(st.message()));
+    } else if (!st.ok()) {
+      log->warn("kubevirt: {}", ToStd(st.message()));
+      return false;
+    }
+    applied = std::move(ours);
+    return true;
   }
 
   // Makes the planned writes; false when one failed in a way worth retrying.

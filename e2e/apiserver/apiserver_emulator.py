@@ -343,6 +343,94 @@ def fields_match(reqs, obj):
 
 
 # ----------------------------------------------------------------------------------------------
+# Protobuf request bodies. kubectl's typed commands (`kubectl create namespace`, `create configmap`)
+# send built-in objects as application/vnd.kubernetes.protobuf and do not fall back on 415; answers
+# may be JSON (they accept it). Decoded here: the "k8s\0" envelope (runtime.Unknown) and the
+# fields of Namespace and ConfigMap, by their field numbers in k8s.io/api.
+
+def _varint(b, i):
+    shift = result = 0
+    while True:
+        if i >= len(b):
+            raise ValueError("truncated varint")
+        c = b[i]
+        i += 1
+        result |= (c & 0x7F) << shift
+        if not c & 0x80:
+            return result, i
+        shift += 7
+
+
+def _pb_fields(b):
+    i = 0
+    while i < len(b):
+        key, i = _varint(b, i)
+        f, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _varint(b, i)
+        elif wt == 2:
+            n, i = _varint(b, i)
+            v, i = b[i:i + n], i + n
+        elif wt == 1:
+            v, i = b[i:i + 8], i + 8
+        elif wt == 5:
+            v, i = b[i:i + 4], i + 4
+        else:
+            raise ValueError("unsupported wire type %d" % wt)
+        yield f, v
+
+
+def _pb_decode(b, schema):
+    out = {}
+    for f, v in _pb_fields(b):
+        if f not in schema:
+            continue
+        name, t = schema[f]
+        if isinstance(t, dict):
+            out[name] = _pb_decode(v, t)
+        elif t == "s":
+            if v:  # proto3 writes empty strings; JSON omits them
+                out[name] = v.decode()
+        elif t == "i":
+            out[name] = v - (1 << 64) if v >= 1 << 63 else v
+        elif t == "b":
+            out[name] = bool(v)
+        elif t == "ls":
+            out.setdefault(name, []).append(v.decode())
+        elif t in ("m", "mb"):
+            kv = dict(_pb_fields(v))
+            val = kv.get(2, b"")
+            out.setdefault(name, {})[kv.get(1, b"").decode()] = \
+                val.decode() if t == "m" else base64.b64encode(val).decode()
+        elif t == "t":
+            secs = dict(_pb_fields(v)).get(1, 0)
+            out[name] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(secs))
+    return out
+
+
+PB_META = {1: ("name", "s"), 2: ("generateName", "s"), 3: ("namespace", "s"), 5: ("uid", "s"),
+           6: ("resourceVersion", "s"), 7: ("generation", "i"), 8: ("creationTimestamp", "t"),
+           10: ("deletionGracePeriodSeconds", "i"), 11: ("labels", "m"), 12: ("annotations", "m"),
+           14: ("finalizers", "ls")}
+PB_KINDS = {
+    "Namespace": {1: ("metadata", PB_META), 2: ("spec", {1: ("finalizers", "ls")}), 3: ("status", {1: ("phase", "s")})},
+    "ConfigMap": {1: ("metadata", PB_META), 2: ("data", "m"), 3: ("binaryData", "mb"), 4: ("immutable", "b")},
+}
+
+
+def decode_k8s_protobuf(body):
+    if not body.startswith(b"k8s\x00"):
+        raise ValueError("no k8s protobuf envelope")
+    env = dict(_pb_fields(body[4:]))
+    tm = dict(_pb_fields(env.get(1, b"")))
+    api_version, kind = tm.get(1, b"").decode(), tm.get(2, b"").decode()
+    if kind not in PB_KINDS:
+        return None
+    obj = _pb_decode(env.get(2, b""), PB_KINDS[kind])
+    return dict(obj, apiVersion=api_version, kind=kind)
+
+
+# ----------------------------------------------------------------------------------------------
 # Structural-schema pruning and validation (what the apiextensions server does on every write).
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
@@ -737,7 +825,8 @@ class Store:
                 obj["status"] = {"phase": "Active"}
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_ts()
-            meta["generation"] = 1
+            if not res.builtin or res.plural == "customresourcedefinitions":
+                meta["generation"] = 1  # core kinds here have no spec generation
             if res.plural == "customresourcedefinitions":
                 obj["status"] = self._crd_status(obj)
             if dry:
@@ -813,7 +902,8 @@ class Store:
             ignore = {"metadata", "status"} if res.status else {"metadata"}
             if {k: v for k, v in result.items() if k not in ignore} != \
                     {k: v for k, v in old.items() if k not in ignore}:
-                rmeta["generation"] = old["metadata"].get("generation", 1) + 1
+                if "generation" in old["metadata"]:
+                    rmeta["generation"] = old["metadata"]["generation"] + 1
             rmeta["resourceVersion"] = old["metadata"]["resourceVersion"]
             if result == old:
                 return self.out(old, res), warnings  # a no-op write takes no new resourceVersion
@@ -1315,15 +1405,29 @@ class Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         if n > MAX_BODY:
-            self.close_connection = True  # the body stays unread: this connection cannot go on
+            # Read the body away (up to a cap) so the client is not cut off mid-send and sees the 413.
+            if n <= 16 * MAX_BODY:
+                while n > 0:
+                    got = self.rfile.read(min(n, 1 << 16))
+                    if not got:
+                        break
+                    n -= len(got)
+            else:
+                self.close_connection = True
             raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
         return self.rfile.read(n) if n else b""
 
     def _parse_body(self):
         ctype = (self.headers.get("Content-Type") or JSON).split(";")[0].strip().lower()
         if "protobuf" in ctype:
-            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
-                           "accepted media types include: application/json, application/yaml")
+            try:
+                obj = decode_k8s_protobuf(self.body)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise bad_request("failed to decode protobuf body: %s" % e)
+            if obj is None:
+                raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                               "accepted media types include: application/json, application/yaml")
+            return obj
         if not self.body:
             raise bad_request("the request body is empty")
         try:

@@ -3,6 +3,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "projection/kubeconfig.h"
+#include "projection/kubevirt.h"
 #include "projection/mirror.h"
 #include "projection/objects.h"
 
@@ -158,6 +159,39 @@ BOOST_AUTO_TEST_CASE(plan_writes_only_what_differs_and_only_this_nodes) {
   BOOST_TEST((w[1].kind == Write::Kind::kDelete));
   BOOST_TEST(w[1].name == "n1-000002000");
   BOOST_TEST(w[1].resource_version == "6");
+}
+
+BOOST_AUTO_TEST_CASE(permitted_host_devices_once_each_others_kept) {
+  const std::string kv =
+      R"({"metadata":{"name":"kubevirt","namespace":"kubevirt","resourceVersion":"12"},
+    "spec":{"configuration":{"permittedHostDevices":{"pciHostDevices":[
+      {"pciVendorSelector":"8086:1533","resourceName":"intel.com/I210","externalResourceProvider":false},
+      {"pciVendorSelector":"10de:1c03","resourceName":"nvidia.com/GP106","externalResourceProvider":true},
+      {"pciVendorSelector":"10de:1c03","resourceName":"nvidia.com/GP106","externalResourceProvider":true}
+    ]}}}})";
+  // Adding what is there: the duplicate is collapsed, the administrator's entry kept.
+  auto patch = PlanPermittedHostDevices(kv, {{"10de:1c03", "nvidia.com/GP106"}}, {});
+  BOOST_REQUIRE(patch.ok());
+  BOOST_REQUIRE(patch->has_value());
+  BOOST_TEST(
+      **patch ==
+      R"({"metadata":{"resourceVersion":"12"},"spec":{"configuration":{"permittedHostDevices":{"pciHostDevices":[)"
+      R"({"pciVendorSelector":"8086:1533","resourceName":"intel.com/I210","externalResourceProvider":false},)"
+      R"({"pciVendorSelector":"10de:1c03","resourceName":"nvidia.com/GP106","externalResourceProvider":true}]}}}})");
+  // Removing ours leaves the administrator's; adding a new one appends it.
+  patch = PlanPermittedHostDevices(kv, {{"10de:1db6", "nvidia.com/GV100"}}, {"nvidia.com/GP106"});
+  BOOST_TEST((*patch)->find("GP106") == std::string::npos);
+  BOOST_TEST((*patch)->find("intel.com/I210") != std::string::npos);
+  BOOST_TEST(
+      (*patch)->find(
+          R"({"pciVendorSelector":"10de:1db6","resourceName":"nvidia.com/GV100","externalResourceProvider":true})") !=
+      std::string::npos);
+  // Nothing to do: no patch.
+  const std::string clean = R"({"metadata":{"resourceVersion":"3"},"spec":{}})";
+  BOOST_TEST(!PlanPermittedHostDevices(clean, {}, {"nvidia.com/GP106"})->has_value());
+  BOOST_TEST(PlanPermittedHostDevices(clean, {{"10de:1c03", "nvidia.com/GP106"}}, {})->has_value());
+  BOOST_TEST(!PlanPermittedHostDevices("{", {}, {}).ok());
+  BOOST_TEST(!PlanPermittedHostDevices(R"({"spec":{}})", {}, {}).ok());
 }
 
 }  // namespace

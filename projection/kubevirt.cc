@@ -1,0 +1,128 @@
+#include "projection/kubevirt.h"
+
+#include <absl/strings/str_cat.h>
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <random>
+#include <thread>
+
+#include "core/json_writer.h"
+#include "core/status.h"
+#include "projection/kube_client.h"
+#include "projection/objects.h"
+
+namespace pcid::projection {
+
+absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
+    std::string_view kubevirt_json, const std::vector<PciHostDevice>& add,
+    const std::set<std::string>& remove) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (auto err = parser.parse(kubevirt_json.data(), kubevirt_json.size()).get(root); err) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kubevirt: not valid JSON: ", simdjson::error_message(err)));
+  }
+  std::string_view rv;
+  if (root["metadata"]["resourceVersion"].get(rv)) {
+    return absl::InvalidArgumentError("kubevirt: no metadata.resourceVersion");
+  }
+  // The entries now, in order, as raw JSON; and which resources they name.
+  std::vector<std::pair<std::string, std::string>> entries;  // resource, raw entry
+  simdjson::dom::array current;
+  bool had_list = false;
+  if (!root["spec"]["configuration"]["permittedHostDevices"]["pciHostDevices"].get(current)) {
+    had_list = true;
+    for (simdjson::dom::element e : current) {
+      std::string_view resource;
+      if (e["resourceName"].get(resource)) resource = "";
+      entries.emplace_back(std::string(resource), simdjson::minify(e));
+    }
+  }
+  std::map<std::string, const PciHostDevice*> wanted;
+  for (const PciHostDevice& d : add) wanted.emplace(d.resource, &d);
+  std::vector<std::string> next;
+  std::set<std::string> seen;
+  bool changed = false;
+  for (const auto& [resource, raw] : entries) {
+    const bool ours = wanted.count(resource) || remove.count(resource);
+    if (ours && (remove.count(resource) && !wanted.count(resource))) {
+      changed = true;  // no claim needs it any more
+      continue;
+    }
+    if (ours && !seen.insert(resource).second) {
+      changed = true;  // a duplicate (what concurrent editors without preconditions leave)
+      continue;
+    }
+    next.push_back(raw);
+  }
+  for (const auto& [resource, d] : wanted) {
+    if (seen.count(resource)) continue;
+    JsonWriter w;
+    w.BeginObject()
+        .Key("pciVendorSelector")
+        .String(d->selector)
+        .Key("resourceName")
+        .String(resource);
+    w.Key("externalResourceProvider").Bool(true).EndObject();
+    next.push_back(w.str());
+    changed = true;
+  }
+  if (!changed) return std::optional<std::string>();
+  std::string list = "[";
+  for (size_t i = 0; i < next.size(); ++i) absl::StrAppend(&list, i ? "," : "", next[i]);
+  list += "]";
+  (void)had_list;
+  JsonWriter meta;
+  meta.BeginObject().Key("resourceVersion").String(rv).EndObject();
+  return std::optional<std::string>(absl::StrCat(
+      "{\"metadata\":", meta.str(),
+      ",\"spec\":{\"configuration\":{\"permittedHostDevices\":{\"pciHostDevices\":", list, "}}}}"));
+}
+
+absl::Status UpdatePermittedHostDevices(KubeClient& client, const std::vector<PciHostDevice>& add,
+                                        const std::set<std::string>& remove, int attempts,
+                                        spdlog::logger& log) {
+  std::mt19937 rng{std::random_device{}()};
+  for (int attempt = 1;; ++attempt) {
+    PCID_ASSIGN_OR_RETURN(KubeResponse list, client.Call("GET", "/apis/kubevirt.io/v1/kubevirts"));
+    if (list.status != 200) {
+      return absl::UnavailableError(
+          absl::StrCat("list kubevirts: HTTP ", list.status, ": ", StatusMessage(list.body)));
+    }
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    simdjson::dom::array items;
+    if (parser.parse(list.body).get(root) || root["items"].get(items) || items.size() == 0) {
+      return absl::NotFoundError(
+          "no KubeVirt object (kubevirts.kubevirt.io): is KubeVirt installed?");
+    }
+    simdjson::dom::element kv = items.at(0).value_unsafe();
+    std::string_view ns, name;
+    if (kv["metadata"]["namespace"].get(ns) || kv["metadata"]["name"].get(name)) {
+      return absl::InvalidArgumentError("kubevirt: no metadata.namespace/name");
+    }
+    PCID_ASSIGN_OR_RETURN(std::optional<std::string> patch,
+                          PlanPermittedHostDevices(simdjson::minify(kv), add, remove));
+    if (!patch) return absl::OkStatus();
+    const std::string path =
+        absl::StrCat("/apis/kubevirt.io/v1/namespaces/", ToAbsl(ns), "/kubevirts/", ToAbsl(name));
+    PCID_ASSIGN_OR_RETURN(KubeResponse res,
+                          client.Call("PATCH", path, *patch, "application/merge-patch+json"));
+    if (res.status / 100 == 2) {
+      log.info("kubevirt {}/{}: permittedHostDevices updated (+{} -{})", ns, name, add.size(),
+               remove.size());
+      return absl::OkStatus();
+    }
+    if (res.status != 409 || attempt >= attempts) {
+      return absl::AbortedError(absl::StrCat("patch kubevirt ", ToAbsl(name), ": HTTP ", res.status,
+                                             ": ", StatusMessage(res.body)));
+    }
+    // Another node changed it meanwhile: read again, after a short random pause.
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 50 * attempt)(rng)));
+  }
+}
+
+}  // namespace pcid::projection

@@ -1,0 +1,46 @@
+// File: projection/kubevirt.h
+//
+// KubeVirt's `permittedHostDevices` (the one `kubevirts.kubevirt.io` object, in whatever
+// namespace): exactly one `pciHostDevices` entry {pciVendorSelector: "vvvv:dddd", resourceName,
+// externalResourceProvider: true} per resource name claimed anywhere in the cluster, ours removed
+// when no claim needs them any more; other entries (an administrator's) are kept as they are.
+// Many nodes edit the object at once: every change is a merge patch carrying the
+// resourceVersion it was computed from (409 -> read again, retry with jitter).
+#pragma once
+
+#include <absl/status/statusor.h>
+
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace spdlog {
+class logger;
+}
+
+namespace pcid::projection {
+
+class KubeClient;
+
+struct PciHostDevice {
+  std::string selector;  // "10de:1c03"
+  std::string resource;  // "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
+  friend auto operator<=>(const PciHostDevice&, const PciHostDevice&) = default;
+};
+
+// The merge patch that takes the KubeVirt object `kubevirt_json` to: every `add` present once,
+// every `remove` resource gone, duplicates of either collapsed, other entries untouched. nullopt
+// when nothing changes. InvalidArgument for an object without metadata.resourceVersion.
+absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
+    std::string_view kubevirt_json, const std::vector<PciHostDevice>& add,
+    const std::set<std::string>& remove);
+
+// Reads the KubeVirt object and patches it (up to `attempts` times on conflicts). NotFound when
+// KubeVirt is not installed (no kubevirts object).
+absl::Status UpdatePermittedHostDevices(KubeClient& client, const std::vector<PciHostDevice>& add,
+                                        const std::set<std::string>& remove, int attempts,
+                                        spdlog::logger& log);
+
+}  // namespace pcid::projection
