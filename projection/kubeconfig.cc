@@ -183,7 +183,7 @@ class Parser {
       } else if (pos_ < lines_.size() && lines_[pos_].indent == indent && IsItem(lines_[pos_])) {
         PCID_ASSIGN_OR_RETURN(child, Sequence(indent, depth + 1));  // a list at the key's level
       }
-      n.map.emplace_back(std::move(key), std::move(child));
+      n.map.push_back({std::move(key), std::move(child)});
     }
     return n;
   }
@@ -199,7 +199,7 @@ YamlNode FromJson(simdjson::dom::element e) {
   std::string_view str;
   if (!e.get(obj)) {
     n.kind = YamlNode::Kind::kMap;
-    for (auto [k, v] : obj) n.map.emplace_back(std::string(k), FromJson(v));
+    for (auto [k, v] : obj) n.map.push_back({std::string(k), FromJson(v)});
   } else if (!e.get(arr)) {
     n.kind = YamlNode::Kind::kSeq;
     for (simdjson::dom::element v : arr) n.seq.push_back(FromJson(v));

@@ -43,14 +43,19 @@ absl::StatusOr<KubeConfig> InClusterConfig(const std::function<const char*(const
 // ---- The YAML subset kubeconfigs use: block mappings and sequences, plain and quoted scalars,
 // `{}` / `[]`, comments. Anchors, multi-line scalars and flow collections with content are
 // errors. Exposed for tests and the fuzzer.
+struct YamlEntry;
 struct YamlNode {
   enum class Kind { kNull, kScalar, kMap, kSeq } kind = Kind::kNull;
   std::string scalar;
-  std::vector<std::pair<std::string, YamlNode>> map;
+  std::vector<YamlEntry> map;  // in file order
   std::vector<YamlNode> seq;
 
   const YamlNode* Get(std::string_view key) const;  // nullptr when absent or not a map
   std::string Str(std::string_view key) const;      // "" when absent or not a scalar
+};
+struct YamlEntry {
+  std::string key;
+  YamlNode value;
 };
 absl::StatusOr<YamlNode> ParseYaml(std::string_view text);
 

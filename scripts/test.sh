@@ -27,6 +27,6 @@ ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure \
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"
-cmake --build build-fuzz --target fuzz_id_database fuzz_attributes fuzz_config fuzz_state
+cmake --build build-fuzz --target fuzz_id_database fuzz_attributes fuzz_config fuzz_state fuzz_projection
 ctest --test-dir build-fuzz --output-on-failure -L fuzz
 echo "all tests passed"

@@ -1485,9 +1485,9 @@ class Handler(BaseHTTPRequestHandler):
         if parts[:2] == ["openapi", "v3"]:
             emu.stats.count(m, "discovery", "")
             return self._openapi(parts[2:])
-        if parts[:1] == ["openapi"]:  # v2 is protobuf-only for kubectl; v3 is what it falls back from
+        if parts == ["openapi", "v2"]:
             emu.stats.count(m, "discovery", "")
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return self._openapi_v2()
         if not parts or parts[0] not in ("api", "apis"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         core = parts[0] == "api"
@@ -1569,6 +1569,20 @@ class Handler(BaseHTTPRequestHandler):
                     pass  # gone meanwhile
             return self._json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def _openapi_v2(self):
+        """kubectl 1.27/1.28 `apply` fetch /openapi/v2 (protobuf) unconditionally and fail on 404.
+        An empty but valid document is enough: kubectl then uses its compiled-in types for
+        strategic merge patches, and v3 for the field-validation check."""
+        version = "v" + self.server.emu.kube_version
+        if "protobuf" in (self.headers.get("Accept") or ""):
+            def field(no, payload):  # a length-delimited protobuf field
+                return bytes([no << 3 | 2, len(payload)]) + payload
+            # gnostic openapi_v2.Document: swagger=1, info=2 (Info: title=1, version=2), paths=8.
+            info = field(1, b"Kubernetes") + field(2, version.encode())
+            doc = field(1, b"2.0") + field(2, info) + field(8, b"")
+            return self._send(200, doc, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+        return self._json(200, {"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": {}})
 
     def _openapi(self, gvparts):
         emu, store = self.server.emu, self.server.emu.store

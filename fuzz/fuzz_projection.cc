@@ -1,0 +1,40 @@
+// libFuzzer target: what the projection decodes from the API server and the operator — list and
+// watch answers, KubeVirt objects (and the merge patch planned from them), kubeconfigs (the
+// YAML subset and JSON). Arbitrary bytes must give a value or an error, never a crash; a
+// planned patch is valid JSON naming each added resource exactly once.
+#include <simdjson.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "projection/kubeconfig.h"
+#include "projection/kubevirt.h"
+#include "projection/objects.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  (void)pcid::projection::DecodeList(text);
+  (void)pcid::projection::DecodeWatchEvent(text);
+  (void)pcid::projection::ParseKubeconfig(text, "fuzz");
+  auto patch = pcid::projection::PlanPermittedHostDevices(
+      text, {{"10de:1c03", "nvidia.com/GP106"}}, {"nvidia.com/OLD"});
+  if (patch.ok() && patch->has_value()) {
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    simdjson::dom::array list;
+    if (parser.parse(**patch).get(root) ||
+        root["spec"]["configuration"]["permittedHostDevices"]["pciHostDevices"].get(list)) {
+      std::abort();
+    }
+    int mine = 0;
+    for (simdjson::dom::element e : list) {
+      std::string_view name;
+      if (!e["resourceName"].get(name) && name == "nvidia.com/GP106") ++mine;
+      if (!e["resourceName"].get(name) && name == "nvidia.com/OLD") std::abort();
+    }
+    if (mine != 1) std::abort();
+  }
+  return 0;
+}
