@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
   for (int n = first; n < first + nodes; ++n) {
     auto p = pcid::projection::Projection::Start(
         *config, "node-" + std::to_string(n), log,
-        [](bool, const std::string&, std::function<void(pcid::projection::ClaimOutcome)> done) {
+        [](pcid::projection::ClaimRequest,
+           std::function<void(pcid::projection::ClaimOutcome)> done) {
           done({true, "", "", ""});
         });
     if (!p.ok()) {

@@ -144,6 +144,9 @@ class Daemon {
     }
     std::set<std::string> enabled_usb;
     for (const UsbDevice& usb : usb_) {
+      if (usb.device_class != 0x09 && claimed_usb_.count(UsbObjectName(flags_.node, usb))) {
+        enabled_usb.insert(UsbObjectName(flags_.node, usb));  // a USBDeviceClaim wants it
+      }
       for (size_t i = 0; i < config_.enable.size(); ++i) {
         if (!Matches(config_.enable[i], usb)) continue;
         used[i] = true;
@@ -250,6 +253,37 @@ class Daemon {
     return std::string();
   }
 
+  // A USBDeviceClaim: its device's plugin served (or stopped). No sysfs writes: USB devices are
+  // handed over at Allocate.
+  projection::ClaimOutcome OnUsbClaim(bool enable, const std::string& name) {
+    auto it = std::find_if(usb_.begin(), usb_.end(), [&](const UsbDevice& u) {
+      return UsbObjectName(flags_.node, u) == name;
+    });
+    if (enable) {
+      if (it == usb_.end()) {
+        return {false, "", "DeviceNotFound",
+                absl::StrCat("usb ", name, ": not on node ", flags_.node)};
+      }
+      if (it->device_class == 0x09)
+        return {false, "", "Refused", absl::StrCat("usb ", name, " is a hub")};
+      claimed_usb_.insert(name);
+    } else {
+      if (!claimed_usb_.count(name)) return {true, "", "", "not enabled"};
+      auto holder = HolderNow(name);
+      if (!holder.ok() || !holder->empty()) {
+        return {false, "", "DeviceInUse",
+                holder.ok()
+                    ? absl::StrCat("usb ", name, " is allocated to ", *holder, " (PodResources)")
+                    : std::string(holder.status().message())};
+      }
+      claimed_usb_.erase(name);
+    }
+    log_->info("usb {}: {} by a claim", name, enable ? "served" : "no longer served");
+    Select(/*report=*/false);
+    Replan(/*probe=*/false);
+    return {true, "", "", enable ? "served to the kubelet" : "given back"};
+  }
+
   // A PCIDeviceClaim's enable or disable (source "claim"), asked by the projection.
   projection::ClaimOutcome OnClaim(bool enable, const std::string& text) {
     auto address = ParsePciAddress(text);
@@ -312,9 +346,11 @@ class Daemon {
     }
     // Claims run on the owner thread like everything that touches devices; the answer goes back
     // to the projection's thread.
-    auto claims = [this, post = Poster()](bool enable, const std::string& address,
+    auto claims = [this, post = Poster()](projection::ClaimRequest req,
                                           std::function<void(projection::ClaimOutcome)> done) {
-      post([this, enable, address, done = std::move(done)] { done(OnClaim(enable, address)); });
+      post([this, req = std::move(req), done = std::move(done)] {
+        done(req.usb ? OnUsbClaim(req.enable, req.device) : OnClaim(req.enable, req.device));
+      });
     };
     auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"), claims);
     if (!p.ok()) {
@@ -713,7 +749,8 @@ class Daemon {
   std::set<PciAddress> refused_;           // config devices refused, reported once per reload
   DaemonConfig config_;
   std::vector<UsbDevice> usb_;         // last USB discovery
-  std::set<std::string> enabled_usb_;  // USB object names the config enables
+  std::set<std::string> enabled_usb_;  // USB object names the config or a claim enables
+  std::set<std::string> claimed_usb_;  // USB object names USBDeviceClaims enable
   std::optional<IdDatabase> usb_ids_;
   std::vector<PciDevice> devices_;  // last discovery
   std::set<std::string> enabled_;   // addresses the intents enable (config and CLI)

@@ -237,6 +237,34 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
     check(c is not None and not c.get("status") and not c["metadata"].get("finalizers"),
           "another node's claim is left alone", json.dumps(c)[:400])
 
+    # A USB claim: its plugin served, USBDevice.enabled, KubeVirt's usb entry; deleted: all undone.
+    stick = "n1-0951-1666-001004"
+    usb_claim = {"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": "USBDeviceClaim",
+                 "metadata": {"name": stick}, "spec": {"userName": "admin"}}
+    rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(usb_claim))
+    c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("pciAddress") else None)(
+        api.get("usbdeviceclaims", stick)))
+    check(c is not None and c["status"].get("nodeName") == NODE and c["status"]["pciAddress"] == "0000:00:14.0"
+          and "devices.harvesterhci.io/pcidevices-agent" in c["metadata"].get("finalizers", []),
+          "USB claim: nodeName, pciAddress, finalizer", json.dumps(c)[:600])
+    e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == f"kubevirt.io/{stick}", timeout=10)
+    check(e is not None and [d["health"] for d in e["devices"]] == ["Healthy"], "USB claim: plugin served")
+    u = wait_for(lambda: (lambda o: o if o and o["status"].get("enabled") else None)(api.get("usbdevices", stick)))
+    check(u is not None, "USBDevice status.enabled true")
+    kv = wait_for(lambda: (lambda k: k if k else None)(
+        (api.get("kubevirts", "kubevirt", namespace="kubevirt") or {}).get("spec", {}).get("configuration", {})
+        .get("permittedHostDevices", {}).get("usb")))
+    check(kv == [{"resourceName": f"kubevirt.io/{stick}", "selectors": [{"vendor": "0951", "product": "1666"}],
+                  "externalResourceProvider": True}], "KubeVirt: the usb entry", json.dumps(kv))
+    rc, out = api.kubectl("delete", "usbdeviceclaim", stick, "--timeout=20s")
+    check(rc == 0, "USB claim deleted", out)
+    u = wait_for(lambda: (lambda o: o if o and o["status"].get("enabled") is False else None)(api.get("usbdevices", stick)))
+    check(u is not None, "USBDevice status.enabled false again")
+    kv = wait_for(lambda: (lambda k: True if not k else None)(
+        (api.get("kubevirts", "kubevirt", namespace="kubevirt") or {}).get("spec", {}).get("configuration", {})
+        .get("permittedHostDevices", {}).get("usb")))
+    check(kv is not None, "KubeVirt: the usb entry removed")
+
     # The watch cut and the history compacted: a claim made meanwhile is still served (410 -> relist).
     api.control("POST", "cut-watches")
     api.control("POST", "compact")

@@ -27,14 +27,23 @@ std::string FinalizersPatch(const ObservedObject& c, bool add) {
 }
 
 // {"status": {...}} as the claim should show `outcome`; nullopt when the server already shows it.
+// PCI: passthroughEnabled, kernelDriverToUnbind; USB: nodeName, pciAddress (Harvester's fields).
 std::optional<std::string> StatusPatch(const ObservedObject& c, const ClaimOutcome& outcome,
-                                       const std::string& node, const std::string& address) {
+                                       const std::string& node, const std::string& address,
+                                       const ClaimScope& scope) {
   JsonWriter status;
   status.BeginObject();
-  status.Key("passthroughEnabled").Bool(outcome.ok);
-  status.Key("kernelDriverToUnbind").String(outcome.ok ? outcome.original_driver : "");
-  status.Key("nodeName").String(node);
-  status.Key("address").String(address);
+  if (scope.usb) {
+    auto it = scope.usb_devices.find(address);
+    status.Key("nodeName").String(node);
+    status.Key("pciAddress").String(it == scope.usb_devices.end() ? "" : it->second);
+    status.Key("enabled").Bool(outcome.ok);
+  } else {
+    status.Key("passthroughEnabled").Bool(outcome.ok);
+    status.Key("kernelDriverToUnbind").String(outcome.ok ? outcome.original_driver : "");
+    status.Key("nodeName").String(node);
+    status.Key("address").String(address);
+  }
   status.Key("conditions").BeginArray().BeginObject();
   status.Key("type").String("PassthroughEnabled");
   status.Key("status").String(outcome.ok ? "True" : "False");
@@ -55,11 +64,15 @@ bool HasFinalizer(const ObservedObject& c) {
 
 std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& claims,
                                   std::map<std::string, ClaimState>& states,
-                                  const std::string& node) {
+                                  const std::string& node, const ClaimScope& scope) {
   std::vector<ClaimStep> out;
   for (const auto& [name, c] : claims) {
-    auto node_it = c.spec.find("nodeName");
-    if (node_it == c.spec.end() || node_it->second != node) continue;  // another node's
+    if (scope.usb) {
+      if (!scope.usb_devices.count(name) && !states.count(name)) continue;  // another node's
+    } else {
+      auto node_it = c.spec.find("nodeName");
+      if (node_it == c.spec.end() || node_it->second != node) continue;  // another node's
+    }
     ClaimState& st = states[name];
     if (c.deleting) {
       if (!HasFinalizer(c)) continue;  // not ours to hold
@@ -75,16 +88,21 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
         out.push_back(
             {ClaimStep::Kind::kRemoveFinalizer, name, st.address, FinalizersPatch(c, false)});
       } else if (st.disabled) {
-        if (auto patch = StatusPatch(c, *st.disabled, node, st.address)) {
+        if (auto patch = StatusPatch(c, *st.disabled, node, st.address, scope)) {
           out.push_back({ClaimStep::Kind::kWriteStatus, name, st.address, *patch});
         }
       }
       continue;
     }
     // A live claim: validated before anything reaches the owner.
-    std::string address = c.spec.count("address") ? c.spec.at("address") : "";
+    std::string address = scope.usb ? name : c.spec.count("address") ? c.spec.at("address") : "";
     std::optional<ClaimOutcome> refused;
-    if (!c.spec_not_strings.empty()) {
+    if (scope.usb) {
+      if (!scope.usb_devices.count(name)) {
+        refused =
+            ClaimOutcome{false, "", "DeviceNotFound", "the USB device is gone from this node"};
+      }
+    } else if (!c.spec_not_strings.empty()) {
       refused = ClaimOutcome{
           false, "", "InvalidSpec",
           absl::StrCat("spec fields must be strings: ", absl::StrJoin(c.spec_not_strings, ", "))};
@@ -117,7 +135,7 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
       continue;
     }
     if (st.enabled) {
-      if (auto patch = StatusPatch(c, *st.enabled, node, address)) {
+      if (auto patch = StatusPatch(c, *st.enabled, node, address, scope)) {
         out.push_back({ClaimStep::Kind::kWriteStatus, name, address, *patch});
       }
     }

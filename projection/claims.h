@@ -1,8 +1,10 @@
 // File: projection/claims.h
 //
-// PCIDeviceClaims of this node: what each asks of the device owner (enable / disable through
-// vfio/, source "claim") and what the claim's status and finalizer should then be. A claim is
-// ours when spec.nodeName is this node; others are never touched. Deleting a claim first gives
+// PCIDeviceClaims and USBDeviceClaims of this node: what each asks of the device owner (PCI:
+// enable / disable through vfio/, source "claim"; USB: serve / stop its plugin) and what the
+// claim's status and finalizer should then be. A PCI claim is ours when spec.nodeName is this
+// node; a USB claim (it has no node in its spec) when it names one of this node's USBDevices.
+// Others are never touched. Deleting a claim first gives
 // the device back (our finalizer holds the object until then); a refused claim (bad address,
 // unknown or protected device, device held by a pod) gets passthroughEnabled=false and a
 // condition saying why, and changes nothing. Pure values and functions.
@@ -18,6 +20,7 @@
 namespace pcid::projection {
 
 inline constexpr char kClaimPlural[] = "pcideviceclaims";
+inline constexpr char kUsbClaimPlural[] = "usbdeviceclaims";
 inline constexpr char kClaimFinalizer[] = "devices.harvesterhci.io/pcidevices-agent";
 
 // The owner thread's answer to an enable or disable.
@@ -51,11 +54,19 @@ struct ClaimStep {
   std::string body;  // the merge patch for kAddFinalizer, kRemoveFinalizer, kWriteStatus
 };
 
+// Which claims are ours. PCI: spec.nodeName == node. USB: the claim's name is one of
+// `usb_devices` (this node's USBDevice names -> their host controller's PCI address).
+struct ClaimScope {
+  bool usb = false;
+  std::map<std::string, std::string> usb_devices;
+};
+
 // The next steps for every claim, given what the server holds (`claims`: this plural's observed
 // objects) and what the mirror remembers. Claims that vanished without our finalizer's turn
-// (force-deleted) still get their device given back.
+// (force-deleted) still get their device given back. For USB, `address` in the steps is the
+// USBDevice name.
 std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& claims,
                                   std::map<std::string, ClaimState>& states,
-                                  const std::string& node);
+                                  const std::string& node, const ClaimScope& scope = {});
 
 }  // namespace pcid::projection

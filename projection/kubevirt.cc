@@ -28,57 +28,65 @@ absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
   if (root["metadata"]["resourceVersion"].get(rv)) {
     return absl::InvalidArgumentError("kubevirt: no metadata.resourceVersion");
   }
-  // The entries now, in order, as raw JSON; and which resources they name.
-  std::vector<std::pair<std::string, std::string>> entries;  // resource, raw entry
-  simdjson::dom::array current;
-  bool had_list = false;
-  if (!root["spec"]["configuration"]["permittedHostDevices"]["pciHostDevices"].get(current)) {
-    had_list = true;
-    for (simdjson::dom::element e : current) {
-      std::string_view resource;
-      if (e["resourceName"].get(resource)) resource = "";
-      entries.emplace_back(std::string(resource), simdjson::minify(e));
+  std::string lists;  // the changed lists, as members of permittedHostDevices
+  for (const bool usb : {false, true}) {
+    const char* key = usb ? "usb" : "pciHostDevices";
+    // The entries now, in order, as raw JSON, with the resources they name.
+    std::vector<std::pair<std::string, std::string>> entries;
+    simdjson::dom::array current;
+    if (!root["spec"]["configuration"]["permittedHostDevices"][key].get(current)) {
+      for (simdjson::dom::element e : current) {
+        std::string_view resource;
+        if (e["resourceName"].get(resource)) resource = "";
+        entries.emplace_back(std::string(resource), simdjson::minify(e));
+      }
     }
-  }
-  std::map<std::string, const PciHostDevice*> wanted;
-  for (const PciHostDevice& d : add) wanted.emplace(d.resource, &d);
-  std::vector<std::string> next;
-  std::set<std::string> seen;
-  bool changed = false;
-  for (const auto& [resource, raw] : entries) {
-    const bool ours = wanted.count(resource) || remove.count(resource);
-    if (ours && (remove.count(resource) && !wanted.count(resource))) {
-      changed = true;  // no claim needs it any more
-      continue;
+    std::map<std::string, const PciHostDevice*> wanted;
+    for (const PciHostDevice& d : add) {
+      if (d.usb == usb) wanted.emplace(d.resource, &d);
     }
-    if (ours && !seen.insert(resource).second) {
-      changed = true;  // a duplicate (what concurrent editors without preconditions leave)
-      continue;
+    std::vector<std::string> next;
+    std::set<std::string> seen;
+    bool changed = false;
+    for (const auto& [resource, raw] : entries) {
+      if (remove.count(resource) && !wanted.count(resource)) {
+        changed = true;  // no claim needs it any more
+        continue;
+      }
+      if ((wanted.count(resource) || remove.count(resource)) && !seen.insert(resource).second) {
+        changed = true;  // a duplicate (what concurrent editors without preconditions leave)
+        continue;
+      }
+      next.push_back(raw);
     }
-    next.push_back(raw);
+    for (const auto& [resource, d] : wanted) {
+      if (seen.count(resource)) continue;
+      JsonWriter w;
+      w.BeginObject();
+      if (usb) {
+        const size_t colon = d->selector.find(':');
+        w.Key("resourceName").String(resource).Key("selectors").BeginArray().BeginObject();
+        w.Key("vendor").String(d->selector.substr(0, colon));
+        w.Key("product").String(colon == std::string::npos ? "" : d->selector.substr(colon + 1));
+        w.EndObject().EndArray();
+      } else {
+        w.Key("pciVendorSelector").String(d->selector).Key("resourceName").String(resource);
+      }
+      w.Key("externalResourceProvider").Bool(true).EndObject();
+      next.push_back(w.str());
+      changed = true;
+    }
+    if (!changed) continue;
+    absl::StrAppend(&lists, lists.empty() ? "" : ",", "\"", key, "\":[");
+    for (size_t i = 0; i < next.size(); ++i) absl::StrAppend(&lists, i ? "," : "", next[i]);
+    lists += "]";
   }
-  for (const auto& [resource, d] : wanted) {
-    if (seen.count(resource)) continue;
-    JsonWriter w;
-    w.BeginObject()
-        .Key("pciVendorSelector")
-        .String(d->selector)
-        .Key("resourceName")
-        .String(resource);
-    w.Key("externalResourceProvider").Bool(true).EndObject();
-    next.push_back(w.str());
-    changed = true;
-  }
-  if (!changed) return std::optional<std::string>();
-  std::string list = "[";
-  for (size_t i = 0; i < next.size(); ++i) absl::StrAppend(&list, i ? "," : "", next[i]);
-  list += "]";
-  (void)had_list;
+  if (lists.empty()) return std::optional<std::string>();
   JsonWriter meta;
   meta.BeginObject().Key("resourceVersion").String(rv).EndObject();
-  return std::optional<std::string>(absl::StrCat(
-      "{\"metadata\":", meta.str(),
-      ",\"spec\":{\"configuration\":{\"permittedHostDevices\":{\"pciHostDevices\":", list, "}}}}"));
+  return std::optional<std::string>(
+      absl::StrCat("{\"metadata\":", meta.str(),
+                   ",\"spec\":{\"configuration\":{\"permittedHostDevices\":{", lists, "}}}}"));
 }
 
 absl::Status UpdatePermittedHostDevices(KubeClient& client, const std::vector<PciHostDevice>& add,

@@ -1,8 +1,8 @@
 // File: projection/kubevirt.h
 //
 // KubeVirt's `permittedHostDevices` (the one `kubevirts.kubevirt.io` object, in whatever
-// namespace): exactly one `pciHostDevices` entry {pciVendorSelector: "vvvv:dddd", resourceName,
-// externalResourceProvider: true} per resource name claimed anywhere in the cluster, ours removed
+// namespace): exactly one `pciHostDevices` (or `usb`) entry per resource name claimed anywhere in
+// the cluster, ours removed
 // when no claim needs them any more; other entries (an administrator's) are kept as they are.
 // Many nodes edit the object at once: every change is a merge patch carrying the
 // resourceVersion it was computed from (409 -> read again, retry with jitter).
@@ -24,15 +24,21 @@ namespace pcid::projection {
 
 class KubeClient;
 
+// One permittedHostDevices entry of ours: in `pciHostDevices` {pciVendorSelector: "vvvv:dddd",
+// resourceName, externalResourceProvider: true}, or in `usb` {resourceName, selectors: [{vendor,
+// product}], externalResourceProvider: true}.
 struct PciHostDevice {
-  std::string selector;  // "10de:1c03"
-  std::string resource;  // "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
+  std::string selector;  // PCI: "10de:1c03"; USB: "0951:1666" (vendor:product)
+  std::string
+      resource;  // "nvidia.com/GP106_GEFORCE_GTX_1060_6GB", "kubevirt.io/n1-0951-1666-001004"
+  bool usb = false;
   friend auto operator<=>(const PciHostDevice&, const PciHostDevice&) = default;
 };
 
-// The merge patch that takes the KubeVirt object `kubevirt_json` to: every `add` present once,
-// every `remove` resource gone, duplicates of either collapsed, other entries untouched. nullopt
-// when nothing changes. InvalidArgument for an object without metadata.resourceVersion.
+// The merge patch that takes the KubeVirt object `kubevirt_json` to: every `add` present once in
+// its list, every `remove` resource gone from both lists, duplicates of either collapsed, other
+// entries untouched. nullopt when nothing changes. InvalidArgument for an object without
+// metadata.resourceVersion.
 absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
     std::string_view kubevirt_json, const std::vector<PciHostDevice>& add,
     const std::set<std::string>& remove);

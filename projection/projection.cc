@@ -1,5 +1,6 @@
 #include "projection/projection.h"
 
+#include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
@@ -39,17 +40,27 @@ class Backoff {
   std::mt19937 rng_{std::random_device{}()};
 };
 
+// True when resourceVersion `a` is known to be older than `b`. Versions are opaque to clients;
+// they are compared only when both are plain numbers (etcd revisions, as every server in use
+// gives), to drop the watch's echo of a change our own write already returned. Otherwise: false.
+bool Older(const std::string& a, const std::string& b) {
+  uint64_t x = 0, y = 0;
+  return absl::SimpleAtoi(a, &x) && absl::SimpleAtoi(b, &y) && x < y;
+}
+
 // What informers (and the device owner's answers to claims) tell the mirror thread.
 struct Update {
   std::string plural;
   bool sync = false;  // `list` replaces everything known of `plural`
   std::vector<ObservedObject> list;
-  std::string type;  // ADDED / MODIFIED / DELETED
+  std::string resource_version;  // the list's
+  std::string type;              // ADDED / MODIFIED / DELETED
   ObservedObject object;
   // An answer for claim `claim` (plural empty): to its enable or disable.
   std::string claim;
   bool enable = false;
   ClaimOutcome outcome;
+  bool usb = false;
 };
 
 }  // namespace
@@ -128,7 +139,7 @@ struct Projection::Impl {
       failing = false;
       backoff.Reset();
       std::string rv = list->resource_version;
-      Post({plural, true, std::move(list->items), "", {}, "", false, {}});
+      Post({plural, true, std::move(list->items), list->resource_version, "", {}, "", false, {}});
       {
         std::lock_guard<std::mutex> lock(mu);
         ++stats.relists;
@@ -153,7 +164,7 @@ struct Projection::Impl {
               }
               if (!ev->object.resource_version.empty()) rv = ev->object.resource_version;
               if (ev->type != "BOOKMARK") {
-                Post({plural, false, {}, ev->type, std::move(ev->object), "", false, {}});
+                Post({plural, false, {}, "", ev->type, std::move(ev->object), "", false, {}});
               }
               return true;
             });
@@ -184,7 +195,7 @@ struct Projection::Impl {
       return;
     }
     Observed observed;
-    std::map<std::string, ClaimState> claim_states;
+    std::map<std::string, ClaimState> claim_states, usb_claim_states;
     std::set<PciHostDevice> kubevirt_applied;  // our claims' entries last made sure of
     std::set<std::string> synced;              // plurals listed at least once
     std::shared_ptr<const Inventory> inv;
@@ -211,15 +222,29 @@ struct Projection::Impl {
       }
       for (Update& u : batch) {
         if (u.plural.empty()) {  // the owner's answer to a claim
-          ClaimState& st = claim_states[u.claim];
+          ClaimState& st = (u.usb ? usb_claim_states : claim_states)[u.claim];
           (u.enable ? st.enabled : st.disabled) = u.outcome;
           continue;
         }
         auto& objects = observed[u.plural];
         if (u.sync) {
-          objects.clear();
-          for (ObservedObject& o : u.list) objects[o.name] = std::move(o);
+          // What our own writes returned after the list was taken stays.
+          std::map<std::string, ObservedObject> fresh;
+          for (auto& [name, o] : objects) {
+            if (Older(u.resource_version, o.resource_version)) fresh[name] = std::move(o);
+          }
+          for (ObservedObject& o : u.list) {
+            auto it = fresh.find(o.name);
+            if (it == fresh.end() || Older(it->second.resource_version, o.resource_version)) {
+              fresh[o.name] = std::move(o);
+            }
+          }
+          objects = std::move(fresh);
           synced.insert(u.plural);
+        } else if (auto it = objects.find(u.object.name);
+                   it != objects.end() &&
+                   Older(u.object.resource_version, it->second.resource_version)) {
+          // The echo of a change whose result our write already returned: stale.
         } else if (u.type == "DELETED") {
           objects.erase(u.object.name);
         } else {
@@ -227,12 +252,23 @@ struct Projection::Impl {
         }
       }
       if (synced.count(kClaimPlural)) {
-        ServeClaims(**client, observed[kClaimPlural], claim_states);
-        if (inv && !ServeKubeVirt(**client, *inv, observed[kClaimPlural], claim_states,
-                                  kubevirt_applied)) {
-          retrying = true;
-          retry_at = Clock::now() + backoff.Next();
+        ServeClaims(**client, kClaimPlural, observed[kClaimPlural], claim_states, ClaimScope{});
+      }
+      if (inv && synced.count(kUsbClaimPlural)) {
+        ClaimScope usb_scope{true, {}};
+        for (const UsbDevice& u : inv->usb) {
+          if (u.device_class == 0x09) continue;  // hubs are not offered
+          usb_scope.usb_devices[UsbObjectName(node, u)] =
+              u.host_controller ? u.host_controller->ToString() : "";
         }
+        ServeClaims(**client, kUsbClaimPlural, observed[kUsbClaimPlural], usb_claim_states,
+                    usb_scope);
+      }
+      if (inv && synced.count(kClaimPlural) && synced.count(kUsbClaimPlural) &&
+          !ServeKubeVirt(**client, *inv, observed[kClaimPlural], claim_states, usb_claim_states,
+                         kubevirt_applied)) {
+        retrying = true;
+        retry_at = Clock::now() + backoff.Next();
       }
       if (!inv || !synced.count(kPciPlural) || !synced.count(kUsbPlural)) continue;
       if (retrying && Clock::now() < retry_at && batch.empty()) continue;
@@ -248,19 +284,21 @@ struct Projection::Impl {
 
   // Claims: asks the owner, then writes finalizers and status. A failed write is not retried
   // here: the watch brings the claim back (a 409 means it changed meanwhile).
-  void ServeClaims(KubeClient& client, const std::map<std::string, ObservedObject>& claims_seen,
-                   std::map<std::string, ClaimState>& states) {
-    for (const ClaimStep& step : PlanClaims(claims_seen, states, node)) {
-      const std::string path = absl::StrCat(kApiPrefix, kClaimPlural, "/", step.claim);
+  void ServeClaims(KubeClient& client, const char* plural,
+                   const std::map<std::string, ObservedObject>& claims_seen,
+                   std::map<std::string, ClaimState>& states, const ClaimScope& scope) {
+    for (const ClaimStep& step : PlanClaims(claims_seen, states, node, scope)) {
+      const std::string path = absl::StrCat(kApiPrefix, plural, "/", step.claim);
       absl::StatusOr<KubeResponse> res;
       switch (step.kind) {
         case ClaimStep::Kind::kAskEnable:
         case ClaimStep::Kind::kAskDisable: {
           const bool enable = step.kind == ClaimStep::Kind::kAskEnable;
           log->info("claim {}: {} {}", step.claim, enable ? "enable" : "disable", step.address);
-          claims(enable, step.address, [this, name = step.claim, enable](ClaimOutcome outcome) {
-            Post({"", false, {}, "", {}, name, enable, std::move(outcome)});
-          });
+          claims({scope.usb, enable, step.address},
+                 [this, name = step.claim, enable, usb = scope.usb](ClaimOutcome outcome) {
+                   Post({"", false, {}, "", "", {}, name, enable, std::move(outcome), usb});
+                 });
           continue;
         }
         case ClaimStep::Kind::kForget:
@@ -291,21 +329,33 @@ struct Projection::Impl {
   bool ServeKubeVirt(KubeClient& client, const Inventory& inv,
                      const std::map<std::string, ObservedObject>& claims_seen,
                      const std::map<std::string, ClaimState>& states,
+                     const std::map<std::string, ClaimState>& usb_states,
                      std::set<PciHostDevice>& applied) {
     std::set<PciHostDevice> ours;
+    // USB resources name their node: no other node's claim can need ours.
+    for (const auto& [name, st] : usb_states) {
+      if (!st.enabled || !st.enabled->ok || st.disable_asked) continue;
+      for (const UsbDevice& u : inv.usb) {
+        if (UsbObjectName(node, u) != name) continue;
+        char selector[10];
+        std::snprintf(selector, sizeof selector, "%04x:%04x", u.vendor_id, u.product_id);
+        ours.insert({selector, UsbResourceName(node, u), true});
+      }
+    }
     for (const auto& [name, st] : states) {
       if (!st.enabled || !st.enabled->ok || st.disable_asked) continue;
       for (const PciDevice& d : inv.pci) {
         if (d.address.ToString() != st.address) continue;
         char selector[10];
         std::snprintf(selector, sizeof selector, "%04x:%04x", d.vendor_id, d.device_id);
-        ours.insert({selector, PciResourceName(d)});
+        ours.insert({selector, PciResourceName(d), false});
       }
     }
     if (ours == applied) return true;
     std::set<std::string> remove;
+    std::set<std::string> remove_usb;
     for (const PciHostDevice& d : applied) {
-      if (!ours.count(d)) remove.insert(d.resource);
+      if (!ours.count(d)) (d.usb ? remove_usb : remove).insert(d.resource);
     }
     // Still needed by a live claim of another node? Its device object names the resource.
     for (const auto& [name, c] : claims_seen) {
@@ -322,6 +372,7 @@ struct Projection::Impl {
         remove.erase(quoted.size() >= 2 ? quoted.substr(1, quoted.size() - 2) : quoted);
       }
     }
+    remove.insert(remove_usb.begin(), remove_usb.end());
     absl::Status st = UpdatePermittedHostDevices(
         client, std::vector<PciHostDevice>(ours.begin(), ours.end()), remove, 10, *log);
     if (absl::IsNotFound(st)) {
@@ -413,6 +464,8 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
   p->threads.emplace_back([p, mine] { p->Inform(kUsbPlural, mine); });
   // Claims carry their node in spec.nodeName, not in a label: every claim is seen, others' skipped.
   p->threads.emplace_back([p] { p->Inform(kClaimPlural, ""); });
+  // USB claims have no node at all: their names say which node's USBDevice they claim.
+  p->threads.emplace_back([p] { p->Inform(kUsbClaimPlural, ""); });
   p->log->info("projection to {} ({}) for node {}", config.host, config.origin, p->node);
   return projection;
 }

@@ -38,10 +38,16 @@ struct ProjectionStats {
            claim_writes = 0;
 };
 
-// How claims reach the device owner: enable (true) or disable `address` for source "claim";
-// called on the projection's thread; `done` may be called from any thread, once.
-using ClaimHandler = std::function<void(bool enable, const std::string& address,
-                                        std::function<void(ClaimOutcome)> done)>;
+// What a claim asks of the device owner.
+struct ClaimRequest {
+  bool usb = false;     // a USBDeviceClaim: `device` is the USBDevice name
+  bool enable = false;  // enable, or give back
+  std::string device;   // PCI address as the claim spells it (validated by the owner too)
+};
+
+// How claims reach the device owner; called on the projection's thread; `done` may be called from
+// any thread, once.
+using ClaimHandler = std::function<void(ClaimRequest, std::function<void(ClaimOutcome)> done)>;
 
 class Projection {
  public:

@@ -10,6 +10,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libboost-test-dev
   pci.ids usb.ids pciutils usbutils umockdev libumockdev-dev python3
   qemu-system-x86 busybox-static kmod cpio e2fsprogs
+  openssl
 )
 
 missing=()

@@ -14,7 +14,8 @@ certificates.
         [--no-aggregated-discovery] [--verbose]
 
 When ready it prints one JSON line: {"https": PORT, "http": PORT|null, "kubeconfig": PATH, "pid": PID}
-and writes DIR/kubeconfig, DIR/ca.crt, DIR/token. SIGTERM/SIGINT stop it.
+and writes DIR/kubeconfig, DIR/ca.crt, DIR/token and DIR/namespace (so DIR can also stand in for a
+service-account directory). SIGTERM/SIGINT stop it.
 
 Test control, under /emulator/ on every port (token required):
   POST /emulator/down?seconds=N[&mode=503|refuse]  outage: 503 Status answers, or the HTTPS port
@@ -25,7 +26,11 @@ Test control, under /emulator/ on every port (token required):
   POST /emulator/fail?verb=PUT&count=N&code=409    next N matching requests fail with `code`
        [&resource=pcidevices][&subresource=status]  (verb: HTTP method, k8s verb or *)
   DELETE /emulator/fail                            clear injected failures
-  POST /emulator/garbage?count=N                   next N API responses carry broken JSON
+  POST /emulator/garbage?count=N[&verb=..][&resource=..]  next N (matching) API responses carry
+                                                   broken JSON (a watch: its first event line)
+  DELETE /emulator/garbage                         clear
+  POST /emulator/rotate-token[?keep-old=1]         new token, written to DIR/token and DIR/kubeconfig;
+                                                   the old one is refused unless kept
   POST /emulator/config?bookmarkInterval=S         change settings at run time
   GET  /emulator/stats, POST /emulator/reset-stats request counters, open watches, current RV
 """
@@ -1391,18 +1396,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def _read_body(self):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            data = b""
+            data, total = [], 0
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline().strip():
                         pass
-                    return data
-                if len(data) + size > MAX_BODY:
+                    break
+                total += size
+                if total > 16 * MAX_BODY:
                     self.close_connection = True
-                    raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
-                data += self.rfile.read(size)
+                    break
+                chunk = self.rfile.read(size)
+                if total <= MAX_BODY:
+                    data.append(chunk)  # past the limit: read on, keep nothing, answer 413
                 self.rfile.readline()
+            if total > MAX_BODY:
+                raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+            return b"".join(data)
         n = int(self.headers.get("Content-Length") or 0)
         if n > MAX_BODY:
             # Read the body away (up to a cap) so the client is not cut off mid-send and sees the 413.
@@ -1439,8 +1450,8 @@ class Handler(BaseHTTPRequestHandler):
             raise bad_request("couldn't get version/kind; json parse error: %s" % e)
 
     def _authorized(self):
-        got = self.headers.get("Authorization") or ""
-        return hmac.compare_digest(got.encode(), ("Bearer " + self.server.emu.token).encode())
+        got = (self.headers.get("Authorization") or "").encode()
+        return any(hmac.compare_digest(got, ("Bearer " + t).encode()) for t in self.server.emu.tokens())
 
     # -- routing
     def _dispatch(self):
@@ -1456,6 +1467,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 raise bad_request("malformed request body framing")
             if path in ("/healthz", "/livez", "/readyz"):
+                try:
+                    emu.check_down()
+                except ApiError:
+                    return self._send(503, b"emulated outage", "text/plain; charset=utf-8")
                 return self._send(200, b"ok", "text/plain; charset=utf-8")
             if not self._authorized():
                 with emu.stats.lock:
@@ -1537,7 +1552,7 @@ class Handler(BaseHTTPRequestHandler):
         fault = emu.take_fault(m, verb, res.plural, sub)
         if fault:
             raise fault
-        self.garbage = emu.take_garbage()
+        self.garbage = emu.take_garbage(m, verb, res.plural, sub)
         dry = q.get("dryRun") == "All"
         strict = q.get("fieldValidation")
         if verb == "watch":
@@ -1835,18 +1850,16 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"cut": emu.cut_watches()})
         elif what == "compact":
             return self._json(200, {"floor": emu.store.compact()})
-        elif what == "fail":
-            if m == "DELETE" or q.get("clear"):
-                with emu.fault_lock:
-                    emu.faults.clear()
-            else:
-                code = num("code", 500)
-                with emu.fault_lock:
-                    emu.faults.append({"verb": q.get("verb", "*"), "count": num("count", 1), "code": code,
-                                       "resource": q.get("resource"), "subresource": q.get("subresource")})
-        elif what == "garbage":
+        elif what in ("fail", "garbage"):
+            rules = emu.faults if what == "fail" else emu.garbage
             with emu.fault_lock:
-                emu.garbage += num("count", 1)
+                if m == "DELETE" or q.get("clear"):
+                    rules.clear()
+                else:
+                    rules.append({"verb": q.get("verb", "*"), "count": num("count", 1), "code": num("code", 500),
+                                  "resource": q.get("resource"), "subresource": q.get("subresource")})
+        elif what == "rotate-token":
+            return self._json(200, {"token": emu.rotate_token(q.get("keep-old") in ("1", "true"))})
         elif what == "config":
             if "bookmarkInterval" in q:
                 emu.bookmark_interval = num("bookmarkInterval", 5, float)
@@ -1907,11 +1920,12 @@ class Emulator:
     def __init__(self, args, tls):
         self.store = Store(args.history)
         self.stats = Stats()
-        self.token, self.verbose, self.tls = args.token, args.verbose, tls
+        self.token, self.old_tokens, self.verbose, self.tls = args.token, [], args.verbose, tls
+        self.dir = args.dir
         self.bookmark_interval, self.watch_timeout = args.bookmark_interval, args.watch_timeout
         self.no_aggregated, self.kube_version = args.no_aggregated_discovery, args.kube_version
         self.fault_lock = threading.Lock()
-        self.faults, self.garbage = [], 0
+        self.faults, self.garbage = [], []  # rules: {verb, resource, subresource, count[, code]}
         self.down_lock = threading.Lock()
         self.down_until, self.down_mode, self.up_timer = 0.0, None, None
         self.https = self._serve(args.port, tls)
@@ -1923,36 +1937,60 @@ class Emulator:
         threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
         return srv
 
+    def tokens(self):
+        return [self.token] + self.old_tokens
+
+    def write_credentials(self):
+        with open(os.path.join(self.dir, "ca.crt"), "rb") as f:
+            ca_pem = f.read()
+        write_kubeconfig(os.path.join(self.dir, "kubeconfig"), self.https_port, ca_pem, self.token)
+        for name, text in (("token", self.token), ("namespace", "default")):
+            tmp = os.path.join(self.dir, name + ".tmp")
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, os.path.join(self.dir, name))  # readers never see a half-written file
+
+    def rotate_token(self, keep_old):
+        self.old_tokens = ([self.token] + self.old_tokens) if keep_old else []
+        self.token = secrets.token_hex(16)
+        self.write_credentials()
+        return self.token
+
     def version_info(self):
         major, minor, *_ = self.kube_version.split(".")
         return {"major": major, "minor": minor, "gitVersion": "v%s" % self.kube_version,
                 "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z",
                 "goVersion": "go1.23.0", "compiler": "gc", "platform": "linux/amd64"}
 
+    @staticmethod
+    def _take(rules, method, verb, resource, sub):
+        """The first rule matching this request, its count spent; None when none matches."""
+        for f in rules:
+            if f["verb"] not in ("*", method, verb, verb.upper()):
+                continue
+            if f["resource"] and f["resource"] != resource:
+                continue
+            if f["subresource"] is not None and f["subresource"] != (sub or ""):
+                continue
+            f["count"] -= 1
+            if f["count"] <= 0:
+                rules.remove(f)
+            return f
+        return None
+
     def take_fault(self, method, verb, resource, sub):
         with self.fault_lock:
-            for f in self.faults:
-                if f["verb"] not in ("*", method, verb, verb.upper()):
-                    continue
-                if f["resource"] and f["resource"] != resource:
-                    continue
-                if f["subresource"] is not None and f["subresource"] != (sub or ""):
-                    continue
-                f["count"] -= 1
-                if f["count"] <= 0:
-                    self.faults.remove(f)
+            f = self._take(self.faults, method, verb, resource, sub)
+            if f:
                 code = f["code"]
                 hdr = {"Retry-After": "1"} if code in (429, 503) else None
                 return ApiError(code, REASONS.get(code, "InternalError"),
                                 "injected failure (emulator): %s %s" % (method, resource), None, hdr)
         return None
 
-    def take_garbage(self):
+    def take_garbage(self, method, verb, resource, sub):
         with self.fault_lock:
-            if self.garbage > 0:
-                self.garbage -= 1
-                return True
-        return False
+            return self._take(self.garbage, method, verb, resource, sub) is not None
 
     def cut_watches(self):
         with self.store.lock:
@@ -2064,17 +2102,13 @@ def main():
     args = ap.parse_args()
     args.token = args.token or secrets.token_hex(16)
     os.makedirs(args.dir, exist_ok=True)
-    ca, crt, key = make_certs(args.dir)
+    _ca, crt, key = make_certs(args.dir)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(crt, key)
     tls.set_alpn_protocols(["http/1.1"])  # no HTTP/2: clients fall back to HTTP/1.1
     emu = Emulator(args, tls)
-    with open(ca, "rb") as f:
-        ca_pem = f.read()
+    emu.write_credentials()
     kubeconfig = os.path.join(args.dir, "kubeconfig")
-    write_kubeconfig(kubeconfig, emu.https_port, ca_pem, args.token)
-    with open(os.path.join(args.dir, "token"), "w") as f:
-        f.write(args.token + "\n")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -67,11 +67,13 @@ def manifest(kind, name, body, extra_meta=None):
 
 
 class Emulator:
-    def __init__(self, workdir, kube_version):
+    def __init__(self, workdir, kube_version, extra=()):
         self.dir = os.path.join(workdir, "emu")
-        self.proc = subprocess.Popen([sys.executable, EMULATOR, "--dir", self.dir, "--http-port", "0",
-                                      "--bookmark-interval", "1", "--kube-version", kube_version],
-                                     stdout=subprocess.PIPE, stderr=open(os.path.join(workdir, "emulator.log"), "w"))
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "emulator.log"), "w") as log:
+            self.proc = subprocess.Popen([sys.executable, EMULATOR, "--dir", self.dir, "--http-port", "0",
+                                          "--bookmark-interval", "1", "--kube-version", kube_version, *extra],
+                                         stdout=subprocess.PIPE, stderr=log)
         r, _, _ = select.select([self.proc.stdout], [], [], 30)
         line = self.proc.stdout.readline() if r else b""
         if not line:
@@ -90,6 +92,7 @@ class Emulator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc.stdout.close()
 
 
 class Raw:
@@ -193,6 +196,7 @@ def main():
     raw, plain = Raw(emu), Raw(emu, tls=False)
     try:
         run(t, kubectl, raw, plain, emu, args)
+        legacy_discovery(t, args.kubectl, work)
     except Exception as e:  # noqa: BLE001 - a crash is one more failure, reported
         import traceback
         traceback.print_exc()
@@ -397,11 +401,61 @@ def run(t, kubectl, raw, plain, emu, args):
     st, obj, _ = plain.req("GET", "/api/v1/namespaces", token="nope")
     t.check("wrong token on plain HTTP: 401", st == 401, obj)
 
+    # --- server-side dry run and server-side apply
+    probe = manifest("PCIDevice", "probe-0000000000", {}, {"labels": {"nodename": "probe"}})
+    rc, out, err = kubectl("apply", "-f", "-", "--dry-run=server", input=probe)
+    rc2, out2, err2 = kubectl("get", "pcidevice", "probe-0000000000")
+    t.check("kubectl apply --dry-run=server writes nothing", rc == 0 and "server dry run" in out and rc2 != 0 and
+            "NotFound" in err2, out + err + out2 + err2)
+    rc, out, err = kubectl("apply", "--server-side", "-f", "-", input=probe)
+    rc2, out2, err2 = kubectl("apply", "--server-side", "-f", "-", input=probe)
+    rc3, out3, err3 = kubectl("delete", "pcidevice", "probe-0000000000")
+    t.check("kubectl apply --server-side creates, re-applies, deletes", rc == rc2 == rc3 == 0 and
+            "serverside-applied" in out and "deleted" in out3, out + err + out2 + err2 + out3 + err3)
+
     raw_checks(t, raw, plain, emu)
+
+
+def legacy_discovery(t, kubectl_path, work):
+    """kubectl against an emulator that serves only the legacy discovery documents."""
+    emu = Emulator(os.path.join(work, "legacy"), "1.32.0", ["--no-aggregated-discovery"])
+    env = dict(os.environ, HOME=os.path.join(work, "legacy", "home"), KUBECONFIG=emu.kubeconfig)
+    os.makedirs(env["HOME"], exist_ok=True)
+    try:
+        def kubectl(*a):
+            p = subprocess.run([kubectl_path, *a], capture_output=True, text=True, env=env, timeout=60)
+            return p.returncode, p.stdout, p.stderr
+        rc, out, err = kubectl("apply", "-f", CRDS)
+        rc2, out2, err2 = kubectl("api-resources", "--api-group=devices.harvesterhci.io", "-o", "name")
+        rc3, out3, err3 = kubectl("get", "pcidevices")
+        t.check("legacy discovery only: apply CRDs, api-resources, get", rc == rc2 == rc3 == 0 and
+                out.count(" created") == 4 and sorted(out2.split()) == sorted(
+                    "%s.devices.harvesterhci.io" % p for p in ("pcidevices", "pcideviceclaims", "usbdevices",
+                                                               "usbdeviceclaims")) and
+                "No resources found" in err3, out + err + out2 + err2 + out3 + err3)
+        raw = Raw(emu)
+        st, obj, _ = raw.req("GET", "/apis", headers={"Accept": "application/json;g=apidiscovery.k8s.io;v=v2;"
+                                                                "as=APIGroupDiscoveryList,application/json"})
+        t.check("legacy mode answers an aggregated request with APIGroupList", st == 200 and
+                obj["kind"] == "APIGroupList", obj)
+    finally:
+        emu.stop()
 
 
 def raw_checks(t, raw, plain, emu):
     base = "/apis/devices.harvesterhci.io/v1beta1/pcidevices"
+    st, obj, _ = raw.req("GET", "/apis/devices.harvesterhci.io/v1beta1")
+    res = {r["name"]: r for r in (obj or {}).get("resources", [])}
+    t.check("APIResourceList: verbs, scope, kind, /status entry", st == 200 and
+            res["pcidevices"]["namespaced"] is False and res["pcidevices"]["kind"] == "PCIDevice" and
+            "watch" in res["pcidevices"]["verbs"] and res["pcidevices/status"]["verbs"] == ["get", "patch", "update"],
+            obj)
+    st, obj, _ = raw.req("GET", "/apis", headers={"Accept": "application/json;g=apidiscovery.k8s.io;v=v2;"
+                                                            "as=APIGroupDiscoveryList,application/json"})
+    groups = [i["metadata"].get("name") for i in (obj or {}).get("items", [])]
+    t.check("aggregated discovery (apidiscovery.k8s.io/v2) lists every group", st == 200 and
+            obj["kind"] == "APIGroupDiscoveryList" and {"apiextensions.k8s.io", "devices.harvesterhci.io",
+                                                        "kubevirt.io"} <= set(groups), obj)
     st, dev, _ = raw.req("GET", base + "/" + DEV)
     rv = dev["metadata"]["resourceVersion"]
 
@@ -518,7 +572,7 @@ def raw_checks(t, raw, plain, emu):
     plain.req("POST", "/emulator/fail?verb=list&count=1&code=409&resource=pcidevices")
     st1, obj1, _ = raw.req("GET", base)
     t.check("fail by k8s verb and resource (409)", st1 == 409 and obj1["reason"] == "Conflict", obj1)
-    plain.req("POST", "/emulator/garbage?count=1")
+    plain.req("POST", "/emulator/garbage?count=1&verb=list&resource=pcidevices")
     st1, obj1, data = raw.req("GET", base)
     st2, obj2, _ = raw.req("GET", base)
     t.check("garbage?count=1: one broken JSON body", st1 == 200 and obj1 is None and data and obj2 is not None, data[:80])
@@ -533,13 +587,16 @@ def raw_checks(t, raw, plain, emu):
     st2, _, _ = raw.req("GET", base)
     t.check("down?seconds=N answers 503, then recovers", st1 == 503 and obj1["reason"] == "ServiceUnavailable" and
             st2 == 200, [st1, st2])
-    plain.req("POST", "/emulator/down?seconds=2&mode=refuse")
-    time.sleep(0.5)
-    try:
-        raw.req("GET", base)
-        refused = False
-    except ConnectionRefusedError:
-        refused = True
+    plain.req("POST", "/emulator/down?seconds=3&mode=refuse")
+    refused, deadline = False, time.monotonic() + 2.5
+    while not refused and time.monotonic() < deadline:
+        try:
+            raw.req("GET", base)
+            time.sleep(0.1)
+        except ConnectionRefusedError:
+            refused = True
+        except OSError:
+            time.sleep(0.1)  # a keep-alive cut while closing: try again
     deadline, back = time.monotonic() + 10, False
     while time.monotonic() < deadline and not back:
         time.sleep(0.3)
@@ -548,6 +605,16 @@ def raw_checks(t, raw, plain, emu):
         except OSError:
             pass
     t.check("down?mode=refuse refuses connections, then the port comes back", refused and back, [refused, back])
+    old_token = emu.token
+    st, obj, _ = plain.req("POST", "/emulator/rotate-token?keep-old=1")
+    emu.token = open(os.path.join(emu.dir, "token")).read().strip()
+    both = st == 200 and emu.token == obj["token"] != old_token and raw.req("GET", base)[0] == 200 and \
+        raw.req("GET", base, token=old_token)[0] == 200
+    st, obj, _ = plain.req("POST", "/emulator/rotate-token")
+    emu.token = open(os.path.join(emu.dir, "token")).read().strip()
+    t.check("rotate-token: new token in DIR/token; old kept on request, then refused", both and
+            raw.req("GET", base)[0] == 200 and raw.req("GET", base, token=old_token)[0] == 401 and
+            obj["token"] in open(emu.kubeconfig).read(), obj)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         st, stats, _ = plain.req("GET", "/emulator/stats")
