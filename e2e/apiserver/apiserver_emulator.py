@@ -10,8 +10,11 @@ watches with bookmarks, history replay and 410 Gone. Python 3 stdlib only; `open
 certificates.
 
     apiserver_emulator.py --dir DIR [--port 0] [--http-port 0] [--token TOKEN]
-        [--bookmark-interval 5] [--history 10000] [--kube-version 1.32.0]
+        [--bookmark-interval 5] [--watch-timeout 1800] [--history 10000] [--kube-version 1.32.0]
         [--no-aggregated-discovery] [--verbose]
+
+--kube-version is what /version says; the kubectl dispatcher on these machines runs the matching
+kubectl.1.XX, so it also picks the client version under test.
 
 When ready it prints one JSON line: {"https": PORT, "http": PORT|null, "kubeconfig": PATH, "pid": PID}
 and writes DIR/kubeconfig, DIR/ca.crt, DIR/token and DIR/namespace (so DIR can also stand in for a
@@ -33,6 +36,16 @@ Test control, under /emulator/ on every port (token required):
                                                    the old one is refused unless kept
   POST /emulator/config?bookmarkInterval=S         change settings at run time
   GET  /emulator/stats, POST /emulator/reset-stats request counters, open watches, current RV
+
+As the real server (and unlike a lenient fake): strategic-merge patches on custom resources are
+415, status on create/update of a status-subresource kind is dropped, unknown fields are pruned
+(400 with fieldValidation=Strict), no-op writes keep their resourceVersion, a CRD with
+additionalPrinterColumns gets Name + those columns only (Age only when it lists none).
+Not emulated: managedFields and field ownership (server-side apply is a merge patch), admission,
+RBAC, CEL/format/pattern validation, defaulting, conversion webhooks (versions share storage),
+protobuf answers (built-in kinds are decoded from protobuf requests, answered in JSON), the
+namespace controller (deleting a namespace deletes its objects at once, finalizers or not), and
+garbage collection by ownerReferences.
 """
 
 import argparse
@@ -797,7 +810,7 @@ class Store:
                 if meta.get("namespace") and meta["namespace"] != ns:
                     raise bad_request("the namespace of the provided object does not match the namespace "
                                       "sent on the request")
-                if (ns, "") not in {(k[1], "") for k in self.objects.get(("", "namespaces"), {})}:
+                if ("", ns) not in self.objects.get(("", "namespaces"), {}):
                     raise ApiError(404, "NotFound", 'namespaces "%s" not found' % ns,
                                    {"name": ns, "kind": "namespaces"})
                 meta["namespace"] = ns
@@ -1021,6 +1034,9 @@ class Store:
             self._commit(r, "DELETED", k, gone, o)
         if res.plural == "customresourcedefinitions":
             self._crd_unregister(obj["metadata"]["name"])
+            for w in list(self.watchers):  # the resource is no longer served: its watches end
+                if w.skey == (obj["spec"]["group"], obj["spec"]["names"]["plural"]):
+                    w.stop()
 
     def _any_version(self, group, plural):
         return next(r for r in self.resources.values() if r.skey == (group, plural))
@@ -1572,7 +1588,10 @@ class Handler(BaseHTTPRequestHandler):
             obj, w, code = store.patch(res, ns, name, ptype, self._parse_body(), sub, dry, strict)
             return self._object(code, obj, res, q, w)
         if verb == "delete":
-            opts = self._parse_body() if self.body.strip() else {}
+            try:
+                opts = self._parse_body() if self.body.strip() else {}
+            except ApiError:
+                opts = {}  # e.g. protobuf DeleteOptions from a typed client: defaults will do
             obj = store.delete(res, ns, name, opts if isinstance(opts, dict) else {}, dry)
             return self._object(200, obj, res, q)
         if verb == "deletecollection":
