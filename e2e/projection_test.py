@@ -66,6 +66,12 @@ class Api:
                                      stdout=subprocess.PIPE, stderr=open(f"{tmp}/api.log", "w"), text=True)
         info = json.loads(self.proc.stdout.readline())
         self.kubeconfig = info["kubeconfig"]
+        # The same, authenticating with a token file (as a service account does): rotations
+        # must be picked up.
+        self.kubeconfig_tokenfile = f"{tmp}/api/kubeconfig-tokenfile"
+        with open(self.kubeconfig) as f, open(self.kubeconfig_tokenfile, "w") as out:
+            for line in f:
+                out.write(f"    tokenFile: {tmp}/api/token\n" if line.strip().startswith("token:") else line)
         self.port = info["https"]
         self.http_port = info["http"]
         self.token = open(f"{tmp}/api/token").read().strip()
@@ -168,7 +174,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree, _):
                                "--sysfs-root", sysfs, "--dev-root", dev, "--proc-root", proc,
                                "--state-dir", state, "--device-plugin-dir", plugins,
                                "--pod-resources-socket", f"{tmp}/pr.sock",
-                               "--kubeconfig", api.kubeconfig], stderr=log)
+                               "--kubeconfig", api.kubeconfig_tokenfile], stderr=log)
     try:
         scenario(api, daemon, emu, listed, state, other_rv, log)
     finally:
@@ -283,6 +289,12 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
     check(c is not None, "claim made across a cut watch and a compaction is served")
     entries = wait_for(lambda: (lambda e: e if any(x.get("resourceName") == AUDIO for x in e) else None)(host_devices(api)))
     check(entries is not None and len(entries) == 3, "KubeVirt: the audio function's entry added", json.dumps(entries))
+
+    # The token rotated (the old one refused from now on), the watches cut: the agent re-reads its
+    # token file and carries on (the steps below need it).
+    api.control("POST", "rotate-token")
+    api.token = open(os.path.join(os.path.dirname(api.kubeconfig), "token")).read().strip()
+    api.control("POST", "cut-watches")
 
     # The API server away (its HTTPS port closed) for 4 s: the plugins keep serving; a claim
     # deleted meanwhile (over the emulator's plain-HTTP port) is given back once it is reachable.

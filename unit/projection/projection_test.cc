@@ -2,6 +2,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "projection/claims.h"
 #include "projection/kubeconfig.h"
 #include "projection/kubevirt.h"
 #include "projection/mirror.h"
@@ -192,6 +193,105 @@ BOOST_AUTO_TEST_CASE(permitted_host_devices_once_each_others_kept) {
   BOOST_TEST(PlanPermittedHostDevices(clean, {{"10de:1c03", "nvidia.com/GP106"}}, {})->has_value());
   BOOST_TEST(!PlanPermittedHostDevices("{", {}, {}).ok());
   BOOST_TEST(!PlanPermittedHostDevices(R"({"spec":{}})", {}, {}).ok());
+}
+
+ObservedObject Claim(std::string name, std::map<std::string, std::string> spec,
+                     std::vector<std::string> finalizers = {}, bool deleting = false) {
+  ObservedObject o = Obj(std::move(name), "10", "", {}, deleting);
+  o.spec = std::move(spec);
+  o.finalizers = std::move(finalizers);
+  return o;
+}
+
+using Kind = ClaimStep::Kind;
+
+BOOST_AUTO_TEST_CASE(claims_finalizer_enable_status_release) {
+  std::map<std::string, ClaimState> states;
+  std::map<std::string, ObservedObject> claims;
+  const std::string fin = kClaimFinalizer;
+  claims["n1-000081000"] = Claim("n1-000081000", {{"address", "0000:81:00.0"}, {"nodeName", "n1"}});
+  claims["n2-000081000"] = Claim("n2-000081000", {{"address", "0000:81:00.0"}, {"nodeName", "n2"}});
+  // First our finalizer (keeping anyone else's), nothing asked of the owner yet.
+  claims["n1-000081000"].finalizers = {"someone/else"};
+  auto steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAddFinalizer));
+  BOOST_TEST(
+      steps[0].body ==
+      R"({"metadata":{"resourceVersion":"10","finalizers":["someone/else","devices.harvesterhci.io/pcidevices-agent"]}})");
+  // Finalizer there: ask the owner once, then write the status it answered.
+  claims["n1-000081000"].finalizers = {"someone/else", fin};
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAskEnable));
+  BOOST_TEST(PlanClaims(claims, states, "n1").empty());  // asked once
+  states["n1-000081000"].enabled = ClaimOutcome{true, "nvidia", "", "on vfio-pci"};
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kWriteStatus));
+  BOOST_TEST(steps[0].body.find(R"("passthroughEnabled":true,"kernelDriverToUnbind":"nvidia")") !=
+             std::string::npos);
+  // Deleted: give back, then release the finalizer (others' kept).
+  claims["n1-000081000"].deleting = true;
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAskDisable));
+  states["n1-000081000"].disabled =
+      ClaimOutcome{false, "", "DeviceInUse", "allocated to default/vm"};
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kWriteStatus));  // says why it waits
+  BOOST_TEST(steps[0].body.find("DeviceInUse") != std::string::npos);
+  states["n1-000081000"].disabled = ClaimOutcome{true, "", "", "given back"};
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kRemoveFinalizer));
+  BOOST_TEST(steps[0].body.find(R"("finalizers":["someone/else"])") != std::string::npos);
+  // Gone from the server: forgotten. n2's claim was never touched.
+  claims.erase("n1-000081000");
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kForget));
+  BOOST_TEST(!states.count("n2-000081000"));
+}
+
+BOOST_AUTO_TEST_CASE(claims_refused_before_the_owner_and_force_deleted_given_back) {
+  std::map<std::string, ClaimState> states;
+  std::map<std::string, ObservedObject> claims;
+  auto bad = Claim("bad", {{"address", "0000:81:00.0/../x"}, {"nodeName", "n1"}});
+  auto typed = Claim("typed", {{"nodeName", "n1"}});
+  typed.spec_not_strings = {"address"};
+  claims["bad"] = bad;
+  claims["typed"] = typed;
+  auto steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 2u);
+  for (const ClaimStep& s : steps)
+    BOOST_TEST((s.kind == Kind::kWriteStatus));  // no finalizer, no owner
+  BOOST_TEST(steps[0].body.find("InvalidAddress") != std::string::npos);
+  BOOST_TEST(steps[1].body.find("InvalidSpec") != std::string::npos);
+  // A claim enabled, then force-deleted (finalizer removed by hand): the device is given back.
+  claims.clear();
+  states.clear();
+  states["gone"] =
+      ClaimState{"0000:81:00.0", true, false, ClaimOutcome{true, "", "", ""}, std::nullopt};
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAskDisable));
+  BOOST_TEST(steps[0].address == "0000:81:00.0");
+  // USB: ours by name; the status names the controller.
+  ClaimScope usb{true, {{"n1-0951-1666-001004", "0000:00:14.0"}}};
+  claims["n1-0951-1666-001004"] =
+      Claim("n1-0951-1666-001004", {{"userName", "admin"}}, {kClaimFinalizer});
+  claims["n2-0951-1666-001004"] = Claim("n2-0951-1666-001004", {{"userName", "admin"}});
+  std::map<std::string, ClaimState> usb_states;
+  steps = PlanClaims(claims, usb_states, "n1", usb);
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAskEnable));
+  usb_states["n1-0951-1666-001004"].enabled = ClaimOutcome{true, "", "", "served"};
+  steps = PlanClaims(claims, usb_states, "n1", usb);
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST(steps[0].body.find(R"("nodeName":"n1","pciAddress":"0000:00:14.0","enabled":true)") !=
+             std::string::npos);
 }
 
 }  // namespace
