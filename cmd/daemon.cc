@@ -160,10 +160,6 @@ class Daemon {
     }
     enabled_usb_ = std::move(enabled_usb);
     const std::set<std::string> touched = ApplyConfig(wanted);
-    enabled_.clear();
-    for (const auto& [address, intent] : store_->intents()) {
-      if (intent.enabled) enabled_.insert(address.ToString());
-    }
     Refresh(touched);
   }
 
@@ -227,9 +223,13 @@ class Daemon {
     return touched;
   }
 
-  // Re-reads functions whose binding we changed (their uevents follow, but the plan should not
-  // wait for them) and their health facts.
+  // enabled_ = what the intents say; then re-reads functions whose binding we changed (their
+  // uevents follow, but the plan should not wait for them) and their health facts.
   void Refresh(const std::set<std::string>& touched) {
+    enabled_.clear();
+    for (const auto& [address, intent] : store_->intents()) {
+      if (intent.enabled) enabled_.insert(address.ToString());
+    }
     if (touched.empty()) return;
     for (const std::string& id : touched) {
       auto dev = udev::ReadPciDevice(sysfs_, id, ids_ ? &*ids_ : nullptr, *log_);
@@ -253,6 +253,17 @@ class Daemon {
     return std::string();
   }
 
+  // DeviceInUse when a pod holds `id` (or PodResources cannot tell); nullopt when free.
+  std::optional<projection::ClaimOutcome> InUse(std::string_view bus, const std::string& id) {
+    auto holder = HolderNow(id);
+    if (holder.ok() && holder->empty()) return std::nullopt;
+    return projection::ClaimOutcome{
+        false, "", "DeviceInUse",
+        holder.ok()
+            ? absl::StrCat(ToAbsl(bus), " ", id, " is allocated to ", *holder, " (PodResources)")
+            : std::string(holder.status().message())};
+  }
+
   // A USBDeviceClaim: its device's plugin served (or stopped). No sysfs writes: USB devices are
   // handed over at Allocate.
   projection::ClaimOutcome OnUsbClaim(bool enable, const std::string& name) {
@@ -269,13 +280,7 @@ class Daemon {
       claimed_usb_.insert(name);
     } else {
       if (!claimed_usb_.count(name)) return {true, "", "", "not enabled"};
-      auto holder = HolderNow(name);
-      if (!holder.ok() || !holder->empty()) {
-        return {false, "", "DeviceInUse",
-                holder.ok()
-                    ? absl::StrCat("usb ", name, " is allocated to ", *holder, " (PodResources)")
-                    : std::string(holder.status().message())};
-      }
+      if (auto busy = InUse("usb", name)) return *busy;
       claimed_usb_.erase(name);
     }
     log_->info("usb {}: {} by a claim", name, enable ? "served" : "no longer served");
@@ -291,16 +296,14 @@ class Daemon {
       return {false, "", "InvalidAddress", std::string(address.status().message())};
     projection::ClaimOutcome out;
     if (enable) {
-      auto it =
-          std::lower_bound(devices_.begin(), devices_.end(), *address,
-                           [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
-      if (it == devices_.end() || it->address != *address) {
+      const PciDevice* dev = FindPciDevice(devices_, *address);
+      if (dev == nullptr) {
         return {false, "", "DeviceNotFound",
                 absl::StrCat("pci ", text, ": no such device on node ", flags_.node)};
       }
       auto protect = vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny);
       absl::Status st =
-          protect.ok() ? vfio::Enable(node_, *store_, *it, *protect, "claim") : protect.status();
+          protect.ok() ? vfio::Enable(node_, *store_, *dev, *protect, "claim") : protect.status();
       if (!st.ok()) {
         return {false, "", absl::IsFailedPrecondition(st) ? "Refused" : "EnableFailed",
                 std::string(st.message())};
@@ -309,21 +312,11 @@ class Daemon {
              absl::StrCat("pci ", text, " on vfio-pci")};
     } else {
       if (!store_->Find(*address)) return {true, "", "", "not enabled"};
-      auto holder = HolderNow(text);
-      if (!holder.ok() || !holder->empty()) {
-        return {false, "", "DeviceInUse",
-                holder.ok()
-                    ? absl::StrCat("pci ", text, " is allocated to ", *holder, " (PodResources)")
-                    : std::string(holder.status().message())};
-      }
+      if (auto busy = InUse("pci", text)) return *busy;
       if (absl::Status st = vfio::Disable(node_, *store_, *address, "claim"); !st.ok()) {
         return {false, "", "DisableFailed", std::string(st.message())};
       }
       out = {true, "", "", absl::StrCat("pci ", text, " given back")};
-    }
-    enabled_.clear();
-    for (const auto& [a, intent] : store_->intents()) {
-      if (intent.enabled) enabled_.insert(a.ToString());
     }
     Refresh({text});
     Replan(/*probe=*/false);
@@ -375,10 +368,6 @@ class Daemon {
                                      [](const std::string& l) { return l.rfind("ok ", 0) == 0; });
     if (changed) {
       std::set<std::string> touched(req->addresses.begin(), req->addresses.end());
-      enabled_.clear();
-      for (const auto& [address, intent] : store_->intents()) {
-        if (intent.enabled) enabled_.insert(address.ToString());
-      }
       Refresh(touched);
       Replan(/*probe=*/false);
     }

@@ -93,11 +93,8 @@ std::vector<std::string> RunDeviceRequest(const DeviceContext& ctx, const Device
           "\": not a PCI address (want DDDD:BB:DD.F, lower-case hex, e.g. 0000:3b:00.0)"));
     } else if (req.verb == "disable") {
       done = DisableOne(ctx, *address, req.force);
-    } else if (auto it = std::lower_bound(
-                   ctx.devices.begin(), ctx.devices.end(), *address,
-                   [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
-               it != ctx.devices.end() && it->address == *address) {
-      done = EnableOne(ctx, *it);
+    } else if (const PciDevice* dev = FindPciDevice(ctx.devices, *address)) {
+      done = EnableOne(ctx, *dev);
     } else {
       done = absl::NotFoundError(
           absl::StrCat("pci ", text, ": no such device on ", ctx.node.sysfs.path()));

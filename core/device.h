@@ -54,6 +54,22 @@ struct PciDevice {
   }
 };
 
+// The function at `address` in `sorted` (ordered by address, as discovery returns them), or
+// nullptr.
+inline const PciDevice* FindPciDevice(const std::vector<PciDevice>& sorted,
+                                      const PciAddress& address) {
+  size_t lo = 0, hi = sorted.size();
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (sorted[mid].address < address) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo < sorted.size() && sorted[lo].address == address ? &sorted[lo] : nullptr;
+}
+
 struct UsbDevice {
   unsigned bus = 0;     // busnum
   unsigned devnum = 0;  // devnum

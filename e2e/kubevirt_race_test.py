@@ -13,7 +13,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from projection_test import Api, ADMIN_ENTRY, check, failures, host_devices  # noqa: E402
+from projection_test import Api, ADMIN_ENTRY, check, host_devices, verdict  # noqa: E402
 
 NODES = 10
 
@@ -46,11 +46,7 @@ def main():
                 print(f"     {rnd}: {json.dumps(stats)[:400]}")
         finally:
             api.stop()
-    if failures:
-        print(f"FAILED: {failures}")
-        return 1
-    print("PASS")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

@@ -128,11 +128,15 @@ def main():
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="pcid-proj-", dir=base) as tmp:
         api = Api(tmp)
-        daemon = emu = None
         try:
-            run(api, tmp, pcidevices, emulator_bin, make_tree, lambda d, e: None)
+            run(api, tmp, pcidevices, emulator_bin, make_tree)
         finally:
             api.stop()
+    return verdict()
+
+
+def verdict():
+    """Prints the outcome; the exit code."""
     if failures:
         print(f"FAILED: {failures}")
         return 1
@@ -140,7 +144,7 @@ def main():
     return 0
 
 
-def run(api, tmp, pcidevices, emulator_bin, make_tree, _):
+def run(api, tmp, pcidevices, emulator_bin, make_tree):
     rc, out = api.kubectl("apply", "-f", f"{ROOT}/deploy/crds/")
     check(rc == 0, "kubectl apply -f deploy/crds/", out)
     rc, out = api.kubectl("apply", "-f", f"{HERE}/apiserver/kubevirt-crd.yaml")

@@ -256,10 +256,8 @@ std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
   const auto intents = store.intents();  // a copy: finished disables erase entries
   for (const auto& [address, intent] : intents) {
     const std::string text = address.ToString();
-    auto it =
-        std::lower_bound(devices.begin(), devices.end(), address,
-                         [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
-    if (it == devices.end() || it->address != address) {
+    const PciDevice* dev = FindPciDevice(devices, address);
+    if (dev == nullptr) {
       failures.push_back(absl::NotFoundError(absl::StrCat(
           "pci ", text, ": recorded as ", intent.enabled ? "enabled" : "being disabled",
           " but not on this node; kept in the state file")));
@@ -267,9 +265,9 @@ std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
     }
     absl::Status st;
     if (intent.enabled) {
-      st = it->iommu_group ? Bind(node, *it)
-                           : absl::FailedPreconditionError(
-                                 absl::StrCat("pci ", text, ": no IOMMU group any more"));
+      st = dev->iommu_group ? Bind(node, *dev)
+                            : absl::FailedPreconditionError(
+                                  absl::StrCat("pci ", text, ": no IOMMU group any more"));
       if (st.ok()) node.log.info("pci {}: re-applied: on vfio-pci", text);
     } else {
       st = Restore(node, text, intent.original_driver);
