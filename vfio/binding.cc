@@ -118,7 +118,8 @@ absl::Status Restore(const Node& node, const std::string& address, const std::st
   Step(node, 4);
   PCID_ASSIGN_OR_RETURN(driver, CurrentDriver(node, address));
   if (driver != original && driver.empty() && !original.empty()) {
-    // Another driver may claim the IDs first on probe order; ask the original one by name.
+    // No driver took it on probe (the original was bound by hand, e.g. through new_id by
+    // another tool): ask the original one by name.
     const std::string bind = absl::StrCat("bus/pci/drivers/", original, "/bind");
     if (CheckRelativePath(bind).ok() && node.sysfs.Exists(bind)) {
       PCID_RETURN_IF_ERROR(Write(node, address, bind, address));
