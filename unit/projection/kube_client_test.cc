@@ -1,0 +1,85 @@
+// The REST client against a local HTTP server (cpp-httplib on 127.0.0.1): bearer token, re-read
+// when its file changes, oversized answers refused, a watch split into lines.
+#include "projection/kube_client.h"
+
+#include <httplib.h>
+
+#include <boost/test/unit_test.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "unit/temp_tree.h"
+
+namespace pcid::projection {
+namespace {
+
+struct LocalServer {
+  httplib::Server server;
+  int port = 0;
+  std::thread thread;
+  std::string last_auth;
+  LocalServer() {
+    server.Get("/small", [this](const httplib::Request& req, httplib::Response& res) {
+      last_auth = req.get_header_value("Authorization");
+      res.set_content("{\"ok\":true}", "application/json");
+    });
+    server.Get("/huge", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(std::string(9 << 20, 'x'), "application/json");
+    });
+    server.Get("/watch", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("{\"a\":1}\n{\"b\":2}\n{\"c\"", "application/json");
+    });
+    port = server.bind_to_any_port("127.0.0.1");
+    thread = std::thread([this] { server.listen_after_bind(); });
+    while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ~LocalServer() {
+    server.stop();
+    thread.join();
+  }
+};
+
+BOOST_AUTO_TEST_CASE(token_file_rotation_oversized_answers_and_watch_lines) {
+  LocalServer local;
+  testing::TempTree dir;
+  dir.WriteFile("token", "first\n");
+  KubeConfig config;
+  config.https = false;
+  config.host = "127.0.0.1";
+  config.port = local.port;
+  config.token_file = dir.path() + "/token";
+  auto client = KubeClient::Create(config);
+  BOOST_REQUIRE(client.ok());
+  auto res = (*client)->Call("GET", "/small");
+  BOOST_REQUIRE(res.ok());
+  BOOST_TEST(res->status == 200);
+  BOOST_TEST(local.last_auth == "Bearer first");
+  // The kubelet rewrites projected tokens by rename: a new file, a new mtime.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  dir.WriteFile("token.new", "second");
+  std::filesystem::rename(dir.root() / "token.new", dir.root() / "token");
+  BOOST_REQUIRE((*client)->Call("GET", "/small").ok());
+  BOOST_TEST(local.last_auth == "Bearer second");
+
+  auto huge = (*client)->Call("GET", "/huge");
+  BOOST_TEST(absl::IsResourceExhausted(huge.status()), huge.status().message());
+
+  std::vector<std::string> lines;
+  auto status = (*client)->Stream("/watch", [&](std::string_view l) {
+    lines.emplace_back(l);
+    return true;
+  });
+  BOOST_REQUIRE(status.ok());
+  BOOST_TEST(*status == 200);
+  const std::vector<std::string> want = {"{\"a\":1}", "{\"b\":2}", "{\"c\""};
+  BOOST_TEST(lines == want, boost::test_tools::per_element());
+
+  config.port = 1;  // nothing listens there
+  auto down = KubeClient::Create(config);
+  BOOST_TEST(absl::IsUnavailable((*down)->Call("GET", "/small").status()));
+}
+
+}  // namespace
+}  // namespace pcid::projection
