@@ -250,6 +250,17 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
               f"claim {address!r} refused: {reason}", json.dumps(c)[:600])
     c = api.get("pcideviceclaims", "n1-000019000")
     check("default route" in json.dumps(c), "the refusal names the default route")
+    # Claims already answered are not written again (this is what a claim event costs: nothing
+    # for the others), and a status write that fails (HTTP 500 once) is retried after a
+    # back-off, with no new event.
+    api.control("POST", "reset-stats")
+    api.control("POST", "fail?verb=PATCH&count=1&code=500&resource=pcideviceclaims&subresource=status")
+    rc, out = api.kubectl("apply", "-f", "-", stdin=claim("retry-me", "nope"))
+    c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("conditions") else None)(
+        api.get("pcideviceclaims", "retry-me")), timeout=10)
+    stats = api.control("GET", "stats")
+    check(c is not None and stats["writes"] == 3, "a failed claim status write is retried; no other claim written",
+          json.dumps(stats)[:400])
     rc, out = api.kubectl("apply", "-f", "-", stdin=claim("n2-000081000", "0000:81:00.0", node="n2"))
     time.sleep(1)
     c = api.get("pcideviceclaims", "n2-000081000")

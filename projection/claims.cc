@@ -27,22 +27,22 @@ std::string FinalizersPatch(const ObservedObject& c, bool add) {
 }
 
 // {"status": {...}} as the claim should show `outcome`; nullopt when the server already shows it.
-// PCI: passthroughEnabled, kernelDriverToUnbind; USB: nodeName, pciAddress (Harvester's fields).
+// PCI: passthroughEnabled, kernelDriverToUnbind; USB: nodeName, pciAddress (Harvester's fields);
+// both with a PassthroughEnabled condition.
 std::optional<std::string> StatusPatch(const ObservedObject& c, const ClaimOutcome& outcome,
                                        const std::string& node, const std::string& address,
                                        const ClaimScope& scope) {
   JsonWriter status;
   status.BeginObject();
+  // Only fields the CRDs' schemas hold: anything else is pruned by the server, would never
+  // compare equal and be written again on every event.
   if (scope.usb) {
     auto it = scope.usb_devices.find(address);
     status.Key("nodeName").String(node);
     status.Key("pciAddress").String(it == scope.usb_devices.end() ? "" : it->second);
-    status.Key("enabled").Bool(outcome.ok);
   } else {
     status.Key("passthroughEnabled").Bool(outcome.ok);
     status.Key("kernelDriverToUnbind").String(outcome.ok ? outcome.original_driver : "");
-    status.Key("nodeName").String(node);
-    status.Key("address").String(address);
   }
   status.Key("conditions").BeginArray().BeginObject();
   status.Key("type").String("PassthroughEnabled");

@@ -3,6 +3,7 @@
 #include <absl/strings/str_cat.h>
 #include <simdjson.h>
 
+#include "core/json_writer.h"
 #include "core/status.h"
 
 namespace pcid::projection {
@@ -12,12 +13,44 @@ absl::Status Bad(std::string_view what, std::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(ToAbsl(what), ": ", ToAbsl(why)));
 }
 
+// Minified JSON with object keys sorted, at every depth: servers reorder keys (schema pruning
+// rebuilds objects in schema order), and a comparison must not see that as a change.
+void Canonical(simdjson::dom::element e, std::string& out) {
+  simdjson::dom::object obj;
+  simdjson::dom::array arr;
+  if (!e.get(obj)) {
+    std::map<std::string_view, simdjson::dom::element> sorted;
+    for (auto [k, v] : obj) sorted.emplace(k, v);
+    out += '{';
+    bool first = true;
+    for (const auto& [k, v] : sorted) {
+      if (!first) out += ',';
+      first = false;
+      AppendJsonString(out, k);
+      out += ':';
+      Canonical(v, out);
+    }
+    out += '}';
+  } else if (!e.get(arr)) {
+    out += '[';
+    bool first = true;
+    for (simdjson::dom::element v : arr) {
+      if (!first) out += ',';
+      first = false;
+      Canonical(v, out);
+    }
+    out += ']';
+  } else {
+    out += simdjson::minify(e);
+  }
+}
+
 absl::StatusOr<std::map<std::string, std::string>> Flat(simdjson::dom::element e,
                                                         std::string_view what) {
   std::map<std::string, std::string> out;
   simdjson::dom::object obj;
   if (e.get(obj)) return Bad(what, "status is not an object");
-  for (auto [k, v] : obj) out.emplace(std::string(k), simdjson::minify(v));
+  for (auto [k, v] : obj) Canonical(v, out[std::string(k)]);
   return out;
 }
 

@@ -201,15 +201,21 @@ struct Projection::Impl {
     std::shared_ptr<const Inventory> inv;
     Desired desired;
     Backoff backoff;
-    bool retrying = false;  // a write failed: try again at retry_at (or on news)
+    bool retrying = false;  // a device write failed: try again at retry_at (or on news)
     Clock::time_point retry_at;
+    bool claims_retrying = false;  // a claim or KubeVirt write failed: plan them again then
+    Clock::time_point claims_retry_at;
+    Backoff claims_backoff;
     while (true) {
       std::deque<Update> batch;
       {
         std::unique_lock<std::mutex> lock(mu);
         auto ready = [&] { return stopping || !updates.empty() || inventory != inv; };
-        if (retrying) {
-          cv.wait_until(lock, retry_at, ready);
+        if (retrying || claims_retrying) {
+          const Clock::time_point max = Clock::time_point::max();
+          cv.wait_until(
+              lock, std::min(retrying ? retry_at : max, claims_retrying ? claims_retry_at : max),
+              ready);
         } else {
           cv.wait(lock, ready);
         }
@@ -251,8 +257,10 @@ struct Projection::Impl {
           objects[u.object.name] = std::move(u.object);
         }
       }
+      bool claims_ok = true;
       if (synced.count(kClaimPlural)) {
-        ServeClaims(**client, kClaimPlural, observed[kClaimPlural], claim_states, ClaimScope{});
+        claims_ok =
+            ServeClaims(**client, kClaimPlural, observed[kClaimPlural], claim_states, ClaimScope{});
       }
       if (inv && synced.count(kUsbClaimPlural)) {
         ClaimScope usb_scope{true, {}};
@@ -261,14 +269,19 @@ struct Projection::Impl {
           usb_scope.usb_devices[UsbObjectName(node, u)] =
               u.host_controller ? u.host_controller->ToString() : "";
         }
-        ServeClaims(**client, kUsbClaimPlural, observed[kUsbClaimPlural], usb_claim_states,
-                    usb_scope);
+        claims_ok &= ServeClaims(**client, kUsbClaimPlural, observed[kUsbClaimPlural],
+                                 usb_claim_states, usb_scope);
       }
-      if (inv && synced.count(kClaimPlural) && synced.count(kUsbClaimPlural) &&
-          !ServeKubeVirt(**client, *inv, observed[kClaimPlural], claim_states, usb_claim_states,
-                         kubevirt_applied)) {
-        retrying = true;
-        retry_at = Clock::now() + backoff.Next();
+      if (inv && synced.count(kClaimPlural) && synced.count(kUsbClaimPlural)) {
+        claims_ok &= ServeKubeVirt(**client, *inv, observed[kClaimPlural], claim_states,
+                                   usb_claim_states, kubevirt_applied);
+      }
+      // Claims are planned on every wake-up; a failed write brings one after a back-off.
+      claims_retrying = !claims_ok;
+      if (claims_ok) {
+        claims_backoff.Reset();
+      } else {
+        claims_retry_at = Clock::now() + claims_backoff.Next();
       }
       if (!inv || !synced.count(kPciPlural) || !synced.count(kUsbPlural)) continue;
       if (retrying && Clock::now() < retry_at && batch.empty()) continue;
@@ -282,11 +295,12 @@ struct Projection::Impl {
     }
   }
 
-  // Claims: asks the owner, then writes finalizers and status. A failed write is not retried
-  // here: the watch brings the claim back (a 409 means it changed meanwhile).
-  void ServeClaims(KubeClient& client, const char* plural,
+  // Claims: asks the owner, then writes finalizers and status. False when a write failed: the
+  // caller plans again after a back-off (or sooner, on the next event).
+  bool ServeClaims(KubeClient& client, const char* plural,
                    const std::map<std::string, ObservedObject>& claims_seen,
                    std::map<std::string, ClaimState>& states, const ClaimScope& scope) {
+    bool ok = true;
     for (const ClaimStep& step : PlanClaims(claims_seen, states, node, scope)) {
       const std::string path = absl::StrCat(kApiPrefix, plural, "/", step.claim);
       absl::StatusOr<KubeResponse> res;
@@ -316,11 +330,13 @@ struct Projection::Impl {
       ++stats.claim_writes;
       if (!res.ok() || res->status / 100 != 2) {
         ++stats.failures;
+        ok = false;
         log->warn("claim {}: write failed: {}", step.claim,
                   res.ok() ? absl::StrCat("HTTP ", res->status, ": ", StatusMessage(res->body))
                            : std::string(res.status().message()));
       }
     }
+    return ok;
   }
 
   // KubeVirt's permittedHostDevices: an entry for each resource our enabled claims use; entries

@@ -290,7 +290,7 @@ BOOST_AUTO_TEST_CASE(claims_refused_before_the_owner_and_force_deleted_given_bac
   usb_states["n1-0951-1666-001004"].enabled = ClaimOutcome{true, "", "", "served"};
   steps = PlanClaims(claims, usb_states, "n1", usb);
   BOOST_REQUIRE(steps.size() == 1u);
-  BOOST_TEST(steps[0].body.find(R"("nodeName":"n1","pciAddress":"0000:00:14.0","enabled":true)") !=
+  BOOST_TEST(steps[0].body.find(R"("nodeName":"n1","pciAddress":"0000:00:14.0","conditions")") !=
              std::string::npos);
 }
 
