@@ -71,7 +71,11 @@ absl::StatusOr<ControlServer> ControlServer::Listen(const std::string& path) {
   ::umask(old);
   if (rc != 0) return ErrnoStatus(errno, absl::StrCat("bind ", path));
   if (::listen(fd.get(), 8) != 0) return ErrnoStatus(errno, absl::StrCat("listen ", path));
-  return ControlServer(std::move(fd));
+  return ControlServer(std::move(fd), path);
+}
+
+ControlServer::~ControlServer() {
+  if (fd_.valid()) ::unlink(path_.c_str());  // a moved-from server owns nothing
 }
 
 absl::Status ControlServer::ServeOne(

@@ -22,14 +22,19 @@ class ControlServer {
   // no other daemon is running).
   static absl::StatusOr<ControlServer> Listen(const std::string& path);
 
+  ControlServer(ControlServer&&) = default;
+  ControlServer& operator=(ControlServer&&) = default;
+  ~ControlServer();  // removes the socket file: `pcidevices enable` then acts directly
+
   int fd() const { return fd_.get(); }
   // Accepts one waiting client, reads its request (at most 4 KiB, 2 s), answers with
   // `handle(request)`'s lines. Errors concern that client only and are returned for logging.
   absl::Status ServeOne(const std::function<std::vector<std::string>(std::string_view)>& handle);
 
  private:
-  explicit ControlServer(UniqueFd fd) : fd_(std::move(fd)) {}
+  ControlServer(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
   UniqueFd fd_;
+  std::string path_;
 };
 
 // Sends `request` to the daemon at `path` and returns its reply lines. Unavailable when no daemon

@@ -129,6 +129,7 @@ def main():
                 daemon.kill()
                 daemon.wait()
         check(daemon.returncode == 0, f"daemon stopped cleanly ({daemon.returncode})")
+        check(not os.path.exists(f"{state}/control.sock"), "control socket removed at exit")
     if failures:
         print(f"FAILED: {failures}")
         return 1
