@@ -35,9 +35,6 @@ namespace {
 
 using plugin::PluginDevice;
 
-const PciAddress& Address(const PciDevice& d) { return d.address; }
-const PciAddress& Address(const PciAddress& a) { return a; }
-
 // The signals the daemon takes through its signalfd.
 sigset_t DaemonSignals() {
   sigset_t mask;
@@ -179,10 +176,8 @@ class Daemon {
     std::vector<PciAddress> to_release;
     for (const auto& [address, intent] : store_->intents()) {
       // An unplugged device keeps its intent: bound again when it comes back.
-      const bool present =
-          std::binary_search(devices_.begin(), devices_.end(), address,
-                             [](const auto& x, const auto& y) { return Address(x) < Address(y); });
-      if (present && intent.sources.count("config") && !wanted.count(address)) {
+      if (FindPciDevice(devices_, address) && intent.sources.count("config") &&
+          !wanted.count(address)) {
         to_release.push_back(address);
       }
     }

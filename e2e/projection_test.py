@@ -174,13 +174,27 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
                                         "--output", "json"], capture_output=True, text=True, check=True).stdout)
     emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
     log = open(f"{tmp}/daemon.log", "w+")
-    daemon = subprocess.Popen([pcidevices, "daemon", "--node-name", NODE, "--config", config,
-                               "--sysfs-root", sysfs, "--dev-root", dev, "--proc-root", proc,
-                               "--state-dir", state, "--device-plugin-dir", plugins,
-                               "--pod-resources-socket", f"{tmp}/pr.sock",
-                               "--kubeconfig", api.kubeconfig_tokenfile], stderr=log)
+    args = [pcidevices, "daemon", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
+            "--dev-root", dev, "--proc-root", proc, "--state-dir", state, "--device-plugin-dir", plugins,
+            "--pod-resources-socket", f"{tmp}/pr.sock", "--kubeconfig", api.kubeconfig_tokenfile]
+    daemon = subprocess.Popen(args, stderr=log)
     try:
         scenario(api, daemon, emu, listed, state, other_rv, log)
+        # A claim deleted while the agent is down: the restarted agent gives the device back,
+        # then lets the claim go.
+        rc, out = api.kubectl("apply", "-f", "-", stdin=claim("n1-000081001", "0000:81:00.1"))
+        c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("passthroughEnabled") else None)(
+            api.get("pcideviceclaims", "n1-000081001")))
+        check(c is not None, "claim served before the restart")
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=15)
+        rc, out = api.kubectl("delete", "pcideviceclaim", "n1-000081001", "--wait=false")
+        check(rc == 0 and api.get("pcideviceclaims", "n1-000081001") is not None,
+              "claim deleted while the agent is down: held by its finalizer", out)
+        daemon = subprocess.Popen(args, stderr=log)
+        gone = wait_for(lambda: api.get("pcideviceclaims", "n1-000081001") is None, timeout=20)
+        check(gone and "0000:81:00.1" not in open(f"{state}/state.json").read(),
+              "after the restart: device given back, claim gone")
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:

@@ -76,6 +76,18 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
     ClaimState& st = states[name];
     if (c.deleting) {
       if (!HasFinalizer(c)) continue;  // not ours to hold
+      if (st.address.empty() && !st.enable_asked) {
+        // Unknown to this run (deleted while the agent was down): give the device back all the
+        // same, if the claim names one; the owner answers "not enabled" when there is nothing.
+        const std::string named = scope.usb                 ? name
+                                  : c.spec.count("address") ? c.spec.at("address")
+                                                            : "";
+        if (scope.usb || IsPciAddress(named)) {
+          st.address = named;
+          st.enable_asked = true;
+          st.enabled = ClaimOutcome{true, "", "", ""};
+        }
+      }
       if (!st.enabled || !st.enabled->ok) {
         out.push_back(
             {ClaimStep::Kind::kRemoveFinalizer, name, st.address, FinalizersPatch(c, false)});

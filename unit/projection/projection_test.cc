@@ -247,6 +247,13 @@ BOOST_AUTO_TEST_CASE(claims_finalizer_enable_status_release) {
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kRemoveFinalizer));
   BOOST_TEST(steps[0].body.find(R"("finalizers":["someone/else"])") != std::string::npos);
+  // A claim deleted while the agent was down (a new run knows nothing of it): the device is
+  // given back before the finalizer goes.
+  std::map<std::string, ClaimState> fresh;
+  auto steps2 = PlanClaims(claims, fresh, "n1");
+  BOOST_REQUIRE(steps2.size() == 1u);
+  BOOST_TEST((steps2[0].kind == Kind::kAskDisable));
+  BOOST_TEST(steps2[0].address == "0000:81:00.0");
   // Gone from the server: forgotten. n2's claim was never touched.
   claims.erase("n1-000081000");
   steps = PlanClaims(claims, states, "n1");
