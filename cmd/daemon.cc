@@ -318,6 +318,31 @@ class Daemon {
     return out;
   }
 
+  // Devices enabled for claims that no longer exist (force-deleted while we were down) are given
+  // back, unless a pod holds them.
+  void SweepClaims(const std::vector<std::string>& keep) {
+    std::set<std::string> live(keep.begin(), keep.end());
+    std::set<std::string> touched;
+    const auto intents = store_->intents();  // a copy: Disable edits them
+    for (const auto& [address, intent] : intents) {
+      const std::string id = address.ToString();
+      if (!intent.sources.count("claim") || live.count(id)) continue;
+      if (auto busy = InUse("pci", id)) {
+        log_->warn("pci {}: its claim is gone but {}; kept", id, busy->message);
+        continue;
+      }
+      if (absl::Status st = vfio::Disable(node_, *store_, address, "claim"); !st.ok()) {
+        log_->error("pci {}: its claim is gone: {}", id, ToStd(st.message()));
+        continue;
+      }
+      log_->info("pci {}: its claim is gone: released", id);
+      touched.insert(id);
+    }
+    if (touched.empty()) return;
+    Refresh(touched);
+    Replan(/*probe=*/false);
+  }
+
   // --kubeconfig, else the in-cluster service account, else standalone (no projection).
   bool StartProjection() {
     absl::StatusOr<projection::KubeConfig> config =
@@ -337,6 +362,11 @@ class Daemon {
     auto claims = [this, post = Poster()](projection::ClaimRequest req,
                                           std::function<void(projection::ClaimOutcome)> done) {
       post([this, req = std::move(req), done = std::move(done)] {
+        if (req.sweep) {
+          SweepClaims(req.keep);
+          done({true, "", "", ""});
+          return;
+        }
         done(req.usb ? OnUsbClaim(req.enable, req.device) : OnClaim(req.enable, req.device));
       });
     };

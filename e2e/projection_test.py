@@ -195,6 +195,22 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         gone = wait_for(lambda: api.get("pcideviceclaims", "n1-000081001") is None, timeout=20)
         check(gone and "0000:81:00.1" not in open(f"{state}/state.json").read(),
               "after the restart: device given back, claim gone")
+        # The same, but the claim force-deleted (finalizer removed by hand): the restarted agent
+        # finds a device enabled for a claim that no longer exists and gives it back.
+        rc, out = api.kubectl("apply", "-f", "-", stdin=claim("n1-000081001", "0000:81:00.1"))
+        c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("passthroughEnabled") else None)(
+            api.get("pcideviceclaims", "n1-000081001")))
+        check(c is not None and "0000:81:00.1" in open(f"{state}/state.json").read(), "claimed again")
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=15)
+        rc, out = api.kubectl("patch", "pcideviceclaim", "n1-000081001", "--type=merge",
+                              "-p", '{"metadata":{"finalizers":[]}}')
+        rc2, out2 = api.kubectl("delete", "pcideviceclaim", "n1-000081001", "--timeout=10s")
+        check(rc == 0 and rc2 == 0 and api.get("pcideviceclaims", "n1-000081001") is None,
+              "claim force-deleted while the agent is down", out + out2)
+        daemon = subprocess.Popen(args, stderr=log)
+        released = wait_for(lambda: "0000:81:00.1" not in open(f"{state}/state.json").read(), timeout=20)
+        check(released, "after the restart: the orphaned claim's device given back")
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:

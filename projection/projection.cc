@@ -196,6 +196,7 @@ struct Projection::Impl {
     }
     Observed observed;
     std::map<std::string, ClaimState> claim_states, usb_claim_states;
+    bool swept = false;  // claim-enabled devices without a claim given back (once per start)
     std::set<PciHostDevice> kubevirt_applied;  // our claims' entries last made sure of
     std::set<std::string> synced;              // plurals listed at least once
     std::shared_ptr<const Inventory> inv;
@@ -258,6 +259,17 @@ struct Projection::Impl {
         }
       }
       bool claims_ok = true;
+      if (synced.count(kClaimPlural) && !swept) {
+        swept = true;
+        ClaimRequest sweep{false, false, "", true, {}};
+        for (const auto& [name, c] : observed[kClaimPlural]) {
+          auto it = c.spec.find("nodeName");
+          if (it != c.spec.end() && it->second == node && c.spec.count("address")) {
+            sweep.keep.push_back(c.spec.at("address"));
+          }
+        }
+        claims(std::move(sweep), [](ClaimOutcome) {});
+      }
       if (synced.count(kClaimPlural)) {
         claims_ok =
             ServeClaims(**client, kClaimPlural, observed[kClaimPlural], claim_states, ClaimScope{});

@@ -43,6 +43,10 @@ struct ClaimRequest {
   bool usb = false;     // a USBDeviceClaim: `device` is the USBDevice name
   bool enable = false;  // enable, or give back
   std::string device;   // PCI address as the claim spells it (validated by the owner too)
+  // Once, after the first list of claims: give back every device enabled for a claim that is not
+  // among `keep` (this node's claims now: one force-deleted while the agent was down).
+  bool sweep = false;
+  std::vector<std::string> keep = {};
 };
 
 // How claims reach the device owner; called on the projection's thread; `done` may be called from
