@@ -37,6 +37,11 @@ class ControlServer {
   std::string path_;
 };
 
+// Where a daemon with state directory `state_dir` listens.
+inline std::string ControlSocketPath(const std::string& state_dir) {
+  return state_dir + "/control.sock";
+}
+
 // Sends `request` to the daemon at `path` and returns its reply lines. Unavailable when no daemon
 // listens there (no socket, or a stale one); the caller then acts directly. `timeout` bounds the
 // wait for the reply (enabling a device can take the kernel seconds).

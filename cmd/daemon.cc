@@ -460,7 +460,7 @@ class Daemon {
     }
     const std::string rel = host_path.substr(kDev.size());
     PCID_RETURN_IF_ERROR(CheckRelativePath(rel));
-    const std::string path = absl::StrCat(flags_.dev_root, "/", rel);
+    const std::string path = absl::StrCat(dev_.path(), "/", rel);
     // fchownat on the node itself, never through a symlink someone put in its place.
     if (::fchownat(AT_FDCWD, path.c_str(), flags_.vm_uid, flags_.vm_uid, AT_SYMLINK_NOFOLLOW) !=
         0) {
@@ -630,8 +630,7 @@ class Daemon {
     ReapplyIntents();
     Select(/*report=*/true);
     Replan();
-    const std::string control_path = flags_.state_dir + "/control.sock";
-    auto control = ControlServer::Listen(control_path);
+    auto control = ControlServer::Listen(ControlSocketPath(flags_.state_dir));
     if (!control.ok()) {
       log_->error("control socket: {}", ToStd(control.status().message()));
       return 1;
@@ -787,8 +786,7 @@ class Daemon {
 
 }  // namespace
 
-int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, SysfsRoot proc,
-                  std::optional<IdDatabase> ids) {
+int RunDaemonLoop(DaemonFlags flags, HostRoots roots, std::optional<IdDatabase> ids) {
   // Blocked before any thread exists (gRPC starts threads as soon as the plugin manager is
   // built): threads inherit the mask, so these signals reach only the signalfd.
   const sigset_t mask = DaemonSignals();
@@ -796,8 +794,8 @@ int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, SysfsRoot p
   // A peer that closed its connection (the API server, a TLS shutdown) is an error return, never
   // a process-killing SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
-  Daemon daemon(std::move(flags), std::move(sysfs), std::move(dev), std::move(proc),
-                std::move(ids));
+  Daemon daemon(std::move(flags), std::move(roots.sysfs), std::move(roots.dev),
+                std::move(roots.proc), std::move(ids));
   return daemon.Run();
 }
 

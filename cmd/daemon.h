@@ -9,25 +9,23 @@
 #include <optional>
 #include <string>
 
+#include "cmd/host_roots.h"
 #include "core/id_database.h"
-#include "core/sysfs_root.h"
 
 namespace pcid::cmd {
 
 struct DaemonFlags {
-  std::string node, config, sysfs_root, dev_root, plugin_dir, pod_resources_socket, uevent_source;
-  std::string state_dir = "/var/lib/pcidevices";
-  std::string proc_root = "/proc";
+  std::string node, config, plugin_dir, pod_resources_socket, uevent_source;
+  std::string state_dir = kDefaultStateDir;
   std::string modprobe = "modprobe";
   std::string kubeconfig = "";  // "" = in-cluster when there, else standalone
-  unsigned vm_uid = 107;  // owner (uid and gid) of USB nodes handed to a VM
+  unsigned vm_uid = 107;        // owner (uid and gid) of USB nodes handed to a VM
 };
 
 // Runs until SIGTERM or SIGINT (blocked in the calling thread and taken through a signalfd);
 // SIGHUP re-reads the config. Returns the process exit code.
 // At start, before anything else, the state directory's intents are re-applied (vfio binding);
 // then the config's devices are enabled and served.
-int RunDaemonLoop(DaemonFlags flags, SysfsRoot sysfs, SysfsRoot dev, SysfsRoot proc,
-                  std::optional<IdDatabase> ids);
+int RunDaemonLoop(DaemonFlags flags, HostRoots roots, std::optional<IdDatabase> ids);
 
 }  // namespace pcid::cmd

@@ -35,25 +35,17 @@ int RunDaemon(const std::vector<std::string>& args) {
     return 2;
   }
   auto log = MakeLogger("daemon");
-  DaemonFlags f{flags->Get("node-name", ""),
-                flags->Get("config", ""),
-                flags->Get("sysfs-root", "/sys"),
-                flags->Get("dev-root", "/dev"),
-                flags->Get("device-plugin-dir", "/var/lib/kubelet/device-plugins"),
-                flags->Get("pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock"),
+  DaemonFlags f{flags->Get("node-name", ""), flags->Get("config", ""),
+                flags->Get("device-plugin-dir", kDefaultDevicePluginDir),
+                flags->Get("pod-resources-socket", kDefaultPodResourcesSocket),
                 flags->Get("uevent-source", udev::DefaultUeventSource("/run"))};
   f.state_dir = flags->Get("state-dir", f.state_dir);
-  f.proc_root = flags->Get("proc-root", f.proc_root);
   f.modprobe = flags->Get("modprobe", f.modprobe);
   f.kubeconfig = flags->Get("kubeconfig", "");
-  auto sysfs = SysfsRoot::Open(f.sysfs_root);
-  auto dev = SysfsRoot::Open(f.dev_root);
-  auto proc = SysfsRoot::Open(f.proc_root);
-  for (const auto* root : {&sysfs, &dev, &proc}) {
-    if (!root->ok()) {
-      log->error("{}", ToStd(root->status().message()));
-      return 1;
-    }
+  auto roots = OpenHostRoots(*flags);
+  if (!roots.ok()) {
+    log->error("{}", ToStd(roots.status().message()));
+    return 1;
   }
   if (flags->Has("vm-user-id")) {
     auto uid = ParseDecimalAttribute(flags->Get("vm-user-id", ""), 0, 65534);
@@ -69,8 +61,7 @@ int RunDaemon(const std::vector<std::string>& args) {
   } else {
     log->warn("names unavailable: {}", ToStd(db.status().message()));
   }
-  return RunDaemonLoop(std::move(f), *std::move(sysfs), *std::move(dev), *std::move(proc),
-                       std::move(ids));
+  return RunDaemonLoop(std::move(f), *std::move(roots), std::move(ids));
 }
 
 }  // namespace pcid::cmd

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cmd/flags.h"
+#include "cmd/host_roots.h"
 #include "cmd/logging.h"
 #include "cmd/table.h"
 #include "core/naming.h"
@@ -85,7 +86,7 @@ int RunList(const std::vector<std::string>& args) {
   const std::string node = flags->Get("node-name", HostName());
   const bool usb = flags->Has("usb");
 
-  auto sysfs = SysfsRoot::Open(flags->Get("sysfs-root", "/sys"));
+  auto sysfs = SysfsRoot::Open(flags->Get("sysfs-root", kDefaultSysfsRoot));
   if (!sysfs.ok()) {
     log->error("{}", ToStd(sysfs.status().message()));
     return 1;

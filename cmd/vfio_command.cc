@@ -11,6 +11,7 @@
 #include "cmd/control_socket.h"
 #include "cmd/device_actions.h"
 #include "cmd/flags.h"
+#include "cmd/host_roots.h"
 #include "cmd/logging.h"
 #include "core/attribute.h"
 #include "core/status.h"
@@ -88,8 +89,8 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
       return 2;
     }
   }
-  const std::string state_dir = parsed->Get("state-dir", "/var/lib/pcidevices");
-  auto reply = CallDaemon(state_dir + "/control.sock", FormatDeviceRequest(req), 120000);
+  const std::string state_dir = parsed->Get("state-dir", kDefaultStateDir);
+  auto reply = CallDaemon(ControlSocketPath(state_dir), FormatDeviceRequest(req), 120000);
   if (reply.ok()) return Report(*reply);
   if (!absl::IsUnavailable(reply.status())) {
     std::cerr << "pcidevices " << verb << ": daemon: " << reply.status().message() << "\n";
@@ -103,15 +104,13 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
     std::cerr << "pcidevices " << verb << ": " << store.status().message() << "\n";
     return 1;
   }
-  auto sysfs = SysfsRoot::Open(parsed->Get("sysfs-root", "/sys"));
-  auto dev = SysfsRoot::Open(parsed->Get("dev-root", "/dev"));
-  auto proc = SysfsRoot::Open(parsed->Get("proc-root", "/proc"));
-  for (const auto* root : {&sysfs, &dev, &proc}) {
-    if (!root->ok()) {
-      std::cerr << "pcidevices " << verb << ": " << root->status().message() << "\n";
-      return 1;
-    }
+  auto roots = OpenHostRoots(*parsed);
+  if (!roots.ok()) {
+    std::cerr << "pcidevices " << verb << ": " << roots.status().message() << "\n";
+    return 1;
   }
+  const SysfsRoot& sysfs = roots->sysfs;
+  const SysfsRoot& proc = roots->proc;
   DaemonConfig config;
   if (parsed->Has("config")) {
     auto c = LoadConfig(parsed->Get("config", ""));
@@ -121,7 +120,7 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
     }
     config = *std::move(c);
   }
-  auto devices = udev::DiscoverPciDevices(*sysfs, nullptr, *log);
+  auto devices = udev::DiscoverPciDevices(sysfs, nullptr, *log);
   if (!devices.ok()) {
     std::cerr << "pcidevices " << verb << ": " << devices.status().message() << "\n";
     return 1;
@@ -140,24 +139,22 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
     };
   }
   const std::string modprobe = parsed->Get("modprobe", "modprobe");
-  vfio::Node node{*sysfs,
-                  *dev,
+  vfio::Node node{sysfs,
+                  roots->dev,
                   [modprobe] { return LoadVfioModule(modprobe); },
                   [&sysfs](std::string_view rel, std::string_view value) {
-                    return sysfs->WriteFile(rel, value);
+                    return sysfs.WriteFile(rel, value);
                   },
                   after_step,
                   *log};
-  const std::string pod_resources =
-      parsed->Get("pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock");
-  DeviceContext ctx{
-      node, *store, *devices,
-      [&] { return vfio::FindProtectedDevices(*sysfs, *proc, *devices, config.deny); },
-      [&](const std::string& address) -> absl::StatusOr<std::string> {
-        PCID_ASSIGN_OR_RETURN(auto holders, ListHoldersNow(pod_resources));
-        auto it = holders.find(address);
-        return it == holders.end() ? std::string() : it->second;
-      }};
+  const std::string pod_resources = parsed->Get("pod-resources-socket", kDefaultPodResourcesSocket);
+  DeviceContext ctx{node, *store, *devices,
+                    [&] { return vfio::FindProtectedDevices(sysfs, proc, *devices, config.deny); },
+                    [&](const std::string& address) -> absl::StatusOr<std::string> {
+                      PCID_ASSIGN_OR_RETURN(auto holders, ListHoldersNow(pod_resources));
+                      auto it = holders.find(address);
+                      return it == holders.end() ? std::string() : it->second;
+                    }};
   return Report(RunDeviceRequest(ctx, req));
 }
 
