@@ -520,9 +520,13 @@ class Daemon {
     resource_names_.clear();
     for (const auto& [name, r] : plan) resource_names_.insert(name);
     manager_.Apply(plan);
-    if (projection_) {
-      projection_->Publish(std::make_shared<const projection::Inventory>(
-          projection::Inventory{devices_, usb_, enabled_usb_}));
+    // Most plans change health alone (allocations, PodResources): publish only what the
+    // projection mirrors, and only when it changed, so it does not rebuild every object.
+    if (projection_ && (!published_ || published_->pci != devices_ || published_->usb != usb_ ||
+                        published_->enabled_usb != enabled_usb_)) {
+      published_ = std::make_shared<const projection::Inventory>(
+          projection::Inventory{devices_, usb_, enabled_usb_});
+      projection_->Publish(published_);
     }
     SchedulePoll();
   }
@@ -780,7 +784,8 @@ class Daemon {
   // Shared, and held weakly by callbacks (Poster): gRPC calls can outlive the daemon.
   std::shared_ptr<EventQueue> queue_ = std::make_shared<EventQueue>();
   std::unique_ptr<udev::DeviceMonitor> monitor_;
-  std::unique_ptr<projection::Projection> projection_;  // absent when standalone
+  std::unique_ptr<projection::Projection> projection_;      // absent when standalone
+  std::shared_ptr<const projection::Inventory> published_;  // last given to the projection
   plugin::PluginManager manager_;  // last: its servers' hooks use the members above
 };
 

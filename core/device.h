@@ -19,6 +19,7 @@ struct DeviceNames {
   std::string device;
   std::string class_name;
   std::string subclass_name;
+  friend bool operator==(const DeviceNames&, const DeviceNames&) = default;
 };
 
 struct PciDevice {
@@ -45,6 +46,7 @@ struct PciDevice {
 
   // classId as in the CR: class + subclass, e.g. 0x0300.
   uint16_t class_id() const { return static_cast<uint16_t>(class_code << 8 | subclass); }
+  friend bool operator==(const PciDevice&, const PciDevice&) = default;
   bool is_bridge() const { return class_code == 0x06; }
   // A PCI-to-PCI or CardBus bridge (header type 1 or 2, told by its class). The kernel lets these
   // keep their port driver inside a viable vfio group; any other member (an ISA or host bridge
@@ -80,6 +82,7 @@ struct UsbDevice {
   std::optional<PciAddress> host_controller;  // PCI address of the controller it hangs off
   DeviceNames names;                          // vendor = vendor name, device = product name
 
+  friend bool operator==(const UsbDevice&, const UsbDevice&) = default;
   // "/dev/bus/usb/BBB/DDD", the host path (never prefixed with --dev-root).
   std::string DevicePath() const;
 };
