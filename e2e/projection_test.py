@@ -24,7 +24,7 @@ import ssl
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from device_plugin_test import Emulator  # noqa: E402
+from device_plugin_test import Emulator, stop_process  # noqa: E402
 
 NODE = "n1"
 GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
@@ -212,14 +212,8 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         released = wait_for(lambda: "0000:81:00.1" not in open(f"{state}/state.json").read(), timeout=20)
         check(released, "after the restart: the orphaned claim's device given back")
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        emu.proc.kill()
-        emu.proc.wait()
+        stop_process(daemon)
+        emu.stop()
         if failures:
             log.seek(0)
             print("--- daemon log (tail) ---\n" + "".join(log.readlines()[-60:]))
