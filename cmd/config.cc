@@ -3,11 +3,11 @@
 #include <absl/strings/str_cat.h>
 #include <simdjson.h>
 
-#include <fstream>
-#include <sstream>
+#include <limits>
 
 #include "core/attribute.h"
 #include "core/status.h"
+#include "core/text_file.h"
 
 namespace pcid::cmd {
 namespace {
@@ -93,11 +93,8 @@ absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::str
 }
 
 absl::StatusOr<DaemonConfig> LoadConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoStatus(errno, absl::StrCat("open ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return ParseConfig(text.str(), path);
+  PCID_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, std::numeric_limits<size_t>::max()));
+  return ParseConfig(text, path);
 }
 
 }  // namespace pcid::cmd

@@ -6,10 +6,10 @@
 #include <openssl/x509.h>
 #include <sys/stat.h>
 
-#include <fstream>
-#include <sstream>
+#include <limits>
 
 #include "core/status.h"
+#include "core/text_file.h"
 
 namespace pcid::projection {
 namespace {
@@ -95,10 +95,8 @@ std::string KubeClient::Token() {
   if (::stat(config_.token_file.c_str(), &st) == 0) {
     const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
     if (mtime != token_mtime_ns_) {  // rotated (kubelet rewrites projected tokens)
-      std::ifstream in(config_.token_file);
-      std::ostringstream text;
-      text << in.rdbuf();
-      token_ = text.str();
+      auto text = ReadTextFile(config_.token_file, std::numeric_limits<size_t>::max());
+      token_ = text.ok() ? *std::move(text) : std::string();
       while (!token_.empty() && (token_.back() == '\n' || token_.back() == ' ')) token_.pop_back();
       token_mtime_ns_ = mtime;
     }

@@ -6,10 +6,8 @@
 #include <absl/strings/strip.h>
 #include <simdjson.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "core/status.h"
+#include "core/text_file.h"
 
 namespace pcid::projection {
 namespace {
@@ -221,13 +219,11 @@ const YamlNode* Named(const YamlNode* list, const std::string& name, std::string
   return nullptr;
 }
 
-absl::StatusOr<std::string> ReadText(const std::string& path, size_t limit = 1 << 20) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoStatus(errno, absl::StrCat("open ", path));
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (out.str().size() > limit) return absl::OutOfRangeError(absl::StrCat(path, ": too large"));
-  return out.str();
+// Kubeconfigs, CA bundles and tokens are small; anything larger is not one.
+constexpr size_t kMaxFile = 1 << 20;
+
+absl::StatusOr<std::string> ReadText(const std::string& path) {
+  return ReadTextFile(path, kMaxFile);
 }
 
 // Inline base64 data, or a file (relative to `dir`), or "".

@@ -11,6 +11,7 @@
 
 #include "core/json_writer.h"
 #include "core/status.h"
+#include "core/text_file.h"
 #include "vfio/vfio.h"
 
 namespace pcid::vfio {
@@ -27,23 +28,6 @@ absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
     data.remove_prefix(static_cast<size_t>(n));
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadWhole(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("open ", path));
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(errno, absl::StrCat("read ", path));
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > kMaxStateSize) {
-      return absl::OutOfRangeError(absl::StrCat(path, ": larger than ", kMaxStateSize, " bytes"));
-    }
-  }
 }
 
 }  // namespace
@@ -130,7 +114,7 @@ absl::StatusOr<StateStore> StateStore::Open(const std::string& dir) {
   }
   StateStore store(dir, std::move(lock));
   const std::string path = absl::StrCat(dir, "/", kStateFile);
-  auto text = ReadWhole(path);
+  auto text = ReadTextFile(path, kMaxStateSize);
   if (!text.ok()) {
     if (absl::IsNotFound(text.status())) return store;  // first start
     return text.status();
