@@ -48,13 +48,16 @@ struct PciDevice {
   uint16_t class_id() const { return static_cast<uint16_t>(class_code << 8 | subclass); }
   friend bool operator==(const PciDevice&, const PciDevice&) = default;
   bool is_bridge() const { return class_code == 0x06; }
-  // A PCI-to-PCI or CardBus bridge (header type 1 or 2, told by its class). The kernel lets these
-  // keep their port driver inside a viable vfio group; any other member (an ISA or host bridge
-  // included) must be on vfio-pci or driverless.
-  bool is_pci_bridge() const {
-    return class_code == 0x06 && (subclass == 0x04 || subclass == 0x07 || subclass == 0x09);
-  }
+  bool is_pci_bridge() const;
 };
+
+// A PCI-to-PCI or CardBus bridge (header type 1 or 2, told by its class and subclass). The kernel
+// lets these keep their port driver inside a viable vfio group; any other member (an ISA or host
+// bridge included) must be on vfio-pci or driverless.
+inline bool IsPciBridgeClass(uint8_t class_code, uint8_t subclass) {
+  return class_code == 0x06 && (subclass == 0x04 || subclass == 0x07 || subclass == 0x09);
+}
+inline bool PciDevice::is_pci_bridge() const { return IsPciBridgeClass(class_code, subclass); }
 
 // The function at `address` in `sorted` (ordered by address, as discovery returns them), or
 // nullptr.

@@ -28,10 +28,8 @@ absl::StatusOr<GroupViability> ReadGroupViability(const SysfsRoot& sysfs, const 
     if (auto drv = sysfs.ReadLinkBasename(absl::StrCat(fn, "/driver")); drv.ok()) m.driver = *drv;
     if (auto cls = sysfs.ReadFile(absl::StrCat(fn, "/class")); cls.ok()) {
       if (auto c = ParseHexAttribute(*cls, 6); c.ok()) {
-        PciDevice probe;
-        probe.class_code = static_cast<uint8_t>(*c >> 16);
-        probe.subclass = static_cast<uint8_t>(*c >> 8);
-        m.pci_bridge = probe.is_pci_bridge();
+        m.pci_bridge =
+            IsPciBridgeClass(static_cast<uint8_t>(*c >> 16), static_cast<uint8_t>(*c >> 8));
       }
     }
     if (!m.pci_bridge && !m.driver.empty() && m.driver != kVfioDriver) g.blocking.push_back(*a);
