@@ -62,7 +62,7 @@ def main():
         csv = ",".join(nics)
         n = a.rounds
         # Warm-up (first binds load code and allocate), then the three, interleaved twice.
-        vm.check(f"vfio_bench /var/lib/pcidevices 1 {csv}")
+        vm.check(f"vfio_bench /sys /dev /proc /var/lib/pcidevices 1 {csv}")
         totals = {"shell": [], "bare": [], "ours": []}
         split = {"bare": ([], []), "ours": ([], [])}
         for rep in range(2):
@@ -72,7 +72,7 @@ def main():
                     t0, t1 = map(float, out.split()[1:3])
                     totals[kind].append((t1 - t0) * 1000)
                     continue
-                out = vm.check(f"vfio_bench /var/lib/pcidevices {n} {csv}" +
+                out = vm.check(f"vfio_bench /sys /dev /proc /var/lib/pcidevices {n} {csv}" +
                                (" bare" if kind == "bare" else ""), timeout=600)
                 rounds = re.findall(r"enable ([\d.]+) ms, disable ([\d.]+) ms \(", out)
                 split[kind][0].extend(float(e) for e, _ in rounds)

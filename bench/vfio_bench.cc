@@ -5,7 +5,10 @@
 // driver/unbind, drivers_probe), nothing read, saved or verified: the floor ours is measured
 // against.
 //
-//   vfio_bench STATE_DIR ROUNDS ADDRESS[,ADDRESS...] [bare]
+//   vfio_bench SYSFS_ROOT DEV_ROOT PROC_ROOT STATE_DIR ROUNDS ADDRESS[,ADDRESS...] [bare]
+//
+// It rebinds real devices: the roots are explicit (the guest's /sys, /dev, /proc), never a
+// default, so that running it on a host by mistake cannot reach that host's own devices.
 #include <absl/strings/str_split.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
@@ -34,21 +37,23 @@ double Median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4 && !(argc == 5 && std::string(argv[4]) == "bare")) {
-    std::fprintf(stderr, "usage: vfio_bench STATE_DIR ROUNDS ADDRESS[,ADDRESS...] [bare]\n");
+  if (argc != 7 && !(argc == 8 && std::string(argv[7]) == "bare")) {
+    std::fprintf(stderr,
+                 "usage: vfio_bench SYSFS_ROOT DEV_ROOT PROC_ROOT STATE_DIR ROUNDS "
+                 "ADDRESS[,ADDRESS...] [bare]\n");
     return 2;
   }
   spdlog::logger log("bench", std::make_shared<spdlog::sinks::null_sink_mt>());
-  auto sysfs = pcid::SysfsRoot::Open("/sys");
-  auto dev = pcid::SysfsRoot::Open("/dev");
-  auto proc = pcid::SysfsRoot::Open("/proc");
-  auto store = pcid::vfio::StateStore::Open(argv[1]);
+  auto sysfs = pcid::SysfsRoot::Open(argv[1]);
+  auto dev = pcid::SysfsRoot::Open(argv[2]);
+  auto proc = pcid::SysfsRoot::Open(argv[3]);
+  auto store = pcid::vfio::StateStore::Open(argv[4]);
   if (!sysfs.ok() || !dev.ok() || !proc.ok() || !store.ok()) {
     std::fprintf(stderr, "vfio_bench: cannot open /sys, /dev, /proc or the state dir\n");
     return 1;
   }
-  const int rounds = std::stoi(argv[2]);
-  const std::vector<std::string> wanted = absl::StrSplit(argv[3], ',');
+  const int rounds = std::stoi(argv[5]);
+  const std::vector<std::string> wanted = absl::StrSplit(argv[6], ',');
   pcid::vfio::Node node{
       *sysfs,
       *dev,
@@ -71,7 +76,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "vfio_bench: not every address is on this node\n");
       return 1;
     }
-    if (argc == 5) {
+    if (argc == 8) {
       auto write = [&](const std::string& rel, const std::string& v) {
         if (absl::Status st = sysfs->WriteFile(rel, v); !st.ok()) {
           std::fprintf(stderr, "vfio_bench: %s\n", std::string(st.message()).c_str());
