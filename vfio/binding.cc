@@ -50,8 +50,40 @@ bool WaitForGroupNode(const Node& node, unsigned group) {
   return false;
 }
 
-// Steps 2-6 of enable: the device ends on vfio-pci with its group node present.
-absl::Status Bind(const Node& node, const PciDevice& dev) {
+// After drivers_probe: a function the kernel is still adding (hot-plug sends its uevent before
+// the kernel's own first probe) ignores drivers_probe until that probe runs. The kernel's probe
+// then binds vfio-pci through the override, or the natural driver when it had matched before the
+// override was written; such a driver is unbound once more and reported in `natural`.
+absl::StatusOr<std::string> AwaitVfio(const Node& node, const std::string& address,
+                                      std::string* natural) {
+  constexpr auto kPoll = std::chrono::milliseconds(10);
+  constexpr int kRebinds = 3;
+  int rebinds = 0;
+  for (auto waited = std::chrono::milliseconds(0);; waited += kPoll) {
+    PCID_ASSIGN_OR_RETURN(std::string driver, CurrentDriver(node, address));
+    if (driver == kVfioDriver) return driver;
+    if (!driver.empty() && rebinds < kRebinds) {
+      ++rebinds;
+      if (natural->empty()) *natural = driver;
+      node.log.warn("pci {}: {} took it during its first probe; unbinding it again", address,
+                    driver);
+      PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver/unbind", address));
+      PCID_RETURN_IF_ERROR(Write(node, address, "bus/pci/drivers_probe", address));
+      waited = std::chrono::milliseconds(0);
+      continue;
+    }
+    if (!driver.empty() || waited >= node.probe_wait) {
+      return absl::InternalError(absl::StrCat("pci ", address, ": after drivers_probe it is on ",
+                                              driver.empty() ? "no driver" : driver,
+                                              ", not vfio-pci"));
+    }
+    std::this_thread::sleep_for(kPoll);
+  }
+}
+
+// Steps 2-6 of enable: the device ends on vfio-pci with its group node present. `natural` gets
+// the driver the kernel gave a newly added function behind our back, if any.
+absl::Status Bind(const Node& node, const PciDevice& dev, std::string* natural) {
   const std::string address = dev.address.ToString();
   if (!node.sysfs.Exists("bus/pci/drivers/vfio-pci")) {
     PCID_RETURN_IF_ERROR(node.load_module());
@@ -79,12 +111,7 @@ absl::Status Bind(const Node& node, const PciDevice& dev) {
     PCID_RETURN_IF_ERROR(Write(node, address, "bus/pci/drivers_probe", address));
   }
   Step(node, 5);
-  PCID_ASSIGN_OR_RETURN(driver, CurrentDriver(node, address));
-  if (driver != kVfioDriver) {
-    return absl::InternalError(absl::StrCat("pci ", address, ": after drivers_probe it is on ",
-                                            driver.empty() ? "no driver" : driver,
-                                            ", not vfio-pci"));
-  }
+  PCID_RETURN_IF_ERROR(AwaitVfio(node, address, natural).status());
   if (!WaitForGroupNode(node, *dev.iommu_group)) {
     return absl::InternalError(absl::StrCat("pci ", address, ": bound to vfio-pci but ",
                                             node.dev.path(), "/vfio/", *dev.iommu_group,
@@ -94,7 +121,9 @@ absl::Status Bind(const Node& node, const PciDevice& dev) {
   return absl::OkStatus();
 }
 
-// Steps 2-5 of disable: the device ends on `original` (or driverless when that is "").
+// Steps 2-5 of disable: the device ends on `original`. With no original driver it ends where
+// the kernel's own probe puts it, as after a reboot: none, or the natural driver of a function
+// that was bound before its first probe (hot-plugged), never vfio-pci.
 absl::Status Restore(const Node& node, const std::string& address, const std::string& original) {
   if (original == kVfioDriver) {
     // It was on vfio-pci before we touched it: leave it there (and its override alone).
@@ -104,12 +133,12 @@ absl::Status Restore(const Node& node, const std::string& address, const std::st
   PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver_override", "\n"));
   Step(node, 2);
   PCID_ASSIGN_OR_RETURN(std::string driver, CurrentDriver(node, address));
-  if (!driver.empty() && driver != original) {
+  if (!driver.empty() && (driver != original || original.empty())) {
     PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/driver/unbind", address));
     driver.clear();
   }
   Step(node, 3);
-  if (!original.empty() && driver.empty()) {
+  if (driver.empty()) {
     // drivers_probe fails when no driver takes the device; the check below says what happened.
     if (absl::Status st = Write(node, address, "bus/pci/drivers_probe", address); !st.ok()) {
       node.log.warn("pci {}: drivers_probe: {}", address, ToStd(st.message()));
@@ -126,10 +155,15 @@ absl::Status Restore(const Node& node, const std::string& address, const std::st
       PCID_ASSIGN_OR_RETURN(driver, CurrentDriver(node, address));
     }
   }
-  if (driver != original) {
+  const bool back = original.empty() ? driver != kVfioDriver : driver == original;
+  if (!back) {
     return absl::InternalError(absl::StrCat("pci ", address, ": after restore it is on ",
                                             driver.empty() ? "no driver" : driver, ", not ",
                                             original.empty() ? "no driver" : original));
+  }
+  if (driver != original) {
+    node.log.info("pci {}: had no driver when enabled; the kernel's probe gave it {}", address,
+                  driver);
   }
   Step(node, 5);
   return absl::OkStatus();
@@ -191,8 +225,14 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
     if (!out[i].ok()) continue;
     const PciDevice& dev = *devices[i];
     const std::string address = dev.address.ToString();
-    const Intent& intent = next[dev.address];
-    absl::Status st = Bind(node, dev);
+    Intent& intent = next[dev.address];
+    std::string natural;
+    absl::Status st = Bind(node, dev, &natural);
+    if (st.ok() && fresh[i] && intent.original_driver.empty() && !natural.empty()) {
+      // Caught before its first probe: the driver that probe chose is the one to give it back to.
+      intent.original_driver = natural;
+      st = store.Update([&](auto& intents) { intents[dev.address].original_driver = natural; });
+    }
     if (st.ok()) {
       auto g = ReadGroupViability(node.sysfs, dev);
       node.log.info("pci {}: on vfio-pci (was {}), /dev/vfio/{}; {}", address,
@@ -266,9 +306,13 @@ std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
     }
     absl::Status st;
     if (intent.enabled) {
-      st = dev->iommu_group ? Bind(node, *dev)
+      std::string natural;
+      st = dev->iommu_group ? Bind(node, *dev, &natural)
                             : absl::FailedPreconditionError(
                                   absl::StrCat("pci ", text, ": no IOMMU group any more"));
+      if (st.ok() && intent.original_driver.empty() && !natural.empty()) {
+        st = store.Update([&](auto& m) { m[address].original_driver = natural; });
+      }
       if (st.ok()) node.log.info("pci {}: re-applied: on vfio-pci", text);
     } else {
       st = Restore(node, text, intent.original_driver);

@@ -16,6 +16,7 @@
 
 #include <absl/status/statusor.h>
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <set>
@@ -134,12 +135,15 @@ struct Node {
   // kill the process there). May be empty.
   std::function<void(int step)> after_step;
   spdlog::logger& log;
+  // How long enable waits for a driver after drivers_probe left the function driverless: a
+  // function the kernel is still adding is probed by the kernel itself a little later.
+  std::chrono::milliseconds probe_wait{3000};
 };
 
 // Enable steps: 1 intent saved, 2 vfio-pci loaded, 3 driver_override written, 4 unbound from the
 // old driver, 5 drivers_probe, 6 verified (driver link and /dev/vfio/<group>).
 // Disable steps: 1 intent saved, 2 driver_override cleared, 3 unbound from vfio-pci,
-// 4 drivers_probe (none when there was no original driver), 5 verified, 6 intent forgotten.
+// 4 drivers_probe, 5 verified, 6 intent forgotten.
 inline constexpr int kEnableSteps = 6;
 inline constexpr int kDisableSteps = 6;
 

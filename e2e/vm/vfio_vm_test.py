@@ -140,7 +140,12 @@ def main():
         finally:
             rc, log = vm.run("cat /tmp/d.log")
             if failures:
-                print("--- daemon log (tail) ---\n" + "\n".join(log.splitlines()[-60:]))
+                lines = log.splitlines()
+                # The tail alone is the kill -9 rounds; what explains an earlier failure is in
+                # the warnings, errors and the hot-plugged function's own lines.
+                notable = [ln for ln in lines if HOTPLUG in ln or " error " in ln or " warning " in ln]
+                print("--- daemon log (warnings, errors, hot-plug) ---\n" + "\n".join(notable[-80:]))
+                print("--- daemon log (tail) ---\n" + "\n".join(lines[-60:]))
                 print("--- emulator stderr ---\n" + vm.run("cat /tmp/k.err")[1][-2000:])
             g.stop_daemon()
             vm.run("kill $(cat /tmp/k.pid)")

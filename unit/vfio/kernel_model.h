@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,24 @@ class KernelModel {
     if (!f.driver.empty()) WriteDriverFiles(f.driver);
   }
   void AddDriver(const std::string& name) { WriteDriverFiles(name); }
+
+  // A hot-plugged function the kernel is still adding: its uevent is out, but until the
+  // kernel's own first probe (FinishArrival) drivers_probe does nothing to it.
+  void AddArriving(FunctionSpec f) {
+    const std::string natural = f.driver;
+    f.driver.clear();
+    AddFunction(f);
+    natural_[f.address] = natural;
+    if (!natural.empty()) WriteDriverFiles(natural);
+    arriving_.insert(f.address);
+  }
+  // The kernel's first probe: the override wins unless the natural driver had already matched.
+  void FinishArrival(const std::string& address, bool matched_before_override = false) {
+    arriving_.erase(address);
+    const std::string ov = Override(address);
+    const std::string want = ov.empty() || matched_before_override ? natural_[address] : ov;
+    if (!want.empty() && Driver(address).empty()) Bind(address, want);
+  }
 
   absl::Status Write(std::string_view rel_view, std::string_view value) {
     const std::string rel(rel_view);
@@ -68,7 +87,7 @@ class KernelModel {
     if (rel == "bus/pci/drivers_probe") {
       const std::string address(value);
       if (!natural_.count(address)) return absl::InvalidArgumentError("drivers_probe: no device");
-      if (!Driver(address).empty()) return absl::OkStatus();
+      if (!Driver(address).empty() || arriving_.count(address)) return absl::OkStatus();
       std::string ov = Override(address);
       const std::string want = ov.empty() ? natural_[address] : ov;
       if (want.empty() || !std::filesystem::exists(sys_.root() / "bus/pci/drivers" / want)) {
@@ -137,6 +156,7 @@ class KernelModel {
   TempTree& dev_;
   std::map<std::string, std::string> natural_;
   std::map<std::string, std::string> group_;
+  std::set<std::string> arriving_;
 };
 
 }  // namespace pcid::testing

@@ -257,9 +257,77 @@ BOOST_AUTO_TEST_CASE(driverless_device_goes_back_to_no_driver) {
   BOOST_TEST(Describe(*g) == "group 7: not viable: 0000:02:00.0 is on nouveau");
   BOOST_REQUIRE(Disable(node, store, A("0000:02:00.1"), "cli").ok());
   BOOST_TEST(f.kernel.Driver("0000:02:00.1") == "");
-  // Nothing was there to give it back to: no probe on the way back (one from the enable only).
+  // The probe on the way back finds no driver for it, as a reboot would.
   BOOST_TEST(std::count(f.kernel.writes.begin(), f.kernel.writes.end(),
-                        "bus/pci/drivers_probe=0000:02:00.1") == 1);
+                        "bus/pci/drivers_probe=0000:02:00.1") == 2);
+}
+
+// Hot-plug: the daemon acts on the "add" uevent, before the kernel's own first probe.
+const testing::FunctionSpec kArriving = {
+    .address = "0000:00:06.0", .device = "0x10d3", .driver = "e1000e", .group = "8"};
+
+BOOST_AUTO_TEST_CASE(arriving_function_is_bound_by_the_kernels_first_probe) {
+  Fixture f;
+  f.kernel.AddArriving(kArriving);
+  bool arrived = false;
+  f.hook = [&](int step) {
+    // drivers_probe did nothing (the kernel is still adding it); its own probe follows.
+    if (step == 5 && !arrived) {
+      BOOST_TEST(f.kernel.Driver(kArriving.address) == "");
+      f.kernel.FinishArrival(kArriving.address);
+      arrived = true;
+    }
+  };
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  BOOST_REQUIRE(Enable(node, store, f.Device(kArriving.address), f.Protect(), "config").ok());
+  BOOST_TEST(f.kernel.Driver(kArriving.address) == "vfio-pci");
+  BOOST_TEST(f.kernel.GroupNode("8"));
+  // It never had a driver; released, it gets what the kernel's probe picks: its natural one.
+  BOOST_REQUIRE(Disable(node, store, A(kArriving.address), "config").ok());
+  BOOST_TEST(f.kernel.Driver(kArriving.address) == "e1000e");
+  BOOST_TEST(f.log.text().find("had no driver when enabled; the kernel's probe gave it e1000e") !=
+             std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(natural_driver_that_matched_first_is_unbound_again_and_recorded) {
+  Fixture f;
+  f.kernel.AddArriving(kArriving);
+  bool arrived = false;
+  f.hook = [&](int step) {
+    // The kernel matched e1000e just before our override landed: e1000e binds anyway.
+    if (step == 3 && !arrived) {
+      f.kernel.FinishArrival(kArriving.address, /*matched_before_override=*/true);
+      arrived = true;
+    }
+  };
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  BOOST_REQUIRE(Enable(node, store, f.Device(kArriving.address), f.Protect(), "config").ok());
+  BOOST_TEST(f.kernel.Driver(kArriving.address) == "vfio-pci");
+  BOOST_TEST(f.log.text().find("pci 0000:00:06.0: e1000e took it during its first probe") !=
+             std::string::npos);
+  BOOST_TEST(store.Find(A(kArriving.address))->original_driver == "e1000e");
+  BOOST_TEST(f.StateText().find("\"originalDriver\": \"e1000e\"") != std::string::npos);
+  BOOST_REQUIRE(Disable(node, store, A(kArriving.address), "config").ok());
+  BOOST_TEST(f.kernel.Driver(kArriving.address) == "e1000e");
+}
+
+BOOST_AUTO_TEST_CASE(function_no_probe_ever_reaches_fails_after_the_wait) {
+  Fixture f;
+  f.kernel.AddArriving(kArriving);
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  node.probe_wait = std::chrono::milliseconds(100);
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::Status st = Enable(node, store, f.Device(kArriving.address), f.Protect(), "config");
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(100)));
+  BOOST_TEST(
+      std::string(st.message())
+              .find("pci 0000:00:06.0: after drivers_probe it is on no driver, not vfio-pci") == 0,
+      st.message());
+  BOOST_TEST(f.kernel.Override(kArriving.address) == "");
+  BOOST_TEST(store.intents().empty());
 }
 
 BOOST_AUTO_TEST_CASE(failed_enable_gives_the_device_back) {
