@@ -430,6 +430,9 @@ class Daemon {
           devices_.insert(it, *std::move(dev));
         }
         removed_.erase(ev.name);  // plugged back in: no longer "removed while allocated"
+        // A new arrival gets a fresh attempt (bind and unbind events, which our own attempts
+        // cause, do not: a refusal stays until the next reload).
+        if (ev.action == "add") refused_.erase(*address);
         changed = true;
       } else if (known) {
         if (ev.action != "remove") {
