@@ -311,7 +311,7 @@ std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
                             : absl::FailedPreconditionError(
                                   absl::StrCat("pci ", text, ": no IOMMU group any more"));
       if (st.ok() && intent.original_driver.empty() && !natural.empty()) {
-        st = store.Update([&](auto& m) { m[address].original_driver = natural; });
+        st = store.Update([&, a = dev->address](auto& m) { m[a].original_driver = natural; });
       }
       if (st.ok()) node.log.info("pci {}: re-applied: on vfio-pci", text);
     } else {
