@@ -337,7 +337,7 @@ def measure(args, emu: Emulator, daemon: subprocess.Popen, t_start: int, results
                          f"registered within 60 s (daemon exit code {daemon.poll()})")
     devices = {r: [d["id"] for d in start["first_list_devices"].get(r, [])] for r in RESOURCES}
     if any(len(v) != DEVICES_PER_RESOURCE for v in devices.values()):
-        raise SetupError("some first ListAndWatch list does not hold 32 devices")
+        raise SetupError("some first ListAndWatch list does not hold 32 devices: " + str({r: len(v) for r, v in devices.items() if len(v) != DEVICES_PER_RESOURCE}) + f" healthy at {len(start['healthy_at'])}")
     print(f"a. start-up measured ({len(start['healthy_at'])}/64 resources with 32 healthy)",
           flush=True)
     time.sleep(0.5)
