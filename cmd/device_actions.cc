@@ -109,7 +109,8 @@ absl::StatusOr<std::map<std::string, std::string>> ListHoldersNow(const std::str
   struct stat st;
   if (::stat(socket.c_str(), &st) != 0 && errno == ENOENT) return plugin::DeviceHolders{};
   std::promise<absl::StatusOr<plugin::DeviceHolders>> result;
-  plugin::ListPodResourcesAsync(socket, {}, std::chrono::seconds(2),
+  plugin::ClientQueue calls;
+  plugin::ListPodResourcesAsync(calls, socket, {}, std::chrono::seconds(2),
                                 [&result](absl::StatusOr<plugin::DeviceHolders> holders) {
                                   result.set_value(std::move(holders));
                                 });

@@ -8,9 +8,9 @@
 
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "core/status.h"
 
@@ -34,173 +34,251 @@ void FillList(const Resource& resource, v1beta1::ListAndWatchResponse& out) {
 
 }  // namespace
 
-class Watcher;
+namespace {
+
+// Every call object on the server's completion queue. Its tags are Events naming the object
+// and what completed; the queue's one thread dispatches them to Proceed.
+class Call {
+ public:
+  virtual ~Call() = default;
+  virtual void Proceed(int what, bool ok) = 0;
+};
+
+struct Event {
+  Call* call;
+  int what;
+};
+
+class Stream;
+
+}  // namespace
 
 struct DevicePluginServer::State {
   std::string socket_path;
   std::string resource_name;
   ServerHooks hooks;
+  v1beta1::DevicePlugin::AsyncService service;
   std::unique_ptr<grpc::Server> server;
-  std::unique_ptr<v1beta1::DevicePlugin::CallbackService> service;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq;
+  std::thread thread;  // the only one waiting on `cq`
 
   std::mutex mu;
-  std::condition_variable drained;           // signalled when `watchers` becomes empty
   std::shared_ptr<const Resource> resource;  // guarded by mu
   uint64_t generation = 0;                   // guarded by mu
-  std::set<Watcher*> watchers;               // guarded by mu
-  bool stopping = false;                     // guarded by mu
+  std::set<Call*> calls;                     // every live call object; guarded by mu
+  std::set<Stream*> streams;                 // ListAndWatch streams; guarded by mu
+  bool stopping = false;                     // no new calls accepted; guarded by mu
+  bool cq_closed = false;                    // no new operations may start; guarded by mu
 
   std::shared_ptr<const Resource> Current() {
     std::lock_guard<std::mutex> lock(mu);
     return resource;
   }
+  // Waits on the queue without a timeout: an idle plugin never wakes up.
+  void Run() {
+    void* tag;
+    bool ok;
+    while (cq->Next(&tag, &ok)) {
+      auto* event = static_cast<Event*>(tag);
+      event->call->Proceed(event->what, ok);
+    }
+  }
 };
+
+using State = DevicePluginServer::State;
+
+namespace {
 
 // One ListAndWatch stream: sends the full list at start and after every Update, one write in
 // flight at a time; a write that completes with a newer generation pending sends again.
-class Watcher : public grpc::ServerWriteReactor<v1beta1::ListAndWatchResponse> {
+class Stream final : public Call {
  public:
-  explicit Watcher(DevicePluginServer::State* state) : state_(state) {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->stopping) {
-      finished_ = true;
-      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "device plugin stopping"));
-      return;
+  // Called with state->mu held.
+  static void Listen(State* state) {
+    auto* s = new Stream(state);
+    state->calls.insert(s);
+    s->ctx_.AsyncNotifyWhenDone(&s->done_);
+    state->service.RequestListAndWatch(&s->ctx_, &s->request_, &s->writer_, state->cq.get(),
+                                       state->cq.get(), &s->started_);
+  }
+
+  void Proceed(int what, bool ok) override {
+    std::unique_lock<std::mutex> lock(state_->mu);
+    switch (what) {
+      case kStarted:
+        // Not started (the server is stopping): no other tag comes; freed with the queue.
+        if (!ok) return;
+        if (!state_->stopping) Listen(state_);
+        live_ = true;
+        state_->streams.insert(this);
+        break;
+      case kWritten:
+        writing_ = false;
+        if (!ok) finished_ = true;  // the kubelet went away
+        break;
+      case kFinished:
+        finishing_ = false;
+        break;
+      case kDone:
+        done_seen_ = true;
+        finished_ = true;
+        break;
     }
-    state_->watchers.insert(this);
     MaybeWriteLocked();
+    if (live_ && done_seen_ && !writing_ && !finishing_) {
+      state_->streams.erase(this);
+      state_->calls.erase(this);
+      lock.unlock();
+      delete this;
+    }
   }
 
   // Called with state_->mu held.
   void MaybeWriteLocked() {
-    if (writing_ || finished_ || sent_ == state_->generation) return;
+    if (!live_ || writing_ || finishing_ || finished_ || state_->cq_closed) return;
+    if (state_->stopping) {
+      finished_ = finishing_ = true;
+      writer_.Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "device plugin stopping"),
+                     &finished_event_);
+      return;
+    }
+    if (sent_ == state_->generation) return;
     FillList(*state_->resource, response_);
     sent_ = state_->generation;
     writing_ = true;
-    StartWrite(&response_);
-  }
-  // Called with state_->mu held.
-  void FinishLocked(const grpc::Status& status) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(status);
+    writer_.Write(response_, &written_);
   }
 
-  void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    writing_ = false;
-    if (!ok) {
-      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream closed"));
+ private:
+  enum { kStarted, kWritten, kFinished, kDone };
+  explicit Stream(State* state) : state_(state), writer_(&ctx_) {}
+
+  State* state_;
+  grpc::ServerContext ctx_;
+  v1beta1::Empty request_;
+  grpc::ServerAsyncWriter<v1beta1::ListAndWatchResponse> writer_;
+  v1beta1::ListAndWatchResponse response_;
+  Event started_{this, kStarted}, written_{this, kWritten}, finished_event_{this, kFinished},
+      done_{this, kDone};
+  uint64_t sent_ = 0;
+  bool live_ = false, writing_ = false, finishing_ = false, finished_ = false, done_seen_ = false;
+};
+
+// One unary call of one method; `Handle` computes the answer on the queue's thread.
+template <class Request, class Response>
+class Unary final : public Call {
+ public:
+  using RequestFn = void (v1beta1::DevicePlugin::AsyncService::*)(
+      grpc::ServerContext*, Request*, grpc::ServerAsyncResponseWriter<Response>*,
+      grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
+  using Handler = grpc::Status (*)(State&, const Request&, Response&);
+
+  // Called with state->mu held.
+  static void Listen(State* state, RequestFn request, Handler handle) {
+    auto* u = new Unary(state, request, handle);
+    state->calls.insert(u);
+    (state->service.*request)(&u->ctx_, &u->request_, &u->writer_, state->cq.get(), state->cq.get(),
+                              &u->started_);
+  }
+
+  void Proceed(int what, bool ok) override {
+    if (what == kFinished) {
+      std::unique_lock<std::mutex> lock(state_->mu);
+      state_->calls.erase(this);
+      lock.unlock();
+      delete this;
       return;
     }
-    MaybeWriteLocked();
-  }
-  void OnCancel() override {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    FinishLocked(grpc::Status::CANCELLED);
-  }
-  void OnDone() override {
+    if (!ok) return;  // not started (the server is stopping): freed with the queue
     {
       std::lock_guard<std::mutex> lock(state_->mu);
-      state_->watchers.erase(this);
-      if (state_->watchers.empty()) state_->drained.notify_all();
+      if (!state_->stopping) Listen(state_, request_fn_, handle_);
     }
-    delete this;
+    const grpc::Status status = handle_(*state_, request_, response_);
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->cq_closed) return;  // cancelled by the shutdown; freed with the queue
+    if (status.ok()) {
+      writer_.Finish(response_, status, &finished_);
+    } else {
+      writer_.FinishWithError(status, &finished_);
+    }
   }
 
  private:
-  // Not owned: the server's destructor waits until every watcher is done before freeing it, so
-  // the State (and the grpc::Server in it) is never destroyed on one of gRPC's own threads.
-  DevicePluginServer::State* state_;
-  v1beta1::ListAndWatchResponse response_;
-  uint64_t sent_ = 0;
-  bool writing_ = false;
-  bool finished_ = false;
+  enum { kStarted, kFinished };
+  Unary(State* state, RequestFn request, Handler handle)
+      : state_(state), request_fn_(request), handle_(handle), writer_(&ctx_) {}
+
+  State* state_;
+  RequestFn request_fn_;
+  Handler handle_;
+  grpc::ServerContext ctx_;
+  Request request_;
+  Response response_;
+  grpc::ServerAsyncResponseWriter<Response> writer_;
+  Event started_{this, kStarted}, finished_{this, kFinished};
 };
 
-class DevicePluginService : public v1beta1::DevicePlugin::CallbackService {
- public:
-  explicit DevicePluginService(DevicePluginServer::State* state) : state_(state) {}
+grpc::Status GetOptions(State&, const v1beta1::Empty&, v1beta1::DevicePluginOptions& out) {
+  out.set_pre_start_required(true);
+  out.set_get_preferred_allocation_available(true);
+  return grpc::Status::OK;
+}
 
-  grpc::ServerUnaryReactor* GetDevicePluginOptions(grpc::CallbackServerContext* ctx,
-                                                   const v1beta1::Empty*,
-                                                   v1beta1::DevicePluginOptions* out) override {
-    out->set_pre_start_required(true);
-    out->set_get_preferred_allocation_available(true);
-    return Done(ctx, grpc::Status::OK);
+grpc::Status GetPreferred(State& state, const v1beta1::PreferredAllocationRequest& req,
+                          v1beta1::PreferredAllocationResponse& out) {
+  const auto resource = state.Current();
+  for (const auto& c : req.container_requests()) {
+    const std::vector<std::string> available(c.available_deviceids().begin(),
+                                             c.available_deviceids().end());
+    const std::vector<std::string> must(c.must_include_deviceids().begin(),
+                                        c.must_include_deviceids().end());
+    const size_t size = c.allocation_size() > 0 ? static_cast<size_t>(c.allocation_size()) : 0;
+    auto* answer = out.add_container_responses();
+    for (const std::string& id : PreferredAllocation(*resource, available, must, size)) {
+      answer->add_deviceids(id);
+    }
   }
+  return grpc::Status::OK;
+}
 
-  grpc::ServerWriteReactor<v1beta1::ListAndWatchResponse>* ListAndWatch(
-      grpc::CallbackServerContext*, const v1beta1::Empty*) override {
-    return new Watcher(state_);
-  }
-
-  grpc::ServerUnaryReactor* GetPreferredAllocation(
-      grpc::CallbackServerContext* ctx, const v1beta1::PreferredAllocationRequest* req,
-      v1beta1::PreferredAllocationResponse* out) override {
-    DevicePluginServer::State* state = state_;
-    const auto resource = state->Current();
-    for (const auto& c : req->container_requests()) {
-      const std::vector<std::string> available(c.available_deviceids().begin(),
-                                               c.available_deviceids().end());
-      const std::vector<std::string> must(c.must_include_deviceids().begin(),
-                                          c.must_include_deviceids().end());
-      const size_t size = c.allocation_size() > 0 ? static_cast<size_t>(c.allocation_size()) : 0;
-      auto* answer = out->add_container_responses();
-      for (const std::string& id : PreferredAllocation(*resource, available, must, size)) {
-        answer->add_deviceids(id);
+grpc::Status Allocate(State& state, const v1beta1::AllocateRequest& req,
+                      v1beta1::AllocateResponse& out) {
+  const auto resource = state.Current();
+  for (const auto& c : req.container_requests()) {
+    const std::vector<std::string> ids(c.devices_ids().begin(), c.devices_ids().end());
+    auto plan = PlanAllocation(*resource, ids);
+    if (plan.ok() && state.hooks.on_allocate) {
+      if (absl::Status hooked = state.hooks.on_allocate(*resource, ids, *plan); !hooked.ok()) {
+        plan = hooked;
       }
     }
-    return Done(ctx, grpc::Status::OK);
-  }
-
-  grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* ctx,
-                                     const v1beta1::AllocateRequest* req,
-                                     v1beta1::AllocateResponse* out) override {
-    DevicePluginServer::State* state = state_;
-    const auto resource = state->Current();
-    for (const auto& c : req->container_requests()) {
-      const std::vector<std::string> ids(c.devices_ids().begin(), c.devices_ids().end());
-      auto plan = PlanAllocation(*resource, ids);
-      if (plan.ok() && state->hooks.on_allocate) {
-        if (absl::Status hooked = state->hooks.on_allocate(*resource, ids, *plan); !hooked.ok()) {
-          plan = hooked;
-        }
-      }
-      if (!plan.ok()) {
-        out->Clear();  // never a partial answer
-        return Done(ctx, ToGrpc(plan.status()));
-      }
-      auto* answer = out->add_container_responses();
-      for (const auto& [key, value] : plan->envs) (*answer->mutable_envs())[key] = value;
-      for (const DeviceNode& node : plan->nodes) {
-        auto* spec = answer->add_devices();
-        spec->set_host_path(node.path);
-        spec->set_container_path(node.path);
-        spec->set_permissions(node.permissions);
-      }
+    if (!plan.ok()) {
+      out.Clear();  // never a partial answer
+      return ToGrpc(plan.status());
     }
-    return Done(ctx, grpc::Status::OK);
+    auto* answer = out.add_container_responses();
+    for (const auto& [key, value] : plan->envs) (*answer->mutable_envs())[key] = value;
+    for (const DeviceNode& node : plan->nodes) {
+      auto* spec = answer->add_devices();
+      spec->set_host_path(node.path);
+      spec->set_container_path(node.path);
+      spec->set_permissions(node.permissions);
+    }
   }
+  return grpc::Status::OK;
+}
 
-  grpc::ServerUnaryReactor* PreStartContainer(grpc::CallbackServerContext* ctx,
-                                              const v1beta1::PreStartContainerRequest* req,
-                                              v1beta1::PreStartContainerResponse*) override {
-    DevicePluginServer::State* state = state_;
-    if (!state->hooks.pre_start) return Done(ctx, grpc::Status::OK);
-    const std::vector<std::string> ids(req->devices_ids().begin(), req->devices_ids().end());
-    return Done(ctx, ToGrpc(state->hooks.pre_start(*state->Current(), ids)));
-  }
+grpc::Status PreStart(State& state, const v1beta1::PreStartContainerRequest& req,
+                      v1beta1::PreStartContainerResponse&) {
+  if (!state.hooks.pre_start) return grpc::Status::OK;
+  const std::vector<std::string> ids(req.devices_ids().begin(), req.devices_ids().end());
+  return ToGrpc(state.hooks.pre_start(*state.Current(), ids));
+}
 
- private:
-  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, grpc::Status status) {
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(std::move(status));
-    return reactor;
-  }
+using Service = v1beta1::DevicePlugin::AsyncService;
 
-  DevicePluginServer::State* state_;  // outlives every handler (see ~DevicePluginServer)
-};
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<DevicePluginServer>> DevicePluginServer::Start(
     const std::string& socket_path, Resource resource, ServerHooks hooks) {
@@ -213,57 +291,62 @@ absl::StatusOr<std::unique_ptr<DevicePluginServer>> DevicePluginServer::Start(
   state->hooks = std::move(hooks);
   state->resource = std::make_shared<const Resource>(std::move(resource));
   state->generation = 1;
-  state->service = std::make_unique<DevicePluginService>(state.get());
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix://" + socket_path, grpc::InsecureServerCredentials());
-  builder.RegisterService(state->service.get());
+  builder.RegisterService(&state->service);
+  state->cq = builder.AddCompletionQueue();
   state->server = builder.BuildAndStart();
   if (!state->server) {
     return absl::UnavailableError(
         absl::StrCat(state->resource_name, ": cannot listen on ", socket_path));
   }
-  if (::chmod(socket_path.c_str(), 0600) != 0) {
-    const absl::Status st =
-        ErrnoStatus(errno, absl::StrCat(state->resource_name, ": chmod 0600 ", socket_path));
-    state->server->Shutdown();
-    ::unlink(socket_path.c_str());
-    return st;
+  {
+    std::lock_guard<std::mutex> lock(state->mu);
+    State* s = state.get();
+    Unary<v1beta1::Empty, v1beta1::DevicePluginOptions>::Listen(
+        s, &Service::RequestGetDevicePluginOptions, &GetOptions);
+    Stream::Listen(s);
+    Unary<v1beta1::PreferredAllocationRequest, v1beta1::PreferredAllocationResponse>::Listen(
+        s, &Service::RequestGetPreferredAllocation, &GetPreferred);
+    Unary<v1beta1::AllocateRequest, v1beta1::AllocateResponse>::Listen(s, &Service::RequestAllocate,
+                                                                       &Allocate);
+    Unary<v1beta1::PreStartContainerRequest, v1beta1::PreStartContainerResponse>::Listen(
+        s, &Service::RequestPreStartContainer, &PreStart);
   }
-  return std::unique_ptr<DevicePluginServer>(new DevicePluginServer(std::move(state)));
+  state->thread = std::thread([s = state.get()] { s->Run(); });
+  auto server = std::unique_ptr<DevicePluginServer>(new DevicePluginServer(std::move(state)));
+  if (::chmod(socket_path.c_str(), 0600) != 0) {
+    return ErrnoStatus(errno, absl::StrCat(server->resource_name(), ": chmod 0600 ", socket_path));
+  }
+  return server;
 }
 
 DevicePluginServer::DevicePluginServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 DevicePluginServer::~DevicePluginServer() {
   {
+    // Streams end with UNAVAILABLE (the kubelet then waits for a new registration).
     std::lock_guard<std::mutex> lock(state_->mu);
     state_->stopping = true;
-    for (Watcher* w : state_->watchers) {
-      w->FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "device plugin stopping"));
-    }
+    for (Stream* s : state_->streams) s->MaybeWriteLocked();
   }
   state_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  state_->server->Wait();
-  bool drained;
   {
-    std::unique_lock<std::mutex> lock(state_->mu);
-    drained = state_->drained.wait_for(lock, std::chrono::seconds(2),
-                                       [&] { return state_->watchers.empty(); });
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->cq_closed = true;
   }
+  state_->cq->Shutdown();
+  state_->thread.join();  // returns once every tag is drained
+  for (Call* c : state_->calls) delete c;
   ::unlink(state_->socket_path.c_str());
-  if (!drained) {
-    // A stream gRPC never completed: keep its State alive rather than free it under the stream
-    // (a bounded leak instead of a use-after-free). Seen rarely under rapid kubelet restarts.
-    (void)state_.release();
-  }
 }
 
 void DevicePluginServer::Update(Resource resource) {
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->resource = std::make_shared<const Resource>(std::move(resource));
   ++state_->generation;
-  for (Watcher* w : state_->watchers) w->MaybeWriteLocked();
+  for (Stream* s : state_->streams) s->MaybeWriteLocked();
 }
 
 const std::string& DevicePluginServer::socket_path() const { return state_->socket_path; }

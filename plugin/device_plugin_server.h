@@ -1,12 +1,13 @@
 // File: plugin/device_plugin_server.h
 //
 // One kubelet device plugin (v1beta1) for one resource, served on its own unix socket (mode
-// 0600). Uses the gRPC callback API: ListAndWatch streams pin no threads, and every stream gets
-// the full device list again within milliseconds of Update(). Allocate answers come from
+// 0600). Uses gRPC's async API: one completion queue per server and one thread blocked on it
+// without a timeout (an idle plugin never wakes up); every ListAndWatch stream gets the full
+// device list again within milliseconds of Update(). Allocate answers come from
 // plugin/allocation.h; an unknown, duplicate or unhealthy ID fails the whole call.
 //
-// Thread safety: Update() may be called from any thread (the owner thread does). The gRPC handlers
-// run on gRPC's threads and only read the latest published Resource.
+// Thread safety: Update() may be called from any thread (the owner thread does). The handlers
+// run on the server's queue thread and only read the latest published Resource.
 #pragma once
 
 #include <absl/status/status.h>

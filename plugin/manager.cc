@@ -19,23 +19,11 @@ constexpr std::chrono::milliseconds kRegisterDebounce{100};
 PluginManager::PluginManager(Options options, std::function<void(std::function<void()>)> post,
                              spdlog::logger& log)
     : options_(std::move(options)),
-      keepalive_service_(std::make_unique<v1beta1::Registration::CallbackService>()),
       post_(std::move(post)),
       log_(log),
-      alive_(std::make_shared<bool>(true)) {
-  grpc::ServerBuilder builder;  // no listening port: it only holds the callback queue
-  builder.RegisterService(keepalive_service_.get());
-  callback_cq_keepalive_ = builder.BuildAndStart();
-}
+      alive_(std::make_shared<bool>(true)) {}
 
-PluginManager::~PluginManager() {
-  *alive_ = false;
-  plugins_.clear();  // the plugins' servers first, the keep-alive last
-  if (callback_cq_keepalive_) {
-    callback_cq_keepalive_->Shutdown();
-    callback_cq_keepalive_->Wait();
-  }
-}
+PluginManager::~PluginManager() { *alive_ = false; }
 
 void PluginManager::Start(const std::string& name, const Resource& resource, bool register_now) {
   Entry& e = plugins_[name];
@@ -68,7 +56,7 @@ void PluginManager::Register(const std::string& name) {
   std::weak_ptr<bool> alive = alive_;
   // The callback may run after this manager is gone: it touches only its own copies until the
   // posted closure, on the owner thread, has checked `alive`.
-  RegisterAsync(req, [this, post = post_, alive, name, attempt](absl::Status status) {
+  RegisterAsync(calls_, req, [this, post = post_, alive, name, attempt](absl::Status status) {
     post([this, alive, name, attempt, status] {
       if (auto a = alive.lock(); !a || !*a) return;
       auto it = plugins_.find(name);

@@ -9,8 +9,6 @@
 // function on the owner thread).
 #pragma once
 
-#include <grpcpp/grpcpp.h>
-
 #include <chrono>
 #include <functional>
 #include <map>
@@ -18,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "plugin/client_queue.h"
 #include "plugin/device_plugin_server.h"
 #include "plugin/resources.h"
 
@@ -68,12 +67,7 @@ class PluginManager {
   void Register(const std::string& name);
 
   Options options_;
-  // gRPC 1.51 shares one "alternative" completion queue (and its nexting threads) among all
-  // callback servers, freed when the last server goes. Destroying a plugin's server while the
-  // next one starts raced on that refcount (an ASan double free in grpc_cq_internal_unref, seen
-  // under rapid kubelet restarts). This port-less server holds a reference for our lifetime.
-  std::unique_ptr<grpc::Server> callback_cq_keepalive_;
-  std::unique_ptr<grpc::Service> keepalive_service_;
+  ClientQueue calls_;  // Register calls; outlives plugins_ (declared first, destroyed last)
   std::function<void(std::function<void()>)> post_;
   spdlog::logger& log_;
   std::map<std::string, Entry> plugins_;

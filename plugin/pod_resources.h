@@ -1,7 +1,8 @@
 // File: plugin/pod_resources.h
 //
 // Asks the kubelet's PodResources API (`/v1.PodResourcesLister/List`) which container holds which
-// device. Asynchronous, like registration: `done` runs on a gRPC thread.
+// device. Asynchronous, like registration: `done` runs on the queue's
+// thread.
 #pragma once
 
 #include <absl/status/statusor.h>
@@ -12,13 +13,16 @@
 #include <set>
 #include <string>
 
+#include "plugin/client_queue.h"
+
 namespace pcid::plugin {
 
 // Device ID -> "<namespace>/<pod>/<container>", for the devices of `resources` only (every
 // resource when `resources` is empty).
 using DeviceHolders = std::map<std::string, std::string>;
 
-void ListPodResourcesAsync(const std::string& socket, const std::set<std::string>& resources,
+void ListPodResourcesAsync(ClientQueue& queue, const std::string& socket,
+                           const std::set<std::string>& resources,
                            std::chrono::milliseconds timeout,
                            std::function<void(absl::StatusOr<DeviceHolders>)> done);
 

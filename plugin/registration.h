@@ -2,7 +2,7 @@
 //
 // Registers a device plugin with the kubelet (`/v1beta1.Registration/Register` on kubelet.sock).
 // Asynchronous: the caller's thread never waits on a kubelet that does not answer; `done` runs on
-// a gRPC thread with OK or the failure (DeadlineExceeded for a silent kubelet).
+// the queue's thread with OK or the failure (DeadlineExceeded for a silent kubelet).
 #pragma once
 
 #include <absl/status/status.h>
@@ -10,6 +10,8 @@
 #include <chrono>
 #include <functional>
 #include <string>
+
+#include "plugin/client_queue.h"
 
 namespace pcid::plugin {
 
@@ -20,6 +22,7 @@ struct RegistrationRequest {
   std::chrono::milliseconds timeout{5000};
 };
 
-void RegisterAsync(const RegistrationRequest& request, std::function<void(absl::Status)> done);
+void RegisterAsync(ClientQueue& queue, const RegistrationRequest& request,
+                   std::function<void(absl::Status)> done);
 
 }  // namespace pcid::plugin

@@ -1,0 +1,29 @@
+#include "plugin/client_queue.h"
+
+namespace pcid::plugin {
+
+ClientQueue::ClientQueue() : thread_([this] { Run(); }) {}
+
+ClientQueue::~ClientQueue() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    for (ClientCall* c : calls_) c->context.TryCancel();
+  }
+  cq_.Shutdown();
+  thread_.join();  // every call's Finish tag is delivered before Next returns false
+}
+
+void ClientQueue::Run() {
+  void* tag;
+  bool ok;
+  while (cq_.Next(&tag, &ok)) {
+    auto* call = static_cast<ClientCall*>(tag);
+    call->Done(ok);
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.erase(call);
+    delete call;
+  }
+}
+
+}  // namespace pcid::plugin

@@ -1,0 +1,58 @@
+// File: plugin/client_queue.h
+//
+// Our gRPC client calls to the kubelet (Register, PodResources List) complete on one completion
+// queue owned here, waited on by one thread without a timeout: while no call is in flight
+// nothing wakes up. (gRPC 1.51's callback API polls its shared queue every second from two
+// threads, the only periodic wake-ups an idle daemon had.)
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace pcid::plugin {
+
+// One unary call in flight: `Finish` of its response reader takes the call itself as the tag.
+class ClientCall {
+ public:
+  virtual ~ClientCall() = default;
+  // On the queue's thread, once: ok == false only when the queue shuts down under it.
+  virtual void Done(bool ok) = 0;
+  grpc::ClientContext context;
+};
+
+class ClientQueue {
+ public:
+  ClientQueue();
+  // Cancels the calls in flight (their Done runs, with CANCELLED), then stops the thread.
+  ~ClientQueue();
+  ClientQueue(const ClientQueue&) = delete;
+  ClientQueue& operator=(const ClientQueue&) = delete;
+
+  // Starts `call`: `start(cq)` begins the RPC on `cq` and asks for `Finish` with the call as the
+  // tag. The queue owns the call until its Done has run. False when the queue is shutting down
+  // (the call is dropped without Done).
+  template <class Start>
+  bool Add(std::unique_ptr<ClientCall> call, Start start) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return false;
+    ClientCall* c = call.release();
+    calls_.insert(c);
+    start(&cq_, c);
+    return true;
+  }
+
+ private:
+  void Run();
+
+  grpc::CompletionQueue cq_;
+  std::mutex mu_;
+  std::set<ClientCall*> calls_;  // guarded by mu_
+  bool closed_ = false;          // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace pcid::plugin
