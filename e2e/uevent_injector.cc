@@ -9,15 +9,22 @@
 //                                        the caller has filled TESTBED_DIR/sys)
 //   add-pci ADDR VENDOR DEVICE CLASS     adds /sys/devices/pci0000:00/ADDR with those attributes
 //                                        (hex without 0x) and a uevent; emits "add"
+//   add-bound-pci ADDR VENDOR DEVICE CLASS GROUP
+//                                        the same, already on vfio-pci in IOMMU group GROUP (links
+//                                        and /dev/vfio/GROUP in place), as a hot-plugged function
+//                                        the kernel has bound; emits "add"
 //   link SYSPATH_REL NAME TARGET         creates the symlink /sys/SYSPATH_REL/NAME -> TARGET
 //   uevent SYSPATH ACTION                emits ACTION for /sys/... SYSPATH
 //   remove SYSPATH                       emits "remove", then deletes the device
 //   quit                                 SIGTERM to the daemon, waits for it, exits with its code
 // Each command answers one line: {"ok": true, "syspath": ...} or {"ok": false, ...}.
 #include <signal.h>
+#include <sys/stat.h>
 #include <umockdev.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -25,6 +32,14 @@
 #include <vector>
 
 #include "cmd/daemon_command.h"
+
+// Wall clock in microseconds, as the kubelet emulator stamps its events ("t_us"): replies carry
+// the moment the uevent left ("sent_us"), so latencies exclude this harness.
+long long NowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 int main(int argc, char** argv) {
   // The daemon takes SIGTERM through a signalfd: block it in every thread, this one first.
@@ -66,6 +81,39 @@ int main(int argc, char** argv) {
       // umockdev puts the device under /sys/devices/<addr>; bus/pci/devices links it.
       std::cout << "{\"ok\": true, \"syspath\": \"" << syspath << "\"}" << std::endl;
       g_free(syspath);
+    } else if (cmd == "add-bound-pci") {
+      std::string addr, vendor, device, klass, group;
+      in >> addr >> vendor >> device >> klass >> group;
+      const std::string path = "/sys/devices/" + addr;
+      // A umockdev record: links cannot be given to add_device, and the daemon must see them
+      // in place when the "add" arrives (a real kernel assigns the group before it).
+      const std::string record =
+          "P: /devices/" + addr +
+          "\nE: SUBSYSTEM=pci\nE: DRIVER=vfio-pci\nE: PCI_SLOT_NAME=" + addr +
+          "\nE: PCI_ID=" + vendor + ":" + device + "\nA: vendor=0x" + vendor + "\nA: device=0x" +
+          device + "\nA: class=0x" + klass +
+          "\nA: numa_node=0\nA: driver_override=vfio-pci\\n\nA: "
+          "uevent=DRIVER=vfio-pci\\nPCI_CLASS=" +
+          klass + "\\nPCI_ID=" + vendor + ":" + device + "\\nPCI_SLOT_NAME=" + addr +
+          "\\n\nL: driver=../../bus/pci/drivers/vfio-pci\nL: "
+          "iommu_group=../../kernel/iommu_groups/" +
+          group + "\n";
+      const std::string groups = std::string(root) + "/sys/kernel/iommu_groups/" + group;
+      ::mkdir(groups.c_str(), 0755);
+      ::mkdir((groups + "/devices").c_str(), 0755);
+      const std::string node = std::string(root) + "/dev/vfio/" + group;
+      if (FILE* f = std::fopen(node.c_str(), "w")) std::fclose(f);
+      GError* error = nullptr;
+      if (!umockdev_testbed_add_from_string(tb, record.c_str(), &error)) {
+        std::cout << "{\"ok\": false, \"error\": \"" << (error ? error->message : "?") << "\"}"
+                  << std::endl;
+        g_clear_error(&error);
+        continue;
+      }
+      const long long sent = NowUs();
+      umockdev_testbed_uevent(tb, path.c_str(), "add");
+      std::cout << "{\"ok\": true, \"syspath\": \"" << path << "\", \"sent_us\": " << sent << "}"
+                << std::endl;
     } else if (cmd == "link") {
       std::string rel, name, target;
       in >> rel >> name >> target;
@@ -81,9 +129,10 @@ int main(int argc, char** argv) {
     } else if (cmd == "remove") {
       std::string syspath;
       in >> syspath;
+      const long long sent = NowUs();
       umockdev_testbed_uevent(tb, syspath.c_str(), "remove");
       umockdev_testbed_remove_device(tb, syspath.c_str());
-      std::cout << "{\"ok\": true}" << std::endl;
+      std::cout << "{\"ok\": true, \"sent_us\": " << sent << "}" << std::endl;
     } else {
       std::cout << "{\"ok\": false, \"error\": \"bad command\"}" << std::endl;
     }
