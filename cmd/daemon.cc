@@ -606,7 +606,25 @@ class Daemon {
     const std::string holder = absl::StrCat("allocation #", ++allocations_);
     for (const std::string& id : ids) pending_[id] = {holder, SteadyClock::now()};
     // Only a device sharing its IOMMU group can change another device's health.
-    if (SharedGroupAllocated()) Replan(/*probe=*/false);
+    if (SharesGroup(ids)) Replan(/*probe=*/false);
+  }
+
+  // True when one of `ids` shares its IOMMU group with another function.
+  bool SharesGroup(const std::vector<std::string>& ids) const {
+    std::set<unsigned> groups;
+    for (const std::string& id : ids) {
+      auto address = ParsePciAddress(id);
+      const PciDevice* d = address.ok() ? FindPciDevice(devices_, *address) : nullptr;
+      if (d && d->iommu_group) groups.insert(*d->iommu_group);
+    }
+    if (groups.empty()) return false;
+    std::map<unsigned, int> members;
+    for (const PciDevice& d : devices_) {
+      if (d.iommu_group && groups.count(*d.iommu_group) && ++members[*d.iommu_group] > 1) {
+        return true;
+      }
+    }
+    return false;
   }
 
   int Run() {
@@ -716,17 +734,17 @@ class Daemon {
       }
       return absl::OkStatus();
     };
-    hooks.on_allocate = [this](const plugin::Resource& r, const std::vector<std::string>& ids,
+    hooks.on_allocate = [this](const plugin::Resource& r, const std::vector<std::string>&,
                                const plugin::ContainerAllocation& a) -> absl::Status {
-      if (r.usb) {
-        // QEMU runs as the VM's user, not root: the device node must be theirs.
-        for (const plugin::DeviceNode& node : a.nodes) {
-          PCID_RETURN_IF_ERROR(HandOver(node.path));
-        }
-        return absl::OkStatus();
+      if (!r.usb) return absl::OkStatus();
+      // QEMU runs as the VM's user, not root: the device node must be theirs.
+      for (const plugin::DeviceNode& node : a.nodes) {
+        PCID_RETURN_IF_ERROR(HandOver(node.path));
       }
-      Poster()([this, ids] { OnAllocated(ids); });
       return absl::OkStatus();
+    };
+    hooks.allocated = [this](const plugin::Resource& r, const std::vector<std::string>& ids) {
+      if (!r.usb) Poster()([this, ids] { OnAllocated(ids); });
     };
     return hooks;
   }

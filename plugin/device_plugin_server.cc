@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -171,7 +172,8 @@ class Unary final : public Call {
   using RequestFn = void (v1beta1::DevicePlugin::AsyncService::*)(
       grpc::ServerContext*, Request*, grpc::ServerAsyncResponseWriter<Response>*,
       grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
-  using Handler = grpc::Status (*)(State&, const Request&, Response&);
+  // `then`, if set, runs once the answer has gone out (bookkeeping that must not delay it).
+  using Handler = grpc::Status (*)(State&, const Request&, Response&, std::function<void()>& then);
 
   // Called with state->mu held.
   static void Listen(State* state, RequestFn request, Handler handle) {
@@ -183,6 +185,7 @@ class Unary final : public Call {
 
   void Proceed(int what, bool ok) override {
     if (what == kFinished) {
+      if (ok && then_) then_();
       std::unique_lock<std::mutex> lock(state_->mu);
       state_->calls.erase(this);
       lock.unlock();
@@ -194,7 +197,7 @@ class Unary final : public Call {
       std::lock_guard<std::mutex> lock(state_->mu);
       if (!state_->stopping) Listen(state_, request_fn_, handle_);
     }
-    const grpc::Status status = handle_(*state_, request_, response_);
+    const grpc::Status status = handle_(*state_, request_, response_, then_);
     std::lock_guard<std::mutex> lock(state_->mu);
     if (state_->cq_closed) return;  // cancelled by the shutdown; freed with the queue
     if (status.ok()) {
@@ -217,16 +220,18 @@ class Unary final : public Call {
   Response response_;
   grpc::ServerAsyncResponseWriter<Response> writer_;
   Event started_{this, kStarted}, finished_{this, kFinished};
+  std::function<void()> then_;
 };
 
-grpc::Status GetOptions(State&, const v1beta1::Empty&, v1beta1::DevicePluginOptions& out) {
+grpc::Status GetOptions(State&, const v1beta1::Empty&, v1beta1::DevicePluginOptions& out,
+                        std::function<void()>&) {
   out.set_pre_start_required(true);
   out.set_get_preferred_allocation_available(true);
   return grpc::Status::OK;
 }
 
 grpc::Status GetPreferred(State& state, const v1beta1::PreferredAllocationRequest& req,
-                          v1beta1::PreferredAllocationResponse& out) {
+                          v1beta1::PreferredAllocationResponse& out, std::function<void()>&) {
   const auto resource = state.Current();
   for (const auto& c : req.container_requests()) {
     const std::vector<std::string> available(c.available_deviceids().begin(),
@@ -243,8 +248,9 @@ grpc::Status GetPreferred(State& state, const v1beta1::PreferredAllocationReques
 }
 
 grpc::Status Allocate(State& state, const v1beta1::AllocateRequest& req,
-                      v1beta1::AllocateResponse& out) {
+                      v1beta1::AllocateResponse& out, std::function<void()>& then) {
   const auto resource = state.Current();
+  std::vector<std::string> all_ids;
   for (const auto& c : req.container_requests()) {
     const std::vector<std::string> ids(c.devices_ids().begin(), c.devices_ids().end());
     auto plan = PlanAllocation(*resource, ids);
@@ -257,6 +263,7 @@ grpc::Status Allocate(State& state, const v1beta1::AllocateRequest& req,
       out.Clear();  // never a partial answer
       return ToGrpc(plan.status());
     }
+    all_ids.insert(all_ids.end(), ids.begin(), ids.end());
     auto* answer = out.add_container_responses();
     for (const auto& [key, value] : plan->envs) (*answer->mutable_envs())[key] = value;
     for (const DeviceNode& node : plan->nodes) {
@@ -266,11 +273,16 @@ grpc::Status Allocate(State& state, const v1beta1::AllocateRequest& req,
       spec->set_permissions(node.permissions);
     }
   }
+  if (state.hooks.allocated) {
+    then = [&state, resource, all_ids = std::move(all_ids)] {
+      state.hooks.allocated(*resource, all_ids);
+    };
+  }
   return grpc::Status::OK;
 }
 
 grpc::Status PreStart(State& state, const v1beta1::PreStartContainerRequest& req,
-                      v1beta1::PreStartContainerResponse&) {
+                      v1beta1::PreStartContainerResponse&, std::function<void()>&) {
   if (!state.hooks.pre_start) return grpc::Status::OK;
   const std::vector<std::string> ids(req.devices_ids().begin(), req.devices_ids().end());
   return ToGrpc(state.hooks.pre_start(*state.Current(), ids));

@@ -32,6 +32,10 @@ struct ServerHooks {
   std::function<absl::Status(const Resource&, const std::vector<std::string>& ids,
                              const ContainerAllocation&)>
       on_allocate;
+  // Called on the server's thread once an Allocate answer has been sent, with every ID it
+  // gave out: bookkeeping that must not delay the answer (waking the daemon's loop before it
+  // cost a quiet node ~0.3 ms per Allocate, bench/run_plugin.py).
+  std::function<void(const Resource&, const std::vector<std::string>& ids)> allocated;
 };
 
 class DevicePluginServer {
