@@ -7,7 +7,8 @@ umockdev delivers synthetic uevents to the libudev monitors of the process ownin
 so the daemon runs inside uevent_injector (under umockdev-wrapper), its /sys being the testbed.
 Checks: an added function the config enables appears in ListAndWatch; bound to vfio-pci it turns
 Healthy; unplugged while allocated it stays listed as Unhealthy, plugged back in it is Healthy
-again, and once its pod is gone it leaves; an unplugged idle function leaves at once. Prints uevent -> ListAndWatch latencies.
+again, and once its pod is gone it leaves; an unplugged idle function leaves at once; a function
+refused on arrival is tried again when plugged in again. Prints uevent -> ListAndWatch latencies.
 """
 import json
 import os
@@ -22,6 +23,7 @@ from device_plugin_test import Emulator, check, failures  # noqa: E402
 
 GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
 NEW = "0000:82:00.0"
+NEW2 = "0000:83:00.0"  # no intent: served only when the config's enable succeeds
 
 
 class Injector:
@@ -141,6 +143,16 @@ def main():
             check(got and "0000:81:00.0" not in got[0], f"idle function removed: {got}")
             if got:
                 latencies.append(got[1] - sent)
+            # A function refused on arrival (no IOMMU group) and plugged again with one gets a
+            # fresh attempt: the config selects it, so it is bound and served.
+            r = inj.do(f"add-pci {NEW2} 10de 1c03 030000")
+            check(r["ok"], "refused function: add-pci")
+            got = gpu_list(emu, timeout=1)
+            check(got is None or NEW2 not in got[0], f"group-less function not served: {got}")
+            inj.do(f"remove {r['syspath']}")
+            check(inj.do(f"add-bound-pci {NEW2} 10de 1c03 030000 41")["ok"], "add-bound-pci")
+            got = gpu_list(emu)
+            check(got and got[0].get(NEW2) == "Healthy", f"re-plugged with a group: served {got}")
             print("uevent -> ListAndWatch (ms): " + ", ".join(f"{l / 1000:.2f}" for l in latencies))
         finally:
             code = inj.stop()
