@@ -538,14 +538,10 @@ class Daemon {
   // True when some allocated device shares its IOMMU group with another function: only then
   // can an allocation change another device's health, and only then is PodResources polled.
   bool SharedGroupAllocated() const {
-    std::map<unsigned, int> members;
-    for (const PciDevice& d : devices_) {
-      if (d.iommu_group) ++members[*d.iommu_group];
-    }
-    for (const PciDevice& d : devices_) {
-      if (d.iommu_group && members[*d.iommu_group] > 1 && Held(d.address.ToString())) return true;
-    }
-    return false;
+    std::vector<std::string> held;
+    for (const auto& [id, holder] : holders_) held.push_back(id);
+    for (const auto& [id, pending] : pending_) held.push_back(id);
+    return SharesGroup(held);
   }
 
   void SchedulePoll() {

@@ -6,22 +6,36 @@
 // threads, the only periodic wake-ups an idle daemon had.)
 #pragma once
 
+#include <absl/status/status.h>
+#include <absl/strings/str_cat.h>
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 
 namespace pcid::plugin {
 
-// One unary call in flight: `Finish` of its response reader takes the call itself as the tag.
+// One unary call in flight: `Finish` of its response reader takes the call itself as the tag and
+// writes `status`.
 class ClientCall {
  public:
   virtual ~ClientCall() = default;
   // On the queue's thread, once: ok == false only when the queue shuts down under it.
   virtual void Done(bool ok) = 0;
   grpc::ClientContext context;
+  grpc::Status status;
+
+ protected:
+  // What Done's `ok` and `status` say, as an absl::Status naming `what` on failure.
+  absl::Status Outcome(bool ok, const std::string& what) const {
+    const grpc::Status& st = ok ? status : grpc::Status::CANCELLED;
+    if (st.ok()) return absl::OkStatus();
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                        absl::StrCat(what, ": ", st.error_message()));
+  }
 };
 
 class ClientQueue {

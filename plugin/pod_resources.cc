@@ -22,13 +22,11 @@ class ListCall final : public ClientCall {
   void Start(grpc::CompletionQueue* cq) {
     stub_ = v1::PodResourcesLister::NewStub(LocalChannel(socket_));
     reader_ = stub_->AsyncList(&context, req_, cq);
-    reader_->Finish(&resp_, &status_, static_cast<ClientCall*>(this));
+    reader_->Finish(&resp_, &status, static_cast<ClientCall*>(this));
   }
   void Done(bool ok) override {
-    const grpc::Status st = ok ? status_ : grpc::Status::CANCELLED;
-    if (!st.ok()) {
-      done_(absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                         absl::StrCat("PodResources List on ", socket_, ": ", st.error_message())));
+    if (absl::Status st = Outcome(ok, absl::StrCat("PodResources List on ", socket_)); !st.ok()) {
+      done_(st);
       return;
     }
     DeviceHolders holders;
@@ -50,7 +48,6 @@ class ListCall final : public ClientCall {
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ListPodResourcesResponse>> reader_;
   v1::ListPodResourcesRequest req_;
   v1::ListPodResourcesResponse resp_;
-  grpc::Status status_;
   std::set<std::string> resources_;
   std::function<void(absl::StatusOr<DeviceHolders>)> done_;
   std::string socket_;

@@ -26,24 +26,15 @@ class RegisterCall final : public ClientCall {
   void Start(const std::string& socket, grpc::CompletionQueue* cq) {
     stub_ = v1beta1::Registration::NewStub(LocalChannel(socket));
     reader_ = stub_->AsyncRegister(&context, req_, cq);
-    reader_->Finish(&resp_, &status_, static_cast<ClientCall*>(this));
+    reader_->Finish(&resp_, &status, static_cast<ClientCall*>(this));
   }
-  void Done(bool ok) override {
-    if (ok && status_.ok()) {
-      done_(absl::OkStatus());
-      return;
-    }
-    const grpc::Status st = ok ? status_ : grpc::Status::CANCELLED;
-    done_(absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                       absl::StrCat(what_, ": ", st.error_message())));
-  }
+  void Done(bool ok) override { done_(Outcome(ok, what_)); }
 
  private:
   std::unique_ptr<v1beta1::Registration::Stub> stub_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1beta1::Empty>> reader_;
   v1beta1::RegisterRequest req_;
   v1beta1::Empty resp_;
-  grpc::Status status_;
   std::function<void(absl::Status)> done_;
   std::string what_;
 };

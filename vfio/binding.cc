@@ -19,6 +19,8 @@ void Step(const Node& node, int n) {
 
 std::string DevDir(const std::string& address) { return absl::StrCat("bus/pci/devices/", address); }
 
+std::string DriverText(const std::string& d) { return d.empty() ? "no driver" : d; }
+
 // The driver bound right now, from the kernel's own link: "" when none.
 absl::StatusOr<std::string> CurrentDriver(const Node& node, const std::string& address) {
   auto drv = node.sysfs.ReadLinkBasename(absl::StrCat(DevDir(address), "/driver"));
@@ -54,14 +56,13 @@ bool WaitForGroupNode(const Node& node, unsigned group) {
 // the kernel's own first probe) ignores drivers_probe until that probe runs. The kernel's probe
 // then binds vfio-pci through the override, or the natural driver when it had matched before the
 // override was written; such a driver is unbound once more and reported in `natural`.
-absl::StatusOr<std::string> AwaitVfio(const Node& node, const std::string& address,
-                                      std::string* natural) {
+absl::Status AwaitVfio(const Node& node, const std::string& address, std::string* natural) {
   constexpr auto kPoll = std::chrono::milliseconds(10);
   constexpr int kRebinds = 3;
   int rebinds = 0;
   for (auto waited = std::chrono::milliseconds(0);; waited += kPoll) {
     PCID_ASSIGN_OR_RETURN(std::string driver, CurrentDriver(node, address));
-    if (driver == kVfioDriver) return driver;
+    if (driver == kVfioDriver) return absl::OkStatus();
     if (!driver.empty() && rebinds < kRebinds) {
       ++rebinds;
       if (natural->empty()) *natural = driver;
@@ -74,8 +75,7 @@ absl::StatusOr<std::string> AwaitVfio(const Node& node, const std::string& addre
     }
     if (!driver.empty() || waited >= node.probe_wait) {
       return absl::InternalError(absl::StrCat("pci ", address, ": after drivers_probe it is on ",
-                                              driver.empty() ? "no driver" : driver,
-                                              ", not vfio-pci"));
+                                              DriverText(driver), ", not vfio-pci"));
     }
     std::this_thread::sleep_for(kPoll);
   }
@@ -111,7 +111,7 @@ absl::Status Bind(const Node& node, const PciDevice& dev, std::string* natural) 
     PCID_RETURN_IF_ERROR(Write(node, address, "bus/pci/drivers_probe", address));
   }
   Step(node, 5);
-  PCID_RETURN_IF_ERROR(AwaitVfio(node, address, natural).status());
+  PCID_RETURN_IF_ERROR(AwaitVfio(node, address, natural));
   if (!WaitForGroupNode(node, *dev.iommu_group)) {
     return absl::InternalError(absl::StrCat("pci ", address, ": bound to vfio-pci but ",
                                             node.dev.path(), "/vfio/", *dev.iommu_group,
@@ -158,8 +158,7 @@ absl::Status Restore(const Node& node, const std::string& address, const std::st
   const bool back = original.empty() ? driver != kVfioDriver : driver == original;
   if (!back) {
     return absl::InternalError(absl::StrCat("pci ", address, ": after restore it is on ",
-                                            driver.empty() ? "no driver" : driver, ", not ",
-                                            original.empty() ? "no driver" : original));
+                                            DriverText(driver), ", not ", DriverText(original)));
   }
   if (driver != original) {
     node.log.info("pci {}: had no driver when enabled; the kernel's probe gave it {}", address,
@@ -169,7 +168,14 @@ absl::Status Restore(const Node& node, const std::string& address, const std::st
   return absl::OkStatus();
 }
 
-std::string DriverText(const std::string& d) { return d.empty() ? "no driver" : d; }
+// A function bound before its first probe had no driver then: the one the kernel's probe chose
+// (`natural`, from Bind) is the one to give it back to. Recorded over an empty `original` only.
+absl::Status KeepNaturalDriver(StateStore& store, const PciAddress& address,
+                               const std::string& natural, std::string& original) {
+  if (natural.empty() || !original.empty()) return absl::OkStatus();
+  original = natural;
+  return store.Update([&](auto& intents) { intents[address].original_driver = natural; });
+}
 
 }  // namespace
 
@@ -228,10 +234,8 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
     Intent& intent = next[dev.address];
     std::string natural;
     absl::Status st = Bind(node, dev, &natural);
-    if (st.ok() && fresh[i] && intent.original_driver.empty() && !natural.empty()) {
-      // Caught before its first probe: the driver that probe chose is the one to give it back to.
-      intent.original_driver = natural;
-      st = store.Update([&](auto& intents) { intents[dev.address].original_driver = natural; });
+    if (st.ok() && fresh[i]) {
+      st = KeepNaturalDriver(store, dev.address, natural, intent.original_driver);
     }
     if (st.ok()) {
       auto g = ReadGroupViability(node.sysfs, dev);
@@ -310,9 +314,8 @@ std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
       st = dev->iommu_group ? Bind(node, *dev, &natural)
                             : absl::FailedPreconditionError(
                                   absl::StrCat("pci ", text, ": no IOMMU group any more"));
-      if (st.ok() && intent.original_driver.empty() && !natural.empty()) {
-        st = store.Update([&, a = dev->address](auto& m) { m[a].original_driver = natural; });
-      }
+      std::string original = intent.original_driver;
+      if (st.ok()) st = KeepNaturalDriver(store, dev->address, natural, original);
       if (st.ok()) node.log.info("pci {}: re-applied: on vfio-pci", text);
     } else {
       st = Restore(node, text, intent.original_driver);
