@@ -212,12 +212,14 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         released = wait_for(lambda: "0000:81:00.1" not in open(f"{state}/state.json").read(), timeout=20)
         check(released, "after the restart: the orphaned claim's device given back")
     finally:
+        began = time.monotonic()
         stop_process(daemon)
+        check(daemon.returncode == 0,
+              f"daemon stopped cleanly ({daemon.returncode}, {time.monotonic() - began:.1f} s)")
         emu.stop()
         if failures:
             log.seek(0)
             print("--- daemon log (tail) ---\n" + "".join(log.readlines()[-60:]))
-    check(daemon.returncode == 0, f"daemon stopped cleanly ({daemon.returncode})")
 
 
 def scenario(api, daemon, emu, listed, state, other_rv, log):

@@ -129,6 +129,8 @@ absl::StatusOr<KubeResponse> KubeClient::Call(std::string_view method, const std
     out.append(data, n);
     return true;
   };
+  if (stopped_)
+    return absl::CancelledError(absl::StrCat(ToAbsl(method), " ", server_, path, ": stopping"));
   httplib::Response res;
   httplib::Error err = httplib::Error::Success;
   const bool ok = http_->send(req, res, err);
@@ -160,6 +162,7 @@ absl::StatusOr<int> KubeClient::Stream(const std::string& path,
     return true;
   };
   req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    if (stopped_) return false;
     if (status / 100 != 2) {  // an error answer: keep (some of) it for the message
       if (error_body.size() < 4096) error_body.append(data, std::min<size_t>(n, 4096));
       return true;
@@ -176,6 +179,7 @@ absl::StatusOr<int> KubeClient::Stream(const std::string& path,
     }
     return true;
   };
+  if (stopped_) return absl::CancelledError(absl::StrCat("watch ", server_, path, ": stopping"));
   httplib::Response res;
   httplib::Error err = httplib::Error::Success;
   const bool ok = http_->send(req, res, err);
@@ -190,6 +194,9 @@ absl::StatusOr<int> KubeClient::Stream(const std::string& path,
   return status;
 }
 
-void KubeClient::Stop() { http_->stop(); }
+void KubeClient::Stop() {
+  stopped_ = true;
+  http_->stop();
+}
 
 }  // namespace pcid::projection

@@ -9,6 +9,7 @@
 
 #include <absl/status/statusor.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -46,7 +47,9 @@ class KubeClient {
   absl::StatusOr<int> Stream(const std::string& path,
                              const std::function<bool(std::string_view line)>& on_line);
 
-  // Ends a Stream() in progress (any thread).
+  // Ends a Call() or Stream() in progress and refuses later ones (Cancelled); any thread. A
+  // request that was starting just then may still open its connection: call Stop() again until
+  // the thread using this client is done (Projection does).
   void Stop();
 
   const std::string& server() const { return server_; }
@@ -60,6 +63,7 @@ class KubeClient {
   std::unique_ptr<httplib::ClientImpl> http_;
   std::string token_;  // last read from token_file
   int64_t token_mtime_ns_ = -1;
+  std::atomic<bool> stopped_{false};
 };
 
 }  // namespace pcid::projection

@@ -1,5 +1,6 @@
 #include "projection/projection.h"
 
+#include <absl/cleanup/cleanup.h>
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
@@ -76,7 +77,7 @@ struct Projection::Impl {
   bool stopping = false;                       // guarded by mu
   std::shared_ptr<const Inventory> inventory;  // guarded by mu; latest published
   std::deque<Update> updates;                  // guarded by mu
-  std::vector<KubeClient*> streaming;          // guarded by mu: watches to Stop()
+  std::vector<KubeClient*> clients;            // guarded by mu: the threads' clients, to Stop()
   ProjectionStats stats;                       // guarded by mu
 
   std::vector<std::thread> threads;
@@ -85,6 +86,22 @@ struct Projection::Impl {
     {
       std::lock_guard<std::mutex> lock(mu);
       updates.push_back(std::move(u));
+    }
+    cv.notify_all();
+  }
+
+  // Lists a thread's client for the destructor to stop, until the returned guard goes; false
+  // (nothing listed) when already stopping.
+  bool Enlist(KubeClient* c) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (stopping) return false;
+    clients.push_back(c);
+    return true;
+  }
+  void Unlist(KubeClient* c) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      std::erase(clients, c);
     }
     cv.notify_all();
   }
@@ -104,11 +121,8 @@ struct Projection::Impl {
       log->error("{}: {}", plural, ToStd(client.status().message()));
       return;
     }
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (stopping) return;
-      streaming.push_back(client->get());
-    }
+    if (!Enlist(client->get())) return;
+    absl::Cleanup unlist = [&] { Unlist(client->get()); };
     const std::string base = absl::StrCat(kApiPrefix, plural, "?", selector);
     bool failing = false;
     while (true) {
@@ -194,6 +208,8 @@ struct Projection::Impl {
       log->error("{}", ToStd(client.status().message()));
       return;
     }
+    if (!Enlist(client->get())) return;
+    absl::Cleanup unlist = [&] { Unlist(client->get()); };
     Observed observed;
     std::map<std::string, ClaimState> claim_states, usb_claim_states;
     bool swept = false;  // claim-enabled devices without a claim given back (once per start)
@@ -500,11 +516,16 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
 
 Projection::~Projection() {
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    // A request that was just starting when its client was stopped opens a fresh connection
+    // (httplib's stop() only cuts one in flight): stop again until every client is unlisted.
+    std::unique_lock<std::mutex> lock(impl_->mu);
     impl_->stopping = true;
-    for (KubeClient* c : impl_->streaming) c->Stop();
+    impl_->cv.notify_all();
+    while (!impl_->clients.empty()) {
+      for (KubeClient* c : impl_->clients) c->Stop();
+      impl_->cv.wait_for(lock, std::chrono::milliseconds(50));
+    }
   }
-  impl_->cv.notify_all();
   for (std::thread& t : impl_->threads) t.join();
 }
 
