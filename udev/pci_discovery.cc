@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <iterator>
+#include <map>
+#include <optional>
 #include <thread>
 
 #include "core/attribute.h"
@@ -16,24 +18,55 @@
 namespace pcid::udev {
 namespace {
 
-// One device's files, opened by the device's real directory path below the root. It costs the
-// one readlink the parent bridge needs anyway, and saves a directory open + close per device and
-// the bus/pci/devices symlink walk per attribute (bench/discovery measures the difference).
+// One device's files, opened by the device's real directory path: relative to its opened parent
+// directory during a scan (see DirCache), else relative to the root. It costs the one readlink
+// the parent bridge needs anyway, and saves a directory open + close per device and the
+// bus/pci/devices symlink walk per attribute (bench/discovery measures the difference).
 class DeviceFiles {
  public:
-  DeviceFiles(const SysfsRoot& root, std::string dir) : root_(root), dir_(std::move(dir)) {}
+  DeviceFiles(const SysfsRoot& base, std::string dir) : base_(base), dir_(std::move(dir)) {}
   absl::StatusOr<std::string> ReadFile(std::string_view name) const {
-    return root_.ReadFile(absl::StrCat(dir_, "/", ToAbsl(name)));
+    return base_.ReadFile(absl::StrCat(dir_, "/", ToAbsl(name)));
   }
   absl::StatusOr<std::string> ReadLinkBasename(std::string_view name) const {
-    return root_.ReadLinkBasename(absl::StrCat(dir_, "/", ToAbsl(name)));
+    return base_.ReadLinkBasename(absl::StrCat(dir_, "/", ToAbsl(name)));
   }
-  absl::StatusOr<std::vector<std::string>> ListDir() const { return root_.ListDir(dir_); }
-  std::string path() const { return absl::StrCat(root_.path(), "/", dir_); }
+  absl::StatusOr<std::vector<std::string>> ListDir() const { return base_.ListDir(dir_); }
+  std::string path() const { return absl::StrCat(base_.path(), "/", dir_); }
+
+ private:
+  const SysfsRoot& base_;
+  std::string dir_;  // relative to base_
+};
+
+// A scan's parent directories, each opened once: the functions behind one bridge (a PF's 256
+// VFs) share it, so every attribute is looked up from there, two path components instead of
+// five. Path walks were the largest kernel cost of a scan. One per scanning thread.
+class DirCache {
+ public:
+  explicit DirCache(const SysfsRoot& root) : root_(root) {}
+
+  // The opened parent of `dir` (relative to the root) and dir's name in it; the root and `dir`
+  // itself when `dir` has no parent or the parent cannot be opened.
+  std::pair<const SysfsRoot*, std::string> Locate(const std::string& dir) {
+    const size_t slash = dir.rfind('/');
+    if (slash == std::string::npos) return {&root_, dir};
+    const std::string_view parent = std::string_view(dir).substr(0, slash);
+    auto it = dirs_.find(parent);
+    if (it == dirs_.end()) {
+      auto opened = root_.OpenDir(parent);
+      it = dirs_
+               .emplace(std::string(parent),
+                        opened.ok() ? std::make_optional(*std::move(opened)) : std::nullopt)
+               .first;
+    }
+    if (!it->second) return {&root_, dir};
+    return {&*it->second, dir.substr(slash + 1)};
+  }
 
  private:
   const SysfsRoot& root_;
-  std::string dir_;  // relative to the root
+  std::map<std::string, std::optional<SysfsRoot>, std::less<>> dirs_;
 };
 
 absl::StatusOr<uint32_t> ReadHex(const DeviceFiles& dir, std::string_view name, int digits) {
@@ -113,14 +146,19 @@ void ReadSriov(const DeviceFiles& dir, PciDevice& dev, bool read_virtfns, spdlog
   }
 }
 
+// One function. A scan passes `bus` (bus/pci/devices, opened) and its thread's DirCache; a single
+// read (hotplug) passes neither and looks everything up from the root.
 absl::StatusOr<PciDevice> ReadFunction(const SysfsRoot& sysfs, std::string_view address,
                                        const IdDatabase* pci_ids, bool read_virtfns,
-                                       spdlog::logger& log) {
+                                       spdlog::logger& log, const SysfsRoot* bus = nullptr,
+                                       DirCache* dirs = nullptr) {
   PCID_ASSIGN_OR_RETURN(const PciAddress parsed, ParsePciAddress(address));
   const std::string link = absl::StrCat("bus/pci/devices/", ToAbsl(address));
-  const auto target = sysfs.ReadLink(link);
+  const auto target = bus != nullptr ? bus->ReadLink(address) : sysfs.ReadLink(link);
   const std::string dir_path = DeviceDir(target, link);
-  const DeviceFiles dir(sysfs, dir_path);
+  auto [base, rel] = dirs != nullptr ? dirs->Locate(dir_path)
+                                     : std::pair<const SysfsRoot*, std::string>(&sysfs, dir_path);
+  const DeviceFiles dir(*base, std::move(rel));
   PciDevice dev;
   dev.address = parsed;
 
@@ -230,9 +268,12 @@ absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs
       std::clamp<size_t>(names.size() / kFunctionsPerThread, 1,
                          std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
   std::vector<std::vector<PciDevice>> found(threads);
+  auto bus_dir = sysfs.OpenDir("bus/pci/devices");
+  const SysfsRoot* bus = bus_dir.ok() ? &*bus_dir : nullptr;
   auto scan = [&](size_t worker) {
+    DirCache dirs(sysfs);
     for (size_t i = worker; i < names.size(); i += threads) {
-      auto dev = ReadFunction(sysfs, names[i], pci_ids, /*read_virtfns=*/false, log);
+      auto dev = ReadFunction(sysfs, names[i], pci_ids, /*read_virtfns=*/false, log, bus, &dirs);
       if (!dev.ok()) {
         log.warn("pci {}: skipped: {}", absl::CHexEscape(names[i]), ToStd(dev.status().message()));
         continue;
