@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """bench/projection: simulated nodes x devices against the API-server emulator
 (e2e/apiserver). Nodes run in batches (bench/projection_bench: one process, one Projection per
-node, each with its mirror thread, three informers and their watches); every batch's nodes stay
-up while later batches start... no: each batch is started, converges, is measured quiet, and
-stops, so that the emulator (Python) holds at most one batch's watches. Checked per batch, from
+node, each with its mirror thread, four informers and their watches); each batch is started,
+converges, is measured quiet, and stops, so that the emulator (Python) holds at most one
+batch's watches. Checked per batch, from
 the emulator's own counters:
   - writes at start = 2 x objects created (a create, then the status: the status subresource
     ignores status on create), nothing else;
