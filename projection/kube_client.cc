@@ -76,8 +76,13 @@ absl::StatusOr<std::unique_ptr<KubeClient>> KubeClient::Create(const KubeConfig&
         return absl::InvalidArgumentError(
             absl::StrCat(config.origin, ": ", store.status().message()));
       ssl->set_ca_cert_store(*store);  // owned by the TLS context from here
+      // Without a CA file or directory, httplib adds the system roots to this store on first
+      // connect: the kubeconfig's CA must replace them, as it does for kubectl (and they cost
+      // ~1 MiB per client). A "directory" below /dev/null can hold no certificates.
+      ssl->set_ca_cert_path("", "/dev/null");
     }
     ssl->enable_server_certificate_verification(true);
+    c->tls_ = ssl.get();
     c->http_ = std::move(ssl);
   }
   c->http_->set_connection_timeout(5, 0);
@@ -88,6 +93,16 @@ absl::StatusOr<std::unique_ptr<KubeClient>> KubeClient::Create(const KubeConfig&
 }
 
 KubeClient::~KubeClient() = default;
+
+std::string KubeClient::TransportError(httplib::Error err) const {
+  if (err != httplib::Error::SSLServerVerification || tls_ == nullptr) {
+    return httplib::to_string(err);
+  }
+  const long result = tls_->get_openssl_verify_result();
+  return result != X509_V_OK ? absl::StrCat("server certificate not trusted: ",
+                                            X509_verify_cert_error_string(result))
+                             : absl::StrCat("server certificate does not name ", config_.host);
+}
 
 std::string KubeClient::Token() {
   if (config_.token_file.empty()) return config_.token;
@@ -140,7 +155,7 @@ absl::StatusOr<KubeResponse> KubeClient::Call(std::string_view method, const std
   }
   if (!ok) {
     return absl::UnavailableError(
-        absl::StrCat(ToAbsl(method), " ", server_, path, ": ", httplib::to_string(err)));
+        absl::StrCat(ToAbsl(method), " ", server_, path, ": ", TransportError(err)));
   }
   return KubeResponse{res.status, std::move(out)};
 }
@@ -187,8 +202,7 @@ absl::StatusOr<int> KubeClient::Stream(const std::string& path,
     return absl::ResourceExhaustedError(
         absl::StrCat("watch ", server_, path, ": line over ", kMaxBody, " bytes"));
   if (!ok && err != httplib::Error::Canceled) {
-    return absl::UnavailableError(
-        absl::StrCat("watch ", server_, path, ": ", httplib::to_string(err)));
+    return absl::UnavailableError(absl::StrCat("watch ", server_, path, ": ", TransportError(err)));
   }
   if (!pending.empty() && status / 100 == 2) on_line(pending);
   return status;

@@ -19,7 +19,9 @@
 
 namespace httplib {
 class ClientImpl;
-}
+class SSLClient;
+enum class Error;
+}  // namespace httplib
 
 namespace pcid::projection {
 
@@ -57,11 +59,14 @@ class KubeClient {
  private:
   KubeClient() = default;
   std::string Token();
+  // A failed request's cause; for TLS, why the server's certificate was refused.
+  std::string TransportError(httplib::Error err) const;
 
   KubeConfig config_;
   std::string server_;  // "https://10.0.0.1:6443", for messages
   std::unique_ptr<httplib::ClientImpl> http_;
-  std::string token_;  // last read from token_file
+  httplib::SSLClient* tls_ = nullptr;  // http_, when it is HTTPS
+  std::string token_;                  // last read from token_file
   int64_t token_mtime_ns_ = -1;
   std::atomic<bool> stopped_{false};
 };

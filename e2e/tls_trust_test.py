@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Whom the daemon's API client trusts: the kubeconfig's CA and nothing else. The API-server
+emulator's certificate is signed by CA A. The daemon is run three times on a gpu-node fixture,
+each as its own node:
+  - kubeconfig naming CA A: its PCIDevices appear (the control: the same set-up can succeed);
+  - kubeconfig naming CA B: refused (server verification failed), nothing written;
+  - kubeconfig naming CA B, with A as the process's system CA bundle (SSL_CERT_FILE): still
+    refused, as kubectl would: a CA in the kubeconfig replaces the system roots, it does not
+    add to them.
+
+usage: tls_trust_test.py PCIDEVICES MAKE_TREE"""
+import base64
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from device_plugin_test import stop_process  # noqa: E402
+from projection_test import Api, check, verdict, wait_for  # noqa: E402
+
+REFUSED = "server certificate not trusted"
+
+
+def make_ca(d):
+    """A second CA (B), unrelated to the emulator's."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", f"{d}/b.key", "-out", f"{d}/b.crt", "-days", "1",
+                    "-subj", "/CN=pcidevices-e2e-other-ca", "-addext", "basicConstraints=critical,CA:TRUE"],
+                   check=True, capture_output=True)
+    return f"{d}/b.crt"
+
+
+def with_ca(kubeconfig, ca_file, out):
+    with open(kubeconfig) as f, open(out, "w") as o:
+        for line in f:
+            if line.strip().startswith("certificate-authority-data:"):
+                data = base64.b64encode(open(ca_file, "rb").read()).decode()
+                line = f"    certificate-authority-data: {data}\n"
+            o.write(line)
+    return out
+
+
+def run_daemon(pcidevices, tmp, sysfs, dev, proc, node, kubeconfig, env):
+    """Runs the daemon as `node` until its objects appear or it reports a refused server (15 s at
+    most); returns (objects listed, whether the log names the refusal, the log)."""
+    state, plugins = f"{tmp}/{node}-state", f"{tmp}/{node}-dp"
+    os.mkdir(plugins)
+    config = f"{tmp}/{node}-config.json"
+    with open(config, "w") as f:
+        f.write('{"enable": []}')
+    log_path = f"{tmp}/{node}.log"
+    daemon = subprocess.Popen([pcidevices, "daemon", "--node-name", node, "--config", config,
+                               "--sysfs-root", sysfs, "--dev-root", dev, "--proc-root", proc,
+                               "--state-dir", state, "--device-plugin-dir", plugins,
+                               "--pod-resources-socket", f"{tmp}/{node}-pr.sock", "--kubeconfig", kubeconfig],
+                              stderr=open(log_path, "w"), env=env)
+    return daemon, log_path
+
+
+def main():
+    pcidevices, make_tree = sys.argv[1:3]
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="pcid-tls-", dir=base) as tmp:
+        api = Api(tmp)
+        try:
+            rc, out = api.kubectl("apply", "-f", f"{os.path.dirname(HERE)}/deploy/crds/")
+            check(rc == 0, "kubectl apply -f deploy/crds/", out)
+            sysfs, dev, proc = f"{tmp}/sys", f"{tmp}/dev", f"{tmp}/proc"
+            subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev, "--proc-root", proc],
+                           check=True)
+            other_ca = make_ca(tmp)
+            wrong = with_ca(api.kubeconfig, other_ca, f"{tmp}/kubeconfig-other-ca")
+            clean = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+            # A's certificate as the "system" bundle; an empty directory as the hashed one.
+            os.mkdir(f"{tmp}/empty-certs")
+            system_a = dict(clean, SSL_CERT_FILE=f"{tmp}/api/ca.crt", SSL_CERT_DIR=f"{tmp}/empty-certs")
+            cases = [("trusted", api.kubeconfig, clean, True),
+                     ("other-ca", wrong, clean, False),
+                     ("other-ca-system-a", wrong, system_a, False)]
+            for node, kubeconfig, env, served in cases:
+                daemon, log_path = run_daemon(pcidevices, tmp, sysfs, dev, proc, node, kubeconfig, env)
+                try:
+                    objects = lambda: (api.get("pcidevices", selector=f"nodename={node}") or {}).get("items")  # noqa: E731
+                    if served:
+                        check(wait_for(objects, timeout=20) is not None,
+                              f"{node}: the emulator's own CA: PCIDevices appear")
+                    else:
+                        refused = wait_for(lambda: REFUSED in open(log_path).read(), timeout=20)
+                        time.sleep(0.5)  # anything that would have slipped through lands meanwhile
+                        check(refused and not objects(), f"{node}: refused ({REFUSED}), nothing written",
+                              open(log_path).read()[-1500:])
+                finally:
+                    stop_process(daemon)
+                check(daemon.returncode == 0, f"{node}: daemon stopped cleanly ({daemon.returncode})")
+        finally:
+            api.stop()
+    return verdict()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
