@@ -6,14 +6,19 @@ each as its own node:
   - kubeconfig naming CA B: refused (server verification failed), nothing written;
   - kubeconfig naming CA B, with A as the process's system CA bundle (SSL_CERT_FILE): still
     refused, as kubectl would: a CA in the kubeconfig replaces the system roots, it does not
-    add to them.
+    add to them;
+  - kubeconfig naming CA A, but the server (a bare HTTPS server here) presents a certificate of
+    A for another name: refused, and no request reaches it.
 
 usage: tls_trust_test.py PCIDEVICES MAKE_TREE"""
 import base64
+import http.server
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,6 +27,7 @@ from device_plugin_test import stop_process  # noqa: E402
 from projection_test import Api, check, verdict, wait_for  # noqa: E402
 
 REFUSED = "server certificate not trusted"
+WRONG_NAME = "server certificate does not name 127.0.0.1"
 
 
 def make_ca(d):
@@ -33,12 +39,53 @@ def make_ca(d):
     return f"{d}/b.crt"
 
 
-def with_ca(kubeconfig, ca_file, out):
+def misnamed_server(d):
+    """An HTTPS server on 127.0.0.1 whose certificate, signed by the emulator's CA, names only
+    elsewhere.invalid; returns (port, paths requested, the server)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{d}/misnamed.key", "-out", f"{d}/misnamed.csr", "-subj", "/CN=elsewhere.invalid")
+    with open(f"{d}/misnamed.ext", "w") as f:
+        f.write("extendedKeyUsage=serverAuth\nsubjectAltName=DNS:elsewhere.invalid\n")
+    openssl("x509", "-req", "-in", f"{d}/misnamed.csr", "-CA", f"{d}/api/ca.crt", "-CAkey", f"{d}/api/ca.key",
+            "-CAcreateserial", "-out", f"{d}/misnamed.crt", "-days", "1", "-extfile", f"{d}/misnamed.ext")
+    requested = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            pass  # the client hanging up after the handshake
+
+    server = Server(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(f"{d}/misnamed.crt", f"{d}/misnamed.key")
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1], requested, server
+
+
+def with_ca(kubeconfig, ca_file, out, port=None):
     with open(kubeconfig) as f, open(out, "w") as o:
         for line in f:
-            if line.strip().startswith("certificate-authority-data:"):
+            if line.strip().startswith("certificate-authority-data:") and ca_file:
                 data = base64.b64encode(open(ca_file, "rb").read()).decode()
                 line = f"    certificate-authority-data: {data}\n"
+            if line.strip().startswith("server:") and port:
+                line = f"    server: https://127.0.0.1:{port}\n"
             o.write(line)
     return out
 
@@ -77,10 +124,13 @@ def main():
             # A's certificate as the "system" bundle; an empty directory as the hashed one.
             os.mkdir(f"{tmp}/empty-certs")
             system_a = dict(clean, SSL_CERT_FILE=f"{tmp}/api/ca.crt", SSL_CERT_DIR=f"{tmp}/empty-certs")
-            cases = [("trusted", api.kubeconfig, clean, True),
-                     ("other-ca", wrong, clean, False),
-                     ("other-ca-system-a", wrong, system_a, False)]
-            for node, kubeconfig, env, served in cases:
+            port, requested, misnamed = misnamed_server(tmp)
+            elsewhere = with_ca(api.kubeconfig, None, f"{tmp}/kubeconfig-misnamed", port=port)
+            cases = [("trusted", api.kubeconfig, clean, True, REFUSED),
+                     ("other-ca", wrong, clean, False, REFUSED),
+                     ("other-ca-system-a", wrong, system_a, False, REFUSED),
+                     ("misnamed", elsewhere, clean, False, WRONG_NAME)]
+            for node, kubeconfig, env, served, why in cases:
                 daemon, log_path = run_daemon(pcidevices, tmp, sysfs, dev, proc, node, kubeconfig, env)
                 try:
                     objects = lambda: (api.get("pcidevices", selector=f"nodename={node}") or {}).get("items")  # noqa: E731
@@ -88,13 +138,14 @@ def main():
                         check(wait_for(objects, timeout=20) is not None,
                               f"{node}: the emulator's own CA: PCIDevices appear")
                     else:
-                        refused = wait_for(lambda: REFUSED in open(log_path).read(), timeout=20)
+                        refused = wait_for(lambda: why in open(log_path).read(), timeout=20)
                         time.sleep(0.5)  # anything that would have slipped through lands meanwhile
-                        check(refused and not objects(), f"{node}: refused ({REFUSED}), nothing written",
-                              open(log_path).read()[-1500:])
+                        check(refused and not objects() and not requested, f"{node}: refused ({why}), nothing written or sent",
+                              open(log_path).read()[-1500:] + f"\n     requests: {requested[:5]}")
                 finally:
                     stop_process(daemon)
                 check(daemon.returncode == 0, f"{node}: daemon stopped cleanly ({daemon.returncode})")
+            misnamed.shutdown()
         finally:
             api.stop()
     return verdict()
