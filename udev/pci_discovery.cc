@@ -54,6 +54,9 @@ class DirCache {
     const std::string_view parent = std::string_view(dir).substr(0, slash);
     auto it = dirs_.find(parent);
     if (it == dirs_.end()) {
+      // A host with a bridge per endpoint (switches full of NVMe drives) has hundreds of
+      // parents: past a bound, walk from the root rather than hold that many descriptors.
+      if (dirs_.size() >= kMaxOpenDirs) return {&root_, dir};
       auto opened = root_.OpenDir(parent);
       it = dirs_
                .emplace(std::string(parent),
@@ -65,6 +68,7 @@ class DirCache {
   }
 
  private:
+  static constexpr size_t kMaxOpenDirs = 64;
   const SysfsRoot& root_;
   std::map<std::string, std::optional<SysfsRoot>, std::less<>> dirs_;
 };

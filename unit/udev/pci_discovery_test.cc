@@ -196,6 +196,41 @@ BOOST_AUTO_TEST_CASE(large_trees_are_read_by_several_threads_and_sorted) {
   BOOST_TEST(cap.text().find("pci 0000:41:00.0: skipped") != std::string::npos);
 }
 
+// A scan opens each parent directory once, up to a bound; past it (a switch port per endpoint)
+// functions are read from the root: every field the same either way.
+BOOST_AUTO_TEST_CASE(a_parent_per_function_beyond_the_open_directory_bound) {
+  SysfsTree tree;
+  constexpr int kBridges = 250;  // 750 functions: two worker threads, ~250 parents each
+  for (int i = 0; i < kBridges; ++i) {
+    const std::string bridge = absl::StrFormat("0000:00:%02x.%d", i >> 3, i & 7);
+    tree.Add({.address = bridge, .klass = "0x060400"});
+    for (int f = 0; f < 2; ++f) {
+      tree.Add({.address = absl::StrFormat("0000:%02x:00.%d", 1 + i, f),
+                .parent = bridge,
+                .numa = std::to_string(i % 2),
+                .group = std::to_string(i)});
+    }
+  }
+  auto sysfs = SysfsRoot::Open(tree.path());
+  CapturingLogger cap;
+  auto devices = udev::DiscoverPciDevices(*sysfs, &PciIds(), cap.log);
+  BOOST_REQUIRE(devices.ok());
+  BOOST_TEST(devices->size() == 3u * kBridges, cap.text().substr(0, 600));
+  int endpoints = 0;
+  for (const auto& d : *devices) {
+    if (d.class_code == 0x06) continue;
+    ++endpoints;
+    const int i = d.address.bus - 1;
+    BOOST_TEST_REQUIRE(d.parent_bridge.has_value());
+    BOOST_TEST(d.parent_bridge->ToString() == absl::StrFormat("0000:00:%02x.%d", i >> 3, i & 7));
+    BOOST_TEST(d.numa_node == i % 2);
+    BOOST_TEST(d.iommu_group.value_or(~0u) == static_cast<unsigned>(i));
+    BOOST_TEST(d.revision == 1);
+  }
+  BOOST_TEST(endpoints == 2 * kBridges);
+  BOOST_TEST(cap.text().empty(), cap.text());
+}
+
 BOOST_AUTO_TEST_CASE(invalid_addresses_never_reach_a_path) {
   SysfsTree tree;
   tree.Add({.address = "0000:00:01.0"});
