@@ -111,7 +111,14 @@ class Daemon {
     if (store_->intents().empty()) return;
     log_->info("re-applying {} recorded device intents from {}", store_->intents().size(),
                store_->dir());
-    for (const absl::Status& st : vfio::Reapply(node_, *store_, devices_)) {
+    // Protection as it is now: the deny list or the host's disks and routes may have changed
+    // since the intents were recorded. Unknown protection applies nothing.
+    auto protect = vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny);
+    if (!protect.ok()) {
+      log_->error("recorded device intents not re-applied: {}", ToStd(protect.status().message()));
+      return;
+    }
+    for (const absl::Status& st : vfio::Reapply(node_, *store_, devices_, *protect)) {
       log_->error("{}", ToStd(st.message()));
     }
     Discover();  // drivers changed
@@ -647,9 +654,10 @@ class Daemon {
     } else {
       log_->error("hotplug disabled: {}", ToStd(monitor.status().message()));
     }
-    if (!StartProjection()) return 1;
+    // Intents first (DESIGN.md): nothing is served or projected before they are brought about.
     if (!Discover()) return 1;
     ReapplyIntents();
+    if (!StartProjection()) return 1;
     Select(/*report=*/true);
     Replan();
     auto control = ControlServer::Listen(ControlSocketPath(flags_.state_dir));

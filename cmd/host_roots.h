@@ -16,6 +16,8 @@ inline constexpr char kDefaultSysfsRoot[] = "/sys";
 inline constexpr char kDefaultDevRoot[] = "/dev";
 inline constexpr char kDefaultProcRoot[] = "/proc";
 inline constexpr char kDefaultStateDir[] = "/var/lib/pcidevices";
+// Where deploy/daemonset.yaml mounts the daemon's config.
+inline constexpr char kDefaultConfigPath[] = "/etc/pcidevices/config.json";
 inline constexpr char kDefaultDevicePluginDir[] = "/var/lib/kubelet/device-plugins";
 inline constexpr char kDefaultPodResourcesSocket[] = "/var/lib/kubelet/pod-resources/kubelet.sock";
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <iostream>
 
@@ -111,14 +112,22 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
   }
   const SysfsRoot& sysfs = roots->sysfs;
   const SysfsRoot& proc = roots->proc;
+  // The deny list applies here too: the daemon's config (where the DaemonSet mounts it) unless
+  // --config names another. Without one, only the built-in protection applies, and the daemon's
+  // next start gives back anything its deny list covers.
   DaemonConfig config;
-  if (parsed->Has("config")) {
-    auto c = LoadConfig(parsed->Get("config", ""));
+  std::string config_path = parsed->Get("config", "");
+  if (config_path.empty() && ::access(kDefaultConfigPath, F_OK) == 0)
+    config_path = kDefaultConfigPath;
+  if (!config_path.empty()) {
+    auto c = LoadConfig(config_path);
     if (!c.ok()) {
       std::cerr << "pcidevices " << verb << ": " << c.status().message() << "\n";
       return 1;
     }
     config = *std::move(c);
+  } else if (verb == "enable") {
+    log->warn("no --config and no {}: no deny list applies", kDefaultConfigPath);
   }
   auto devices = udev::DiscoverPciDevices(sysfs, nullptr, *log);
   if (!devices.ok()) {

@@ -89,7 +89,7 @@ def main():
         with open(f"{state}/state.json") as f:
             recorded = json.load(f)["devices"]
         check(recorded == [{"address": "0000:81:00.0", "enabled": True, "originalDriver": "vfio-pci",
-                            "sources": ["cli"]}], f"state file {recorded}")
+                            "sources": ["cli"], "ids": "10de:1c03"}], f"state file {recorded}")
         with open(f"{sysfs}/bus/pci/devices/0000:81:00.0/driver_override") as f:
             check(f.read().strip() == "vfio-pci", "driver_override written")
 

@@ -213,6 +213,7 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
     }
     intent.enabled = true;
     intent.sources.emplace(source);
+    intent.ids = DeviceIds(dev);
     next[dev.address] = std::move(intent);
   }
   if (next.empty()) return out;
@@ -295,8 +296,38 @@ absl::Status Disable(const Node& node, StateStore& store, const PciAddress& addr
   return absl::OkStatus();
 }
 
+std::string DeviceIds(const PciDevice& dev) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(9, ':');
+  for (int i = 0; i < 4; ++i) {
+    out[i] = kHex[(dev.vendor_id >> (12 - 4 * i)) & 0xf];
+    out[5 + i] = kHex[(dev.device_id >> (12 - 4 * i)) & 0xf];
+  }
+  return out;
+}
+
+namespace {
+
+// An intent that must not be applied any more: forgotten, and the device given back only if it
+// is on vfio-pci (never unbound from a driver of its own: it may hold the host's root disk).
+absl::Status Abandon(const Node& node, StateStore& store, const PciDevice& dev,
+                     const Intent& intent, const std::string& why) {
+  const std::string text = dev.address.ToString();
+  if (dev.driver == kVfioDriver) {
+    PCID_RETURN_IF_ERROR(Restore(node, text, intent.original_driver));
+  } else {
+    // A stale override would bind vfio-pci at the device's next probe.
+    PCID_RETURN_IF_ERROR(Write(node, text, DevDir(text) + "/driver_override", "\n"));
+  }
+  PCID_RETURN_IF_ERROR(store.Put(dev.address, std::nullopt));
+  return absl::FailedPreconditionError(
+      absl::StrCat("pci ", text, ": recorded intent not applied, and forgotten: ", why));
+}
+
+}  // namespace
+
 std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
-                                  const std::vector<PciDevice>& devices) {
+                                  const std::vector<PciDevice>& devices, const Protected& protect) {
   std::vector<absl::Status> failures;
   const auto intents = store.intents();  // a copy: finished disables erase entries
   for (const auto& [address, intent] : intents) {
@@ -309,7 +340,13 @@ std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
       continue;
     }
     absl::Status st;
-    if (intent.enabled) {
+    if (!intent.ids.empty() && intent.ids != DeviceIds(*dev)) {
+      st = Abandon(node, store, *dev, intent,
+                   absl::StrCat("it was made for ", intent.ids, ", and ", DeviceIds(*dev),
+                                " is there now (devices moved?)"));
+    } else if (auto it = protect.find(address); it != protect.end() && intent.enabled) {
+      st = Abandon(node, store, *dev, intent, absl::StrCat("the device ", it->second));
+    } else if (intent.enabled) {
       std::string natural;
       st = dev->iommu_group ? Bind(node, *dev, &natural)
                             : absl::FailedPreconditionError(

@@ -46,7 +46,9 @@ std::string EncodeState(const std::map<PciAddress, Intent>& intents) {
         .Key("sources")
         .BeginArray();
     for (const std::string& s : intent.sources) w.String(s);
-    w.EndArray().EndObject();
+    w.EndArray();
+    if (!intent.ids.empty()) w.Key("ids").String(intent.ids);
+    w.EndObject();
   }
   w.EndArray().EndObject();
   return w.str() + "\n";
@@ -84,7 +86,16 @@ absl::StatusOr<std::map<PciAddress, Intent>> DecodeState(std::string_view json,
         driver.size() > 64) {
       return bad(absl::StrCat(where, ": bad originalDriver"));
     }
-    Intent intent{enabled, std::string(driver), {}};
+    Intent intent{enabled, std::string(driver), {}, ""};
+    // Optional (state files written before it existed): "vvvv:dddd", lower-case hex.
+    if (simdjson::dom::element ids; !e["ids"].get(ids)) {
+      std::string_view text;
+      if (ids.get(text) || text.size() != 9 || text[4] != ':' ||
+          text.find_first_not_of("0123456789abcdef:") != std::string_view::npos) {
+        return bad(absl::StrCat(where, ": ids must be \"vvvv:dddd\""));
+      }
+      intent.ids = std::string(text);
+    }
     for (simdjson::dom::element s : sources) {
       std::string_view source;
       if (s.get(source)) return bad(absl::StrCat(where, ": sources must be strings"));

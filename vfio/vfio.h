@@ -85,7 +85,13 @@ struct Intent {
   bool enabled = true;            // false: a disable is under way (restore, then forget)
   std::string original_driver;    // what the device was on before we touched it; "" = none
   std::set<std::string> sources;  // who wants it enabled: "config", "cli", later "claim"
+  // The device the intent was made for ("vvvv:dddd"; "" in state files from before): bus numbers
+  // shift when a card is added or moved, and an intent must never bind another device.
+  std::string ids;
 };
+
+// "vvvv:dddd" of a function, as Intent::ids holds it.
+std::string DeviceIds(const PciDevice& dev);
 
 // The state directory (`--state-dir`): `state.json` plus `lock`, held exclusively (flock) for the
 // store's lifetime. Saves are atomic: write a temporary file, fsync, rename, fsync the directory.
@@ -167,9 +173,12 @@ absl::Status Disable(const Node& node, StateStore& store, const PciAddress& addr
 
 // At start, before anything else: brings every recorded intent about (binds what should be
 // enabled, finishes interrupted disables). Devices absent from `devices` are kept and reported.
-// Returns one status per device that failed; the others are applied.
+// An intent is not applied, and is forgotten, when its device is now protected (the deny list
+// or the host's disks and routes changed) or another device sits at its address (IDs differ):
+// such a device is only given back if it is on vfio-pci, never unbound from another driver.
+// Returns one status per device that failed or was refused; the others are applied.
 std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
-                                  const std::vector<PciDevice>& devices);
+                                  const std::vector<PciDevice>& devices, const Protected& protect);
 
 // ---- SR-IOV --------------------------------------------------------------------------------
 

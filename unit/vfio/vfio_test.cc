@@ -398,7 +398,7 @@ BOOST_AUTO_TEST_CASE(crash_at_every_enable_step_is_recovered) {
     f.hook = nullptr;
     auto store = *StateStore::Open(f.state.path());  // the lock died with the process
     Node node = f.MakeNode();
-    auto failures = Reapply(node, store, f.Devices());
+    auto failures = Reapply(node, store, f.Devices(), {});
     BOOST_TEST(failures.empty(), "step " << step);
     BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci", "step " << step);
     BOOST_TEST(f.kernel.GroupNode("3"), "step " << step);
@@ -423,7 +423,7 @@ BOOST_AUTO_TEST_CASE(crash_at_every_disable_step_is_recovered) {
     f.hook = nullptr;
     auto store = *StateStore::Open(f.state.path());
     Node node = f.MakeNode();
-    BOOST_TEST(Reapply(node, store, f.Devices()).empty(), "step " << step);
+    BOOST_TEST(Reapply(node, store, f.Devices(), {}).empty(), "step " << step);
     BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e", "step " << step);
     BOOST_TEST(f.kernel.Override("0000:00:02.0") == "", "step " << step);
     BOOST_TEST(store.intents().empty(), "step " << step);
@@ -443,13 +443,73 @@ BOOST_AUTO_TEST_CASE(reapply_rebinds_after_someone_else_took_it_and_reports_miss
   Node node = f.MakeNode();
   auto devices = f.Devices();
   std::erase_if(devices, [](const PciDevice& d) { return d.address.ToString() == "0000:01:00.0"; });
-  auto failures = Reapply(node, store, devices);
+  auto failures = Reapply(node, store, devices, {});
   BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci");
   BOOST_REQUIRE(failures.size() == 1u);
   BOOST_TEST(std::string(failures[0].message())
                  .find("0000:01:00.0: recorded as enabled but not on this node") !=
              std::string::npos);
   BOOST_TEST(store.Find(A("0000:01:00.0")) != nullptr);
+}
+
+// A device that became protected since its intent was recorded (deny list edited, or it now
+// backs a filesystem or route) is never bound at start: on its own driver it is not even
+// unbound; on vfio-pci it is given back. Either way the intent is forgotten and reported.
+BOOST_AUTO_TEST_CASE(reapply_refuses_a_device_protected_since) {
+  Fixture f;
+  {
+    auto store = *StateStore::Open(f.state.path());
+    Node node = f.MakeNode();
+    BOOST_REQUIRE(Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli").ok());
+    BOOST_REQUIRE(Enable(node, store, f.Device("0000:01:00.0"), f.Protect(), "cli").ok());
+    BOOST_TEST(store.Find(A("0000:00:02.0"))->ids == "8086:10d3");
+  }
+  f.kernel.Rebind("0000:00:02.0", "e1000e");  // a reboot: the natural driver took it again
+  f.kernel.writes.clear();
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  const Protected protect = {{A("0000:00:02.0"), "is on the deny list"},
+                             {A("0000:01:00.0"), "is on the deny list"}};
+  auto failures = Reapply(node, store, f.Devices(), protect);
+  BOOST_REQUIRE(failures.size() == 2u);
+  BOOST_TEST(std::string(failures[0].message())
+                     .find("not applied, and forgotten: the device is "
+                           "on the deny list") != std::string::npos,
+             failures[0].message());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");    // never unbound
+  BOOST_TEST(f.kernel.Driver("0000:01:00.0") != "vfio-pci");  // given back
+  const std::vector<std::string> no_unbind_of_e1000e = {
+      "bus/pci/devices/0000:00:02.0/driver_override=\n"};
+  BOOST_TEST(std::vector<std::string>(f.kernel.writes.begin(), f.kernel.writes.begin() + 1) ==
+                 no_unbind_of_e1000e,
+             boost::test_tools::per_element());
+  BOOST_TEST(store.intents().empty());
+}
+
+// Bus numbers shift when a card is added: the intent names the device it was made for, and
+// another device at that address is left alone; state files without IDs still apply.
+BOOST_AUTO_TEST_CASE(reapply_never_binds_another_device_at_the_address) {
+  Fixture f;
+  {
+    auto store = *StateStore::Open(f.state.path());
+    BOOST_REQUIRE(
+        store
+            .Update([](auto& intents) {
+              intents[A("0000:00:02.0")] = Intent{true, "e1000e", {"cli"}, "10de:1c03"};
+              intents[A("0000:01:00.0")] = Intent{true, "e1000e", {"cli"}, ""};  // old file
+            })
+            .ok());
+  }
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  auto failures = Reapply(node, store, f.Devices(), {});
+  BOOST_REQUIRE(failures.size() == 1u);
+  BOOST_TEST(std::string(failures[0].message()).find("made for 10de:1c03, and 8086:10d3") !=
+                 std::string::npos,
+             failures[0].message());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
+  BOOST_TEST(store.Find(A("0000:00:02.0")) == nullptr);
+  BOOST_TEST(f.kernel.Driver("0000:01:00.0") == "vfio-pci");
 }
 
 BOOST_AUTO_TEST_CASE(sriov_writes_zero_then_n_and_guards) {
@@ -478,8 +538,8 @@ BOOST_AUTO_TEST_CASE(round_trip_and_one_process_at_a_time) {
   testing::TempTree dir;
   {
     auto store = *StateStore::Open(dir.path() + "/sub");
-    BOOST_REQUIRE(store.Put(A("0000:00:02.0"), Intent{true, "e1000e", {"cli", "config"}}).ok());
-    BOOST_REQUIRE(store.Put(A("0000:00:03.0"), Intent{false, "", {}}).ok());
+    BOOST_REQUIRE(store.Put(A("0000:00:02.0"), Intent{true, "e1000e", {"cli", "config"}, ""}).ok());
+    BOOST_REQUIRE(store.Put(A("0000:00:03.0"), Intent{false, "", {}, ""}).ok());
     auto second = StateStore::Open(dir.path() + "/sub");
     BOOST_TEST(absl::IsUnavailable(second.status()));
     BOOST_TEST(std::string(second.status().message()).find("held by another pcidevices") !=
@@ -513,7 +573,19 @@ BOOST_AUTO_TEST_CASE(broken_files_are_clear_errors) {
       "{\"version\":1,\"devices\":[{\"address\":\"0000:00:02.0\",\"enabled\":true,"
       "\"originalDriver\":\"\",\"sources\":[]},"
       "{\"address\":\"0000:00:02.0\",\"enabled\":true,\"originalDriver\":\"\",\"sources\":[]}]}",
+      "{\"version\":1,\"devices\":[{\"address\":\"0000:00:02.0\",\"enabled\":true,"
+      "\"originalDriver\":\"\",\"sources\":[],\"ids\":\"8086:10D3\"}]}",
+      "{\"version\":1,\"devices\":[{\"address\":\"0000:00:02.0\",\"enabled\":true,"
+      "\"originalDriver\":\"\",\"sources\":[],\"ids\":808610}]}",
   };
+  // IDs round-trip, and files without them still read.
+  const std::map<PciAddress, Intent> intents = {
+      {A("0000:00:02.0"), Intent{true, "e1000e", {"cli"}, "8086:10d3"}},
+      {A("0000:00:03.0"), Intent{false, "", {}, ""}}};
+  auto back = DecodeState(EncodeState(intents), "x");
+  BOOST_REQUIRE(back.ok());
+  BOOST_TEST(back->at(A("0000:00:02.0")).ids == "8086:10d3");
+  BOOST_TEST(back->at(A("0000:00:03.0")).ids == "");
   for (const char* text : bad) {
     auto s = DecodeState(text, "/x/state.json");
     BOOST_TEST(!s.ok(), text);
