@@ -70,7 +70,9 @@ class Daemon {
                 return sysfs_.WriteFile(rel, value);
               },
               nullptr,
-              *log_},
+              *log_,
+              vfio::kProbeWait,
+              &proc_},
         manager_({flags_.plugin_dir, Hooks()}, Poster(), *plugin_log_) {
     if (auto db = IdDatabase::LoadFirst(DefaultUsbIdsPaths()); db.ok()) usb_ids_ = *std::move(db);
   }
@@ -208,12 +210,15 @@ class Daemon {
     }
     for (const PciAddress& address : to_release) {
       const std::string id = address.ToString();
-      if (Held(id)) {
+      // Asked afresh (a single-device group is not polled): a device is never taken from a
+      // running pod, and kept when PodResources cannot tell.
+      if (auto holder = HolderNow(id); !holder.ok() || !holder->empty()) {
         if (refused_.insert(address).second) {
           log_->warn(
-              "pci {}: dropped from the config but allocated; stays on vfio-pci until its "
-              "pod is gone",
-              id);
+              "pci {}: dropped from the config but {}; stays on vfio-pci until its pod is gone", id,
+              holder.ok()
+                  ? absl::StrCat("allocated to ", *holder)
+                  : absl::StrCat("PodResources cannot tell (", holder.status().message(), ")"));
         }
         continue;
       }

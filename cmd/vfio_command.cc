@@ -155,7 +155,9 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
                     return sysfs.WriteFile(rel, value);
                   },
                   after_step,
-                  *log};
+                  *log,
+                  vfio::kProbeWait,
+                  &proc};
   const std::string pod_resources = parsed->Get("pod-resources-socket", kDefaultPodResourcesSocket);
   DeviceContext ctx{node, *store, *devices,
                     [&] { return vfio::FindProtectedDevices(sysfs, proc, *devices, config.deny); },

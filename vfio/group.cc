@@ -1,4 +1,5 @@
 // IOMMU group viability as the kernel judges it when a group is opened.
+#include <absl/strings/match.h>
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_join.h>
 
@@ -50,6 +51,24 @@ std::string Describe(const GroupViability& g) {
     }
   }
   return absl::StrCat("group ", g.group, ": not viable: ", absl::StrJoin(why, ", "));
+}
+
+absl::StatusOr<std::string> GroupUser(const SysfsRoot& proc, unsigned group) {
+  PCID_ASSIGN_OR_RETURN(const std::vector<std::string> pids, proc.ListDir(""));
+  const std::string node = absl::StrCat("/vfio/", group);  // "/dev/vfio/12" in any namespace
+  for (const std::string& pid : pids) {
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto fds = proc.ListDir(absl::StrCat(pid, "/fd"));
+    if (!fds.ok()) continue;
+    for (const std::string& fd : *fds) {
+      auto target = proc.ReadLink(absl::StrCat(pid, "/fd/", fd));
+      if (!target.ok() || !absl::EndsWith(*target, node)) continue;
+      auto comm = proc.ReadFile(absl::StrCat(pid, "/comm"));
+      std::string name = comm.ok() ? std::string(TrimAttribute(*comm)) : "?";
+      return absl::StrCat("pid ", pid, " (", name, ")");
+    }
+  }
+  return std::string();
 }
 
 }  // namespace pcid::vfio

@@ -79,6 +79,12 @@ absl::StatusOr<GroupViability> ReadGroupViability(const SysfsRoot& sysfs, const 
 // "group 7: viable" / "group 7: not viable: 0000:00:1f.3 is on i801_smbus".
 std::string Describe(const GroupViability& g);
 
+// Who has IOMMU group `group` open (/dev/vfio/<group> among a process's descriptors, as QEMU
+// holds it for a running VM): "pid 4242 (qemu-kvm)", or "" when no one. Read from `proc`
+// (`<proc>/<pid>/fd`), so it works without the kubelet and sees VMs PodResources does not list.
+// Processes whose descriptors cannot be read (exited meanwhile) are skipped.
+absl::StatusOr<std::string> GroupUser(const SysfsRoot& proc, unsigned group);
+
 // ---- Intent, kept in a state file ----------------------------------------------------------
 
 struct Intent {
@@ -128,6 +134,8 @@ absl::StatusOr<std::map<PciAddress, Intent>> DecodeState(std::string_view json,
 
 // ---- Binding -------------------------------------------------------------------------------
 
+inline constexpr std::chrono::milliseconds kProbeWait{3000};
+
 // What binding needs from the node.
 struct Node {
   const SysfsRoot& sysfs;  // written: driver_override, driver/unbind, drivers_probe
@@ -143,7 +151,10 @@ struct Node {
   spdlog::logger& log;
   // How long enable waits for a driver after drivers_probe left the function driverless: a
   // function the kernel is still adding is probed by the kernel itself a little later.
-  std::chrono::milliseconds probe_wait{3000};
+  std::chrono::milliseconds probe_wait = kProbeWait;
+  // /proc, to refuse unbinding a device whose group a process has open (unbinding vfio-pci then
+  // blocks until the VM lets go). nullptr: not checked (unit tests of other steps).
+  const SysfsRoot* proc = nullptr;
 };
 
 // Enable steps: 1 intent saved, 2 vfio-pci loaded, 3 driver_override written, 4 unbound from the
@@ -166,8 +177,10 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
                                     const Protected& protect, std::string_view source);
 
 // Drops `source` from the device's intent; when none is left, gives the device back to its
-// original driver (or none) and forgets it. Whether a pod holds it is the caller's to check
-// (PodResources). NotFound when the device is not enabled by anyone.
+// original driver (or none) and forgets it. Refused (FailedPrecondition, nothing changed) while a
+// process has its IOMMU group open (GroupUser), whatever the caller's force: the kernel's unbind
+// would wait for the VM. Whether a pod holds it is the caller's to check too (PodResources).
+// NotFound when the device is not enabled by anyone.
 absl::Status Disable(const Node& node, StateStore& store, const PciAddress& address,
                      std::string_view source);
 

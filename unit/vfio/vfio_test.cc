@@ -107,7 +107,9 @@ struct Fixture {
                 [] { return absl::OkStatus(); },
                 [this](std::string_view rel, std::string_view v) { return kernel.Write(rel, v); },
                 hook,
-                log.log};
+                log.log,
+                kProbeWait,
+                &*proc_root};
   }
   std::vector<PciDevice> Devices() {
     return *udev::DiscoverPciDevices(*sys_root, nullptr, log.log);
@@ -510,6 +512,37 @@ BOOST_AUTO_TEST_CASE(reapply_never_binds_another_device_at_the_address) {
   BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
   BOOST_TEST(store.Find(A("0000:00:02.0")) == nullptr);
   BOOST_TEST(f.kernel.Driver("0000:01:00.0") == "vfio-pci");
+}
+
+// A VM holding the group (QEMU has /dev/vfio/<group> open, whatever PodResources says): disable
+// is refused and changes nothing; once the VM is gone it goes through.
+BOOST_AUTO_TEST_CASE(disable_refused_while_a_process_holds_the_group) {
+  Fixture f;
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  BOOST_REQUIRE(Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli").ok());
+  f.proc.WriteFile("4242/comm", "qemu-kvm\n");
+  f.proc.Symlink("4242/fd/0", "/dev/null");
+  f.proc.Symlink("4242/fd/17", "/dev/vfio/vfio");
+  f.proc.Symlink("4242/fd/18", "/dev/vfio/33");  // another group: no match on a prefix
+  f.proc.Symlink("4243/fd/3", "/dev/vfio/3");
+  f.proc.WriteFile("4243/comm", "qemu-kvm\n");
+  f.proc.MakeDir("self");  // not a pid
+  BOOST_TEST(*GroupUser(*f.proc_root, 3) == "pid 4243 (qemu-kvm)");
+  BOOST_TEST(*GroupUser(*f.proc_root, 33) == "pid 4242 (qemu-kvm)");
+  BOOST_TEST(GroupUser(*f.proc_root, 5)->empty());
+  f.kernel.writes.clear();
+  absl::Status st = Disable(node, store, A("0000:00:02.0"), "cli");
+  BOOST_TEST(absl::IsFailedPrecondition(st));
+  BOOST_TEST(std::string(st.message()) ==
+             "pci 0000:00:02.0: refused: IOMMU group 3 is open by pid 4243 (qemu-kvm) (a running "
+             "VM?); stop it first");
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci");
+  BOOST_TEST(store.Find(A("0000:00:02.0"))->enabled);
+  std::filesystem::remove_all(f.proc.root() / "4243");  // the VM stopped
+  BOOST_TEST(Disable(node, store, A("0000:00:02.0"), "cli").ok());
+  BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
 }
 
 BOOST_AUTO_TEST_CASE(sriov_writes_zero_then_n_and_guards) {
