@@ -4,6 +4,7 @@
 #include <absl/strings/str_format.h>
 #include <absl/strings/str_split.h>
 
+#include "core/attribute.h"
 #include "core/status.h"
 #include "vfio/vfio.h"
 
@@ -20,30 +21,99 @@ std::vector<PciAddress> AddressesInPath(std::string_view path) {
   return out;
 }
 
+bool PlainName(std::string_view name) {
+  return CheckRelativePath(name).ok() && name.find('/') == std::string_view::npos;
+}
+
+// The controllers of a multipath NVMe namespace: its block device lives under
+// devices/virtual/nvme-subsystem/<subsys>/, with no PCI address in its path; the subsystem's
+// class directory lists the controllers (nvme0, nvme1), each under its PCI function.
+void NvmeSubsystemPaths(const SysfsRoot& sysfs, std::string_view target, const std::string& why,
+                        Protected& out) {
+  std::vector<absl::string_view> parts = absl::StrSplit(ToAbsl(target), '/');
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (parts[i] != "nvme-subsystem" || !PlainName(ToStd(parts[i + 1]))) continue;
+    auto names = sysfs.ListDir(absl::StrCat("class/nvme-subsystem/", parts[i + 1]));
+    if (!names.ok()) return;
+    for (const std::string& name : *names) {
+      if (name.rfind("nvme", 0) != 0 ||
+          name.find_first_not_of("0123456789", 4) != std::string::npos)
+        continue;
+      if (auto ctrl = sysfs.ReadLink(absl::StrCat("class/nvme/", name)); ctrl.ok()) {
+        for (const PciAddress& a : AddressesInPath(*ctrl)) out.emplace(a, why);
+      }
+    }
+    return;
+  }
+}
+
 // Collects the PCI devices behind a block device (`rel` = its sysfs link, e.g. "dev/block/254:1"),
-// following device-mapper / md slaves (LVM, RAID, LUKS) a few levels down.
+// following device-mapper / md slaves (LVM, RAID, LUKS) a few levels down, from a partition to
+// its whole device (a partition of an md or dm device has no slaves of its own), and from a
+// multipath NVMe namespace to its controllers.
 void BlockDevicePath(const SysfsRoot& sysfs, const std::string& rel, const std::string& why,
                      int depth, Protected& out) {
   auto target = sysfs.ReadLink(rel);
   if (!target.ok()) return;  // a device that is gone backs nothing
   for (const PciAddress& a : AddressesInPath(*target)) out.emplace(a, why);
+  NvmeSubsystemPaths(sysfs, *target, why, out);
   if (depth >= 8) return;
+  if (sysfs.Exists(absl::StrCat(rel, "/partition"))) {
+    // ".../block/md126/md126p2": the whole device is the directory above.
+    const std::string_view t = *target;
+    const size_t last = t.rfind('/');
+    const size_t prev = last == std::string_view::npos ? last : t.rfind('/', last - 1);
+    if (prev != std::string_view::npos) {
+      const std::string whole(t.substr(prev + 1, last - prev - 1));
+      if (PlainName(whole)) {
+        BlockDevicePath(sysfs, absl::StrCat("class/block/", whole), why, depth + 1, out);
+      }
+    }
+  }
   auto slaves = sysfs.ListDir(absl::StrCat(rel, "/slaves"));
   if (!slaves.ok()) return;
   for (const std::string& name : *slaves) {
-    if (CheckRelativePath(name).ok() && name.find('/') == std::string::npos) {
+    if (PlainName(name)) {
       BlockDevicePath(sysfs, absl::StrCat("class/block/", name), why, depth + 1, out);
     }
   }
 }
 
-// "/dev/nvme0n1p2" -> "class/block/nvme0n1p2"; "" for anything else.
-std::string ClassBlockOf(std::string_view source) {
-  constexpr std::string_view kDev = "/dev/";
+// "/dev/mapper/<name>" -> "class/block/dm-N" whose dm/name is <name>; "" when none.
+std::string MapperDevice(const SysfsRoot& sysfs, std::string_view name) {
+  auto names = sysfs.ListDir("class/block");
+  if (!names.ok()) return "";
+  for (const std::string& dm : *names) {
+    if (dm.rfind("dm-", 0) != 0) continue;
+    auto text = sysfs.ReadFile(absl::StrCat("class/block/", dm, "/dm/name"));
+    if (text.ok() && TrimAttribute(*text) == name) return absl::StrCat("class/block/", dm);
+  }
+  return "";
+}
+
+// "/dev/nvme0n1p2" -> "class/block/nvme0n1p2", "/dev/mapper/luks-x" -> its dm-N; "" for
+// anything else.
+std::string ClassBlockOf(const SysfsRoot& sysfs, std::string_view source) {
+  constexpr std::string_view kDev = "/dev/", kMapper = "/dev/mapper/";
   if (source.substr(0, kDev.size()) != kDev) return "";
   std::string name(source.substr(source.rfind('/') + 1));
   if (name.empty() || name == "." || name == "..") return "";
+  if (source.substr(0, kMapper.size()) == kMapper) return MapperDevice(sysfs, name);
   return absl::StrCat("class/block/", name);
+}
+
+// Every device of every btrfs filesystem (`fs/btrfs/<fsid>/devices/<name>`): a multi-device
+// btrfs names only one of them in mountinfo.
+void ProtectBtrfsDevices(const SysfsRoot& sysfs, const std::string& why, Protected& out) {
+  auto fsids = sysfs.ListDir("fs/btrfs");
+  if (!fsids.ok()) return;
+  for (const std::string& fsid : *fsids) {
+    auto names = sysfs.ListDir(absl::StrCat("fs/btrfs/", fsid, "/devices"));
+    if (!names.ok()) continue;
+    for (const std::string& name : *names) {
+      if (PlainName(name)) BlockDevicePath(sysfs, absl::StrCat("class/block/", name), why, 0, out);
+    }
+  }
 }
 
 // Mounted filesystems (`1/mountinfo`: "36 35 254:1 / / rw - ext4 /dev/vda1 rw").
@@ -65,9 +135,10 @@ absl::Status ProtectMounts(const SysfsRoot& sysfs, const SysfsRoot& proc, Protec
     if (!absl::SimpleAtoi(mm.first, &major)) continue;
     if (major != 0) {
       BlockDevicePath(sysfs, absl::StrCat("dev/block/", majmin), why, 0, out);
-    } else if (std::string rel = ClassBlockOf(ToStd(source)); !rel.empty()) {
+    } else if (std::string rel = ClassBlockOf(sysfs, ToStd(source)); !rel.empty()) {
       BlockDevicePath(sysfs, rel, why, 0, out);  // btrfs and friends show an anonymous 0:N
     }
+    if (dash + 1 != f.end() && *(dash + 1) == "btrfs") ProtectBtrfsDevices(sysfs, why, out);
   }
   return absl::OkStatus();
 }
@@ -79,29 +150,40 @@ void ProtectSwap(const SysfsRoot& sysfs, const SysfsRoot& proc, Protected& out) 
   for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
     std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
     if (f.size() < 2 || f[1] != "partition") continue;
-    if (std::string rel = ClassBlockOf(ToStd(f[0])); !rel.empty()) {
+    if (std::string rel = ClassBlockOf(sysfs, ToStd(f[0])); !rel.empty()) {
       BlockDevicePath(sysfs, rel, absl::StrCat("backs the swap partition ", f[0]), 0, out);
     }
   }
 }
 
 // The devices under a network interface, through bonds, bridges and VLANs (`lower_*` links).
-void InterfaceDevices(const SysfsRoot& sysfs, std::string_view iface, const std::string& why,
-                      int depth, Protected& out) {
-  if (!CheckRelativePath(iface).ok() || iface.find('/') != std::string_view::npos) return;
+// An interface missing from class/net (the agent in another network namespace than the host's)
+// cannot be told: an error, so that nothing is bound blind.
+absl::Status InterfaceDevices(const SysfsRoot& sysfs, std::string_view iface,
+                              const std::string& why, int depth, Protected& out) {
+  if (!PlainName(iface)) return absl::OkStatus();
   // class/net/<if> links to the interface's real directory ("../../devices/pci0000:00/
   // 0000:00:03.0/0000:02:00.0/virtio1/net/eth2"); its own `device` link is relative to that
   // directory and names no PCI address.
   const std::string dir = absl::StrCat("class/net/", ToAbsl(iface));
-  if (auto target = sysfs.ReadLink(dir); target.ok()) {
+  auto target = sysfs.ReadLink(dir);
+  if (!target.ok() && depth == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot tell which device carries the default route: interface ", ToAbsl(iface),
+        " is not in ", sysfs.path(), "/class/net (the agent needs the host's network namespace)"));
+  }
+  if (target.ok()) {
     for (const PciAddress& a : AddressesInPath(*target)) out.emplace(a, why);
   }
-  if (depth >= 8) return;
+  if (depth >= 8) return absl::OkStatus();
   auto names = sysfs.ListDir(dir);
-  if (!names.ok()) return;
+  if (!names.ok()) return absl::OkStatus();
   for (const std::string& name : *names) {
-    if (name.rfind("lower_", 0) == 0) InterfaceDevices(sysfs, name.substr(6), why, depth + 1, out);
+    if (name.rfind("lower_", 0) == 0) {
+      PCID_RETURN_IF_ERROR(InterfaceDevices(sysfs, name.substr(6), why, depth + 1, out));
+    }
   }
+  return absl::OkStatus();
 }
 
 // Default routes, IPv4 (`1/net/route`, destination and mask 0) and IPv6 (`1/net/ipv6_route`,
@@ -127,7 +209,8 @@ absl::Status ProtectDefaultRoutes(const SysfsRoot& sysfs, const SysfsRoot& proc,
     }
   }
   for (const std::string& iface : ifaces) {
-    InterfaceDevices(sysfs, iface, absl::StrCat("carries the default route (", iface, ")"), 0, out);
+    PCID_RETURN_IF_ERROR(InterfaceDevices(
+        sysfs, iface, absl::StrCat("carries the default route (", iface, ")"), 0, out));
   }
   return absl::OkStatus();
 }
@@ -149,6 +232,14 @@ absl::StatusOr<Protected> FindProtectedDevices(const SysfsRoot& sysfs, const Sys
   PCID_RETURN_IF_ERROR(ProtectMounts(sysfs, proc, out));
   ProtectSwap(sysfs, proc, out);
   PCID_RETURN_IF_ERROR(ProtectDefaultRoutes(sysfs, proc, out));
+
+  // A protected VF protects its PF: rebinding the PF (or changing its VF count) removes every VF.
+  for (const PciDevice& d : devices) {
+    if (!d.physical_function || !out.count(d.address) || out.count(*d.physical_function)) continue;
+    out.emplace(*d.physical_function,
+                absl::StrCat("has the virtual function ", d.address.ToString(), ", which ",
+                             out.at(d.address)));
+  }
 
   // A group is bound as a whole: a protected member protects its group-mates. PCI bridges do not
   // count (the kernel keeps them on their port driver inside a vfio group); any other bridge does,

@@ -181,6 +181,60 @@ BOOST_AUTO_TEST_CASE(deny_list_lvm_slaves_bonds_ipv6_and_swap) {
   BOOST_TEST(!p.count(A("0000:00:04.0")));  // the old route is gone
 }
 
+BOOST_AUTO_TEST_CASE(md_partitions_nvme_multipath_luks_btrfs_and_a_route_over_a_vf) {
+  Fixture f;
+  // / on a partition of an md RAID (Intel RST: md126p2) over a disk behind 01:00.0.
+  f.sys.Symlink("dev/block/259:2", "../../devices/virtual/block/md126/md126p2");
+  f.sys.WriteFile("devices/virtual/block/md126/md126p2/partition", "2\n");
+  f.sys.Symlink("class/block/md126", "../../devices/virtual/block/md126");
+  f.sys.Symlink("devices/virtual/block/md126/slaves/sdb",
+                "../../../../pci0000:00/0000:00:01.0/"
+                "0000:01:00.0/host0/block/sdb");
+  f.sys.Symlink("class/block/sdb",
+                "../../devices/pci0000:00/0000:00:01.0/0000:01:00.0/host0/block/sdb");
+  // /data on a multipath NVMe namespace: its path names the subsystem, not the controller.
+  f.sys.Symlink("dev/block/259:5", "../../devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1");
+  f.sys.Symlink("class/nvme-subsystem/nvme-subsys0/nvme0", "../../nvme/nvme0");
+  f.sys.MakeDir("class/nvme-subsystem/nvme-subsys0/nvme0n1");
+  f.sys.Symlink("class/nvme/nvme0",
+                "../../devices/pci0000:00/0000:00:05.0/0000:02:00.0/nvme/nvme0");
+  // /srv: btrfs (anonymous 0:N) on LUKS, named by its mapper name.
+  f.sys.Symlink("class/block/dm-3", "../../devices/virtual/block/dm-3");
+  f.sys.WriteFile("devices/virtual/block/dm-3/dm/name", "luks-abc\n");
+  f.sys.Symlink("devices/virtual/block/dm-3/slaves/vdb",
+                "../../../../pci0000:00/0000:00:03.0/virtio3/block/vdb");
+  f.sys.Symlink("class/block/vdb", "../../devices/pci0000:00/0000:00:03.0/virtio3/block/vdb");
+  f.proc.WriteFile("1/mountinfo",
+                   "22 1 259:2 / / rw - ext4 /dev/md126p2 rw\n"
+                   "23 22 259:5 / /data rw - xfs /dev/nvme0n1 rw\n"
+                   "24 22 0:40 / /srv rw - btrfs /dev/mapper/luks-abc rw\n");
+  // The default route on a VF of 00:02.0.
+  f.kernel.AddFunction(
+      {.address = "0000:00:02.1", .device = "0x10ca", .driver = "igbvf", .group = "8"});
+  f.sys.Symlink("devices/pci0000:00/0000:00:02.1/physfn", "../0000:00:02.0");
+  f.sys.Symlink("class/net/eth5", "../../devices/pci0000:00/0000:00:02.1/net/eth5");
+  f.proc.WriteFile("1/net/route",
+                   "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+                   "eth5\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\n");
+  Protected p = f.Protect();
+  BOOST_TEST(p.at(A("0000:01:00.0")) == "backs the mounted filesystem / (/dev/md126p2)");
+  BOOST_TEST(p.at(A("0000:02:00.0")) == "backs the mounted filesystem /data (/dev/nvme0n1)");
+  BOOST_TEST(p.at(A("0000:00:03.0")) == "backs the mounted filesystem /srv (/dev/mapper/luks-abc)");
+  BOOST_TEST(p.at(A("0000:00:02.1")) == "carries the default route (eth5)");
+  BOOST_TEST(p.at(A("0000:00:02.0")) ==
+             "has the virtual function 0000:00:02.1, which carries the default route (eth5)");
+  BOOST_TEST(!p.count(A("0000:00:04.0")));
+  // A default-route interface this tree does not know: nothing can be told, nothing bound.
+  f.proc.WriteFile("1/net/route",
+                   "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+                   "eth7\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\n");
+  auto unknown = FindProtectedDevices(*f.sys_root, *f.proc_root, f.Devices(), {});
+  BOOST_TEST(absl::IsFailedPrecondition(unknown.status()));
+  BOOST_TEST(
+      std::string(unknown.status().message()).find("interface eth7 is not in") != std::string::npos,
+      unknown.status().message());
+}
+
 BOOST_AUTO_TEST_CASE(fails_closed_without_mount_or_route_tables) {
   Fixture f;
   std::filesystem::remove(f.proc.root() / "1/net/route");
