@@ -359,9 +359,23 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
     time.sleep(2)
     check(daemon.poll() is None, "daemon alive after broken JSON answers")
 
-    # Deleting the claim gives the device back first, then the object goes.
-    rc, out = api.kubectl("delete", "pcideviceclaim", "n1-000081000", "--timeout=20s")
-    check(rc == 0 and api.get("pcideviceclaims", "n1-000081000") is None, "claim deleted", out)
+    # Deleting the claim gives the device back first, then the object goes; while a pod holds the
+    # device the deletion waits (the claim says why, still passed through), and goes through once
+    # the pod is gone, with no other event to wake the agent.
+    emu.send(f"allocate {GPU} 0000:81:00.0 vm-a")
+    e = emu.wait(lambda e: e["event"] == "allocate" and e.get("resource") == GPU, timeout=10)
+    check(e is not None and e.get("ok"), "the claimed GPU allocated to a pod", json.dumps(e)[:300])
+    rc, out = api.kubectl("delete", "pcideviceclaim", "n1-000081000", "--wait=false")
+    c = wait_for(lambda: (lambda o: o if o and any(
+        x.get("reason") == "DeviceInUse" for x in o.get("status", {}).get("conditions", [])) else None)(
+        api.get("pcideviceclaims", "n1-000081000")), timeout=15)
+    check(c is not None and c["status"].get("passthroughEnabled") is True and
+          "0000:81:00.0" in open(f"{state}/state.json").read(),
+          "claim deleted while a pod holds its device: waits, says DeviceInUse, still passed through",
+          json.dumps(c)[:600])
+    emu.send("delete vm-a")
+    gone = wait_for(lambda: api.get("pcideviceclaims", "n1-000081000") is None, timeout=40)
+    check(gone, "the pod gone: the device given back and the claim deleted")
     check("0000:81:00.0" not in open(f"{state}/state.json").read(), "device released from the state file")
     entries = wait_for(lambda: (lambda e: e if e == [ADMIN_ENTRY] else None)(host_devices(api)))
     check(entries is not None, "KubeVirt: our entries removed with the claims, the administrator's kept",

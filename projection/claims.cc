@@ -29,9 +29,12 @@ std::string FinalizersPatch(const ObservedObject& c, bool add) {
 // {"status": {...}} as the claim should show `outcome`; nullopt when the server already shows it.
 // PCI: passthroughEnabled, kernelDriverToUnbind; USB: nodeName, pciAddress (Harvester's fields);
 // both with a PassthroughEnabled condition.
+// `waiting`: a refused release; the device is still passed through, and the condition says why
+// the claim's deletion waits.
 std::optional<std::string> StatusPatch(const ObservedObject& c, const ClaimOutcome& outcome,
                                        const std::string& node, const std::string& address,
-                                       const ClaimScope& scope) {
+                                       const ClaimScope& scope,
+                                       const ClaimOutcome* waiting = nullptr) {
   JsonWriter status;
   status.BeginObject();
   // Only fields the CRDs' schemas hold: anything else is pruned by the server, would never
@@ -47,8 +50,11 @@ std::optional<std::string> StatusPatch(const ObservedObject& c, const ClaimOutco
   status.Key("conditions").BeginArray().BeginObject();
   status.Key("type").String("PassthroughEnabled");
   status.Key("status").String(outcome.ok ? "True" : "False");
-  status.Key("reason").String(outcome.ok ? "Enabled" : outcome.reason);
-  status.Key("message").String(outcome.message);
+  status.Key("reason").String(waiting != nullptr ? waiting->reason
+                              : outcome.ok       ? "Enabled"
+                                                 : outcome.reason);
+  status.Key("message").String(
+      waiting != nullptr ? absl::StrCat("deletion waits: ", waiting->message) : outcome.message);
   status.EndObject().EndArray();
   status.EndObject();
   auto want = DecodeStatus(status.str());
@@ -100,9 +106,13 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
         out.push_back(
             {ClaimStep::Kind::kRemoveFinalizer, name, st.address, FinalizersPatch(c, false)});
       } else if (st.disabled) {
-        if (auto patch = StatusPatch(c, *st.disabled, node, st.address, scope)) {
+        // Refused (a pod holds it): still passed through; asked again after a back-off.
+        if (auto patch = StatusPatch(c, *st.enabled, node, st.address, scope, &*st.disabled)) {
           out.push_back({ClaimStep::Kind::kWriteStatus, name, st.address, *patch});
         }
+        st.disable_asked = false;
+        st.disabled.reset();
+        out.push_back({ClaimStep::Kind::kRetryLater, name, st.address, ""});
       }
       continue;
     }
@@ -132,6 +142,13 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
         continue;
       }
       if (st.disable_asked && !st.disabled) continue;  // waiting
+      if (st.disabled && !st.disabled->ok) {
+        // The old device could not be given back (a pod holds it): not forgotten, asked again.
+        st.disable_asked = false;
+        st.disabled.reset();
+        out.push_back({ClaimStep::Kind::kRetryLater, name, st.address, ""});
+        continue;
+      }
       st = ClaimState{};
     }
     st.address = address;
@@ -150,6 +167,12 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
       if (auto patch = StatusPatch(c, *st.enabled, node, address, scope)) {
         out.push_back({ClaimStep::Kind::kWriteStatus, name, address, *patch});
       }
+      // The owner did not find the device: it may come (VFs created later, a card plugged).
+      if (!refused && !st.enabled->ok && st.enabled->reason == "DeviceNotFound") {
+        st.enable_asked = false;
+        st.enabled.reset();
+        out.push_back({ClaimStep::Kind::kRetryLater, name, address, ""});
+      }
     }
   }
   // Claims gone from the server (force-deleted, or deleted before we held them): their devices
@@ -162,8 +185,9 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
       st.disable_asked = true;
       out.push_back({ClaimStep::Kind::kAskDisable, name, st.address, ""});
     } else if (st.disabled) {
-      st.disable_asked = false;  // refused (a pod holds it): asked again on the next change
+      st.disable_asked = false;  // refused (a pod holds it): asked again after a back-off
       st.disabled.reset();
+      out.push_back({ClaimStep::Kind::kRetryLater, name, st.address, ""});
     }
   }
   return out;

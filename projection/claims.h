@@ -48,6 +48,8 @@ struct ClaimStep {
     kRemoveFinalizer,  // PATCH metadata.finalizers (- ours), resourceVersion precondition
     kWriteStatus,      // PATCH /status with `body`
     kForget,           // the claim is gone and its device given back: drop its state
+    kRetryLater,       // a release refused (a pod holds it) or a device not found yet: plan
+                       // again after a back-off even if nothing else happens
   } kind;
   std::string claim;
   std::string address;

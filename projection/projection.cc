@@ -326,7 +326,7 @@ struct Projection::Impl {
   // Claims: asks the owner, then writes finalizers and status. False when a write failed: the
   // caller plans again after a back-off (or sooner, on the next event).
   bool ServeClaims(KubeClient& client, const char* plural,
-                   const std::map<std::string, ObservedObject>& claims_seen,
+                   std::map<std::string, ObservedObject>& claims_seen,
                    std::map<std::string, ClaimState>& states, const ClaimScope& scope) {
     bool ok = true;
     for (const ClaimStep& step : PlanClaims(claims_seen, states, node, scope)) {
@@ -346,6 +346,9 @@ struct Projection::Impl {
         case ClaimStep::Kind::kForget:
           states.erase(step.claim);
           continue;
+        case ClaimStep::Kind::kRetryLater:
+          ok = false;  // planned again after the claims' back-off
+          continue;
         case ClaimStep::Kind::kAddFinalizer:
         case ClaimStep::Kind::kRemoveFinalizer:
           res = client.Call("PATCH", path, step.body, "application/merge-patch+json");
@@ -362,6 +365,10 @@ struct Projection::Impl {
         log->warn("claim {}: write failed: {}", step.claim,
                   res.ok() ? absl::StrCat("HTTP ", res->status, ": ", StatusMessage(res->body))
                            : std::string(res.status().message()));
+      } else if (auto o = DecodeObject(res->body); o.ok() && o->name == step.claim) {
+        // What the write made, before its watch echo: a wake-up meanwhile plans from it
+        // (no second status write, no finalizer patch on an old resourceVersion).
+        claims_seen[step.claim] = *std::move(o);
       }
     }
     return ok;

@@ -239,9 +239,19 @@ BOOST_AUTO_TEST_CASE(claims_finalizer_enable_status_release) {
   states["n1-000081000"].disabled =
       ClaimOutcome{false, "", "DeviceInUse", "allocated to default/vm"};
   steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 2u);
+  BOOST_TEST((steps[0].kind == Kind::kWriteStatus));  // says why it waits: still passed through
+  BOOST_TEST(steps[0].body.find(R"("passthroughEnabled":true,"kernelDriverToUnbind":"nvidia")") !=
+             std::string::npos);
+  BOOST_TEST(steps[0].body.find(R"("reason":"DeviceInUse","message":"deletion waits: allocated)") !=
+                 std::string::npos,
+             steps[0].body);
+  BOOST_TEST((steps[1].kind == Kind::kRetryLater));  // the pod may go without any claim event
+  claims["n1-000081000"].status =
+      *DecodeStatus(steps[0].body.substr(10, steps[0].body.size() - 11));  // the status as written
+  steps = PlanClaims(claims, states, "n1");  // the retry: asked again, nothing rewritten
   BOOST_REQUIRE(steps.size() == 1u);
-  BOOST_TEST((steps[0].kind == Kind::kWriteStatus));  // says why it waits
-  BOOST_TEST(steps[0].body.find("DeviceInUse") != std::string::npos);
+  BOOST_TEST((steps[0].kind == Kind::kAskDisable));
   states["n1-000081000"].disabled = ClaimOutcome{true, "", "", "given back"};
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 1u);
@@ -285,6 +295,32 @@ BOOST_AUTO_TEST_CASE(claims_refused_before_the_owner_and_force_deleted_given_bac
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kAskDisable));
   BOOST_TEST(steps[0].address == "0000:81:00.0");
+  // Refused (a pod holds it): not forgotten, asked again after a back-off.
+  states["gone"].disabled = ClaimOutcome{false, "", "DeviceInUse", "allocated"};
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kRetryLater));
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAskDisable));
+  states.clear();
+  // The owner did not find the device (its VF not created yet): the claim says so and is asked
+  // again later; a claim refused before the owner (bad address) is not.
+  claims["later"] =
+      Claim("later", {{"address", "0000:81:00.4"}, {"nodeName", "n1"}}, {kClaimFinalizer});
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAskEnable));
+  states["later"].enabled = ClaimOutcome{false, "", "DeviceNotFound", "no such device"};
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 2u);
+  BOOST_TEST((steps[0].kind == Kind::kWriteStatus));
+  BOOST_TEST((steps[1].kind == Kind::kRetryLater));
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAskEnable));
+  claims.clear();
+  states.clear();
   // USB: ours by name; the status names the controller.
   ClaimScope usb{true, {{"n1-0951-1666-001004", "0000:00:14.0"}}};
   claims["n1-0951-1666-001004"] =
