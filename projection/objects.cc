@@ -108,24 +108,30 @@ absl::StatusOr<ObservedObject> DecodeObject(std::string_view json) {
 }
 
 absl::StatusOr<ObservedList> DecodeList(std::string_view json) {
-  return Parse<ObservedList>(json, "list",
-                             [](simdjson::dom::element e) -> absl::StatusOr<ObservedList> {
-                               ObservedList list;
-                               std::string_view rv;
-                               if (e["metadata"]["resourceVersion"].get(rv))
-                                 return Bad("list", "no metadata.resourceVersion");
-                               list.resource_version = std::string(rv);
-                               simdjson::dom::array items;
-                               simdjson::dom::element raw;
-                               if (!e["items"].get(raw) && raw.is_null())
-                                 return list;  // "items": null, as Go marshals nil
-                               if (e["items"].get(items)) return Bad("list", "no items array");
-                               for (simdjson::dom::element item : items) {
-                                 PCID_ASSIGN_OR_RETURN(ObservedObject o, FromElement(item));
-                                 list.items.push_back(std::move(o));
-                               }
-                               return list;
-                             });
+  return Parse<ObservedList>(
+      json, "list", [](simdjson::dom::element e) -> absl::StatusOr<ObservedList> {
+        ObservedList list;
+        std::string_view rv;
+        if (e["metadata"]["resourceVersion"].get(rv))
+          return Bad("list", "no metadata.resourceVersion");
+        list.resource_version = std::string(rv);
+        simdjson::dom::array items;
+        simdjson::dom::element raw;
+        if (!e["items"].get(raw) && raw.is_null())
+          return list;  // "items": null, as Go marshals nil
+        if (e["items"].get(items)) return Bad("list", "no items array");
+        size_t i = 0;
+        for (simdjson::dom::element item : items) {
+          auto o = FromElement(item);
+          if (o.ok()) {
+            list.items.push_back(*std::move(o));
+          } else {
+            list.skipped.push_back(absl::StrCat("items[", i, "]: ", o.status().message()));
+          }
+          ++i;
+        }
+        return list;
+      });
 }
 
 absl::StatusOr<WatchEvent> DecodeWatchEvent(std::string_view line) {

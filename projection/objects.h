@@ -32,6 +32,8 @@ absl::StatusOr<ObservedObject> DecodeObject(std::string_view json);
 struct ObservedList {
   std::string resource_version;
   std::vector<ObservedObject> items;
+  std::vector<std::string> skipped;  // why each malformed item was left out (one bad object
+                                     // must not hide every other one)
 };
 absl::StatusOr<ObservedList> DecodeList(std::string_view json);
 

@@ -149,6 +149,7 @@ struct Projection::Impl {
         if (!fail(absl::StrCat("list: ", list.status().message()))) break;
         continue;
       }
+      for (const std::string& why : list->skipped) log->warn("{}: list: skipped {}", plural, why);
       if (failing) log->info("{}: API server reachable again", plural);
       failing = false;
       backoff.Reset();
@@ -163,6 +164,7 @@ struct Projection::Impl {
       bool gone = false;
       while (!gone) {
         int code = 0;
+        bool broken = false;  // an event that does not decode: relisted after a back-off
         auto status = (*client)->Stream(
             absl::StrCat(
                 base, "&watch=1&allowWatchBookmarks=true&timeoutSeconds=20&resourceVersion=", rv),
@@ -170,7 +172,8 @@ struct Projection::Impl {
               auto ev = DecodeWatchEvent(line);
               if (!ev.ok()) {
                 log->warn("{}: bad watch event: {}", plural, ToStd(ev.status().message()));
-                return false;  // resume from the last good resourceVersion
+                broken = true;  // resuming would bring the same event back at once
+                return false;
               }
               if (ev->type == "ERROR") {
                 code = ev->code;
@@ -186,7 +189,10 @@ struct Projection::Impl {
           std::lock_guard<std::mutex> lock(mu);
           if (stopping) return;
         }
-        if (code == 410 || (status.ok() && *status == 410)) {
+        if (broken) {
+          if (!Sleep(backoff.Next())) return;
+          gone = true;
+        } else if (code == 410 || (status.ok() && *status == 410)) {
           log->info("{}: resourceVersion {} too old (410 Gone): relisting", plural, rv);
           gone = true;
         } else if (!status.ok() || *status / 100 != 2 || code != 0) {

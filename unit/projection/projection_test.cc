@@ -105,6 +105,15 @@ BOOST_AUTO_TEST_CASE(decode_objects_lists_and_events) {
   BOOST_TEST(list->items[0].status.at("address") == "\"0000:01:00.0\"");
   BOOST_TEST(list->items[0].status.at("numaNode") == "0");
   BOOST_TEST(DecodeList(R"({"metadata":{"resourceVersion":"1"},"items":null})")->items.empty());
+  // One malformed item is left out and named; the others stay.
+  auto mixed = DecodeList(R"({"metadata":{"resourceVersion":"5"},"items":[
+      {"metadata":{}},{"metadata":{"name":"ok","resourceVersion":"3"}},{"metadata":{"name":"b"},"status":[]}]})");
+  BOOST_REQUIRE(mixed.ok());
+  BOOST_REQUIRE(mixed->items.size() == 1u);
+  BOOST_TEST(mixed->items[0].name == "ok");
+  BOOST_REQUIRE(mixed->skipped.size() == 2u);
+  BOOST_TEST(mixed->skipped[0].find("items[0]: ") == 0, mixed->skipped[0]);
+  BOOST_TEST(mixed->skipped[1].find("items[2]: ") == 0, mixed->skipped[1]);
   auto gone = DecodeWatchEvent(R"({"type":"ERROR","object":{"kind":"Status","code":410}})");
   BOOST_TEST(gone->code == 410);
   auto bm =
