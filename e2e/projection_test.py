@@ -263,6 +263,15 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
     check(entries is not None and [x["resourceName"] for x in entries].count(GPU) == 1 and ADMIN_ENTRY in entries
           and {"pciVendorSelector": "10de:1c03", "resourceName": GPU, "externalResourceProvider": True} in entries,
           "KubeVirt: one pciHostDevices entry for the claimed GPU, the administrator's kept", json.dumps(entries))
+    # Our entry removed by someone else (another node releasing the same resource, an
+    # administrator): the claim still needs it, so it comes back.
+    kv = api.get("kubevirts", "kubevirt", namespace="kubevirt")
+    rc, out = api.kubectl("patch", "kubevirt", "kubevirt", "-n", "kubevirt", "--type=merge", "-p", json.dumps(
+        {"spec": {"configuration": {"permittedHostDevices": {"pciHostDevices": [ADMIN_ENTRY]}}}}))
+    entries = wait_for(lambda: (lambda e: e if any(x.get("resourceName") == GPU for x in e) else None)(host_devices(api)))
+    check(rc == 0 and entries is not None and [x["resourceName"] for x in entries].count(GPU) == 1,
+          "KubeVirt: our entry removed by someone else comes back while the claim needs it",
+          out + json.dumps(host_devices(api)))
 
     # Bad claims: a condition says why; nothing changes.
     for name, address, reason in (("bad-address", "../../x", "InvalidAddress"),

@@ -32,13 +32,21 @@ absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
   for (const bool usb : {false, true}) {
     const char* key = usb ? "usb" : "pciHostDevices";
     // The entries now, in order, as raw JSON, with the resources they name.
-    std::vector<std::pair<std::string, std::string>> entries;
+    struct Entry {
+      std::string resource;
+      std::string raw;
+      bool external = false;  // ours are; an administrator's entry for KubeVirt's own plugins
+                              // (externalResourceProvider false) is never removed
+    };
+    std::vector<Entry> entries;
     simdjson::dom::array current;
     if (!root["spec"]["configuration"]["permittedHostDevices"][key].get(current)) {
       for (simdjson::dom::element e : current) {
         std::string_view resource;
         if (e["resourceName"].get(resource)) resource = "";
-        entries.emplace_back(std::string(resource), simdjson::minify(e));
+        bool external = false;
+        if (e["externalResourceProvider"].get(external)) external = false;
+        entries.push_back({std::string(resource), simdjson::minify(e), external});
       }
     }
     std::map<std::string, const PciHostDevice*> wanted;
@@ -48,8 +56,8 @@ absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
     std::vector<std::string> next;
     std::set<std::string> seen;
     bool changed = false;
-    for (const auto& [resource, raw] : entries) {
-      if (remove.count(resource) && !wanted.count(resource)) {
+    for (const auto& [resource, raw, external] : entries) {
+      if (remove.count(resource) && !wanted.count(resource) && external) {
         changed = true;  // no claim needs it any more
         continue;
       }

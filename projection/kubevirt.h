@@ -24,6 +24,9 @@ namespace pcid::projection {
 
 class KubeClient;
 
+inline constexpr char kKubeVirtPrefix[] = "/apis/kubevirt.io/v1/";
+inline constexpr char kKubeVirtPlural[] = "kubevirts";
+
 // One permittedHostDevices entry of ours: in `pciHostDevices` {pciVendorSelector: "vvvv:dddd",
 // resourceName, externalResourceProvider: true}, or in `usb` {resourceName, selectors: [{vendor,
 // product}], externalResourceProvider: true}.

@@ -87,6 +87,14 @@ absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e) {
       }
     }
   }
+  for (const char* list : {"pciHostDevices", "usb"}) {
+    simdjson::dom::array entries;
+    if (e["spec"]["configuration"]["permittedHostDevices"][list].get(entries)) continue;
+    for (simdjson::dom::element entry : entries) {
+      std::string_view resource;
+      if (!entry["resourceName"].get(resource)) o.permitted_resources.emplace(resource);
+    }
+  }
   return o;
 }
 

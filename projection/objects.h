@@ -8,6 +8,7 @@
 #include <absl/status/statusor.h>
 
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +24,8 @@ struct ObservedObject {
   std::vector<std::string> finalizers;        // metadata.finalizers
   std::map<std::string, std::string> spec;    // string fields of .spec (claims)
   std::vector<std::string> spec_not_strings;  // .spec fields of another type (refused)
+  // KubeVirt: resource names in spec.configuration.permittedHostDevices (pciHostDevices, usb).
+  std::set<std::string> permitted_resources;
 };
 
 // One object (a GET answer or a watch event's "object").

@@ -5,10 +5,12 @@
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -81,6 +83,7 @@ struct Projection::Impl {
   ProjectionStats stats;                       // guarded by mu
 
   std::vector<std::thread> threads;
+  bool kubevirt_absent = false;  // the mirror thread's: "no KubeVirt object" said once
 
   void Post(Update u) {
     {
@@ -114,7 +117,8 @@ struct Projection::Impl {
 
   // List then watch `plural` (with `selector`, "" = all), for ever: each list is a sync, each
   // event an update.
-  void Inform(const std::string& plural, const std::string& selector) {
+  void Inform(const std::string& plural, const std::string& selector,
+              std::string_view prefix = kApiPrefix) {
     Backoff backoff;
     auto client = KubeClient::Create(config);
     if (!client.ok()) {
@@ -123,7 +127,7 @@ struct Projection::Impl {
     }
     if (!Enlist(client->get())) return;
     absl::Cleanup unlist = [&] { Unlist(client->get()); };
-    const std::string base = absl::StrCat(kApiPrefix, plural, "?", selector);
+    const std::string base = absl::StrCat(ToAbsl(prefix), plural, "?", selector);
     bool failing = false;
     while (true) {
       {
@@ -307,8 +311,13 @@ struct Projection::Impl {
                                  usb_claim_states, usb_scope);
       }
       if (inv && synced.count(kClaimPlural) && synced.count(kUsbClaimPlural)) {
+        // What KubeVirt's object holds; unknown until it is listed (not installed: never).
+        std::optional<std::set<std::string>> permitted;
+        if (synced.count(kKubeVirtPlural) && !observed[kKubeVirtPlural].empty()) {
+          permitted = observed[kKubeVirtPlural].begin()->second.permitted_resources;
+        }
         claims_ok &= ServeKubeVirt(**client, *inv, observed[kClaimPlural], claim_states,
-                                   usb_claim_states, kubevirt_applied);
+                                   usb_claim_states, permitted, kubevirt_applied);
       }
       // Claims are planned on every wake-up; a failed write brings one after a back-off.
       claims_retrying = !claims_ok;
@@ -387,6 +396,7 @@ struct Projection::Impl {
                      const std::map<std::string, ObservedObject>& claims_seen,
                      const std::map<std::string, ClaimState>& states,
                      const std::map<std::string, ClaimState>& usb_states,
+                     const std::optional<std::set<std::string>>& permitted,
                      std::set<PciHostDevice>& applied) {
     std::set<PciHostDevice> ours;
     // USB resources name their node: no other node's claim can need ours.
@@ -408,7 +418,10 @@ struct Projection::Impl {
         ours.insert({selector, PciResourceName(d), false});
       }
     }
-    if (ours == applied) return true;
+    const bool missing = permitted && std::any_of(ours.begin(), ours.end(), [&](const auto& d) {
+                           return !permitted->count(d.resource);
+                         });
+    if (ours == applied && !missing) return true;
     std::set<std::string> remove;
     std::set<std::string> remove_usb;
     for (const PciHostDevice& d : applied) {
@@ -433,8 +446,13 @@ struct Projection::Impl {
     absl::Status st = UpdatePermittedHostDevices(
         client, std::vector<PciHostDevice>(ours.begin(), ours.end()), remove, 10, *log);
     if (absl::IsNotFound(st)) {
-      log->warn("{}", ToStd(st.message()));
-    } else if (!st.ok()) {
+      // Tried again when a KubeVirt object appears (its watch wakes the mirror).
+      if (!kubevirt_absent) log->warn("{}", ToStd(st.message()));
+      kubevirt_absent = true;
+      return true;
+    }
+    kubevirt_absent = false;
+    if (!st.ok()) {
       log->warn("kubevirt: {}", ToStd(st.message()));
       return false;
     }
@@ -523,6 +541,9 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
   p->threads.emplace_back([p] { p->Inform(kClaimPlural, ""); });
   // USB claims have no node at all: their names say which node's USBDevice they claim.
   p->threads.emplace_back([p] { p->Inform(kUsbClaimPlural, ""); });
+  // KubeVirt's object: our entries are checked against what it holds, not against what we last
+  // wrote (another node may remove an entry we still need; an administrator may recreate it).
+  p->threads.emplace_back([p] { p->Inform(kKubeVirtPlural, "", kKubeVirtPrefix); });
   p->log->info("projection to {} ({}) for node {}", config.host, config.origin, p->node);
   return projection;
 }

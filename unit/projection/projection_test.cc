@@ -196,6 +196,14 @@ BOOST_AUTO_TEST_CASE(permitted_host_devices_once_each_others_kept) {
       (*patch)->find(
           R"({"pciVendorSelector":"10de:1db6","resourceName":"nvidia.com/GV100","externalResourceProvider":true})") !=
       std::string::npos);
+  // An administrator's entry (for KubeVirt's own plugins) naming a resource we remove stays.
+  patch = PlanPermittedHostDevices(kv, {}, {"intel.com/I210"});
+  BOOST_TEST(!patch->has_value());
+  // What the object holds, as the mirror compares it.
+  auto observed = DecodeObject(kv);
+  BOOST_REQUIRE(observed.ok());
+  const std::set<std::string> held = {"intel.com/I210", "nvidia.com/GP106"};
+  BOOST_TEST(observed->permitted_resources == held);
   // Nothing to do: no patch.
   const std::string clean = R"({"metadata":{"resourceVersion":"3"},"spec":{}})";
   BOOST_TEST(!PlanPermittedHostDevices(clean, {}, {"nvidia.com/GP106"})->has_value());
