@@ -193,6 +193,22 @@ class Daemon {
     }
     std::set<std::string> touched;
     if (!to_enable.empty()) {
+      // Devices another plugin has given to pods (SR-IOV network VFs) are left to them.
+      auto holders = ListHoldersNow(flags_.pod_resources_socket);
+      std::erase_if(to_enable, [&](const PciDevice* d) {
+        const vfio::Intent* ours = store_->Find(d->address);
+        if (ours && ours->enabled) return false;
+        const std::string id = d->address.ToString();
+        if (holders.ok() && !holders->count(id)) return false;
+        refused_.insert(d->address);
+        log_->error("config: pci {}: not enabled: {}", id,
+                    holders.ok() ? absl::StrCat("allocated to ", holders->at(id), " (PodResources)")
+                                 : absl::StrCat("cannot tell whether a pod holds it (",
+                                                holders.status().message(), ")"));
+        return true;
+      });
+    }
+    if (!to_enable.empty()) {
       auto protect = vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny);
       std::vector<absl::Status> results(to_enable.size(), protect.status());
       if (protect.ok()) results = vfio::EnableAll(node_, *store_, to_enable, *protect, "config");
@@ -308,6 +324,11 @@ class Daemon {
       if (dev == nullptr) {
         return {false, "", "DeviceNotFound",
                 absl::StrCat("pci ", text, ": no such device on node ", flags_.node)};
+      }
+      const vfio::Intent* ours = store_->Find(*address);
+      if (!ours || !ours->enabled) {
+        // Another plugin's device in a pod (SR-IOV network VFs are named by address).
+        if (auto busy = InUse("pci", text)) return *busy;
       }
       auto protect = vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny);
       absl::Status st =

@@ -17,10 +17,30 @@ namespace {
 
 constexpr char kSource[] = "cli";
 
+// A device another device plugin has given to a pod (the SR-IOV network plugin names VFs by
+// their PCI address) is never pulled from under it. One already ours is served by us anyway.
+absl::Status CheckNotHeld(const DeviceContext& ctx, const PciDevice& dev) {
+  const vfio::Intent* intent = ctx.store.Find(dev.address);
+  if (intent != nullptr && intent->enabled) return absl::OkStatus();
+  const std::string text = dev.address.ToString();
+  auto holder = ctx.holder(text);
+  if (!holder.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pci ", text, ": refused: cannot tell whether a pod holds it (",
+                     holder.status().message(), ")"));
+  }
+  if (!holder->empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pci ", text, ": refused: allocated to ", *holder, " (PodResources)"));
+  }
+  return absl::OkStatus();
+}
+
 // "enabled 0000:03:00.0 (vfio-pci, group 10: viable)": the group's viability is the operator's
 // next question.
 absl::StatusOr<std::string> EnableOne(const DeviceContext& ctx, const PciDevice& dev) {
   PCID_ASSIGN_OR_RETURN(vfio::Protected protect, ctx.protect());
+  PCID_RETURN_IF_ERROR(CheckNotHeld(ctx, dev));
   PCID_RETURN_IF_ERROR(vfio::Enable(ctx.node, ctx.store, dev, protect, kSource));
   auto group = vfio::ReadGroupViability(ctx.node.sysfs, dev);
   return absl::StrCat("enabled ", dev.address.ToString(), " (vfio-pci, ",
@@ -32,6 +52,11 @@ absl::StatusOr<std::string> DisableOne(const DeviceContext& ctx, const PciAddres
   const std::string text = address.ToString();
   const vfio::Intent* intent = ctx.store.Find(address);
   if (intent == nullptr) return absl::NotFoundError(absl::StrCat("pci ", text, ": not enabled"));
+  if (!intent->enabled) {
+    // A disable that failed half-way (the original driver would not take it back): finish it.
+    PCID_RETURN_IF_ERROR(vfio::Disable(ctx.node, ctx.store, address, kSource));
+    return absl::StrCat("disabled ", text, " (finished an earlier disable)");
+  }
   if (intent->sources.count("config")) {
     return absl::FailedPreconditionError(absl::StrCat(
         "pci ", text, ": refused: the daemon's config enables it; change the config instead"));

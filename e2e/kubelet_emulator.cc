@@ -12,6 +12,8 @@
 //                                           devices are held by POD's container "compute" in the
 //                                           PodResources answers (namespace "default")
 //   delete POD                           -> the pod is gone: its devices leave PodResources
+//   hold POD RESOURCE ID[,ID...]         -> POD holds devices of another plugin (SR-IOV network
+//                                           VFs, named by address) in PodResources
 //   preferred RESOURCE AVAIL MUST SIZE   -> {"event":"preferred",...} (comma-joined; "-" = none)
 //   prestart RESOURCE ID[,ID...]         -> {"event":"prestart",...}
 //   lists                                -> {"event":"lists","count":N}: PodResources List calls
@@ -254,6 +256,12 @@ void Command(Kubelet& kubelet, Pods& pods, const std::vector<std::string>& words
   json.BeginObject().Key("event").String(words[0]);
   if (words[0] == "delete" && words.size() == 2) {
     pods.Delete(words[1]);
+    json.Key("pod").String(words[1]).Key("ok").Bool(true).EndObject();
+    Emit(json);
+    return;
+  }
+  if (words[0] == "hold" && words.size() == 4) {
+    pods.Hold(words[1], words[2], Ids(words[3]));
     json.Key("pod").String(words[1]).Key("ok").Bool(true).EndObject();
     Emit(json);
     return;

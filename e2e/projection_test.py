@@ -330,6 +330,24 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
         .get("permittedHostDevices", {}).get("usb")))
     check(kv is not None, "KubeVirt: the usb entry removed")
 
+    # A device another plugin has given to a pod (an SR-IOV network VF, named by its address) is
+    # not taken: the claim says DeviceInUse and is served once the pod is gone.
+    emu.send("hold vm-net intel.com/sriov_net 0000:81:00.1")
+    emu.wait(lambda e: e["event"] == "hold", timeout=5)
+    rc, out = api.kubectl("apply", "-f", "-", stdin=claim("n1-000081001", "0000:81:00.1"))
+    c = wait_for(lambda: (lambda o: o if o and any(
+        x.get("reason") == "DeviceInUse" for x in o.get("status", {}).get("conditions", [])) else None)(
+        api.get("pcideviceclaims", "n1-000081001")), timeout=15)
+    check(c is not None and c["status"].get("passthroughEnabled") is False and
+          "0000:81:00.1" not in open(f"{state}/state.json").read(),
+          "claim for a device another plugin's pod holds: DeviceInUse, not taken", json.dumps(c)[:600])
+    emu.send("delete vm-net")
+    c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("passthroughEnabled") else None)(
+        api.get("pcideviceclaims", "n1-000081001")), timeout=40)
+    check(c is not None, "that pod gone: the claim is served")
+    rc, out = api.kubectl("delete", "pcideviceclaim", "n1-000081001", "--timeout=20s")
+    check(rc == 0 and "0000:81:00.1" not in open(f"{state}/state.json").read(), "and given back", out)
+
     # The watch cut and the history compacted: a claim made meanwhile is still served (410 -> relist).
     api.control("POST", "cut-watches")
     api.control("POST", "compact")

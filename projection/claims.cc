@@ -167,8 +167,10 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
       if (auto patch = StatusPatch(c, *st.enabled, node, address, scope)) {
         out.push_back({ClaimStep::Kind::kWriteStatus, name, address, *patch});
       }
-      // The owner did not find the device: it may come (VFs created later, a card plugged).
-      if (!refused && !st.enabled->ok && st.enabled->reason == "DeviceNotFound") {
+      // The owner did not find the device, or a pod of another plugin holds it: it may come
+      // (VFs created later, a card plugged), the pod may go.
+      if (!refused && !st.enabled->ok &&
+          (st.enabled->reason == "DeviceNotFound" || st.enabled->reason == "DeviceInUse")) {
         st.enable_asked = false;
         st.enabled.reset();
         out.push_back({ClaimStep::Kind::kRetryLater, name, address, ""});
