@@ -275,15 +275,16 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
 
     # Bad claims: a condition says why; nothing changes.
     for name, address, reason in (("bad-address", "../../x", "InvalidAddress"),
-                                  ("n1-00001e000", "0000:00:1e.0", "DeviceNotFound"),
-                                  ("n1-000019000", "0000:00:19.0", "Refused")):
+                                  ("n1-0000001e0", "0000:00:1e.0", "DeviceNotFound"),
+                                  ("n1-000000190", "0000:00:19.0", "Refused"),
+                                  ("my-gpu", "0000:01:00.0", "InvalidName")):
         rc, out = api.kubectl("apply", "-f", "-", stdin=claim(name, address))
         c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("conditions") else None)(
             api.get("pcideviceclaims", name)))
         cond = (c or {}).get("status", {}).get("conditions", [{}])[0]
         check(c is not None and c["status"].get("passthroughEnabled") is False and cond.get("reason") == reason,
-              f"claim {address!r} refused: {reason}", json.dumps(c)[:600])
-    c = api.get("pcideviceclaims", "n1-000019000")
+              f"claim {name} for {address!r} refused: {reason}", json.dumps(c)[:600])
+    c = api.get("pcideviceclaims", "n1-000000190")
     check("default route" in json.dumps(c), "the refusal names the default route")
     # Claims already answered are not written again (this is what a claim event costs: nothing
     # for the others), and a status write that fails (HTTP 500 once) is retried after a

@@ -4,8 +4,10 @@
 #include <absl/strings/str_join.h>
 
 #include <algorithm>
+#include <set>
 
 #include "core/json_writer.h"
+#include "core/naming.h"
 #include "core/pci_address.h"
 
 namespace pcid::projection {
@@ -72,13 +74,17 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
                                   std::map<std::string, ClaimState>& states,
                                   const std::string& node, const ClaimScope& scope) {
   std::vector<ClaimStep> out;
+  std::set<std::string> ours;  // claims of this node on the server
   for (const auto& [name, c] : claims) {
     if (scope.usb) {
       if (!scope.usb_devices.count(name) && !states.count(name)) continue;  // another node's
     } else {
+      // Another node's; one that was ours and now names another node counts as gone below (its
+      // device given back).
       auto node_it = c.spec.find("nodeName");
-      if (node_it == c.spec.end() || node_it->second != node) continue;  // another node's
+      if (node_it == c.spec.end() || node_it->second != node) continue;
     }
+    ours.insert(name);
     ClaimState& st = states[name];
     if (c.deleting) {
       if (!HasFinalizer(c)) continue;  // not ours to hold
@@ -133,6 +139,14 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
           false, "", "InvalidAddress",
           absl::StrCat("\"", address.substr(0, 64), "\" is not a PCI address (DDDD:BB:DD.F)")};
       address.clear();
+    } else if (const std::string want = PciObjectName(node, *ParsePciAddress(address));
+               name != want) {
+      // One claim per device: two claims of one address would share one "claim" source, and the
+      // first deleted would release the other's device.
+      refused = ClaimOutcome{false, "", "InvalidName",
+                             absl::StrCat("a PCIDeviceClaim is named after its PCIDevice: \"", want,
+                                          "\" for ", address)};
+      address.clear();
     }
     if (st.enable_asked && st.address != address) {
       // The address was edited: the old device is given back first, then the new one claimed.
@@ -180,7 +194,7 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
   // Claims gone from the server (force-deleted, or deleted before we held them): their devices
   // are given back all the same.
   for (auto& [name, st] : states) {
-    if (claims.count(name) || (st.enable_asked && !st.enabled)) continue;  // answer pending
+    if (ours.count(name) || (st.enable_asked && !st.enabled)) continue;  // answer pending
     if (!st.enabled || !st.enabled->ok || (st.disabled && st.disabled->ok)) {
       out.push_back({ClaimStep::Kind::kForget, name, st.address, ""});
     } else if (!st.disable_asked) {

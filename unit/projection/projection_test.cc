@@ -323,12 +323,12 @@ BOOST_AUTO_TEST_CASE(claims_refused_before_the_owner_and_force_deleted_given_bac
   states.clear();
   // The owner did not find the device (its VF not created yet): the claim says so and is asked
   // again later; a claim refused before the owner (bad address) is not.
-  claims["later"] =
-      Claim("later", {{"address", "0000:81:00.4"}, {"nodeName", "n1"}}, {kClaimFinalizer});
+  claims["n1-000081004"] =
+      Claim("n1-000081004", {{"address", "0000:81:00.4"}, {"nodeName", "n1"}}, {kClaimFinalizer});
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kAskEnable));
-  states["later"].enabled = ClaimOutcome{false, "", "DeviceNotFound", "no such device"};
+  states["n1-000081004"].enabled = ClaimOutcome{false, "", "DeviceNotFound", "no such device"};
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 2u);
   BOOST_TEST((steps[0].kind == Kind::kWriteStatus));
@@ -336,6 +336,26 @@ BOOST_AUTO_TEST_CASE(claims_refused_before_the_owner_and_force_deleted_given_bac
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kAskEnable));
+  // The claim moved to another node (spec.nodeName edited): its device here is given back.
+  states["n1-000081004"] =
+      ClaimState{"0000:81:00.4", true, false, ClaimOutcome{true, "", "", ""}, std::nullopt};
+  claims["n1-000081004"].spec["nodeName"] = "n2";
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kAskDisable));
+  BOOST_TEST(steps[0].address == "0000:81:00.4");
+  claims.clear();
+  states.clear();
+  // One claim per device, named after it: another name is refused before the owner.
+  claims["my-gpu"] = Claim("my-gpu", {{"address", "0000:81:00.0"}, {"nodeName", "n1"}});
+  steps = PlanClaims(claims, states, "n1");
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kWriteStatus));
+  BOOST_TEST(
+      steps[0].body.find(
+          R"("reason":"InvalidName","message":"a PCIDeviceClaim is named after its PCIDevice: \"n1-000081000\" for 0000:81:00.0")") !=
+          std::string::npos,
+      steps[0].body);
   claims.clear();
   states.clear();
   // USB: ours by name; the status names the controller.
