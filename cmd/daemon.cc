@@ -438,6 +438,7 @@ class Daemon {
     bool changed = false;
     std::set<std::string> touched;
     bool usb_changed = false;
+    std::vector<PciAddress> arrived;
     for (const auto& ev : events) {
       if (ev.subsystem == "usb") {
         log_->info("usb {}: {}", ev.name, ev.action);
@@ -466,7 +467,10 @@ class Daemon {
         removed_.erase(ev.name);  // plugged back in: no longer "removed while allocated"
         // A new arrival gets a fresh attempt (bind and unbind events, which our own attempts
         // cause, do not: a refusal stays until the next reload).
-        if (ev.action == "add") refused_.erase(*address);
+        if (ev.action == "add") {
+          refused_.erase(*address);
+          arrived.push_back(*address);
+        }
         changed = true;
       } else if (known) {
         if (ev.action != "remove") {
@@ -484,9 +488,31 @@ class Daemon {
     }
     if (usb_changed) DiscoverUsb();  // a USB bus is small: read it again
     if (!changed && !usb_changed) return;
+    ReapplyArrivals(arrived);
     Select(/*report=*/false);
     plugin::ReprobeHealth(sysfs_, dev_, devices_, enabled_, touched, probed_);
     Replan(/*probe=*/false);
+  }
+
+  // A function plugged back in comes up on its natural driver (the override went with the old
+  // instance): an intent that wants it on vfio-pci is brought about again, whatever its source.
+  void ReapplyArrivals(const std::vector<PciAddress>& arrived) {
+    std::set<std::string> rebound;
+    std::optional<absl::StatusOr<vfio::Protected>> protect;  // read once, when needed
+    for (const PciAddress& a : arrived) {
+      const vfio::Intent* intent = store_->Find(a);
+      const PciDevice* dev = FindPciDevice(devices_, a);
+      if (!intent || !intent->enabled || !dev || dev->driver == vfio::kVfioDriver) continue;
+      if (!protect) protect = vfio::FindProtectedDevices(sysfs_, proc_, devices_, config_.deny);
+      absl::Status st =
+          protect->ok() ? vfio::ReapplyDevice(node_, *store_, *dev, **protect) : protect->status();
+      if (!st.ok()) {
+        log_->error("pci {}: plugged back in, not re-applied: {}", a.ToString(),
+                    ToStd(st.message()));
+      }
+      rebound.insert(a.ToString());
+    }
+    if (!rebound.empty()) Refresh(rebound);
   }
 
   // chown of a host device node ("/dev/bus/usb/001/004") found under --dev-root to the VM user.

@@ -343,42 +343,53 @@ absl::Status Abandon(const Node& node, StateStore& store, const PciDevice& dev,
 
 }  // namespace
 
+absl::Status ReapplyDevice(const Node& node, StateStore& store, const PciDevice& dev,
+                           const Protected& protect) {
+  const Intent* found = store.Find(dev.address);
+  if (found == nullptr) return absl::OkStatus();
+  const Intent intent = *found;  // a copy: the store changes below
+  const std::string text = dev.address.ToString();
+  if (!intent.ids.empty() && intent.ids != DeviceIds(dev)) {
+    return Abandon(node, store, dev, intent,
+                   absl::StrCat("it was made for ", intent.ids, ", and ", DeviceIds(dev),
+                                " is there now (devices moved?)"));
+  }
+  if (auto it = protect.find(dev.address); it != protect.end() && intent.enabled) {
+    return Abandon(node, store, dev, intent, absl::StrCat("the device ", it->second));
+  }
+  if (intent.enabled) {
+    if (!dev.iommu_group) {
+      return absl::FailedPreconditionError(absl::StrCat("pci ", text, ": no IOMMU group any more"));
+    }
+    std::string natural;
+    PCID_RETURN_IF_ERROR(Bind(node, dev, &natural));
+    std::string original = intent.original_driver;
+    PCID_RETURN_IF_ERROR(KeepNaturalDriver(store, dev.address, natural, original));
+    node.log.info("pci {}: re-applied: on vfio-pci", text);
+    return absl::OkStatus();
+  }
+  PCID_RETURN_IF_ERROR(Restore(node, text, intent.original_driver));
+  PCID_RETURN_IF_ERROR(store.Put(dev.address, std::nullopt));
+  node.log.info("pci {}: finished an interrupted disable: on {}", text,
+                DriverText(intent.original_driver));
+  return absl::OkStatus();
+}
+
 std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
                                   const std::vector<PciDevice>& devices, const Protected& protect) {
   std::vector<absl::Status> failures;
   const auto intents = store.intents();  // a copy: finished disables erase entries
   for (const auto& [address, intent] : intents) {
-    const std::string text = address.ToString();
     const PciDevice* dev = FindPciDevice(devices, address);
     if (dev == nullptr) {
-      failures.push_back(absl::NotFoundError(absl::StrCat(
-          "pci ", text, ": recorded as ", intent.enabled ? "enabled" : "being disabled",
-          " but not on this node; kept in the state file")));
+      failures.push_back(
+          absl::NotFoundError(absl::StrCat("pci ", address.ToString(), ": recorded as ",
+                                           intent.enabled ? "enabled" : "being disabled",
+                                           " but not on this node; kept in the state file")));
       continue;
     }
-    absl::Status st;
-    if (!intent.ids.empty() && intent.ids != DeviceIds(*dev)) {
-      st = Abandon(node, store, *dev, intent,
-                   absl::StrCat("it was made for ", intent.ids, ", and ", DeviceIds(*dev),
-                                " is there now (devices moved?)"));
-    } else if (auto it = protect.find(address); it != protect.end() && intent.enabled) {
-      st = Abandon(node, store, *dev, intent, absl::StrCat("the device ", it->second));
-    } else if (intent.enabled) {
-      std::string natural;
-      st = dev->iommu_group ? Bind(node, *dev, &natural)
-                            : absl::FailedPreconditionError(
-                                  absl::StrCat("pci ", text, ": no IOMMU group any more"));
-      std::string original = intent.original_driver;
-      if (st.ok()) st = KeepNaturalDriver(store, dev->address, natural, original);
-      if (st.ok()) node.log.info("pci {}: re-applied: on vfio-pci", text);
-    } else {
-      st = Restore(node, text, intent.original_driver);
-      if (st.ok()) st = store.Put(address, std::nullopt);
-      if (st.ok())
-        node.log.info("pci {}: finished an interrupted disable: on {}", text,
-                      DriverText(intent.original_driver));
-    }
-    if (!st.ok()) failures.push_back(st);
+    if (absl::Status st = ReapplyDevice(node, store, *dev, protect); !st.ok())
+      failures.push_back(st);
   }
   return failures;
 }

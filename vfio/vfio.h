@@ -193,6 +193,11 @@ absl::Status Disable(const Node& node, StateStore& store, const PciAddress& addr
 std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
                                   const std::vector<PciDevice>& devices, const Protected& protect);
 
+// Reapply for one device (a function plugged back in: its new instance came up on its natural
+// driver, the override gone with the old one). OK when the device has no intent.
+absl::Status ReapplyDevice(const Node& node, StateStore& store, const PciDevice& dev,
+                           const Protected& protect);
+
 // ---- SR-IOV --------------------------------------------------------------------------------
 
 // Sets a PF's VF count: `0` first, then `count` (the kernel refuses a change between two
