@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <future>
 
+#include "core/attribute.h"
 #include "core/status.h"
 #include "plugin/pod_resources.h"
 
@@ -83,15 +84,54 @@ absl::StatusOr<std::string> DisableOne(const DeviceContext& ctx, const PciAddres
   return absl::StrCat("disabled ", text);
 }
 
+// "0000:81:00.0: 4 VFs (had 0)".
+absl::StatusOr<std::string> SetVfs(const DeviceContext& ctx, const PciDevice& pf, unsigned count) {
+  const std::string text = pf.address.ToString();
+  PCID_ASSIGN_OR_RETURN(vfio::Protected protect, ctx.protect());
+  if (auto it = protect.find(pf.address); it != protect.end()) {
+    return absl::FailedPreconditionError(absl::StrCat("pci ", text, ": refused: it ", it->second));
+  }
+  const unsigned had = pf.sriov_num_vfs.value_or(0);
+  if (had > 0 && count != had) {
+    // Any change goes through 0: every VF goes, and none may be in a pod (the SR-IOV network
+    // plugin's, say).
+    for (const PciAddress& vf : pf.virtual_functions) {
+      auto holder = ctx.holder(vf.ToString());
+      if (!holder.ok() || !holder->empty()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pci ", text, ": refused: its VF ", vf.ToString(), " is ",
+            holder.ok() ? absl::StrCat("allocated to ", *holder)
+                        : absl::StrCat("perhaps in use (", holder.status().message(), ")")));
+      }
+    }
+  }
+  PCID_RETURN_IF_ERROR(vfio::SetNumVfs(ctx.node, ctx.store, pf, count));
+  return absl::StrCat(text, ": ", count, " VFs (had ", had, ")");
+}
+
 }  // namespace
+
+absl::StatusOr<unsigned> ParseVfCount(std::string_view text) {
+  auto n = ParseDecimalAttribute(text, 0, 65535);
+  if (!n.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "VF count \"", absl::CHexEscape(ToAbsl(text.substr(0, 16))), "\": want 0 to 65535"));
+  }
+  return static_cast<unsigned>(*n);
+}
 
 absl::StatusOr<DeviceRequest> ParseDeviceRequest(std::string_view line) {
   std::vector<std::string> words = absl::StrSplit(ToAbsl(line), ' ', absl::SkipEmpty());
-  if (words.empty() || (words[0] != "enable" && words[0] != "disable")) {
+  if (words.empty() || (words[0] != "enable" && words[0] != "disable" && words[0] != "vfs")) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad request \"", absl::CHexEscape(ToAbsl(line.substr(0, 80))), "\""));
   }
-  DeviceRequest r{words[0], {}, false};
+  if (words[0] == "vfs") {
+    if (words.size() != 3) return absl::InvalidArgumentError("vfs: want ADDRESS COUNT");
+    PCID_ASSIGN_OR_RETURN(const unsigned count, ParseVfCount(words[2]));
+    return DeviceRequest{"vfs", {words[1]}, false, count};
+  }
+  DeviceRequest r{words[0], {}, false, 0};
   for (size_t i = 1; i < words.size(); ++i) {
     if (words[i] == "--force") {
       r.force = true;
@@ -104,6 +144,8 @@ absl::StatusOr<DeviceRequest> ParseDeviceRequest(std::string_view line) {
 }
 
 std::string FormatDeviceRequest(const DeviceRequest& r) {
+  if (r.verb == "vfs")
+    return absl::StrCat("vfs ", absl::StrJoin(r.addresses, " "), " ", r.vf_count);
   return absl::StrCat(r.verb, r.force ? " --force " : " ", absl::StrJoin(r.addresses, " "));
 }
 
@@ -118,6 +160,11 @@ std::vector<std::string> RunDeviceRequest(const DeviceContext& ctx, const Device
           "\": not a PCI address (want DDDD:BB:DD.F, lower-case hex, e.g. 0000:3b:00.0)"));
     } else if (req.verb == "disable") {
       done = DisableOne(ctx, *address, req.force);
+    } else if (req.verb == "vfs") {
+      const PciDevice* pf = FindPciDevice(ctx.devices, *address);
+      done = pf ? SetVfs(ctx, *pf, req.vf_count)
+                : absl::NotFoundError(
+                      absl::StrCat("pci ", text, ": no such device on ", ctx.node.sysfs.path()));
     } else if (const PciDevice* dev = FindPciDevice(ctx.devices, *address)) {
       done = EnableOne(ctx, *dev);
     } else {

@@ -18,14 +18,18 @@
 namespace pcid::cmd {
 
 struct DeviceRequest {
-  std::string verb;                    // "enable" or "disable"
+  std::string verb;                    // "enable", "disable" or "vfs"
   std::vector<std::string> addresses;  // as typed; validated by RunDeviceRequest
   bool force = false;                  // disable even while a pod holds the device
+  unsigned vf_count = 0;               // vfs: the PF's new number of VFs
 };
 
-// One request line of the control socket: "enable|disable [--force] ADDRESS...".
+// One request line of the control socket: "enable|disable [--force] ADDRESS..." or
+// "vfs ADDRESS COUNT".
 absl::StatusOr<DeviceRequest> ParseDeviceRequest(std::string_view line);
 std::string FormatDeviceRequest(const DeviceRequest& r);
+// A VF count as typed: 0 to 65535.
+absl::StatusOr<unsigned> ParseVfCount(std::string_view text);
 
 struct DeviceContext {
   const vfio::Node& node;
@@ -40,6 +44,8 @@ struct DeviceContext {
 // reply line per address: "ok enabled 0000:03:00.0 (vfio-pci, group 10: viable)" or "error <why>".
 // Enabling is by source "cli"; disabling a device the config also enables is refused (the config
 // would enable it again).
+// vfs sets an SR-IOV PF's VF count (vfio::SetNumVfs), refused for a protected PF (its VF may
+// carry the host's network) and while a pod holds one of its VFs.
 std::vector<std::string> RunDeviceRequest(const DeviceContext& ctx, const DeviceRequest& req);
 
 // Device ID -> holder from the kubelet's PodResources socket, synchronously (at most 2 s). No

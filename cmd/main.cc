@@ -17,6 +17,7 @@ constexpr char kUsage[] =
     "  daemon   serve the enabled devices to the kubelet as device plugins\n"
     "  enable   bind PCI functions to vfio-pci (through the daemon when it runs)\n"
     "  disable  give PCI functions back to their original driver\n"
+    "  vfs      set an SR-IOV PF's number of virtual functions\n"
     "\n"
     "Run 'pcidevices <command> --help' for a command's flags.\n";
 
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "list") return pcid::cmd::RunList(args);
   if (command == "daemon") return pcid::cmd::RunDaemon(args);
-  if (command == "enable" || command == "disable")
+  if (command == "enable" || command == "disable" || command == "vfs")
     return pcid::cmd::RunDeviceCommand(command, args);
   if (command == "--help" || command == "-h" || command == "help") {
     std::cout << kUsage;

@@ -27,8 +27,10 @@ constexpr char kUsage[] =
     "usage: pcidevices enable|disable ADDRESS... [--force] [--state-dir DIR] [--sysfs-root DIR]\n"
     "         [--dev-root DIR] [--proc-root DIR] [--config FILE] [--pod-resources-socket PATH]\n"
     "         [--modprobe CMD]\n"
+    "       pcidevices vfs ADDRESS COUNT [the same flags]   (an SR-IOV PF's number of VFs)\n"
     "Acts through the running daemon when one answers on DIR/control.sock, directly otherwise.\n"
-    "disable refuses a device a pod holds (kubelet PodResources) unless --force.\n";
+    "disable refuses a device a pod holds (kubelet PodResources) unless --force; vfs refuses a\n"
+    "protected PF and one whose VFs a pod holds (any change recreates every VF).\n";
 
 // Prints the daemon's (or our own) reply lines; returns the exit code.
 int Report(const std::vector<std::string>& lines) {
@@ -76,7 +78,20 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
     std::cout << kUsage;
     return 0;
   }
-  DeviceRequest req{verb, parsed->positional, parsed->Has("force")};
+  DeviceRequest req{verb, parsed->positional, parsed->Has("force"), 0};
+  if (verb == "vfs") {
+    if (req.addresses.size() != 2) {
+      std::cerr << "pcidevices vfs: want ADDRESS COUNT\n" << kUsage;
+      return 2;
+    }
+    auto count = ParseVfCount(req.addresses[1]);
+    if (!count.ok()) {
+      std::cerr << "pcidevices vfs: " << count.status().message() << "\n";
+      return 2;
+    }
+    req.vf_count = *count;
+    req.addresses.pop_back();
+  }
   if (req.addresses.empty()) {
     std::cerr << "pcidevices " << verb << ": no address given\n" << kUsage;
     return 2;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`pcidevices enable|disable` on a fixture tree (the real kernel is e2e/vm's): every refusal
+"""`pcidevices enable|disable|vfs` on a fixture tree (the real kernel is e2e/vm's): every refusal
 changes nothing, neither in the tree nor in the state directory; the command acts directly when
 no daemon runs and through the daemon's control socket when one does; a held state lock is a clear
 error.
@@ -39,6 +39,36 @@ def snapshot(*roots):
                     with open(p, "rb") as f:
                         h.update(f.read())
     return h.hexdigest()
+
+
+def sriov(pcidevices, make_tree, base):
+    """`pcidevices vfs` on the SR-IOV tree (8 PFs x 256 VFs; the first PF carries the default
+    route). A fixture file is not an attribute (a write does not replace it), so what reached the
+    kernel is read from the command's answer; the writes themselves are unit-tested."""
+    with tempfile.TemporaryDirectory(prefix="pcid-vfs-", dir=base) as tmp:
+        sysfs = f"{tmp}/sys"
+        subprocess.run([sys.executable, make_tree, "sriov", sysfs, "--dev-root", f"{tmp}/dev",
+                        "--proc-root", f"{tmp}/proc"], check=True)
+        roots = ["--sysfs-root", sysfs, "--dev-root", f"{tmp}/dev", "--proc-root", f"{tmp}/proc",
+                 "--state-dir", f"{tmp}/state", "--pod-resources-socket", f"{tmp}/none.sock"]
+
+        def vfs(*args):
+            p = subprocess.run([pcidevices, "vfs", *args, *roots], capture_output=True, text=True, timeout=30)
+            return p.returncode, p.stdout + p.stderr
+
+        before = snapshot(sysfs)
+        for args, rc_want, want in ((["0000:10:00.0", "4"], 1, "refused: it carries the default route"),
+                                    (["0000:12:00.0", "300"], 1, "300 VFs asked, it has at most 256"),
+                                    (["0000:13:00.0", "1"], 1, "not an SR-IOV PF"),
+                                    (["0000:12:00.0", "-1"], 2, "want 0 to 65535"),
+                                    (["0000:12:00.0/../x", "1"], 2, "not a PCI address"),
+                                    (["0000:12:00.0"], 2, "want ADDRESS COUNT"),
+                                    (["0000:12:00.0", "256"], 0, "256 VFs (had 256)")):
+            rc, out = vfs(*args)
+            check(rc == rc_want and want in out, f"vfs {' '.join(args)}: {want}", out)
+        check(snapshot(sysfs) == before, "refusals and an unchanged count wrote nothing")
+        rc, out = vfs("0000:12:00.0", "4")
+        check(rc == 0 and "0000:12:00.0: 4 VFs (had 256)" in out, "vfs 0000:12:00.0 4", out)
 
 
 def main():
@@ -130,6 +160,7 @@ def main():
                 daemon.wait()
         check(daemon.returncode == 0, f"daemon stopped cleanly ({daemon.returncode})")
         check(not os.path.exists(f"{state}/control.sock"), "control socket removed at exit")
+    sriov(pcidevices, make_tree, base)
     if failures:
         print(f"FAILED: {failures}")
         return 1

@@ -410,6 +410,7 @@ absl::Status SetNumVfs(const Node& node, const StateStore& store, const PciDevic
                                                         " is enabled; disable it first"));
     }
   }
+  if (pf.sriov_num_vfs && *pf.sriov_num_vfs == count) return absl::OkStatus();  // keep them
   const std::string rel = DevDir(address) + "/sriov_numvfs";
   PCID_RETURN_IF_ERROR(Write(node, address, rel, "0"));
   if (count > 0) PCID_RETURN_IF_ERROR(Write(node, address, rel, absl::StrCat(count)));

@@ -201,8 +201,9 @@ absl::Status ReapplyDevice(const Node& node, StateStore& store, const PciDevice&
 // ---- SR-IOV --------------------------------------------------------------------------------
 
 // Sets a PF's VF count: `0` first, then `count` (the kernel refuses a change between two
-// non-zero values). Refuses a function without `sriov_totalvfs`, a count above it, and removing
-// VFs the state store has enabled.
+// non-zero values); nothing when it already has `count` (VFs in use are not recreated). Refuses a
+// function without `sriov_totalvfs`, a count above it, and removing VFs the state store has
+// enabled. Protection and pods holding VFs are the caller's to check.
 absl::Status SetNumVfs(const Node& node, const StateStore& store, const PciDevice& pf,
                        unsigned count);
 
