@@ -325,14 +325,15 @@ std::string DeviceIds(const PciDevice& dev) {
 
 namespace {
 
-// An intent that must not be applied any more: forgotten, and the device given back only if it
-// is on vfio-pci (never unbound from a driver of its own: it may hold the host's root disk).
+// An intent that must not be applied any more: forgotten. A device it was made for (`ours`) is
+// given back only if it is on vfio-pci (never unbound from a driver of its own: it may hold the
+// host's root disk); another device now at that address is not touched at all.
 absl::Status Abandon(const Node& node, StateStore& store, const PciDevice& dev,
-                     const Intent& intent, const std::string& why) {
+                     const Intent& intent, bool ours, const std::string& why) {
   const std::string text = dev.address.ToString();
-  if (dev.driver == kVfioDriver) {
+  if (ours && dev.driver == kVfioDriver) {
     PCID_RETURN_IF_ERROR(Restore(node, text, intent.original_driver));
-  } else {
+  } else if (ours) {
     // A stale override would bind vfio-pci at the device's next probe.
     PCID_RETURN_IF_ERROR(Write(node, text, DevDir(text) + "/driver_override", "\n"));
   }
@@ -350,12 +351,13 @@ absl::Status ReapplyDevice(const Node& node, StateStore& store, const PciDevice&
   const Intent intent = *found;  // a copy: the store changes below
   const std::string text = dev.address.ToString();
   if (!intent.ids.empty() && intent.ids != DeviceIds(dev)) {
-    return Abandon(node, store, dev, intent,
+    return Abandon(node, store, dev, intent, /*ours=*/false,
                    absl::StrCat("it was made for ", intent.ids, ", and ", DeviceIds(dev),
                                 " is there now (devices moved?)"));
   }
   if (auto it = protect.find(dev.address); it != protect.end() && intent.enabled) {
-    return Abandon(node, store, dev, intent, absl::StrCat("the device ", it->second));
+    return Abandon(node, store, dev, intent, /*ours=*/true,
+                   absl::StrCat("the device ", it->second));
   }
   if (intent.enabled) {
     if (!dev.iommu_group) {

@@ -564,8 +564,12 @@ BOOST_AUTO_TEST_CASE(reapply_never_binds_another_device_at_the_address) {
                  std::string::npos,
              failures[0].message());
   BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
+  BOOST_TEST(f.kernel.Override("0000:00:02.0") == "");
   BOOST_TEST(store.Find(A("0000:00:02.0")) == nullptr);
   BOOST_TEST(f.kernel.Driver("0000:01:00.0") == "vfio-pci");
+  // Not even the writes of a give-back: the device there is not the one the intent was for.
+  for (const std::string& w : f.kernel.writes)
+    BOOST_TEST(w.find("0000:00:02.0") == std::string::npos, w);
 }
 
 // A VM holding the group (QEMU has /dev/vfio/<group> open, whatever PodResources says): disable
