@@ -18,23 +18,29 @@ namespace {
 
 constexpr char kSource[] = "cli";
 
+// Refused while a pod holds `text` (PodResources), or when PodResources cannot tell; `advice`
+// ends the message.
+absl::Status RefuseIfHeld(const DeviceContext& ctx, const std::string& text,
+                          std::string_view advice) {
+  auto holder = ctx.holder(text);
+  if (!holder.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pci ", text, ": refused: cannot tell whether a pod holds it (",
+                     holder.status().message(), ")", ToAbsl(advice)));
+  }
+  if (!holder->empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("pci ", text, ": refused: allocated to ",
+                                                      *holder, " (PodResources)", ToAbsl(advice)));
+  }
+  return absl::OkStatus();
+}
+
 // A device another device plugin has given to a pod (the SR-IOV network plugin names VFs by
 // their PCI address) is never pulled from under it. One already ours is served by us anyway.
 absl::Status CheckNotHeld(const DeviceContext& ctx, const PciDevice& dev) {
   const vfio::Intent* intent = ctx.store.Find(dev.address);
   if (intent != nullptr && intent->enabled) return absl::OkStatus();
-  const std::string text = dev.address.ToString();
-  auto holder = ctx.holder(text);
-  if (!holder.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("pci ", text, ": refused: cannot tell whether a pod holds it (",
-                     holder.status().message(), ")"));
-  }
-  if (!holder->empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("pci ", text, ": refused: allocated to ", *holder, " (PodResources)"));
-  }
-  return absl::OkStatus();
+  return RefuseIfHeld(ctx, dev.address.ToString(), "");
 }
 
 // "enabled 0000:03:00.0 (vfio-pci, group 10: viable)": the group's viability is the operator's
@@ -67,18 +73,8 @@ absl::StatusOr<std::string> DisableOne(const DeviceContext& ctx, const PciAddres
         absl::StrCat("pci ", text, ": refused: enabled by ", absl::StrJoin(intent->sources, ", ")));
   }
   if (!force) {
-    auto holder = ctx.holder(text);
-    if (!holder.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("pci ", text, ": refused: cannot tell whether a pod holds it (",
-                       holder.status().message(), "); --force to disable anyway"));
-    }
-    if (!holder->empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "pci ", text, ": refused: allocated to ", *holder,
-          " (PodResources); pulling it from a running VM can hang the host; --force to "
-          "disable anyway"));
-    }
+    PCID_RETURN_IF_ERROR(RefuseIfHeld(
+        ctx, text, "; pulling it from a running VM can hang the host; --force to disable anyway"));
   }
   PCID_RETURN_IF_ERROR(vfio::Disable(ctx.node, ctx.store, address, kSource));
   return absl::StrCat("disabled ", text);

@@ -223,12 +223,19 @@ def scenario(vm, g, resource):
     check("refusals changed no driver", g.drivers() == before)
 
     # 4. Hot-plug over QMP.
-    vm.qmp("device_add", {"driver": "e1000e", "id": "hp", "bus": vm.hotplug_port, "romfile": ""})
-    lst = g.listed(resource, pred=lambda d: d.get(HOTPLUG) == "Healthy", what="hot-plugged NIC Healthy")
-    check(f"hot-plugged e1000e {HOTPLUG} bound to vfio-pci and listed Healthy",
-          lst is not None and g.driver(HOTPLUG) == "vfio-pci", lst)
-    vm.qmp("device_del", {"id": "hp"})
-    vm.wait_event("DEVICE_DELETED", device="hp")
+    def plug_nic(qid, what):
+        """device_add of an e1000e on the empty port: True once it is listed Healthy on vfio-pci."""
+        vm.qmp("device_add", {"driver": "e1000e", "id": qid, "bus": vm.hotplug_port, "romfile": ""})
+        lst = g.listed(resource, pred=lambda d: d.get(HOTPLUG) == "Healthy", what=what)
+        return lst is not None and g.driver(HOTPLUG) == "vfio-pci", lst
+
+    def unplug(qid):
+        vm.qmp("device_del", {"id": qid})
+        vm.wait_event("DEVICE_DELETED", device=qid)
+
+    ok, lst = plug_nic("hp", "hot-plugged NIC Healthy")
+    check(f"hot-plugged e1000e {HOTPLUG} bound to vfio-pci and listed Healthy", ok, lst)
+    unplug("hp")
     lst = g.listed(resource, pred=lambda d: HOTPLUG not in d, what="unplugged NIC gone")
     check("device_del removes it from ListAndWatch", lst is not None and NIC in lst, lst)
     # The same NIC plugged back in comes up on e1000e (the override went with the old instance):
@@ -237,12 +244,9 @@ def scenario(vm, g, resource):
     slot_off = (f"( for s in /sys/bus/pci/slots/*; do [ \"$(cat $s/address)\" = {HOTPLUG[:-2]} ] && "
                 f"[ \"$(cat $s/power)\" = 0 ] && exit 0; done; exit 1 )")
     check("the emptied slot powered off", g.until(slot_off, timeout=20))
-    vm.qmp("device_add", {"driver": "e1000e", "id": "hp2", "bus": vm.hotplug_port, "romfile": ""})
-    lst = g.listed(resource, pred=lambda d: d.get(HOTPLUG) == "Healthy", what="re-plugged NIC Healthy")
-    check(f"{HOTPLUG} plugged back in: on vfio-pci again and listed Healthy",
-          lst is not None and g.driver(HOTPLUG) == "vfio-pci", lst)
-    vm.qmp("device_del", {"id": "hp2"})
-    vm.wait_event("DEVICE_DELETED", device="hp2")
+    ok, lst = plug_nic("hp2", "re-plugged NIC Healthy")
+    check(f"{HOTPLUG} plugged back in: on vfio-pci again and listed Healthy", ok, lst)
+    unplug("hp2")
     vm.qmp("device_add", {"driver": "usb-tablet", "id": "tab", "bus": "xhci.0"})
     e = g.wait_event(lambda e: e["event"] == "list" and e["resource"].startswith("kubevirt.io/vm-0627-0001-"),
                      "usb-tablet listed")

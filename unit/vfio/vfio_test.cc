@@ -486,6 +486,34 @@ BOOST_AUTO_TEST_CASE(crash_at_every_disable_step_is_recovered) {
   }
 }
 
+// kill -9 during the start-up re-apply itself (after each of its binding steps), then another
+// start: still ends on vfio-pci with the original driver remembered.
+BOOST_AUTO_TEST_CASE(crash_during_reapply_is_recovered_by_the_next_start) {
+  for (int step = 2; step <= kEnableSteps; ++step) {
+    Fixture f;
+    {
+      auto store = *StateStore::Open(f.state.path());
+      Node node = f.MakeNode();
+      BOOST_REQUIRE(Enable(node, store, f.Device("0000:00:02.0"), f.Protect(), "cli").ok());
+    }
+    f.kernel.Rebind("0000:00:02.0", "e1000e");  // a reboot
+    {
+      auto store = *StateStore::Open(f.state.path());
+      f.hook = [step](int n) {
+        if (n == step) throw Killed{n};
+      };
+      Node killing = f.MakeNode();
+      BOOST_CHECK_THROW((void)Reapply(killing, store, f.Devices(), {}), Killed);
+    }
+    f.hook = nullptr;
+    auto store = *StateStore::Open(f.state.path());
+    Node node = f.MakeNode();
+    BOOST_TEST(Reapply(node, store, f.Devices(), {}).empty(), "step " << step);
+    BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "vfio-pci", "step " << step);
+    BOOST_TEST(store.Find(A("0000:00:02.0"))->original_driver == "e1000e", "step " << step);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(reapply_rebinds_after_someone_else_took_it_and_reports_missing) {
   Fixture f;
   {
