@@ -35,6 +35,7 @@ from vm import Vm  # noqa: E402
 NIC, NIC2, HOTPLUG = "0000:03:00.0", "0000:04:00.0", "0000:06:00.0"
 ROOT_DISK, ROUTE_NIC, ROOT_PORT = "0000:01:00.0", "0000:02:00.0", "0000:00:04.0"
 ICH9_SATA = "0000:00:1f.2"
+DISK_MATE = "0000:01:00.1"  # virtio-rng, function 1 of the root disk's device: the same group
 STATE = "/var/lib/pcidevices"
 DAEMON = ("pcidevices daemon --node-name vm --config /etc/pcid.json --device-plugin-dir /run/dp "
           f"--pod-resources-socket /run/pr.sock --state-dir {STATE} --uevent-source kernel")
@@ -212,7 +213,9 @@ def scenario(vm, g, resource):
     for address, want in ((ROOT_DISK, "backs the mounted filesystem /"),
                           (ROUTE_NIC, "carries the default route"),
                           (ROOT_PORT, "is a bridge (class 0604)"),
-                          (ICH9_SATA, "shares IOMMU group")):
+                          (ICH9_SATA, "shares IOMMU group"),
+                          (DISK_MATE, f"shares IOMMU group {vm.devices[ROOT_DISK]['iommu_group']} with "
+                                      f"{ROOT_DISK}, which backs the mounted filesystem /")):
         rc, out = g.pcid(f"enable {address}")
         check(f"enable {address} refused: {want}", rc == 1 and want in out, out)
     for bad in ("../../..", "0000:00:1f.6/../x", "0000:00:1F.2", " 0000:03:00.0", "0000:03:00.0\n",

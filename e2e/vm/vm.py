@@ -7,6 +7,8 @@ Guest topology (q35, emulated intel-iommu; bus numbers follow the root ports' sl
 the addresses are fixed):
 
     0000:00:02.0 rp_blk  -> 0000:01:00.0  virtio-blk   (the guest's / : ext4, switch_root'ed)
+                         -> 0000:01:00.1  virtio-rng   (function 1 of the same device: no ACS,
+                                                        so it shares the disk's IOMMU group)
     0000:00:03.0 rp_net  -> 0000:02:00.0  virtio-net   (has the default route)
     0000:00:04.0 rp_e1   -> 0000:03:00.0  e1000e #0
     0000:00:05.0 rp_e2   -> 0000:04:00.0  e1000e #1
@@ -14,8 +16,9 @@ the addresses are fixed):
     0000:00:07.0 rp_hp   -> 0000:06:00.0  empty: device_add {"bus": "rp_hp", ...} lands here
     0000:00:1f.0/.2/.3   ICH9 LPC, AHCI, SMBus: one IOMMU group with three members
 
-Each device on its own root port is alone in its IOMMU group (seen on 6.1: host bridge 0, root
-ports 1-6, ICH9 7, the devices above 8-12 in address order, a hot-plugged device 13).
+Each device on its own root port is alone in its IOMMU group, but for the disk's two functions
+(seen on 6.1: host bridge 0, root ports 1-6, ICH9 7, the devices above 8-12 in address order,
+the disk and the rng both in 8, a hot-plugged device 13).
 Vm.addresses is read back from the guest's sysfs after boot: tests use it, not this table.
 No NIC has a netdev: there is no host network at all, so no packet can leave the VM.
 
@@ -55,9 +58,11 @@ DRIVER_MODULES = ["e1000e", "virtio_net", "xhci_pci", "usbhid", "hid_generic", "
 # Present for modprobe in the guest, not loaded: tests load vfio themselves.
 OPTIONAL_MODULES = ["vfio_pci", "vfio_iommu_type1"]
 
-# (root port id, pcie.0 slot, device line) - one device per port so each has its own group.
+# (root port id, pcie.0 slot, device lines) - one device per port so each has its own group,
+# except the root disk's: a second function (virtio-rng) shares its group.
 TOPOLOGY = [
-    ("rp_blk", 2, "virtio-blk-pci,drive=rootdisk"),
+    ("rp_blk", 2, ["virtio-blk-pci,drive=rootdisk,addr=0.0,multifunction=on",
+                   "virtio-rng-pci,addr=0.1"]),
     ("rp_net", 3, "virtio-net-pci,romfile="),
     ("rp_e1", 4, "e1000e,romfile="),
     ("rp_e2", 5, "e1000e,romfile="),
@@ -71,6 +76,7 @@ KNOWN_DEVICES = {
     "8086:10d3": "e1000e",
     "1af4:1042": "virtio-blk", "1af4:1001": "virtio-blk",
     "1af4:1041": "virtio-net", "1af4:1000": "virtio-net",
+    "1af4:1044": "virtio-rng", "1af4:1005": "virtio-rng",
     "1b36:000d": "xhci",
     "1b36:000c": "root-port",
 }
@@ -318,8 +324,8 @@ class Vm:
         for i, (port, slot, dev) in enumerate(TOPOLOGY, 1):
             args += ["-device",
                      f"pcie-root-port,id={port},chassis={i},slot={i},bus=pcie.0,addr={slot:#x}"]
-            if dev:
-                args += ["-device", f"{dev},bus={port}"]
+            for line in [dev] if isinstance(dev, str) else dev or []:
+                args += ["-device", f"{line},bus={port}"]
         args += ["-device", "usb-kbd,bus=xhci.0"]
         return args
 
