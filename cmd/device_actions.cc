@@ -92,13 +92,8 @@ absl::StatusOr<std::string> SetVfs(const DeviceContext& ctx, const PciDevice& pf
     // Any change goes through 0: every VF goes, and none may be in a pod (the SR-IOV network
     // plugin's, say).
     for (const PciAddress& vf : pf.virtual_functions) {
-      auto holder = ctx.holder(vf.ToString());
-      if (!holder.ok() || !holder->empty()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "pci ", text, ": refused: its VF ", vf.ToString(), " is ",
-            holder.ok() ? absl::StrCat("allocated to ", *holder)
-                        : absl::StrCat("perhaps in use (", holder.status().message(), ")")));
-      }
+      PCID_RETURN_IF_ERROR(RefuseIfHeld(
+          ctx, vf.ToString(), absl::StrCat("; it is a VF of ", text, ", whose VF count stays")));
     }
   }
   PCID_RETURN_IF_ERROR(vfio::SetNumVfs(ctx.node, ctx.store, pf, count));

@@ -137,4 +137,8 @@ std::string UsbDevice::DevicePath() const {
   return absl::StrFormat("/dev/bus/usb/%03u/%03u", bus, devnum);
 }
 
+std::string VendorDeviceIds(uint16_t vendor_id, uint16_t device_id) {
+  return absl::StrFormat("%04x:%04x", vendor_id, device_id);
+}
+
 }  // namespace pcid

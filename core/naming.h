@@ -45,6 +45,10 @@ std::string ResourceDevicePart(std::string_view device_name, uint16_t device_id)
 // `kubevirt-<vendor>-<device>.sock` would exceed 107 bytes: VIRTUAL_FUNCTION -> VF, then the ID.
 std::string PciResourceName(const PciDevice& dev);
 
+// "vvvv:dddd": vendor and device (or product) IDs as KubeVirt's selectors and the state file's
+// intents write them.
+std::string VendorDeviceIds(uint16_t vendor_id, uint16_t device_id);
+
 // `kubevirt.io/<UsbObjectName>`.
 std::string UsbResourceName(std::string_view node, const UsbDevice& usb);
 

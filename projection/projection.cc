@@ -93,8 +93,8 @@ struct Projection::Impl {
     cv.notify_all();
   }
 
-  // Lists a thread's client for the destructor to stop, until the returned guard goes; false
-  // (nothing listed) when already stopping.
+  // Lists a thread's client for the destructor to stop, until the thread's Unlist; false (nothing
+  // listed) when already stopping.
   bool Enlist(KubeClient* c) {
     std::lock_guard<std::mutex> lock(mu);
     if (stopping) return false;
@@ -404,18 +404,14 @@ struct Projection::Impl {
       if (!st.enabled || !st.enabled->ok || st.disable_asked) continue;
       for (const UsbDevice& u : inv.usb) {
         if (UsbObjectName(node, u) != name) continue;
-        char selector[10];
-        std::snprintf(selector, sizeof selector, "%04x:%04x", u.vendor_id, u.product_id);
-        ours.insert({selector, UsbResourceName(node, u), true});
+        ours.insert({VendorDeviceIds(u.vendor_id, u.product_id), UsbResourceName(node, u), true});
       }
     }
     for (const auto& [name, st] : states) {
       if (!st.enabled || !st.enabled->ok || st.disable_asked) continue;
       for (const PciDevice& d : inv.pci) {
         if (d.address.ToString() != st.address) continue;
-        char selector[10];
-        std::snprintf(selector, sizeof selector, "%04x:%04x", d.vendor_id, d.device_id);
-        ours.insert({selector, PciResourceName(d), false});
+        ours.insert({VendorDeviceIds(d.vendor_id, d.device_id), PciResourceName(d), false});
       }
     }
     const bool missing = permitted && std::any_of(ours.begin(), ours.end(), [&](const auto& d) {

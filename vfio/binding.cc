@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/attribute.h"
+#include "core/naming.h"
 #include "core/status.h"
 #include "vfio/vfio.h"
 
@@ -213,7 +214,7 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
     }
     intent.enabled = true;
     intent.sources.emplace(source);
-    intent.ids = DeviceIds(dev);
+    intent.ids = VendorDeviceIds(dev.vendor_id, dev.device_id);
     next[dev.address] = std::move(intent);
   }
   if (next.empty()) return out;
@@ -313,16 +314,6 @@ absl::Status Disable(const Node& node, StateStore& store, const PciAddress& addr
   return absl::OkStatus();
 }
 
-std::string DeviceIds(const PciDevice& dev) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(9, ':');
-  for (int i = 0; i < 4; ++i) {
-    out[i] = kHex[(dev.vendor_id >> (12 - 4 * i)) & 0xf];
-    out[5 + i] = kHex[(dev.device_id >> (12 - 4 * i)) & 0xf];
-  }
-  return out;
-}
-
 namespace {
 
 // An intent that must not be applied any more: forgotten. A device it was made for (`ours`) is
@@ -350,9 +341,10 @@ absl::Status ReapplyDevice(const Node& node, StateStore& store, const PciDevice&
   if (found == nullptr) return absl::OkStatus();
   const Intent intent = *found;  // a copy: the store changes below
   const std::string text = dev.address.ToString();
-  if (!intent.ids.empty() && intent.ids != DeviceIds(dev)) {
+  if (!intent.ids.empty() && intent.ids != VendorDeviceIds(dev.vendor_id, dev.device_id)) {
     return Abandon(node, store, dev, intent, /*ours=*/false,
-                   absl::StrCat("it was made for ", intent.ids, ", and ", DeviceIds(dev),
+                   absl::StrCat("it was made for ", intent.ids, ", and ",
+                                VendorDeviceIds(dev.vendor_id, dev.device_id),
                                 " is there now (devices moved?)"));
   }
   if (auto it = protect.find(dev.address); it != protect.end() && intent.enabled) {

@@ -96,9 +96,6 @@ struct Intent {
   std::string ids;
 };
 
-// "vvvv:dddd" of a function, as Intent::ids holds it.
-std::string DeviceIds(const PciDevice& dev);
-
 // The state directory (`--state-dir`): `state.json` plus `lock`, held exclusively (flock) for the
 // store's lifetime. Saves are atomic: write a temporary file, fsync, rename, fsync the directory.
 class StateStore {

@@ -39,6 +39,11 @@ BOOST_AUTO_TEST_CASE(object_names_as_design_md) {
   BOOST_TEST(usb.DevicePath() == "/dev/bus/usb/002/004");
 }
 
+BOOST_AUTO_TEST_CASE(vendor_device_ids) {
+  BOOST_TEST(VendorDeviceIds(0x10de, 0x1c03) == "10de:1c03");
+  BOOST_TEST(VendorDeviceIds(0x0951, 0x00a1) == "0951:00a1");  // zero-padded, lower case
+}
+
 BOOST_AUTO_TEST_CASE(vendor_part) {
   BOOST_TEST(ResourceVendorPart("Advanced Micro Devices, Inc. [AMD/ATI]", 0x1002) == "amd.com");
   BOOST_TEST(ResourceVendorPart("NVIDIA Corporation", 0x10de) == "nvidia.com");
