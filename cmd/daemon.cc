@@ -36,6 +36,13 @@ namespace {
 
 using plugin::PluginDevice;
 
+// The pod's service-account directory (token, ca.crt, namespace). PCIDEVICES_SERVICE_ACCOUNT_DIR
+// points elsewhere: the e2e test logs in as the DaemonSet does, from a temporary directory.
+std::string ServiceAccountDir() {
+  const char* dir = ::getenv("PCIDEVICES_SERVICE_ACCOUNT_DIR");
+  return dir && *dir ? dir : "/var/run/secrets/kubernetes.io/serviceaccount";
+}
+
 // The signals the daemon takes through its signalfd.
 sigset_t DaemonSignals() {
   sigset_t mask;
@@ -381,7 +388,7 @@ class Daemon {
   bool StartProjection() {
     absl::StatusOr<projection::KubeConfig> config =
         flags_.kubeconfig.empty()
-            ? projection::InClusterConfig(::getenv, "/var/run/secrets/kubernetes.io/serviceaccount")
+            ? projection::InClusterConfig(::getenv, ServiceAccountDir())
             : projection::LoadKubeconfig(flags_.kubeconfig);
     if (!config.ok()) {
       if (flags_.kubeconfig.empty() && absl::IsNotFound(config.status())) {

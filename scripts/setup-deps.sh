@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libudev-dev libusb-1.0-0-dev libsimdjson-dev libcpp-httplib-dev libssl-dev
-  libspdlog-dev libfmt-dev libboost-test-dev
+  libspdlog-dev libfmt-dev libboost-test-dev libabsl-dev
   pci.ids usb.ids pciutils usbutils umockdev libumockdev-dev python3
   qemu-system-x86 busybox-static kmod cpio e2fsprogs
   openssl
