@@ -1,4 +1,4 @@
-#include "cmd/config.h"
+#include "agent/config.h"
 
 #include <absl/strings/str_cat.h>
 #include <simdjson.h>
@@ -9,7 +9,7 @@
 #include "core/status.h"
 #include "core/text_file.h"
 
-namespace pcid::cmd {
+namespace pcid::agent {
 namespace {
 
 absl::StatusOr<uint16_t> Hex4(std::string_view text, const std::string& where) {
@@ -97,4 +97,4 @@ absl::StatusOr<DaemonConfig> LoadConfig(const std::string& path) {
   return ParseConfig(text, path);
 }
 
-}  // namespace pcid::cmd
+}  // namespace pcid::agent

@@ -1,4 +1,4 @@
-// File: cmd/config.h
+// File: agent/config.h
 //
 // The standalone config file: `{"enable": [selector, ...], "deny": [selector, ...]}` (`deny`:
 // devices never bound to vfio-pci, whatever enables them), a selector being an object with any
@@ -13,14 +13,14 @@
 
 #include "core/selector.h"
 
-namespace pcid::cmd {
+namespace pcid::agent {
 
 struct DaemonConfig {
   std::vector<DeviceSelector> enable;
-  std::vector<DeviceSelector> deny;
+  std::vector<DeviceSelector> deny = {};
 };
 
 absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::string& origin);
 absl::StatusOr<DaemonConfig> LoadConfig(const std::string& path);
 
-}  // namespace pcid::cmd
+}  // namespace pcid::agent

@@ -1,4 +1,4 @@
-#include "cmd/device_actions.h"
+#include "agent/device_actions.h"
 
 #include <absl/strings/escaping.h>
 #include <absl/strings/str_cat.h>
@@ -13,7 +13,7 @@
 #include "core/status.h"
 #include "plugin/pod_resources.h"
 
-namespace pcid::cmd {
+namespace pcid::agent {
 namespace {
 
 constexpr char kSource[] = "cli";
@@ -38,8 +38,8 @@ absl::Status RefuseIfHeld(const DeviceContext& ctx, const std::string& text,
 // A device another device plugin has given to a pod (the SR-IOV network plugin names VFs by
 // their PCI address) is never pulled from under it. One already ours is served by us anyway.
 absl::Status CheckNotHeld(const DeviceContext& ctx, const PciDevice& dev) {
-  const vfio::Intent* intent = ctx.store.Find(dev.address);
-  if (intent != nullptr && intent->enabled) return absl::OkStatus();
+  const std::optional<vfio::Intent> intent = ctx.store.Find(dev.address);
+  if (intent && intent->enabled) return absl::OkStatus();
   return RefuseIfHeld(ctx, dev.address.ToString(), "");
 }
 
@@ -57,8 +57,8 @@ absl::StatusOr<std::string> EnableOne(const DeviceContext& ctx, const PciDevice&
 absl::StatusOr<std::string> DisableOne(const DeviceContext& ctx, const PciAddress& address,
                                        bool force) {
   const std::string text = address.ToString();
-  const vfio::Intent* intent = ctx.store.Find(address);
-  if (intent == nullptr) return absl::NotFoundError(absl::StrCat("pci ", text, ": not enabled"));
+  const std::optional<vfio::Intent> intent = ctx.store.Find(address);
+  if (!intent) return absl::NotFoundError(absl::StrCat("pci ", text, ": not enabled"));
   if (!intent->enabled) {
     // A disable that failed half-way (the original driver would not take it back): finish it.
     PCID_RETURN_IF_ERROR(vfio::Disable(ctx.node, ctx.store, address, kSource));
@@ -180,4 +180,4 @@ absl::StatusOr<std::map<std::string, std::string>> ListHoldersNow(const std::str
   return result.get_future().get();
 }
 
-}  // namespace pcid::cmd
+}  // namespace pcid::agent

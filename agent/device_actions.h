@@ -1,4 +1,4 @@
-// File: cmd/device_actions.h
+// File: agent/device_actions.h
 //
 // `enable` and `disable` of PCI functions by address, as the operator asks for them: the same
 // code whether `pcidevices enable|disable` acts directly (no daemon running) or the daemon acts
@@ -15,7 +15,7 @@
 #include "core/device.h"
 #include "vfio/vfio.h"
 
-namespace pcid::cmd {
+namespace pcid::agent {
 
 struct DeviceRequest {
   std::string verb;                    // "enable", "disable" or "vfs"
@@ -52,4 +52,4 @@ std::vector<std::string> RunDeviceRequest(const DeviceContext& ctx, const Device
 // socket at all means no kubelet on this node: nothing is held.
 absl::StatusOr<std::map<std::string, std::string>> ListHoldersNow(const std::string& socket);
 
-}  // namespace pcid::cmd
+}  // namespace pcid::agent

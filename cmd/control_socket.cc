@@ -3,6 +3,7 @@
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_split.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -60,7 +61,8 @@ absl::Status WriteAll(int fd, std::string_view data) {
 
 }  // namespace
 
-absl::StatusOr<ControlServer> ControlServer::Listen(const std::string& path) {
+absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Start(const std::string& path,
+                                                                    Handler handle) {
   PCID_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd.valid()) return ErrnoStatus(errno, "socket");
@@ -71,30 +73,58 @@ absl::StatusOr<ControlServer> ControlServer::Listen(const std::string& path) {
   ::umask(old);
   if (rc != 0) return ErrnoStatus(errno, absl::StrCat("bind ", path));
   if (::listen(fd.get(), 8) != 0) return ErrnoStatus(errno, absl::StrCat("listen ", path));
-  return ControlServer(std::move(fd), path);
+  UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop.valid()) return ErrnoStatus(errno, "eventfd");
+  return std::unique_ptr<ControlServer>(
+      new ControlServer(std::move(fd), std::move(stop), path, std::move(handle)));
+}
+
+ControlServer::ControlServer(UniqueFd fd, UniqueFd stop, std::string path, Handler handle)
+    : fd_(std::move(fd)),
+      stop_(std::move(stop)),
+      path_(std::move(path)),
+      handle_(std::move(handle)) {
+  thread_ = std::thread([this] { Serve(); });
 }
 
 ControlServer::~ControlServer() {
-  if (fd_.valid()) ::unlink(path_.c_str());  // a moved-from server owns nothing
+  const uint64_t one = 1;
+  (void)!::write(stop_.get(), &one, sizeof one);
+  thread_.join();
+  ::unlink(path_.c_str());
 }
 
-absl::Status ControlServer::ServeOne(
-    const std::function<std::vector<std::string>(std::string_view)>& handle) {
-  UniqueFd client(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!client.valid()) {
+void ControlServer::Serve() {
+  for (;;) {
+    pollfd fds[] = {{fd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
+    if (fds[1].revents & POLLIN) return;
+    if (fds[0].revents & POLLIN) {
+      // A bad client concerns that client only; the next one is served.
+      (void)ServeOne();
+    }
+  }
+}
+
+absl::Status ControlServer::ServeOne() {
+  auto client = std::make_shared<UniqueFd>(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!client->valid()) {
     if (errno == EAGAIN || errno == EINTR) return absl::OkStatus();
     return ErrnoStatus(errno, "accept on the control socket");
   }
-  PCID_ASSIGN_OR_RETURN(std::string request, ReadAll(client.get(), kMaxRequest, 2000, true));
+  PCID_ASSIGN_OR_RETURN(std::string request, ReadAll(client->get(), kMaxRequest, 2000, true));
   const size_t nl = request.find('\n');
   if (nl == std::string::npos) {
-    (void)WriteAll(client.get(), "error request too long or not a line\n");
+    (void)WriteAll(client->get(), "error request too long or not a line\n");
     return absl::InvalidArgumentError("control socket: request too long or not a line");
   }
   request.resize(nl);
-  std::string reply;
-  for (const std::string& line : handle(request)) absl::StrAppend(&reply, line, "\n");
-  return WriteAll(client.get(), reply);
+  handle_(std::move(request), [client](std::vector<std::string> lines) {
+    std::string reply;
+    for (const std::string& line : lines) absl::StrAppend(&reply, line, "\n");
+    (void)WriteAll(client->get(), reply);
+  });
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> CallDaemon(const std::string& path,

@@ -3,13 +3,16 @@
 // The daemon's control socket (`<state-dir>/control.sock`, mode 0600): how `pcidevices
 // enable|disable` reaches a running daemon, so that one process owns a node's devices. One
 // request line in ("enable [--force] ADDRESS..."), reply lines out ("ok ..." / "error ..."), then
-// the connection closes. Requests are served on the daemon's owner thread, one at a time.
+// the connection closes. Requests are read on the server's own thread and decided by the
+// daemon's owner thread, which answers when the kernel has.
 #pragma once
 
 #include <absl/status/statusor.h>
 
 #include <functional>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/unique_fd.h"
@@ -18,23 +21,30 @@ namespace pcid::cmd {
 
 class ControlServer {
  public:
+  // The reply to one request, callable once from any thread; the connection closes after it
+  // (or when the reply is dropped unanswered).
+  using Reply = std::function<void(std::vector<std::string> lines)>;
+  // Called on the server's thread with each request line; answers through `reply`, later.
+  using Handler = std::function<void(std::string line, Reply reply)>;
+
   // Listens on `path` (a stale socket file is replaced: the state lock, taken before, proves
-  // no other daemon is running).
-  static absl::StatusOr<ControlServer> Listen(const std::string& path);
-
-  ControlServer(ControlServer&&) = default;
-  ControlServer& operator=(ControlServer&&) = default;
-  ~ControlServer();  // removes the socket file: `pcidevices enable` then acts directly
-
-  int fd() const { return fd_.get(); }
-  // Accepts one waiting client, reads its request (at most 4 KiB, 2 s), answers with
-  // `handle(request)`'s lines. Errors concern that client only and are returned for logging.
-  absl::Status ServeOne(const std::function<std::vector<std::string>(std::string_view)>& handle);
+  // no other daemon is running) and serves on a thread of its own: a client that connects and
+  // says nothing keeps only that thread waiting (2 s at most), never the daemon's owner thread.
+  static absl::StatusOr<std::unique_ptr<ControlServer>> Start(const std::string& path,
+                                                              Handler handle);
+  ~ControlServer();  // stops the thread; removes the socket file: `pcidevices enable` then acts
+                     // directly
 
  private:
-  ControlServer(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
+  ControlServer(UniqueFd fd, UniqueFd stop, std::string path, Handler handle);
+  void Serve();
+  absl::Status ServeOne();
+
   UniqueFd fd_;
+  UniqueFd stop_;  // eventfd: written to end the thread
   std::string path_;
+  Handler handle_;
+  std::thread thread_;
 };
 
 // Where a daemon with state directory `state_dir` listens.

@@ -8,9 +8,9 @@
 
 #include <iostream>
 
-#include "cmd/config.h"
+#include "agent/config.h"
+#include "agent/device_actions.h"
 #include "cmd/control_socket.h"
-#include "cmd/device_actions.h"
 #include "cmd/flags.h"
 #include "cmd/host_roots.h"
 #include "cmd/logging.h"
@@ -21,6 +21,10 @@
 extern char** environ;
 
 namespace pcid::cmd {
+
+using agent::DaemonConfig;
+using agent::DeviceContext;
+using agent::DeviceRequest;
 namespace {
 
 constexpr char kUsage[] =
@@ -84,7 +88,7 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
       std::cerr << "pcidevices vfs: want ADDRESS COUNT\n" << kUsage;
       return 2;
     }
-    auto count = ParseVfCount(req.addresses[1]);
+    auto count = agent::ParseVfCount(req.addresses[1]);
     if (!count.ok()) {
       std::cerr << "pcidevices vfs: " << count.status().message() << "\n";
       return 2;
@@ -106,7 +110,7 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
     }
   }
   const std::string state_dir = parsed->Get("state-dir", kDefaultStateDir);
-  auto reply = CallDaemon(ControlSocketPath(state_dir), FormatDeviceRequest(req), 120000);
+  auto reply = CallDaemon(ControlSocketPath(state_dir), agent::FormatDeviceRequest(req), 120000);
   if (reply.ok()) return Report(*reply);
   if (!absl::IsUnavailable(reply.status())) {
     std::cerr << "pcidevices " << verb << ": daemon: " << reply.status().message() << "\n";
@@ -135,7 +139,7 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
   if (config_path.empty() && ::access(kDefaultConfigPath, F_OK) == 0)
     config_path = kDefaultConfigPath;
   if (!config_path.empty()) {
-    auto c = LoadConfig(config_path);
+    auto c = agent::LoadConfig(config_path);
     if (!c.ok()) {
       std::cerr << "pcidevices " << verb << ": " << c.status().message() << "\n";
       return 1;
@@ -177,11 +181,11 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
   DeviceContext ctx{node, *store, *devices,
                     [&] { return vfio::FindProtectedDevices(sysfs, proc, *devices, config.deny); },
                     [&](const std::string& address) -> absl::StatusOr<std::string> {
-                      PCID_ASSIGN_OR_RETURN(auto holders, ListHoldersNow(pod_resources));
+                      PCID_ASSIGN_OR_RETURN(auto holders, agent::ListHoldersNow(pod_resources));
                       auto it = holders.find(address);
                       return it == holders.end() ? std::string() : it->second;
                     }};
-  return Report(RunDeviceRequest(ctx, req));
+  return Report(agent::RunDeviceRequest(ctx, req));
 }
 
 }  // namespace pcid::cmd

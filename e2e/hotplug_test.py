@@ -56,9 +56,20 @@ class Injector:
         return json.loads(self.proc.stdout.readline())
 
 
-def gpu_list(emu, timeout=3.0):
-    e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == GPU, timeout=timeout)
-    return None if e is None else ({d["id"]: d["health"] for d in e["devices"]}, e["t_us"])
+def gpu_list(emu, want=None, timeout=3.0):
+    """The GPU resource's next ListAndWatch answer whose devices satisfy `want` (id -> health),
+    as (devices, t_us); the answers before it are consumed. The daemon binds in the background,
+    so one change can take several answers. The last answer seen (or None) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == GPU,
+                     timeout=max(0.0, deadline - time.monotonic()))
+        if e is None:
+            return last
+        last = ({d["id"]: d["health"] for d in e["devices"]}, e["t_us"])
+        if want is None or want(last[0]):
+            return last
 
 
 def main():
@@ -87,7 +98,7 @@ def main():
             inj.populate(make_tree, "gpu-node", f"{tmp}/t")
             emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
             check(inj.do("start")["ok"], "daemon started")
-            first = gpu_list(emu)
+            first = gpu_list(emu, lambda d: set(d) == {"0000:01:00.0", "0000:81:00.0"})
             check(first and set(first[0]) == {"0000:01:00.0", "0000:81:00.0"}, f"initial list {first}")
             latencies = []
 
@@ -96,7 +107,7 @@ def main():
                 sent = time.time() * 1e6
                 r = inj.do(f"add-pci {NEW} 10de 1c03 030000")
                 check(r["ok"], f"{what}: add-pci")
-                got = gpu_list(emu)
+                got = gpu_list(emu, lambda d: d.get(NEW) == "Unhealthy")
                 check(got and got[0].get(NEW) == "Unhealthy", f"{what}: listed Unhealthy: {got}")
                 if got:
                     latencies.append(got[1] - sent)
@@ -110,7 +121,7 @@ def main():
                     f.write("DRIVER=vfio-pci\n")
                 sent = time.time() * 1e6
                 inj.do(f"uevent {r['syspath']} bind")
-                got = gpu_list(emu)
+                got = gpu_list(emu, lambda d: d.get(NEW) == "Healthy")
                 check(got and got[0].get(NEW) == "Healthy", f"{what}: bound function Healthy: {got}")
                 if got:
                     latencies.append(got[1] - sent)
@@ -123,23 +134,23 @@ def main():
             check(a and a["ok"], f"allocate the new function: {a}")
             sent = time.time() * 1e6
             inj.do(f"remove {syspath}")
-            got = gpu_list(emu)
+            got = gpu_list(emu, lambda d: d.get(NEW) == "Unhealthy")
             check(got and got[0].get(NEW) == "Unhealthy", f"unplugged while allocated: Unhealthy {got}")
             if got:
                 latencies.append(got[1] - sent)
             # Plugged back in while pod-h still holds it: a live function again, Healthy.
             syspath = plug_and_bind("re-plug")
             inj.do(f"remove {syspath}")
-            got = gpu_list(emu)
+            got = gpu_list(emu, lambda d: d.get(NEW) == "Unhealthy")
             check(got and got[0].get(NEW) == "Unhealthy", f"unplugged again: Unhealthy {got}")
             emu.send("delete pod-h")
-            got = gpu_list(emu, timeout=5)
+            got = gpu_list(emu, lambda d: NEW not in d, timeout=5)
             check(got and NEW not in got[0], f"gone once its pod is gone: {got}")
 
             # Unplug an idle function: it leaves at once.
             sent = time.time() * 1e6
             inj.do("remove /sys/devices/pci0000:80/0000:80:01.0/0000:81:00.0")
-            got = gpu_list(emu)
+            got = gpu_list(emu, lambda d: "0000:81:00.0" not in d)
             check(got and "0000:81:00.0" not in got[0], f"idle function removed: {got}")
             if got:
                 latencies.append(got[1] - sent)
@@ -147,11 +158,11 @@ def main():
             # fresh attempt: the config selects it, so it is bound and served.
             r = inj.do(f"add-pci {NEW2} 10de 1c03 030000")
             check(r["ok"], "refused function: add-pci")
-            got = gpu_list(emu, timeout=1)
+            got = gpu_list(emu, lambda d: NEW2 in d, timeout=1)
             check(got is None or NEW2 not in got[0], f"group-less function not served: {got}")
             inj.do(f"remove {r['syspath']}")
             check(inj.do(f"add-bound-pci {NEW2} 10de 1c03 030000 41")["ok"], "add-bound-pci")
-            got = gpu_list(emu)
+            got = gpu_list(emu, lambda d: d.get(NEW2) == "Healthy")
             check(got and got[0].get(NEW2) == "Healthy", f"re-plugged with a group: served {got}")
             print("uevent -> ListAndWatch (ms): " + ", ".join(f"{l / 1000:.2f}" for l in latencies))
         finally:

@@ -6,11 +6,11 @@
 #include <cstdlib>
 #include <string>
 
-#include "cmd/config.h"
+#include "agent/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto config =
-      pcid::cmd::ParseConfig(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
+      pcid::agent::ParseConfig(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
   if (config.ok()) {
     for (const auto& s : config->enable) {
       if (!s.address && !s.vendor && !s.device && !s.class_id && !s.driver) std::abort();

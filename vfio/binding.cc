@@ -44,13 +44,24 @@ absl::Status Write(const Node& node, const std::string& address, const std::stri
 
 // The group node appears when vfio-pci binds (devtmpfs creates it synchronously; a node managed
 // by udev may lag a little, so allow a second).
-bool WaitForGroupNode(const Node& node, unsigned group) {
+bool Cancelled(const Node& node) {
+  return node.cancelled != nullptr && node.cancelled->load(std::memory_order_relaxed);
+}
+
+absl::Status CancelledError(const std::string& address) {
+  return absl::CancelledError(
+      absl::StrCat("pci ", address, ": stopped while waiting for the kernel"));
+}
+
+absl::Status WaitForGroupNode(const Node& node, const std::string& address, unsigned group) {
   const std::string rel = absl::StrCat("vfio/", group);
   for (int i = 0; i < 100; ++i) {
-    if (node.dev.Exists(rel)) return true;
+    if (node.dev.Exists(rel)) return absl::OkStatus();
+    if (Cancelled(node)) return CancelledError(address);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  return false;
+  return absl::InternalError(absl::StrCat("pci ", address, ": bound to vfio-pci but ",
+                                          node.dev.path(), "/vfio/", group, " did not appear"));
 }
 
 // After drivers_probe: a function the kernel is still adding (hot-plug sends its uevent before
@@ -78,6 +89,7 @@ absl::Status AwaitVfio(const Node& node, const std::string& address, std::string
       return absl::InternalError(absl::StrCat("pci ", address, ": after drivers_probe it is on ",
                                               DriverText(driver), ", not vfio-pci"));
     }
+    if (Cancelled(node)) return CancelledError(address);
     std::this_thread::sleep_for(kPoll);
   }
 }
@@ -113,11 +125,7 @@ absl::Status Bind(const Node& node, const PciDevice& dev, std::string* natural) 
   }
   Step(node, 5);
   PCID_RETURN_IF_ERROR(AwaitVfio(node, address, natural));
-  if (!WaitForGroupNode(node, *dev.iommu_group)) {
-    return absl::InternalError(absl::StrCat("pci ", address, ": bound to vfio-pci but ",
-                                            node.dev.path(), "/vfio/", *dev.iommu_group,
-                                            " did not appear"));
-  }
+  PCID_RETURN_IF_ERROR(WaitForGroupNode(node, address, *dev.iommu_group));
   Step(node, 6);
   return absl::OkStatus();
 }
@@ -180,9 +188,10 @@ absl::Status KeepNaturalDriver(StateStore& store, const PciAddress& address,
 
 }  // namespace
 
-std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
-                                    const std::vector<const PciDevice*>& devices,
-                                    const Protected& protect, std::string_view source) {
+std::vector<absl::Status> EnableAll(
+    const Node& node, StateStore& store, const std::vector<const PciDevice*>& devices,
+    const Protected& protect, std::string_view source,
+    const std::function<void(size_t index, const absl::Status&)>& each) {
   std::vector<absl::Status> out(devices.size());
   // Step 1 for all at once: one atomic save records every intent (and original driver).
   std::map<PciAddress, Intent> next;
@@ -201,8 +210,8 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
                        "intel_iommu=on or amd_iommu=on)"));
       continue;
     }
-    const Intent* cur = store.Find(dev.address);
-    fresh[i] = cur == nullptr;
+    const std::optional<Intent> cur = store.Find(dev.address);
+    fresh[i] = !cur;
     Intent intent;
     if (cur) {
       intent = *cur;
@@ -217,15 +226,25 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
     intent.ids = VendorDeviceIds(dev.vendor_id, dev.device_id);
     next[dev.address] = std::move(intent);
   }
-  if (next.empty()) return out;
+  auto tell = [&](size_t i) {
+    if (each) each(i, out[i]);
+  };
+  if (next.empty()) {
+    for (size_t i = 0; i < devices.size(); ++i) tell(i);
+    return out;
+  }
   if (absl::Status st = store.Update([&](auto& intents) {
         for (const auto& [a, intent] : next) intents[a] = intent;
       });
       !st.ok()) {
     for (size_t i = 0; i < devices.size(); ++i) {
       if (out[i].ok()) out[i] = st;
+      tell(i);
     }
     return out;
+  }
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (!out[i].ok()) tell(i);  // refused before anything was written
   }
   Step(node, 1);
   std::vector<PciAddress> rolled_back;
@@ -244,11 +263,17 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
       node.log.info("pci {}: on vfio-pci (was {}), /dev/vfio/{}; {}", address,
                     DriverText(intent.original_driver), *dev.iommu_group,
                     g.ok() ? Describe(*g) : std::string(g.status().message()));
+      tell(i);
       continue;
     }
     node.log.error("pci {}: enable failed: {}", address, ToStd(st.message()));
     out[i] = st;
-    if (!fresh[i]) continue;  // an older intent stays: re-applied at the next start
+    // An older intent stays (re-applied at the next start), and so does one cut short by a stop:
+    // the intent was saved first, as for a crash.
+    if (!fresh[i] || absl::IsCancelled(st)) {
+      tell(i);
+      continue;
+    }
     // Leave the device as it was, never driverless: give it back and forget the intent we added.
     absl::Status back = Restore(node, address, intent.original_driver);
     if (back.ok()) rolled_back.push_back(dev.address);
@@ -257,6 +282,7 @@ std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
         absl::StrCat(st.message(),
                      back.ok() ? absl::StrCat("; restored to ", DriverText(intent.original_driver))
                                : absl::StrCat("; restore failed too: ", back.message())));
+    tell(i);
   }
   if (!rolled_back.empty()) {
     absl::Status st = store.Update([&](auto& intents) {
@@ -275,8 +301,8 @@ absl::Status Enable(const Node& node, StateStore& store, const PciDevice& dev,
 absl::Status Disable(const Node& node, StateStore& store, const PciAddress& address,
                      std::string_view source) {
   const std::string text = address.ToString();
-  const Intent* cur = store.Find(address);
-  if (cur == nullptr) {
+  const std::optional<Intent> cur = store.Find(address);
+  if (!cur) {
     return absl::NotFoundError(absl::StrCat("pci ", text, ": not enabled"));
   }
   Intent next = *cur;
@@ -337,8 +363,8 @@ absl::Status Abandon(const Node& node, StateStore& store, const PciDevice& dev,
 
 absl::Status ReapplyDevice(const Node& node, StateStore& store, const PciDevice& dev,
                            const Protected& protect) {
-  const Intent* found = store.Find(dev.address);
-  if (found == nullptr) return absl::OkStatus();
+  const std::optional<Intent> found = store.Find(dev.address);
+  if (!found) return absl::OkStatus();
   const Intent intent = *found;  // a copy: the store changes below
   const std::string text = dev.address.ToString();
   if (!intent.ids.empty() && intent.ids != VendorDeviceIds(dev.vendor_id, dev.device_id)) {

@@ -130,13 +130,24 @@ absl::StatusOr<StateStore> StateStore::Open(const std::string& dir) {
     if (absl::IsNotFound(text.status())) return store;  // first start
     return text.status();
   }
-  PCID_ASSIGN_OR_RETURN(store.intents_, DecodeState(*text, path));
+  PCID_ASSIGN_OR_RETURN(auto intents, DecodeState(*text, path));
+  {
+    absl::MutexLock lock(&store.state_->mu);
+    store.state_->intents = std::move(intents);
+  }
   return store;
 }
 
-const Intent* StateStore::Find(const PciAddress& a) const {
-  auto it = intents_.find(a);
-  return it == intents_.end() ? nullptr : &it->second;
+std::map<PciAddress, Intent> StateStore::intents() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->intents;
+}
+
+std::optional<Intent> StateStore::Find(const PciAddress& a) const {
+  absl::MutexLock lock(&state_->mu);
+  auto it = state_->intents.find(a);
+  if (it == state_->intents.end()) return std::nullopt;
+  return it->second;
 }
 
 absl::Status StateStore::Put(const PciAddress& a, std::optional<Intent> intent) {
@@ -150,10 +161,12 @@ absl::Status StateStore::Put(const PciAddress& a, std::optional<Intent> intent) 
 }
 
 absl::Status StateStore::Update(const std::function<void(std::map<PciAddress, Intent>&)>& change) {
-  auto next = intents_;
+  // Held across the save: two binds saving at once must not lose each other's change.
+  absl::MutexLock lock(&state_->mu);
+  auto next = state_->intents;
   change(next);
   PCID_RETURN_IF_ERROR(Save(next));
-  intents_ = std::move(next);
+  state_->intents = std::move(next);
   return absl::OkStatus();
 }
 

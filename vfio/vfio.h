@@ -14,11 +14,16 @@
 // holds an exclusive lock on its directory, so one process acts on a node's devices at a time.
 #pragma once
 
+#include <absl/base/thread_annotations.h>
 #include <absl/status/statusor.h>
+#include <absl/synchronization/mutex.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -98,14 +103,16 @@ struct Intent {
 
 // The state directory (`--state-dir`): `state.json` plus `lock`, held exclusively (flock) for the
 // store's lifetime. Saves are atomic: write a temporary file, fsync, rename, fsync the directory.
+// Thread-safe: binds of different IOMMU groups run on different threads (agent/); each change is
+// read-modify-save under one mutex, and readers get copies.
 class StateStore {
  public:
   // Creates the directory if needed (0700), takes the lock (Unavailable when another process
   // holds it) and reads the state; a missing file is an empty state, a broken one an error.
   static absl::StatusOr<StateStore> Open(const std::string& dir);
 
-  const std::map<PciAddress, Intent>& intents() const { return intents_; }
-  const Intent* Find(const PciAddress& a) const;
+  std::map<PciAddress, Intent> intents() const;  // a copy
+  std::optional<Intent> Find(const PciAddress& a) const;
   // Replaces (or with nullopt erases) one intent and saves; the in-memory state changes only
   // when the save succeeded.
   absl::Status Put(const PciAddress& a, std::optional<Intent> intent);
@@ -116,12 +123,17 @@ class StateStore {
   const std::string& dir() const { return dir_; }
 
  private:
-  StateStore(std::string dir, UniqueFd lock) : dir_(std::move(dir)), lock_(std::move(lock)) {}
+  StateStore(std::string dir, UniqueFd lock)
+      : dir_(std::move(dir)), lock_(std::move(lock)), state_(std::make_unique<State>()) {}
   absl::Status Save(const std::map<PciAddress, Intent>& intents) const;
 
+  struct State {
+    absl::Mutex mu;
+    std::map<PciAddress, Intent> intents ABSL_GUARDED_BY(mu);
+  };
   std::string dir_;
   UniqueFd lock_;
-  std::map<PciAddress, Intent> intents_;
+  std::unique_ptr<State> state_;  // behind a pointer: the store moves, its mutex cannot
 };
 
 // The state file's text and back; exposed for tests and the fuzzer.
@@ -143,7 +155,7 @@ struct Node {
   // kernel here.
   std::function<absl::Status(std::string_view rel, std::string_view value)> write;
   // Test hook, called after each numbered step of Enable and Disable (the fault-injection tests
-  // kill the process there). May be empty.
+  // kill the process there). May be empty; the shipped binary never sets it.
   std::function<void(int step)> after_step;
   spdlog::logger& log;
   // How long enable waits for a driver after drivers_probe left the function driverless: a
@@ -152,6 +164,10 @@ struct Node {
   // /proc, to refuse unbinding a device whose group a process has open (unbinding vfio-pci then
   // blocks until the VM lets go). nullptr: not checked (unit tests of other steps).
   const SysfsRoot* proc = nullptr;
+  // Set when the agent is stopping: waits for the kernel end at once with Cancelled, and an
+  // enable cut short keeps its recorded intent (re-applied at the next start) instead of
+  // giving the device back. nullptr: never cancelled.
+  const std::atomic<bool>* cancelled = nullptr;
 };
 
 // Enable steps: 1 intent saved, 2 vfio-pci loaded, 3 driver_override written, 4 unbound from the
@@ -169,9 +185,12 @@ absl::Status Enable(const Node& node, StateStore& store, const PciDevice& dev,
 
 // Enable for many devices at once: one state save for all intents, then each bound in turn. One
 // status per device, in order.
-std::vector<absl::Status> EnableAll(const Node& node, StateStore& store,
-                                    const std::vector<const PciDevice*>& devices,
-                                    const Protected& protect, std::string_view source);
+// `each`, when set, is told each device's result as soon as it is known (a long batch need not
+// hold back the devices bound early).
+std::vector<absl::Status> EnableAll(
+    const Node& node, StateStore& store, const std::vector<const PciDevice*>& devices,
+    const Protected& protect, std::string_view source,
+    const std::function<void(size_t index, const absl::Status&)>& each = nullptr);
 
 // Drops `source` from the device's intent; when none is left, gives the device back to its
 // original driver (or none) and forgets it. Refused (FailedPrecondition, nothing changed) while a

@@ -1,9 +1,9 @@
 // The control socket's request lines: what the CLI sends and the daemon parses, both ways.
 #include <boost/test/unit_test.hpp>
 
-#include "cmd/device_actions.h"
+#include "agent/device_actions.h"
 
-namespace pcid::cmd {
+namespace pcid::agent {
 namespace {
 
 BOOST_AUTO_TEST_CASE(request_lines_round_trip_and_refusals) {
@@ -28,4 +28,4 @@ BOOST_AUTO_TEST_CASE(request_lines_round_trip_and_refusals) {
 }
 
 }  // namespace
-}  // namespace pcid::cmd
+}  // namespace pcid::agent

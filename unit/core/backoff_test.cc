@@ -1,6 +1,8 @@
 #include "core/backoff.h"
 
 #include <boost/test/unit_test.hpp>
+#include <set>
+#include <vector>
 
 #include "core/clock.h"
 

@@ -533,7 +533,7 @@ BOOST_AUTO_TEST_CASE(reapply_rebinds_after_someone_else_took_it_and_reports_miss
   BOOST_TEST(std::string(failures[0].message())
                  .find("0000:01:00.0: recorded as enabled but not on this node") !=
              std::string::npos);
-  BOOST_TEST(store.Find(A("0000:01:00.0")) != nullptr);
+  BOOST_TEST(store.Find(A("0000:01:00.0")).has_value());
 }
 
 // A device that became protected since its intent was recorded (deny list edited, or it now
@@ -593,7 +593,7 @@ BOOST_AUTO_TEST_CASE(reapply_never_binds_another_device_at_the_address) {
              failures[0].message());
   BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
   BOOST_TEST(f.kernel.Override("0000:00:02.0") == "");
-  BOOST_TEST(store.Find(A("0000:00:02.0")) == nullptr);
+  BOOST_TEST(!store.Find(A("0000:00:02.0")).has_value());
   BOOST_TEST(f.kernel.Driver("0000:01:00.0") == "vfio-pci");
   // Not even the writes of a give-back: the device there is not the one the intent was for.
   for (const std::string& w : f.kernel.writes)

@@ -1,0 +1,59 @@
+// File: agent/kernel_binder.h
+//
+// The Binder the daemon uses: each job runs on a thread of its own once the jobs before it that
+// share a key (an IOMMU group) are done, so a bind the kernel answers slowly, or never, holds up
+// only its group while the owner thread goes on. Owns the vfio::Node's view of the node and the
+// intent store (shared with the jobs; vfio::StateStore is thread-safe). Stopping (the destructor)
+// cancels the waits in running jobs (vfio::Node::cancelled: an enable cut short keeps its intent,
+// as after a crash), drops jobs not started, and joins every thread.
+#pragma once
+
+#include <absl/base/thread_annotations.h>
+#include <absl/synchronization/mutex.h>
+
+#include <atomic>
+#include <deque>
+#include <list>
+#include <thread>
+
+#include "agent/ports.h"
+
+namespace pcid::agent {
+
+class KernelBinder final : public Binder {
+ public:
+  // `node` is copied, its `cancelled` pointed at this binder's stop flag.
+  KernelBinder(vfio::Node node, vfio::StateStore store, Post to_owner);
+  ~KernelBinder() override;
+
+  void Submit(std::string what, std::set<std::string> keys, Work work,
+              std::function<void()> done) override;
+  std::map<PciAddress, vfio::Intent> Intents() const override { return store_.intents(); }
+
+  // Jobs started and not finished, and jobs waiting for a key (for tests and logs).
+  size_t running() const;
+  size_t waiting() const;
+
+ private:
+  struct Job {
+    std::string what;
+    std::set<std::string> keys;
+    Work work;
+    std::function<void()> done;
+  };
+  void StartRunnable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Run(Job job, std::list<std::thread>::iterator self);
+
+  std::atomic<bool> stopping_{false};
+  vfio::Node node_;
+  vfio::StateStore store_;
+  Post to_owner_;
+  mutable absl::Mutex mu_;
+  std::deque<Job> waiting_ ABSL_GUARDED_BY(mu_);
+  std::multiset<std::string> busy_ ABSL_GUARDED_BY(mu_);  // keys of running jobs
+  size_t running_ ABSL_GUARDED_BY(mu_) = 0;
+  std::list<std::thread> threads_ ABSL_GUARDED_BY(mu_);     // running or finished, not joined
+  std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);  // to join
+};
+
+}  // namespace pcid::agent

@@ -1,0 +1,734 @@
+#include "agent/reconciler.h"
+
+#include <absl/strings/str_cat.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "agent/device_actions.h"
+#include "core/naming.h"
+#include "core/status.h"
+#include "plugin/health_probe.h"
+#include "udev/discovery.h"
+
+namespace pcid::agent {
+namespace {
+
+using projection::ClaimOutcome;
+
+constexpr unsigned kUsbHubClass = 0x09;
+
+// DeviceInUse when `holders` says a pod holds `id` (or could not tell); nullopt when free.
+std::optional<ClaimOutcome> InUse(std::string_view bus, const std::string& id,
+                                  const absl::StatusOr<HolderTracker::Holders>& holders) {
+  if (holders.ok() && !holders->count(id)) return std::nullopt;
+  return ClaimOutcome{false, "", "DeviceInUse",
+                      holders.ok() ? absl::StrCat(ToAbsl(bus), " ", id, " is allocated to ",
+                                                  holders->at(id), " (PodResources)")
+                                   : absl::StrCat("cannot tell whether a pod holds ", ToAbsl(bus),
+                                                  " ", id, ": ", holders.status().message())};
+}
+
+}  // namespace
+
+Reconciler::Reconciler(ReconcilerOptions options, ReconcilerPorts ports)
+    : options_(std::move(options)),
+      ports_(ports),
+      holders_(ports.pod_resources, ports.clock, ports.log) {
+  holders_.set_on_change([this] { OnHoldersChanged(); });
+}
+
+Reconciler::~Reconciler() { *alive_ = false; }
+
+void Reconciler::set_publisher(InventoryPublisher* publisher) {
+  publisher_ = publisher;
+  published_.reset();
+  if (started_) Replan(/*probe=*/false);
+}
+
+bool Reconciler::Discover() {
+  auto devices = udev::DiscoverPciDevices(options_.sysfs, options_.pci_ids, ports_.log);
+  if (!devices.ok()) {
+    ports_.log.error("discovery: {}", ToStd(devices.status().message()));
+    return false;
+  }
+  devices_ = *std::move(devices);
+  DiscoverUsb();
+  return true;
+}
+
+void Reconciler::DiscoverUsb() {
+  auto usb = udev::DiscoverUsbDevices(options_.sysfs, options_.usb_ids, ports_.log);
+  if (!usb.ok()) {
+    ports_.log.error("USB discovery: {}", ToStd(usb.status().message()));
+    return;
+  }
+  usb_ = *std::move(usb);
+}
+
+absl::StatusOr<vfio::Protected> Reconciler::Protection() const {
+  return vfio::FindProtectedDevices(options_.sysfs, options_.proc, devices_, config_.deny);
+}
+
+std::set<std::string> Reconciler::KeysFor(const std::vector<PciAddress>& addresses) const {
+  std::set<std::string> keys;
+  for (const PciAddress& a : addresses) {
+    const PciDevice* d = FindPciDevice(devices_, a);
+    keys.insert(d ? BindKey(*d) : absl::StrCat("pci:", a.ToString()));
+  }
+  return keys;
+}
+
+void Reconciler::Busy(const std::string& id, int delta) {
+  if ((busy_[id] += delta) <= 0) busy_.erase(id);
+}
+
+bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
+  config_ = std::move(config);
+  intents_ = ports_.binder.Intents();
+  if (!Discover()) return false;
+  // Served at once: devices already on vfio-pci need not wait for the re-apply below.
+  Refresh({});
+  Replan();
+  auto finish = [this, ready = std::move(ready)] {
+    started_ = true;
+    Select(/*report=*/true);
+    Replan();
+    if (ready) ready();
+  };
+  const auto intents = intents_;
+  if (intents.empty()) {
+    finish();
+    return true;
+  }
+  ports_.log.info("re-applying {} recorded device intents", intents.size());
+  // Protection as it is now: the deny list or the host's disks and routes may have changed
+  // since the intents were recorded. Unknown protection applies nothing.
+  auto protect = Protection();
+  if (!protect.ok()) {
+    ports_.log.error("recorded device intents not re-applied: {}",
+                     ToStd(protect.status().message()));
+    finish();
+    return true;
+  }
+  std::vector<PciAddress> addresses;
+  for (const auto& [a, intent] : intents) {
+    addresses.push_back(a);
+    Busy(a.ToString(), +1);
+  }
+  ++jobs_in_flight_;
+  ports_.binder.Submit(
+      "re-apply recorded intents", KeysFor(addresses),
+      [devices = devices_, protect = *std::move(protect)](const vfio::Node& node,
+                                                          vfio::StateStore& store, const Post&) {
+        for (const absl::Status& st : vfio::Reapply(node, store, devices, protect)) {
+          node.log.error("{}", ToStd(st.message()));
+        }
+      },
+      [this, alive = std::weak_ptr<bool>(alive_), addresses, finish = std::move(finish)] {
+        if (alive.expired()) return;
+        --jobs_in_flight_;
+        intents_ = ports_.binder.Intents();
+        std::set<std::string> touched;
+        for (const PciAddress& a : addresses) {
+          Busy(a.ToString(), -1);
+          touched.insert(a.ToString());
+        }
+        Refresh(touched);  // drivers changed
+        finish();
+      });
+  return true;
+}
+
+void Reconciler::OnConfig(DaemonConfig config) {
+  config_ = std::move(config);
+  if (!Discover()) return;
+  if (started_) Select(/*report=*/true);
+  Replan();
+}
+
+// Applies the config: binds what it selects, releases what it no longer selects; USB devices
+// the config or a claim enables are served. `report` logs selectors matching nothing and gives
+// refused devices a fresh attempt (start and reloads, not every uevent).
+void Reconciler::Select(bool report) {
+  if (report) refused_.clear();
+  std::set<PciAddress> wanted;
+  std::vector<bool> used(config_.enable.size());
+  for (const PciDevice& dev : devices_) {
+    for (size_t i = 0; i < config_.enable.size(); ++i) {
+      if (!Matches(config_.enable[i], dev)) continue;
+      used[i] = true;
+      wanted.insert(dev.address);
+    }
+  }
+  std::set<std::string> enabled_usb;
+  for (const UsbDevice& usb : usb_) {
+    const std::string name = UsbObjectName(options_.node, usb);
+    if (usb.device_class != kUsbHubClass && claimed_usb_.count(name)) enabled_usb.insert(name);
+    for (size_t i = 0; i < config_.enable.size(); ++i) {
+      if (!Matches(config_.enable[i], usb)) continue;
+      used[i] = true;
+      // A hub is no device a VM can use; the root hubs are the host's own controllers.
+      if (usb.device_class != kUsbHubClass) enabled_usb.insert(name);
+    }
+  }
+  for (size_t i = 0; report && i < used.size(); ++i) {
+    if (!used[i]) ports_.log.warn("config enable[{}] matches no device on this node", i);
+  }
+  enabled_usb_ = std::move(enabled_usb);
+  ApplyConfig(wanted);
+  Refresh({});
+}
+
+// Brings the intents' "config" source in line with `wanted`, in the background. A refused device
+// is reported once (until a reload); a device the config dropped while a pod holds it stays on
+// vfio-pci until the pod is gone. Devices with a kernel job in flight are left to it.
+void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted) {
+  const auto& intents = intents_;
+  std::vector<PciDevice> to_enable;
+  for (const PciDevice& d : devices_) {
+    const std::string id = d.address.ToString();
+    if (!wanted.count(d.address) || refused_.count(d.address) || removed_.count(id) ||
+        busy_.count(id)) {
+      continue;
+    }
+    auto it = intents.find(d.address);
+    if (it == intents.end() || !it->second.enabled || !it->second.sources.count("config")) {
+      to_enable.push_back(d);
+    }
+  }
+  std::vector<PciAddress> to_release;
+  for (const auto& [address, intent] : intents) {
+    // An unplugged device keeps its intent: bound again when it comes back.
+    if (FindPciDevice(devices_, address) && intent.sources.count("config") &&
+        !wanted.count(address) && !busy_.count(address.ToString())) {
+      to_release.push_back(address);
+    }
+  }
+  if (to_enable.empty() && to_release.empty()) return;
+  for (const PciDevice& d : to_enable) Busy(d.address.ToString(), +1);
+  for (const PciAddress& a : to_release) Busy(a.ToString(), +1);
+  // Devices another plugin has given to pods (SR-IOV network VFs) are left to them, and no
+  // device is released from under a pod: both need PodResources' view now.
+  holders_.AskFresh([this, alive = std::weak_ptr<bool>(alive_), to_enable = std::move(to_enable),
+                     to_release = std::move(to_release)](
+                        const absl::StatusOr<HolderTracker::Holders>& holders) mutable {
+    if (alive.expired()) return;
+    const auto& intents = intents_;
+    std::erase_if(to_enable, [&](const PciDevice& d) {
+      const std::string id = d.address.ToString();
+      auto ours = intents.find(d.address);
+      if (ours != intents.end() && ours->second.enabled) return false;
+      if (holders.ok() && !holders->count(id)) return false;
+      Busy(id, -1);
+      refused_.insert(d.address);
+      ports_.log.error("config: pci {}: not enabled: {}", id,
+                       holders.ok()
+                           ? absl::StrCat("allocated to ", holders->at(id), " (PodResources)")
+                           : absl::StrCat("cannot tell whether a pod holds it (",
+                                          holders.status().message(), ")"));
+      return true;
+    });
+    if (!to_enable.empty()) {
+      SubmitEnable(
+          std::move(to_enable), "config",
+          [this](const PciDevice& d, const absl::Status& st) {
+            if (st.ok() || absl::IsCancelled(st)) return;
+            refused_.insert(d.address);
+            ports_.log.error("config: pci {}: not enabled: {}", d.address.ToString(),
+                             ToStd(st.message()));
+          },
+          nullptr);
+    }
+    for (const PciAddress& address : to_release) {
+      const std::string id = address.ToString();
+      if (!holders.ok() || holders->count(id)) {
+        Busy(id, -1);
+        if (refused_.insert(address).second) {
+          ports_.log.warn(
+              "pci {}: dropped from the config but {}; stays on vfio-pci until its pod is gone", id,
+              holders.ok()
+                  ? absl::StrCat("allocated to ", holders->at(id))
+                  : absl::StrCat("PodResources cannot tell (", holders.status().message(), ")"));
+        }
+        continue;
+      }
+      refused_.erase(address);
+      Busy(id, -1);  // SubmitDisable counts it again
+      SubmitDisable(address, "config", [this, id](const absl::Status& st) {
+        if (!st.ok()) ports_.log.error("config: {}", ToStd(st.message()));
+      });
+    }
+  });
+}
+
+// Enables `devices` for `source` in one kernel job (one intent save for all), protection read
+// now. `each` is told every device's result as soon as the kernel answered it; `done` at the end.
+void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source,
+                              std::function<void(const PciDevice&, const absl::Status&)> each,
+                              std::function<void()> done) {
+  auto protect = Protection();
+  std::vector<PciAddress> addresses;
+  for (const PciDevice& d : devices) {
+    addresses.push_back(d.address);
+    if (source != "config") Busy(d.address.ToString(), +1);  // config counted them already
+  }
+  ++jobs_in_flight_;
+  auto alive = std::weak_ptr<bool>(alive_);
+  // Runs on the owner thread for each device the kernel has answered.
+  auto on_one = [this, alive, each](const PciDevice& d, const absl::Status& st) {
+    if (alive.expired()) return;
+    intents_ = ports_.binder.Intents();
+    Busy(d.address.ToString(), -1);
+    if (each) each(d, st);
+    Refresh({d.address.ToString()});
+    Replan(/*probe=*/false);
+  };
+  const std::string what =
+      absl::StrCat("enable ",
+                   devices.size() == 1 ? devices[0].address.ToString()
+                                       : absl::StrCat(devices.size(), " devices"),
+                   " for ", source);
+  ports_.binder.Submit(
+      what, KeysFor(addresses),
+      [devices = std::move(devices), protect = std::move(protect), source, on_one](
+          const vfio::Node& node, vfio::StateStore& store, const Post& to_owner) {
+        std::vector<const PciDevice*> ptrs;
+        for (const PciDevice& d : devices) ptrs.push_back(&d);
+        if (!protect.ok()) {
+          for (const PciDevice& d : devices) {
+            to_owner([on_one, d, st = protect.status()] { on_one(d, st); });
+          }
+          return;
+        }
+        vfio::EnableAll(node, store, ptrs, *protect, source, [&](size_t i, const absl::Status& st) {
+          to_owner([on_one, d = devices[i], st] { on_one(d, st); });
+        });
+      },
+      [this, alive, done = std::move(done)] {
+        if (alive.expired()) return;
+        --jobs_in_flight_;
+        if (done) done();
+      });
+}
+
+void Reconciler::SubmitDisable(const PciAddress& address, std::string source,
+                               std::function<void(const absl::Status&)> done) {
+  const std::string id = address.ToString();
+  Busy(id, +1);
+  ++jobs_in_flight_;
+  auto result = std::make_shared<absl::Status>();
+  ports_.binder.Submit(
+      absl::StrCat("disable ", id, " for ", source), KeysFor({address}),
+      [address, source, result](const vfio::Node& node, vfio::StateStore& store, const Post&) {
+        *result = vfio::Disable(node, store, address, source);
+      },
+      [this, alive = std::weak_ptr<bool>(alive_), id, result, done = std::move(done)] {
+        if (alive.expired()) return;
+        --jobs_in_flight_;
+        intents_ = ports_.binder.Intents();
+        Busy(id, -1);
+        Refresh({id});
+        Replan(/*probe=*/false);
+        if (done) done(*result);
+      });
+}
+
+// enabled_ = what the intents say; re-reads the functions whose binding changed (their uevents
+// follow, but the plan should not wait for them) and their health facts.
+void Reconciler::Refresh(const std::set<std::string>& touched) {
+  enabled_.clear();
+  for (const auto& [address, intent] : intents_) {
+    if (intent.enabled) enabled_.insert(address.ToString());
+  }
+  if (touched.empty()) return;
+  for (const std::string& id : touched) {
+    auto dev = udev::ReadPciDevice(options_.sysfs, id, options_.pci_ids, ports_.log);
+    auto it = std::find_if(devices_.begin(), devices_.end(),
+                           [&](const PciDevice& d) { return d.address.ToString() == id; });
+    if (dev.ok() && it != devices_.end()) *it = *std::move(dev);
+  }
+  plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_);
+}
+
+// `probe` re-reads the node (group nodes, cdevs); allocation changes alone reuse the last probe.
+void Reconciler::Replan(bool probe) {
+  if (probe) probed_ = plugin::ProbeHealth(options_.sysfs, options_.dev, devices_, enabled_);
+  auto inputs = probed_;
+  inputs.allocated_to = holders_.Held();
+  inputs.removed = removed_;
+  auto plan = plugin::PlanResources(devices_, usb_, enabled_, enabled_usb_, options_.node, inputs);
+  for (const auto& [name, r] : plan) {
+    for (const auto& d : r.devices) {
+      auto& last = reported_[d.id];
+      const char* bus = d.usb ? "usb" : "pci";
+      if (!d.healthy && last != d.health_reason) {
+        ports_.log.warn("{} {}: unhealthy: {}", bus, d.id, d.health_reason);
+      } else if (d.healthy && !last.empty()) {
+        ports_.log.info("{} {}: healthy again", bus, d.id);
+      }
+      last = d.health_reason;
+    }
+  }
+  if (plan != plan_) {
+    plan_ = std::move(plan);
+    ports_.plugins.Apply(plan_);
+  }
+  // Most plans change health alone (allocations, PodResources): publish only what the
+  // projection mirrors, and only when it changed, so it does not rebuild every object.
+  if (publisher_ && (!published_ || published_->pci != devices_ || published_->usb != usb_ ||
+                     published_->enabled_usb != enabled_usb_)) {
+    published_ = std::make_shared<const projection::Inventory>(
+        projection::Inventory{devices_, usb_, enabled_usb_});
+    publisher_->Publish(published_);
+  }
+  // PodResources is polled only while an allocation can change another device's health (a
+  // shared IOMMU group), or an unplugged device waits for its pod to end.
+  std::vector<std::string> held;
+  for (const auto& [id, holder] : inputs.allocated_to) held.push_back(id);
+  holders_.SetPolling(SharesGroup(held) || !removed_.empty());
+}
+
+// True when one of `ids` shares its IOMMU group with another function.
+bool Reconciler::SharesGroup(const std::vector<std::string>& ids) const {
+  std::set<unsigned> groups;
+  for (const std::string& id : ids) {
+    auto address = ParsePciAddress(id);
+    const PciDevice* d = address.ok() ? FindPciDevice(devices_, *address) : nullptr;
+    if (d && d->iommu_group) groups.insert(*d->iommu_group);
+  }
+  if (groups.empty()) return false;
+  std::map<unsigned, int> members;
+  for (const PciDevice& d : devices_) {
+    if (d.iommu_group && groups.count(*d.iommu_group) && ++members[*d.iommu_group] > 1) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Forgets unplugged functions no pod holds any more.
+bool Reconciler::DropRemovedUnheld() {
+  bool dropped = false;
+  for (auto it = removed_.begin(); it != removed_.end();) {
+    if (holders_.IsHeld(*it)) {
+      ++it;
+      continue;
+    }
+    const std::string id = *it;
+    std::erase_if(devices_, [&](const PciDevice& d) { return d.address.ToString() == id; });
+    it = removed_.erase(it);
+    dropped = true;
+  }
+  return dropped;
+}
+
+void Reconciler::OnHoldersChanged() {
+  DropRemovedUnheld();
+  // A device the config dropped while it was held may be released now.
+  if (started_) Select(/*report=*/false);
+  Replan(/*probe=*/false);
+}
+
+void Reconciler::OnAllocated(const std::vector<std::string>& ids) {
+  holders_.OnAllocated(ids);
+  // Only a device sharing its IOMMU group can change another device's health.
+  if (SharesGroup(ids)) Replan(/*probe=*/false);
+}
+
+std::optional<Clock::time_point> Reconciler::NextWake() const { return holders_.NextWake(); }
+
+void Reconciler::RunDue() { holders_.RunDue(); }
+
+void Reconciler::OnPluginDir(const PluginDirEvents& events) {
+  for (const std::string& name : events.deleted) {
+    ports_.plugins.OnSocketDeleted(name, !events.kubelet_created);
+  }
+  if (events.kubelet_created) {
+    ports_.log.info("kubelet.sock appeared: registering every plugin again");
+    ports_.plugins.RegisterAll();
+  }
+}
+
+// Hotplug: re-reads only the functions the events name, then re-plans.
+void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
+  bool changed = false;
+  std::set<std::string> touched;
+  bool usb_changed = false;
+  std::vector<PciAddress> arrived;
+  for (const auto& ev : events) {
+    if (ev.subsystem == "usb") {
+      ports_.log.info("usb {}: {}", ev.name, ev.action);
+      usb_changed = true;
+      continue;
+    }
+    if (ev.subsystem != "pci") continue;
+    auto address = ParsePciAddress(ev.name);
+    if (!address.ok()) continue;  // not a function name; nothing of ours
+    // devices_ stays sorted by address: find the function, or where it belongs.
+    auto it =
+        std::lower_bound(devices_.begin(), devices_.end(), *address,
+                         [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
+    const bool known = it != devices_.end() && it->address == *address;
+    auto dev = ev.action == "remove"
+                   ? absl::StatusOr<PciDevice>(absl::NotFoundError("removed"))
+                   : udev::ReadPciDevice(options_.sysfs, ev.name, options_.pci_ids, ports_.log);
+    ports_.log.info("pci {}: {}", ev.name, ev.action);
+    touched.insert(ev.name);
+    if (dev.ok()) {
+      if (known) {
+        *it = *std::move(dev);
+      } else {
+        devices_.insert(it, *std::move(dev));
+      }
+      removed_.erase(ev.name);  // plugged back in: no longer "removed while allocated"
+      // A new arrival gets a fresh attempt (bind and unbind events, which our own attempts
+      // cause, do not: a refusal stays until the next reload).
+      if (ev.action == "add") {
+        refused_.erase(*address);
+        arrived.push_back(*address);
+      }
+      changed = true;
+    } else if (known) {
+      if (ev.action != "remove") {
+        ports_.log.warn("pci {}: unreadable after {}: {}", ev.name, ev.action,
+                        ToStd(dev.status().message()));
+      }
+      if (holders_.IsHeld(ev.name)) {
+        // Pulled from a running pod: keep it listed as Unhealthy until the pod is gone.
+        removed_.insert(ev.name);
+      } else {
+        devices_.erase(it);
+      }
+      changed = true;
+    }
+  }
+  if (usb_changed) DiscoverUsb();  // a USB bus is small: read it again
+  if (!changed && !usb_changed) return;
+  if (started_) {
+    ReapplyArrivals(arrived);
+    Select(/*report=*/false);
+  }
+  if (!started_) Refresh({});
+  plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_);
+  Replan(/*probe=*/false);
+}
+
+// A function plugged back in comes up on its natural driver (the override went with the old
+// instance): an intent that wants it on vfio-pci is brought about again, whatever its source.
+void Reconciler::ReapplyArrivals(const std::vector<PciAddress>& arrived) {
+  std::optional<absl::StatusOr<vfio::Protected>> protect;  // read once, when needed
+  const auto& intents = intents_;
+  for (const PciAddress& a : arrived) {
+    auto intent = intents.find(a);
+    const PciDevice* dev = FindPciDevice(devices_, a);
+    const std::string id = a.ToString();
+    if (intent == intents.end() || !intent->second.enabled || !dev ||
+        dev->driver == vfio::kVfioDriver || busy_.count(id)) {
+      continue;
+    }
+    if (!protect) protect = Protection();
+    Busy(id, +1);
+    ++jobs_in_flight_;
+    auto result = std::make_shared<absl::Status>();
+    ports_.binder.Submit(
+        absl::StrCat("re-apply ", id, " (plugged back in)"), KeysFor({a}),
+        [dev = *dev, protect = *protect, result](const vfio::Node& node, vfio::StateStore& store,
+                                                 const Post&) {
+          *result =
+              protect.ok() ? vfio::ReapplyDevice(node, store, dev, *protect) : protect.status();
+        },
+        [this, alive = std::weak_ptr<bool>(alive_), id, result] {
+          if (alive.expired()) return;
+          --jobs_in_flight_;
+          intents_ = ports_.binder.Intents();
+          Busy(id, -1);
+          if (!result->ok()) {
+            ports_.log.error("pci {}: plugged back in, not re-applied: {}", id,
+                             ToStd(result->message()));
+          }
+          Refresh({id});
+          Replan(/*probe=*/false);
+        });
+  }
+}
+
+void Reconciler::OnClaim(projection::ClaimRequest req, std::function<void(ClaimOutcome)> done) {
+  if (req.sweep) {
+    SweepClaims(req.keep);
+    done({true, "", "", ""});
+    return;
+  }
+  if (req.usb) {
+    OnUsbClaim(req.enable, req.device, std::move(done));
+  } else {
+    OnPciClaim(req.enable, req.device, std::move(done));
+  }
+}
+
+// A USBDeviceClaim: its device's plugin served (or stopped). No sysfs writes: USB devices are
+// handed over at Allocate.
+void Reconciler::OnUsbClaim(bool enable, const std::string& name,
+                            std::function<void(ClaimOutcome)> done) {
+  auto finish = [this, enable, name](std::function<void(ClaimOutcome)> done) {
+    ports_.log.info("usb {}: {} by a claim", name, enable ? "served" : "no longer served");
+    Select(/*report=*/false);
+    Replan(/*probe=*/false);
+    done({true, "", "", enable ? "served to the kubelet" : "given back"});
+  };
+  if (enable) {
+    auto it = std::find_if(usb_.begin(), usb_.end(), [&](const UsbDevice& u) {
+      return UsbObjectName(options_.node, u) == name;
+    });
+    if (it == usb_.end()) {
+      return done({false, "", "DeviceNotFound",
+                   absl::StrCat("usb ", name, ": not on node ", options_.node)});
+    }
+    if (it->device_class == kUsbHubClass) {
+      return done({false, "", "Refused", absl::StrCat("usb ", name, " is a hub")});
+    }
+    claimed_usb_.insert(name);
+    return finish(std::move(done));
+  }
+  if (!claimed_usb_.count(name)) return done({true, "", "", "not enabled"});
+  holders_.AskFresh([this, alive = std::weak_ptr<bool>(alive_), name, finish,
+                     done = std::move(done)](const auto& holders) mutable {
+    if (alive.expired()) return;
+    if (auto busy = InUse("usb", name, holders)) return done(*busy);
+    claimed_usb_.erase(name);
+    finish(std::move(done));
+  });
+}
+
+// A PCIDeviceClaim's enable or disable (source "claim").
+void Reconciler::OnPciClaim(bool enable, const std::string& text,
+                            std::function<void(ClaimOutcome)> done) {
+  auto address = ParsePciAddress(text);
+  if (!address.ok()) {
+    return done({false, "", "InvalidAddress", std::string(address.status().message())});
+  }
+  const auto& intents = intents_;
+  auto ours = intents.find(*address);
+  auto alive = std::weak_ptr<bool>(alive_);
+  if (enable) {
+    const PciDevice* dev = FindPciDevice(devices_, *address);
+    if (dev == nullptr) {
+      return done({false, "", "DeviceNotFound",
+                   absl::StrCat("pci ", text, ": no such device on node ", options_.node)});
+    }
+    auto submit = [this, alive, dev = *dev, text](std::function<void(ClaimOutcome)> done) {
+      auto result = std::make_shared<absl::Status>();
+      SubmitEnable(
+          {dev}, "claim", [result](const PciDevice&, const absl::Status& st) { *result = st; },
+          [this, alive, result, address = dev.address, text, done = std::move(done)] {
+            if (alive.expired()) return;
+            const absl::Status& st = *result;
+            if (!st.ok()) {
+              return done({false, "", absl::IsFailedPrecondition(st) ? "Refused" : "EnableFailed",
+                           std::string(st.message())});
+            }
+            auto it = intents_.find(address);
+            done({true, it != intents_.end() ? it->second.original_driver : "", "",
+                  absl::StrCat("pci ", text, " on vfio-pci")});
+          });
+    };
+    if (ours != intents.end() && ours->second.enabled) return submit(std::move(done));
+    // Another plugin's device in a pod (SR-IOV network VFs are named by address).
+    return holders_.AskFresh(
+        [alive, text, submit, done = std::move(done)](const auto& holders) mutable {
+          if (alive.expired()) return;
+          if (auto busy = InUse("pci", text, holders)) return done(*busy);
+          submit(std::move(done));
+        });
+  }
+  if (ours == intents.end()) return done({true, "", "", "not enabled"});
+  holders_.AskFresh(
+      [this, alive, address = *address, text, done = std::move(done)](const auto& holders) mutable {
+        if (alive.expired()) return;
+        if (auto busy = InUse("pci", text, holders)) return done(*busy);
+        SubmitDisable(address, "claim", [text, done = std::move(done)](const absl::Status& st) {
+          if (!st.ok()) return done({false, "", "DisableFailed", std::string(st.message())});
+          done({true, "", "", absl::StrCat("pci ", text, " given back")});
+        });
+      });
+}
+
+// Devices enabled for claims that no longer exist (force-deleted while we were down) are given
+// back, unless a pod holds them.
+void Reconciler::SweepClaims(const std::vector<std::string>& keep) {
+  std::set<std::string> live(keep.begin(), keep.end());
+  std::vector<PciAddress> gone;
+  for (const auto& [address, intent] : intents_) {
+    if (intent.sources.count("claim") && !live.count(address.ToString())) gone.push_back(address);
+  }
+  if (gone.empty()) return;
+  holders_.AskFresh([this, alive = std::weak_ptr<bool>(alive_), gone](const auto& holders) {
+    if (alive.expired()) return;
+    for (const PciAddress& address : gone) {
+      const std::string id = address.ToString();
+      if (auto busy = InUse("pci", id, holders)) {
+        ports_.log.warn("pci {}: its claim is gone but {}; kept", id, busy->message);
+        continue;
+      }
+      SubmitDisable(address, "claim", [this, id](const absl::Status& st) {
+        if (!st.ok()) {
+          ports_.log.error("pci {}: its claim is gone: {}", id, ToStd(st.message()));
+        } else {
+          ports_.log.info("pci {}: its claim is gone: released", id);
+        }
+      });
+    }
+  });
+}
+
+// `pcidevices enable|disable|vfs` through the daemon: the same code as the direct command, run as
+// a kernel job with the holders PodResources named just before.
+void Reconciler::OnControl(std::string line, std::function<void(std::vector<std::string>)> reply) {
+  auto req = ParseDeviceRequest(line);
+  if (!req.ok()) return reply({absl::StrCat("error ", req.status().message())});
+  ports_.log.info("control socket: {}", line);
+  holders_.AskFresh([this, alive = std::weak_ptr<bool>(alive_), req = *std::move(req),
+                     reply = std::move(reply)](const auto& holders) mutable {
+    if (alive.expired()) return;
+    std::vector<PciAddress> addresses;
+    for (const std::string& text : req.addresses) {
+      auto a = ParsePciAddress(text);
+      if (!a.ok()) continue;
+      addresses.push_back(*a);
+      // vfs recreates every VF of the PF: they are part of the job.
+      if (const PciDevice* pf = FindPciDevice(devices_, *a); req.verb == "vfs" && pf) {
+        for (const PciAddress& vf : pf->virtual_functions) addresses.push_back(vf);
+      }
+    }
+    for (const PciAddress& a : addresses) Busy(a.ToString(), +1);
+    ++jobs_in_flight_;
+    auto lines = std::make_shared<std::vector<std::string>>();
+    ports_.binder.Submit(
+        absl::StrCat("control: ", FormatDeviceRequest(req)), KeysFor(addresses),
+        [req, devices = devices_, protect = Protection(), holders, lines](
+            const vfio::Node& node, vfio::StateStore& store, const Post&) {
+          DeviceContext ctx{node, store, devices, [&] { return protect; },
+                            [&](const std::string& id) -> absl::StatusOr<std::string> {
+                              if (!holders.ok()) return holders.status();
+                              auto it = holders->find(id);
+                              return it == holders->end() ? std::string() : it->second;
+                            }};
+          *lines = RunDeviceRequest(ctx, req);
+        },
+        [this, alive, addresses, lines, reply = std::move(reply)] {
+          if (alive.expired()) return;
+          --jobs_in_flight_;
+          intents_ = ports_.binder.Intents();
+          std::set<std::string> touched;
+          for (const PciAddress& a : addresses) {
+            Busy(a.ToString(), -1);
+            touched.insert(a.ToString());
+          }
+          reply(*lines);
+          Refresh(touched);
+          Replan(/*probe=*/false);
+        });
+  });
+}
+
+}  // namespace pcid::agent

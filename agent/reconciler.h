@@ -1,0 +1,148 @@
+// File: agent/reconciler.h
+//
+// The node agent's core. One object, on one thread (the owner), owns the node's inventory (PCI
+// functions, USB devices), what is enabled and why, health, and what is served; it turns events
+// into effects through the ports of agent/ports.h and never waits for the kernel, the kubelet or
+// the API server:
+//   events  : Start, config reloads, uevents, plugin-directory changes (kubelet restarts), claims,
+//             control-socket requests, allocations, PodResources answers, timers, and the
+//             completions of its own kernel jobs;
+//   effects : kernel jobs (Binder), plans for the device plugins (PluginSink), inventory
+//             snapshots (InventoryPublisher), PodResources calls (through its HolderTracker).
+// Guarantees kept from the blocking daemon it replaces: an intent is saved before the first
+// write (vfio/), one kernel operation per device at a time and group-mates together (Binder
+// keys), claims and control requests answered after the kernel answered, a device never taken
+// from a pod (a fresh PodResources view is asked before any release).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/config.h"
+#include "agent/holder_tracker.h"
+#include "agent/ports.h"
+#include "core/clock.h"
+#include "core/id_database.h"
+#include "core/sysfs_root.h"
+#include "projection/projection.h"
+#include "udev/monitor.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace pcid::agent {
+
+struct ReconcilerOptions {
+  std::string node;
+  const SysfsRoot& sysfs;  // read here; written only by Binder jobs
+  const SysfsRoot& dev;
+  const SysfsRoot& proc;  // protection: the host's mounts and routes
+  const IdDatabase* pci_ids = nullptr;
+  const IdDatabase* usb_ids = nullptr;
+};
+
+struct ReconcilerPorts {
+  Binder& binder;
+  PluginSink& plugins;
+  PodResourcesLister& pod_resources;
+  const Clock& clock;
+  spdlog::logger& log;
+};
+
+// Kubelet plugin-directory changes, as the daemon's inotify saw them in one batch.
+struct PluginDirEvents {
+  std::vector<std::string> deleted;  // file names, kubelet.sock excluded
+  bool kubelet_created = false;      // kubelet.sock (re)appeared: the kubelet restarted
+};
+
+class Reconciler {
+ public:
+  Reconciler(ReconcilerOptions options, ReconcilerPorts ports);
+  ~Reconciler();
+
+  // Discovers the node, serves what is already enabled, and re-applies the recorded intents in
+  // the background; `ready` runs (on the owner thread) once they are brought about and the config
+  // applied: the projection starts then, so no claim is served before the intents.
+  // False when the node cannot be read at all.
+  bool Start(DaemonConfig config, std::function<void()> ready);
+
+  // SIGHUP with a good config: refused devices get a fresh attempt.
+  void OnConfig(DaemonConfig config);
+  void OnUevents(const std::vector<udev::DeviceEvent>& events);
+  void OnPluginDir(const PluginDirEvents& events);
+  // A PCIDeviceClaim or USBDeviceClaim from the projection; `done` runs once, when decided.
+  void OnClaim(projection::ClaimRequest request,
+               std::function<void(projection::ClaimOutcome)> done);
+  // One control-socket line ("enable [--force] ADDRESS..."); `reply` gets the answer lines.
+  void OnControl(std::string line, std::function<void(std::vector<std::string>)> reply);
+  // Our plugin answered Allocate for these PCI functions.
+  void OnAllocated(const std::vector<std::string>& ids);
+
+  // Timers: the earliest due one, and running the due ones.
+  std::optional<Clock::time_point> NextWake() const;
+  void RunDue();
+
+  void set_publisher(InventoryPublisher* publisher);
+
+  // For tests and logs.
+  const std::vector<PciDevice>& devices() const { return devices_; }
+  const std::map<std::string, plugin::Resource>& plan() const { return plan_; }
+  size_t jobs_in_flight() const { return jobs_in_flight_; }
+
+ private:
+  struct Impl;
+  bool Discover();
+  void DiscoverUsb();
+  void Select(bool report);
+  void ApplyConfig(const std::set<PciAddress>& wanted);
+  void SubmitEnable(std::vector<PciDevice> devices, std::string source,
+                    std::function<void(const PciDevice&, const absl::Status&)> each,
+                    std::function<void()> done);
+  void SubmitDisable(const PciAddress& address, std::string source,
+                     std::function<void(const absl::Status&)> done);
+  void ReapplyArrivals(const std::vector<PciAddress>& arrived);
+  void OnPciClaim(bool enable, const std::string& text,
+                  std::function<void(projection::ClaimOutcome)> done);
+  void OnUsbClaim(bool enable, const std::string& name,
+                  std::function<void(projection::ClaimOutcome)> done);
+  void SweepClaims(const std::vector<std::string>& keep);
+  absl::StatusOr<vfio::Protected> Protection() const;
+  void Refresh(const std::set<std::string>& touched);
+  void Replan(bool probe = true);
+  bool SharesGroup(const std::vector<std::string>& ids) const;
+  bool DropRemovedUnheld();
+  void OnHoldersChanged();
+  std::set<std::string> KeysFor(const std::vector<PciAddress>& addresses) const;
+  void Busy(const std::string& id, int delta);
+
+  ReconcilerOptions options_;
+  ReconcilerPorts ports_;
+  HolderTracker holders_;
+  InventoryPublisher* publisher_ = nullptr;
+  DaemonConfig config_;
+  bool started_ = false;                        // intents re-applied: config and claims may act
+  std::map<PciAddress, vfio::Intent> intents_;  // as of the last kernel job's end
+  std::vector<PciDevice> devices_;              // last discovery, sorted by address
+  std::vector<UsbDevice> usb_;                  // last USB discovery
+  std::set<std::string> enabled_;               // addresses the intents enable
+  std::set<std::string> enabled_usb_;           // USB object names the config or a claim enables
+  std::set<std::string> claimed_usb_;           // USB object names USBDeviceClaims enable
+  std::set<PciAddress> refused_;                // config devices refused, reported once per reload
+  std::set<std::string> removed_;               // unplugged while allocated (still in devices_)
+  std::map<std::string, int> busy_;             // addresses with kernel jobs in flight
+  size_t jobs_in_flight_ = 0;
+  plugin::HealthInputs probed_;                  // node facts from the last ProbeHealth
+  std::map<std::string, std::string> reported_;  // device -> last health reason logged
+  std::map<std::string, plugin::Resource> plan_;
+  std::shared_ptr<const projection::Inventory> published_;
+  // Cleared when the reconciler goes: kernel jobs finishing later touch nothing.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace pcid::agent
