@@ -53,7 +53,8 @@ def main():
     a = ap.parse_args()
     build = Path(a.build).resolve()
     with Vm(build / "vm-cache", build / "vm-work-bench",
-            binaries=[build / "bench" / "vfio_bench", build / "pcidevices"],
+            binaries=[build / "bench" / "vfio_bench", build / "pcidevices",
+                      build / "pcidevices-agent"],
             extra_args=EXTRA) as vm:
         nics = vm.addresses["e1000e"]
         print(f"guest: {len(nics)} e1000e {nics}; boot {vm.boot_seconds:.1f}s; TCG", flush=True)

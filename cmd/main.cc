@@ -1,43 +1,61 @@
-// The `pcidevices` binary: dispatches to one subcommand.
+// The `pcidevices` binary, the light front: `list` runs here, with only core/, udev/ and the
+// listing linked (it starts like lspci); every other verb execs pcidevices-agent from this
+// binary's own directory with the same arguments (same process id, environment and exit code).
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
 #include <iostream>
 #include <string>
 #include <vector>
 
-#include "cmd/daemon_command.h"
+#include "cmd/commands.h"
 #include "cmd/list_command.h"
-#include "cmd/vfio_command.h"
 
 namespace {
 
-constexpr char kUsage[] =
-    "usage: pcidevices <command> [flags]\n"
-    "\n"
-    "commands:\n"
-    "  list     list this node's PCI (or, with --usb, USB) devices, like lspci/lsusb\n"
-    "  daemon   serve the enabled devices to the kubelet as device plugins\n"
-    "  enable   bind PCI functions to vfio-pci (through the daemon when it runs)\n"
-    "  disable  give PCI functions back to their original driver\n"
-    "  vfs      set an SR-IOV PF's number of virtual functions\n"
-    "\n"
-    "Run 'pcidevices <command> --help' for a command's flags.\n";
+// The agent's path: this executable's directory (/proc/self/exe, symlinks resolved) + the
+// agent's name. Empty when /proc/self/exe cannot be read.
+std::string AgentPath() {
+  char self[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return {};
+  std::string path(self, static_cast<size_t>(n));
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return {};
+  return path.substr(0, slash + 1) + pcid::cmd::kAgentBinaryName;
+}
+
+// Returns only when the exec failed: 127 when the agent is missing, 126 otherwise (as a shell).
+int ExecAgent(char** argv) {
+  const std::string agent = AgentPath();
+  if (agent.empty()) {
+    std::cerr << "pcidevices: cannot find " << pcid::cmd::kAgentBinaryName
+              << ": /proc/self/exe: " << ::strerror(errno) << "\n";
+    return 127;
+  }
+  ::execv(agent.c_str(), argv);
+  const int err = errno;
+  std::cerr << "pcidevices " << argv[1] << ": cannot run " << agent << ": " << ::strerror(err)
+            << " (it is installed next to pcidevices)\n";
+  return err == ENOENT ? 127 : 126;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << kUsage;
+    std::cerr << pcid::cmd::kUsage;
     return 2;
   }
   const std::string command = argv[1];
-  const std::vector<std::string> args(argv + 2, argv + argc);
-  if (command == "list") return pcid::cmd::RunList(args);
-  if (command == "daemon") return pcid::cmd::RunDaemon(args);
-  if (command == "enable" || command == "disable" || command == "vfs")
-    return pcid::cmd::RunDeviceCommand(command, args);
-  if (command == "--help" || command == "-h" || command == "help") {
-    std::cout << kUsage;
+  if (command == "list") return pcid::cmd::RunList(std::vector<std::string>(argv + 2, argv + argc));
+  if (pcid::cmd::IsAgentCommand(command)) return ExecAgent(argv);
+  if (pcid::cmd::IsHelp(command)) {
+    std::cout << pcid::cmd::kUsage;
     return 0;
   }
-  std::cerr << "pcidevices: unknown command \"" << command << "\"\n" << kUsage;
+  std::cerr << "pcidevices: unknown command \"" << command << "\"\n" << pcid::cmd::kUsage;
   return 2;
 }

@@ -1,7 +1,6 @@
 #include "cmd/vfio_command.h"
 
 #include <absl/strings/str_cat.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,10 +68,11 @@ absl::Status LoadVfioModule(const std::string& modprobe) {
   return absl::OkStatus();
 }
 
-int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& args) {
+int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& args,
+                     const TestHooks& hooks) {
   auto parsed = ParseFlags(args,
                            {"state-dir", "sysfs-root", "dev-root", "proc-root", "config",
-                            "pod-resources-socket", "modprobe", "test-abort-after-step"},
+                            "pod-resources-socket", "modprobe"},
                            {"force", "help"});
   if (!parsed.ok()) {
     std::cerr << "pcidevices " << verb << ": " << parsed.status().message() << "\n" << kUsage;
@@ -153,19 +153,6 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
     std::cerr << "pcidevices " << verb << ": " << devices.status().message() << "\n";
     return 1;
   }
-  std::function<void(int)> after_step;
-  if (parsed->Has("test-abort-after-step")) {
-    // Fault injection for the crash tests: die as a kill -9 would, right after step N.
-    auto n = ParseDecimalAttribute(parsed->Get("test-abort-after-step", ""), 1, 99);
-    if (!n.ok()) {
-      std::cerr << "pcidevices " << verb << ": --test-abort-after-step: " << n.status().message()
-                << "\n";
-      return 2;
-    }
-    after_step = [n = *n](int step) {
-      if (step == n) ::raise(SIGKILL);
-    };
-  }
   const std::string modprobe = parsed->Get("modprobe", "modprobe");
   vfio::Node node{sysfs,
                   roots->dev,
@@ -173,7 +160,7 @@ int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& ar
                   [&sysfs](std::string_view rel, std::string_view value) {
                     return sysfs.WriteFile(rel, value);
                   },
-                  after_step,
+                  hooks.after_step,
                   *log,
                   vfio::kProbeWait,
                   &proc};

@@ -11,9 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "cmd/test_hooks.h"
+
 namespace pcid::cmd {
 
-int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& args);
+// `hooks` is empty in the shipped binaries (see cmd/test_hooks.h).
+int RunDeviceCommand(const std::string& verb, const std::vector<std::string>& args,
+                     const TestHooks& hooks);
 
 // Runs `<modprobe> vfio-pci` and waits for it.
 absl::Status LoadVfioModule(const std::string& modprobe);

@@ -6,6 +6,7 @@ Builds the gpu-node and odd fixture trees with MAKE_TREE into a temporary direct
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +27,12 @@ def run(*args):
 
 def main():
     binary, make_tree = sys.argv[1:3]
+    # `list` runs in the front binary, which loads nothing of gRPC, protobuf or OpenSSL (it starts
+    # like lspci; the other verbs exec pcidevices-agent: docs/decisions.md).
+    p = run("ldd", binary)
+    heavy = [ln.split()[0] for ln in p.stdout.splitlines()
+             if re.search(r"grpc|protobuf|libssl|libcrypto", ln)]
+    check(p.returncode == 0 and not heavy, f"the front binary loads {heavy or p.stderr}")
     with tempfile.TemporaryDirectory(prefix="pcid-e2e-") as tmp:
         gpu, odd = os.path.join(tmp, "gpu"), os.path.join(tmp, "odd")
         subprocess.run([sys.executable, make_tree, "gpu-node", gpu], check=True)

@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,26 @@ def main():
             check(rc == 2 and "not a PCI address" in out, f"enable {bad!r}: malformed", out)
         rc, out = pcid("disable", "../x")
         check(rc == 2 and "not a PCI address" in out, "disable '../x': malformed", out)
+        # The shipped binaries have no test flags: fault injection lives only in the test build
+        # pcidevices_faults. Through the front and the agent alike, an unknown flag (exit 2).
+        agent = os.path.join(os.path.dirname(os.path.abspath(pcidevices)), "pcidevices-agent")
+        for binary in (pcidevices, agent):
+            for verb in ("enable", "disable"):
+                p = subprocess.run([binary, verb, "0000:81:00.0", "--test-abort-after-step", "1",
+                                    *roots, "--config", config], capture_output=True, text=True,
+                                   timeout=30)
+                check(p.returncode == 2 and "unknown flag --test-abort-after-step" in p.stderr,
+                      f"{os.path.basename(binary)} {verb} --test-abort-after-step: unknown flag",
+                      p.stdout + p.stderr)
+        # The front execs the agent from its own directory; without one there, a clear error.
+        lone = f"{tmp}/lone/pcidevices"
+        os.makedirs(os.path.dirname(lone))
+        shutil.copy2(pcidevices, lone)
+        p = subprocess.run([lone, "enable", "0000:81:00.0", *roots], capture_output=True, text=True,
+                           timeout=30)
+        check(p.returncode == 127 and f"cannot run {tmp}/lone/pcidevices-agent" in p.stderr,
+              "front without pcidevices-agent next to it: exit 127, names the path",
+              p.stdout + p.stderr)
         # Protected, unknown, not enabled: exit 1 with the reason.
         for address, want in (("0000:00:19.0", "refused: it carries the default route (eno1)"),
                               ("0000:00:01.0", "refused: it is a bridge (class 0604)"),

@@ -17,10 +17,14 @@ Checked:
     malformed addresses: none changes any driver;
   - hot-plug over QMP: an e1000e on the empty root port is bound and listed, device_del removes
     it; a usb-tablet appears as a USB resource;
-  - kill -9 after every step of enable and of disable (--test-abort-after-step), then a daemon
-    start: the device ends in the intended state.
+  - kill -9 after every step of enable and of disable (the test build pcidevices_faults, with
+    --test-abort-after-step; the shipped binaries have no test flags), then a daemon start: the
+    device ends in the intended state.
 
-usage: vfio_vm_test.py PCIDEVICES KUBELET_EMULATOR [--cache DIR] [--work DIR]
+PCIDEVICES is the front binary; the pcidevices-agent next to it (which the front execs for every
+verb but list) goes into the guest beside it.
+
+usage: vfio_vm_test.py PCIDEVICES KUBELET_EMULATOR PCIDEVICES_FAULTS [--cache DIR] [--work DIR]
 """
 import argparse
 import json
@@ -37,6 +41,7 @@ ROOT_DISK, ROUTE_NIC, ROOT_PORT = "0000:01:00.0", "0000:02:00.0", "0000:00:04.0"
 ICH9_SATA = "0000:00:1f.2"
 DISK_MATE = "0000:01:00.1"  # virtio-rng, function 1 of the root disk's device: the same group
 STATE = "/var/lib/pcidevices"
+FAULTS = "pcidevices_faults"  # the agent with --test-abort-after-step (e2e/faults_main.cc)
 DAEMON = ("pcidevices daemon --node-name vm --config /etc/pcid.json --device-plugin-dir /run/dp "
           f"--pod-resources-socket /run/pr.sock --state-dir {STATE} --uevent-source kernel")
 
@@ -115,21 +120,24 @@ class Guest:
         self.vm.run("kill -TERM $(cat /tmp/d.pid) 2>/dev/null; "
                     "for i in $(seq 100); do [ -d /proc/$(cat /tmp/d.pid) ] || break; sleep 0.1; done")
 
-    def pcid(self, args):
-        return self.vm.run(f"pcidevices {args} --state-dir {STATE} --pod-resources-socket /run/pr.sock 2>&1")
+    def pcid(self, args, binary="pcidevices"):
+        return self.vm.run(f"{binary} {args} --state-dir {STATE} --pod-resources-socket /run/pr.sock 2>&1")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("pcidevices")
     ap.add_argument("kubelet_emulator")
+    ap.add_argument("pcidevices_faults")
     ap.add_argument("--cache", default="/tmp/pcidevices-vm-cache")
     ap.add_argument("--work", default="/tmp/pcidevices-vm-test")
     a = ap.parse_args()
     t0 = time.monotonic()
     files = {p: p for p in ("/usr/share/misc/pci.ids", "/usr/share/misc/usb.ids") if Path(p).exists()}
     config = {"enable": [{"address": NIC}, {"address": HOTPLUG}, {"vendor": "0627"}]}
-    with Vm(a.cache, a.work, binaries=[a.pcidevices, a.kubelet_emulator], files=files) as vm:
+    agent = Path(a.pcidevices).with_name("pcidevices-agent")
+    binaries = [a.pcidevices, agent, a.pcidevices_faults, a.kubelet_emulator]
+    with Vm(a.cache, a.work, binaries=binaries, files=files) as vm:
         print(f"boot: ready {vm.boot_seconds:.1f}s after qemu start (built in "
               f"{vm.build_seconds:.1f}s)", flush=True)
         g = Guest(vm)
@@ -267,7 +275,7 @@ def scenario(vm, g, resource):
         return f"[ $(grep -c 'daemon started' /tmp/d.log) -gt {before} ]"
 
     for step in range(1, 7):
-        rc, out = g.pcid(f"enable {NIC2} --test-abort-after-step {step}")
+        rc, out = g.pcid(f"enable {NIC2} --test-abort-after-step {step}", FAULTS)
         mid = g.driver(NIC2)
         check(f"enable killed after step {step}", rc == 137, out)
         started = restarted()
@@ -276,7 +284,7 @@ def scenario(vm, g, resource):
         check(f"kill -9 after enable step {step} (left on {mid or 'no driver'}): on vfio-pci after restart",
               ok and g.driver(NIC2) == "vfio-pci")
         g.stop_daemon()
-        rc, out = g.pcid(f"disable {NIC2} --test-abort-after-step {step}")
+        rc, out = g.pcid(f"disable {NIC2} --test-abort-after-step {step}", FAULTS)
         mid = g.driver(NIC2)
         check(f"disable killed after step {step}", rc == 137, out)
         started = restarted()
