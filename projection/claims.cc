@@ -37,31 +37,38 @@ std::optional<std::string> StatusPatch(const ObservedObject& c, const ClaimOutco
                                        const std::string& node, const std::string& address,
                                        const ClaimScope& scope,
                                        const ClaimOutcome* waiting = nullptr) {
+  auto write_status = [&](JsonWriter& status) {
+    status.BeginObject();
+    // Only fields the CRDs' schemas hold: anything else is pruned by the server, would never
+    // compare equal and be written again on every event.
+    if (scope.usb) {
+      auto it = scope.usb_devices.find(address);
+      status.Key("nodeName").String(node);
+      status.Key("pciAddress").String(it == scope.usb_devices.end() ? "" : it->second);
+    } else {
+      status.Key("passthroughEnabled").Bool(outcome.ok);
+      status.Key("kernelDriverToUnbind").String(outcome.ok ? outcome.original_driver : "");
+    }
+    status.Key("conditions").BeginArray().BeginObject();
+    status.Key("type").String("PassthroughEnabled");
+    status.Key("status").String(outcome.ok ? "True" : "False");
+    status.Key("reason").String(waiting != nullptr ? waiting->reason
+                                : outcome.ok       ? "Enabled"
+                                                   : outcome.reason);
+    status.Key("message").String(
+        waiting != nullptr ? absl::StrCat("deletion waits: ", waiting->message) : outcome.message);
+    status.EndObject().EndArray();
+    status.EndObject();
+  };
   JsonWriter status;
-  status.BeginObject();
-  // Only fields the CRDs' schemas hold: anything else is pruned by the server, would never
-  // compare equal and be written again on every event.
-  if (scope.usb) {
-    auto it = scope.usb_devices.find(address);
-    status.Key("nodeName").String(node);
-    status.Key("pciAddress").String(it == scope.usb_devices.end() ? "" : it->second);
-  } else {
-    status.Key("passthroughEnabled").Bool(outcome.ok);
-    status.Key("kernelDriverToUnbind").String(outcome.ok ? outcome.original_driver : "");
-  }
-  status.Key("conditions").BeginArray().BeginObject();
-  status.Key("type").String("PassthroughEnabled");
-  status.Key("status").String(outcome.ok ? "True" : "False");
-  status.Key("reason").String(waiting != nullptr ? waiting->reason
-                              : outcome.ok       ? "Enabled"
-                                                 : outcome.reason);
-  status.Key("message").String(
-      waiting != nullptr ? absl::StrCat("deletion waits: ", waiting->message) : outcome.message);
-  status.EndObject().EndArray();
-  status.EndObject();
+  write_status(status);
   auto want = DecodeStatus(status.str());
   if (want.ok() && *want == c.status) return std::nullopt;
-  return absl::StrCat("{\"status\":", status.str(), "}");
+  JsonWriter patch;
+  patch.BeginObject().Key("status");
+  write_status(patch);
+  patch.EndObject();
+  return patch.str();
 }
 
 bool HasFinalizer(const ObservedObject& c) {
@@ -116,8 +123,7 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
         if (auto patch = StatusPatch(c, *st.enabled, node, st.address, scope, &*st.disabled)) {
           out.push_back({ClaimStep::Kind::kWriteStatus, name, st.address, *patch});
         }
-        st.disable_asked = false;
-        st.disabled.reset();
+        st.retry = true;
         out.push_back({ClaimStep::Kind::kRetryLater, name, st.address, ""});
       }
       continue;
@@ -148,6 +154,13 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
                                           "\" for ", address)};
       address.clear();
     }
+    if (st.disable_asked && st.address == address) {
+      // A live claim whose device is being (or was) given back: the claim was deleted and made
+      // again under the same name before its deletion was seen (a watch cut meanwhile). The
+      // release is awaited, then the new claim is served from the start.
+      if (!st.disabled) continue;
+      if (st.disabled->ok) st = ClaimState{};
+    }
     if (st.enable_asked && st.address != address) {
       // The address was edited: the old device is given back first, then the new one claimed.
       if (!st.disable_asked && st.enabled && st.enabled->ok) {
@@ -158,8 +171,7 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
       if (st.disable_asked && !st.disabled) continue;  // waiting
       if (st.disabled && !st.disabled->ok) {
         // The old device could not be given back (a pod holds it): not forgotten, asked again.
-        st.disable_asked = false;
-        st.disabled.reset();
+        st.retry = true;
         out.push_back({ClaimStep::Kind::kRetryLater, name, st.address, ""});
         continue;
       }
@@ -185,8 +197,7 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
       // (VFs created later, a card plugged), the pod may go.
       if (!refused && !st.enabled->ok &&
           (st.enabled->reason == "DeviceNotFound" || st.enabled->reason == "DeviceInUse")) {
-        st.enable_asked = false;
-        st.enabled.reset();
+        st.retry = true;
         out.push_back({ClaimStep::Kind::kRetryLater, name, address, ""});
       }
     }
@@ -201,12 +212,25 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
       st.disable_asked = true;
       out.push_back({ClaimStep::Kind::kAskDisable, name, st.address, ""});
     } else if (st.disabled) {
-      st.disable_asked = false;  // refused (a pod holds it): asked again after a back-off
-      st.disabled.reset();
+      st.retry = true;  // refused (a pod holds it): asked again after a back-off
       out.push_back({ClaimStep::Kind::kRetryLater, name, st.address, ""});
     }
   }
   return out;
+}
+
+void ReleaseRetries(std::map<std::string, ClaimState>& states) {
+  for (auto& [name, st] : states) {
+    if (!st.retry) continue;
+    st.retry = false;
+    if (st.disabled && !st.disabled->ok) {
+      st.disable_asked = false;
+      st.disabled.reset();
+    } else if (st.enabled && !st.enabled->ok) {
+      st.enable_asked = false;
+      st.enabled.reset();
+    }
+  }
 }
 
 }  // namespace pcid::projection

@@ -38,6 +38,9 @@ struct ClaimState {
   bool disable_asked = false;
   std::optional<ClaimOutcome> enabled;   // answer to the enable
   std::optional<ClaimOutcome> disabled;  // answer to the disable
+  // A refusal worth asking again (a pod holds the device, the device is not there yet): the
+  // refused answer is kept, and nothing is asked again, until ReleaseRetries().
+  bool retry = false;
 };
 
 struct ClaimStep {
@@ -48,8 +51,8 @@ struct ClaimStep {
     kRemoveFinalizer,  // PATCH metadata.finalizers (- ours), resourceVersion precondition
     kWriteStatus,      // PATCH /status with `body`
     kForget,           // the claim is gone and its device given back: drop its state
-    kRetryLater,       // a release refused (a pod holds it) or a device not found yet: plan
-                       // again after a back-off even if nothing else happens
+    kRetryLater,       // a release refused (a pod holds it) or a device not found yet: call
+                       // ReleaseRetries() after a back-off, then plan again
   } kind;
   std::string claim;
   std::string address;
@@ -70,5 +73,9 @@ struct ClaimScope {
 std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& claims,
                                   std::map<std::string, ClaimState>& states,
                                   const std::string& node, const ClaimScope& scope = {});
+
+// The back-off of claims that asked for a retry is over: their refused answers are forgotten,
+// so that the next PlanClaims asks the owner again.
+void ReleaseRetries(std::map<std::string, ClaimState>& states);
 
 }  // namespace pcid::projection

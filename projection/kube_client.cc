@@ -106,14 +106,23 @@ std::string KubeClient::TransportError(httplib::Error err) const {
 
 std::string KubeClient::Token() {
   if (config_.token_file.empty()) return config_.token;
+  // The kubelet rotates a projected token by swapping a symlink to a new file: stat() follows
+  // it, and the new file differs in inode (its mtime may equal the old one's at the clock's
+  // granularity). A failed read is tried again on the next request.
   struct stat st;
   if (::stat(config_.token_file.c_str(), &st) == 0) {
-    const int64_t mtime = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
-    if (mtime != token_mtime_ns_) {  // rotated (kubelet rewrites projected tokens)
+    const TokenFileId id{int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec,
+                         static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_dev),
+                         static_cast<int64_t>(st.st_size)};
+    if (id != token_id_) {
       auto text = ReadTextFile(config_.token_file, std::numeric_limits<size_t>::max());
-      token_ = text.ok() ? *std::move(text) : std::string();
-      while (!token_.empty() && (token_.back() == '\n' || token_.back() == ' ')) token_.pop_back();
-      token_mtime_ns_ = mtime;
+      if (text.ok()) {
+        token_ = *std::move(text);
+        while (!token_.empty() && (token_.back() == '\n' || token_.back() == ' ')) {
+          token_.pop_back();
+        }
+        token_id_ = id;
+      }
     }
   }
   return token_;
@@ -157,6 +166,7 @@ absl::StatusOr<KubeResponse> KubeClient::Call(std::string_view method, const std
     return absl::UnavailableError(
         absl::StrCat(ToAbsl(method), " ", server_, path, ": ", TransportError(err)));
   }
+  if (res.status == 401) token_id_ = {};  // read the token file again before the next request
   return KubeResponse{res.status, std::move(out)};
 }
 
@@ -205,6 +215,7 @@ absl::StatusOr<int> KubeClient::Stream(const std::string& path,
     return absl::UnavailableError(absl::StrCat("watch ", server_, path, ": ", TransportError(err)));
   }
   if (!pending.empty() && status / 100 == 2) on_line(pending);
+  if (status == 401) token_id_ = {};
   return status;
 }
 

@@ -30,18 +30,37 @@ struct KubeResponse {
   std::string body;
 };
 
-class KubeClient {
+// Plain API calls, what the controllers write through: KubeClient on the wire, a fake in unit
+// tests. One caller per thread.
+class KubeCaller {
+ public:
+  virtual ~KubeCaller() = default;
+  // One request. Transport failures are a Status; any HTTP answer is a KubeResponse.
+  virtual absl::StatusOr<KubeResponse> Call(std::string_view method, const std::string& path,
+                                            const std::string& body,
+                                            const std::string& content_type) = 0;
+  absl::StatusOr<KubeResponse> Call(std::string_view method, const std::string& path) {
+    return Call(method, path, "", "application/json");
+  }
+  absl::StatusOr<KubeResponse> Call(std::string_view method, const std::string& path,
+                                    const std::string& body) {
+    return Call(method, path, body, "application/json");
+  }
+};
+
+class KubeClient final : public KubeCaller {
  public:
   // InvalidArgument for unusable certificates or keys.
   static absl::StatusOr<std::unique_ptr<KubeClient>> Create(const KubeConfig& config);
-  ~KubeClient();
+  ~KubeClient() override;
 
   // One request. Transport failures (connection refused, TLS, timeout) are Unavailable naming the
   // server; any HTTP answer, 4xx and 5xx included, is a KubeResponse. Bodies over 8 MiB are
   // refused (ResourceExhausted).
   absl::StatusOr<KubeResponse> Call(std::string_view method, const std::string& path,
-                                    const std::string& body = "",
-                                    const std::string& content_type = "application/json");
+                                    const std::string& body,
+                                    const std::string& content_type) override;
+  using KubeCaller::Call;
 
   // A watch: GET `path` and hand every complete line to `on_line` until the server ends the
   // stream, `on_line` returns false, or Stop() is called. Returns the HTTP status (a 2xx for a
@@ -67,7 +86,14 @@ class KubeClient {
   std::unique_ptr<httplib::ClientImpl> http_;
   httplib::SSLClient* tls_ = nullptr;  // http_, when it is HTTPS
   std::string token_;                  // last read from token_file
-  int64_t token_mtime_ns_ = -1;
+  // Which file token_ was read from: a rotation changes the inode (or the mtime, or the size).
+  struct TokenFileId {
+    int64_t mtime_ns = -1;
+    uint64_t inode = 0, device = 0;
+    int64_t size = -1;
+    friend bool operator==(const TokenFileId&, const TokenFileId&) = default;
+  };
+  TokenFileId token_id_;
   std::atomic<bool> stopped_{false};
 };
 

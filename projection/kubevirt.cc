@@ -5,15 +5,35 @@
 #include <spdlog/spdlog.h>
 
 #include <map>
-#include <random>
 #include <thread>
 
+#include "core/backoff.h"
 #include "core/json_writer.h"
 #include "core/status.h"
+#include "projection/json_dom.h"
 #include "projection/kube_client.h"
 #include "projection/objects.h"
 
 namespace pcid::projection {
+
+namespace {
+
+// One of our entries, as KubeVirt's schema has it.
+void WriteEntry(JsonWriter& w, const PciHostDevice& d) {
+  w.BeginObject();
+  if (d.usb) {
+    const size_t colon = d.selector.find(':');
+    w.Key("resourceName").String(d.resource).Key("selectors").BeginArray().BeginObject();
+    w.Key("vendor").String(d.selector.substr(0, colon));
+    w.Key("product").String(colon == std::string::npos ? "" : d.selector.substr(colon + 1));
+    w.EndObject().EndArray();
+  } else {
+    w.Key("pciVendorSelector").String(d.selector).Key("resourceName").String(d.resource);
+  }
+  w.Key("externalResourceProvider").Bool(true).EndObject();
+}
+
+}  // namespace
 
 absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
     std::string_view kubevirt_json, const std::vector<PciHostDevice>& add,
@@ -28,79 +48,82 @@ absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
   if (root["metadata"]["resourceVersion"].get(rv)) {
     return absl::InvalidArgumentError("kubevirt: no metadata.resourceVersion");
   }
-  std::string lists;  // the changed lists, as members of permittedHostDevices
+  // What each list becomes: the entries kept (as the server holds them), then ours added.
+  struct ListPlan {
+    const char* key = nullptr;
+    bool changed = false;
+    std::vector<simdjson::dom::element> kept;
+    std::vector<const PciHostDevice*> added;
+  };
+  std::vector<ListPlan> plans;
   for (const bool usb : {false, true}) {
-    const char* key = usb ? "usb" : "pciHostDevices";
-    // The entries now, in order, as raw JSON, with the resources they name.
-    struct Entry {
-      std::string resource;
-      std::string raw;
-      bool external = false;  // ours are; an administrator's entry for KubeVirt's own plugins
-                              // (externalResourceProvider false) is never removed
-    };
-    std::vector<Entry> entries;
-    simdjson::dom::array current;
-    if (!root["spec"]["configuration"]["permittedHostDevices"][key].get(current)) {
-      for (simdjson::dom::element e : current) {
-        std::string_view resource;
-        if (e["resourceName"].get(resource)) resource = "";
-        bool external = false;
-        if (e["externalResourceProvider"].get(external)) external = false;
-        entries.push_back({std::string(resource), simdjson::minify(e), external});
-      }
-    }
+    ListPlan plan;
+    plan.key = usb ? "usb" : "pciHostDevices";
     std::map<std::string, const PciHostDevice*> wanted;
     for (const PciHostDevice& d : add) {
       if (d.usb == usb) wanted.emplace(d.resource, &d);
     }
-    std::vector<std::string> next;
     std::set<std::string> seen;
-    bool changed = false;
-    for (const auto& [resource, raw, external] : entries) {
-      if (remove.count(resource) && !wanted.count(resource) && external) {
-        changed = true;  // no claim needs it any more
-        continue;
+    simdjson::dom::array current;
+    if (!root["spec"]["configuration"]["permittedHostDevices"][plan.key].get(current)) {
+      for (simdjson::dom::element e : current) {
+        std::string_view view;
+        const std::string resource = e["resourceName"].get(view) ? "" : std::string(view);
+        // Ours say externalResourceProvider: true; an administrator's entry for KubeVirt's own
+        // plugins (false) is never removed.
+        bool external = false;
+        if (e["externalResourceProvider"].get(external)) external = false;
+        if (remove.count(resource) && !wanted.count(resource) && external) {
+          plan.changed = true;  // no claim needs it any more
+          continue;
+        }
+        if ((wanted.count(resource) || remove.count(resource)) && !seen.insert(resource).second) {
+          plan.changed = true;  // a duplicate (what concurrent editors without preconditions leave)
+          continue;
+        }
+        plan.kept.push_back(e);
       }
-      if ((wanted.count(resource) || remove.count(resource)) && !seen.insert(resource).second) {
-        changed = true;  // a duplicate (what concurrent editors without preconditions leave)
-        continue;
-      }
-      next.push_back(raw);
     }
     for (const auto& [resource, d] : wanted) {
       if (seen.count(resource)) continue;
-      JsonWriter w;
-      w.BeginObject();
-      if (usb) {
-        const size_t colon = d->selector.find(':');
-        w.Key("resourceName").String(resource).Key("selectors").BeginArray().BeginObject();
-        w.Key("vendor").String(d->selector.substr(0, colon));
-        w.Key("product").String(colon == std::string::npos ? "" : d->selector.substr(colon + 1));
-        w.EndObject().EndArray();
-      } else {
-        w.Key("pciVendorSelector").String(d->selector).Key("resourceName").String(resource);
-      }
-      w.Key("externalResourceProvider").Bool(true).EndObject();
-      next.push_back(w.str());
-      changed = true;
+      plan.added.push_back(d);
+      plan.changed = true;
     }
-    if (!changed) continue;
-    absl::StrAppend(&lists, lists.empty() ? "" : ",", "\"", key, "\":[");
-    for (size_t i = 0; i < next.size(); ++i) absl::StrAppend(&lists, i ? "," : "", next[i]);
-    lists += "]";
+    if (plan.changed) plans.push_back(std::move(plan));
   }
-  if (lists.empty()) return std::optional<std::string>();
-  JsonWriter meta;
-  meta.BeginObject().Key("resourceVersion").String(rv).EndObject();
-  return std::optional<std::string>(
-      absl::StrCat("{\"metadata\":", meta.str(),
-                   ",\"spec\":{\"configuration\":{\"permittedHostDevices\":{", lists, "}}}}"));
+  if (plans.empty()) return std::optional<std::string>();
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("metadata").BeginObject().Key("resourceVersion").String(rv).EndObject();
+  w.Key("spec").BeginObject().Key("configuration").BeginObject();
+  w.Key("permittedHostDevices").BeginObject();
+  for (const ListPlan& plan : plans) {
+    w.Key(plan.key).BeginArray();
+    for (simdjson::dom::element e : plan.kept) {
+      if (absl::Status st = WriteElement(w, e); !st.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("kubevirt: permittedHostDevices.", plan.key, ": ", st.message()));
+      }
+    }
+    for (const PciHostDevice* d : plan.added) WriteEntry(w, *d);
+    w.EndArray();
+  }
+  w.EndObject().EndObject().EndObject().EndObject();
+  return std::optional<std::string>(w.str());
 }
 
-absl::Status UpdatePermittedHostDevices(KubeClient& client, const std::vector<PciHostDevice>& add,
+absl::Status UpdatePermittedHostDevices(KubeCaller& client, const std::vector<PciHostDevice>& add,
                                         const std::set<std::string>& remove, int attempts,
                                         spdlog::logger& log) {
-  std::mt19937 rng{std::random_device{}()};
+  KubeVirtRetry retry;
+  retry.attempts = attempts;
+  return UpdatePermittedHostDevices(client, add, remove, retry, log);
+}
+
+absl::Status UpdatePermittedHostDevices(KubeCaller& client, const std::vector<PciHostDevice>& add,
+                                        const std::set<std::string>& remove,
+                                        const KubeVirtRetry& retry, spdlog::logger& log) {
+  Backoff pause(retry.pause);
   for (int attempt = 1;; ++attempt) {
     PCID_ASSIGN_OR_RETURN(KubeResponse list, client.Call("GET", "/apis/kubevirt.io/v1/kubevirts"));
     if (list.status != 200) {
@@ -131,13 +154,20 @@ absl::Status UpdatePermittedHostDevices(KubeClient& client, const std::vector<Pc
                remove.size());
       return absl::OkStatus();
     }
-    if (res.status != 409 || attempt >= attempts) {
-      return absl::AbortedError(absl::StrCat("patch kubevirt ", ToAbsl(name), ": HTTP ", res.status,
-                                             ": ", StatusMessage(res.body)));
+    if (res.status != 409 || attempt >= retry.attempts) {
+      return absl::AbortedError(absl::StrCat("patch kubevirt ", ToAbsl(ns), "/", ToAbsl(name),
+                                             ": HTTP ", res.status, ": ", StatusMessage(res.body)));
     }
-    // Another node changed it meanwhile: read again, after a short random pause.
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 50 * attempt)(rng)));
+    // Another node changed it meanwhile: read again, after a short jittered pause.
+    const std::chrono::milliseconds wait = pause.Next();
+    if (retry.sleep) {
+      if (!retry.sleep(wait)) {
+        return absl::CancelledError(
+            absl::StrCat("patch kubevirt ", ToAbsl(ns), "/", ToAbsl(name), ": stopping"));
+      }
+    } else {
+      std::this_thread::sleep_for(wait);
+    }
   }
 }
 

@@ -10,11 +10,15 @@
 
 #include <absl/status/statusor.h>
 
+#include <chrono>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "core/backoff.h"
 
 namespace spdlog {
 class logger;
@@ -22,7 +26,7 @@ class logger;
 
 namespace pcid::projection {
 
-class KubeClient;
+class KubeCaller;
 
 inline constexpr char kKubeVirtPrefix[] = "/apis/kubevirt.io/v1/";
 inline constexpr char kKubeVirtPlural[] = "kubevirts";
@@ -46,9 +50,24 @@ absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
     std::string_view kubevirt_json, const std::vector<PciHostDevice>& add,
     const std::set<std::string>& remove);
 
-// Reads the KubeVirt object and patches it (up to `attempts` times on conflicts). NotFound when
-// KubeVirt is not installed (no kubevirts object).
-absl::Status UpdatePermittedHostDevices(KubeClient& client, const std::vector<PciHostDevice>& add,
+// How UpdatePermittedHostDevices retries a conflict (409: another node changed the object).
+struct KubeVirtRetry {
+  int attempts = 10;
+  // The pause before reading the object again, jittered so that racing nodes spread out.
+  Backoff::Policy pause{std::chrono::milliseconds(25), std::chrono::milliseconds(500), 0.8};
+  // Waits between attempts; false gives up (Cancelled: the projection is stopping). Unset: the
+  // calling thread sleeps.
+  std::function<bool(std::chrono::milliseconds)> sleep;
+};
+
+// Reads the KubeVirt object and patches it, retrying conflicts as `retry` says. NotFound when
+// KubeVirt is not installed (no kubevirts object); Aborted when the patch is refused (the last
+// conflict included); Unavailable when the server cannot be reached. Calling thread.
+absl::Status UpdatePermittedHostDevices(KubeCaller& client, const std::vector<PciHostDevice>& add,
+                                        const std::set<std::string>& remove,
+                                        const KubeVirtRetry& retry, spdlog::logger& log);
+// The same with `attempts` and the default pause.
+absl::Status UpdatePermittedHostDevices(KubeCaller& client, const std::vector<PciHostDevice>& add,
                                         const std::set<std::string>& remove, int attempts,
                                         spdlog::logger& log);
 

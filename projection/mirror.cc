@@ -8,13 +8,14 @@ namespace pcid::projection {
 namespace {
 
 // The object and its status part, from the same writer `pcidevices list` uses.
-DesiredObject Make(std::string object_json) {
+DesiredObject Make(const JsonWriter& object) {
   DesiredObject d;
-  const size_t at = object_json.find("\"status\":");
-  const std::string status = object_json.substr(at + 9, object_json.size() - at - 10);
-  d.status_json = "{\"status\":" + status + "}";
-  if (auto flat = DecodeStatus(status); flat.ok()) d.status = *std::move(flat);
-  d.object_json = std::move(object_json);
+  d.object_json = object.str();
+  // Our own writer's output always has a status object of strings, booleans and integers.
+  if (auto part = StatusOfObject(d.object_json); part.ok()) {
+    d.status_json = std::move(part->patch);
+    d.status = std::move(part->flat);
+  }
   return d;
 }
 
@@ -28,14 +29,14 @@ Desired DesiredObjects(const std::vector<PciDevice>& pci, const std::vector<UsbD
   for (const PciDevice& d : pci) {
     JsonWriter w;
     WritePciDeviceObject(w, d, node);
-    pcis.emplace(PciObjectName(node, d.address), Make(w.str()));
+    pcis.emplace(PciObjectName(node, d.address), Make(w));
   }
   for (const UsbDevice& u : usb) {
     if (u.device_class == 0x09) continue;  // hubs are the host's own plumbing
     const std::string name = UsbObjectName(node, u);
     JsonWriter w;
     WriteUsbDeviceObject(w, u, node, enabled_usb.count(name) != 0);
-    usbs.emplace(name, Make(w.str()));
+    usbs.emplace(name, Make(w));
   }
   return out;
 }

@@ -5,6 +5,7 @@
 
 #include "core/json_writer.h"
 #include "core/status.h"
+#include "projection/json_dom.h"
 
 namespace pcid::projection {
 namespace {
@@ -13,44 +14,12 @@ absl::Status Bad(std::string_view what, std::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(ToAbsl(what), ": ", ToAbsl(why)));
 }
 
-// Minified JSON with object keys sorted, at every depth: servers reorder keys (schema pruning
-// rebuilds objects in schema order), and a comparison must not see that as a change.
-void Canonical(simdjson::dom::element e, std::string& out) {
-  simdjson::dom::object obj;
-  simdjson::dom::array arr;
-  if (!e.get(obj)) {
-    std::map<std::string_view, simdjson::dom::element> sorted;
-    for (auto [k, v] : obj) sorted.emplace(k, v);
-    out += '{';
-    bool first = true;
-    for (const auto& [k, v] : sorted) {
-      if (!first) out += ',';
-      first = false;
-      AppendJsonString(out, k);
-      out += ':';
-      Canonical(v, out);
-    }
-    out += '}';
-  } else if (!e.get(arr)) {
-    out += '[';
-    bool first = true;
-    for (simdjson::dom::element v : arr) {
-      if (!first) out += ',';
-      first = false;
-      Canonical(v, out);
-    }
-    out += ']';
-  } else {
-    out += simdjson::minify(e);
-  }
-}
-
 absl::StatusOr<std::map<std::string, std::string>> Flat(simdjson::dom::element e,
                                                         std::string_view what) {
   std::map<std::string, std::string> out;
   simdjson::dom::object obj;
   if (e.get(obj)) return Bad(what, "status is not an object");
-  for (auto [k, v] : obj) Canonical(v, out[std::string(k)]);
+  for (auto [k, v] : obj) AppendCanonical(v, out[std::string(k)]);
   return out;
 }
 
@@ -109,6 +78,99 @@ absl::StatusOr<T> Parse(std::string_view json, std::string_view what, F&& f) {
 }
 
 }  // namespace
+
+void AppendCanonical(simdjson::dom::element e, std::string& out) {
+  simdjson::dom::object obj;
+  simdjson::dom::array arr;
+  if (!e.get(obj)) {
+    std::map<std::string_view, simdjson::dom::element> sorted;
+    for (auto [k, v] : obj) sorted.emplace(k, v);
+    out += '{';
+    bool first = true;
+    for (const auto& [k, v] : sorted) {
+      if (!first) out += ',';
+      first = false;
+      AppendJsonString(out, k);
+      out += ':';
+      AppendCanonical(v, out);
+    }
+    out += '}';
+  } else if (!e.get(arr)) {
+    out += '[';
+    bool first = true;
+    for (simdjson::dom::element v : arr) {
+      if (!first) out += ',';
+      first = false;
+      AppendCanonical(v, out);
+    }
+    out += ']';
+  } else {
+    out += simdjson::minify(e);
+  }
+}
+
+absl::Status WriteElement(JsonWriter& w, simdjson::dom::element e) {
+  switch (e.type()) {
+    case simdjson::dom::element_type::OBJECT:
+      w.BeginObject();
+      for (auto [k, v] : simdjson::dom::object(e)) {
+        w.Key(k);
+        PCID_RETURN_IF_ERROR(WriteElement(w, v));
+      }
+      w.EndObject();
+      return absl::OkStatus();
+    case simdjson::dom::element_type::ARRAY:
+      w.BeginArray();
+      for (simdjson::dom::element v : simdjson::dom::array(e)) {
+        PCID_RETURN_IF_ERROR(WriteElement(w, v));
+      }
+      w.EndArray();
+      return absl::OkStatus();
+    case simdjson::dom::element_type::STRING:
+      w.String(std::string_view(e));
+      return absl::OkStatus();
+    case simdjson::dom::element_type::INT64:
+      w.Int(int64_t(e));
+      return absl::OkStatus();
+    case simdjson::dom::element_type::BOOL:
+      w.Bool(bool(e));
+      return absl::OkStatus();
+    case simdjson::dom::element_type::NULL_VALUE:
+      w.Null();
+      return absl::OkStatus();
+    case simdjson::dom::element_type::UINT64:
+    case simdjson::dom::element_type::DOUBLE:
+      break;
+  }
+  // JsonWriter writes no fractions and nothing past int64: refused rather than altered.
+  return absl::InvalidArgumentError(
+      absl::StrCat("number ", simdjson::minify(e), " cannot be written back (not an int64)"));
+}
+
+absl::StatusOr<StatusPart> StatusOfObject(std::string_view object_json) {
+  return Parse<StatusPart>(object_json, "object",
+                           [](simdjson::dom::element e) -> absl::StatusOr<StatusPart> {
+                             simdjson::dom::element status;
+                             if (e["status"].get(status)) return Bad("object", "no status");
+                             StatusPart part;
+                             PCID_ASSIGN_OR_RETURN(part.flat, Flat(status, "status"));
+                             JsonWriter w;
+                             w.BeginObject().Key("status");
+                             PCID_RETURN_IF_ERROR(WriteElement(w, status));
+                             w.EndObject();
+                             part.patch = w.str();
+                             return part;
+                           });
+}
+
+std::optional<std::string> StatusString(const ObservedObject& o, std::string_view key) {
+  auto it = o.status.find(std::string(key));
+  if (it == o.status.end()) return std::nullopt;
+  simdjson::dom::parser parser;
+  std::string_view text;
+  if (parser.parse(it->second).get(text)) return std::nullopt;
+  return std::string(text);
+}
 
 absl::StatusOr<ObservedObject> DecodeObject(std::string_view json) {
   return Parse<ObservedObject>(json, "object",

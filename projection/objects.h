@@ -8,6 +8,7 @@
 #include <absl/status/statusor.h>
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -52,6 +53,18 @@ absl::StatusOr<WatchEvent> DecodeWatchEvent(std::string_view line);
 // The flat status map of a status object we wrote ourselves (JsonWriter output), to compare
 // with what the server holds.
 absl::StatusOr<std::map<std::string, std::string>> DecodeStatus(std::string_view status_json);
+
+// The `status` of an object we built ourselves (core/resource_json.h): the merge patch of
+// `/status` ({"status": {...}}) and the flat map to compare with what the server holds.
+struct StatusPart {
+  std::string patch;
+  std::map<std::string, std::string> flat;
+};
+absl::StatusOr<StatusPart> StatusOfObject(std::string_view object_json);
+
+// A string field of an observed status, decoded ("nvidia.com/GP106", not "\"nvidia.com/GP106\"");
+// nullopt when absent or not a string.
+std::optional<std::string> StatusString(const ObservedObject& o, std::string_view key);
 
 // A Status answer's message ({"kind":"Status","message":...}), or the body's start.
 std::string StatusMessage(std::string_view body);

@@ -266,6 +266,10 @@ BOOST_AUTO_TEST_CASE(claims_finalizer_enable_status_release) {
   BOOST_TEST((steps[1].kind == Kind::kRetryLater));  // the pod may go without any claim event
   claims["n1-000081000"].status =
       *DecodeStatus(steps[0].body.substr(10, steps[0].body.size() - 11));  // the status as written
+  steps = PlanClaims(claims, states, "n1");  // before the back-off: nothing asked again
+  BOOST_REQUIRE(steps.size() == 1u);
+  BOOST_TEST((steps[0].kind == Kind::kRetryLater));
+  ReleaseRetries(states);
   steps = PlanClaims(claims, states, "n1");  // the retry: asked again, nothing rewritten
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kAskDisable));
@@ -281,6 +285,20 @@ BOOST_AUTO_TEST_CASE(claims_finalizer_enable_status_release) {
   BOOST_REQUIRE(steps2.size() == 1u);
   BOOST_TEST((steps2[0].kind == Kind::kAskDisable));
   BOOST_TEST(steps2[0].address == "0000:81:00.0");
+  // Deleted and made again under the same name before the deletion was seen: the release is
+  // awaited, then the new claim is served from the start (finalizer kept, enable asked again).
+  {
+    std::map<std::string, ClaimState> again = states;
+    auto remade = claims;
+    remade["n1-000081000"].deleting = false;
+    remade["n1-000081000"].finalizers = {fin};
+    again["n1-000081000"].disabled.reset();
+    BOOST_TEST(PlanClaims(remade, again, "n1").empty());  // the release is still in flight
+    again["n1-000081000"].disabled = ClaimOutcome{true, "", "", "given back"};
+    auto s2 = PlanClaims(remade, again, "n1");
+    BOOST_REQUIRE(s2.size() == 1u);
+    BOOST_TEST((s2[0].kind == Kind::kAskEnable));
+  }
   // Gone from the server: forgotten. n2's claim was never touched.
   claims.erase("n1-000081000");
   steps = PlanClaims(claims, states, "n1");
@@ -307,7 +325,7 @@ BOOST_AUTO_TEST_CASE(claims_refused_before_the_owner_and_force_deleted_given_bac
   claims.clear();
   states.clear();
   states["gone"] =
-      ClaimState{"0000:81:00.0", true, false, ClaimOutcome{true, "", "", ""}, std::nullopt};
+      ClaimState{"0000:81:00.0", true, false, ClaimOutcome{true, "", "", ""}, std::nullopt, false};
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kAskDisable));
@@ -317,6 +335,7 @@ BOOST_AUTO_TEST_CASE(claims_refused_before_the_owner_and_force_deleted_given_bac
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kRetryLater));
+  ReleaseRetries(states);
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kAskDisable));
@@ -333,12 +352,16 @@ BOOST_AUTO_TEST_CASE(claims_refused_before_the_owner_and_force_deleted_given_bac
   BOOST_REQUIRE(steps.size() == 2u);
   BOOST_TEST((steps[0].kind == Kind::kWriteStatus));
   BOOST_TEST((steps[1].kind == Kind::kRetryLater));
+  steps = PlanClaims(claims, states, "n1");  // before the back-off: the owner is not asked again
+  BOOST_TEST((steps.back().kind == Kind::kRetryLater));
+  BOOST_TEST((steps.front().kind != Kind::kAskEnable));
+  ReleaseRetries(states);
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 1u);
   BOOST_TEST((steps[0].kind == Kind::kAskEnable));
   // The claim moved to another node (spec.nodeName edited): its device here is given back.
   states["n1-000081004"] =
-      ClaimState{"0000:81:00.4", true, false, ClaimOutcome{true, "", "", ""}, std::nullopt};
+      ClaimState{"0000:81:00.4", true, false, ClaimOutcome{true, "", "", ""}, std::nullopt, false};
   claims["n1-000081004"].spec["nodeName"] = "n2";
   steps = PlanClaims(claims, states, "n1");
   BOOST_REQUIRE(steps.size() == 1u);

@@ -1,0 +1,96 @@
+#include <absl/strings/str_cat.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "core/status.h"
+#include "projection/controllers.h"
+#include "projection/kube_client.h"
+
+namespace pcid::projection {
+
+KubeVirtController::KubeVirtController(Store& kubevirts, Store& pci_claims, KubeCaller& api,
+                                       KubeVirtRetry retry, const Clock& clock, spdlog::logger& log)
+    : kubevirts_(kubevirts),
+      pci_claims_(pci_claims),
+      api_(api),
+      conflict_retry_(std::move(retry)),
+      log_(log),
+      retry_(clock, kWriteBackoff) {}
+
+void KubeVirtController::Handle(const Message& message) {
+  if (const auto* m = std::get_if<ClaimsInUse>(&message)) wanted_ = *m;
+}
+
+void KubeVirtController::Reconcile() {
+  if (!wanted_) return;
+  const std::set<PciHostDevice>& ours = wanted_->entries;
+  // What KubeVirt's object holds; unknown until it is listed (not installed: never).
+  std::optional<std::set<std::string>> permitted;
+  if (kubevirts_.synced()) {
+    permitted = kubevirts_.Read([](const Store::Objects& objects) {
+      return objects.empty() ? std::optional<std::set<std::string>>()
+                             : objects.begin()->second.permitted_resources;
+    });
+  }
+  const bool missing = permitted && std::any_of(ours.begin(), ours.end(), [&](const auto& d) {
+                         return !permitted->count(d.resource);
+                       });
+  if (ours == applied_ && !missing) return;
+  std::set<std::string> remove, remove_usb;
+  for (const PciHostDevice& d : applied_) {
+    if (!ours.count(d)) (d.usb ? remove_usb : remove).insert(d.resource);
+  }
+  // Still needed by a live claim of another node? Its PCIDevice names the resource.
+  std::vector<std::string> others;
+  if (!remove.empty()) {
+    pci_claims_.Read([&](const Store::Objects& claims) {
+      for (const auto& [name, c] : claims) {
+        auto enabled = c.status.find("passthroughEnabled");
+        if (c.deleting || wanted_->pci_claims.count(name) || enabled == c.status.end() ||
+            enabled->second != "true") {
+          continue;
+        }
+        others.push_back(name);
+      }
+    });
+  }
+  for (const std::string& name : others) {
+    if (remove.empty()) break;
+    const std::string path = absl::StrCat(kDevicesApiPrefix, kPciPlural, "/", name);
+    absl::StatusOr<KubeResponse> res = api_.Call("GET", path);
+    if (!res.ok() || (res->status != 200 && res->status != 404)) {
+      log_.warn("kubevirt: get pcidevice {}: {}", name,
+                res.ok() ? absl::StrCat("HTTP ", res->status) : ToStd(res.status().message()));
+      retry_.Failed();
+      return;
+    }
+    if (res->status != 200) continue;
+    if (auto o = DecodeObject(res->body); o.ok()) {
+      if (std::optional<std::string> resource = StatusString(*o, "resourceName")) {
+        remove.erase(*resource);
+      }
+    }
+  }
+  remove.insert(remove_usb.begin(), remove_usb.end());
+  absl::Status st = UpdatePermittedHostDevices(
+      api_, std::vector<PciHostDevice>(ours.begin(), ours.end()), remove, conflict_retry_, log_);
+  if (absl::IsNotFound(st)) {
+    // Tried again when a KubeVirt object appears (its informer's news brings a pass).
+    if (!absent_logged_) log_.warn("{}", ToStd(st.message()));
+    absent_logged_ = true;
+    retry_.Succeeded();
+    return;
+  }
+  absent_logged_ = false;
+  if (!st.ok()) {
+    log_.warn("kubevirt: {}", ToStd(st.message()));
+    retry_.Failed();
+    return;
+  }
+  retry_.Succeeded();
+  applied_ = ours;
+}
+
+}  // namespace pcid::projection

@@ -1,0 +1,75 @@
+#include "projection/store.h"
+
+#include <absl/strings/numbers.h>
+
+namespace pcid::projection {
+
+bool OlderVersion(const std::string& a, const std::string& b) {
+  uint64_t x = 0, y = 0;
+  return absl::SimpleAtoi(a, &x) && absl::SimpleAtoi(b, &y) && x < y;
+}
+
+void Store::Replace(ObservedList list) {
+  absl::MutexLock lock(&mu_);
+  // What our own writes returned after the list was taken stays.
+  Objects fresh;
+  for (auto& [name, o] : objects_) {
+    if (OlderVersion(list.resource_version, o.resource_version)) fresh[name] = std::move(o);
+  }
+  for (ObservedObject& o : list.items) {
+    auto it = fresh.find(o.name);
+    if (it == fresh.end() || OlderVersion(it->second.resource_version, o.resource_version)) {
+      fresh[o.name] = std::move(o);
+    }
+  }
+  objects_ = std::move(fresh);
+  resource_version_ = std::move(list.resource_version);
+  synced_ = true;
+}
+
+bool Store::Apply(WatchEvent event) {
+  absl::MutexLock lock(&mu_);
+  if (!event.object.resource_version.empty()) resource_version_ = event.object.resource_version;
+  if (event.type != "ADDED" && event.type != "MODIFIED" && event.type != "DELETED") return false;
+  auto it = objects_.find(event.object.name);
+  if (it != objects_.end() &&
+      OlderVersion(event.object.resource_version, it->second.resource_version)) {
+    return false;  // the echo of a change whose result our write already returned: stale
+  }
+  if (event.type == "DELETED") {
+    return objects_.erase(event.object.name) != 0;
+  }
+  objects_[event.object.name] = std::move(event.object);
+  return true;
+}
+
+void Store::Record(ObservedObject object) {
+  absl::MutexLock lock(&mu_);
+  auto it = objects_.find(object.name);
+  if (it != objects_.end() && OlderVersion(object.resource_version, it->second.resource_version)) {
+    return;  // the watch already brought something newer
+  }
+  objects_[object.name] = std::move(object);
+}
+
+void Store::Forget(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  objects_.erase(name);
+}
+
+bool Store::synced() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return synced_;
+}
+
+std::string Store::resource_version() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return resource_version_;
+}
+
+Store::Objects Store::Snapshot() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return objects_;
+}
+
+}  // namespace pcid::projection
