@@ -20,7 +20,7 @@ KernelBinder::~KernelBinder() {
   std::list<std::thread> threads;
   std::vector<std::thread> finished;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!waiting_.empty()) {
       node_.log.info("stopping: {} kernel jobs not started (their intents, if any, stay)",
                      waiting_.size());
@@ -35,7 +35,7 @@ KernelBinder::~KernelBinder() {
 
 void KernelBinder::Submit(std::string what, std::set<std::string> keys, Work work,
                           std::function<void()> done) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (std::thread& t : finished_) t.join();  // threads that ended since the last submit
   finished_.clear();
   if (stopping_) return;
@@ -51,6 +51,7 @@ void KernelBinder::StartRunnable() {
     bool free = true;
     for (const std::string& k : it->keys) free = free && !claimed.count(k);
     claimed.insert(it->keys.begin(), it->keys.end());
+    if (running_ >= kMaxRunning) break;
     if (!free || stopping_) {
       ++it;
       continue;
@@ -70,7 +71,7 @@ void KernelBinder::Run(Job job, std::list<std::thread>::iterator self) {
   node_.log.debug("kernel job started: {}", job.what);
   job.work(node_, store_, to_owner_);
   if (job.done) to_owner_(std::move(job.done));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const std::string& k : job.keys) busy_.erase(busy_.find(k));
   --running_;
   if (!stopping_) {
@@ -82,12 +83,12 @@ void KernelBinder::Run(Job job, std::list<std::thread>::iterator self) {
 }
 
 size_t KernelBinder::running() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return running_;
 }
 
 size_t KernelBinder::waiting() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return waiting_.size();
 }
 

@@ -9,7 +9,6 @@
 #pragma once
 
 #include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
 
 #include <atomic>
 #include <deque>
@@ -17,11 +16,15 @@
 #include <thread>
 
 #include "agent/ports.h"
+#include "core/mutex.h"
 
 namespace pcid::agent {
 
 class KernelBinder final : public Binder {
  public:
+  // Jobs running at once, at most: each is a thread, mostly asleep waiting for the kernel.
+  static constexpr size_t kMaxRunning = 64;
+
   // `node` is copied, its `cancelled` pointed at this binder's stop flag.
   KernelBinder(vfio::Node node, vfio::StateStore store, Post to_owner);
   ~KernelBinder() override;
@@ -48,7 +51,7 @@ class KernelBinder final : public Binder {
   vfio::Node node_;
   vfio::StateStore store_;
   Post to_owner_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::deque<Job> waiting_ ABSL_GUARDED_BY(mu_);
   std::multiset<std::string> busy_ ABSL_GUARDED_BY(mu_);  // keys of running jobs
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;

@@ -85,7 +85,7 @@ void Reconciler::Busy(const std::string& id, int delta) {
 
 bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
   config_ = std::move(config);
-  intents_ = ports_.binder.Intents();
+  intents_stale_ = true;
   if (!Discover()) return false;
   // Served at once: devices already on vfio-pci need not wait for the re-apply below.
   Refresh({});
@@ -96,7 +96,7 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
     Replan();
     if (ready) ready();
   };
-  const auto intents = intents_;
+  const auto intents = Intents();
   if (intents.empty()) {
     finish();
     return true;
@@ -117,24 +117,25 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
     Busy(a.ToString(), +1);
   }
   ++jobs_in_flight_;
+  auto read_back = std::make_shared<std::vector<ReadBack>>();
   ports_.binder.Submit(
       "re-apply recorded intents", KeysFor(addresses),
-      [devices = devices_, protect = *std::move(protect)](const vfio::Node& node,
-                                                          vfio::StateStore& store, const Post&) {
+      [devices = devices_, protect = *std::move(protect), addresses, read_back,
+       ids = options_.pci_ids](const vfio::Node& node, vfio::StateStore& store, const Post&) {
         for (const absl::Status& st : vfio::Reapply(node, store, devices, protect)) {
           node.log.error("{}", ToStd(st.message()));
         }
+        // Read back here, on the worker: thousands of devices would hold the owner loop.
+        for (const PciAddress& a : addresses) read_back->push_back(ReadBackDevice(node, ids, a));
       },
-      [this, alive = std::weak_ptr<bool>(alive_), addresses, finish = std::move(finish)] {
+      [this, alive = std::weak_ptr<bool>(alive_), addresses, read_back,
+       finish = std::move(finish)] {
         if (alive.expired()) return;
         --jobs_in_flight_;
-        intents_ = ports_.binder.Intents();
-        std::set<std::string> touched;
-        for (const PciAddress& a : addresses) {
-          Busy(a.ToString(), -1);
-          touched.insert(a.ToString());
-        }
-        Refresh(touched);  // drivers changed
+        intents_stale_ = true;
+        for (const PciAddress& a : addresses) Busy(a.ToString(), -1);
+        for (const ReadBack& now : *read_back) Absorb(now);  // drivers changed
+        Refresh({});
         finish();
       });
   return true;
@@ -184,7 +185,7 @@ void Reconciler::Select(bool report) {
 // is reported once (until a reload); a device the config dropped while a pod holds it stays on
 // vfio-pci until the pod is gone. Devices with a kernel job in flight are left to it.
 void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted) {
-  const auto& intents = intents_;
+  const auto& intents = Intents();
   std::vector<PciDevice> to_enable;
   for (const PciDevice& d : devices_) {
     const std::string id = d.address.ToString();
@@ -214,7 +215,7 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted) {
                      to_release = std::move(to_release)](
                         const absl::StatusOr<HolderTracker::Holders>& holders) mutable {
     if (alive.expired()) return;
-    const auto& intents = intents_;
+    const auto& intents = Intents();
     std::erase_if(to_enable, [&](const PciDevice& d) {
       const std::string id = d.address.ToString();
       auto ours = intents.find(d.address);
@@ -229,17 +230,21 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted) {
                                           holders.status().message(), ")"));
       return true;
     });
-    if (!to_enable.empty()) {
-      SubmitEnable(
-          std::move(to_enable), "config",
-          [this](const PciDevice& d, const absl::Status& st) {
-            if (st.ok() || absl::IsCancelled(st)) return;
-            refused_.insert(d.address);
-            ports_.log.error("config: pci {}: not enabled: {}", d.address.ToString(),
-                             ToStd(st.message()));
-          },
-          nullptr);
+    auto each = [this](const PciDevice& d, const absl::Status& st) {
+      if (st.ok() || absl::IsCancelled(st)) return;
+      refused_.insert(d.address);
+      ports_.log.error("config: pci {}: not enabled: {}", d.address.ToString(),
+                       ToStd(st.message()));
+    };
+    // Functions already on vfio-pci need only their intent and override: one quick job (one
+    // intent save for all). The others wait for the kernel: a job each, so that a bind the
+    // kernel is slow to answer holds up only its own group.
+    std::vector<PciDevice> quick, slow;
+    for (PciDevice& d : to_enable) {
+      (d.driver == vfio::kVfioDriver ? quick : slow).push_back(std::move(d));
     }
+    if (!quick.empty()) SubmitEnable(std::move(quick), "config", each, nullptr);
+    for (PciDevice& d : slow) SubmitEnable({std::move(d)}, "config", each, nullptr);
     for (const PciAddress& address : to_release) {
       const std::string id = address.ToString();
       if (!holders.ok() || holders->count(id)) {
@@ -276,13 +281,13 @@ void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source
   ++jobs_in_flight_;
   auto alive = std::weak_ptr<bool>(alive_);
   // Runs on the owner thread for each device the kernel has answered.
-  auto on_one = [this, alive, each](const PciDevice& d, const absl::Status& st) {
+  auto on_one = [this, alive, each](const PciDevice& d, const absl::Status& st,
+                                    const ReadBack& now) {
     if (alive.expired()) return;
-    intents_ = ports_.binder.Intents();
+    intents_stale_ = true;
     Busy(d.address.ToString(), -1);
     if (each) each(d, st);
-    Refresh({d.address.ToString()});
-    Replan(/*probe=*/false);
+    Absorb(now);
   };
   const std::string what =
       absl::StrCat("enable ",
@@ -291,19 +296,23 @@ void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source
                    " for ", source);
   ports_.binder.Submit(
       what, KeysFor(addresses),
-      [devices = std::move(devices), protect = std::move(protect), source, on_one](
-          const vfio::Node& node, vfio::StateStore& store, const Post& to_owner) {
+      [devices = std::move(devices), protect = std::move(protect), source, on_one,
+       ids = options_.pci_ids](const vfio::Node& node, vfio::StateStore& store,
+                               const Post& to_owner) {
+        // The device as the kernel left it is read here, on the worker: a batch of thousands
+        // would otherwise hold the owner loop for its reads.
+        auto tell = [&](const PciDevice& d, const absl::Status& st) {
+          to_owner(
+              [on_one, d, st, now = ReadBackDevice(node, ids, d.address)] { on_one(d, st, now); });
+        };
         std::vector<const PciDevice*> ptrs;
         for (const PciDevice& d : devices) ptrs.push_back(&d);
         if (!protect.ok()) {
-          for (const PciDevice& d : devices) {
-            to_owner([on_one, d, st = protect.status()] { on_one(d, st); });
-          }
+          for (const PciDevice& d : devices) tell(d, protect.status());
           return;
         }
-        vfio::EnableAll(node, store, ptrs, *protect, source, [&](size_t i, const absl::Status& st) {
-          to_owner([on_one, d = devices[i], st] { on_one(d, st); });
-        });
+        vfio::EnableAll(node, store, ptrs, *protect, source,
+                        [&](size_t i, const absl::Status& st) { tell(devices[i], st); });
       },
       [this, alive, done = std::move(done)] {
         if (alive.expired()) return;
@@ -326,7 +335,7 @@ void Reconciler::SubmitDisable(const PciAddress& address, std::string source,
       [this, alive = std::weak_ptr<bool>(alive_), id, result, done = std::move(done)] {
         if (alive.expired()) return;
         --jobs_in_flight_;
-        intents_ = ports_.binder.Intents();
+        intents_stale_ = true;
         Busy(id, -1);
         Refresh({id});
         Replan(/*probe=*/false);
@@ -338,17 +347,52 @@ void Reconciler::SubmitDisable(const PciAddress& address, std::string source,
 // follow, but the plan should not wait for them) and their health facts.
 void Reconciler::Refresh(const std::set<std::string>& touched) {
   enabled_.clear();
-  for (const auto& [address, intent] : intents_) {
+  for (const auto& [address, intent] : Intents()) {
     if (intent.enabled) enabled_.insert(address.ToString());
   }
   if (touched.empty()) return;
   for (const std::string& id : touched) {
     auto dev = udev::ReadPciDevice(options_.sysfs, id, options_.pci_ids, ports_.log);
-    auto it = std::find_if(devices_.begin(), devices_.end(),
-                           [&](const PciDevice& d) { return d.address.ToString() == id; });
-    if (dev.ok() && it != devices_.end()) *it = *std::move(dev);
+    if (!dev.ok()) continue;
+    if (PciDevice* known = Find(dev->address)) *known = *std::move(dev);
   }
   plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_);
+}
+
+PciDevice* Reconciler::Find(const PciAddress& address) {
+  auto it = std::lower_bound(devices_.begin(), devices_.end(), address,
+                             [](const PciDevice& d, const PciAddress& a) { return d.address < a; });
+  return it != devices_.end() && it->address == address ? &*it : nullptr;
+}
+
+ReadBack ReadBackDevice(const vfio::Node& node, const IdDatabase* ids, const PciAddress& address) {
+  ReadBack out;
+  out.address = address;
+  auto dev = udev::ReadPciDevice(node.sysfs, address.ToString(), ids, node.log);
+  if (!dev.ok()) return out;
+  out.probe = plugin::ProbeHealth(node.sysfs, node.dev, {*dev}, {address.ToString()});
+  out.device = *std::move(dev);
+  return out;
+}
+
+// A device a kernel job read back: replaces ours, its health facts too; re-planned at the end
+// of the loop turn (RunDue), once for all that came in the turn.
+void Reconciler::Absorb(const ReadBack& now) {
+  PciDevice* known = Find(now.address);
+  if (known && now.device) {
+    *known = *now.device;
+    const std::string id = now.address.ToString();
+    probed_.vfio_cdevs.erase(id);
+    if (auto it = now.probe.vfio_cdevs.find(id); it != now.probe.vfio_cdevs.end()) {
+      probed_.vfio_cdevs[id] = it->second;
+    }
+    if (known->iommu_group) {
+      const unsigned g = *known->iommu_group;
+      probed_.vfio_group_nodes.erase(g);
+      if (now.probe.vfio_group_nodes.count(g)) probed_.vfio_group_nodes.insert(g);
+    }
+  }
+  replan_due_ = true;
 }
 
 // `probe` re-reads the node (group nodes, cdevs); allocation changes alone reuse the last probe.
@@ -436,9 +480,27 @@ void Reconciler::OnAllocated(const std::vector<std::string>& ids) {
   if (SharesGroup(ids)) Replan(/*probe=*/false);
 }
 
-std::optional<Clock::time_point> Reconciler::NextWake() const { return holders_.NextWake(); }
+const std::map<PciAddress, vfio::Intent>& Reconciler::Intents() {
+  if (intents_stale_) {
+    intents_ = ports_.binder.Intents();
+    intents_stale_ = false;
+  }
+  return intents_;
+}
 
-void Reconciler::RunDue() { holders_.RunDue(); }
+std::optional<Clock::time_point> Reconciler::NextWake() const {
+  if (replan_due_) return ports_.clock.Now();
+  return holders_.NextWake();
+}
+
+void Reconciler::RunDue() {
+  if (replan_due_) {
+    replan_due_ = false;
+    Refresh({});  // enabled_ from the intents the jobs left
+    Replan(/*probe=*/false);
+  }
+  holders_.RunDue();
+}
 
 void Reconciler::OnPluginDir(const PluginDirEvents& events) {
   for (const std::string& name : events.deleted) {
@@ -518,7 +580,7 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
 // instance): an intent that wants it on vfio-pci is brought about again, whatever its source.
 void Reconciler::ReapplyArrivals(const std::vector<PciAddress>& arrived) {
   std::optional<absl::StatusOr<vfio::Protected>> protect;  // read once, when needed
-  const auto& intents = intents_;
+  const auto& intents = Intents();
   for (const PciAddress& a : arrived) {
     auto intent = intents.find(a);
     const PciDevice* dev = FindPciDevice(devices_, a);
@@ -541,7 +603,7 @@ void Reconciler::ReapplyArrivals(const std::vector<PciAddress>& arrived) {
         [this, alive = std::weak_ptr<bool>(alive_), id, result] {
           if (alive.expired()) return;
           --jobs_in_flight_;
-          intents_ = ports_.binder.Intents();
+          intents_stale_ = true;
           Busy(id, -1);
           if (!result->ok()) {
             ports_.log.error("pci {}: plugged back in, not re-applied: {}", id,
@@ -607,7 +669,7 @@ void Reconciler::OnPciClaim(bool enable, const std::string& text,
   if (!address.ok()) {
     return done({false, "", "InvalidAddress", std::string(address.status().message())});
   }
-  const auto& intents = intents_;
+  const auto& intents = Intents();
   auto ours = intents.find(*address);
   auto alive = std::weak_ptr<bool>(alive_);
   if (enable) {
@@ -627,8 +689,9 @@ void Reconciler::OnPciClaim(bool enable, const std::string& text,
               return done({false, "", absl::IsFailedPrecondition(st) ? "Refused" : "EnableFailed",
                            std::string(st.message())});
             }
-            auto it = intents_.find(address);
-            done({true, it != intents_.end() ? it->second.original_driver : "", "",
+            const auto& intents = Intents();
+            auto it = intents.find(address);
+            done({true, it != intents.end() ? it->second.original_driver : "", "",
                   absl::StrCat("pci ", text, " on vfio-pci")});
           });
     };
@@ -658,7 +721,7 @@ void Reconciler::OnPciClaim(bool enable, const std::string& text,
 void Reconciler::SweepClaims(const std::vector<std::string>& keep) {
   std::set<std::string> live(keep.begin(), keep.end());
   std::vector<PciAddress> gone;
-  for (const auto& [address, intent] : intents_) {
+  for (const auto& [address, intent] : Intents()) {
     if (intent.sources.count("claim") && !live.count(address.ToString())) gone.push_back(address);
   }
   if (gone.empty()) return;
@@ -718,7 +781,7 @@ void Reconciler::OnControl(std::string line, std::function<void(std::vector<std:
         [this, alive, addresses, lines, reply = std::move(reply)] {
           if (alive.expired()) return;
           --jobs_in_flight_;
-          intents_ = ports_.binder.Intents();
+          intents_stale_ = true;
           std::set<std::string> touched;
           for (const PciAddress& a : addresses) {
             Busy(a.ToString(), -1);

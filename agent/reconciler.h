@@ -61,6 +61,15 @@ struct PluginDirEvents {
   bool kubelet_created = false;      // kubelet.sock (re)appeared: the kubelet restarted
 };
 
+// What a kernel job reads back, on its worker, of a device it touched: the function as the
+// kernel left it (nullopt: gone or unreadable) and its health facts.
+struct ReadBack {
+  PciAddress address;
+  std::optional<PciDevice> device;
+  plugin::HealthInputs probe;
+};
+ReadBack ReadBackDevice(const vfio::Node& node, const IdDatabase* ids, const PciAddress& address);
+
 class Reconciler {
  public:
   Reconciler(ReconcilerOptions options, ReconcilerPorts ports);
@@ -84,7 +93,8 @@ class Reconciler {
   // Our plugin answered Allocate for these PCI functions.
   void OnAllocated(const std::vector<std::string>& ids);
 
-  // Timers: the earliest due one, and running the due ones.
+  // Timers: the earliest due one, and running the due ones. The loop calls RunDue once per turn,
+  // after the turn's events: re-plans after kernel answers are coalesced there.
   std::optional<Clock::time_point> NextWake() const;
   void RunDue();
 
@@ -114,6 +124,8 @@ class Reconciler {
   void SweepClaims(const std::vector<std::string>& keep);
   absl::StatusOr<vfio::Protected> Protection() const;
   void Refresh(const std::set<std::string>& touched);
+  void Absorb(const ReadBack& now);
+  PciDevice* Find(const PciAddress& address);
   void Replan(bool probe = true);
   bool SharesGroup(const std::vector<std::string>& ids) const;
   bool DropRemovedUnheld();
@@ -126,16 +138,20 @@ class Reconciler {
   HolderTracker holders_;
   InventoryPublisher* publisher_ = nullptr;
   DaemonConfig config_;
-  bool started_ = false;                        // intents re-applied: config and claims may act
-  std::map<PciAddress, vfio::Intent> intents_;  // as of the last kernel job's end
-  std::vector<PciDevice> devices_;              // last discovery, sorted by address
-  std::vector<UsbDevice> usb_;                  // last USB discovery
-  std::set<std::string> enabled_;               // addresses the intents enable
-  std::set<std::string> enabled_usb_;           // USB object names the config or a claim enables
-  std::set<std::string> claimed_usb_;           // USB object names USBDeviceClaims enable
-  std::set<PciAddress> refused_;                // config devices refused, reported once per reload
-  std::set<std::string> removed_;               // unplugged while allocated (still in devices_)
-  std::map<std::string, int> busy_;             // addresses with kernel jobs in flight
+  bool started_ = false;  // intents re-applied: config and claims may act
+  // The recorded intents, re-read after a kernel job changed them (Intents()).
+  const std::map<PciAddress, vfio::Intent>& Intents();
+  std::map<PciAddress, vfio::Intent> intents_;
+  bool intents_stale_ = true;
+  bool replan_due_ = false;            // kernel jobs answered since the last re-plan
+  std::vector<PciDevice> devices_;     // last discovery, sorted by address
+  std::vector<UsbDevice> usb_;         // last USB discovery
+  std::set<std::string> enabled_;      // addresses the intents enable
+  std::set<std::string> enabled_usb_;  // USB object names the config or a claim enables
+  std::set<std::string> claimed_usb_;  // USB object names USBDeviceClaims enable
+  std::set<PciAddress> refused_;       // config devices refused, reported once per reload
+  std::set<std::string> removed_;      // unplugged while allocated (still in devices_)
+  std::map<std::string, int> busy_;    // addresses with kernel jobs in flight
   size_t jobs_in_flight_ = 0;
   plugin::HealthInputs probed_;                  // node facts from the last ProbeHealth
   std::map<std::string, std::string> reported_;  // device -> last health reason logged

@@ -5,9 +5,10 @@
 #pragma once
 
 #include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
 
 #include <chrono>
+
+#include "core/mutex.h"
 
 namespace pcid {
 
@@ -30,16 +31,16 @@ class SteadyClock final : public Clock {
 class FakeClock final : public Clock {
  public:
   time_point Now() const override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return now_;
   }
   void Advance(duration d) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     now_ += d;
   }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   time_point now_ ABSL_GUARDED_BY(mu_) = time_point(std::chrono::hours(1));
 };
 

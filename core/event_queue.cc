@@ -11,7 +11,7 @@ EventQueue::EventQueue() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
 void EventQueue::Post(std::function<void()> fn) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     pending_.push_back(std::move(fn));
   }
   const uint64_t one = 1;
@@ -24,7 +24,7 @@ void EventQueue::RunPending() {
   (void)!::read(fd_.get(), &count, sizeof count);
   std::deque<std::function<void()>> work;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     work.swap(pending_);
   }
   for (auto& fn : work) fn();

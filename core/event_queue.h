@@ -4,10 +4,12 @@
 // RunPending(), which runs them in order on the owner thread. Owns an eventfd.
 #pragma once
 
+#include <absl/base/thread_annotations.h>
+
 #include <deque>
 #include <functional>
-#include <mutex>
 
+#include "core/mutex.h"
 #include "core/unique_fd.h"
 
 namespace pcid {
@@ -21,8 +23,8 @@ class EventQueue {
 
  private:
   UniqueFd fd_;
-  std::mutex mu_;
-  std::deque<std::function<void()>> pending_;  // guarded by mu_
+  Mutex mu_;
+  std::deque<std::function<void()>> pending_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace pcid

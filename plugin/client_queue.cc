@@ -6,7 +6,7 @@ ClientQueue::ClientQueue() : thread_([this] { Run(); }) {}
 
 ClientQueue::~ClientQueue() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     closed_ = true;
     for (ClientCall* c : calls_) c->context.TryCancel();
   }
@@ -20,7 +20,7 @@ void ClientQueue::Run() {
   while (cq_.Next(&tag, &ok)) {
     auto* call = static_cast<ClientCall*>(tag);
     call->Done(ok);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     calls_.erase(call);
     delete call;
   }

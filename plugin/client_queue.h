@@ -6,6 +6,7 @@
 // threads, the only periodic wake-ups an idle daemon had.)
 #pragma once
 
+#include <absl/base/thread_annotations.h>
 #include <absl/status/status.h>
 #include <absl/strings/str_cat.h>
 #include <grpcpp/grpcpp.h>
@@ -15,6 +16,8 @@
 #include <set>
 #include <string>
 #include <thread>
+
+#include "core/mutex.h"
 
 namespace pcid::plugin {
 
@@ -51,7 +54,7 @@ class ClientQueue {
   // (the call is dropped without Done).
   template <class Start>
   bool Add(std::unique_ptr<ClientCall> call, Start start) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (closed_) return false;
     ClientCall* c = call.release();
     calls_.insert(c);
@@ -63,9 +66,9 @@ class ClientQueue {
   void Run();
 
   grpc::CompletionQueue cq_;
-  std::mutex mu_;
-  std::set<ClientCall*> calls_;  // guarded by mu_
-  bool closed_ = false;          // guarded by mu_
+  Mutex mu_;
+  std::set<ClientCall*> calls_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -1,5 +1,6 @@
 #include "plugin/device_plugin_server.h"
 
+#include <absl/base/thread_annotations.h>
 #include <absl/strings/str_cat.h>
 #include <deviceplugin/v1beta1/api.grpc.pb.h>
 #include <grpcpp/grpcpp.h>
@@ -13,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "core/mutex.h"
 #include "core/status.h"
 
 namespace pcid::plugin {
@@ -63,16 +65,16 @@ struct DevicePluginServer::State {
   std::unique_ptr<grpc::ServerCompletionQueue> cq;
   std::thread thread;  // the only one waiting on `cq`
 
-  std::mutex mu;
-  std::shared_ptr<const Resource> resource;  // guarded by mu
-  uint64_t generation = 0;                   // guarded by mu
-  std::set<Call*> calls;                     // every live call object; guarded by mu
-  std::set<Stream*> streams;                 // ListAndWatch streams; guarded by mu
-  bool stopping = false;                     // no new calls accepted; guarded by mu
-  bool cq_closed = false;                    // no new operations may start; guarded by mu
+  Mutex mu;
+  std::shared_ptr<const Resource> resource ABSL_GUARDED_BY(mu);
+  uint64_t generation ABSL_GUARDED_BY(mu) = 0;
+  std::set<Call*> calls ABSL_GUARDED_BY(mu);      // every live call object
+  std::set<Stream*> streams ABSL_GUARDED_BY(mu);  // ListAndWatch streams
+  bool stopping ABSL_GUARDED_BY(mu) = false;      // no new calls accepted
+  bool cq_closed ABSL_GUARDED_BY(mu) = false;     // no new operations may start
 
   std::shared_ptr<const Resource> Current() {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     return resource;
   }
   // Waits on the queue without a timeout: an idle plugin never wakes up.
@@ -94,8 +96,7 @@ namespace {
 // flight at a time; a write that completes with a newer generation pending sends again.
 class Stream final : public Call {
  public:
-  // Called with state->mu held.
-  static void Listen(State* state) {
+  static void Listen(State* state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) {
     auto* s = new Stream(state);
     state->calls.insert(s);
     s->ctx_.AsyncNotifyWhenDone(&s->done_);
@@ -104,7 +105,7 @@ class Stream final : public Call {
   }
 
   void Proceed(int what, bool ok) override {
-    std::unique_lock<std::mutex> lock(state_->mu);
+    ReleasableMutexLock lock(&state_->mu);
     switch (what) {
       case kStarted:
         // Not started (the server is stopping): no other tag comes; freed with the queue.
@@ -129,13 +130,19 @@ class Stream final : public Call {
     if (live_ && done_seen_ && !writing_ && !finishing_) {
       state_->streams.erase(this);
       state_->calls.erase(this);
-      lock.unlock();
+      lock.Release();
       delete this;
     }
   }
 
-  // Called with state_->mu held.
-  void MaybeWriteLocked() {
+  // MaybeWriteLocked for the server, which holds the lock: the analysis cannot tell that this
+  // stream's state_ is that server's state, the assertion tells it (and checks it).
+  void Wake() {
+    state_->mu.AssertHeld();
+    MaybeWriteLocked();
+  }
+
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mu) {
     if (!live_ || writing_ || finishing_ || finished_ || state_->cq_closed) return;
     if (state_->stopping) {
       finished_ = finishing_ = true;
@@ -161,8 +168,13 @@ class Stream final : public Call {
   v1beta1::ListAndWatchResponse response_;
   Event started_{this, kStarted}, written_{this, kWritten}, finished_event_{this, kFinished},
       done_{this, kDone};
-  uint64_t sent_ = 0;
-  bool live_ = false, writing_ = false, finishing_ = false, finished_ = false, done_seen_ = false;
+  // All under state_->mu.
+  uint64_t sent_ ABSL_GUARDED_BY(state_->mu) = 0;
+  bool live_ ABSL_GUARDED_BY(state_->mu) = false;
+  bool writing_ ABSL_GUARDED_BY(state_->mu) = false;
+  bool finishing_ ABSL_GUARDED_BY(state_->mu) = false;
+  bool finished_ ABSL_GUARDED_BY(state_->mu) = false;
+  bool done_seen_ ABSL_GUARDED_BY(state_->mu) = false;
 };
 
 // One unary call of one method; `Handle` computes the answer on the queue's thread.
@@ -175,8 +187,8 @@ class Unary final : public Call {
   // `then`, if set, runs once the answer has gone out (bookkeeping that must not delay it).
   using Handler = grpc::Status (*)(State&, const Request&, Response&, std::function<void()>& then);
 
-  // Called with state->mu held.
-  static void Listen(State* state, RequestFn request, Handler handle) {
+  static void Listen(State* state, RequestFn request, Handler handle)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) {
     auto* u = new Unary(state, request, handle);
     state->calls.insert(u);
     (state->service.*request)(&u->ctx_, &u->request_, &u->writer_, state->cq.get(), state->cq.get(),
@@ -186,19 +198,20 @@ class Unary final : public Call {
   void Proceed(int what, bool ok) override {
     if (what == kFinished) {
       if (ok && then_) then_();
-      std::unique_lock<std::mutex> lock(state_->mu);
-      state_->calls.erase(this);
-      lock.unlock();
+      {
+        MutexLock lock(&state_->mu);
+        state_->calls.erase(this);
+      }
       delete this;
       return;
     }
     if (!ok) return;  // not started (the server is stopping): freed with the queue
     {
-      std::lock_guard<std::mutex> lock(state_->mu);
+      MutexLock lock(&state_->mu);
       if (!state_->stopping) Listen(state_, request_fn_, handle_);
     }
     const grpc::Status status = handle_(*state_, request_, response_, then_);
-    std::lock_guard<std::mutex> lock(state_->mu);
+    MutexLock lock(&state_->mu);
     if (state_->cq_closed) return;  // cancelled by the shutdown; freed with the queue
     if (status.ok()) {
       writer_.Finish(response_, status, &finished_);
@@ -301,8 +314,11 @@ absl::StatusOr<std::unique_ptr<DevicePluginServer>> DevicePluginServer::Start(
   state->socket_path = socket_path;
   state->resource_name = resource.name;
   state->hooks = std::move(hooks);
-  state->resource = std::make_shared<const Resource>(std::move(resource));
-  state->generation = 1;
+  {
+    MutexLock lock(&state->mu);  // nothing else runs yet; the analysis wants it anyway
+    state->resource = std::make_shared<const Resource>(std::move(resource));
+    state->generation = 1;
+  }
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix://" + socket_path, grpc::InsecureServerCredentials());
@@ -314,8 +330,8 @@ absl::StatusOr<std::unique_ptr<DevicePluginServer>> DevicePluginServer::Start(
         absl::StrCat(state->resource_name, ": cannot listen on ", socket_path));
   }
   {
-    std::lock_guard<std::mutex> lock(state->mu);
     State* s = state.get();
+    MutexLock lock(&s->mu);
     Unary<v1beta1::Empty, v1beta1::DevicePluginOptions>::Listen(
         s, &Service::RequestGetDevicePluginOptions, &GetOptions);
     Stream::Listen(s);
@@ -339,26 +355,31 @@ DevicePluginServer::DevicePluginServer(std::unique_ptr<State> state) : state_(st
 DevicePluginServer::~DevicePluginServer() {
   {
     // Streams end with UNAVAILABLE (the kubelet then waits for a new registration).
-    std::lock_guard<std::mutex> lock(state_->mu);
+    MutexLock lock(&state_->mu);
     state_->stopping = true;
-    for (Stream* s : state_->streams) s->MaybeWriteLocked();
+    for (Stream* s : state_->streams) s->Wake();
   }
   state_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   {
-    std::lock_guard<std::mutex> lock(state_->mu);
+    MutexLock lock(&state_->mu);
     state_->cq_closed = true;
   }
   state_->cq->Shutdown();
   state_->thread.join();  // returns once every tag is drained
-  for (Call* c : state_->calls) delete c;
+  std::set<Call*> calls;
+  {
+    MutexLock lock(&state_->mu);
+    calls.swap(state_->calls);
+  }
+  for (Call* c : calls) delete c;
   ::unlink(state_->socket_path.c_str());
 }
 
 void DevicePluginServer::Update(Resource resource) {
-  std::lock_guard<std::mutex> lock(state_->mu);
+  MutexLock lock(&state_->mu);
   state_->resource = std::make_shared<const Resource>(std::move(resource));
   ++state_->generation;
-  for (Stream* s : state_->streams) s->MaybeWriteLocked();
+  for (Stream* s : state_->streams) s->Wake();
 }
 
 const std::string& DevicePluginServer::socket_path() const { return state_->socket_path; }

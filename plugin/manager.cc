@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <random>
 
 #include "core/naming.h"
 #include "core/status.h"
@@ -64,20 +63,17 @@ void PluginManager::Register(const std::string& name) {
       Entry& e = it->second;
       if (status.ok()) {
         e.registered = true;
-        e.failures = 0;
+        e.backoff.Reset();
         log_.info("{}: registered with the kubelet", name);
         return;
       }
       e.registered = false;
-      ++e.failures;
-      // Jittered exponential back-off: 0.1 s doubling to 30 s, +-25 %. The first retry is quick:
-      // kubelet.sock exists from bind(), a moment before the kubelet listens on it.
-      static thread_local std::mt19937 rng{std::random_device{}()};
-      const double base = std::min(30.0, 0.1 * (1 << std::min(e.failures - 1, 9)));
-      const double delay = base * std::uniform_real_distribution<double>(0.75, 1.25)(rng);
-      e.retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(delay));
-      log_.warn("{}: {} (retry in {:.1f} s)", name, ToStd(status.message()), delay);
+      // The first retry is quick: kubelet.sock exists from bind(), a moment before the kubelet
+      // listens on it.
+      const std::chrono::milliseconds delay = e.backoff.Next();
+      e.retry_at = Clock::now() + delay;
+      log_.warn("{}: {} (retry in {:.1f} s)", name, ToStd(status.message()),
+                static_cast<double>(delay.count()) / 1000);
     });
   });
 }

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "core/backoff.h"
 #include "plugin/client_queue.h"
 #include "plugin/device_plugin_server.h"
 #include "plugin/resources.h"
@@ -60,7 +61,8 @@ class PluginManager {
     Resource resource;
     bool registered = false;
     uint64_t attempt = 0;  // identifies the latest Register call
-    int failures = 0;
+    // Jittered exponential back-off for failed registrations: 0.1 s doubling to 30 s, +-25 %.
+    Backoff backoff{{std::chrono::milliseconds(100), std::chrono::seconds(30), 0.25}};
     std::optional<Clock::time_point> retry_at;
   };
   void Start(const std::string& name, const Resource& resource, bool register_now = true);

@@ -132,19 +132,19 @@ absl::StatusOr<StateStore> StateStore::Open(const std::string& dir) {
   }
   PCID_ASSIGN_OR_RETURN(auto intents, DecodeState(*text, path));
   {
-    absl::MutexLock lock(&store.state_->mu);
+    MutexLock lock(&store.state_->mu);
     store.state_->intents = std::move(intents);
   }
   return store;
 }
 
 std::map<PciAddress, Intent> StateStore::intents() const {
-  absl::MutexLock lock(&state_->mu);
+  MutexLock lock(&state_->mu);
   return state_->intents;
 }
 
 std::optional<Intent> StateStore::Find(const PciAddress& a) const {
-  absl::MutexLock lock(&state_->mu);
+  MutexLock lock(&state_->mu);
   auto it = state_->intents.find(a);
   if (it == state_->intents.end()) return std::nullopt;
   return it->second;
@@ -162,7 +162,7 @@ absl::Status StateStore::Put(const PciAddress& a, std::optional<Intent> intent) 
 
 absl::Status StateStore::Update(const std::function<void(std::map<PciAddress, Intent>&)>& change) {
   // Held across the save: two binds saving at once must not lose each other's change.
-  absl::MutexLock lock(&state_->mu);
+  MutexLock lock(&state_->mu);
   auto next = state_->intents;
   change(next);
   PCID_RETURN_IF_ERROR(Save(next));

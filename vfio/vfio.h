@@ -16,7 +16,6 @@
 
 #include <absl/base/thread_annotations.h>
 #include <absl/status/statusor.h>
-#include <absl/synchronization/mutex.h>
 
 #include <atomic>
 #include <chrono>
@@ -30,6 +29,7 @@
 #include <vector>
 
 #include "core/device.h"
+#include "core/mutex.h"
 #include "core/selector.h"
 #include "core/sysfs_root.h"
 #include "core/unique_fd.h"
@@ -128,7 +128,7 @@ class StateStore {
   absl::Status Save(const std::map<PciAddress, Intent>& intents) const;
 
   struct State {
-    absl::Mutex mu;
+    Mutex mu;
     std::map<PciAddress, Intent> intents ABSL_GUARDED_BY(mu);
   };
   std::string dir_;

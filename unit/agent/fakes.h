@@ -210,6 +210,16 @@ struct AgentFixture {
     BOOST_REQUIRE(reconciler->Start(std::move(config), [this] { ready = true; }));
   }
 
+  // Runs every kernel job, then the loop turn's re-plan.
+  void Settle() {
+    binder->RunAll();
+    reconciler->RunDue();
+  }
+  void RunNext() {
+    binder->RunNext();
+    reconciler->RunDue();
+  }
+
   // A claim, answered into `out` when the reconciler decides.
   void Claim(bool enable, const std::string& address,
              std::optional<projection::ClaimOutcome>& out) {

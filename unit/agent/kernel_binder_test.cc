@@ -2,11 +2,10 @@
 // run beside them; stopping cancels the waits.
 #include "agent/kernel_binder.h"
 
-#include <absl/synchronization/notification.h>
-
 #include <boost/test/unit_test.hpp>
 
 #include "core/event_queue.h"
+#include "core/mutex.h"
 #include "udev/discovery.h"
 #include "unit/agent/fakes.h"
 
@@ -18,7 +17,7 @@ using namespace std::chrono_literals;
 
 struct BinderFixture {
   AgentFixture node;
-  absl::Mutex mu;
+  Mutex mu;
   std::vector<std::string> finished ABSL_GUARDED_BY(mu);  // `done` order, on the "owner" thread
   std::shared_ptr<EventQueue> queue = std::make_shared<EventQueue>();
   std::unique_ptr<KernelBinder> binder;
@@ -30,7 +29,7 @@ struct BinderFixture {
   }
   std::function<void()> Done(std::string name) {
     return [this, name] {
-      absl::MutexLock lock(&mu);
+      MutexLock lock(&mu);
       finished.push_back(name);
     };
   }
@@ -39,7 +38,7 @@ struct BinderFixture {
     for (int i = 0; i < 500; ++i) {
       queue->RunPending();
       {
-        absl::MutexLock lock(&mu);
+        MutexLock lock(&mu);
         if (finished.size() >= n) return true;
       }
       std::this_thread::sleep_for(10ms);
@@ -47,7 +46,7 @@ struct BinderFixture {
     return false;
   }
   std::vector<std::string> Finished() {
-    absl::MutexLock lock(&mu);
+    MutexLock lock(&mu);
     return finished;
   }
 };
@@ -56,7 +55,7 @@ BOOST_AUTO_TEST_SUITE(kernel_binder)
 
 BOOST_AUTO_TEST_CASE(a_stuck_job_holds_up_only_its_own_key) {
   BinderFixture f;
-  absl::Notification release;
+  Notification release;
   f.binder->Submit(
       "stuck", {"group:1"},
       [&](const vfio::Node&, vfio::StateStore&, const Post&) { release.WaitForNotification(); },
@@ -78,7 +77,7 @@ BOOST_AUTO_TEST_CASE(a_stuck_job_holds_up_only_its_own_key) {
 
 BOOST_AUTO_TEST_CASE(a_later_job_never_overtakes_an_earlier_one_on_a_shared_key) {
   BinderFixture f;
-  absl::Notification release;
+  Notification release;
   f.binder->Submit(
       "a", {"group:1"},
       [&](const vfio::Node&, vfio::StateStore&, const Post&) { release.WaitForNotification(); },
@@ -103,7 +102,7 @@ BOOST_AUTO_TEST_CASE(stopping_cancels_a_bind_the_kernel_never_answers) {
   f.node.kernel.AddArriving(
       {.address = "0000:00:07.0", .device = "0x10d3", .driver = "e1000e", .group = "9"});
   auto dev = *udev::ReadPciDevice(*f.node.sys_root, "0000:00:07.0", nullptr, f.node.log.log);
-  absl::Notification started;
+  Notification started;
   auto result = std::make_shared<absl::Status>();
   f.binder->Submit(
       "enable", {"group:9"},

@@ -35,7 +35,7 @@ BOOST_AUTO_TEST_CASE(claim_life_with_a_release_refused_while_a_pod_holds_the_dev
   BOOST_TEST(!out.has_value());
   BOOST_TEST(f.binder->jobs.size() == 1u);
   BOOST_TEST(f.kernel.Driver(kNic) == "e1000e");
-  f.binder->RunAll();
+  f.Settle();
   BOOST_REQUIRE(out.has_value());
   BOOST_TEST(out->ok, out->message);
   BOOST_TEST(out->original_driver == "e1000e");
@@ -57,7 +57,7 @@ BOOST_AUTO_TEST_CASE(claim_life_with_a_release_refused_while_a_pod_holds_the_dev
   f.pods.held.clear();
   f.Claim(false, kNic, out);
   BOOST_TEST(!out.has_value());
-  f.binder->RunAll();
+  f.Settle();
   BOOST_REQUIRE(out.has_value());
   BOOST_TEST(out->ok, out->message);
   BOOST_TEST(f.kernel.Driver(kNic) == "e1000e");
@@ -77,7 +77,7 @@ BOOST_AUTO_TEST_CASE(bad_claims_change_nothing) {
   BOOST_TEST(out->reason == "DeviceNotFound");
   // The host's root disk: refused by the kernel job, which writes nothing.
   f.Claim(true, "0000:00:03.0", out);
-  f.binder->RunAll();
+  f.Settle();
   BOOST_REQUIRE(out.has_value());
   BOOST_TEST(out->reason == "Refused");
   BOOST_TEST(out->message.find("backs the mounted filesystem") != std::string::npos, out->message);
@@ -88,7 +88,7 @@ BOOST_AUTO_TEST_CASE(bad_claims_change_nothing) {
 BOOST_AUTO_TEST_CASE(config_reload_gives_devices_back_but_not_from_a_pod) {
   AgentFixture f;
   f.Start({.enable = {ByAddress(kNic), ByAddress(kNic2)}});
-  f.binder->RunAll();
+  f.Settle();
   BOOST_TEST(f.kernel.Driver(kNic) == "vfio-pci");
   BOOST_TEST(f.kernel.Driver(kNic2) == "vfio-pci");
   BOOST_TEST(f.plugins.Device(kNic2)->healthy);
@@ -96,7 +96,7 @@ BOOST_AUTO_TEST_CASE(config_reload_gives_devices_back_but_not_from_a_pod) {
   // kNic2 is in a pod when the config drops both.
   f.pods.held[kNic2] = "default/vm-b/compute";
   f.reconciler->OnConfig({});
-  f.binder->RunAll();
+  f.Settle();
   BOOST_TEST(f.kernel.Driver(kNic) == "e1000e");
   BOOST_TEST(f.kernel.Driver(kNic2) == "vfio-pci");
   BOOST_TEST(f.log.text().find("dropped from the config but allocated to default/vm-b") !=
@@ -106,7 +106,7 @@ BOOST_AUTO_TEST_CASE(config_reload_gives_devices_back_but_not_from_a_pod) {
   // change: here a fresh view comes with the next reload.)
   f.pods.held.clear();
   f.reconciler->OnConfig({});
-  f.binder->RunAll();
+  f.Settle();
   BOOST_TEST(f.kernel.Driver(kNic2) == "e1000e");
   BOOST_TEST(f.binder->Intents().empty());
   BOOST_TEST(f.plugins.plan.empty());
@@ -115,7 +115,7 @@ BOOST_AUTO_TEST_CASE(config_reload_gives_devices_back_but_not_from_a_pod) {
 BOOST_AUTO_TEST_CASE(unplug_while_allocated_stays_unhealthy_until_the_pod_is_gone) {
   AgentFixture f;
   f.Start({.enable = {ByAddress(kNic)}});
-  f.binder->RunAll();
+  f.Settle();
   f.reconciler->OnAllocated({kNic});
   f.pods.held[kNic] = "default/vm-a/compute";
   // The kernel removes the function.
@@ -138,7 +138,7 @@ BOOST_AUTO_TEST_CASE(unplug_while_allocated_stays_unhealthy_until_the_pod_is_gon
 BOOST_AUTO_TEST_CASE(group_mate_is_unhealthy_while_its_group_is_in_another_pod) {
   AgentFixture f;
   f.Start({.enable = {ByAddress(kGpu), ByAddress(kAudio)}});
-  f.binder->RunAll();
+  f.Settle();
   BOOST_TEST(f.plugins.Device(kGpu)->healthy, f.plugins.Device(kGpu)->health_reason);
   BOOST_TEST(f.plugins.Device(kAudio)->healthy);
   // Our plugin gave the GPU to a container: its audio function must not go to another one,
@@ -161,7 +161,7 @@ BOOST_AUTO_TEST_CASE(group_mate_is_unhealthy_while_its_group_is_in_another_pod) 
 BOOST_AUTO_TEST_CASE(unviable_group_is_unhealthy_until_both_are_bound) {
   AgentFixture f;
   f.Start({.enable = {ByAddress(kGpu)}});
-  f.binder->RunAll();
+  f.Settle();
   BOOST_TEST(f.kernel.Driver(kGpu) == "vfio-pci");
   BOOST_TEST(!f.plugins.Device(kGpu)->healthy);
   BOOST_TEST(f.plugins.Device(kGpu)->health_reason.find("not viable") != std::string::npos,
@@ -177,11 +177,11 @@ BOOST_AUTO_TEST_CASE(two_claims_on_one_iommu_group_are_one_kernel_lane) {
   BOOST_REQUIRE(f.binder->jobs.size() == 2u);
   BOOST_TEST((f.binder->jobs[0].keys == std::set<std::string>{"group:7"}));
   BOOST_TEST((f.binder->jobs[1].keys == std::set<std::string>{"group:7"}));
-  f.binder->RunNext();
+  f.RunNext();
   BOOST_REQUIRE(gpu.has_value());
   BOOST_TEST(!audio.has_value());
   BOOST_TEST(!f.plugins.Device(kGpu)->healthy);  // its group-mate is still on snd_hda_intel
-  f.binder->RunNext();
+  f.RunNext();
   BOOST_REQUIRE(audio.has_value());
   BOOST_TEST(gpu->ok);
   BOOST_TEST(audio->ok);
@@ -192,7 +192,7 @@ BOOST_AUTO_TEST_CASE(two_claims_on_one_iommu_group_are_one_kernel_lane) {
 BOOST_AUTO_TEST_CASE(kubelet_restart_registers_every_plugin_again) {
   AgentFixture f;
   f.Start({.enable = {ByAddress(kNic)}});
-  f.binder->RunAll();
+  f.Settle();
   f.reconciler->OnPluginDir({{"kubevirt-intel.com-82574L_GIGABIT_NETWORK_CONNECTION.sock"}, true});
   BOOST_TEST(f.plugins.register_all == 1);
   BOOST_REQUIRE(f.plugins.deleted.size() == 1u);
@@ -217,7 +217,7 @@ BOOST_AUTO_TEST_CASE(intents_are_reapplied_at_start_while_the_rest_is_served) {
   BOOST_REQUIRE(f.plugins.Device(kNic) != nullptr);
   BOOST_TEST(!f.plugins.Device(kNic)->healthy);
   BOOST_REQUIRE(f.binder->jobs.size() == 1u);
-  f.binder->RunNext();
+  f.RunNext();
   BOOST_TEST(f.ready);
   BOOST_TEST(f.kernel.Driver(kNic) == "vfio-pci");
   BOOST_TEST(f.plugins.Device(kNic)->healthy, f.plugins.Device(kNic)->health_reason);
@@ -235,7 +235,7 @@ BOOST_AUTO_TEST_CASE(a_bind_the_kernel_never_answers_fails_and_gives_the_device_
   f.Claim(true, kNic, other);
   BOOST_REQUIRE(f.binder->jobs.size() == 2u);
   BOOST_TEST(f.binder->jobs[0].keys != f.binder->jobs[1].keys);
-  f.binder->RunAll();
+  f.Settle();
   BOOST_REQUIRE(slow.has_value());
   BOOST_TEST(!slow->ok);
   BOOST_TEST(slow->reason == "EnableFailed");
@@ -252,7 +252,7 @@ BOOST_AUTO_TEST_CASE(control_request_answers_after_the_kernel) {
   f.reconciler->OnControl(std::string("enable ") + kNic,
                           [&](std::vector<std::string> lines) { reply = std::move(lines); });
   BOOST_TEST(!reply.has_value());
-  f.binder->RunAll();
+  f.Settle();
   BOOST_REQUIRE(reply.has_value());
   BOOST_REQUIRE(reply->size() == 1u);
   BOOST_TEST((*reply)[0].rfind("ok enabled 0000:00:02.0 (vfio-pci, group 3: viable)", 0) == 0,
@@ -261,7 +261,7 @@ BOOST_AUTO_TEST_CASE(control_request_answers_after_the_kernel) {
   reply.reset();
   f.reconciler->OnControl("enable ../../etc",
                           [&](std::vector<std::string> lines) { reply = std::move(lines); });
-  f.binder->RunAll();
+  f.Settle();
   BOOST_REQUIRE(reply.has_value());
   BOOST_TEST((*reply)[0].rfind("error", 0) == 0);
 }
@@ -269,7 +269,7 @@ BOOST_AUTO_TEST_CASE(control_request_answers_after_the_kernel) {
 BOOST_AUTO_TEST_CASE(projection_gets_an_inventory_only_when_it_changed) {
   AgentFixture f;
   f.Start({.enable = {ByAddress(kGpu), ByAddress(kAudio)}});
-  f.binder->RunAll();
+  f.Settle();
   f.reconciler->set_publisher(&f.publisher);
   BOOST_TEST(f.publisher.publishes == 1);
   BOOST_REQUIRE(f.publisher.last);
