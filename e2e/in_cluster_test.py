@@ -70,6 +70,8 @@ def run(api, tmp, pcidevices, make_tree):
     config = f"{tmp}/config.json"
     with open(config, "w") as f:
         json.dump({"enable": []}, f)
+    listed = json.loads(subprocess.run([pcidevices, "list", "--sysfs-root", sysfs, "--node-name", NODE,
+                                        "--output", "json"], capture_output=True, text=True, check=True).stdout)
     ca_pem = open(f"{tmp}/api/ca.crt").read()
     publish_service_account(sa, api.token, ca_pem, 1)
 
@@ -82,7 +84,7 @@ def run(api, tmp, pcidevices, make_tree):
             "--pod-resources-socket", f"{tmp}/pr.sock"]
     daemon = subprocess.Popen(args, stderr=open(log_path, "w"), env=env)
     try:
-        scenario(api, sa, ca_pem, log_path)
+        scenario(api, sa, ca_pem, log_path, len(listed))
     finally:
         began = time.monotonic()
         stop_process(daemon)
@@ -97,12 +99,12 @@ def verdict_failed():
     return bool(projection_test.failures)
 
 
-def scenario(api, sa, ca_pem, log_path):
+def scenario(api, sa, ca_pem, log_path, count):
     listed = lambda: (api.get("pcidevices", selector=f"nodename={NODE}") or {}).get("items")  # noqa: E731
-    items = wait_for(lambda: (lambda l: l if l and all(i.get("status") for i in l) else None)(listed()),
-                     timeout=20)
-    check(items is not None and len(items) > 0,
-          f"without --kubeconfig: the service account logs in, {len(items or [])} PCIDevices appear")
+    items = wait_for(lambda: (lambda l: l if l and len(l) == count and all(i.get("status") for i in l) else None)(
+        listed()), timeout=20)
+    check(items is not None, f"without --kubeconfig: the service account logs in, all {count} PCIDevices appear",
+          f"{len(listed() or [])} of {count}")
     log = open(log_path).read()
     check("in-cluster service account" in log, "the log names the in-cluster login", log[-800:])
     unauthorized = api.control("GET", "stats").get("unauthorized", 0)

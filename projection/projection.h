@@ -1,11 +1,14 @@
 // File: projection/projection.h
 //
 // The projection: mirrors the node's inventory into PCIDevice / USBDevice objects on the API
-// server (projection/mirror.h says which writes), writing only on change. Its own threads: one
-// that owns the mirror and writes, and one informer per resource (list, then watch with
-// bookmarks; 410 Gone or a cut stream -> relist; jittered back-off while the server is down), so
-// the API server being away never blocks the daemon's owner thread or its device plugins.
-// Publish() may be called from any thread; the latest inventory wins.
+// server (projection/mirror.h says which writes), writing only on change, serves this node's
+// claims and keeps KubeVirt's permittedHostDevices. Its own threads: one informer per resource
+// (projection/informer.h: list, then watch with bookmarks; 410 Gone or a broken stream ->
+// relist; jittered back-off while the server is down), each keeping its store, and one
+// controller thread that owns the device, claim and KubeVirt controllers
+// (projection/controllers.h) and makes every write; they talk through typed messages
+// (projection/messages.h). The API server being away never blocks the daemon's owner thread or
+// its device plugins. Publish() may be called from any thread; the latest inventory wins.
 #pragma once
 
 #include <absl/status/statusor.h>

@@ -81,6 +81,13 @@ BOOST_AUTO_TEST_CASE(token_file_rotation_oversized_answers_and_watch_lines) {
   std::filesystem::rename(dir.root() / "token.new", dir.root() / "token");
   BOOST_REQUIRE((*client)->Call("GET", "/small").ok());
   BOOST_TEST(local.last_auth == "Bearer second");
+  // A rotation within the clock's granularity: same mtime, same size, but a new file (inode).
+  const auto mtime = std::filesystem::last_write_time(dir.root() / "token");
+  dir.WriteFile("token.new", "third!");
+  std::filesystem::last_write_time(dir.root() / "token.new", mtime);
+  std::filesystem::rename(dir.root() / "token.new", dir.root() / "token");
+  BOOST_REQUIRE((*client)->Call("GET", "/small").ok());
+  BOOST_TEST(local.last_auth == "Bearer third!");
 
   auto huge = (*client)->Call("GET", "/huge");
   BOOST_TEST(absl::IsResourceExhausted(huge.status()), huge.status().message());
