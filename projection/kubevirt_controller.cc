@@ -37,7 +37,10 @@ void KubeVirtController::Reconcile() {
   const bool missing = permitted && std::any_of(ours.begin(), ours.end(), [&](const auto& d) {
                          return !permitted->count(d.resource);
                        });
-  if (ours == applied_ && !missing) return;
+  if (ours == applied_ && !missing) {
+    retry_.Succeeded();  // nothing left to do: a pending retry has nothing to retry
+    return;
+  }
   std::set<std::string> remove, remove_usb;
   for (const PciHostDevice& d : applied_) {
     if (!ours.count(d)) (d.usb ? remove_usb : remove).insert(d.resource);

@@ -359,6 +359,27 @@ BOOST_AUTO_TEST_CASE(kubevirt_controller_adds_our_entries_once) {
   controller.Reconcile();
   BOOST_TEST(api.calls.size() == 4u);
   BOOST_TEST(!controller.NextWake().has_value());
+  // A patch refused (not a conflict): retried after the back-off; wanted no more meanwhile (the
+  // claim released): nothing to retry, no wake-up left behind.
+  api.answer = [&](const FakeApi::Request& r) -> absl::StatusOr<KubeResponse> {
+    if (r.method == "GET") return KubeResponse{200, absl::StrCat(R"({"items":[)", kv, "]}")};
+    return KubeResponse{403, R"({"kind":"Status","message":"forbidden"})"};
+  };
+  ClaimsInUse more = in_use;
+  more.entries.insert({"10de:1db6", "nvidia.com/GV100", false});
+  controller.Handle(more);
+  controller.Reconcile();
+  BOOST_TEST(api.calls.size() == 6u);
+  BOOST_REQUIRE(controller.NextWake().has_value());
+  controller.Handle(in_use);
+  kubevirts.Replace(ObservedList{
+      "12",
+      {*DecodeObject(
+          R"({"metadata":{"name":"kubevirt","namespace":"kubevirt","resourceVersion":"12"},"spec":{"configuration":{"permittedHostDevices":{"pciHostDevices":[{"resourceName":"nvidia.com/GP106"}]}}}})")},
+      {}});
+  controller.Reconcile();
+  BOOST_TEST(api.calls.size() == 6u);
+  BOOST_TEST(!controller.NextWake().has_value());
 }
 
 }  // namespace
