@@ -2,7 +2,6 @@
 
 #include <absl/cleanup/cleanup.h>
 #include <absl/strings/str_cat.h>
-#include <absl/time/time.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -13,35 +12,42 @@
 namespace pcid::projection {
 
 bool Shutdown::stopping() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return stopping_;
 }
 
 bool Shutdown::SleepFor(std::chrono::milliseconds d) {
-  absl::MutexLock lock(&mu_);
-  mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(d));
+  // A real sleep (nothing is decided by the time it ends): the steady clock bounds it.
+  const auto until = std::chrono::steady_clock::now() + d;
+  MutexLock lock(&mu_);
+  while (!stopping_) {
+    const auto left = until - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) break;
+    changed_.WaitWithTimeout(&mu_, left);
+  }
   return !stopping_;
 }
 
 bool Shutdown::Enlist(KubeClient* client) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (stopping_) return false;
   clients_.push_back(client);
   return true;
 }
 
 void Shutdown::Unlist(KubeClient* client) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::erase(clients_, client);
+  changed_.SignalAll();
 }
 
 void Shutdown::Stop() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   stopping_ = true;
-  const auto none_left = [](std::vector<KubeClient*>* clients) { return clients->empty(); };
+  changed_.SignalAll();
   while (!clients_.empty()) {
     for (KubeClient* c : clients_) c->Stop();
-    mu_.AwaitWithTimeout(absl::Condition(+none_left, &clients_), absl::Milliseconds(50));
+    changed_.WaitWithTimeout(&mu_, std::chrono::milliseconds(50));
   }
 }
 

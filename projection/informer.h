@@ -10,7 +10,6 @@
 
 #include <absl/base/thread_annotations.h>
 #include <absl/status/status.h>
-#include <absl/synchronization/mutex.h>
 
 #include <chrono>
 #include <functional>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "core/backoff.h"
+#include "core/mutex.h"
 #include "projection/kubeconfig.h"
 #include "projection/messages.h"
 #include "projection/store.h"
@@ -46,7 +46,8 @@ class Shutdown {
   void Stop();
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
+  CondVar changed_;  // stopping_ set, a client unlisted
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<KubeClient*> clients_ ABSL_GUARDED_BY(mu_);
 };

@@ -9,13 +9,13 @@
 #pragma once
 
 #include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
 
 #include <memory>
 #include <set>
 #include <string>
 #include <variant>
 
+#include "core/mutex.h"
 #include "projection/claims.h"
 #include "projection/kubevirt.h"
 #include "projection/projection.h"
@@ -69,7 +69,7 @@ Overloaded(F...) -> Overloaded<F...>;
 class Counters {
  public:
   void Add(const ProjectionStats& delta) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stats_.creates += delta.creates;
     stats_.status_patches += delta.status_patches;
     stats_.deletes += delta.deletes;
@@ -78,12 +78,12 @@ class Counters {
     stats_.claim_writes += delta.claim_writes;
   }
   ProjectionStats Get() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return stats_;
   }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   ProjectionStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -3,8 +3,6 @@
 #include <absl/base/thread_annotations.h>
 #include <absl/cleanup/cleanup.h>
 #include <absl/strings/str_cat.h>
-#include <absl/synchronization/mutex.h>
-#include <absl/time/time.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -12,6 +10,7 @@
 #include <thread>
 
 #include "core/clock.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "projection/controllers.h"
 #include "projection/informer.h"
@@ -38,7 +37,8 @@ struct Projection::Impl {
   Store pci{kPciPlural}, usb{kUsbPlural}, pci_claims{kClaimPlural}, usb_claims{kUsbClaimPlural},
       kubevirts{kKubeVirtPlural};
 
-  absl::Mutex mu;
+  Mutex mu;
+  CondVar cv;  // a message queued, or closed
   std::deque<Message> queue ABSL_GUARDED_BY(mu);
   bool closed ABSL_GUARDED_BY(mu) = false;
 
@@ -46,7 +46,7 @@ struct Projection::Impl {
 
   // Any thread. A new inventory replaces one still queued (the latest wins).
   void Post(Message m) {
-    absl::MutexLock lock(&mu);
+    MutexLock lock(&mu);
     if (std::holds_alternative<InventoryPublished>(m)) {
       auto queued = std::find_if(queue.begin(), queue.end(), [](const Message& q) {
         return std::holds_alternative<InventoryPublished>(q);
@@ -57,19 +57,27 @@ struct Projection::Impl {
       }
     }
     queue.push_back(std::move(m));
+    cv.SignalAll();
   }
 
-  bool Ready() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return closed || !queue.empty(); }
+  void Close() {
+    MutexLock lock(&mu);
+    closed = true;
+    cv.SignalAll();
+  }
 
-  // Waits for messages, or until `wake`; the batch (empty on a timeout), nullopt when closed.
+  // Waits for messages, or until `wake` (the controllers' clock); the batch (empty on a
+  // timeout), nullopt when closed.
   std::optional<std::deque<Message>> Next(std::optional<Clock::time_point> wake) {
-    absl::MutexLock lock(&mu);
-    const absl::Condition ready(this, &Impl::Ready);
-    if (wake) {
-      const auto left = std::max<Clock::duration>(*wake - clock.Now(), Clock::duration::zero());
-      mu.AwaitWithTimeout(ready, absl::FromChrono(left));
-    } else {
-      mu.Await(ready);
+    MutexLock lock(&mu);
+    while (!closed && queue.empty()) {
+      if (!wake) {
+        cv.Wait(&mu);
+        continue;
+      }
+      const Clock::duration left = *wake - clock.Now();
+      if (left <= Clock::duration::zero()) break;
+      cv.WaitWithTimeout(&mu, left);
     }
     if (closed) return std::nullopt;
     std::deque<Message> batch;
@@ -153,10 +161,7 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
 }
 
 Projection::~Projection() {
-  {
-    absl::MutexLock lock(&impl_->mu);
-    impl_->closed = true;
-  }
+  impl_->Close();
   impl_->shutdown.Stop();
   for (std::thread& t : impl_->threads) t.join();
 }

@@ -10,7 +10,7 @@ bool OlderVersion(const std::string& a, const std::string& b) {
 }
 
 void Store::Replace(ObservedList list) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // What our own writes returned after the list was taken stays.
   Objects fresh;
   for (auto& [name, o] : objects_) {
@@ -28,7 +28,7 @@ void Store::Replace(ObservedList list) {
 }
 
 bool Store::Apply(WatchEvent event) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!event.object.resource_version.empty()) resource_version_ = event.object.resource_version;
   if (event.type != "ADDED" && event.type != "MODIFIED" && event.type != "DELETED") return false;
   auto it = objects_.find(event.object.name);
@@ -44,7 +44,7 @@ bool Store::Apply(WatchEvent event) {
 }
 
 void Store::Record(ObservedObject object) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = objects_.find(object.name);
   if (it != objects_.end() && OlderVersion(object.resource_version, it->second.resource_version)) {
     return;  // the watch already brought something newer
@@ -53,22 +53,22 @@ void Store::Record(ObservedObject object) {
 }
 
 void Store::Forget(const std::string& name) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   objects_.erase(name);
 }
 
 bool Store::synced() const {
-  absl::ReaderMutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return synced_;
 }
 
 std::string Store::resource_version() const {
-  absl::ReaderMutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return resource_version_;
 }
 
 Store::Objects Store::Snapshot() const {
-  absl::ReaderMutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return objects_;
 }
 

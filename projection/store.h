@@ -11,12 +11,12 @@
 #pragma once
 
 #include <absl/base/thread_annotations.h>
-#include <absl/synchronization/mutex.h>
 
 #include <map>
 #include <string>
 #include <utility>
 
+#include "core/mutex.h"
 #include "projection/objects.h"
 
 namespace pcid::projection {
@@ -55,18 +55,18 @@ class Store {
   // Where a watch resumes: the list's or the last event's.
   std::string resource_version() const;
 
-  // Calls `f(const Objects&)` with the store read-locked and returns what it returns. `f` must
+  // Calls `f(const Objects&)` with the store locked and returns what it returns. `f` must
   // not call back into the store.
   template <typename F>
   auto Read(F&& f) const {
-    absl::ReaderMutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return f(static_cast<const Objects&>(objects_));
   }
   Objects Snapshot() const;
 
  private:
   const std::string plural_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   Objects objects_ ABSL_GUARDED_BY(mu_);
   std::string resource_version_ ABSL_GUARDED_BY(mu_);
   bool synced_ ABSL_GUARDED_BY(mu_) = false;
