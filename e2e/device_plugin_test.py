@@ -281,7 +281,9 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
         if e is None:
             check(False, f"restart {i}: not re-registered within 3 s")
             break
-    check(worst < 1.0, f"re-registration took up to {worst:.3f} s")
+    # ThreadSanitizer runs everything 5-15 times slower: there the check is that it happens.
+    limit = 5.0 if os.environ.get("TSAN_OPTIONS") else 1.0
+    check(worst < limit, f"re-registration took up to {worst:.3f} s")
     # gRPC's executor grows and shrinks its thread pool on its own: growth means "still there
     # after things settle", so sample for a few seconds and keep the smallest counts.
     after = proc_stats(daemon.pid)
@@ -297,7 +299,8 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
     # threads under load and keeps them a while.
     check(after["threads"] <= before["threads"] + 5, f"threads grew {before} -> {after}")
     check(after["fds"] <= before["fds"] + 2, f"fds grew {before} -> {after}")
-    if not os.environ.get("ASAN_OPTIONS"):  # ASan's quarantine holds freed memory on purpose
+    # ASan's quarantine holds freed memory on purpose; ThreadSanitizer keeps access history.
+    if not os.environ.get("ASAN_OPTIONS") and not os.environ.get("TSAN_OPTIONS"):
         check(after["rss_kb"] <= before["rss_kb"] + 4096, f"RSS grew {before} -> {after}")
 
     # SIGTERM: clean exit, our sockets removed.

@@ -4,7 +4,9 @@
 #   1. unit + e2e tests (labels "unit", "e2e") on the normal build;
 #   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer, and the daemon's
 #      device-plugin e2e tests with that build;
-#   3. the libFuzzer targets for a short while (clang).
+#   3. a clang build with ThreadSanitizer and -Wthread-safety -Werror: the unit tests and the
+#      daemon's device-plugin, projection and hot-plug e2e tests under it;
+#   4. the libFuzzer targets for a short while (clang).
 # Step 1 includes the real-kernel VM tests (e2e/vm: qemu, Debian's kernel fetched by apt-get
 # download into build/vm-cache, never installed; TCG where KVM is not usable).
 # Nothing here writes to this machine's /sys, /dev or /var/lib/kubelet: the e2e tests read /sys
@@ -24,6 +26,17 @@ ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
 # The daemon's gRPC lifetimes under ASan+UBSan too (leak checking off: gRPC keeps globals).
 ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure \
   -R 'e2e_device_plugin|e2e_daemon_bad_input|e2e_vfio_cli|e2e_projection|e2e_tls_trust'
+
+# ThreadSanitizer, with clang's lock analysis (-Wthread-safety -Werror) on every file of the
+# build: the unit tests and the daemon's threaded e2e tests. Suppressions (scripts/tsan.supp)
+# cover gRPC's and abseil's uninstrumented internals only.
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DPCID_TSAN=ON -DPCID_THREAD_SAFETY=ON
+cmake --build build-tsan --target unit_tests pcidevices kubelet_emulator uevent_injector
+TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/scripts/tsan.supp" \
+  ctest --test-dir build-tsan --output-on-failure -j "$jobs" -L unit
+TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp" ctest --test-dir build-tsan --output-on-failure \
+  -R 'e2e_device_plugin|e2e_projection|e2e_hotplug'
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"
