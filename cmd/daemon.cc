@@ -118,6 +118,8 @@ class LoopTimer {
     }
     if (took > std::chrono::milliseconds(50)) {
       log_.warn("owner loop: {} took {:.1f} ms", what, Ms(took));
+    } else if (took > std::chrono::milliseconds(1)) {
+      log_.debug("owner loop: {} took {:.1f} ms", what, Ms(took));
     }
   }
   void Report() const {
@@ -166,9 +168,7 @@ class Daemon {
         plugin_log_(MakeLogger("plugin")),
         hook_ctx_{roots_.sysfs, roots_.dev, flags_.vm_uid, *plugin_log_,
                   [post = Poster(), this](std::vector<std::string> ids) {
-                    post([this, ids = std::move(ids)] {
-                      timer_.Run("allocated", [&] { reconciler_->OnAllocated(ids); });
-                    });
+                    post([this, ids = std::move(ids)] { reconciler_->OnAllocated(ids); });
                   }},
         manager_({flags_.plugin_dir, agent::MakePluginHooks(hook_ctx_)}, Poster(), *plugin_log_),
         sink_(manager_),
@@ -282,15 +282,13 @@ class Daemon {
         auto events = ReadPluginDirEvents(watch.get());
         timer_.Run("plugin dir", [&] { reconciler_->OnPluginDir(events); });
       }
-      if (fds[2].revents & POLLIN) queue_->RunPending();
+      if (fds[2].revents & POLLIN) timer_.Run("posted", [&] { queue_->RunPending(); });
       if (fds[3].revents & POLLIN) {
         auto events = monitor_->Receive();
         timer_.Run("uevents", [&] { reconciler_->OnUevents(events); });
       }
-      timer_.Run("timers", [&] {
-        manager_.RunDue();
-        reconciler_->RunDue();
-      });
+      timer_.Run("registration retries", [&] { manager_.RunDue(); });
+      timer_.Run("re-plan and timers", [&] { reconciler_->RunDue(); });
     }
   }
 
@@ -324,7 +322,7 @@ class Daemon {
     auto claims = [this, post = Poster()](projection::ClaimRequest req,
                                           std::function<void(projection::ClaimOutcome)> done) {
       post([this, req = std::move(req), done = std::move(done)]() mutable {
-        timer_.Run("claim", [&] { reconciler_->OnClaim(std::move(req), std::move(done)); });
+        reconciler_->OnClaim(std::move(req), std::move(done));
       });
     };
     auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"), claims);

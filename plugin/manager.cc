@@ -24,21 +24,92 @@ PluginManager::PluginManager(Options options, std::function<void(std::function<v
 
 PluginManager::~PluginManager() { *alive_ = false; }
 
+PluginManager::Lifecycle::Lifecycle() {
+  thread_ = std::thread([this] {
+    for (;;) {
+      std::function<void()> task;
+      {
+        MutexLock lock(&mu_);
+        while (tasks_.empty() && !stopping_) cv_.Wait(&mu_);
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  });
+}
+
+PluginManager::Lifecycle::~Lifecycle() {
+  {
+    MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  cv_.SignalAll();
+  thread_.join();
+}
+
+void PluginManager::Lifecycle::Run(std::function<void()> task) {
+  {
+    MutexLock lock(&mu_);
+    tasks_.push_back(std::move(task));
+  }
+  cv_.Signal();
+}
+
+void PluginManager::Retire(std::unique_ptr<DevicePluginServer> server) {
+  if (!server) return;
+  auto held = std::make_shared<std::unique_ptr<DevicePluginServer>>(std::move(server));
+  lifecycle_.Run([held] { held->reset(); });  // ends its streams, removes its socket
+}
+
 void PluginManager::Start(const std::string& name, const Resource& resource, bool register_now) {
   Entry& e = plugins_[name];
   e.resource = resource;
   e.registered = false;
-  e.server.reset();  // the old server (if any) removes its socket first
+  // The old server (if any) removes its socket first: the lifecycle thread runs in order.
+  Retire(std::move(e.server));
+  e.starting = true;
+  e.register_pending = register_now;
+  const uint64_t generation = ++e.generation;
   const std::string path = options_.plugin_dir + "/" + PluginSocketName(name);
-  auto server = DevicePluginServer::Start(path, resource, options_.hooks);
+  lifecycle_.Run([this, path, resource, hooks = options_.hooks, post = post_,
+                  alive = std::weak_ptr<bool>(alive_), name, generation] {
+    if (auto a = alive.lock(); !a || !*a) return;
+    auto server = std::make_shared<absl::StatusOr<std::unique_ptr<DevicePluginServer>>>(
+        DevicePluginServer::Start(path, resource, hooks));
+    post([this, alive, name, generation, server] {
+      if (auto a = alive.lock(); !a || !*a) return;  // the manager destroys what it holds
+      OnStarted(name, generation, std::move(*server));
+    });
+  });
+}
+
+void PluginManager::OnStarted(const std::string& name, uint64_t generation,
+                              absl::StatusOr<std::unique_ptr<DevicePluginServer>> server) {
+  auto it = plugins_.find(name);
+  if (it == plugins_.end() || it->second.generation != generation) {
+    // Stopped, or restarted again, meanwhile.
+    if (server.ok()) Retire(*std::move(server));
+    return;
+  }
+  Entry& e = it->second;
+  e.starting = false;
   if (!server.ok()) {
     log_.error("{}: {}", name, ToStd(server.status().message()));
     e.retry_at = Clock::now() + std::chrono::seconds(1);
     return;
   }
   e.server = *std::move(server);
-  log_.info("{}: serving {} devices on {}", name, resource.devices.size(), path);
-  if (register_now) Register(name);
+  // The resource may have changed while it was built; no kubelet has connected yet, so this
+  // sends nothing.
+  e.server->Update(e.resource);
+  log_.info("{}: serving {} devices on {}", name, e.resource.devices.size(),
+            e.server->socket_path());
+  if (e.register_pending) {
+    e.register_pending = false;
+    Register(name);
+  }
 }
 
 void PluginManager::Register(const std::string& name) {
@@ -82,6 +153,7 @@ void PluginManager::Apply(const std::map<std::string, Resource>& resources) {
   for (auto it = plugins_.begin(); it != plugins_.end();) {
     if (!resources.count(it->first)) {
       log_.info("{}: no devices left, stopping its plugin", it->first);
+      Retire(std::move(it->second.server));
       it = plugins_.erase(it);
     } else {
       ++it;
@@ -89,12 +161,13 @@ void PluginManager::Apply(const std::map<std::string, Resource>& resources) {
   }
   for (const auto& [name, resource] : resources) {
     auto it = plugins_.find(name);
-    if (it == plugins_.end() || !it->second.server) {
+    if (it == plugins_.end() || (!it->second.server && !it->second.starting)) {
       Start(name, resource);
     } else if (it->second.resource != resource) {
-      // Streams are only woken for a real change: a quiet node sends nothing.
+      // Streams are only woken for a real change: a quiet node sends nothing. A server still
+      // starting gets the latest resource when it is up.
       it->second.resource = resource;
-      it->second.server->Update(resource);
+      if (it->second.server) it->second.server->Update(resource);
     }
   }
 }
@@ -102,19 +175,23 @@ void PluginManager::Apply(const std::map<std::string, Resource>& resources) {
 void PluginManager::RegisterAll() {
   // Registers every plugin now; any debounced or back-off registration is superseded.
   for (auto& [name, e] : plugins_) {
-    if (e.server) Register(name);
+    if (e.server) {
+      Register(name);
+    } else if (e.starting) {
+      e.register_pending = true;
+    }
   }
 }
 
 void PluginManager::OnSocketDeleted(const std::string& file_name, bool register_now) {
   for (auto& [name, e] : plugins_) {
-    if (e.server && e.server->endpoint() == file_name) {
+    if (PluginSocketName(name) == file_name && (e.server || e.starting)) {
       log_.info("{}: socket {} deleted, restarting the plugin", name, file_name);
       const Resource resource = e.resource;
       Start(name, resource, /*register_now=*/false);
       // A kubelet restart deletes every socket, then re-creates kubelet.sock, which registers
       // everything (RegisterAll). Register on our own only if that has not happened shortly.
-      if (register_now && e.server) e.retry_at = Clock::now() + kRegisterDebounce;
+      if (register_now) e.retry_at = Clock::now() + kRegisterDebounce;
       return;
     }
   }
@@ -139,6 +216,9 @@ void PluginManager::RunDue() {
     Entry& e = plugins_.at(name);
     if (e.server) {
       Register(name);
+    } else if (e.starting) {
+      e.retry_at.reset();
+      e.register_pending = true;  // once it is up
     } else {
       const Resource resource = e.resource;
       Start(name, resource);
