@@ -517,6 +517,7 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   bool changed = false;
   std::set<std::string> touched;
   bool usb_changed = false;
+  bool gone = false;  // a function went (removed, or unreadable)
   std::vector<PciAddress> arrived;
   for (const auto& ev : events) {
     if (ev.subsystem == "usb") {
@@ -552,6 +553,7 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
       }
       changed = true;
     } else if (known) {
+      gone = true;
       if (ev.action != "remove") {
         ports_.log.warn("pci {}: unreadable after {}: {}", ev.name, ev.action,
                         ToStd(dev.status().message()));
@@ -573,7 +575,30 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   }
   if (!started_) Refresh({});
   plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_);
-  Replan(/*probe=*/false);
+  // A function nobody enables, alone in its IOMMU group (a hot-plugged card whose bind the
+  // config has just asked for), changes no plan: the re-plan of the whole node waits for the
+  // kernel job's answer instead of running twice.
+  if (usb_changed || gone || PlanTouches(touched)) Replan(/*probe=*/false);
+}
+
+// True when a plan may depend on one of `touched`: it is enabled, or shares its IOMMU group with
+// an enabled function (group viability and group-mates' holders are part of health).
+bool Reconciler::PlanTouches(const std::set<std::string>& touched) const {
+  std::set<unsigned> groups;
+  for (const std::string& id : touched) {
+    if (enabled_.count(id) || removed_.count(id)) return true;
+    auto address = ParsePciAddress(id);
+    const PciDevice* d = address.ok() ? FindPciDevice(devices_, *address) : nullptr;
+    if (d == nullptr) return true;  // not ours to reason about: re-plan
+    if (d->iommu_group) groups.insert(*d->iommu_group);
+  }
+  if (groups.empty()) return false;
+  for (const PciDevice& d : devices_) {
+    if (d.iommu_group && groups.count(*d.iommu_group) && enabled_.count(d.address.ToString())) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // A function plugged back in comes up on its natural driver (the override went with the old

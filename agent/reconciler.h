@@ -128,6 +128,7 @@ class Reconciler {
   PciDevice* Find(const PciAddress& address);
   void Replan(bool probe = true);
   bool SharesGroup(const std::vector<std::string>& ids) const;
+  bool PlanTouches(const std::set<std::string>& touched) const;
   bool DropRemovedUnheld();
   void OnHoldersChanged();
   std::set<std::string> KeysFor(const std::vector<PciAddress>& addresses) const;
