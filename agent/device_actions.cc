@@ -4,7 +4,6 @@
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_join.h>
 #include <absl/strings/str_split.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <future>
@@ -169,8 +168,6 @@ std::vector<std::string> RunDeviceRequest(const DeviceContext& ctx, const Device
 }
 
 absl::StatusOr<std::map<std::string, std::string>> ListHoldersNow(const std::string& socket) {
-  struct stat st;
-  if (::stat(socket.c_str(), &st) != 0 && errno == ENOENT) return plugin::DeviceHolders{};
   std::promise<absl::StatusOr<plugin::DeviceHolders>> result;
   plugin::ClientQueue calls;
   plugin::ListPodResourcesAsync(calls, socket, {}, std::chrono::seconds(2),

@@ -88,7 +88,7 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
   intents_stale_ = true;
   if (!Discover()) return false;
   // Served at once: devices already on vfio-pci need not wait for the re-apply below.
-  Refresh({});
+  Refresh();
   Replan();
   auto finish = [this, ready = std::move(ready)] {
     started_ = true;
@@ -112,33 +112,41 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
     return true;
   }
   std::vector<PciAddress> addresses;
-  for (const auto& [a, intent] : intents) {
-    addresses.push_back(a);
-    Busy(a.ToString(), +1);
-  }
-  ++jobs_in_flight_;
-  auto read_back = std::make_shared<std::vector<ReadBack>>();
-  ports_.binder.Submit(
-      "re-apply recorded intents", KeysFor(addresses),
-      [devices = devices_, protect = *std::move(protect), addresses, read_back,
-       ids = options_.pci_ids](const vfio::Node& node, vfio::StateStore& store, const Post&) {
+  for (const auto& [a, intent] : intents) addresses.push_back(a);
+  SubmitJob(
+      "re-apply recorded intents", std::move(addresses),
+      [devices = devices_, protect = *std::move(protect)](const vfio::Node& node,
+                                                          vfio::StateStore& store, const Post&) {
         for (const absl::Status& st : vfio::Reapply(node, store, devices, protect)) {
           node.log.error("{}", ToStd(st.message()));
         }
+      },
+      std::move(finish));
+  return true;
+}
+
+void Reconciler::SubmitJob(std::string what, std::vector<PciAddress> addresses, Binder::Work work,
+                           std::function<void()> then) {
+  for (const PciAddress& a : addresses) Busy(a.ToString(), +1);
+  ++jobs_in_flight_;
+  auto read_back = std::make_shared<std::vector<ReadBack>>();
+  std::set<std::string> keys = KeysFor(addresses);
+  ports_.binder.Submit(
+      std::move(what), std::move(keys),
+      [work = std::move(work), addresses, read_back, ids = options_.pci_ids](
+          const vfio::Node& node, vfio::StateStore& store, const Post& to_owner) {
+        work(node, store, to_owner);
         // Read back here, on the worker: thousands of devices would hold the owner loop.
         for (const PciAddress& a : addresses) read_back->push_back(ReadBackDevice(node, ids, a));
       },
-      [this, alive = std::weak_ptr<bool>(alive_), addresses, read_back,
-       finish = std::move(finish)] {
+      [this, alive = std::weak_ptr<bool>(alive_), addresses, read_back, then = std::move(then)] {
         if (alive.expired()) return;
         --jobs_in_flight_;
         intents_stale_ = true;
         for (const PciAddress& a : addresses) Busy(a.ToString(), -1);
-        for (const ReadBack& now : *read_back) Absorb(now);  // drivers changed
-        Refresh({});
-        finish();
+        for (const ReadBack& now : *read_back) Absorb(now);
+        if (then) then();
       });
-  return true;
 }
 
 void Reconciler::OnConfig(DaemonConfig config) {
@@ -178,7 +186,7 @@ void Reconciler::Select(bool report) {
   }
   enabled_usb_ = std::move(enabled_usb);
   ApplyConfig(wanted);
-  Refresh({});
+  Refresh();
 }
 
 // Brings the intents' "config" source in line with `wanted`, in the background. A refused device
@@ -241,6 +249,7 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted) {
     // kernel is slow to answer holds up only its own group.
     std::vector<PciDevice> quick, slow;
     for (PciDevice& d : to_enable) {
+      Busy(d.address.ToString(), -1);  // SubmitEnable counts it again
       (d.driver == vfio::kVfioDriver ? quick : slow).push_back(std::move(d));
     }
     if (!quick.empty()) SubmitEnable(std::move(quick), "config", each, nullptr);
@@ -276,7 +285,7 @@ void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source
   std::vector<PciAddress> addresses;
   for (const PciDevice& d : devices) {
     addresses.push_back(d.address);
-    if (source != "config") Busy(d.address.ToString(), +1);  // config counted them already
+    Busy(d.address.ToString(), +1);
   }
   ++jobs_in_flight_;
   auto alive = std::weak_ptr<bool>(alive_);
@@ -323,40 +332,24 @@ void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source
 
 void Reconciler::SubmitDisable(const PciAddress& address, std::string source,
                                std::function<void(const absl::Status&)> done) {
-  const std::string id = address.ToString();
-  Busy(id, +1);
-  ++jobs_in_flight_;
   auto result = std::make_shared<absl::Status>();
-  ports_.binder.Submit(
-      absl::StrCat("disable ", id, " for ", source), KeysFor({address}),
+  SubmitJob(
+      absl::StrCat("disable ", address.ToString(), " for ", source), {address},
       [address, source, result](const vfio::Node& node, vfio::StateStore& store, const Post&) {
         *result = vfio::Disable(node, store, address, source);
       },
-      [this, alive = std::weak_ptr<bool>(alive_), id, result, done = std::move(done)] {
-        if (alive.expired()) return;
-        --jobs_in_flight_;
-        intents_stale_ = true;
-        Busy(id, -1);
-        Refresh({id});
-        Replan(/*probe=*/false);
+      [result, done = std::move(done)] {
         if (done) done(*result);
       });
 }
 
-// enabled_ = what the intents say; re-reads the functions whose binding changed (their uevents
-// follow, but the plan should not wait for them) and their health facts.
-void Reconciler::Refresh(const std::set<std::string>& touched) {
+// enabled_ = what the intents say. The devices themselves come back from the kernel jobs that
+// changed them (Absorb), or from their uevents.
+void Reconciler::Refresh() {
   enabled_.clear();
   for (const auto& [address, intent] : Intents()) {
     if (intent.enabled) enabled_.insert(address.ToString());
   }
-  if (touched.empty()) return;
-  for (const std::string& id : touched) {
-    auto dev = udev::ReadPciDevice(options_.sysfs, id, options_.pci_ids, ports_.log);
-    if (!dev.ok()) continue;
-    if (PciDevice* known = Find(dev->address)) *known = *std::move(dev);
-  }
-  plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_);
 }
 
 PciDevice* Reconciler::Find(const PciAddress& address) {
@@ -428,19 +421,25 @@ void Reconciler::Replan(bool probe) {
   }
   // PodResources is polled only while an allocation can change another device's health (a
   // shared IOMMU group), or an unplugged device waits for its pod to end.
-  std::vector<std::string> held;
-  for (const auto& [id, holder] : inputs.allocated_to) held.push_back(id);
+  std::set<std::string> held;
+  for (const auto& [id, holder] : inputs.allocated_to) held.insert(id);
   holders_.SetPolling(SharesGroup(held) || !removed_.empty());
 }
 
-// True when one of `ids` shares its IOMMU group with another function.
-bool Reconciler::SharesGroup(const std::vector<std::string>& ids) const {
+// The IOMMU groups of the functions among `ids` that have one.
+std::set<unsigned> Reconciler::GroupsOf(const std::set<std::string>& ids) const {
   std::set<unsigned> groups;
   for (const std::string& id : ids) {
     auto address = ParsePciAddress(id);
     const PciDevice* d = address.ok() ? FindPciDevice(devices_, *address) : nullptr;
     if (d && d->iommu_group) groups.insert(*d->iommu_group);
   }
+  return groups;
+}
+
+// True when one of `ids` shares its IOMMU group with another function.
+bool Reconciler::SharesGroup(const std::set<std::string>& ids) const {
+  const std::set<unsigned> groups = GroupsOf(ids);
   if (groups.empty()) return false;
   std::map<unsigned, int> members;
   for (const PciDevice& d : devices_) {
@@ -477,7 +476,7 @@ void Reconciler::OnHoldersChanged() {
 void Reconciler::OnAllocated(const std::vector<std::string>& ids) {
   holders_.OnAllocated(ids);
   // Only a device sharing its IOMMU group can change another device's health.
-  if (SharesGroup(ids)) Replan(/*probe=*/false);
+  if (SharesGroup({ids.begin(), ids.end()})) Replan(/*probe=*/false);
 }
 
 const std::map<PciAddress, vfio::Intent>& Reconciler::Intents() {
@@ -496,7 +495,7 @@ std::optional<Clock::time_point> Reconciler::NextWake() const {
 void Reconciler::RunDue() {
   if (replan_due_) {
     replan_due_ = false;
-    Refresh({});  // enabled_ from the intents the jobs left
+    Refresh();  // enabled_ from the intents the jobs left
     Replan(/*probe=*/false);
   }
   holders_.RunDue();
@@ -573,7 +572,7 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
     ReapplyArrivals(arrived);
     Select(/*report=*/false);
   }
-  if (!started_) Refresh({});
+  if (!started_) Refresh();
   plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_);
   // A function nobody enables, alone in its IOMMU group (a hot-plugged card whose bind the
   // config has just asked for), changes no plan: the re-plan of the whole node waits for the
@@ -584,15 +583,12 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
 // True when a plan may depend on one of `touched`: it is enabled, or shares its IOMMU group with
 // an enabled function (group viability and group-mates' holders are part of health).
 bool Reconciler::PlanTouches(const std::set<std::string>& touched) const {
-  std::set<unsigned> groups;
   for (const std::string& id : touched) {
     if (enabled_.count(id) || removed_.count(id)) return true;
     auto address = ParsePciAddress(id);
-    const PciDevice* d = address.ok() ? FindPciDevice(devices_, *address) : nullptr;
-    if (d == nullptr) return true;  // not ours to reason about: re-plan
-    if (d->iommu_group) groups.insert(*d->iommu_group);
+    if (!address.ok() || !FindPciDevice(devices_, *address)) return true;  // re-plan to be safe
   }
-  if (groups.empty()) return false;
+  const std::set<unsigned> groups = GroupsOf(touched);
   for (const PciDevice& d : devices_) {
     if (d.iommu_group && groups.count(*d.iommu_group) && enabled_.count(d.address.ToString())) {
       return true;
@@ -615,27 +611,19 @@ void Reconciler::ReapplyArrivals(const std::vector<PciAddress>& arrived) {
       continue;
     }
     if (!protect) protect = Protection();
-    Busy(id, +1);
-    ++jobs_in_flight_;
     auto result = std::make_shared<absl::Status>();
-    ports_.binder.Submit(
-        absl::StrCat("re-apply ", id, " (plugged back in)"), KeysFor({a}),
+    SubmitJob(
+        absl::StrCat("re-apply ", id, " (plugged back in)"), {a},
         [dev = *dev, protect = *protect, result](const vfio::Node& node, vfio::StateStore& store,
                                                  const Post&) {
           *result =
               protect.ok() ? vfio::ReapplyDevice(node, store, dev, *protect) : protect.status();
         },
-        [this, alive = std::weak_ptr<bool>(alive_), id, result] {
-          if (alive.expired()) return;
-          --jobs_in_flight_;
-          intents_stale_ = true;
-          Busy(id, -1);
+        [this, id, result] {
           if (!result->ok()) {
             ports_.log.error("pci {}: plugged back in, not re-applied: {}", id,
                              ToStd(result->message()));
           }
-          Refresh({id});
-          Replan(/*probe=*/false);
         });
   }
 }
@@ -788,11 +776,9 @@ void Reconciler::OnControl(std::string line, std::function<void(std::vector<std:
         for (const PciAddress& vf : pf->virtual_functions) addresses.push_back(vf);
       }
     }
-    for (const PciAddress& a : addresses) Busy(a.ToString(), +1);
-    ++jobs_in_flight_;
     auto lines = std::make_shared<std::vector<std::string>>();
-    ports_.binder.Submit(
-        absl::StrCat("control: ", FormatDeviceRequest(req)), KeysFor(addresses),
+    SubmitJob(
+        absl::StrCat("control: ", FormatDeviceRequest(req)), std::move(addresses),
         [req, devices = devices_, protect = Protection(), holders, lines](
             const vfio::Node& node, vfio::StateStore& store, const Post&) {
           DeviceContext ctx{node, store, devices, [&] { return protect; },
@@ -803,19 +789,7 @@ void Reconciler::OnControl(std::string line, std::function<void(std::vector<std:
                             }};
           *lines = RunDeviceRequest(ctx, req);
         },
-        [this, alive, addresses, lines, reply = std::move(reply)] {
-          if (alive.expired()) return;
-          --jobs_in_flight_;
-          intents_stale_ = true;
-          std::set<std::string> touched;
-          for (const PciAddress& a : addresses) {
-            Busy(a.ToString(), -1);
-            touched.insert(a.ToString());
-          }
-          reply(*lines);
-          Refresh(touched);
-          Replan(/*probe=*/false);
-        });
+        [lines, reply = std::move(reply)] { reply(*lines); });
   });
 }
 

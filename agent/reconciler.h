@@ -114,6 +114,11 @@ class Reconciler {
   void SubmitEnable(std::vector<PciDevice> devices, std::string source,
                     std::function<void(const PciDevice&, const absl::Status&)> each,
                     std::function<void()> done);
+  // Runs `work` as a kernel job on `addresses` (their IOMMU groups are its keys); they count as
+  // busy until it ends, are read back on its worker, and `then` runs on the owner thread once
+  // they are absorbed.
+  void SubmitJob(std::string what, std::vector<PciAddress> addresses, Binder::Work work,
+                 std::function<void()> then);
   void SubmitDisable(const PciAddress& address, std::string source,
                      std::function<void(const absl::Status&)> done);
   void ReapplyArrivals(const std::vector<PciAddress>& arrived);
@@ -123,11 +128,12 @@ class Reconciler {
                   std::function<void(projection::ClaimOutcome)> done);
   void SweepClaims(const std::vector<std::string>& keep);
   absl::StatusOr<vfio::Protected> Protection() const;
-  void Refresh(const std::set<std::string>& touched);
+  void Refresh();
   void Absorb(const ReadBack& now);
   PciDevice* Find(const PciAddress& address);
   void Replan(bool probe = true);
-  bool SharesGroup(const std::vector<std::string>& ids) const;
+  std::set<unsigned> GroupsOf(const std::set<std::string>& ids) const;
+  bool SharesGroup(const std::set<std::string>& ids) const;
   bool PlanTouches(const std::set<std::string>& touched) const;
   bool DropRemovedUnheld();
   void OnHoldersChanged();

@@ -9,7 +9,6 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -76,18 +75,13 @@ class ProjectionPublisher final : public agent::InventoryPublisher {
   projection::Projection& p_;
 };
 
-// The kubelet's PodResources socket, asked asynchronously; answers posted to the owner thread.
-// No socket at all means no kubelet on this node: nothing is held.
+// The kubelet's PodResources socket, asked asynchronously; answers posted to the owner thread
+// (also the immediate one when there is no kubelet), never run inside List.
 class KubeletPodResources final : public agent::PodResourcesLister {
  public:
   KubeletPodResources(std::string socket, agent::Post post)
       : socket_(std::move(socket)), post_(std::move(post)) {}
   void List(std::function<void(absl::StatusOr<plugin::DeviceHolders>)> done) override {
-    struct stat st;
-    if (::stat(socket_.c_str(), &st) != 0 && errno == ENOENT) {
-      post_([done = std::move(done)] { done(plugin::DeviceHolders{}); });
-      return;
-    }
     plugin::ListPodResourcesAsync(
         calls_, socket_, {}, std::chrono::seconds(2),
         [post = post_, done = std::move(done)](absl::StatusOr<plugin::DeviceHolders> holders) {
@@ -230,13 +224,13 @@ class Daemon {
         })) {
       return 1;
     }
-    auto control = ControlServer::Start(
-        ControlSocketPath(flags_.state_dir),
-        [this, post = Poster()](std::string line, ControlServer::Reply reply) {
-          post([this, line = std::move(line), reply = std::move(reply)] {
-            timer_.Run("control", [&] { reconciler_->OnControl(line, reply); });
-          });
-        });
+    auto control =
+        ControlServer::Start(ControlSocketPath(flags_.state_dir),
+                             [this, post = Poster()](std::string line, ControlServer::Reply reply) {
+                               post([this, line = std::move(line), reply = std::move(reply)] {
+                                 reconciler_->OnControl(line, reply);
+                               });
+                             });
     if (!control.ok()) {
       log_->error("control socket: {}", ToStd(control.status().message()));
       return 1;

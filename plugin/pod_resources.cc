@@ -2,7 +2,9 @@
 
 #include <absl/strings/str_cat.h>
 #include <podresources/v1/api.grpc.pb.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <memory>
 
 #include "plugin/local_channel.h"
@@ -59,6 +61,11 @@ void ListPodResourcesAsync(ClientQueue& queue, const std::string& socket,
                            const std::set<std::string>& resources,
                            std::chrono::milliseconds timeout,
                            std::function<void(absl::StatusOr<DeviceHolders>)> done) {
+  struct stat st;
+  if (::stat(socket.c_str(), &st) != 0 && errno == ENOENT) {
+    done(DeviceHolders{});  // no kubelet on this node: nothing is held
+    return;
+  }
   auto call = std::make_unique<ListCall>(socket, resources, timeout, std::move(done));
   queue.Add(std::move(call),
             [](grpc::CompletionQueue* cq, ClientCall* c) { static_cast<ListCall*>(c)->Start(cq); });

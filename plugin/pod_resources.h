@@ -2,7 +2,8 @@
 //
 // Asks the kubelet's PodResources API (`/v1.PodResourcesLister/List`) which container holds which
 // device. Asynchronous, like registration: `done` runs on the queue's
-// thread.
+// thread; without a socket at all (no kubelet on this node: nothing is held) it runs at once, on
+// the caller's.
 #pragma once
 
 #include <absl/status/statusor.h>

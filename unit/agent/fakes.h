@@ -16,17 +16,12 @@
 #include "agent/ports.h"
 #include "agent/reconciler.h"
 #include "core/clock.h"
-#include "unit/temp_tree.h"
-#include "unit/udev/tree_fixture.h"
-#include "unit/vfio/kernel_model.h"
+#include "unit/vfio/node_fixture.h"
 
 namespace pcid::agent::testing {
 
 using pcid::testing::CapturingLogger;
 using pcid::testing::FunctionSpec;
-using pcid::testing::KernelModel;
-using pcid::testing::SysfsTree;
-using pcid::testing::TempTree;
 
 // Holds kernel jobs until RunNext(); records their keys.
 class ManualBinder final : public Binder {
@@ -128,14 +123,9 @@ class FakePodResources final : public PodResourcesLister {
   std::vector<std::function<void(absl::StatusOr<plugin::DeviceHolders>)>> waiting;
 };
 
-// A small node: two NICs in groups of their own (00:02.0, 00:06.0), a GPU and its audio
-// function sharing group 7 behind a bridge, and the host's virtio disk and NIC (protected).
-struct AgentFixture {
-  SysfsTree sys;
-  TempTree dev, proc, state;
-  KernelModel kernel{sys, dev};
-  CapturingLogger log;
-  std::optional<SysfsRoot> sys_root, dev_root, proc_root;
+// The vfio tests' node (unit/vfio/node_fixture.h) with the reconciler on it and fakes for its
+// other ports.
+struct AgentFixture : pcid::testing::NodeFixture {
   FakeClock clock;
   FakePlugins plugins;
   FakePodResources pods;
@@ -144,66 +134,13 @@ struct AgentFixture {
   std::unique_ptr<Reconciler> reconciler;
   bool ready = false;
 
-  AgentFixture() {
-    kernel.AddDriver("vfio-pci");
-    kernel.AddFunction(
-        {.address = "0000:00:02.0", .device = "0x10d3", .driver = "e1000e", .group = "3"});
-    kernel.AddFunction(
-        {.address = "0000:00:06.0", .device = "0x10d3", .driver = "e1000e", .group = "8"});
-    kernel.AddFunction({.address = "0000:00:03.0",
-                        .vendor = "0x1af4",
-                        .device = "0x1001",
-                        .klass = "0x010000",
-                        .driver = "virtio-pci",
-                        .group = "4"});
-    kernel.AddFunction({.address = "0000:00:04.0",
-                        .vendor = "0x1af4",
-                        .device = "0x1000",
-                        .driver = "virtio-pci",
-                        .group = "5"});
-    kernel.AddFunction(
-        {.address = "0000:00:05.0", .klass = "0x060400", .driver = "pcieport", .group = "7"});
-    kernel.AddFunction({.address = "0000:02:00.0",
-                        .parent = "0000:00:05.0",
-                        .vendor = "0x10de",
-                        .device = "0x1c02",
-                        .klass = "0x030000",
-                        .driver = "nouveau",
-                        .group = "7"});
-    kernel.AddFunction({.address = "0000:02:00.1",
-                        .parent = "0000:00:05.0",
-                        .vendor = "0x10de",
-                        .device = "0x10f1",
-                        .klass = "0x040300",
-                        .driver = "snd_hda_intel",
-                        .group = "7"});
-    sys.Symlink("dev/block/254:1", "../../devices/pci0000:00/0000:00:03.0/virtio1/block/vda/vda1");
-    sys.Symlink("class/net/eth0", "../../devices/pci0000:00/0000:00:04.0/virtio2/net/eth0");
-    proc.WriteFile("1/mountinfo", "22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n");
-    proc.WriteFile(
-        "1/net/route",
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-        "eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n");
-    sys_root = *SysfsRoot::Open(sys.path());
-    dev_root = *SysfsRoot::Open(dev.path());
-    proc_root = *SysfsRoot::Open(proc.path());
-  }
-
-  vfio::Node MakeNode(std::chrono::milliseconds probe_wait = std::chrono::milliseconds(50)) {
-    return vfio::Node{
-        *sys_root,
-        *dev_root,
-        [] { return absl::OkStatus(); },
-        [this](std::string_view rel, std::string_view v) { return kernel.Write(rel, v); },
-        nullptr,
-        log.log,
-        probe_wait,
-        &*proc_root};
-  }
+  // Short: the tests' "never answered" binds should fail fast.
+  static constexpr std::chrono::milliseconds kProbeWait{50};
 
   // Builds the reconciler over a store in `state` (which may hold intents already) and starts it.
   void Start(DaemonConfig config = {}) {
-    binder = std::make_unique<ManualBinder>(MakeNode(), *vfio::StateStore::Open(state.path()));
+    binder =
+        std::make_unique<ManualBinder>(MakeNode(kProbeWait), *vfio::StateStore::Open(state.path()));
     reconciler = std::make_unique<Reconciler>(
         ReconcilerOptions{"node1", *sys_root, *dev_root, *proc_root, nullptr, nullptr},
         ReconcilerPorts{*binder, plugins, pods, clock, log.log});

@@ -13,7 +13,7 @@ using namespace testing;
 using projection::ClaimOutcome;
 
 constexpr char kNic[] = "0000:00:02.0";
-constexpr char kNic2[] = "0000:00:06.0";
+constexpr char kNic2[] = "0000:01:00.0";  // behind a root port, a group of its own
 constexpr char kGpu[] = "0000:02:00.0";
 constexpr char kAudio[] = "0000:02:00.1";
 
