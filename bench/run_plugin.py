@@ -242,20 +242,27 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (tree, config, daemon.log)")
     args = parser.parse_args()
+    return run_in_tmp("run_plugin.py", "pcid-bench-plugin-", args, run)
+
+
+def run_in_tmp(script: str, prefix: str, args, run) -> int:
+    """Checks that args.build holds pcidevices and the kubelet emulator, then calls
+    run(args, pcidevices, emulator_bin, tmp) in a new directory on tmpfs, removed afterwards
+    unless args.keep; 1 when the setup fails."""
     build = os.path.abspath(args.build)
     pcidevices = os.path.join(build, "pcidevices")
     emulator_bin = os.path.join(build, "e2e", "kubelet_emulator")
     for b in (pcidevices, emulator_bin):
         if not os.access(b, os.X_OK):
-            print(f"run_plugin.py: {b} not found or not executable", file=sys.stderr)
+            print(f"{script}: {b} not found or not executable", file=sys.stderr)
             return 1
 
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    tmp = tempfile.mkdtemp(prefix="pcid-bench-plugin-", dir=base)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=base)
     try:
         return run(args, pcidevices, emulator_bin, tmp)
     except SetupError as e:
-        print(f"run_plugin.py: setup failed: {e}", file=sys.stderr)
+        print(f"{script}: setup failed: {e}", file=sys.stderr)
         return 1
     finally:
         if args.keep:

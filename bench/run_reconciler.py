@@ -25,16 +25,15 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from run_plugin import RESOURCES, DEVICES_PER_RESOURCE, Emulator, SetupError, load, now_us  # noqa
+from run_plugin import (RESOURCES, DEVICES_PER_RESOURCE, Emulator, SetupError, load,  # noqa
+                        now_us, run_in_tmp)
 
 MAKE_TREE = os.path.join(HERE, "..", "e2e", "fixtures", "make_tree.py")
 SPARE = "0000:00:12.0"
@@ -77,20 +76,7 @@ def main() -> int:
     parser.add_argument("--restarts", type=int, default=5)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    pcidevices = os.path.abspath(f"{args.build}/pcidevices")
-    emulator_bin = os.path.abspath(f"{args.build}/e2e/kubelet_emulator")
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    tmp = tempfile.mkdtemp(prefix="pcid-reconciler-bench-", dir=base)
-    try:
-        return run(args, pcidevices, emulator_bin, tmp)
-    except SetupError as e:
-        print(f"setup failed: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return run_in_tmp("run_reconciler.py", "pcid-reconciler-bench-", args, run)
 
 
 def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:

@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from device_plugin_test import stop_process  # noqa: E402
-from projection_test import Api, check, claim, verdict, wait_for  # noqa: E402
+from projection_test import Api, check, claim, gpu_node, verdict, wait_for  # noqa: E402
 
 NODE = "n1"
 
@@ -62,16 +62,9 @@ def main():
 def run(api, tmp, pcidevices, make_tree):
     rc, out = api.kubectl("apply", "-f", f"{ROOT}/deploy/crds/")
     check(rc == 0, "kubectl apply -f deploy/crds/", out)
-    sysfs, dev, proc, state, plugins, sa = (f"{tmp}/{d}" for d in ("sys", "dev", "proc", "state", "dp", "sa"))
-    os.mkdir(plugins)
+    sysfs, dev, proc, state, plugins, config, listed = gpu_node(tmp, pcidevices, make_tree)
+    sa = f"{tmp}/sa"
     os.mkdir(sa)
-    subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev, "--proc-root", proc],
-                   check=True)
-    config = f"{tmp}/config.json"
-    with open(config, "w") as f:
-        json.dump({"enable": []}, f)
-    listed = json.loads(subprocess.run([pcidevices, "list", "--sysfs-root", sysfs, "--node-name", NODE,
-                                        "--output", "json"], capture_output=True, text=True, check=True).stdout)
     ca_pem = open(f"{tmp}/api/ca.crt").read()
     publish_service_account(sa, api.token, ca_pem, 1)
 

@@ -117,6 +117,21 @@ def writes(stats):
                                    if k in ("POST", "PUT", "PATCH", "DELETE")))
 
 
+def gpu_node(tmp, pcidevices, make_tree):
+    """The gpu-node tree below `tmp` and an empty config for the daemon, and what `pcidevices
+    list` makes of it: (sysfs, dev, proc, state, plugin dir, config, listed)."""
+    sysfs, dev, proc, state, plugins = (f"{tmp}/{d}" for d in ("sys", "dev", "proc", "state", "dp"))
+    os.mkdir(plugins)
+    subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev, "--proc-root", proc],
+                   check=True)
+    config = f"{tmp}/config.json"
+    with open(config, "w") as f:
+        json.dump({"enable": []}, f)
+    listed = json.loads(subprocess.run([pcidevices, "list", "--sysfs-root", sysfs, "--node-name", NODE,
+                                        "--output", "json"], capture_output=True, text=True, check=True).stdout)
+    return sysfs, dev, proc, state, plugins, config, listed
+
+
 def claim(name, address, node=NODE):
     return json.dumps({"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": "PCIDeviceClaim",
                        "metadata": {"name": name},
@@ -163,15 +178,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
     rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(kv))
     check(rc == 0, "KubeVirt object created", out)
 
-    sysfs, dev, proc, state, plugins = (f"{tmp}/{d}" for d in ("sys", "dev", "proc", "state", "dp"))
-    os.mkdir(plugins)
-    subprocess.run([sys.executable, make_tree, "gpu-node", sysfs, "--dev-root", dev, "--proc-root", proc],
-                   check=True)
-    config = f"{tmp}/config.json"
-    with open(config, "w") as f:
-        json.dump({"enable": []}, f)
-    listed = json.loads(subprocess.run([pcidevices, "list", "--sysfs-root", sysfs, "--node-name", NODE,
-                                        "--output", "json"], capture_output=True, text=True, check=True).stdout)
+    sysfs, dev, proc, state, plugins, config, listed = gpu_node(tmp, pcidevices, make_tree)
     emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
     log = open(f"{tmp}/daemon.log", "w+")
     args = [pcidevices, "daemon", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
