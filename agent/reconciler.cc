@@ -326,6 +326,9 @@ void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source
       [this, alive, done = std::move(done)] {
         if (alive.expired()) return;
         --jobs_in_flight_;
+        // EnableAll forgets rolled-back intents in one save after the last device was told.
+        intents_stale_ = true;
+        replan_due_ = true;
         if (done) done();
       });
 }

@@ -40,14 +40,17 @@ class ManualBinder final : public Binder {
     submitted.push_back(jobs.back().what);
   }
   std::map<PciAddress, vfio::Intent> Intents() const override { return store_.intents(); }
-  // Runs the oldest job as a worker would, then what it posted, then its completion.
+  // Runs the oldest job as a worker would, then its completion. What the job posts runs at
+  // once, followed by `loop_turn`: the owner loop at its quickest, seeing the store as the job
+  // left it so far (the interleaving that found rolled-back intents still served).
   bool RunNext() {
     if (jobs.empty()) return false;
     Job job = std::move(jobs.front());
     jobs.pop_front();
-    std::vector<std::function<void()>> posted;
-    job.work(node_, store_, [&](std::function<void()> fn) { posted.push_back(std::move(fn)); });
-    for (auto& fn : posted) fn();
+    job.work(node_, store_, [&](std::function<void()> fn) {
+      fn();
+      if (loop_turn) loop_turn();
+    });
     if (job.done) job.done();
     return true;
   }
@@ -60,6 +63,7 @@ class ManualBinder final : public Binder {
 
   std::deque<Job> jobs;
   std::vector<std::string> submitted;
+  std::function<void()> loop_turn;
 
  private:
   vfio::Node node_;
@@ -144,6 +148,7 @@ struct AgentFixture : pcid::testing::NodeFixture {
     reconciler = std::make_unique<Reconciler>(
         ReconcilerOptions{"node1", *sys_root, *dev_root, *proc_root, nullptr, nullptr},
         ReconcilerPorts{*binder, plugins, pods, clock, log.log});
+    binder->loop_turn = [this] { reconciler->RunDue(); };
     BOOST_REQUIRE(reconciler->Start(std::move(config), [this] { ready = true; }));
   }
 

@@ -245,6 +245,22 @@ BOOST_AUTO_TEST_CASE(a_bind_the_kernel_never_answers_fails_and_gives_the_device_
   BOOST_TEST(other->ok);
 }
 
+// The config's bind fails: the device is given back and not served, also when the loop turned
+// between the kernel's answer and the job's end (the intent is forgotten at the end).
+BOOST_AUTO_TEST_CASE(a_config_bind_that_fails_is_not_served) {
+  AgentFixture f;
+  f.kernel.AddArriving(
+      {.address = "0000:00:07.0", .device = "0x10d3", .driver = "e1000e", .group = "9"});
+  f.Start({.enable = {ByAddress("0000:00:07.0"), ByAddress(kNic)}});
+  f.Settle();
+  BOOST_TEST(f.kernel.Driver("0000:00:07.0") != "vfio-pci");
+  BOOST_TEST(f.log.text().find("config: pci 0000:00:07.0: not enabled") != std::string::npos,
+             f.log.text());
+  BOOST_TEST(!f.binder->Intents().count(*ParsePciAddress("0000:00:07.0")));
+  BOOST_TEST(f.plugins.Device("0000:00:07.0") == nullptr);
+  BOOST_TEST(f.plugins.Device(kNic)->healthy);
+}
+
 BOOST_AUTO_TEST_CASE(control_request_answers_after_the_kernel) {
   AgentFixture f;
   f.Start();
