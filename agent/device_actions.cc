@@ -95,7 +95,7 @@ absl::StatusOr<std::string> SetVfs(const DeviceContext& ctx, const PciDevice& pf
           ctx, vf.ToString(), absl::StrCat("; it is a VF of ", text, ", whose VF count stays")));
     }
   }
-  PCID_RETURN_IF_ERROR(vfio::SetNumVfs(ctx.node, ctx.store, pf, count));
+  PCID_RETURN_IF_ERROR(vfio::SetVfCount(ctx.node, ctx.store, pf, "cli", count));
   return absl::StrCat(text, ": ", count, " VFs (had ", had, ")");
 }
 

@@ -15,18 +15,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (intents.status().message().find("fuzz: ") != 0) std::abort();
     return 0;
   }
-  for (const auto& [address, intent] : *intents) {
-    if (intent.original_driver.find('/') != std::string::npos ||
-        intent.original_driver == "..") {
+  for (const auto& [address, intent] : intents->devices) {
+    if (intent.original_driver.find('/') != std::string::npos || intent.original_driver == "..") {
       std::abort();
     }
   }
   auto again = pcid::vfio::DecodeState(pcid::vfio::EncodeState(*intents), "fuzz");
-  if (!again.ok() || again->size() != intents->size()) std::abort();
-  for (const auto& [address, intent] : *intents) {
-    const auto& other = again->at(address);
+  if (!again.ok() || again->devices.size() != intents->devices.size() ||
+      again->vf_counts.size() != intents->vf_counts.size()) {
+    std::abort();
+  }
+  for (const auto& [address, intent] : intents->devices) {
+    const auto& other = again->devices.at(address);
     if (other.enabled != intent.enabled || other.original_driver != intent.original_driver ||
         other.sources != intent.sources) {
+      std::abort();
+    }
+  }
+  for (const auto& [address, intent] : intents->vf_counts) {
+    const auto& other = again->vf_counts.at(address);
+    if (other.count != intent.count || other.original_count != intent.original_count ||
+        other.sources != intent.sources || other.drivers_autoprobe != intent.drivers_autoprobe) {
       std::abort();
     }
   }

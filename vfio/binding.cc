@@ -9,16 +9,15 @@
 #include "core/attribute.h"
 #include "core/naming.h"
 #include "core/status.h"
+#include "vfio/steps.h"
 #include "vfio/vfio.h"
 
 namespace pcid::vfio {
 namespace {
 
-void Step(const Node& node, int n) {
-  if (node.after_step) node.after_step(n);
-}
-
-std::string DevDir(const std::string& address) { return absl::StrCat("bus/pci/devices/", address); }
+using internal::DevDir;
+using internal::Step;
+using internal::Write;
 
 std::string DriverText(const std::string& d) { return d.empty() ? "no driver" : d; }
 
@@ -33,13 +32,6 @@ absl::StatusOr<std::string> CurrentDriver(const Node& node, const std::string& a
     return std::string();
   }
   return drv;
-}
-
-absl::Status Write(const Node& node, const std::string& address, const std::string& rel,
-                   std::string_view value) {
-  absl::Status st = node.write(rel, value);
-  if (!st.ok()) return absl::Status(st.code(), absl::StrCat("pci ", address, ": ", st.message()));
-  return st;
 }
 
 // The group node appears when vfio-pci binds (devtmpfs creates it synchronously; a node managed
@@ -412,30 +404,6 @@ std::vector<absl::Status> Reapply(const Node& node, StateStore& store,
       failures.push_back(st);
   }
   return failures;
-}
-
-absl::Status SetNumVfs(const Node& node, const StateStore& store, const PciDevice& pf,
-                       unsigned count) {
-  const std::string address = pf.address.ToString();
-  if (!pf.sriov_total_vfs) {
-    return absl::FailedPreconditionError(absl::StrCat("pci ", address, ": not an SR-IOV PF"));
-  }
-  if (count > *pf.sriov_total_vfs) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "pci ", address, ": ", count, " VFs asked, it has at most ", *pf.sriov_total_vfs));
-  }
-  for (const PciAddress& vf : pf.virtual_functions) {
-    if (store.Find(vf)) {
-      return absl::FailedPreconditionError(absl::StrCat("pci ", address, ": its VF ", vf.ToString(),
-                                                        " is enabled; disable it first"));
-    }
-  }
-  if (pf.sriov_num_vfs && *pf.sriov_num_vfs == count) return absl::OkStatus();  // keep them
-  const std::string rel = DevDir(address) + "/sriov_numvfs";
-  PCID_RETURN_IF_ERROR(Write(node, address, rel, "0"));
-  if (count > 0) PCID_RETURN_IF_ERROR(Write(node, address, rel, absl::StrCat(count)));
-  node.log.info("pci {}: {} VFs", address, count);
-  return absl::OkStatus();
 }
 
 }  // namespace pcid::vfio

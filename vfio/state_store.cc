@@ -1,4 +1,5 @@
-// The intent file: which devices are enabled, by whom, and what driver each had before.
+// The intent file: which devices are enabled, by whom, and what driver each had before; which
+// PFs have how many VFs, for whom.
 #include <absl/strings/str_cat.h>
 #include <fcntl.h>
 #include <simdjson.h>
@@ -8,6 +9,7 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <functional>
 
 #include "core/json_writer.h"
 #include "core/status.h"
@@ -32,10 +34,10 @@ absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
 
 }  // namespace
 
-std::string EncodeState(const std::map<PciAddress, Intent>& intents) {
+std::string EncodeState(const NodeState& state) {
   JsonWriter w(2);
   w.BeginObject().Key("version").Int(1).Key("devices").BeginArray();
-  for (const auto& [address, intent] : intents) {
+  for (const auto& [address, intent] : state.devices) {
     w.BeginObject()
         .Key("address")
         .String(address.ToString())
@@ -50,13 +52,74 @@ std::string EncodeState(const std::map<PciAddress, Intent>& intents) {
     if (!intent.ids.empty()) w.Key("ids").String(intent.ids);
     w.EndObject();
   }
-  w.EndArray().EndObject();
+  w.EndArray();
+  // Only when there is one: state files stay as they were for nodes without SR-IOV intents.
+  if (!state.vf_counts.empty()) {
+    w.Key("vfCounts").BeginArray();
+    for (const auto& [address, intent] : state.vf_counts) {
+      w.BeginObject()
+          .Key("address")
+          .String(address.ToString())
+          .Key("count")
+          .Int(intent.count)
+          .Key("originalCount")
+          .Int(intent.original_count)
+          .Key("sources")
+          .BeginArray();
+      for (const std::string& s : intent.sources) w.String(s);
+      w.EndArray();
+      if (!intent.ids.empty()) w.Key("ids").String(intent.ids);
+      if (intent.drivers_autoprobe) w.Key("driversAutoprobe").Bool(*intent.drivers_autoprobe);
+      w.EndObject();
+    }
+    w.EndArray();
+  }
+  w.EndObject();
   return w.str() + "\n";
 }
 
-absl::StatusOr<std::map<PciAddress, Intent>> DecodeState(std::string_view json,
-                                                         std::string_view origin) {
-  auto bad = [&](std::string_view why) {
+namespace {
+
+using Bad = std::function<absl::Status(std::string_view)>;
+
+// Optional (state files written before it existed): "vvvv:dddd", lower-case hex.
+absl::Status ReadIds(simdjson::dom::element e, const std::string& where, const Bad& bad,
+                     std::string& out) {
+  simdjson::dom::element ids;
+  if (e["ids"].get(ids)) return absl::OkStatus();
+  std::string_view text;
+  if (ids.get(text) || text.size() != 9 || text[4] != ':' ||
+      text.find_first_not_of("0123456789abcdef:") != std::string_view::npos) {
+    return bad(absl::StrCat(where, ": ids must be \"vvvv:dddd\""));
+  }
+  out = std::string(text);
+  return absl::OkStatus();
+}
+
+absl::Status ReadSources(simdjson::dom::array sources, const std::string& where, const Bad& bad,
+                         std::set<std::string>& out) {
+  for (simdjson::dom::element s : sources) {
+    std::string_view source;
+    if (s.get(source)) return bad(absl::StrCat(where, ": sources must be strings"));
+    out.emplace(source);
+  }
+  return absl::OkStatus();
+}
+
+// The kernel's own limit on sriov_numvfs is 65535 (a u16 in the SR-IOV capability).
+absl::StatusOr<unsigned> ReadCount(simdjson::dom::element e, const char* key,
+                                   const std::string& where, const Bad& bad) {
+  int64_t v = -1;
+  if (e[key].get(v) || v < 0 || v > 65535) {
+    return bad(absl::StrCat(where, ": ", key, " must be 0 to 65535"));
+  }
+  return static_cast<unsigned>(v);
+}
+
+}  // namespace
+
+absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view origin) {
+  const Bad bad = [&](std::string_view why) {
     return absl::DataLossError(absl::StrCat(ToAbsl(origin), ": ", ToAbsl(why)));
   };
   simdjson::dom::parser parser;
@@ -68,7 +131,7 @@ absl::StatusOr<std::map<PciAddress, Intent>> DecodeState(std::string_view json,
   simdjson::dom::array devices;
   if (root["version"].get(version) || version != 1) return bad("want \"version\": 1");
   if (root["devices"].get(devices)) return bad("want a \"devices\" array");
-  std::map<PciAddress, Intent> out;
+  NodeState out;
   size_t i = 0;
   for (simdjson::dom::element e : devices) {
     const std::string where = absl::StrCat("devices[", i++, "]");
@@ -87,21 +150,37 @@ absl::StatusOr<std::map<PciAddress, Intent>> DecodeState(std::string_view json,
       return bad(absl::StrCat(where, ": bad originalDriver"));
     }
     Intent intent{enabled, std::string(driver), {}, ""};
-    // Optional (state files written before it existed): "vvvv:dddd", lower-case hex.
-    if (simdjson::dom::element ids; !e["ids"].get(ids)) {
-      std::string_view text;
-      if (ids.get(text) || text.size() != 9 || text[4] != ':' ||
-          text.find_first_not_of("0123456789abcdef:") != std::string_view::npos) {
-        return bad(absl::StrCat(where, ": ids must be \"vvvv:dddd\""));
-      }
-      intent.ids = std::string(text);
+    PCID_RETURN_IF_ERROR(ReadIds(e, where, bad, intent.ids));
+    PCID_RETURN_IF_ERROR(ReadSources(sources, where, bad, intent.sources));
+    if (!out.devices.emplace(*a, std::move(intent)).second) {
+      return bad(absl::StrCat(where, ": ", ToAbsl(address), " listed twice"));
     }
-    for (simdjson::dom::element s : sources) {
-      std::string_view source;
-      if (s.get(source)) return bad(absl::StrCat(where, ": sources must be strings"));
-      intent.sources.emplace(source);
+  }
+  simdjson::dom::element vf_counts;
+  if (root["vfCounts"].get(vf_counts)) return out;  // absent: none
+  simdjson::dom::array pfs;
+  if (vf_counts.get(pfs)) return bad("\"vfCounts\" must be an array");
+  i = 0;
+  for (simdjson::dom::element e : pfs) {
+    const std::string where = absl::StrCat("vfCounts[", i++, "]");
+    std::string_view address;
+    simdjson::dom::array sources;
+    if (e["address"].get(address) || e["sources"].get(sources)) {
+      return bad(absl::StrCat(where, ": want address, count, originalCount and sources"));
     }
-    if (!out.emplace(*a, std::move(intent)).second) {
+    auto a = ParsePciAddress(address);
+    if (!a.ok()) return bad(absl::StrCat(where, ": ", a.status().message()));
+    VfCountIntent intent;
+    PCID_ASSIGN_OR_RETURN(intent.count, ReadCount(e, "count", where, bad));
+    PCID_ASSIGN_OR_RETURN(intent.original_count, ReadCount(e, "originalCount", where, bad));
+    PCID_RETURN_IF_ERROR(ReadIds(e, where, bad, intent.ids));
+    PCID_RETURN_IF_ERROR(ReadSources(sources, where, bad, intent.sources));
+    if (simdjson::dom::element probe; !e["driversAutoprobe"].get(probe)) {
+      bool v = false;
+      if (probe.get(v)) return bad(absl::StrCat(where, ": driversAutoprobe must be a boolean"));
+      intent.drivers_autoprobe = v;
+    }
+    if (!out.vf_counts.emplace(*a, std::move(intent)).second) {
       return bad(absl::StrCat(where, ": ", ToAbsl(address), " listed twice"));
     }
   }
@@ -130,23 +209,35 @@ absl::StatusOr<StateStore> StateStore::Open(const std::string& dir) {
     if (absl::IsNotFound(text.status())) return store;  // first start
     return text.status();
   }
-  PCID_ASSIGN_OR_RETURN(auto intents, DecodeState(*text, path));
+  PCID_ASSIGN_OR_RETURN(NodeState saved, DecodeState(*text, path));
   {
     MutexLock lock(&store.state_->mu);
-    store.state_->intents = std::move(intents);
+    store.state_->saved = std::move(saved);
   }
   return store;
 }
 
 std::map<PciAddress, Intent> StateStore::intents() const {
   MutexLock lock(&state_->mu);
-  return state_->intents;
+  return state_->saved.devices;
 }
 
 std::optional<Intent> StateStore::Find(const PciAddress& a) const {
   MutexLock lock(&state_->mu);
-  auto it = state_->intents.find(a);
-  if (it == state_->intents.end()) return std::nullopt;
+  auto it = state_->saved.devices.find(a);
+  if (it == state_->saved.devices.end()) return std::nullopt;
+  return it->second;
+}
+
+std::map<PciAddress, VfCountIntent> StateStore::vf_counts() const {
+  MutexLock lock(&state_->mu);
+  return state_->saved.vf_counts;
+}
+
+std::optional<VfCountIntent> StateStore::FindVfCount(const PciAddress& pf) const {
+  MutexLock lock(&state_->mu);
+  auto it = state_->saved.vf_counts.find(pf);
+  if (it == state_->saved.vf_counts.end()) return std::nullopt;
   return it->second;
 }
 
@@ -163,20 +254,33 @@ absl::Status StateStore::Put(const PciAddress& a, std::optional<Intent> intent) 
 absl::Status StateStore::Update(const std::function<void(std::map<PciAddress, Intent>&)>& change) {
   // Held across the save: two binds saving at once must not lose each other's change.
   MutexLock lock(&state_->mu);
-  auto next = state_->intents;
-  change(next);
+  NodeState next = state_->saved;
+  change(next.devices);
   PCID_RETURN_IF_ERROR(Save(next));
-  state_->intents = std::move(next);
+  state_->saved = std::move(next);
   return absl::OkStatus();
 }
 
-absl::Status StateStore::Save(const std::map<PciAddress, Intent>& intents) const {
+absl::Status StateStore::PutVfCount(const PciAddress& pf, std::optional<VfCountIntent> intent) {
+  MutexLock lock(&state_->mu);
+  NodeState next = state_->saved;
+  if (intent) {
+    next.vf_counts[pf] = *std::move(intent);
+  } else {
+    next.vf_counts.erase(pf);
+  }
+  PCID_RETURN_IF_ERROR(Save(next));
+  state_->saved = std::move(next);
+  return absl::OkStatus();
+}
+
+absl::Status StateStore::Save(const NodeState& state) const {
   const std::string path = absl::StrCat(dir_, "/", kStateFile);
   const std::string tmp = absl::StrCat(path, ".tmp");
   {
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("open ", tmp));
-    PCID_RETURN_IF_ERROR(WriteAll(fd.get(), EncodeState(intents), tmp));
+    PCID_RETURN_IF_ERROR(WriteAll(fd.get(), EncodeState(state), tmp));
     if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, absl::StrCat("fsync ", tmp));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -101,6 +101,25 @@ struct Intent {
   std::string ids;
 };
 
+// A PF's VF count as we want it (DESIGN.md "Second wave"): VFs vanish at every reboot and every
+// reload of the PF's driver, so the count is re-applied at start, before the vfio intents (a
+// claimed VF must exist before it can be bound again).
+struct VfCountIntent {
+  unsigned count = 0;
+  unsigned original_count = 0;    // the PF's count before our first write, restored on release
+  std::set<std::string> sources;  // who set it: "config", "cli", later CRs; empty = release
+  std::string ids;                // the PF's "vvvv:dddd", as for Intent
+  // When set, written to sriov_drivers_autoprobe before VFs are created: false keeps VFs meant
+  // for passthrough off the VF driver, so that no host driver touches them first.
+  std::optional<bool> drivers_autoprobe;
+};
+
+// Everything the state file holds.
+struct NodeState {
+  std::map<PciAddress, Intent> devices;
+  std::map<PciAddress, VfCountIntent> vf_counts;  // by PF
+};
+
 // The state directory (`--state-dir`): `state.json` plus `lock`, held exclusively (flock) for the
 // store's lifetime. Saves are atomic: write a temporary file, fsync, rename, fsync the directory.
 // Thread-safe: binds of different IOMMU groups run on different threads (agent/); each change is
@@ -113,23 +132,27 @@ class StateStore {
 
   std::map<PciAddress, Intent> intents() const;  // a copy
   std::optional<Intent> Find(const PciAddress& a) const;
+  std::map<PciAddress, VfCountIntent> vf_counts() const;  // a copy
+  std::optional<VfCountIntent> FindVfCount(const PciAddress& pf) const;
   // Replaces (or with nullopt erases) one intent and saves; the in-memory state changes only
   // when the save succeeded.
   absl::Status Put(const PciAddress& a, std::optional<Intent> intent);
   // Applies `change` to a copy of the intents and saves it (one atomic write for many changes);
   // the in-memory state changes only when the save succeeded.
   absl::Status Update(const std::function<void(std::map<PciAddress, Intent>&)>& change);
+  // Replaces (or with nullopt erases) one PF's VF count intent and saves, as Put.
+  absl::Status PutVfCount(const PciAddress& pf, std::optional<VfCountIntent> intent);
 
   const std::string& dir() const { return dir_; }
 
  private:
   StateStore(std::string dir, UniqueFd lock)
       : dir_(std::move(dir)), lock_(std::move(lock)), state_(std::make_unique<State>()) {}
-  absl::Status Save(const std::map<PciAddress, Intent>& intents) const;
+  absl::Status Save(const NodeState& state) const;
 
   struct State {
     Mutex mu;
-    std::map<PciAddress, Intent> intents ABSL_GUARDED_BY(mu);
+    NodeState saved ABSL_GUARDED_BY(mu);
   };
   std::string dir_;
   UniqueFd lock_;
@@ -137,9 +160,8 @@ class StateStore {
 };
 
 // The state file's text and back; exposed for tests and the fuzzer.
-std::string EncodeState(const std::map<PciAddress, Intent>& intents);
-absl::StatusOr<std::map<PciAddress, Intent>> DecodeState(std::string_view json,
-                                                         std::string_view origin);
+std::string EncodeState(const NodeState& state);
+absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view origin);
 
 // ---- Binding -------------------------------------------------------------------------------
 
@@ -216,11 +238,31 @@ absl::Status ReapplyDevice(const Node& node, StateStore& store, const PciDevice&
 
 // ---- SR-IOV --------------------------------------------------------------------------------
 
-// Sets a PF's VF count: `0` first, then `count` (the kernel refuses a change between two
-// non-zero values); nothing when it already has `count` (VFs in use are not recreated). Refuses a
-// function without `sriov_totalvfs`, a count above it, and removing VFs the state store has
-// enabled. Protection and pods holding VFs are the caller's to check.
-absl::Status SetNumVfs(const Node& node, const StateStore& store, const PciDevice& pf,
-                       unsigned count);
+// VF count steps: 1 intent saved, 2 sriov_drivers_autoprobe written (when the intent says),
+// 3 sriov_numvfs 0, 4 sriov_numvfs N. A kill at any step leaves the old count or the new one,
+// and the new one is what Reapply brings about.
+inline constexpr int kVfCountSteps = 4;
+
+// Sets a PF's VF count for `source`, recording it before the first write: `0` first, then
+// `count` (the kernel refuses a change between two non-zero values); no write when it already
+// has `count` (VFs in use are not recreated). Refuses a function without `sriov_totalvfs`, a count
+// above it, a count another source set differently (naming it), and removing VFs the state
+// store has enabled. Protection and pods holding VFs are the caller's to check.
+absl::Status SetVfCount(const Node& node, StateStore& store, const PciDevice& pf,
+                        std::string_view source, unsigned count,
+                        std::optional<bool> drivers_autoprobe = std::nullopt);
+
+// Drops `source` from the PF's VF count intent; when none is left, restores the count the PF had
+// before us and forgets the intent. Refused like SetVfCount while a VF is enabled. OK when
+// `source` had no count there.
+absl::Status ReleaseVfCount(const Node& node, StateStore& store, const PciDevice& pf,
+                            std::string_view source);
+
+// At start, before Reapply: brings every recorded VF count about, finishes interrupted releases.
+// A PF that is absent keeps its intent (reported); one now protected, or replaced by another
+// device (IDs differ), is forgotten and left as it is. One status per PF that failed.
+std::vector<absl::Status> ReapplyVfCounts(const Node& node, StateStore& store,
+                                          const std::vector<PciDevice>& devices,
+                                          const Protected& protect);
 
 }  // namespace pcid::vfio

@@ -8,6 +8,7 @@
 
 #include <absl/status/status.h>
 #include <absl/strings/match.h>
+#include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
 
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/status.h"
 #include "unit/udev/tree_fixture.h"
 
 namespace pcid::testing {
@@ -38,6 +40,32 @@ class KernelModel {
     if (!f.driver.empty()) WriteDriverFiles(f.driver);
   }
   void AddDriver(const std::string& name) { WriteDriverFiles(name); }
+
+  // An SR-IOV PF with room for `total` VFs (none yet): VF i is function `first_vf + i` on the
+  // PF's bus, device `vf_device`, on `vf_driver` when autoprobe is on, in IOMMU group
+  // `first_group + i`.
+  struct PfSpec {
+    unsigned total = 4;
+    std::string vf_device = "0x10ca";
+    std::string vf_driver = "igbvf";
+    unsigned first_vf = 1;
+    unsigned first_group = 100;
+  };
+  void AddPf(FunctionSpec f, PfSpec pf) {
+    AddFunction(f);
+    const std::string dir = sys_.DirOf(f.address);
+    sys_.WriteFile(dir + "/sriov_totalvfs", absl::StrCat(pf.total, "\n"));
+    sys_.WriteFile(dir + "/sriov_numvfs", "0\n");
+    sys_.WriteFile(dir + "/sriov_drivers_autoprobe", "1\n");
+    if (!pf.vf_driver.empty()) WriteDriverFiles(pf.vf_driver);
+    pfs_[f.address] = {f, pf};
+  }
+  // The addresses VF 0..n-1 of `pf` get.
+  std::string VfAddress(const std::string& pf, unsigned i) const {
+    const Pf& p = pfs_.at(pf);
+    const unsigned fn = p.vfs.first_vf + i;
+    return absl::StrCat(pf.substr(0, 8), absl::Hex(fn / 8, absl::kZeroPad2), ".", fn % 8);
+  }
 
   // A hot-plugged function the kernel is still adding: its uevent is out, but until the
   // kernel's own first probe (FinishArrival) drivers_probe does nothing to it.
@@ -78,8 +106,10 @@ class KernelModel {
         Unbind(address);
         return absl::OkStatus();
       }
-      if (attr == "sriov_numvfs") {
-        sys_.WriteFile(sys_.DirOf(address) + "/sriov_numvfs", std::string(value) + "\n");
+      if (attr == "sriov_numvfs") return SetNumVfs(address, value);
+      if (attr == "sriov_drivers_autoprobe") {
+        if (value != "0" && value != "1") return absl::InvalidArgumentError("autoprobe: -22");
+        sys_.WriteFile(sys_.DirOf(address) + "/sriov_drivers_autoprobe", std::string(value) + "\n");
         return absl::OkStatus();
       }
       return absl::PermissionDeniedError(rel + ": not writable");
@@ -131,6 +161,64 @@ class KernelModel {
   bool fail_vfio_probe = false;
 
  private:
+  struct Pf {
+    FunctionSpec spec;
+    PfSpec vfs;
+    unsigned num = 0;
+  };
+
+  // As sriov_numvfs_store: EBUSY between two non-zero counts, ERANGE above the total; VFs come
+  // with their physfn and the PF's virtfnN links, and go with them.
+  absl::Status SetNumVfs(const std::string& address, std::string_view value) {
+    auto it = pfs_.find(address);
+    if (it == pfs_.end()) {
+      sys_.WriteFile(sys_.DirOf(address) + "/sriov_numvfs", std::string(value) + "\n");
+      return absl::OkStatus();
+    }
+    Pf& pf = it->second;
+    unsigned n = 0;
+    if (!absl::SimpleAtoi(pcid::ToAbsl(value), &n))
+      return absl::InvalidArgumentError("sriov_numvfs: -22");
+    if (n == pf.num) return absl::OkStatus();
+    if (n > pf.vfs.total) return absl::OutOfRangeError("sriov_numvfs: -34");
+    if (n > 0 && pf.num > 0) return absl::ResourceExhaustedError("sriov_numvfs: -16 (busy)");
+    const std::string pf_dir = sys_.DirOf(address);
+    for (unsigned i = 0; i < pf.num; ++i) {
+      const std::string vf = VfAddress(address, i);
+      const std::string dir = sys_.DirOf(vf);
+      if (!Driver(vf).empty()) Unbind(vf);
+      std::filesystem::remove_all(sys_.root() / dir);
+      std::filesystem::remove(sys_.root() / "bus/pci/devices" / vf);
+      std::filesystem::remove(sys_.root() / pf_dir / absl::StrCat("virtfn", i));
+      std::filesystem::remove(sys_.root() / "kernel/iommu_groups" / group_[vf] / "devices" / vf);
+      natural_.erase(vf);
+      group_.erase(vf);
+    }
+    pf.num = n;
+    bool autoprobe = false;
+    if (std::ifstream in(sys_.root() / pf_dir / "sriov_drivers_autoprobe"); in) {
+      std::string v;
+      std::getline(in, v);
+      autoprobe = v == "1";
+    }
+    for (unsigned i = 0; i < n; ++i) {
+      const std::string vf = VfAddress(address, i);
+      FunctionSpec spec = pf.spec;
+      spec.address = vf;
+      spec.device = pf.vfs.vf_device;
+      spec.driver.clear();
+      spec.group = absl::StrCat(pf.vfs.first_group + i);
+      AddFunction(spec);
+      natural_[vf] = pf.vfs.vf_driver;
+      const std::string dir = sys_.DirOf(vf);
+      sys_.Symlink(dir + "/physfn", "../" + address);
+      sys_.Symlink(pf_dir + "/" + absl::StrCat("virtfn", i), "../" + vf);
+      if (autoprobe && !pf.vfs.vf_driver.empty()) Bind(vf, pf.vfs.vf_driver);
+    }
+    sys_.WriteFile(pf_dir + "/sriov_numvfs", absl::StrCat(n, "\n"));
+    return absl::OkStatus();
+  }
+
   void WriteDriverFiles(const std::string& name) {
     sys_.WriteFile("bus/pci/drivers/" + name + "/bind", "");
     sys_.WriteFile("bus/pci/drivers/" + name + "/unbind", "");
@@ -157,6 +245,7 @@ class KernelModel {
   std::map<std::string, std::string> natural_;
   std::map<std::string, std::string> group_;
   std::set<std::string> arriving_;
+  std::map<std::string, Pf> pfs_;
 };
 
 }  // namespace pcid::testing

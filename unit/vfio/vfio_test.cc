@@ -523,22 +523,173 @@ BOOST_AUTO_TEST_CASE(disable_refused_while_a_process_holds_the_group) {
   BOOST_TEST(f.kernel.Driver("0000:00:02.0") == "e1000e");
 }
 
-BOOST_AUTO_TEST_CASE(sriov_writes_zero_then_n_and_guards) {
+// An SR-IOV NIC behind the root port, as the kernel model creates its VFs (01:00.1 ... .4).
+constexpr char kPf[] = "0000:03:00.0";
+
+void AddSriovNic(Fixture& f) {
+  f.kernel.AddPf(
+      {.address = kPf, .parent = "0000:00:01.0", .device = "0x10c9", .driver = "igb", .group = "8"},
+      {.total = 4});
+  f.Reopen();
+}
+
+BOOST_AUTO_TEST_CASE(sriov_count_is_recorded_then_written_through_zero) {
   Fixture f;
-  f.sys.WriteFile(f.sys.DirOf("0000:00:02.0") + "/sriov_totalvfs", "7\n");
-  f.sys.WriteFile(f.sys.DirOf("0000:00:02.0") + "/sriov_numvfs", "0\n");
+  AddSriovNic(f);
   auto store = *StateStore::Open(f.state.path());
   Node node = f.MakeNode();
-  PciDevice pf = f.Device("0000:00:02.0");
-  BOOST_REQUIRE(SetNumVfs(node, store, pf, 4).ok());
-  const std::vector<std::string> want = {"bus/pci/devices/0000:00:02.0/sriov_numvfs=0",
-                                         "bus/pci/devices/0000:00:02.0/sriov_numvfs=4"};
+  BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 2, false).ok());
+  std::vector<std::string> want = {"bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe=0",
+                                   "bus/pci/devices/0000:03:00.0/sriov_numvfs=2"};
   BOOST_TEST(f.kernel.writes == want, boost::test_tools::per_element());
-  BOOST_TEST(absl::IsInvalidArgument(SetNumVfs(node, store, pf, 8)));
-  BOOST_TEST(absl::IsFailedPrecondition(SetNumVfs(node, store, f.Device("0000:00:04.0"), 1)));
-  BOOST_REQUIRE(Enable(node, store, f.Device("0000:01:00.0"), f.Protect(), "cli").ok());
-  pf.virtual_functions = {A("0000:01:00.0")};  // pretend it is one of the VFs
-  BOOST_TEST(absl::IsFailedPrecondition(SetNumVfs(node, store, pf, 0)));
+  BOOST_TEST(f.Device(kPf).virtual_functions.size() == 2u);
+  BOOST_TEST(f.kernel.Driver("0000:03:00.1") == "");  // autoprobe off: no VF driver
+  auto intent = store.FindVfCount(A(kPf));
+  BOOST_REQUIRE(intent.has_value());
+  BOOST_TEST(intent->count == 2u);
+  BOOST_TEST(intent->original_count == 0u);
+  BOOST_TEST(intent->ids == "8086:10c9");
+  // A change between two non-zero counts goes through 0; the same count writes nothing.
+  f.kernel.writes.clear();
+  BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 3).ok());
+  want = {"bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe=0",
+          "bus/pci/devices/0000:03:00.0/sriov_numvfs=0",
+          "bus/pci/devices/0000:03:00.0/sriov_numvfs=3"};
+  BOOST_TEST(f.kernel.writes == want, boost::test_tools::per_element());
+  f.kernel.writes.clear();
+  BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 3).ok());
+  BOOST_TEST(f.kernel.writes.empty());
+  // Released: back to the count it had before us, and forgotten.
+  BOOST_REQUIRE(ReleaseVfCount(node, store, f.Device(kPf), "config").ok());
+  BOOST_TEST(f.Device(kPf).virtual_functions.empty());
+  BOOST_TEST(!store.FindVfCount(A(kPf)).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(sriov_refusals_write_nothing) {
+  Fixture f;
+  AddSriovNic(f);
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  BOOST_TEST(absl::IsInvalidArgument(SetVfCount(node, store, f.Device(kPf), "cli", 5)));
+  BOOST_TEST(
+      absl::IsFailedPrecondition(SetVfCount(node, store, f.Device("0000:00:02.0"), "cli", 1)));
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(store.vf_counts().empty());
+  BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 2).ok());
+  // Another source may not change the count config set; the same count it may share.
+  f.kernel.writes.clear();
+  absl::Status other = SetVfCount(node, store, f.Device(kPf), "cli", 3);
+  BOOST_TEST(absl::IsFailedPrecondition(other));
+  BOOST_TEST(std::string(other.message()).find("is set by config") != std::string::npos,
+             other.message());
+  // A VF enabled for passthrough keeps the count where it is.
+  f.Reopen();
+  BOOST_REQUIRE(Enable(node, store, f.Device("0000:03:00.1"), f.Protect(), "cli").ok());
+  f.kernel.writes.clear();
+  absl::Status busy = SetVfCount(node, store, f.Device(kPf), "config", 4);
+  BOOST_TEST(absl::IsFailedPrecondition(busy));
+  BOOST_TEST(
+      std::string(busy.message()).find("its VF 0000:03:00.1 is enabled") != std::string::npos,
+      busy.message());
+  BOOST_TEST(absl::IsFailedPrecondition(ReleaseVfCount(node, store, f.Device(kPf), "config")));
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(store.FindVfCount(A(kPf))->count == 2u);
+}
+
+// kill -9 after every step of a count change (2 -> 3), then a restart: the new count, VFs the
+// intent names; the enabled VF of a reboot comes back first, then is bound again.
+BOOST_AUTO_TEST_CASE(crash_at_every_vf_count_step_is_recovered) {
+  for (int step = 1; step <= kVfCountSteps; ++step) {
+    Fixture f;
+    AddSriovNic(f);
+    {
+      auto store = *StateStore::Open(f.state.path());
+      Node node = f.MakeNode();
+      BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 2).ok());
+      f.hook = [step](int n) {
+        if (n == step) throw Killed{n};
+      };
+      Node killed = f.MakeNode();
+      BOOST_CHECK_THROW((void)SetVfCount(killed, store, f.Device(kPf), "config", 3), Killed);
+    }
+    f.hook = nullptr;
+    auto store = *StateStore::Open(f.state.path());
+    Node node = f.MakeNode();
+    const auto before = f.Device(kPf).virtual_functions.size();
+    BOOST_TEST((before == 0u || before == 2u || before == 3u), "step " << step);
+    auto failures = ReapplyVfCounts(node, store, f.Devices(), f.Protect());
+    BOOST_TEST(failures.empty(), "step " << step);
+    BOOST_TEST(f.Device(kPf).virtual_functions.size() == 3u, "step " << step);
+    BOOST_TEST(store.FindVfCount(A(kPf))->count == 3u, "step " << step);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(reboot_brings_vfs_back_before_their_binding) {
+  Fixture f;
+  AddSriovNic(f);
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 2, false).ok());
+  BOOST_REQUIRE(Enable(node, store, f.Device("0000:03:00.2"), f.Protect(), "claim").ok());
+  // The reboot: VFs gone (the kernel's count is 0 again), the state file kept.
+  f.kernel.Rebind("0000:03:00.2", "");
+  BOOST_REQUIRE(f.kernel.Write("bus/pci/devices/0000:03:00.0/sriov_numvfs", "0").ok());
+  BOOST_TEST(f.Device(kPf).virtual_functions.empty());
+  BOOST_TEST(ReapplyVfCounts(node, store, f.Devices(), f.Protect()).empty());
+  BOOST_TEST(Reapply(node, store, f.Devices(), f.Protect()).empty());
+  BOOST_TEST(f.kernel.Driver("0000:03:00.2") == "vfio-pci");
+  BOOST_TEST(f.kernel.Driver("0000:03:00.1") == "");
+}
+
+BOOST_AUTO_TEST_CASE(reapply_forgets_counts_for_a_protected_or_replaced_pf) {
+  Fixture f;
+  AddSriovNic(f);
+  {
+    auto store = *StateStore::Open(f.state.path());
+    Node node = f.MakeNode();
+    BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 2).ok());
+  }
+  BOOST_REQUIRE(f.kernel.Write("bus/pci/devices/0000:03:00.0/sriov_numvfs", "0").ok());
+  f.kernel.writes.clear();
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  DeviceSelector deny;
+  deny.address = A(kPf);
+  auto failures = ReapplyVfCounts(node, store, f.Devices(), f.Protect({deny}));
+  BOOST_REQUIRE(failures.size() == 1u);
+  BOOST_TEST(std::string(failures[0].message()).find("forgotten: it is denied by the config") !=
+                 std::string::npos,
+             failures[0].message());
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(store.vf_counts().empty());
+}
+
+BOOST_AUTO_TEST_CASE(state_file_round_trips_vf_counts) {
+  NodeState state;
+  state.vf_counts[A(kPf)] = VfCountIntent{2, 1, {"config"}, "8086:10c9", false};
+  state.vf_counts[A("0000:04:00.0")] = VfCountIntent{0, 4, {}, "", std::nullopt};
+  auto back = DecodeState(EncodeState(state), "x");
+  BOOST_REQUIRE(back.ok());
+  BOOST_TEST(back->vf_counts.size() == 2u);
+  const VfCountIntent& a = back->vf_counts.at(A(kPf));
+  BOOST_TEST(a.count == 2u);
+  BOOST_TEST(a.original_count == 1u);
+  BOOST_TEST(a.ids == "8086:10c9");
+  BOOST_TEST((a.drivers_autoprobe == std::optional<bool>(false)));
+  BOOST_TEST(back->vf_counts.at(A("0000:04:00.0")).sources.empty());
+  BOOST_TEST(EncodeState({}).find("vfCounts") == std::string::npos);  // older files unchanged
+  for (
+      const char* text : {
+          R"({"version":1,"devices":[],"vfCounts":{}})",
+          R"({"version":1,"devices":[],"vfCounts":[{"address":"0000:03:00.0","sources":[]}]})",
+          R"({"version":1,"devices":[],"vfCounts":[{"address":"0000:03:00.0","count":-1,"originalCount":0,"sources":[]}]})",
+          R"({"version":1,"devices":[],"vfCounts":[{"address":"0000:03:00.0","count":70000,"originalCount":0,"sources":[]}]})",
+          R"({"version":1,"devices":[],"vfCounts":[{"address":"../x","count":1,"originalCount":0,"sources":[]}]})",
+          R"({"version":1,"devices":[],"vfCounts":[{"address":"0000:03:00.0","count":1,"originalCount":0,"sources":[],"driversAutoprobe":"no"}]})",
+      }) {
+    auto s = DecodeState(text, "/x/state.json");
+    BOOST_TEST(!s.ok(), text);
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -590,13 +741,13 @@ BOOST_AUTO_TEST_CASE(broken_files_are_clear_errors) {
       "\"originalDriver\":\"\",\"sources\":[],\"ids\":808610}]}",
   };
   // IDs round-trip, and files without them still read.
-  const std::map<PciAddress, Intent> intents = {
-      {A("0000:00:02.0"), Intent{true, "e1000e", {"cli"}, "8086:10d3"}},
-      {A("0000:00:03.0"), Intent{false, "", {}, ""}}};
+  const NodeState intents{{{A("0000:00:02.0"), Intent{true, "e1000e", {"cli"}, "8086:10d3"}},
+                           {A("0000:00:03.0"), Intent{false, "", {}, ""}}},
+                          {}};
   auto back = DecodeState(EncodeState(intents), "x");
   BOOST_REQUIRE(back.ok());
-  BOOST_TEST(back->at(A("0000:00:02.0")).ids == "8086:10d3");
-  BOOST_TEST(back->at(A("0000:00:03.0")).ids == "");
+  BOOST_TEST(back->devices.at(A("0000:00:02.0")).ids == "8086:10d3");
+  BOOST_TEST(back->devices.at(A("0000:00:03.0")).ids == "");
   for (const char* text : bad) {
     auto s = DecodeState(text, "/x/state.json");
     BOOST_TEST(!s.ok(), text);

@@ -1,0 +1,177 @@
+// SR-IOV: a PF's VF count as a recorded intent, written as numbered steps.
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "core/attribute.h"
+#include "core/naming.h"
+#include "core/status.h"
+#include "vfio/steps.h"
+#include "vfio/vfio.h"
+
+namespace pcid::vfio {
+namespace {
+
+using internal::DevDir;
+using internal::Step;
+using internal::Write;
+
+// The PF's count as the kernel has it now (the PciDevice may be older than the last write).
+absl::StatusOr<unsigned> CurrentNumVfs(const Node& node, const std::string& address) {
+  const std::string rel = DevDir(address) + "/sriov_numvfs";
+  auto text = node.sysfs.ReadFile(rel);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("pci ", address, ": read ", rel, ": ",
+                                                           text.status().message()));
+  }
+  auto n = ParseDecimalAttribute(*text, 0, 65535);
+  if (!n.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("pci ", address, ": ", rel, ": ", n.status().message()));
+  }
+  return static_cast<unsigned>(*n);
+}
+
+// Any VF of `pf` the store has enabled: removing it would pull a device from under its user.
+absl::Status RefuseIfVfEnabled(const StateStore& store, const PciDevice& pf) {
+  for (const PciAddress& vf : pf.virtual_functions) {
+    if (store.Find(vf)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pci ", pf.address.ToString(), ": its VF ", vf.ToString(),
+                       " is enabled for passthrough; disable it first"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Steps 2 to 4: brings the kernel to `intent.count`, through 0 when it has another non-zero count.
+absl::Status WriteCount(const Node& node, const std::string& address, unsigned had,
+                        const VfCountIntent& intent, unsigned count) {
+  if (intent.drivers_autoprobe && count > 0 && had != count) {
+    PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/sriov_drivers_autoprobe",
+                               *intent.drivers_autoprobe ? "1" : "0"));
+  }
+  Step(node, 2);
+  if (had == count) return absl::OkStatus();  // VFs in use are not recreated
+  const std::string rel = DevDir(address) + "/sriov_numvfs";
+  if (had > 0) PCID_RETURN_IF_ERROR(Write(node, address, rel, "0"));
+  Step(node, 3);
+  if (count > 0) PCID_RETURN_IF_ERROR(Write(node, address, rel, absl::StrCat(count)));
+  Step(node, 4);
+  node.log.info("pci {}: {} VFs (had {})", address, count, had);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SetVfCount(const Node& node, StateStore& store, const PciDevice& pf,
+                        std::string_view source, unsigned count,
+                        std::optional<bool> drivers_autoprobe) {
+  const std::string address = pf.address.ToString();
+  if (!pf.sriov_total_vfs) {
+    return absl::FailedPreconditionError(absl::StrCat("pci ", address, ": not an SR-IOV PF"));
+  }
+  if (count > *pf.sriov_total_vfs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pci ", address, ": ", count, " VFs asked, it has at most ", *pf.sriov_total_vfs));
+  }
+  std::optional<VfCountIntent> cur = store.FindVfCount(pf.address);
+  if (cur && cur->count != count) {
+    std::set<std::string> others = cur->sources;
+    others.erase(std::string(source));
+    if (!others.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pci ", address, ": its VF count ", cur->count, " is set by ",
+                       absl::StrJoin(others, ", "), "; change it there"));
+    }
+  }
+  PCID_ASSIGN_OR_RETURN(unsigned had, CurrentNumVfs(node, address));
+  if (had != count && had > 0) PCID_RETURN_IF_ERROR(RefuseIfVfEnabled(store, pf));
+  VfCountIntent next;
+  if (cur) {
+    next = *cur;
+  } else {
+    next.original_count = had;
+  }
+  next.count = count;
+  next.sources.emplace(source);
+  next.ids = VendorDeviceIds(pf.vendor_id, pf.device_id);
+  if (drivers_autoprobe) next.drivers_autoprobe = drivers_autoprobe;
+  PCID_RETURN_IF_ERROR(store.PutVfCount(pf.address, next));
+  Step(node, 1);
+  return WriteCount(node, address, had, next, count);
+}
+
+absl::Status ReleaseVfCount(const Node& node, StateStore& store, const PciDevice& pf,
+                            std::string_view source) {
+  const std::string address = pf.address.ToString();
+  std::optional<VfCountIntent> cur = store.FindVfCount(pf.address);
+  if (!cur || !cur->sources.count(std::string(source))) return absl::OkStatus();
+  VfCountIntent next = *cur;
+  next.sources.erase(std::string(source));
+  if (!next.sources.empty()) return store.PutVfCount(pf.address, next);
+  PCID_ASSIGN_OR_RETURN(unsigned had, CurrentNumVfs(node, address));
+  if (had != next.original_count && had > 0) PCID_RETURN_IF_ERROR(RefuseIfVfEnabled(store, pf));
+  // Recorded as a release first: a kill before the end is finished by the next start.
+  PCID_RETURN_IF_ERROR(store.PutVfCount(pf.address, next));
+  Step(node, 1);
+  next.drivers_autoprobe.reset();  // the PF's own setting is left as the admin had it
+  PCID_RETURN_IF_ERROR(WriteCount(node, address, had, next, next.original_count));
+  return store.PutVfCount(pf.address, std::nullopt);
+}
+
+std::vector<absl::Status> ReapplyVfCounts(const Node& node, StateStore& store,
+                                          const std::vector<PciDevice>& devices,
+                                          const Protected& protect) {
+  std::vector<absl::Status> failures;
+  for (const auto& [address, intent] : store.vf_counts()) {
+    const std::string text = address.ToString();
+    auto pf = std::find_if(devices.begin(), devices.end(),
+                           [&](const PciDevice& d) { return d.address == address; });
+    if (pf == devices.end()) {
+      failures.push_back(absl::NotFoundError(
+          absl::StrCat("pci ", text, ": its VF count ", intent.count,
+                       " is kept for when the PF comes back (not on this node now)")));
+      continue;
+    }
+    std::string forget;
+    if (auto it = protect.find(address); it != protect.end()) {
+      forget = absl::StrCat("it ", it->second);
+    } else if (!intent.ids.empty() && intent.ids != VendorDeviceIds(pf->vendor_id, pf->device_id)) {
+      forget = absl::StrCat("it is ", VendorDeviceIds(pf->vendor_id, pf->device_id),
+                            " now, the count was set for ", intent.ids);
+    } else if (!pf->sriov_total_vfs) {
+      forget = "it is no SR-IOV PF now";
+    }
+    if (!forget.empty()) {
+      failures.push_back(absl::FailedPreconditionError(absl::StrCat(
+          "pci ", text, ": recorded VF count ", intent.count, " forgotten: ", forget)));
+      if (absl::Status st = store.PutVfCount(address, std::nullopt); !st.ok()) {
+        failures.push_back(st);
+      }
+      continue;
+    }
+    auto had = CurrentNumVfs(node, text);
+    if (!had.ok()) {
+      failures.push_back(had.status());
+      continue;
+    }
+    const unsigned want = intent.sources.empty() ? intent.original_count : intent.count;
+    VfCountIntent apply = intent;
+    if (intent.sources.empty()) apply.drivers_autoprobe.reset();
+    if (absl::Status st = WriteCount(node, text, *had, apply, want); !st.ok()) {
+      failures.push_back(st);
+      continue;
+    }
+    if (intent.sources.empty()) {
+      if (absl::Status st = store.PutVfCount(address, std::nullopt); !st.ok()) {
+        failures.push_back(st);
+      }
+    }
+  }
+  return failures;
+}
+
+}  // namespace pcid::vfio
