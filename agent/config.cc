@@ -22,6 +22,64 @@ absl::StatusOr<uint16_t> Hex4(std::string_view text, const std::string& where) {
   return static_cast<uint16_t>(*v);
 }
 
+// `"sriov": [{"address": "0000:04:00.0", "numVFs": 2, "driversAutoprobe": false}]`.
+absl::StatusOr<std::vector<SriovConfig>> ParseSriov(simdjson::dom::element value,
+                                                    const std::string& origin) {
+  simdjson::dom::array list;
+  if (value.get(list)) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": \"sriov\" must be an array"));
+  }
+  std::vector<SriovConfig> out;
+  size_t index = 0;
+  for (simdjson::dom::element item : list) {
+    const std::string where = absl::StrCat(origin, ": sriov[", index++, "]");
+    simdjson::dom::object entry;
+    if (item.get(entry)) return absl::InvalidArgumentError(absl::StrCat(where, ": want an object"));
+    SriovConfig c;
+    bool has_address = false, has_count = false;
+    for (auto [k, v] : entry) {
+      const std::string field = absl::StrCat(where, ".", std::string(k));
+      if (k == "address") {
+        std::string_view text;
+        if (v.get(text)) return absl::InvalidArgumentError(absl::StrCat(field, ": want a string"));
+        auto a = ParsePciAddress(text);
+        if (!a.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(field, ": ", a.status().message()));
+        }
+        c.address = *a;
+        has_address = true;
+      } else if (k == "numVFs") {
+        int64_t n = -1;
+        if (v.get(n) || n < 0 || n > 65535) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ": want an integer from 0 to 65535"));
+        }
+        c.num_vfs = static_cast<unsigned>(n);
+        has_count = true;
+      } else if (k == "driversAutoprobe") {
+        bool b = false;
+        if (v.get(b))
+          return absl::InvalidArgumentError(absl::StrCat(field, ": want true or false"));
+        c.drivers_autoprobe = b;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": unknown key \"", std::string(k), "\""));
+      }
+    }
+    if (!has_address || !has_count) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": want \"address\" and \"numVFs\""));
+    }
+    for (const SriovConfig& other : out) {
+      if (other.address == c.address) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": ", c.address.ToString(), " listed twice"));
+      }
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::string& origin) {
@@ -35,6 +93,10 @@ absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::str
   if (root.get(top)) return absl::InvalidArgumentError(absl::StrCat(origin, ": want an object"));
   DaemonConfig config;
   for (auto [key, value] : top) {
+    if (key == "sriov") {
+      PCID_ASSIGN_OR_RETURN(config.sriov, ParseSriov(value, origin));
+      continue;
+    }
     if (key != "enable" && key != "deny") {
       return absl::InvalidArgumentError(
           absl::StrCat(origin, ": unknown key \"", std::string(key), "\""));

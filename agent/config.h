@@ -1,13 +1,16 @@
 // File: agent/config.h
 //
-// The standalone config file: `{"enable": [selector, ...], "deny": [selector, ...]}` (`deny`:
-// devices never bound to vfio-pci, whatever enables them), a selector being an object with any
-// of "address", "vendor" (4 hex), "device" (4 hex), "class" (4 hex), "driver". Unknown keys, wrong
-// types, malformed values and broken JSON are errors naming the file and the offending part.
+// The standalone config file: `{"enable": [selector, ...], "deny": [selector, ...], "sriov":
+// [{"address": "0000:04:00.0", "numVFs": 2, "driversAutoprobe": false}, ...]}` (`deny`: devices
+// never bound to vfio-pci, whatever enables them; `sriov`: the VF count of each PF, and whether
+// its VFs go to the VF driver first), a selector being an object with any of "address", "vendor"
+// (4 hex), "device" (4 hex), "class" (4 hex), "driver". Unknown keys, wrong types, malformed
+// values and broken JSON are errors naming the file and the offending part.
 #pragma once
 
 #include <absl/status/statusor.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,9 +18,17 @@
 
 namespace pcid::agent {
 
+struct SriovConfig {
+  PciAddress address;
+  unsigned num_vfs = 0;
+  std::optional<bool> drivers_autoprobe;  // unset: the PF's own setting is left alone
+  friend bool operator==(const SriovConfig&, const SriovConfig&) = default;
+};
+
 struct DaemonConfig {
   std::vector<DeviceSelector> enable;
   std::vector<DeviceSelector> deny = {};
+  std::vector<SriovConfig> sriov = {};
 };
 
 absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::string& origin);

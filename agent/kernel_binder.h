@@ -32,6 +32,7 @@ class KernelBinder final : public Binder {
   void Submit(std::string what, std::set<std::string> keys, Work work,
               std::function<void()> done) override;
   std::map<PciAddress, vfio::Intent> Intents() const override { return store_.intents(); }
+  std::map<PciAddress, vfio::VfCountIntent> VfCounts() const override { return store_.vf_counts(); }
 
   // Jobs started and not finished, and jobs waiting for a key (for tests and logs).
   size_t running() const;

@@ -96,10 +96,47 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
     Replan();
     if (ready) ready();
   };
+  const auto vf_counts = ports_.binder.VfCounts();
+  if (vf_counts.empty()) {
+    ReapplyIntents(std::move(finish));
+    return true;
+  }
+  // VF counts first: a claimed VF must exist again before its intent can bind it.
+  ports_.log.info("re-applying {} recorded VF counts", vf_counts.size());
+  auto protect = Protection();
+  if (!protect.ok()) {
+    ports_.log.error("recorded VF counts not re-applied: {}", ToStd(protect.status().message()));
+    ReapplyIntents(std::move(finish));
+    return true;
+  }
+  std::vector<PciAddress> addresses;
+  for (const auto& [pf, intent] : vf_counts) {
+    if (const PciDevice* d = FindPciDevice(devices_, pf)) {
+      addresses.push_back(pf);
+      addresses.insert(addresses.end(), d->virtual_functions.begin(), d->virtual_functions.end());
+    }
+  }
+  SubmitJob(
+      "re-apply recorded VF counts", std::move(addresses),
+      [devices = devices_, protect = *std::move(protect)](const vfio::Node& node,
+                                                          vfio::StateStore& store, const Post&) {
+        for (const absl::Status& st : vfio::ReapplyVfCounts(node, store, devices, protect)) {
+          node.log.error("{}", ToStd(st.message()));
+        }
+      },
+      [this, finish = std::move(finish)]() mutable {
+        Discover();  // the VFs the counts created
+        Replan();
+        ReapplyIntents(std::move(finish));
+      });
+  return true;
+}
+
+void Reconciler::ReapplyIntents(std::function<void()> finish) {
   const auto intents = Intents();
   if (intents.empty()) {
     finish();
-    return true;
+    return;
   }
   ports_.log.info("re-applying {} recorded device intents", intents.size());
   // Protection as it is now: the deny list or the host's disks and routes may have changed
@@ -109,7 +146,7 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
     ports_.log.error("recorded device intents not re-applied: {}",
                      ToStd(protect.status().message()));
     finish();
-    return true;
+    return;
   }
   std::vector<PciAddress> addresses;
   for (const auto& [a, intent] : intents) addresses.push_back(a);
@@ -122,7 +159,6 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
         }
       },
       std::move(finish));
-  return true;
 }
 
 void Reconciler::SubmitJob(std::string what, std::vector<PciAddress> addresses, Binder::Work work,
@@ -181,12 +217,144 @@ void Reconciler::Select(bool report) {
       if (usb.device_class != kUsbHubClass) enabled_usb.insert(name);
     }
   }
-  for (size_t i = 0; report && i < used.size(); ++i) {
-    if (!used[i]) ports_.log.warn("config enable[{}] matches no device on this node", i);
-  }
   enabled_usb_ = std::move(enabled_usb);
+  // Devices first: a VF the config no longer enables is busy with its disable when its PF's
+  // count is looked at, and the count waits for it.
   ApplyConfig(wanted);
+  ApplyVfCounts(report);
   Refresh();
+  // A selector for VFs that a VF count job is creating is judged once they exist.
+  if (report) unmatched_report_due_ = true;
+  if (unmatched_report_due_ && vf_jobs_ == 0) {
+    unmatched_report_due_ = false;
+    for (size_t i = 0; i < used.size(); ++i) {
+      if (!used[i]) ports_.log.warn("config enable[{}] matches no device on this node", i);
+    }
+  }
+}
+
+// The config's VF counts (source "config"): set when the PF lacks them, released when the config
+// dropped them; any recorded count a PF lost (its driver reloaded) is written again. A refusal
+// is reported once, until a reload or the PF's arrival.
+void Reconciler::ApplyVfCounts(bool report) {
+  if (report) refused_vfs_.clear();
+  const auto recorded = ports_.binder.VfCounts();
+  auto skip = [&](const PciAddress& pf) {
+    if (refused_vfs_.count(pf) || busy_.count(pf.ToString())) return true;
+    const PciDevice* d = FindPciDevice(devices_, pf);
+    for (const PciAddress& vf : d ? d->virtual_functions : std::vector<PciAddress>{}) {
+      if (busy_.count(vf.ToString())) {
+        vf_recheck_ = true;  // after the VF's own job
+        return true;
+      }
+    }
+    return false;
+  };
+  std::set<PciAddress> in_config;
+  for (size_t i = 0; i < config_.sriov.size(); ++i) {
+    const SriovConfig& want = config_.sriov[i];
+    in_config.insert(want.address);
+    const PciDevice* pf = FindPciDevice(devices_, want.address);
+    if (!pf) {
+      if (report) {
+        ports_.log.warn("config sriov[{}]: no PCI function {} on this node", i,
+                        want.address.ToString());
+      }
+      continue;
+    }
+    if (skip(want.address)) continue;
+    auto it = recorded.find(want.address);
+    if (it != recorded.end() && it->second.sources.count("config") &&
+        it->second.count == want.num_vfs &&
+        it->second.drivers_autoprobe == want.drivers_autoprobe &&
+        pf->sriov_num_vfs == want.num_vfs) {
+      continue;  // as wanted
+    }
+    const std::string what =
+        absl::StrCat("VF count ", want.num_vfs, " on ", want.address.ToString(), " for config");
+    SubmitVfCount(
+        *pf, what,
+        [want](const vfio::Node& node, vfio::StateStore& store, const PciDevice& pf,
+               const vfio::Protected&) {
+          return vfio::SetVfCount(node, store, pf, "config", want.num_vfs, want.drivers_autoprobe);
+        },
+        [this, pf = want.address](const absl::Status& st) {
+          if (st.ok()) return;
+          refused_vfs_.insert(pf);
+          ports_.log.error("config: pci {}: VF count not set: {}", pf.ToString(),
+                           ToStd(st.message()));
+        });
+  }
+  for (const auto& [address, intent] : recorded) {
+    const PciDevice* pf = FindPciDevice(devices_, address);
+    if (!pf || skip(address) || in_config.count(address)) continue;
+    const bool config_dropped = intent.sources.count("config") > 0;
+    if (!config_dropped && (intent.sources.empty() || pf->sriov_num_vfs == intent.count)) continue;
+    SubmitVfCount(
+        *pf,
+        absl::StrCat(config_dropped ? "release the VF count of " : "re-apply the VF count of ",
+                     address.ToString()),
+        [config_dropped](const vfio::Node& node, vfio::StateStore& store, const PciDevice& pf,
+                         const vfio::Protected& protect) {
+          return config_dropped ? vfio::ReleaseVfCount(node, store, pf, "config")
+                                : vfio::ReapplyVfCount(node, store, pf, protect);
+        },
+        [this, address](const absl::Status& st) {
+          if (st.ok()) return;
+          refused_vfs_.insert(address);
+          ports_.log.error("config: pci {}: VF count not given back: {}", address.ToString(),
+                           ToStd(st.message()));
+        });
+  }
+}
+
+void Reconciler::SubmitVfCount(const PciDevice& pf, std::string what, VfWork work,
+                               std::function<void(const absl::Status&)> then) {
+  const std::string id = pf.address.ToString();
+  auto protect = Protection();
+  if (!protect.ok()) return then(protect.status());
+  if (auto it = protect->find(pf.address); it != protect->end()) {
+    return then(
+        absl::FailedPreconditionError(absl::StrCat("pci ", id, ": refused: it ", it->second)));
+  }
+  Busy(id, +1);
+  ++vf_jobs_;
+  // Any change goes through 0: every VF goes, and none may be in a pod (the SR-IOV network
+  // plugin's, say).
+  holders_.AskFresh([this, alive = std::weak_ptr<bool>(alive_), pf, what = std::move(what),
+                     work = std::move(work), then = std::move(then), protect = *std::move(protect)](
+                        const absl::StatusOr<HolderTracker::Holders>& holders) mutable {
+    if (alive.expired()) return;
+    Busy(pf.address.ToString(), -1);
+    for (const PciAddress& vf : pf.virtual_functions) {
+      const std::string vf_id = vf.ToString();
+      if (!holders.ok() || holders->count(vf_id)) {
+        --vf_jobs_;
+        return then(absl::FailedPreconditionError(absl::StrCat(
+            "pci ", pf.address.ToString(), ": its VF ", vf_id,
+            holders.ok() ? absl::StrCat(" is allocated to ", holders->at(vf_id), " (PodResources)")
+                         : absl::StrCat(": cannot tell whether a pod holds it (",
+                                        holders.status().message(), ")"))));
+      }
+    }
+    std::vector<PciAddress> addresses = pf.virtual_functions;
+    addresses.push_back(pf.address);
+    auto result = std::make_shared<absl::Status>();
+    SubmitJob(
+        std::move(what), std::move(addresses),
+        [work = std::move(work), pf, protect = std::move(protect), result](
+            const vfio::Node& node, vfio::StateStore& store, const Post&) {
+          *result = work(node, store, pf, protect);
+        },
+        [this, result, then = std::move(then)] {
+          --vf_jobs_;
+          then(*result);
+          // VFs came or went: read the node again (the uevents follow, and find it known).
+          if (!Discover()) return;
+          Replan();
+          if (started_) Select(/*report=*/false);
+        });
+  });
 }
 
 // Brings the intents' "config" source in line with `wanted`, in the background. A refused device
@@ -496,6 +664,10 @@ std::optional<Clock::time_point> Reconciler::NextWake() const {
 }
 
 void Reconciler::RunDue() {
+  if (vf_recheck_ && started_) {
+    vf_recheck_ = false;
+    ApplyVfCounts(/*report=*/false);
+  }
   if (replan_due_) {
     replan_due_ = false;
     Refresh();  // enabled_ from the intents the jobs left
@@ -551,6 +723,7 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
       // cause, do not: a refusal stays until the next reload).
       if (ev.action == "add") {
         refused_.erase(*address);
+        refused_vfs_.erase(*address);
         arrived.push_back(*address);
       }
       changed = true;

@@ -111,6 +111,15 @@ class Reconciler {
   void DiscoverUsb();
   void Select(bool report);
   void ApplyConfig(const std::set<PciAddress>& wanted);
+  void ReapplyIntents(std::function<void()> finish);
+  // VF counts (the config's "sriov", and recorded ones a PF lost with its driver) brought about.
+  void ApplyVfCounts(bool report);
+  // A kernel job on a PF's VF count, its VFs busy too: refused for a protected PF, or one whose
+  // VFs a pod holds (a fresh PodResources view); then the node is read again and `then` told.
+  using VfWork = std::function<absl::Status(const vfio::Node&, vfio::StateStore&,
+                                            const PciDevice& pf, const vfio::Protected&)>;
+  void SubmitVfCount(const PciDevice& pf, std::string what, VfWork work,
+                     std::function<void(const absl::Status&)> then);
   void SubmitEnable(std::vector<PciDevice> devices, std::string source,
                     std::function<void(const PciDevice&, const absl::Status&)> each,
                     std::function<void()> done);
@@ -157,6 +166,10 @@ class Reconciler {
   std::set<std::string> enabled_usb_;  // USB object names the config or a claim enables
   std::set<std::string> claimed_usb_;  // USB object names USBDeviceClaims enable
   std::set<PciAddress> refused_;       // config devices refused, reported once per reload
+  std::set<PciAddress> refused_vfs_;   // PFs whose VF count failed, retried at reload or arrival
+  size_t vf_jobs_ = 0;                 // VF count jobs in flight
+  bool vf_recheck_ = false;            // a VF count waits for its VFs' jobs (RunDue)
+  bool unmatched_report_due_ = false;  // selectors' "matches no device", after VF count jobs
   std::set<std::string> removed_;      // unplugged while allocated (still in devices_)
   std::map<std::string, int> busy_;    // addresses with kernel jobs in flight
   size_t jobs_in_flight_ = 0;

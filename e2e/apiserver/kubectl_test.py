@@ -31,6 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 EMULATOR = os.path.join(HERE, "apiserver_emulator.py")
 CRDS = os.path.join(ROOT, "deploy", "crds")
 KUBEVIRT_CRD = os.path.join(HERE, "kubevirt-crd.yaml")
+# Every CRD this project ships (one file each), by plural.
+CRD_PLURALS = sorted(f[:-len(".yaml")] for f in os.listdir(CRDS) if f.endswith(".yaml"))
 
 DEV = "testnode1-00003f063"
 DEV_STATUS = {"address": "0000:3f:06.3", "vendorId": "8086", "deviceId": "0d4c", "classId": "0200",
@@ -217,14 +219,16 @@ def run(t, kubectl, raw, plain, emu, args):
     t.check("kubectl version reaches the server", rc == 0 and "Server Version: " in out and
             "v" + args.kube_version in out, out + err)
     rc, out, err = kubectl("apply", "-f", CRDS)
-    t.check("kubectl apply -f deploy/crds/ creates 4 CRDs", rc == 0 and out.count(" created") == 4, out + err)
+    t.check(f"kubectl apply -f deploy/crds/ creates {len(CRD_PLURALS)} CRDs",
+            rc == 0 and out.count(" created") == len(CRD_PLURALS), out + err)
     rc, out, err = kubectl("apply", "-f", KUBEVIRT_CRD)
     t.check("kubectl apply -f kubevirt-crd.yaml", rc == 0 and "kubevirts.kubevirt.io created" in out, out + err)
     rc, out, err = kubectl("get", "crd", "pcidevices.devices.harvesterhci.io", "-o",
                            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}")
     t.check("CRD is Established", rc == 0 and out.strip() == "True", out + err)
     rc, out, err = kubectl("apply", "-f", CRDS)
-    t.check("re-applying the CRDs changes nothing", rc == 0 and out.count(" unchanged") == 4, out + err)
+    t.check("re-applying the CRDs changes nothing",
+            rc == 0 and out.count(" unchanged") == len(CRD_PLURALS), out + err)
     rc, out, err = kubectl("api-resources")
     rows = {c[0]: c for c in (cells(l) for l in out.splitlines()[1:]) if c}
     want = {"pcidevices": "PCIDevice", "pcideviceclaims": "PCIDeviceClaim", "usbdevices": "USBDevice",
@@ -429,9 +433,8 @@ def legacy_discovery(t, kubectl_path, work):
         rc2, out2, err2 = kubectl("api-resources", "--api-group=devices.harvesterhci.io", "-o", "name")
         rc3, out3, err3 = kubectl("get", "pcidevices")
         t.check("legacy discovery only: apply CRDs, api-resources, get", rc == rc2 == rc3 == 0 and
-                out.count(" created") == 4 and sorted(out2.split()) == sorted(
-                    "%s.devices.harvesterhci.io" % p for p in ("pcidevices", "pcideviceclaims", "usbdevices",
-                                                               "usbdeviceclaims")) and
+                out.count(" created") == len(CRD_PLURALS) and sorted(out2.split()) == sorted(
+                    "%s.devices.harvesterhci.io" % p for p in CRD_PLURALS) and
                 "No resources found" in err3, out + err + out2 + err2 + out3 + err3)
         raw = Raw(emu)
         st, obj, _ = raw.req("GET", "/apis", headers={"Accept": "application/json;g=apidiscovery.k8s.io;v=v2;"

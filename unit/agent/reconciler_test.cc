@@ -261,6 +261,114 @@ BOOST_AUTO_TEST_CASE(a_config_bind_that_fails_is_not_served) {
   BOOST_TEST(f.plugins.Device(kNic)->healthy);
 }
 
+// SR-IOV from the config: an igb-like PF behind the root port; its VFs 03:00.1... come from the
+// kernel model as the kernel creates them.
+constexpr char kPf[] = "0000:03:00.0";
+
+void AddSriovNic(AgentFixture& f) {
+  f.kernel.AddPf(
+      {.address = kPf, .parent = "0000:00:01.0", .device = "0x10c9", .driver = "igb", .group = "8"},
+      {.total = 4});
+  f.Reopen();
+}
+
+DaemonConfig SriovConfig(unsigned n, std::vector<DeviceSelector> enable = {}) {
+  return {.enable = std::move(enable), .sriov = {{*ParsePciAddress(kPf), n, false}}};
+}
+
+BOOST_AUTO_TEST_CASE(config_vf_count_creates_vfs_and_a_selector_binds_one) {
+  AgentFixture f;
+  AddSriovNic(f);
+  f.Start(SriovConfig(2, {ByAddress("0000:03:00.2")}));
+  f.Settle();
+  BOOST_TEST(f.binder->VfCounts().at(*ParsePciAddress(kPf)).count == 2u);
+  BOOST_TEST(FindPciDevice(f.reconciler->devices(), *ParsePciAddress("0000:03:00.1")) != nullptr);
+  BOOST_TEST(f.kernel.Driver("0000:03:00.1") == "");  // autoprobe off: on no driver
+  BOOST_TEST(f.kernel.Driver("0000:03:00.2") == "vfio-pci");
+  // The VF selector is judged once the VFs exist.
+  BOOST_TEST(f.log.text().find("matches no device") == std::string::npos, f.log.text());
+  BOOST_REQUIRE(f.plugins.Device("0000:03:00.2") != nullptr);
+  BOOST_TEST(f.plugins.Device("0000:03:00.2")->healthy);
+  // A count change while a VF is bound: refused, reported, nothing written.
+  f.kernel.writes.clear();
+  f.reconciler->OnConfig(SriovConfig(3, {ByAddress("0000:03:00.2")}));
+  f.Settle();
+  BOOST_TEST(f.log.text().find("config: pci 0000:03:00.0: VF count not set: pci 0000:03:00.0: "
+                               "its VF 0000:03:00.2 is enabled") != std::string::npos,
+             f.log.text());
+  BOOST_TEST(f.kernel.writes.empty());
+  // The selector dropped and the count with it: the VF given back, then the VFs removed.
+  f.reconciler->OnConfig({});
+  f.Settle();
+  f.Settle();  // the release waits for the VF's disable
+  BOOST_TEST(f.binder->Intents().empty());
+  BOOST_TEST(f.binder->VfCounts().empty(), f.log.text());
+  BOOST_TEST(FindPciDevice(f.reconciler->devices(), *ParsePciAddress("0000:03:00.1")) == nullptr);
+  BOOST_TEST(f.plugins.plan.empty());
+}
+
+BOOST_AUTO_TEST_CASE(restart_creates_lost_vfs_before_binding_the_claimed_one) {
+  AgentFixture f;
+  AddSriovNic(f);
+  f.Start(SriovConfig(2));
+  f.Settle();
+  std::optional<ClaimOutcome> out;
+  f.Claim(true, "0000:03:00.1", out);
+  f.Settle();
+  BOOST_REQUIRE(out.has_value());
+  BOOST_TEST(out->ok, out->message);
+  // Behind the agent's back (a reboot, a reload of igb): the VFs are gone.
+  f.reconciler.reset();
+  f.binder.reset();
+  f.kernel.Rebind("0000:03:00.1", "");
+  BOOST_REQUIRE(f.kernel.Write("bus/pci/devices/0000:03:00.0/sriov_numvfs", "0").ok());
+  f.Start(SriovConfig(2));
+  BOOST_REQUIRE(f.binder->jobs.size() == 1u);
+  BOOST_TEST(f.binder->jobs[0].what == "re-apply recorded VF counts");
+  f.Settle();
+  f.Settle();
+  BOOST_TEST(f.ready);
+  BOOST_TEST(f.kernel.Driver("0000:03:00.1") == "vfio-pci");
+  BOOST_TEST(f.plugins.Device("0000:03:00.1")->healthy);
+}
+
+BOOST_AUTO_TEST_CASE(vf_count_refusals_change_nothing) {
+  AgentFixture f;
+  AddSriovNic(f);
+  // Above sriov_totalvfs; a function that is no PF; the host's default-route NIC.
+  f.Start({.enable = {},
+           .sriov = {{*ParsePciAddress(kPf), 9, std::nullopt},
+                     {*ParsePciAddress(kNic), 1, std::nullopt},
+                     {*ParsePciAddress("0000:00:04.0"), 1, std::nullopt}}});
+  f.Settle();
+  const std::string log = f.log.text();
+  BOOST_TEST(log.find("9 VFs asked, it has at most 4") != std::string::npos, log);
+  BOOST_TEST(log.find("pci 0000:00:02.0: not an SR-IOV PF") != std::string::npos, log);
+  BOOST_TEST(
+      log.find("pci 0000:00:04.0: refused: it carries the default route") != std::string::npos,
+      log);
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(f.binder->VfCounts().empty());
+  // Reported once: a uevent's re-selection does not try again.
+  f.reconciler->OnUevents({{"pci", "change", kNic}});
+  f.Settle();
+  BOOST_TEST(f.binder->submitted.size() == 2u);  // the two kernel jobs of the first try
+}
+
+BOOST_AUTO_TEST_CASE(a_pod_holding_a_vf_keeps_the_count) {
+  AgentFixture f;
+  AddSriovNic(f);
+  f.Start(SriovConfig(2));
+  f.Settle();
+  f.pods.held["0000:03:00.2"] = "default/vm-net/compute";
+  f.reconciler->OnConfig(SriovConfig(1));
+  f.Settle();
+  BOOST_TEST(f.log.text().find("its VF 0000:03:00.2 is allocated to default/vm-net/compute") !=
+                 std::string::npos,
+             f.log.text());
+  BOOST_TEST(f.binder->VfCounts().at(*ParsePciAddress(kPf)).count == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(control_request_answers_after_the_kernel) {
   AgentFixture f;
   f.Start();
