@@ -122,53 +122,50 @@ absl::Status ReleaseVfCount(const Node& node, StateStore& store, const PciDevice
   return store.PutVfCount(pf.address, std::nullopt);
 }
 
+absl::Status ReapplyVfCount(const Node& node, StateStore& store, const PciDevice& pf,
+                            const Protected& protect) {
+  const std::optional<VfCountIntent> intent = store.FindVfCount(pf.address);
+  if (!intent) return absl::OkStatus();
+  const std::string text = pf.address.ToString();
+  std::string forget;
+  if (auto it = protect.find(pf.address); it != protect.end()) {
+    forget = absl::StrCat("it ", it->second);
+  } else if (!intent->ids.empty() && intent->ids != VendorDeviceIds(pf.vendor_id, pf.device_id)) {
+    forget = absl::StrCat("it is ", VendorDeviceIds(pf.vendor_id, pf.device_id),
+                          " now, the count was set for ", intent->ids);
+  } else if (!pf.sriov_total_vfs) {
+    forget = "it is no SR-IOV PF now";
+  }
+  if (!forget.empty()) {
+    PCID_RETURN_IF_ERROR(store.PutVfCount(pf.address, std::nullopt));
+    return absl::FailedPreconditionError(
+        absl::StrCat("pci ", text, ": recorded VF count ", intent->count, " forgotten: ", forget));
+  }
+  PCID_ASSIGN_OR_RETURN(unsigned had, CurrentNumVfs(node, text));
+  const bool release = intent->sources.empty();
+  VfCountIntent apply = *intent;
+  if (release) apply.drivers_autoprobe.reset();
+  PCID_RETURN_IF_ERROR(
+      WriteCount(node, text, had, apply, release ? intent->original_count : intent->count));
+  if (release) return store.PutVfCount(pf.address, std::nullopt);
+  return absl::OkStatus();
+}
+
 std::vector<absl::Status> ReapplyVfCounts(const Node& node, StateStore& store,
                                           const std::vector<PciDevice>& devices,
                                           const Protected& protect) {
   std::vector<absl::Status> failures;
   for (const auto& [address, intent] : store.vf_counts()) {
-    const std::string text = address.ToString();
     auto pf = std::find_if(devices.begin(), devices.end(),
                            [&](const PciDevice& d) { return d.address == address; });
     if (pf == devices.end()) {
       failures.push_back(absl::NotFoundError(
-          absl::StrCat("pci ", text, ": its VF count ", intent.count,
+          absl::StrCat("pci ", address.ToString(), ": its VF count ", intent.count,
                        " is kept for when the PF comes back (not on this node now)")));
       continue;
     }
-    std::string forget;
-    if (auto it = protect.find(address); it != protect.end()) {
-      forget = absl::StrCat("it ", it->second);
-    } else if (!intent.ids.empty() && intent.ids != VendorDeviceIds(pf->vendor_id, pf->device_id)) {
-      forget = absl::StrCat("it is ", VendorDeviceIds(pf->vendor_id, pf->device_id),
-                            " now, the count was set for ", intent.ids);
-    } else if (!pf->sriov_total_vfs) {
-      forget = "it is no SR-IOV PF now";
-    }
-    if (!forget.empty()) {
-      failures.push_back(absl::FailedPreconditionError(absl::StrCat(
-          "pci ", text, ": recorded VF count ", intent.count, " forgotten: ", forget)));
-      if (absl::Status st = store.PutVfCount(address, std::nullopt); !st.ok()) {
-        failures.push_back(st);
-      }
-      continue;
-    }
-    auto had = CurrentNumVfs(node, text);
-    if (!had.ok()) {
-      failures.push_back(had.status());
-      continue;
-    }
-    const unsigned want = intent.sources.empty() ? intent.original_count : intent.count;
-    VfCountIntent apply = intent;
-    if (intent.sources.empty()) apply.drivers_autoprobe.reset();
-    if (absl::Status st = WriteCount(node, text, *had, apply, want); !st.ok()) {
+    if (absl::Status st = ReapplyVfCount(node, store, *pf, protect); !st.ok()) {
       failures.push_back(st);
-      continue;
-    }
-    if (intent.sources.empty()) {
-      if (absl::Status st = store.PutVfCount(address, std::nullopt); !st.ok()) {
-        failures.push_back(st);
-      }
     }
   }
   return failures;

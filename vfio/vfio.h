@@ -265,4 +265,9 @@ std::vector<absl::Status> ReapplyVfCounts(const Node& node, StateStore& store,
                                           const std::vector<PciDevice>& devices,
                                           const Protected& protect);
 
+// ReapplyVfCounts for one PF (its driver was reloaded, it was plugged back in). OK when it has
+// no recorded count or already has it.
+absl::Status ReapplyVfCount(const Node& node, StateStore& store, const PciDevice& pf,
+                            const Protected& protect);
+
 }  // namespace pcid::vfio
