@@ -40,6 +40,7 @@ struct PciDevice {
   std::optional<unsigned> sriov_num_vfs;
   std::optional<PciAddress> physical_function;
   std::vector<PciAddress> virtual_functions;  // ordered by virtfn index
+  std::vector<std::string> net_interfaces;    // an SR-IOV network PF's interfaces (net/*), sorted
   std::optional<PciAddress> parent_bridge;    // the upstream bridge, absent on a root bus
 
   DeviceNames names;

@@ -135,7 +135,9 @@ Projection::Projection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& config,
                                                               std::string node,
                                                               std::shared_ptr<spdlog::logger> log,
-                                                              ClaimHandler claims) {
+                                                              ClaimHandler claims,
+                                                              SriovHandler sriov) {
+  (void)sriov;  // served by the SR-IOV controllers (in progress)
   // Fail early on a config that can never work (bad certificates), not in a thread.
   PCID_RETURN_IF_ERROR(KubeClient::Create(config).status());
   auto impl = std::make_unique<Impl>();

@@ -14,9 +14,12 @@
 #include <absl/status/statusor.h>
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "core/device.h"
@@ -56,14 +59,56 @@ struct ClaimRequest {
 // any thread, once.
 using ClaimHandler = std::function<void(ClaimRequest, std::function<void(ClaimOutcome)> done)>;
 
+// ---- SR-IOV (issue "SR-IOV as a managed resource"; docs/sriov-upstream.md) ----------------
+//
+// What this node's SR-IOV objects ask of the device owner. The owner validates everything again
+// (addresses, counts, protection, pods) and answers with a reason a condition can carry.
+
+// A PF's VF count: an SRIOVNetworkDevice's spec.numVFs, or an SRIOVGPUDevice's spec.enabled (all
+// of its VFs: sriov_totalvfs). The count is an intent of source `source`.
+struct VfCountRequest {
+  std::string source;                     // "SRIOVNetworkDevice/<name>", "SRIOVGPUDevice/<name>"
+  std::string pf_address;                 // spec.address as the object spells it
+  std::optional<unsigned> count;          // nullopt: give the count back (object gone, disabled)
+  std::optional<bool> drivers_autoprobe;  // spec.driversAutoprobe when set
+};
+
+// A VFClaim: `count` free VFs (not enabled, not held by a pod, not protected) of the PF at
+// `pf_address`, or of any PF with `vendor_id`/`device_id`, bound to vfio-pci; VFs are created
+// when the PF has none (up to its maximum: `max_vfs` where an SRIOVNetworkDevice sets a count,
+// else sriov_totalvfs). `release` gives the claim's VFs back.
+struct VfClaimRequest {
+  std::string name;  // metadata.name: the intents' source is "VFClaim/<name>"
+  bool release = false;
+  std::string pf_address;            // or:
+  std::string vendor_id, device_id;  // 4 hex digits each, as the object spells them
+  unsigned count = 0;
+  std::map<std::string, unsigned> max_vfs = {};  // PF address -> its SRIOVNetworkDevice numVFs
+};
+
+// The owner's answer. Reasons (CamelCase, for conditions): InvalidAddress, InvalidCount,
+// DeviceNotFound, NotSriov, Protected, TooManyVFs, VFInUse, EnableFailed, NotEnoughVFs.
+struct VfOutcome {
+  bool ok = false;
+  std::string reason;
+  std::string message;
+  std::vector<std::string> vf_addresses;  // count: the PF's VFs now; claim: the claim's VFs
+  std::string resource_name;              // claim: the device-plugin resource serving them
+};
+
+using VfRequest = std::variant<VfCountRequest, VfClaimRequest>;
+// Called on the projection's thread; `done` may be called from any thread, once.
+using SriovHandler = std::function<void(VfRequest, std::function<void(VfOutcome)> done)>;
+
 class Projection {
  public:
   // Starts the threads; nothing is written before the first Publish(). Claims of this node are
-  // served through `claims`.
+  // served through `claims`, SR-IOV objects and VFClaims through `sriov`.
   static absl::StatusOr<std::unique_ptr<Projection>> Start(const KubeConfig& config,
                                                            std::string node,
                                                            std::shared_ptr<spdlog::logger> log,
-                                                           ClaimHandler claims);
+                                                           ClaimHandler claims,
+                                                           SriovHandler sriov = nullptr);
   ~Projection();  // stops the threads (ends watches at once)
 
   void Publish(std::shared_ptr<const Inventory> inventory);

@@ -32,6 +32,9 @@ class DeviceFiles {
     return base_.ReadLinkBasename(absl::StrCat(dir_, "/", ToAbsl(name)));
   }
   absl::StatusOr<std::vector<std::string>> ListDir() const { return base_.ListDir(dir_); }
+  absl::StatusOr<std::vector<std::string>> ListDir(std::string_view name) const {
+    return base_.ListDir(absl::StrCat(dir_, "/", ToAbsl(name)));
+  }
   std::string path() const { return absl::StrCat(base_.path(), "/", dir_); }
 
  private:
@@ -231,6 +234,14 @@ absl::StatusOr<PciDevice> ReadFunction(const SysfsRoot& sysfs, std::string_view 
   }
 
   ReadSriov(dir, dev, read_virtfns, log);
+  // A network PF's interfaces: Harvester names SRIOVNetworkDevice objects after them. PFs only,
+  // so a scan of thousands of VFs lists no extra directory.
+  if (dev.class_code == 0x02 && dev.sriov_total_vfs) {
+    if (auto names = dir.ListDir("net"); names.ok()) {
+      dev.net_interfaces = *std::move(names);
+      std::sort(dev.net_interfaces.begin(), dev.net_interfaces.end());
+    }
+  }
   if (target.ok()) dev.parent_bridge = ParentBridge(*target);
 
   if (pci_ids != nullptr) {
