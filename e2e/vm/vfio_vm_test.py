@@ -19,7 +19,12 @@ Checked:
     it; a usb-tablet appears as a USB resource;
   - kill -9 after every step of enable and of disable (the test build pcidevices_faults, with
     --test-abort-after-step; the shipped binaries have no test flags), then a daemon start: the
-    device ends in the intended state.
+    device ends in the intended state;
+  - SR-IOV on QEMU's NVMe controller (07:00.0, 2 VFs): the config's "sriov" creates both VFs
+    (driversAutoprobe false: on no driver), both are listed, the config's selector binds one to
+    vfio-pci and it is served; a count change while it is bound is refused; a restart after the
+    VFs were removed behind the daemon's back (echo 0 > sriov_numvfs) creates them again and
+    binds the claimed one again; dropping both from the config gives everything back.
 
 PCIDEVICES is the front binary; the pcidevices-agent next to it (which the front execs for every
 verb but list) goes into the guest beside it.
@@ -37,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vm import Vm  # noqa: E402
 
 NIC, NIC2, HOTPLUG = "0000:03:00.0", "0000:04:00.0", "0000:06:00.0"
+NVME_PF, VF1, VF2 = "0000:07:00.0", "0000:07:00.1", "0000:07:00.2"
 ROOT_DISK, ROUTE_NIC, ROOT_PORT = "0000:01:00.0", "0000:02:00.0", "0000:00:04.0"
 ICH9_SATA = "0000:00:1f.2"
 DISK_MATE = "0000:01:00.1"  # virtio-rng, function 1 of the root disk's device: the same group
@@ -147,6 +153,7 @@ def main():
             listing = json.loads(vm.run("pcidevices list --sysfs-root /sys --output json")[1])
             names = {d["status"]["address"]: d["status"]["resourceName"] for d in listing}
             scenario(vm, g, names[NIC])
+            sriov(vm, g, config)
         finally:
             rc, log = vm.run("cat /tmp/d.log")
             if failures:
@@ -303,6 +310,69 @@ def scenario(vm, g, resource):
         check(f"kill -9 after disable step {step} (left on {mid or 'no driver'}): e1000e and forgotten "
               "after restart", ok and g.driver(NIC2) == "e1000e")
         g.stop_daemon()
+
+
+def sriov(vm, g, base_config):
+    """6. SR-IOV: VF counts from the config, as intents, on QEMU's NVMe controller."""
+    def write_config(sriov_entries, enable_vf):
+        c = dict(base_config, sriov=sriov_entries)
+        if enable_vf:
+            c["enable"] = base_config["enable"] + [{"address": VF1}]
+        vm.check(f"echo {shlex.quote(json.dumps(c))} >/etc/pcid.json")
+
+    def numvfs():
+        return vm.run(f"cat /sys/bus/pci/devices/{NVME_PF}/sriov_numvfs")[1].strip()
+
+    def log_has(text):
+        return g.until(f"grep -q {shlex.quote(text)} /tmp/d.log", timeout=30)
+
+    check(f"{NVME_PF} starts on nvme with 0 of {vm.run(f'cat /sys/bus/pci/devices/{NVME_PF}/sriov_totalvfs')[1].strip()} VFs",
+          g.driver(NVME_PF) == "nvme" and numvfs() == "0")
+    two = [{"address": NVME_PF, "numVFs": 2, "driversAutoprobe": False}]
+    write_config(two, True)
+    t = time.monotonic()
+    g.start_daemon()
+    ok = g.until(f"[ \"$(readlink /sys/bus/pci/devices/{VF1}/driver | sed 's,.*/,,')\" = vfio-pci ]", timeout=60)
+    check(f"the config's sriov: 2 VFs created, {VF1} bound to vfio-pci ({time.monotonic() - t:.1f}s)",
+          ok and numvfs() == "2" and g.driver(VF2) == "" and g.driver(NVME_PF) == "nvme",
+          f"numvfs {numvfs()}, {VF2} on {g.driver(VF2)!r}")
+    listing = json.loads(vm.run("pcidevices list --sysfs-root /sys --output json")[1])
+    by_address = {d["status"]["address"]: d for d in listing}
+    check("pcidevices list shows both VFs", VF1 in by_address and VF2 in by_address, sorted(by_address))
+    vf_resource = by_address.get(VF1, {}).get("status", {}).get("resourceName", "")
+    lst = g.listed(vf_resource, pred=lambda d: d.get(VF1) == "Healthy", what=f"{VF1} listed Healthy")
+    check(f"ListAndWatch {vf_resource}: {VF1} Healthy", lst is not None and lst.get(VF1) == "Healthy", lst)
+    state = json.loads(vm.run(f"cat {STATE}/state.json")[1])
+    check("the VF count is recorded", [(v["address"], v["count"]) for v in state.get("vfCounts", [])] ==
+          [(NVME_PF, 2)], state)
+
+    # A count change while a VF is bound: refused, the count kept.
+    write_config([{"address": NVME_PF, "numVFs": 1, "driversAutoprobe": False}], True)
+    vm.run("kill -HUP $(cat /tmp/d.pid)")
+    check("a count change while a VF is bound is refused",
+          log_has(f"its VF {VF1} is enabled for passthrough") and numvfs() == "2" and
+          g.driver(VF1) == "vfio-pci")
+
+    # Behind the daemon's back (a reboot, a reload of nvme): the VFs go; a restart brings them
+    # back, and the claimed one onto vfio-pci again.
+    g.stop_daemon()
+    write_config(two, True)
+    vm.check(f"echo 0 > /sys/bus/pci/devices/{NVME_PF}/sriov_numvfs")
+    check("VFs removed behind its back", numvfs() == "0" and vm.run(f"[ ! -e /sys/bus/pci/devices/{VF1} ]")[0] == 0)
+    t = time.monotonic()
+    g.start_daemon()
+    ok = g.until(f"[ \"$(readlink /sys/bus/pci/devices/{VF1}/driver | sed 's,.*/,,')\" = vfio-pci ]", timeout=60)
+    check(f"restart: VFs created again and {VF1} bound again ({time.monotonic() - t:.1f}s)",
+          ok and numvfs() == "2")
+
+    # Dropped from the config: the VF given back, then the count (to the PF's own 0).
+    write_config([], False)
+    vm.run("kill -HUP $(cat /tmp/d.pid)")
+    ok = g.until(f"[ $(cat /sys/bus/pci/devices/{NVME_PF}/sriov_numvfs) = 0 ] && "
+                 f"! grep -q vfCounts {STATE}/state.json && ! grep -q {VF1} {STATE}/state.json", timeout=60)
+    check("dropped from the config: VF given back, VFs removed, nothing recorded",
+          ok and g.driver(NVME_PF) == "nvme", vm.run(f"cat {STATE}/state.json")[1])
+    g.stop_daemon()
 
 
 if __name__ == "__main__":

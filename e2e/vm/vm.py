@@ -14,6 +14,8 @@ the addresses are fixed):
     0000:00:05.0 rp_e2   -> 0000:04:00.0  e1000e #1
     0000:00:06.0 rp_usb  -> 0000:05:00.0  qemu-xhci (id xhci; usb-kbd on xhci.0)
     0000:00:07.0 rp_hp   -> 0000:06:00.0  empty: device_add {"bus": "rp_hp", ...} lands here
+    0000:00:08.0 rp_nvme -> 0000:07:00.0  QEMU NVMe with SR-IOV (2 VFs: 07:00.1, 07:00.2, each
+                                          in a group of its own once created)
     0000:00:1f.0/.2/.3   ICH9 LPC, AHCI, SMBus: one IOMMU group with three members
 
 Each device on its own root port is alone in its IOMMU group, but for the disk's two functions
@@ -54,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 ROOT_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"]
 # Loaded by the real init: without udev nothing auto-loads drivers.
 DRIVER_MODULES = ["e1000e", "virtio_net", "xhci_pci", "usbhid", "hid_generic", "usb_storage",
-                  "sd_mod"]
+                  "sd_mod", "nvme"]
 # Present for modprobe in the guest, not loaded: tests load vfio themselves.
 OPTIONAL_MODULES = ["vfio_pci", "vfio_iommu_type1"]
 
@@ -68,6 +70,10 @@ TOPOLOGY = [
     ("rp_e2", 5, "e1000e,romfile="),
     ("rp_usb", 6, "qemu-xhci,id=xhci"),
     ("rp_hp", 7, None),
+    # No drive: a legacy namespace refuses subsys; max_ioqpairs - sriov_vq_flexible >= 2
+    # (VM-NOTES.md). The PF (1b36:0010) is on nvme; its sriov_totalvfs is 2.
+    ("rp_nvme", 8, "nvme,serial=sriov0,subsys=s0,sriov_max_vfs=2,sriov_vq_flexible=4,"
+                   "sriov_vi_flexible=2,max_ioqpairs=6,msix_qsize=5"),
 ]
 HOTPLUG_PORT = "rp_hp"
 
@@ -79,6 +85,7 @@ KNOWN_DEVICES = {
     "1af4:1044": "virtio-rng", "1af4:1005": "virtio-rng",
     "1b36:000d": "xhci",
     "1b36:000c": "root-port",
+    "1b36:0010": "nvme",
 }
 
 GUEST_IP, GUEST_GW = "10.0.2.15/24", "10.0.2.2"
@@ -321,6 +328,7 @@ class Vm:
                 "-qmp", f"unix:{self._sockdir}/qmp,server=on,wait=off",
                 # snapshot=on: guest writes go to a temp overlay, the image stays as built.
                 "-drive", f"file={self.rootimg},if=none,id=rootdisk,format=raw,snapshot=on"]
+        args += ["-device", "nvme-subsys,id=s0"]  # the SR-IOV NVMe controller's subsystem
         for i, (port, slot, dev) in enumerate(TOPOLOGY, 1):
             args += ["-device",
                      f"pcie-root-port,id={port},chassis={i},slot={i},bus=pcie.0,addr={slot:#x}"]
