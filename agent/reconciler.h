@@ -92,6 +92,9 @@ class Reconciler {
   void OnControl(std::string line, std::function<void(std::vector<std::string>)> reply);
   // Our plugin answered Allocate for these PCI functions.
   void OnAllocated(const std::vector<std::string>& ids);
+  // An SR-IOV object's VF count or a VFClaim from the projection; `done` runs once, when decided
+  // (after the kernel answered).
+  void OnSriov(projection::VfRequest request, std::function<void(projection::VfOutcome)> done);
 
   // Timers: the earliest due one, and running the due ones. The loop calls RunDue once per turn,
   // after the turn's events: re-plans after kernel answers are coalesced there.
@@ -114,6 +117,17 @@ class Reconciler {
   void ReapplyIntents(std::function<void()> finish);
   // VF counts (the config's "sriov", and recorded ones a PF lost with its driver) brought about.
   void ApplyVfCounts(bool report);
+  void OnVfCount(projection::VfCountRequest request,
+                 std::function<void(projection::VfOutcome)> done);
+  void OnVfClaim(projection::VfClaimRequest request,
+                 std::function<void(projection::VfOutcome)> done);
+  std::optional<projection::VfOutcome> RefuseVfRequest(const PciDevice* pf,
+                                                       const std::string& text) const;
+  std::vector<const PciDevice*> ClaimablePfs(const projection::VfClaimRequest& request,
+                                             projection::VfOutcome& refusal) const;
+  void ReleaseVfClaim(const std::string& source, std::vector<PciAddress> vfs,
+                      std::function<void(projection::VfOutcome)> done);
+  void ReleaseUnusedVfClaimCounts();
   // A kernel job on a PF's VF count, its VFs busy too: refused for a protected PF, or one whose
   // VFs a pod holds (a fresh PodResources view); then the node is read again and `then` told.
   using VfWork = std::function<absl::Status(const vfio::Node&, vfio::StateStore&,

@@ -311,15 +311,22 @@ class Daemon {
       log_->error("{}", ToStd(config.status().message()));
       return false;
     }
-    // Claims are decided on the owner thread like everything that touches devices; the answer
-    // goes back to the projection's thread.
+    // Claims and SR-IOV requests are decided on the owner thread like everything that touches
+    // devices; the answer goes back to the projection's thread.
     auto claims = [this, post = Poster()](projection::ClaimRequest req,
                                           std::function<void(projection::ClaimOutcome)> done) {
       post([this, req = std::move(req), done = std::move(done)]() mutable {
         reconciler_->OnClaim(std::move(req), std::move(done));
       });
     };
-    auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"), claims);
+    auto sriov = [this, post = Poster()](projection::VfRequest req,
+                                         std::function<void(projection::VfOutcome)> done) {
+      post([this, req = std::move(req), done = std::move(done)]() mutable {
+        reconciler_->OnSriov(std::move(req), std::move(done));
+      });
+    };
+    auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"), claims,
+                                           sriov);
     if (!p.ok()) {
       log_->error("{}", ToStd(p.status().message()));
       return false;

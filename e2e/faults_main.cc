@@ -1,10 +1,10 @@
 // `pcidevices_faults`: pcidevices-agent with fault injection, for the crash tests only (built
 // with the tests, never installed, not in the image; the shipped binaries have no test flags).
 //
-//   pcidevices_faults enable|disable ADDRESS... --test-abort-after-step N [the agent's flags]
+//   pcidevices_faults enable|disable|vfs ... --test-abort-after-step N [the agent's flags]
 //
 // --test-abort-after-step N (anywhere after the verb, also as --test-abort-after-step=N; 1..99):
-// the process kills itself with SIGKILL right after step N of enable or disable, as a kill -9
+// the process kills itself with SIGKILL right after step N of enable, disable or vfs, as a kill -9
 // would, when it acts itself (no daemon answering). Everything else is the agent's.
 #include <signal.h>
 

@@ -24,7 +24,8 @@ Checked:
     (driversAutoprobe false: on no driver), both are listed, the config's selector binds one to
     vfio-pci and it is served; a count change while it is bound is refused; a restart after the
     VFs were removed behind the daemon's back (echo 0 > sriov_numvfs) creates them again and
-    binds the claimed one again; dropping both from the config gives everything back.
+    binds the claimed one again; dropping both from the config gives everything back; kill -9
+    after every step of `pcidevices vfs`, then a daemon start: the new count.
 
 PCIDEVICES is the front binary; the pcidevices-agent next to it (which the front execs for every
 verb but list) goes into the guest beside it.
@@ -373,6 +374,21 @@ def sriov(vm, g, base_config):
     check("dropped from the config: VF given back, VFs removed, nothing recorded",
           ok and g.driver(NVME_PF) == "nvme", vm.run(f"cat {STATE}/state.json")[1])
     g.stop_daemon()
+
+    # kill -9 after every step of `vfs` (intent saved, autoprobe, 0, N), then a daemon start:
+    # the new count, never VFs nobody recorded.
+    for step in range(1, 5):
+        rc, out = g.pcid(f"vfs {NVME_PF} 2 --test-abort-after-step {step}", FAULTS)
+        mid = numvfs()
+        check(f"vfs killed after step {step}", rc == 137, out)
+        g.start_daemon()
+        ok = g.until(f"[ $(cat /sys/bus/pci/devices/{NVME_PF}/sriov_numvfs) = 2 ] && "
+                     f"grep -q 'daemon started' /tmp/d.log", timeout=30)
+        check(f"kill -9 after vfs step {step} (left {mid} VFs): 2 VFs after restart",
+              ok and mid in ("0", "2"))
+        g.stop_daemon()
+        rc, out = g.pcid(f"vfs {NVME_PF} 0")
+        check(f"vfs {NVME_PF} 0 after round {step}", rc == 0 and numvfs() == "0", out)
 
 
 if __name__ == "__main__":
