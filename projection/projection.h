@@ -78,10 +78,11 @@ struct VfCountRequest {
 // when the PF has none (up to its maximum: `max_vfs` where an SRIOVNetworkDevice sets a count,
 // else sriov_totalvfs). `release` gives the claim's VFs back.
 struct VfClaimRequest {
-  std::string name;  // metadata.name: the intents' source is "VFClaim/<name>"
+  std::string name = {};  // metadata.name: the intents' source is "VFClaim/<name>"
   bool release = false;
-  std::string pf_address;            // or:
-  std::string vendor_id, device_id;  // 4 hex digits each, as the object spells them
+  std::string pf_address = {};  // or:
+  std::string vendor_id = {};   // 4 hex digits each, as the object spells them
+  std::string device_id = {};
   unsigned count = 0;
   std::map<std::string, unsigned> max_vfs = {};  // PF address -> its SRIOVNetworkDevice numVFs
 };
