@@ -9,6 +9,10 @@ outside. Each cycle plugs a function of resource intel.com/f000 (already on vfio
 IOMMU group, as the kernel presents a bound function) and unplugs it again; the latency is from
 the injector's stamp just before it emits the uevent ("sent_us") to the emulator's receipt of the
 updated list (its "t_us" stamp, same wall clock). Budget: p99 <= 10 ms.
+
+Then BATCHES batches of 8 functions at once, as a PF's new VFs arrive (each already on vfio-pci in
+its own IOMMU group, a new resource intel.com/f0ff): from the last function's "add" uevent to the
+list holding all 8. Budget (SR-IOV issue): <= 100 ms.
 """
 import json
 import os
@@ -79,10 +83,43 @@ def main():
                 print(f"uevent -> ListAndWatch {name:6}: p50 {pct(v, 50):6.2f} ms  p99 {pct(v, 99):6.2f} ms"
                       f"  max {max(v):6.2f} ms")
             print(f"budget p99 <= 10 ms: {'met' if pct(both, 99) <= 10 else 'MISSED'}")
+            batch = batches(inj, emu, log)
+            print(f"{len(batch)} batches of 8 new functions (VFs arriving): last add uevent -> all 8 "
+                  f"in ListAndWatch p50 {pct(batch, 50):6.2f} ms  p99 {pct(batch, 99):6.2f} ms  "
+                  f"max {max(batch):6.2f} ms")
+            print(f"budget <= 100 ms: {'met' if max(batch) <= 100 else 'MISSED'}")
         finally:
             inj.stop()
             if emu:
                 emu.stop()
+
+
+def batches(inj, emu, log, count=20):
+    """`count` times: 8 functions added at once (addresses 0000:c1:00.0-7, groups 9000-9007),
+    timed from the last add to the list holding all 8, then all removed."""
+    resource, vfs = "intel.com/f0ff", [f"0000:c1:00.{i}" for i in range(8)]
+    out = []
+    for _ in range(count):
+        emu.drain()
+        paths, sent = [], 0
+        for i, vf in enumerate(vfs):
+            r = inj.do(f"add-bound-pci {vf} 8086 f0ff 020000 {9000 + i}")
+            paths.append(r["syspath"])
+            sent = r["sent_us"]
+        e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == resource and
+                     {d["id"] for d in e["devices"]} == set(vfs), timeout=5)
+        if e is None:
+            log.seek(0)
+            print(log.read()[-2000:])
+            sys.exit("a batch was never listed whole")
+        out.append((e["t_us"] - sent) / 1000)
+        for path in paths:
+            inj.do(f"remove {path}")
+        # The plugin stops when its last device goes (it may list nothing first, or not): a
+        # second is plenty for the removals to be taken in either way.
+        emu.wait(lambda e: e["event"] == "list" and e["resource"] == resource and not e["devices"],
+                 timeout=1)
+    return out
 
 
 if __name__ == "__main__":
