@@ -103,7 +103,7 @@ void Reconciler::ApplyVfCounts(bool report) {
           return config_dropped ? vfio::ReleaseVfCount(node, store, pf, "config")
                                 : vfio::ReapplyVfCount(node, store, pf, protect);
         },
-        [this, address](const absl::Status& st) {
+        [this, address = address](const absl::Status& st) {
           if (st.ok()) return;
           refused_vfs_.insert(address);
           ports_.log.error("config: pci {}: VF count not given back: {}", address.ToString(),
@@ -438,7 +438,7 @@ void Reconciler::ReleaseUnusedVfClaimCounts() {
            const vfio::Protected&) {
           return vfio::ReleaseVfCount(node, store, pf, kVfClaimCountSource);
         },
-        [this, address](const absl::Status& st) {
+        [this, address = address](const absl::Status& st) {
           if (!st.ok()) {
             ports_.log.error("pci {}: VF count not given back: {}", address.ToString(),
                              ToStd(st.message()));

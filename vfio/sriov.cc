@@ -156,8 +156,10 @@ std::vector<absl::Status> ReapplyVfCounts(const Node& node, StateStore& store,
                                           const Protected& protect) {
   std::vector<absl::Status> failures;
   for (const auto& [address, intent] : store.vf_counts()) {
+    // Named: clang 14 cannot capture a structured binding.
+    const PciAddress& at = address;
     auto pf = std::find_if(devices.begin(), devices.end(),
-                           [&](const PciDevice& d) { return d.address == address; });
+                           [&at](const PciDevice& d) { return d.address == at; });
     if (pf == devices.end()) {
       failures.push_back(absl::NotFoundError(
           absl::StrCat("pci ", address.ToString(), ": its VF count ", intent.count,
