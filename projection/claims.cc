@@ -13,21 +13,6 @@
 namespace pcid::projection {
 namespace {
 
-std::string FinalizersPatch(const ObservedObject& c, bool add) {
-  std::vector<std::string> list;
-  for (const std::string& f : c.finalizers) {
-    if (f != kClaimFinalizer) list.push_back(f);
-  }
-  if (add) list.push_back(kClaimFinalizer);
-  JsonWriter w;
-  w.BeginObject().Key("metadata").BeginObject();
-  w.Key("resourceVersion").String(c.resource_version);  // lose no one else's finalizer
-  w.Key("finalizers").BeginArray();
-  for (const std::string& f : list) w.String(f);
-  w.EndArray().EndObject().EndObject();
-  return w.str();
-}
-
 // {"status": {...}} as the claim should show `outcome`; nullopt when the server already shows it.
 // PCI: passthroughEnabled, kernelDriverToUnbind; USB: nodeName, pciAddress (Harvester's fields);
 // both with a PassthroughEnabled condition.
@@ -71,11 +56,26 @@ std::optional<std::string> StatusPatch(const ObservedObject& c, const ClaimOutco
   return patch.str();
 }
 
+}  // namespace
+
+std::string FinalizersPatch(const ObservedObject& c, bool add) {
+  std::vector<std::string> list;
+  for (const std::string& f : c.finalizers) {
+    if (f != kClaimFinalizer) list.push_back(f);
+  }
+  if (add) list.push_back(kClaimFinalizer);
+  JsonWriter w;
+  w.BeginObject().Key("metadata").BeginObject();
+  w.Key("resourceVersion").String(c.resource_version);  // lose no one else's finalizer
+  w.Key("finalizers").BeginArray();
+  for (const std::string& f : list) w.String(f);
+  w.EndArray().EndObject().EndObject();
+  return w.str();
+}
+
 bool HasFinalizer(const ObservedObject& c) {
   return std::find(c.finalizers.begin(), c.finalizers.end(), kClaimFinalizer) != c.finalizers.end();
 }
-
-}  // namespace
 
 std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& claims,
                                   std::map<std::string, ClaimState>& states,

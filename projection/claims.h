@@ -74,6 +74,12 @@ std::vector<ClaimStep> PlanClaims(const std::map<std::string, ObservedObject>& c
                                   std::map<std::string, ClaimState>& states,
                                   const std::string& node, const ClaimScope& scope = {});
 
+// Whether `c` carries our finalizer.
+bool HasFinalizer(const ObservedObject& c);
+// The merge patch that adds (or removes) our finalizer, keeping everyone else's, with `c`'s
+// resourceVersion as a precondition (a list of finalizers is replaced whole by a merge patch).
+std::string FinalizersPatch(const ObservedObject& c, bool add);
+
 // The back-off of claims that asked for a retry is over: their refused answers are forgotten,
 // so that the next PlanClaims asks the owner again.
 void ReleaseRetries(std::map<std::string, ClaimState>& states);

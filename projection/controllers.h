@@ -11,8 +11,12 @@
 //                      (ClaimHandler), writes finalizers and status; tells the KubeVirt
 //                      controller which entries its claims need (ClaimsInUse).
 //   KubeVirtController KubeVirt's permittedHostDevices entries for our claims.
+//   SriovController    SRIOVNetworkDevice / SRIOVGPUDevice objects of this node from the
+//                      inventory; their spec asks the device owner (SriovHandler) for VF counts,
+//                      their status shows the answer.
+//   VfClaimController  VFClaims of this node: finalizer, the owner's VFs, status.
 //
-// Threading: all three live on the projection's controller thread (projection.cc), which hands
+// Threading: all of them live on the projection's controller thread (projection.cc), which hands
 // them messages (Handle), calls Reconcile() after each batch and sleeps until the earliest
 // NextWake(). Not thread-safe otherwise; the stores and Counters they share are.
 #pragma once
@@ -30,7 +34,10 @@
 #include "projection/messages.h"
 #include "projection/mirror.h"
 #include "projection/projection.h"
+#include "projection/sriov_objects.h"
+#include "projection/status_patch.h"
 #include "projection/store.h"
+#include "projection/vf_claims.h"
 
 namespace spdlog {
 class logger;
@@ -161,6 +168,142 @@ class KubeVirtController {
   std::optional<ClaimsInUse> wanted_;
   std::set<PciHostDevice> applied_;  // our entries last made sure of
   bool absent_logged_ = false;       // "no KubeVirt object" said once
+};
+
+// What one SR-IOV object asked of the device owner, and the answer.
+struct VfCountState {
+  std::optional<CountAsk> asked;    // the last ask (count nullopt: give back)
+  uint64_t ask_id = 0;              // its number; only the answer carrying it counts
+  std::optional<VfOutcome> answer;  // to `asked`; unset while in flight
+  // The answer's VFs (the PF's VFs now), until an inventory published after it shows them.
+  std::optional<std::vector<std::string>> fresh_vfs;
+  bool retry = false;  // a refusal waiting for the back-off
+  bool again = false;  // the back-off is over: ask `asked` again
+  bool in_flight() const { return asked && !answer; }
+};
+
+class SriovController {
+ public:
+  // `post` hands the owner's answers (VfAnswered) back to the controller thread; any thread.
+  // `wall` gives conditions' lastTransitionTime.
+  SriovController(std::string node, Store& network, Store& gpu, KubeCaller& api, SriovHandler owner,
+                  std::function<void(Message)> post, const Clock& clock, WallClock wall,
+                  Counters& counters, spdlog::logger& log);
+
+  // InventoryPublished: the PFs offered; VfAnswered (kSriovNetwork, kSriovGpu): the owner's
+  // answer to the ask it numbers.
+  void Handle(const Message& message);
+  // Once there is an inventory and both stores are listed: creates this node's missing objects
+  // and deletes those whose PF is gone (never touches a spec), then for every object asks the
+  // owner when its spec asks something other than what was last asked (numVFs 0 / enabled=false
+  // and a deleted object ask to give the count back), and writes status where it differs. An
+  // invalid spec asks nothing and says why (InvalidSpec). A refusal worth asking again is asked
+  // again only once the back-off is due, or when the spec changes.
+  void Reconcile();
+  std::optional<Clock::time_point> NextWake() const { return retry_.due(); }
+
+  // For tests: each object's memory between passes.
+  const std::map<std::string, VfCountState>& states(SriovKind kind) const {
+    return kind == SriovKind::kNetwork ? network_states_ : gpu_states_;
+  }
+
+ private:
+  Store& StoreOf(SriovKind kind) { return kind == SriovKind::kNetwork ? network_ : gpu_; }
+  std::map<std::string, VfCountState>& StatesOf(SriovKind kind) {
+    return kind == SriovKind::kNetwork ? network_states_ : gpu_states_;
+  }
+  // Creates and deletes; false when a write failed.
+  bool Mirror();
+  // One kind's asks and status writes; false when a write failed or a refusal waits for the
+  // back-off. `asked` is set when the owner was asked something.
+  bool Serve(SriovKind kind, bool& asked);
+  void Ask(SriovKind kind, const std::string& name, const CountAsk& ask, VfCountState& st);
+  // One write; false when it failed. After a transport failure (the server is away) the pass
+  // makes no more writes.
+  bool Write(Store& store, const std::string& name, std::string_view method,
+             const std::string& path, const std::string& body, const std::string& content_type,
+             const ProjectionStats& counted, const char* what);
+
+  const std::string node_;
+  Store& network_;
+  Store& gpu_;
+  KubeCaller& api_;
+  SriovHandler owner_;
+  std::function<void(Message)> post_;
+  WallClock wall_;
+  Counters& counters_;
+  spdlog::logger& log_;
+  RetryTimer retry_;
+  std::shared_ptr<const Inventory> inventory_;
+  std::set<PciAddress> protected_;  // PFs never offered (ProtectedSriovPfs)
+  SriovOffers offers_;              // from the inventory alone
+  SriovOffers current_;  // this pass's: offers_ and the objects of PFs without interfaces
+  std::vector<std::string> skipped_;  // last said, so that each reason is logged once
+  std::map<std::string, VfCountState> network_states_, gpu_states_;
+  uint64_t next_ask_ = 0;
+  bool away_ = false;  // a write of this pass failed in transport
+};
+
+// What one VFClaim asked of the device owner.
+struct VfClaimAsk {
+  VfClaimSpec spec;
+  bool release = false;
+  friend bool operator==(const VfClaimAsk&, const VfClaimAsk&) = default;
+};
+
+// A VFClaim's memory between passes.
+struct VfClaimState {
+  std::optional<VfClaimAsk> asked;
+  uint64_t ask_id = 0;
+  std::optional<VfOutcome> answer;  // to `asked`; unset while in flight
+  // The VFs the owner holds for the claim (an answer that gave them) and the spec they were
+  // asked for; given back before a changed spec is asked, and when the claim goes.
+  std::optional<VfOutcome> held;
+  VfClaimSpec held_spec;
+  bool retry = false;
+  bool again = false;
+  bool in_flight() const { return asked && !answer; }
+};
+
+class VfClaimController {
+ public:
+  VfClaimController(std::string node, Store& claims, Store& network, KubeCaller& api,
+                    SriovHandler owner, std::function<void(Message)> post, const Clock& clock,
+                    WallClock wall, Counters& counters, spdlog::logger& log);
+
+  // VfAnswered (kVfClaim): the owner's answer.
+  void Handle(const Message& message);
+  // Once both stores are listed (SRIOVNetworkDevices set the claims' VF limits), for each claim
+  // whose spec.nodeName is this node: a checked spec gets our finalizer, then is asked of the
+  // owner (a changed spec gives the old VFs back first, but a raised count is asked at once), and
+  // status shows the answer; an invalid one gets Ready=False InvalidSpec and asks nothing. A
+  // claim being deleted gives its VFs back, then loses our finalizer; one gone without our
+  // finalizer's turn (force-deleted, moved to another node) gives them back all the same. Other
+  // nodes' claims are never touched.
+  void Reconcile();
+  std::optional<Clock::time_point> NextWake() const { return retry_.due(); }
+
+  // For tests.
+  const std::map<std::string, VfClaimState>& states() const { return states_; }
+
+ private:
+  void Ask(const std::string& name, const VfClaimAsk& ask, VfClaimState& st);
+  bool Write(const std::string& name, const std::string& path, const std::string& body);
+
+  const std::string node_;
+  Store& claims_;
+  Store& network_;
+  KubeCaller& api_;
+  SriovHandler owner_;
+  std::function<void(Message)> post_;
+  WallClock wall_;
+  Counters& counters_;
+  spdlog::logger& log_;
+  RetryTimer retry_;
+  std::map<std::string, VfClaimState> states_;
+  std::map<std::string, unsigned> max_vfs_;  // this pass's limits
+  uint64_t next_ask_ = 0;
+  bool away_ = false;
 };
 
 }  // namespace pcid::projection

@@ -2,14 +2,15 @@
 //
 // What the projection's threads tell its controller loop, as typed messages (one small struct
 // per kind, all in one std::variant): informers say a store was listed or changed, the device
-// owner answers a claim, Publish() hands over a new inventory, the claims controller tells the
-// KubeVirt controller which entries its claims need. The loop (projection.cc) hands
-// each message to the controllers that care. Also the write counters the controllers share.
-// Values; Counters is thread-safe.
+// owner answers a claim or an SR-IOV request, Publish() hands over a new inventory, the claims
+// controller tells the KubeVirt controller which entries its claims need. The loop
+// (projection.cc) hands each message to the controllers that care. Also the write counters the
+// controllers share. Values; Counters is thread-safe.
 #pragma once
 
 #include <absl/base/thread_annotations.h>
 
+#include <cstdint>
 #include <memory>
 #include <set>
 #include <string>
@@ -46,6 +47,18 @@ struct ClaimAnswered {
   ClaimOutcome outcome;
 };
 
+// Who asked the device owner about VFs (projection/controllers.h).
+enum class VfAsker { kSriovNetwork, kSriovGpu, kVfClaim };
+
+// The device owner's answer to one SR-IOV object's or VFClaim's request. `ask` numbers the
+// request (its asker counts them): an answer to an ask since replaced is dropped.
+struct VfAnswered {
+  VfAsker asker = VfAsker::kSriovNetwork;
+  std::string name;  // the object's name
+  uint64_t ask = 0;
+  VfOutcome outcome;
+};
+
 // From the claims controller to the KubeVirt controller, after each pass over the claims: the
 // permittedHostDevices entries this node's enabled claims need, and the names of the PCI claims
 // it handles (a live claim not among them is another node's, whose resource must stay).
@@ -54,8 +67,8 @@ struct ClaimsInUse {
   std::set<std::string> pci_claims;
 };
 
-using Message =
-    std::variant<StoreListed, StoreChanged, InventoryPublished, ClaimAnswered, ClaimsInUse>;
+using Message = std::variant<StoreListed, StoreChanged, InventoryPublished, ClaimAnswered,
+                             ClaimsInUse, VfAnswered>;
 
 // For std::visit with one lambda per alternative.
 template <typename... F>

@@ -49,10 +49,17 @@ absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e) {
   if (!e["spec"].get(spec)) {
     for (auto [k, v] : spec) {
       std::string_view text;
+      int64_t number = 0;
+      bool flag = false;
       if (!v.get(text)) {
         o.spec.emplace(std::string(k), std::string(text));
-      } else {
-        o.spec_not_strings.emplace_back(k);
+        continue;
+      }
+      o.spec_not_strings.emplace_back(k);
+      if (v.type() == simdjson::dom::element_type::INT64 && !v.get(number)) {
+        o.spec_ints.emplace(std::string(k), number);
+      } else if (!v.get(flag)) {
+        o.spec_bools.emplace(std::string(k), flag);
       }
     }
   }

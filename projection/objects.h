@@ -7,6 +7,7 @@
 
 #include <absl/status/statusor.h>
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
@@ -25,6 +26,10 @@ struct ObservedObject {
   std::vector<std::string> finalizers;        // metadata.finalizers
   std::map<std::string, std::string> spec;    // string fields of .spec (claims)
   std::vector<std::string> spec_not_strings;  // .spec fields of another type (refused)
+  // Integer and boolean fields of .spec (SR-IOV objects' numVFs and enabled, VFClaims' count);
+  // also named in spec_not_strings. An integer past int64 is in neither.
+  std::map<std::string, int64_t> spec_ints;
+  std::map<std::string, bool> spec_bools;
   // KubeVirt: resource names in spec.configuration.permittedHostDevices (pciHostDevices, usb).
   std::set<std::string> permitted_resources;
 };

@@ -23,19 +23,21 @@
 namespace pcid::projection {
 
 // The threads: one informer per resource, each keeping its store, and one controller thread
-// that owns the three controllers and makes every write. Informers and the device owner talk to
+// that owns the controllers and makes every write. Informers and the device owner talk to
 // the controller thread through its queue of typed messages.
 struct Projection::Impl {
   KubeConfig config;
   std::string node;
   std::shared_ptr<spdlog::logger> log;
   ClaimHandler owner;
+  SriovHandler sriov;  // null: no SR-IOV objects, no VFClaims (neither informers nor controllers)
   SteadyClock clock;
   Shutdown shutdown;
   Counters counters;
 
   Store pci{kPciPlural}, usb{kUsbPlural}, pci_claims{kClaimPlural}, usb_claims{kUsbClaimPlural},
-      kubevirts{kKubeVirtPlural};
+      kubevirts{kKubeVirtPlural}, sriov_network{kSriovNetworkPlural}, sriov_gpu{kSriovGpuPlural},
+      vf_claims{kVfClaimPlural};
 
   Mutex mu;
   CondVar cv;  // a message queued, or closed
@@ -108,9 +110,21 @@ struct Projection::Impl {
         node, pci_claims, usb_claims, **client, owner, [this](Message m) { Post(std::move(m)); },
         clock, counters, *log);
     KubeVirtController kubevirt(kubevirts, pci_claims, **client, conflicts, clock, *log);
+    std::optional<SriovController> sriov_objects;
+    std::optional<VfClaimController> vf_claim_controller;
+    if (sriov) {
+      sriov_objects.emplace(
+          node, sriov_network, sriov_gpu, **client, sriov,
+          [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log);
+      vf_claim_controller.emplace(
+          node, vf_claims, sriov_network, **client, sriov,
+          [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log);
+    }
     while (true) {
       std::optional<Clock::time_point> wake;
-      for (auto w : {devices.NextWake(), claims.NextWake(), kubevirt.NextWake()}) {
+      for (auto w : {devices.NextWake(), claims.NextWake(), kubevirt.NextWake(),
+                     sriov_objects ? sriov_objects->NextWake() : std::nullopt,
+                     vf_claim_controller ? vf_claim_controller->NextWake() : std::nullopt}) {
         if (w && (!wake || *w < *wake)) wake = w;
       }
       std::optional<std::deque<Message>> batch = Next(wake);
@@ -119,6 +133,8 @@ struct Projection::Impl {
         if (std::holds_alternative<StoreListed>(m)) counters.Add({.relists = 1});
         devices.Handle(m);
         claims.Handle(m);
+        if (sriov_objects) sriov_objects->Handle(m);
+        if (vf_claim_controller) vf_claim_controller->Handle(m);
       }
       if (shutdown.stopping()) return;
       if (std::optional<ClaimsInUse> in_use = claims.Reconcile()) {
@@ -126,6 +142,8 @@ struct Projection::Impl {
         kubevirt.Reconcile();
       }
       devices.Reconcile();
+      if (sriov_objects) sriov_objects->Reconcile();
+      if (vf_claim_controller) vf_claim_controller->Reconcile();
     }
   }
 };
@@ -137,7 +155,6 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
                                                               std::shared_ptr<spdlog::logger> log,
                                                               ClaimHandler claims,
                                                               SriovHandler sriov) {
-  (void)sriov;  // served by the SR-IOV controllers (in progress)
   // Fail early on a config that can never work (bad certificates), not in a thread.
   PCID_RETURN_IF_ERROR(KubeClient::Create(config).status());
   auto impl = std::make_unique<Impl>();
@@ -145,6 +162,7 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
   impl->node = std::move(node);
   impl->log = std::move(log);
   impl->owner = std::move(claims);
+  impl->sriov = std::move(sriov);
   Impl* p = impl.get();
   std::unique_ptr<Projection> projection(new Projection(std::move(impl)));
   p->threads.emplace_back([p] { p->Control(); });
@@ -158,6 +176,12 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
   // KubeVirt's object: our entries are checked against what it holds, not against what we last
   // wrote (another node may remove an entry we still need; an administrator may recreate it).
   p->threads.emplace_back([p] { p->Inform(p->kubevirts, kKubeVirtPrefix, ""); });
+  if (p->sriov) {
+    p->threads.emplace_back([p, mine] { p->Inform(p->sriov_network, kDevicesApiPrefix, mine); });
+    p->threads.emplace_back([p, mine] { p->Inform(p->sriov_gpu, kDevicesApiPrefix, mine); });
+    // VFClaims carry their node in spec.nodeName, as PCIDeviceClaims: all seen, others' skipped.
+    p->threads.emplace_back([p] { p->Inform(p->vf_claims, kDevicesApiPrefix, ""); });
+  }
   p->log->info("projection to {} ({}) for node {}", config.host, config.origin, p->node);
   return projection;
 }

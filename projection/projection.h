@@ -5,8 +5,8 @@
 // claims and keeps KubeVirt's permittedHostDevices. Its own threads: one informer per resource
 // (projection/informer.h: list, then watch with bookmarks; 410 Gone or a broken stream ->
 // relist; jittered back-off while the server is down), each keeping its store, and one
-// controller thread that owns the device, claim and KubeVirt controllers
-// (projection/controllers.h) and makes every write; they talk through typed messages
+// controller thread that owns the device, claim, KubeVirt and (with an SriovHandler) SR-IOV
+// controllers (projection/controllers.h) and makes every write; they talk through typed messages
 // (projection/messages.h). The API server being away never blocks the daemon's owner thread or
 // its device plugins. Publish() may be called from any thread; the latest inventory wins.
 #pragma once
