@@ -70,6 +70,17 @@ absl::StatusOr<vfio::Protected> Reconciler::Protection() const {
   return vfio::FindProtectedDevices(options_.sysfs, options_.proc, devices_, config_.deny);
 }
 
+// The SR-IOV PFs never offered as SR-IOV objects (they, or a VF of theirs, carry the host's
+// network or disk). Unknown protection withholds every PF: fail closed.
+std::set<PciAddress> Reconciler::ProtectedSriovPfs() const {
+  std::set<PciAddress> out;
+  auto protect = Protection();
+  for (const PciDevice& d : devices_) {
+    if (d.sriov_total_vfs && (!protect.ok() || protect->count(d.address))) out.insert(d.address);
+  }
+  return out;
+}
+
 std::set<std::string> Reconciler::KeysFor(const std::vector<PciAddress>& addresses) const {
   std::set<std::string> keys;
   for (const PciAddress& a : addresses) {
@@ -187,6 +198,7 @@ void Reconciler::SubmitJob(std::string what, std::vector<PciAddress> addresses, 
 
 void Reconciler::OnConfig(DaemonConfig config) {
   config_ = std::move(config);
+  published_.reset();  // the deny list may protect other SR-IOV PFs now
   if (!Discover()) return;
   if (started_) Select(/*report=*/true);
   Replan();
@@ -462,8 +474,12 @@ void Reconciler::Replan(bool probe) {
   // projection mirrors, and only when it changed, so it does not rebuild every object.
   if (publisher_ && (!published_ || published_->pci != devices_ || published_->usb != usb_ ||
                      published_->enabled_usb != enabled_usb_)) {
-    published_ = std::make_shared<const projection::Inventory>(
-        projection::Inventory{devices_, usb_, enabled_usb_});
+    published_ = std::make_shared<const projection::Inventory>(projection::Inventory{
+        .pci = devices_,
+        .usb = usb_,
+        .enabled_usb = enabled_usb_,
+        .protected_sriov_pfs = ProtectedSriovPfs(),
+    });
     publisher_->Publish(published_);
   }
   // PodResources is polled only while an allocation can change another device's health (a

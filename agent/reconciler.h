@@ -151,6 +151,7 @@ class Reconciler {
                   std::function<void(projection::ClaimOutcome)> done);
   void SweepClaims(const std::vector<std::string>& keep);
   absl::StatusOr<vfio::Protected> Protection() const;
+  std::set<PciAddress> ProtectedSriovPfs() const;
   void Refresh();
   void Absorb(const ReadBack& now);
   PciDevice* Find(const PciAddress& address);

@@ -36,6 +36,9 @@ struct Inventory {
   std::vector<PciDevice> pci;
   std::vector<UsbDevice> usb;
   std::set<std::string> enabled_usb;  // USBDevice names whose plugin is served
+  // SR-IOV PFs never offered as SR-IOV objects: protected (the host's network or disk), or
+  // every PF when protection could not be read.
+  std::set<PciAddress> protected_sriov_pfs = {};
 };
 
 // Writes made, for tests and benchmarks (also logged).

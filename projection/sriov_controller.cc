@@ -11,10 +11,10 @@ namespace pcid::projection {
 namespace {
 
 // The PFs the host needs (the default-route interface, slaves of the management bond or
-// bridge): never offered. The inventory does not say which they are yet (vfio/'s protection
-// knows); when it does, this is the one place to read it. OfferedSriovObjects already honours
-// the set (unit-tested).
-std::set<PciAddress> ProtectedSriovPfs(const Inventory&) { return {}; }
+// bridge): never offered. The owner says which (vfio/'s protection, in the inventory).
+std::set<PciAddress> ProtectedSriovPfs(const Inventory& inventory) {
+  return inventory.protected_sriov_pfs;
+}
 
 VfAsker AskerOf(SriovKind kind) {
   return kind == SriovKind::kNetwork ? VfAsker::kSriovNetwork : VfAsker::kSriovGpu;

@@ -216,6 +216,19 @@ BOOST_AUTO_TEST_CASE(protected_pf_is_refused) {
   BOOST_TEST(f.kernel.writes.empty());
 }
 
+// The projection offers no SR-IOV object for a protected PF: the inventory says which.
+BOOST_AUTO_TEST_CASE(inventory_names_protected_pfs) {
+  AgentFixture f;
+  AddSriovNic(f);
+  f.Start({.enable = {}, .deny = {ByAddress(kPf)}});
+  f.Settle();
+  f.reconciler->set_publisher(&f.publisher);
+  BOOST_REQUIRE(f.publisher.last != nullptr);
+  BOOST_TEST(f.publisher.last->protected_sriov_pfs == std::set<PciAddress>{*ParsePciAddress(kPf)});
+  f.reconciler->OnConfig({});  // not denied any more
+  BOOST_TEST(f.publisher.last->protected_sriov_pfs.empty());
+}
+
 BOOST_AUTO_TEST_CASE(vf_claims_create_take_and_give_back_vfs) {
   AgentFixture f;
   AddSriovNic(f);
