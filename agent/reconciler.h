@@ -128,6 +128,7 @@ class Reconciler {
   void ReleaseVfClaim(const std::string& source, std::vector<PciAddress> vfs,
                       std::function<void(projection::VfOutcome)> done);
   void ReleaseUnusedVfClaimCounts();
+  void SweepVfClaims(const std::vector<std::string>& keep);
   // A kernel job on a PF's VF count, its VFs busy too: refused for a protected PF, or one whose
   // VFs a pod holds (a fresh PodResources view); then the node is read again and `then` told.
   using VfWork = std::function<absl::Status(const vfio::Node&, vfio::StateStore&,

@@ -167,7 +167,34 @@ void Reconciler::OnSriov(projection::VfRequest request, std::function<void(VfOut
   if (auto* count = std::get_if<projection::VfCountRequest>(&request)) {
     return OnVfCount(std::move(*count), std::move(done));
   }
+  if (auto* sweep = std::get_if<projection::VfClaimSweep>(&request)) {
+    SweepVfClaims(sweep->keep);
+    return done({true, "", "swept", {}, ""});
+  }
   OnVfClaim(std::get<projection::VfClaimRequest>(std::move(request)), std::move(done));
+}
+
+// VFs enabled for VFClaims that no longer exist (force-deleted while we were down) are given
+// back, unless a pod holds them (then they stay, reported).
+void Reconciler::SweepVfClaims(const std::vector<std::string>& keep) {
+  const std::string prefix = "VFClaim/";
+  std::map<std::string, std::vector<PciAddress>> gone;  // source -> its VFs
+  for (const auto& [address, intent] : Intents()) {
+    for (const std::string& source : intent.sources) {
+      if (source.rfind(prefix, 0) != 0) continue;
+      const std::string name = source.substr(prefix.size());
+      if (std::find(keep.begin(), keep.end(), name) == keep.end()) {
+        gone[source].push_back(address);
+      }
+    }
+  }
+  for (auto& [source, vfs] : gone) {
+    ports_.log.info("{}: gone while the agent was away; giving back its {} VFs", source,
+                    vfs.size());
+    ReleaseVfClaim(source, std::move(vfs), [this, source = source](VfOutcome out) {
+      if (!out.ok) ports_.log.error("{}: VFs not given back: {}", source, out.message);
+    });
+  }
 }
 
 // Checks shared by every request on a PF: it exists here, is a PF, is not protected, and no
@@ -340,6 +367,13 @@ void Reconciler::OnVfClaim(projection::VfClaimRequest req, std::function<void(Vf
         }
       }
       if (free.size() >= need) {
+        // VFs already on vfio-pci first, then driverless ones: a VF on its VF driver may carry
+        // a network interface the host (or an SR-IOV CNI) uses.
+        auto rank = [](const PciDevice& d) {
+          return d.driver == "vfio-pci" ? 0 : d.driver.empty() ? 1 : 2;
+        };
+        std::stable_sort(free.begin(), free.end(),
+                         [&](const PciDevice& a, const PciDevice& b) { return rank(a) < rank(b); });
         free.resize(need);
         auto result = std::make_shared<absl::Status>();
         return SubmitEnable(

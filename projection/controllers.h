@@ -10,11 +10,12 @@
 //   ClaimController    PCIDeviceClaims and USBDeviceClaims of this node: asks the device owner
 //                      (ClaimHandler), writes finalizers and status; tells the KubeVirt
 //                      controller which entries its claims need (ClaimsInUse).
-//   KubeVirtController KubeVirt's permittedHostDevices entries for our claims.
+//   KubeVirtController KubeVirt's permittedHostDevices entries for our claims and VFClaims.
 //   SriovController    SRIOVNetworkDevice / SRIOVGPUDevice objects of this node from the
 //                      inventory; their spec asks the device owner (SriovHandler) for VF counts,
 //                      their status shows the answer.
-//   VfClaimController  VFClaims of this node: finalizer, the owner's VFs, status.
+//   VfClaimController  VFClaims of this node: finalizer, the owner's VFs, status; tells the
+//                      KubeVirt controller which entries they need (VfClaimsInUse).
 //
 // Threading: all of them live on the projection's controller thread (projection.cc), which hands
 // them messages (Handle), calls Reconcile() after each batch and sleeps until the earliest
@@ -147,25 +148,32 @@ class ClaimController {
 
 class KubeVirtController {
  public:
-  KubeVirtController(Store& kubevirts, Store& pci_claims, KubeCaller& api, KubeVirtRetry retry,
-                     const Clock& clock, spdlog::logger& log);
+  // `vf_claims`: the VFClaims' store, nullptr when SR-IOV is not served.
+  KubeVirtController(Store& kubevirts, Store& pci_claims, Store* vf_claims, KubeCaller& api,
+                     KubeVirtRetry retry, const Clock& clock, spdlog::logger& log);
 
-  // ClaimsInUse: the entries wanted.
+  // ClaimsInUse, VfClaimsInUse: the entries wanted.
   void Handle(const Message& message);
-  // Adds the entries our claims need and removes those our released claims needed, unless a
-  // live claim of another node still uses the resource; checked against what KubeVirt's object
-  // holds (its store), so an entry someone else removed comes back.
+  // Adds the entries our claims and VFClaims need and removes those our released ones needed,
+  // unless a live claim or VFClaim of another node still uses the resource; checked against
+  // what KubeVirt's object holds (its store), so an entry someone else removed comes back.
   void Reconcile();
   std::optional<Clock::time_point> NextWake() const { return retry_.due(); }
 
  private:
+  // Resources of `remove` that a live claim or VFClaim of another node still uses; nullopt
+  // when that could not be read.
+  std::optional<std::set<std::string>> UsedElsewhere(const std::set<std::string>& remove);
+
   Store& kubevirts_;
   Store& pci_claims_;
+  Store* vf_claims_;
   KubeCaller& api_;
   KubeVirtRetry conflict_retry_;
   spdlog::logger& log_;
   RetryTimer retry_;
   std::optional<ClaimsInUse> wanted_;
+  VfClaimsInUse vf_wanted_;
   std::set<PciHostDevice> applied_;  // our entries last made sure of
   bool absent_logged_ = false;       // "no KubeVirt object" said once
 };
@@ -271,7 +279,7 @@ class VfClaimController {
                     SriovHandler owner, std::function<void(Message)> post, const Clock& clock,
                     WallClock wall, Counters& counters, spdlog::logger& log);
 
-  // VfAnswered (kVfClaim): the owner's answer.
+  // VfAnswered (kVfClaim): the owner's answer; InventoryPublished: the VFs' IDs.
   void Handle(const Message& message);
   // Once both stores are listed (SRIOVNetworkDevices set the claims' VF limits), for each claim
   // whose spec.nodeName is this node: a checked spec gets our finalizer, then is asked of the
@@ -279,14 +287,16 @@ class VfClaimController {
   // status shows the answer; an invalid one gets Ready=False InvalidSpec and asks nothing. A
   // claim being deleted gives its VFs back, then loses our finalizer; one gone without our
   // finalizer's turn (force-deleted, moved to another node) gives them back all the same. Other
-  // nodes' claims are never touched.
-  void Reconcile();
+  // nodes' claims are never touched. Returns what the KubeVirt controller needs once the
+  // inventory is there and the stores are listed.
+  std::optional<VfClaimsInUse> Reconcile();
   std::optional<Clock::time_point> NextWake() const { return retry_.due(); }
 
   // For tests.
   const std::map<std::string, VfClaimState>& states() const { return states_; }
 
  private:
+  VfClaimsInUse InUse() const;
   void Ask(const std::string& name, const VfClaimAsk& ask, VfClaimState& st);
   bool Write(const std::string& name, const std::string& path, const std::string& body);
 
@@ -300,10 +310,12 @@ class VfClaimController {
   Counters& counters_;
   spdlog::logger& log_;
   RetryTimer retry_;
+  std::shared_ptr<const Inventory> inventory_;
   std::map<std::string, VfClaimState> states_;
   std::map<std::string, unsigned> max_vfs_;  // this pass's limits
   uint64_t next_ask_ = 0;
   bool away_ = false;
+  bool swept_ = false;  // the start-up VfClaimSweep sent
 };
 
 }  // namespace pcid::projection

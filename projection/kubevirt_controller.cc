@@ -10,10 +10,12 @@
 
 namespace pcid::projection {
 
-KubeVirtController::KubeVirtController(Store& kubevirts, Store& pci_claims, KubeCaller& api,
-                                       KubeVirtRetry retry, const Clock& clock, spdlog::logger& log)
+KubeVirtController::KubeVirtController(Store& kubevirts, Store& pci_claims, Store* vf_claims,
+                                       KubeCaller& api, KubeVirtRetry retry, const Clock& clock,
+                                       spdlog::logger& log)
     : kubevirts_(kubevirts),
       pci_claims_(pci_claims),
+      vf_claims_(vf_claims),
       api_(api),
       conflict_retry_(std::move(retry)),
       log_(log),
@@ -21,11 +23,56 @@ KubeVirtController::KubeVirtController(Store& kubevirts, Store& pci_claims, Kube
 
 void KubeVirtController::Handle(const Message& message) {
   if (const auto* m = std::get_if<ClaimsInUse>(&message)) wanted_ = *m;
+  if (const auto* m = std::get_if<VfClaimsInUse>(&message)) vf_wanted_ = *m;
+}
+
+std::optional<std::set<std::string>> KubeVirtController::UsedElsewhere(
+    const std::set<std::string>& remove) {
+  std::set<std::string> used;
+  // A VFClaim names its resource in its status.
+  if (vf_claims_ != nullptr) {
+    vf_claims_->Read([&](const Store::Objects& claims) {
+      for (const auto& [name, c] : claims) {
+        if (c.deleting || vf_wanted_.vf_claims.count(name)) continue;
+        std::optional<std::string> resource = StatusString(c, "resourceName");
+        if (resource && remove.count(*resource)) used.insert(*resource);
+      }
+    });
+  }
+  // A PCIDeviceClaim's PCIDevice names it.
+  std::vector<std::string> others;
+  pci_claims_.Read([&](const Store::Objects& claims) {
+    for (const auto& [name, c] : claims) {
+      auto enabled = c.status.find("passthroughEnabled");
+      if (c.deleting || wanted_->pci_claims.count(name) || enabled == c.status.end() ||
+          enabled->second != "true") {
+        continue;
+      }
+      others.push_back(name);
+    }
+  });
+  for (const std::string& name : others) {
+    if (used.size() == remove.size()) break;
+    const std::string path = absl::StrCat(kDevicesApiPrefix, kPciPlural, "/", name);
+    absl::StatusOr<KubeResponse> res = api_.Call("GET", path);
+    if (!res.ok() || (res->status != 200 && res->status != 404)) {
+      log_.warn("kubevirt: get pcidevice {}: {}", name,
+                res.ok() ? absl::StrCat("HTTP ", res->status) : ToStd(res.status().message()));
+      return std::nullopt;
+    }
+    if (res->status != 200) continue;
+    if (auto o = DecodeObject(res->body); o.ok()) {
+      std::optional<std::string> resource = StatusString(*o, "resourceName");
+      if (resource && remove.count(*resource)) used.insert(*resource);
+    }
+  }
+  return used;
 }
 
 void KubeVirtController::Reconcile() {
   if (!wanted_) return;
-  const std::set<PciHostDevice>& ours = wanted_->entries;
+  std::set<PciHostDevice> ours = wanted_->entries;
+  ours.insert(vf_wanted_.entries.begin(), vf_wanted_.entries.end());
   // What KubeVirt's object holds; unknown until it is listed (not installed: never).
   std::optional<std::set<std::string>> permitted;
   if (kubevirts_.synced()) {
@@ -45,36 +92,14 @@ void KubeVirtController::Reconcile() {
   for (const PciHostDevice& d : applied_) {
     if (!ours.count(d)) (d.usb ? remove_usb : remove).insert(d.resource);
   }
-  // Still needed by a live claim of another node? Its PCIDevice names the resource.
-  std::vector<std::string> others;
+  // Still needed by a live claim of another node?
   if (!remove.empty()) {
-    pci_claims_.Read([&](const Store::Objects& claims) {
-      for (const auto& [name, c] : claims) {
-        auto enabled = c.status.find("passthroughEnabled");
-        if (c.deleting || wanted_->pci_claims.count(name) || enabled == c.status.end() ||
-            enabled->second != "true") {
-          continue;
-        }
-        others.push_back(name);
-      }
-    });
-  }
-  for (const std::string& name : others) {
-    if (remove.empty()) break;
-    const std::string path = absl::StrCat(kDevicesApiPrefix, kPciPlural, "/", name);
-    absl::StatusOr<KubeResponse> res = api_.Call("GET", path);
-    if (!res.ok() || (res->status != 200 && res->status != 404)) {
-      log_.warn("kubevirt: get pcidevice {}: {}", name,
-                res.ok() ? absl::StrCat("HTTP ", res->status) : ToStd(res.status().message()));
+    std::optional<std::set<std::string>> used = UsedElsewhere(remove);
+    if (!used) {
       retry_.Failed();
       return;
     }
-    if (res->status != 200) continue;
-    if (auto o = DecodeObject(res->body); o.ok()) {
-      if (std::optional<std::string> resource = StatusString(*o, "resourceName")) {
-        remove.erase(*resource);
-      }
-    }
+    for (const std::string& r : *used) remove.erase(r);
   }
   remove.insert(remove_usb.begin(), remove_usb.end());
   absl::Status st = UpdatePermittedHostDevices(

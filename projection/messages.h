@@ -3,7 +3,7 @@
 // What the projection's threads tell its controller loop, as typed messages (one small struct
 // per kind, all in one std::variant): informers say a store was listed or changed, the device
 // owner answers a claim or an SR-IOV request, Publish() hands over a new inventory, the claims
-// controller tells the KubeVirt controller which entries its claims need. The loop
+// and VFClaim controllers tell the KubeVirt controller which entries their claims need. The loop
 // (projection.cc) hands each message to the controllers that care. Also the write counters the
 // controllers share. Values; Counters is thread-safe.
 #pragma once
@@ -67,8 +67,15 @@ struct ClaimsInUse {
   std::set<std::string> pci_claims;
 };
 
+// The same from the VFClaim controller: one entry per resource serving this node's VFClaims'
+// VFs, and the names of the VFClaims it handles.
+struct VfClaimsInUse {
+  std::set<PciHostDevice> entries;
+  std::set<std::string> vf_claims;
+};
+
 using Message = std::variant<StoreListed, StoreChanged, InventoryPublished, ClaimAnswered,
-                             ClaimsInUse, VfAnswered>;
+                             ClaimsInUse, VfAnswered, VfClaimsInUse>;
 
 // For std::visit with one lambda per alternative.
 template <typename... F>

@@ -109,7 +109,8 @@ struct Projection::Impl {
     ClaimController claims(
         node, pci_claims, usb_claims, **client, owner, [this](Message m) { Post(std::move(m)); },
         clock, counters, *log);
-    KubeVirtController kubevirt(kubevirts, pci_claims, **client, conflicts, clock, *log);
+    KubeVirtController kubevirt(kubevirts, pci_claims, sriov ? &vf_claims : nullptr, **client,
+                                conflicts, clock, *log);
     std::optional<SriovController> sriov_objects;
     std::optional<VfClaimController> vf_claim_controller;
     if (sriov) {
@@ -137,13 +138,16 @@ struct Projection::Impl {
         if (vf_claim_controller) vf_claim_controller->Handle(m);
       }
       if (shutdown.stopping()) return;
-      if (std::optional<ClaimsInUse> in_use = claims.Reconcile()) {
-        kubevirt.Handle(*std::move(in_use));
-        kubevirt.Reconcile();
-      }
+      std::optional<ClaimsInUse> in_use = claims.Reconcile();
+      if (in_use) kubevirt.Handle(*std::move(in_use));
       devices.Reconcile();
       if (sriov_objects) sriov_objects->Reconcile();
-      if (vf_claim_controller) vf_claim_controller->Reconcile();
+      if (vf_claim_controller) {
+        if (std::optional<VfClaimsInUse> vf_in_use = vf_claim_controller->Reconcile()) {
+          kubevirt.Handle(*std::move(vf_in_use));
+        }
+      }
+      kubevirt.Reconcile();
     }
   }
 };

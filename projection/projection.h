@@ -100,7 +100,13 @@ struct VfOutcome {
   std::string resource_name;              // claim: the device-plugin resource serving them
 };
 
-using VfRequest = std::variant<VfCountRequest, VfClaimRequest>;
+// Once, after the first list of VFClaims: give back the VFs of every VFClaim of this node not
+// among `keep` (one force-deleted while the agent was down), as ClaimRequest's sweep does.
+struct VfClaimSweep {
+  std::vector<std::string> keep;  // names of this node's VFClaims now
+};
+
+using VfRequest = std::variant<VfCountRequest, VfClaimRequest, VfClaimSweep>;
 // Called on the projection's thread; `done` may be called from any thread, once.
 using SriovHandler = std::function<void(VfRequest, std::function<void(VfOutcome)> done)>;
 

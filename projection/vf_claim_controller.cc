@@ -3,6 +3,7 @@
 
 #include <set>
 
+#include "core/naming.h"
 #include "projection/claims.h"
 #include "projection/controllers.h"
 #include "projection/kube_client.h"
@@ -36,6 +37,10 @@ VfClaimController::VfClaimController(std::string node, Store& claims, Store& net
       retry_(clock, kWriteBackoff) {}
 
 void VfClaimController::Handle(const Message& message) {
+  if (const auto* p = std::get_if<InventoryPublished>(&message)) {
+    inventory_ = p->inventory;
+    return;
+  }
   const auto* m = std::get_if<VfAnswered>(&message);
   if (m == nullptr || m->asker != VfAsker::kVfClaim) return;
   auto it = states_.find(m->name);
@@ -87,8 +92,29 @@ bool VfClaimController::Write(const std::string& name, const std::string& path,
   return true;
 }
 
-void VfClaimController::Reconcile() {
-  if (!claims_.synced() || !network_.synced()) return;
+VfClaimsInUse VfClaimController::InUse() const {
+  VfClaimsInUse out;
+  claims_.Read([&](const Store::Objects& claims) {
+    for (const auto& [name, c] : claims) {
+      if (VfClaimNode(c) == node_) out.vf_claims.insert(name);
+    }
+  });
+  for (const auto& [name, st] : states_) {
+    out.vf_claims.insert(name);
+    // VFs held until given back: a VM may use them until then.
+    if (!st.held) continue;
+    for (const std::string& vf : st.held->vf_addresses) {
+      for (const PciDevice& d : inventory_->pci) {
+        if (d.address.ToString() != vf) continue;
+        out.entries.insert({VendorDeviceIds(d.vendor_id, d.device_id), PciResourceName(d), false});
+      }
+    }
+  }
+  return out;
+}
+
+std::optional<VfClaimsInUse> VfClaimController::Reconcile() {
+  if (!claims_.synced() || !network_.synced()) return std::nullopt;
   const bool due = retry_.Due();
   if (due) {
     for (auto& [name, st] : states_) {
@@ -103,6 +129,12 @@ void VfClaimController::Reconcile() {
   std::set<std::string> names;
   for (const auto& [name, c] : claims) {
     if (VfClaimNode(c) == node_) names.insert(name);
+  }
+  if (!swept_) {
+    // VFs held for claims that no longer exist (force-deleted while the agent was down) are
+    // given back: once, from the first complete list.
+    swept_ = true;
+    owner_(VfClaimSweep{{names.begin(), names.end()}}, [](VfOutcome) {});
   }
   for (const auto& [name, st] : states_) names.insert(name);
   const std::string base = absl::StrCat(kDevicesApiPrefix, claims_.plural(), "/");
@@ -223,6 +255,8 @@ void VfClaimController::Reconcile() {
   } else {
     retry_.Succeeded();
   }
+  if (!inventory_) return std::nullopt;
+  return InUse();
 }
 
 }  // namespace pcid::projection

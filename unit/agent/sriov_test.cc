@@ -282,6 +282,57 @@ BOOST_AUTO_TEST_CASE(vf_claims_create_take_and_give_back_vfs) {
   BOOST_TEST(Vfs(f).empty());
 }
 
+// A VFClaim force-deleted while the agent was down: the start-up sweep gives its VFs back (and
+// then the count it made), and keeps those of the claims that still exist.
+BOOST_AUTO_TEST_CASE(sweep_gives_back_vfs_of_claims_that_are_gone) {
+  AgentFixture f;
+  AddSriovNic(f);
+  f.Start();
+  f.Settle();
+  std::optional<VfOutcome> a, b;
+  Ask(f, VfClaimRequest{.name = "a", .pf_address = kPf, .count = 1}, a);
+  f.Settle();
+  f.Settle();
+  Ask(f, VfClaimRequest{.name = "b", .pf_address = kPf, .count = 1}, b);
+  f.Settle();
+  BOOST_REQUIRE(a.has_value() && b.has_value());
+  BOOST_REQUIRE(a->ok && b->ok);
+  Ask(f, projection::VfClaimSweep{{"b"}}, a);
+  f.Settle();
+  BOOST_REQUIRE(a.has_value());
+  BOOST_TEST(a->ok);
+  BOOST_TEST(f.kernel.Driver("0000:03:00.1") != "vfio-pci");  // a's
+  BOOST_TEST(f.kernel.Driver("0000:03:00.2") == "vfio-pci");  // b's
+  Ask(f, projection::VfClaimSweep{{}}, a);
+  f.Settle();
+  f.Settle();
+  BOOST_TEST(f.binder->Intents().empty());
+  BOOST_TEST(f.binder->VfCounts().empty());
+}
+
+// VFs someone else created: those already on vfio-pci are taken first, then driverless ones,
+// and a VF on its VF driver (which may carry an interface the host uses) last.
+BOOST_AUTO_TEST_CASE(vf_claims_prefer_vfs_on_vfio_then_driverless) {
+  AgentFixture f;
+  AddSriovNic(f);
+  BOOST_REQUIRE(f.kernel.Write("bus/pci/devices/0000:03:00.0/sriov_numvfs", "3").ok());
+  BOOST_REQUIRE(f.kernel.Driver("0000:03:00.1") == "igbvf");
+  f.kernel.Rebind("0000:03:00.2", "");
+  f.kernel.Rebind("0000:03:00.3", "vfio-pci");
+  f.Start();
+  f.Settle();
+  std::optional<VfOutcome> out;
+  for (const auto& [name, want] :
+       {std::pair{"a", "0000:03:00.3"}, {"b", "0000:03:00.2"}, {"c", "0000:03:00.1"}}) {
+    Ask(f, VfClaimRequest{.name = name, .pf_address = kPf, .count = 1}, out);
+    f.Settle();
+    f.Settle();
+    BOOST_REQUIRE(out.has_value());
+    BOOST_TEST(out->ok, out->message);
+    BOOST_TEST((out->vf_addresses == std::vector<std::string>{want}), name);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(bad_vf_claims_change_nothing) {
   AgentFixture f;
   AddSriovNic(f);

@@ -337,7 +337,7 @@ BOOST_AUTO_TEST_CASE(kubevirt_controller_adds_our_entries_once) {
     if (r.method == "GET") return KubeResponse{200, absl::StrCat(R"({"items":[)", kv, "]}")};
     return KubeResponse{200, kv};
   };
-  KubeVirtController controller(kubevirts, claims, api, KubeVirtRetry{}, clock, Log());
+  KubeVirtController controller(kubevirts, claims, nullptr, api, KubeVirtRetry{}, clock, Log());
   controller.Reconcile();
   BOOST_TEST(api.calls.empty());  // nothing wanted yet
   ClaimsInUse in_use;
@@ -380,6 +380,56 @@ BOOST_AUTO_TEST_CASE(kubevirt_controller_adds_our_entries_once) {
   controller.Reconcile();
   BOOST_TEST(api.calls.size() == 6u);
   BOOST_TEST(!controller.NextWake().has_value());
+}
+
+// VFClaims' resources join the PCI claims' entries; one is removed once no VFClaim needs it,
+// unless a live VFClaim of another node names it in its status.
+BOOST_AUTO_TEST_CASE(kubevirt_controller_serves_vf_claims) {
+  FakeClock clock;
+  Store kubevirts(kKubeVirtPlural), claims(kClaimPlural), vf_claims("vfclaims");
+  FakeApi api;
+  std::string kv =
+      R"({"metadata":{"name":"kubevirt","namespace":"kubevirt","resourceVersion":"4"},"spec":{}})";
+  api.answer = [&](const FakeApi::Request& r) -> absl::StatusOr<KubeResponse> {
+    if (r.method == "GET") return KubeResponse{200, absl::StrCat(R"({"items":[)", kv, "]}")};
+    return KubeResponse{200, kv};
+  };
+  KubeVirtController controller(kubevirts, claims, &vf_claims, api, KubeVirtRetry{}, clock, Log());
+  controller.Handle(ClaimsInUse{});
+  VfClaimsInUse vfs;
+  vfs.entries.insert({"1b36:0010", "red.com/QEMU_NVM_EXPRESS_CONTROLLER", false});
+  vfs.vf_claims = {"mine"};
+  controller.Handle(vfs);
+  controller.Reconcile();
+  BOOST_REQUIRE(api.calls.size() == 2u);
+  BOOST_TEST(
+      api.calls[1].body.find(
+          R"({"pciVendorSelector":"1b36:0010","resourceName":"red.com/QEMU_NVM_EXPRESS_CONTROLLER","externalResourceProvider":true})") !=
+      std::string::npos);
+  kv =
+      R"({"metadata":{"name":"kubevirt","namespace":"kubevirt","resourceVersion":"5"},"spec":{"configuration":{"permittedHostDevices":{"pciHostDevices":[{"pciVendorSelector":"1b36:0010","resourceName":"red.com/QEMU_NVM_EXPRESS_CONTROLLER","externalResourceProvider":true}]}}}})";
+  // Given back here while another node's VFClaim is served by the same resource: kept.
+  vf_claims.Replace(ObservedList{
+      "3",
+      {*DecodeObject(
+           R"({"metadata":{"name":"mine","resourceVersion":"2"},"spec":{"nodeName":"n1"}})"),
+       *DecodeObject(
+           R"({"metadata":{"name":"theirs","resourceVersion":"3"},"spec":{"nodeName":"n2"},"status":{"resourceName":"red.com/QEMU_NVM_EXPRESS_CONTROLLER"}})")},
+      {}});
+  controller.Handle(VfClaimsInUse{{}, {"mine"}});
+  controller.Reconcile();
+  BOOST_REQUIRE(api.calls.size() == 3u);  // read, nothing to remove: nothing written
+  BOOST_TEST(api.calls[2].method == "GET");
+  // Taken again (present: nothing written), then given back with theirs gone: the entry goes.
+  controller.Handle(vfs);
+  controller.Reconcile();
+  BOOST_REQUIRE(api.calls.size() == 4u);
+  vf_claims.Replace(ObservedList{"4", {}, {}});
+  controller.Handle(VfClaimsInUse{{}, {}});
+  controller.Reconcile();
+  BOOST_REQUIRE(api.calls.size() == 6u);
+  BOOST_TEST(api.calls[5].method == "PATCH");
+  BOOST_TEST(api.calls[5].body.find("red.com/QEMU_NVM_EXPRESS_CONTROLLER") == std::string::npos);
 }
 
 }  // namespace

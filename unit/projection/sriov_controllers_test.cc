@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/naming.h"
 #include "projection/claims.h"
 #include "projection/controllers.h"
 #include "projection/kube_client.h"
@@ -105,9 +106,14 @@ struct FakeServer final : KubeCaller {
 struct FakeOwner {
   std::vector<VfRequest> asked;
   std::vector<std::function<void(VfOutcome)>> done;
+  std::vector<VfClaimSweep> sweeps;  // kept apart: asked once, answered at once
   SriovHandler Handler() {
     return [this](VfRequest r, std::function<void(VfOutcome)> d) {
-      asked.push_back(std::move(r));
+      if (std::holds_alternative<VfClaimSweep>(r)) {
+        sweeps.push_back(std::get<VfClaimSweep>(r));
+        return d(VfOutcome{true, "", "", {}, ""});
+      }
+      asked.push_back(r);
       done.push_back(std::move(d));
     };
   }
@@ -535,6 +541,9 @@ BOOST_AUTO_TEST_CASE(vf_claims_finalizer_ask_status_and_release) {
   BOOST_TEST(f.Status("c3", "conditions").find(R"("reason":"InvalidSpec")") != std::string::npos);
   BOOST_TEST(f.Finalizers("c3").empty());
   BOOST_TEST(f.owner.asked.empty());
+  // Once: the owner gives back VFs of this node's claims that are gone.
+  BOOST_REQUIRE(f.owner.sweeps.size() == 1u);
+  BOOST_TEST((f.owner.sweeps[0].keep == std::vector<std::string>{"c1", "c3"}));
   // Then the owner is asked, with this node's limit for that PF.
   f.controller.Reconcile();
   BOOST_REQUIRE(f.owner.asked.size() == 1u);
@@ -552,9 +561,23 @@ BOOST_AUTO_TEST_CASE(vf_claims_finalizer_ask_status_and_release) {
   // Quiet.
   f.clock.Advance(std::chrono::minutes(1));
   f.now = "2026-01-01T00:01:00Z";
-  f.controller.Reconcile();
+  BOOST_TEST(!f.controller.Reconcile().has_value());  // no inventory yet
   BOOST_TEST(f.api.calls.empty());
   BOOST_TEST(f.owner.asked.size() == 1u);
+  // KubeVirt's entry for the VFs, once the inventory shows them.
+  PciDevice vf;
+  vf.address = {0, 0x3b, 2, 0};
+  vf.vendor_id = 0x8086;
+  vf.device_id = 0x154c;
+  vf.class_code = 2;
+  vf.physical_function = NicPf().address;
+  f.controller.Handle(InventoryPublished{Inv({NicPf(), vf})});
+  std::optional<VfClaimsInUse> in_use = f.controller.Reconcile();
+  BOOST_REQUIRE(in_use.has_value());
+  BOOST_TEST(
+      (in_use->entries == std::set<PciHostDevice>{{"8086:154c", PciResourceName(vf), false}}));
+  BOOST_TEST((in_use->vf_claims == std::set<std::string>{"c1", "c3"}));
+  BOOST_TEST(f.owner.sweeps.size() == 1u);
 
   // Deleted: the VFs are given back first; refused while a pod holds one (the claim says why
   // its deletion waits, and asks again after the back-off); then the finalizer goes.
@@ -580,9 +603,11 @@ BOOST_AUTO_TEST_CASE(vf_claims_finalizer_ask_status_and_release) {
   BOOST_TEST(calls[0].path == "/apis/devices.harvesterhci.io/v1beta1/vfclaims/c1");
   BOOST_TEST(f.Finalizers("c1").empty());
   BOOST_TEST(f.controller.states().count("c1") == 0u);
-  f.controller.Reconcile();
+  in_use = f.controller.Reconcile();
   BOOST_TEST(f.api.calls.empty());
   BOOST_TEST(f.owner.asked.size() == 3u);
+  BOOST_REQUIRE(in_use.has_value());
+  BOOST_TEST(in_use->entries.empty());
 }
 
 BOOST_AUTO_TEST_CASE(vf_claims_changed_or_force_deleted_give_back_first) {
