@@ -10,8 +10,11 @@ std::string BindKey(const PciDevice& dev) {
                          : absl::StrCat("pci:", dev.address.ToString());
 }
 
-KernelBinder::KernelBinder(vfio::Node node, vfio::StateStore store, Post to_owner)
-    : node_(std::move(node)), store_(std::move(store)), to_owner_(std::move(to_owner)) {
+KernelBinder::KernelBinder(vfio::Node node, vfio::StateStore store, Post to_owner, JobTimer timed)
+    : node_(std::move(node)),
+      store_(std::move(store)),
+      to_owner_(std::move(to_owner)),
+      timed_(std::move(timed)) {
   node_.cancelled = &stopping_;
 }
 
@@ -69,7 +72,9 @@ void KernelBinder::StartRunnable() {
 
 void KernelBinder::Run(Job job, std::list<std::thread>::iterator self) {
   node_.log.debug("kernel job started: {}", job.what);
+  const auto t0 = std::chrono::steady_clock::now();
   job.work(node_, store_, to_owner_);
+  if (timed_) timed_(std::chrono::steady_clock::now() - t0);
   if (job.done) to_owner_(std::move(job.done));
   MutexLock lock(&mu_);
   for (const std::string& k : job.keys) busy_.erase(busy_.find(k));

@@ -11,6 +11,7 @@
 #include <absl/base/thread_annotations.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <list>
 #include <thread>
@@ -25,8 +26,10 @@ class KernelBinder final : public Binder {
   // Jobs running at once, at most: each is a thread, mostly asleep waiting for the kernel.
   static constexpr size_t kMaxRunning = 64;
 
+  // Told how long each job's kernel work took, on the job's thread (metrics).
+  using JobTimer = std::function<void(std::chrono::nanoseconds)>;
   // `node` is copied, its `cancelled` pointed at this binder's stop flag.
-  KernelBinder(vfio::Node node, vfio::StateStore store, Post to_owner);
+  KernelBinder(vfio::Node node, vfio::StateStore store, Post to_owner, JobTimer timed = nullptr);
   ~KernelBinder() override;
 
   void Submit(std::string what, std::set<std::string> keys, Work work,
@@ -52,6 +55,7 @@ class KernelBinder final : public Binder {
   vfio::Node node_;
   vfio::StateStore store_;
   Post to_owner_;
+  JobTimer timed_;
   mutable Mutex mu_;
   std::deque<Job> waiting_ ABSL_GUARDED_BY(mu_);
   std::multiset<std::string> busy_ ABSL_GUARDED_BY(mu_);  // keys of running jobs

@@ -49,6 +49,9 @@ plugin::ServerHooks MakePluginHooks(const HookContext& ctx) {
     }
     return absl::OkStatus();
   };
+  hooks.allocate_timed = [&ctx](const plugin::Resource& r, std::chrono::nanoseconds took, bool ok) {
+    if (ctx.allocate_timed) ctx.allocate_timed(r, took, ok);
+  };
   hooks.on_allocate = [&ctx](const plugin::Resource& r, const std::vector<std::string>&,
                              const plugin::ContainerAllocation& a) -> absl::Status {
     if (!r.usb) return absl::OkStatus();

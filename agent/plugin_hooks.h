@@ -26,6 +26,9 @@ struct HookContext {
   spdlog::logger& log;
   // Called on the server's thread after a PCI Allocate was answered, with its IDs.
   std::function<void(std::vector<std::string> ids)> allocated;
+  // Called on the server's thread with each Allocate's decision time (metrics).
+  std::function<void(const plugin::Resource&, std::chrono::nanoseconds took, bool ok)>
+      allocate_timed;
 };
 
 plugin::ServerHooks MakePluginHooks(const HookContext& ctx);

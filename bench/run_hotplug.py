@@ -45,7 +45,7 @@ def main():
             json.dump({"enable": [{"vendor": "8086", "class": "0200"}]}, f)
         log = open(f"{tmp}/daemon.log", "w+")
         inj = Injector(f"{build}/e2e/uevent_injector",
-                       ["--node-name", "bench", "--config", config, "--sysfs-root", "/sys",
+                       ["--metrics-bind-address", "0", "--node-name", "bench", "--config", config, "--sysfs-root", "/sys",
                         "--dev-root", "/dev", "--device-plugin-dir", plugins,
                         "--pod-resources-socket", f"{tmp}/pr.sock", "--uevent-source", "udev",
                         "--proc-root", f"{tmp}/t/proc", "--state-dir", f"{tmp}/state"], log)

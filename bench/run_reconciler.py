@@ -95,7 +95,7 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
     try:
         t0 = now_us()
         daemon = subprocess.Popen(
-            [pcidevices, "daemon", "--node-name", "bench", "--config", config,
+            [pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", "bench", "--config", config,
              "--sysfs-root", sysfs, "--dev-root", dev, "--device-plugin-dir", plugins,
              "--proc-root", f"{tmp}/proc", "--state-dir", state,
              "--pod-resources-socket", f"{tmp}/pod-resources.sock"],

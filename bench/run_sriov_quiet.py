@@ -52,7 +52,7 @@ def main():
             api.control("POST", "reset-stats")
             began = time.monotonic()
             daemon = subprocess.Popen(
-                [pcidevices, "daemon", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
+                [pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
                  "--dev-root", dev, "--proc-root", proc, "--state-dir", state, "--device-plugin-dir",
                  plugins, "--pod-resources-socket", f"{tmp}/pr.sock", "--kubeconfig",
                  api.kubeconfig_tokenfile], stderr=open(f"{tmp}/daemon.log", "w"))

@@ -4,6 +4,7 @@
 #include "cmd/daemon.h"
 
 #include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <optional>
 
 #include "agent/config.h"
@@ -20,7 +22,9 @@
 #include "agent/plugin_hooks.h"
 #include "agent/reconciler.h"
 #include "cmd/control_socket.h"
+#include "cmd/daemon_metrics.h"
 #include "cmd/logging.h"
+#include "cmd/metrics_server.h"
 #include "cmd/vfio_command.h"
 #include "core/event_queue.h"
 #include "core/status.h"
@@ -53,8 +57,12 @@ sigset_t DaemonSignals() {
 // The plugin manager as the reconciler's PluginSink.
 class ManagerSink final : public agent::PluginSink {
  public:
-  explicit ManagerSink(plugin::PluginManager& manager) : manager_(manager) {}
-  void Apply(const std::map<std::string, plugin::Resource>& r) override { manager_.Apply(r); }
+  ManagerSink(plugin::PluginManager& manager, HealthChanges& health)
+      : manager_(manager), health_(health) {}
+  void Apply(const std::map<std::string, plugin::Resource>& r) override {
+    health_.Observe(r);
+    manager_.Apply(r);
+  }
   void RegisterAll() override { manager_.RegisterAll(); }
   void OnSocketDeleted(const std::string& file, bool register_now) override {
     manager_.OnSocketDeleted(file, register_now);
@@ -62,6 +70,7 @@ class ManagerSink final : public agent::PluginSink {
 
  private:
   plugin::PluginManager& manager_;
+  HealthChanges& health_;
 };
 
 class ProjectionPublisher final : public agent::InventoryPublisher {
@@ -99,12 +108,15 @@ class KubeletPodResources final : public agent::PodResourcesLister {
 // should be quick (≤ 5 ms), the kernel's and the kubelet's waits being elsewhere.
 class LoopTimer {
  public:
-  explicit LoopTimer(spdlog::logger& log) : log_(log) {}
+  LoopTimer(spdlog::logger& log, metrics::Family<metrics::DurationHistogram>& histogram)
+      : log_(log), histogram_(histogram) {}
+  // `what` names the handler in the log and in the metric's label.
   template <typename Fn>
   void Run(const char* what, Fn&& fn) {
     const auto t0 = SteadyTime::now();
     fn();
     const auto took = SteadyTime::now() - t0;
+    histogram_.With({what}).Observe(took);
     ++handled_;
     if (took > longest_) {
       longest_ = took;
@@ -126,6 +138,7 @@ class LoopTimer {
     return std::chrono::duration<double, std::milli>(d).count();
   }
   spdlog::logger& log_;
+  metrics::Family<metrics::DurationHistogram>& histogram_;
   uint64_t handled_ = 0;
   SteadyTime::duration longest_{};
   std::string longest_what_;
@@ -160,21 +173,37 @@ class Daemon {
         ids_(std::move(ids)),
         log_(MakeLogger("daemon")),
         plugin_log_(MakeLogger("plugin")),
-        hook_ctx_{roots_.sysfs, roots_.dev, flags_.vm_uid, *plugin_log_,
-                  [post = Poster(), this](std::vector<std::string> ids) {
-                    post([this, ids = std::move(ids)] { reconciler_->OnAllocated(ids); });
-                  }},
-        manager_({flags_.plugin_dir, agent::MakePluginHooks(hook_ctx_)}, Poster(), *plugin_log_),
-        sink_(manager_),
+        hook_ctx_{
+            roots_.sysfs,
+            roots_.dev,
+            flags_.vm_uid,
+            *plugin_log_,
+            [post = Poster(), this](std::vector<std::string> ids) {
+              post([this, ids = std::move(ids)] { reconciler_->OnAllocated(ids); });
+            },
+            [m = &metrics_](const plugin::Resource& r, std::chrono::nanoseconds took, bool ok) {
+              m->allocate.With({r.name}).Observe(took);
+              m->allocations.With({ok ? "granted" : "refused"}).Add();
+            }},
+        manager_(
+            {.plugin_dir = flags_.plugin_dir,
+             .hooks = agent::MakePluginHooks(hook_ctx_),
+             .registered =
+                 [m = &metrics_](bool ok) { m->registrations.With({ok ? "ok" : "error"}).Add(); }},
+            Poster(), *plugin_log_),
+        sink_(manager_, health_changes_),
         pod_resources_(flags_.pod_resources_socket, Poster()),
-        timer_(*log_) {
+        timer_(*log_, metrics_.loop_handler) {
     if (auto db = IdDatabase::LoadFirst(DefaultUsbIdsPaths()); db.ok()) usb_ids_ = *std::move(db);
   }
 
   ~Daemon() {
-    // Claims stop first, then the kernel jobs (their waits cancelled), then the plugins.
+    // Scrapes and probes end first (they read the projection and post to the loop), then
+    // claims, then the kernel jobs (their waits cancelled), then the plugins.
+    metrics_server_.reset();
     control_.reset();
     if (reconciler_) reconciler_->set_publisher(nullptr);
+    inventory_metrics_.set_next(nullptr);
     publisher_.reset();
     projection_.reset();
     binder_.reset();
@@ -192,6 +221,9 @@ class Daemon {
     }
     auto config = LoadConfig();
     if (!config) return 1;
+    // Before anything is touched or served: a port in use fails the start cleanly. Probes wait
+    // for the loop, which turns once the start-up below is done.
+    if (!StartMetrics()) return 1;
     auto store = vfio::StateStore::Open(flags_.state_dir);
     if (!store.ok()) {
       log_->error("state: {}", ToStd(store.status().message()));
@@ -204,7 +236,8 @@ class Daemon {
                      return roots_.sysfs.WriteFile(rel, value);
                    },
                    nullptr, *log_, vfio::kProbeWait, &roots_.proc},
-        *std::move(store), Poster());
+        *std::move(store), Poster(),
+        [m = &metrics_](std::chrono::nanoseconds took) { m->kernel_jobs.Observe(took); });
     // Listen before the first scan so that no device plugged meanwhile is missed.
     auto monitor = udev::DeviceMonitor::Open(flags_.uevent_source);
     if (monitor.ok()) {
@@ -216,10 +249,13 @@ class Daemon {
         agent::ReconcilerOptions{flags_.node, roots_.sysfs, roots_.dev, roots_.proc,
                                  ids_ ? &*ids_ : nullptr, usb_ids_ ? &*usb_ids_ : nullptr},
         agent::ReconcilerPorts{*binder_, sink_, pod_resources_, clock_, *log_});
+    // The metrics see every inventory; the projection, once started, the same ones after them.
+    reconciler_->set_publisher(&inventory_metrics_);
     // Intents first (DESIGN.md): the projection, and with it claims, start once they are
     // brought about; plugins for devices already on vfio-pci are served meanwhile.
     bool projection_failed = false;
     if (!reconciler_->Start(*std::move(config), [this, &projection_failed] {
+          intents_done_ = true;
           if (!StartProjection()) projection_failed = true;
         })) {
       return 1;
@@ -274,11 +310,13 @@ class Daemon {
       }
       if (fds[1].revents & POLLIN) {
         auto events = ReadPluginDirEvents(watch.get());
+        if (events.kubelet_created) metrics_.kubelet_restarts.Add();
         timer_.Run("plugin dir", [&] { reconciler_->OnPluginDir(events); });
       }
       if (fds[2].revents & POLLIN) timer_.Run("posted", [&] { queue_->RunPending(); });
       if (fds[3].revents & POLLIN) {
         auto events = monitor_->Receive();
+        metrics_.uevents.Add(events.size());
         timer_.Run("uevents", [&] { reconciler_->OnUevents(events); });
       }
       timer_.Run("registration retries", [&] { manager_.RunDue(); });
@@ -311,6 +349,9 @@ class Daemon {
       log_->error("{}", ToStd(config.status().message()));
       return false;
     }
+    config->observe = [m = &metrics_](std::string_view verb, int status) {
+      m->api_requests.With({std::string(verb), absl::StrCat(status)}).Add();
+    };
     // Claims and SR-IOV requests are decided on the owner thread like everything that touches
     // devices; the answer goes back to the projection's thread.
     auto claims = [this, post = Poster()](projection::ClaimRequest req,
@@ -333,8 +374,69 @@ class Daemon {
     }
     projection_ = *std::move(p);
     publisher_ = std::make_unique<ProjectionPublisher>(*projection_);
-    reconciler_->set_publisher(publisher_.get());
+    AddProjectionCollectors(metrics_.registry, *projection_);
+    inventory_metrics_.set_next(publisher_.get());
+    reconciler_->set_publisher(&inventory_metrics_);  // publishes again, to both
     return true;
+  }
+
+  // --metrics-bind-address: /metrics, /healthz, /readyz; "0" = none. False when it cannot listen.
+  bool StartMetrics() {
+    if (flags_.metrics_bind_address == "0") return true;
+    auto address = ParseBindAddress(flags_.metrics_bind_address);
+    if (!address.ok()) {
+      log_->error("{}", ToStd(address.status().message()));
+      return false;
+    }
+    MetricsHandlers handlers;
+    handlers.metrics = [this] { return metrics_.registry.Render(); };
+    // Alive: the owner loop runs a posted no-op within the probe's wait.
+    handlers.healthz = [this] { return AskOwner([](ProbeResult& r) { r.ok = true; }); };
+    // Ready: every plugin registered with the kubelet, and the projection (when there is one)
+    // has listed this node's resources.
+    handlers.readyz = [this] {
+      return AskOwner([this](ProbeResult& r) {
+        std::vector<std::string> why;
+        if (manager_.registered() < manager_.size()) {
+          why.push_back(absl::StrCat(manager_.size() - manager_.registered(), " of ",
+                                     manager_.size(), " device plugins not registered"));
+        }
+        if (projection_) {
+          for (const std::string& plural : projection_->Unsynced()) {
+            why.push_back(absl::StrCat(plural, " not listed yet"));
+          }
+        } else if (!intents_done_) {
+          why.push_back("intents not brought about yet");
+        }
+        r.ok = why.empty();
+        r.message = absl::StrJoin(why, "; ");
+      });
+    };
+    auto server = MetricsServer::Start(*address, std::move(handlers));
+    if (!server.ok()) {
+      log_->error("{}", ToStd(server.status().message()));
+      return false;
+    }
+    metrics_server_ = *std::move(server);
+    log_->info("metrics on {}:{} (/metrics, /healthz, /readyz)", address->host,
+               metrics_server_->port());
+    return true;
+  }
+
+  // Runs `fill` on the owner thread and waits for it at most 2 s (the probe's answer then says
+  // the loop is stuck). Scraper's thread.
+  ProbeResult AskOwner(std::function<void(ProbeResult&)> fill) {
+    auto answer = std::make_shared<std::promise<ProbeResult>>();
+    std::future<ProbeResult> got = answer->get_future();
+    Poster()([answer, fill = std::move(fill)] {
+      ProbeResult r;
+      fill(r);
+      answer->set_value(std::move(r));
+    });
+    if (got.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+      return {false, "the owner loop did not turn within 2 s"};
+    }
+    return got.get();
   }
 
   // A function that runs its argument on the owner thread, for callbacks on other threads. It
@@ -354,6 +456,9 @@ class Daemon {
   // Shared, and held weakly by callbacks (Poster): gRPC calls can outlive the daemon.
   std::shared_ptr<EventQueue> queue_ = std::make_shared<EventQueue>();
   SteadyClock clock_;
+  DaemonMetrics metrics_;  // before the parts that update it
+  InventoryMetrics inventory_metrics_{metrics_.registry};
+  HealthChanges health_changes_{metrics_.health_changes};
   agent::HookContext hook_ctx_;    // read by the plugin servers' hooks
   plugin::PluginManager manager_;  // its servers' hooks use hook_ctx_
   ManagerSink sink_;
@@ -364,7 +469,9 @@ class Daemon {
   std::unique_ptr<agent::Reconciler> reconciler_;
   std::unique_ptr<projection::Projection> projection_;  // absent when standalone
   std::unique_ptr<ProjectionPublisher> publisher_;
-  std::unique_ptr<ControlServer> control_;  // `pcidevices enable|disable` while we run
+  std::unique_ptr<ControlServer> control_;         // `pcidevices enable|disable` while we run
+  std::unique_ptr<MetricsServer> metrics_server_;  // reset first by the destructor
+  bool intents_done_ = false;                      // the reconciler's Start said ready
 };
 
 }  // namespace

@@ -20,6 +20,7 @@ struct DaemonFlags {
   std::string modprobe = "modprobe";
   std::string kubeconfig = "";  // "" = in-cluster when there, else standalone
   unsigned vm_uid = 107;        // owner (uid and gid) of USB nodes handed to a VM
+  std::string metrics_bind_address = ":9808";  // "0" = no metrics endpoint
 };
 
 // Runs until SIGTERM or SIGINT (blocked in the calling thread and taken through a signalfd);

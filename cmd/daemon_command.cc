@@ -6,6 +6,7 @@
 #include "cmd/daemon.h"
 #include "cmd/flags.h"
 #include "cmd/logging.h"
+#include "cmd/metrics_server.h"
 #include "core/attribute.h"
 #include "core/id_database.h"
 #include "core/status.h"
@@ -18,16 +19,17 @@ constexpr char kUsage[] =
     "usage: pcidevices daemon --node-name N [--config FILE] [--sysfs-root DIR] [--dev-root DIR]\n"
     "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--state-dir DIR]\n"
     "         [--kubeconfig FILE] [--uevent-source udev|kernel] [--vm-user-id N]\n"
-    "         [--proc-root DIR] [--modprobe CMD]\n";
+    "         [--proc-root DIR] [--modprobe CMD] [--metrics-bind-address ADDR:PORT|0]\n";
 
 }  // namespace
 
 int RunDaemon(const std::vector<std::string>& args) {
-  auto cmdline = ParseCommandLine(
-      "daemon", args,
-      {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir", "pod-resources-socket",
-       "state-dir", "kubeconfig", "uevent-source", "vm-user-id", "proc-root", "modprobe"},
-      {}, kUsage);
+  auto cmdline =
+      ParseCommandLine("daemon", args,
+                       {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir",
+                        "pod-resources-socket", "state-dir", "kubeconfig", "uevent-source",
+                        "vm-user-id", "proc-root", "modprobe", "metrics-bind-address"},
+                       {}, kUsage);
   if (!cmdline.flags) return cmdline.code;
   const ParsedFlags* flags = &*cmdline.flags;
   if (!flags->Has("node-name") || flags->Get("node-name", "").empty()) {
@@ -42,6 +44,13 @@ int RunDaemon(const std::vector<std::string>& args) {
   f.state_dir = flags->Get("state-dir", f.state_dir);
   f.modprobe = flags->Get("modprobe", f.modprobe);
   f.kubeconfig = flags->Get("kubeconfig", "");
+  f.metrics_bind_address = flags->Get("metrics-bind-address", f.metrics_bind_address);
+  if (f.metrics_bind_address != "0") {
+    if (auto bind = ParseBindAddress(f.metrics_bind_address); !bind.ok()) {
+      std::cerr << "pcidevices daemon: " << bind.status().message() << "\n";
+      return 2;
+    }
+  }
   auto roots = OpenHostRoots(*flags);
   if (!roots.ok()) {
     log->error("{}", ToStd(roots.status().message()));

@@ -29,7 +29,7 @@ def main():
                         "--proc-root", f"{tmp}/proc", "--state-dir", f"{tmp}/state",
                         "--intent", "0000:01:00.0"], check=True)
         config = f"{tmp}/config.json"
-        daemon_args = [pcidevices, "daemon", "--node-name", "n1", "--config", config,
+        daemon_args = [pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", "n1", "--config", config,
                        "--sysfs-root", sysfs, "--dev-root", dev, "--device-plugin-dir", plugins,
                        "--proc-root", f"{tmp}/proc", "--state-dir", f"{tmp}/state"]
 
@@ -47,6 +47,28 @@ def main():
                 f.write(bad)
             p = subprocess.run(daemon_args, capture_output=True, text=True, timeout=10)
             check(p.returncode == 1 and text in p.stderr, f"config {bad!r}: {p.returncode} {p.stderr[-300:]}")
+
+        # A malformed metrics address: usage error (2), named; one in use: exit 1, named; nothing
+        # served either way.
+        with open(config, "w") as f:
+            json.dump({"enable": [{"vendor": "10de"}]}, f)
+        no_metrics = daemon_args.index("--metrics-bind-address") + 1
+        for address in (":99999", "localhost", "[::1:80"):
+            args = list(daemon_args)
+            args[no_metrics] = address
+            p = subprocess.run(args, capture_output=True, text=True, timeout=10)
+            check(p.returncode == 2 and f'--metrics-bind-address "{address}"' in p.stderr,
+                  f"metrics address {address!r}: {p.returncode} {p.stderr[-300:]}")
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        args = list(daemon_args)
+        args[no_metrics] = f"127.0.0.1:{taken.getsockname()[1]}"
+        p = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        taken.close()
+        check(p.returncode == 1 and "metrics: cannot listen on 127.0.0.1:" in p.stderr,
+              f"metrics port in use: {p.returncode} {p.stderr[-300:]}")
+        check(os.listdir(plugins) == [], "nothing served when the metrics port is taken")
 
         # A bridge and a missing device in the config: refused / warned; the GPU is still served.
         with open(config, "w") as f:

@@ -126,7 +126,7 @@ def main():
         log = open(f"{tmp}/daemon.log", "w+")
         # PCID_DAEMON_WRAPPER="gdb -batch -ex run -ex bt --args" helps when the daemon dies.
         wrapper = os.environ.get("PCID_DAEMON_WRAPPER", "").split()
-        daemon = subprocess.Popen(wrapper + [pcidevices, "daemon", "--node-name", "n1", "--config", config,
+        daemon = subprocess.Popen(wrapper + [pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", "n1", "--config", config,
                                    "--sysfs-root", sysfs, "--dev-root", dev,
                                    "--proc-root", f"{tmp}/proc", "--state-dir", f"{tmp}/state",
                                    "--device-plugin-dir", plugins,

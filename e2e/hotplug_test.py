@@ -88,7 +88,7 @@ def main():
                 {"address": a, "enabled": True, "originalDriver": d, "sources": ["cli"]}
                 for a, d in (("0000:01:00.0", "nvidia"), (NEW, ""))]}, f)
         log = open(f"{tmp}/daemon.log", "w+")
-        inj = Injector(injector_bin, ["--node-name", "n1", "--config", config, "--sysfs-root", "/sys",
+        inj = Injector(injector_bin, ["--metrics-bind-address", "0", "--node-name", "n1", "--config", config, "--sysfs-root", "/sys",
                                       "--dev-root", "/dev", "--device-plugin-dir", plugins,
                                       "--pod-resources-socket", f"{tmp}/pr.sock",
                                       "--proc-root", f"{tmp}/t/proc", "--state-dir", f"{tmp}/state",

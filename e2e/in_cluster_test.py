@@ -72,7 +72,7 @@ def run(api, tmp, pcidevices, make_tree):
     env.update(KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(api.port),
                PCIDEVICES_SERVICE_ACCOUNT_DIR=sa)
     log_path = f"{tmp}/daemon.log"
-    args = [pcidevices, "daemon", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
+    args = [pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
             "--dev-root", dev, "--proc-root", proc, "--state-dir", state, "--device-plugin-dir", plugins,
             "--pod-resources-socket", f"{tmp}/pr.sock"]
     daemon = subprocess.Popen(args, stderr=open(log_path, "w"), env=env)

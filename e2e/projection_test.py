@@ -181,7 +181,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
     sysfs, dev, proc, state, plugins, config, listed = gpu_node(tmp, pcidevices, make_tree)
     emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
     log = open(f"{tmp}/daemon.log", "w+")
-    args = [pcidevices, "daemon", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
+    args = [pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
             "--dev-root", dev, "--proc-root", proc, "--state-dir", state, "--device-plugin-dir", plugins,
             "--pod-resources-socket", f"{tmp}/pr.sock", "--kubeconfig", api.kubeconfig_tokenfile]
     daemon = subprocess.Popen(args, stderr=log)

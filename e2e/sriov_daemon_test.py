@@ -19,6 +19,7 @@ writes nothing.
 usage: sriov_daemon_test.py PCIDEVICES KUBELET_EMULATOR MAKE_TREE"""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,12 +86,13 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
     numvfs = f"{sysfs}/bus/pci/devices/{PF}/sriov_numvfs"
     emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
     log = open(f"{tmp}/daemon.log", "w+")
-    args = [pcidevices, "daemon", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
+    args = [pcidevices, "daemon", "--metrics-bind-address", "127.0.0.1:0", "--node-name", NODE, "--config", config, "--sysfs-root", sysfs,
             "--dev-root", dev, "--proc-root", proc, "--state-dir", state, "--device-plugin-dir", plugins,
             "--pod-resources-socket", f"{tmp}/pr.sock", "--kubeconfig", api.kubeconfig_tokenfile]
     daemon = subprocess.Popen(args, stderr=log)
     try:
         scenario(api, emu, state, numvfs, resource)
+        projection_metrics(log.name)
         # A claim force-deleted while the agent is down: the restarted agent gives its VF back.
         api.kubectl("apply", "-f", "-", stdin=vf_claim("vc-down", NODE, pfAddress=PF, count=1))
         c = wait_status(api, "vfclaims", "vc-down", lambda o: reason(o) == "Bound")
@@ -118,6 +120,23 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         if failures:
             log.seek(0)
             print("--- daemon log (tail) ---\n" + "".join(log.readlines()[-60:]))
+
+
+def projection_metrics(log_path):
+    """/readyz and the projection's counters, from the daemon's metrics endpoint."""
+    from metrics_test import get, scrape, value
+    m = re.search(r"metrics on 127\.0\.0\.1:(\d+)", open(log_path).read())
+    if not check(m is not None, "the metrics port is logged"):
+        return
+    port = int(m.group(1))
+    status, body, _ = get(port, "/readyz")
+    check(status == 200, f"/readyz 200: plugins registered, this node's resources listed ({body!r})")
+    _, samples = scrape(port)
+    patches = value(samples, "pcidevices_api_requests_total", verb="PATCH", code="200") or 0
+    writes_ = sum(value(samples, "pcidevices_api_writes_total", kind=k) or 0 for k in ("create", "status", "claim"))
+    watches = value(samples, "pcidevices_watch_restarts_total") or 0
+    check(patches > 0 and writes_ > 0 and watches >= 7,
+          f"API requests by verb and code, writes, lists counted ({patches}, {writes_}, {watches})")
 
 
 def scenario(api, emu, state, numvfs, resource):

@@ -99,7 +99,7 @@ def run_daemon(pcidevices, tmp, sysfs, dev, proc, node, kubeconfig, env):
     with open(config, "w") as f:
         f.write('{"enable": []}')
     log_path = f"{tmp}/{node}.log"
-    daemon = subprocess.Popen([pcidevices, "daemon", "--node-name", node, "--config", config,
+    daemon = subprocess.Popen([pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", node, "--config", config,
                                "--sysfs-root", sysfs, "--dev-root", dev, "--proc-root", proc,
                                "--state-dir", state, "--device-plugin-dir", plugins,
                                "--pod-resources-socket", f"{tmp}/{node}-pr.sock", "--kubeconfig", kubeconfig],

@@ -154,7 +154,7 @@ def main():
         plugins = f"{tmp}/dp"
         os.mkdir(plugins)
         log = open(f"{tmp}/daemon.log", "w+")
-        daemon = subprocess.Popen([pcidevices, "daemon", "--node-name", "n1", "--config", config,
+        daemon = subprocess.Popen([pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", "n1", "--config", config,
                                    "--device-plugin-dir", plugins, *roots], stderr=log)
         try:
             deadline = time.monotonic() + 10

@@ -264,9 +264,9 @@ grpc::Status GetPreferred(State& state, const v1beta1::PreferredAllocationReques
   return grpc::Status::OK;
 }
 
-grpc::Status Allocate(State& state, const v1beta1::AllocateRequest& req,
-                      v1beta1::AllocateResponse& out, std::function<void()>& then) {
-  const auto resource = state.Current();
+grpc::Status Decide(State& state, const std::shared_ptr<const Resource>& resource,
+                    const v1beta1::AllocateRequest& req, v1beta1::AllocateResponse& out,
+                    std::function<void()>& then) {
   std::vector<std::string> all_ids;
   for (const auto& c : req.container_requests()) {
     const std::vector<std::string> ids(c.devices_ids().begin(), c.devices_ids().end());
@@ -296,6 +296,17 @@ grpc::Status Allocate(State& state, const v1beta1::AllocateRequest& req,
     };
   }
   return grpc::Status::OK;
+}
+
+grpc::Status Allocate(State& state, const v1beta1::AllocateRequest& req,
+                      v1beta1::AllocateResponse& out, std::function<void()>& then) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto resource = state.Current();
+  grpc::Status status = Decide(state, resource, req, out, then);
+  if (state.hooks.allocate_timed) {
+    state.hooks.allocate_timed(*resource, std::chrono::steady_clock::now() - t0, status.ok());
+  }
+  return status;
 }
 
 grpc::Status PreStart(State& state, const v1beta1::PreStartContainerRequest& req,

@@ -13,6 +13,7 @@
 #include <absl/status/status.h>
 #include <absl/status/statusor.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -36,6 +37,9 @@ struct ServerHooks {
   // gave out: bookkeeping that must not delay the answer (waking the daemon's loop before it
   // cost a quiet node ~0.3 ms per Allocate, bench/run_plugin.py).
   std::function<void(const Resource&, const std::vector<std::string>& ids)> allocated;
+  // Called on a gRPC thread with the time an Allocate took to decide and whether it was granted
+  // (metrics).
+  std::function<void(const Resource&, std::chrono::nanoseconds took, bool ok)> allocate_timed;
 };
 
 class DevicePluginServer {

@@ -132,6 +132,7 @@ void PluginManager::Register(const std::string& name) {
       auto it = plugins_.find(name);
       if (it == plugins_.end() || it->second.attempt != attempt) return;  // superseded
       Entry& e = it->second;
+      if (options_.registered) options_.registered(status.ok());
       if (status.ok()) {
         e.registered = true;
         e.backoff.Reset();

@@ -42,6 +42,8 @@ class PluginManager {
     std::string plugin_dir;  // where our sockets and kubelet.sock live
     ServerHooks hooks;
     std::chrono::milliseconds register_timeout{5000};
+    // Told of each registration's outcome, on the owner thread (metrics).
+    std::function<void(bool ok)> registered;
   };
   PluginManager(Options options, std::function<void(std::function<void()>)> post,
                 spdlog::logger& log);

@@ -161,6 +161,7 @@ absl::StatusOr<KubeResponse> KubeClient::Call(std::string_view method, const std
   httplib::Response res;
   httplib::Error err = httplib::Error::Success;
   const bool ok = http_->send(req, res, err);
+  if (config_.observe) config_.observe(method, ok ? res.status : 0);
   if (too_large) {
     return absl::ResourceExhaustedError(
         absl::StrCat(ToAbsl(method), " ", server_, path, ": answer over ", kMaxBody, " bytes"));
@@ -211,6 +212,8 @@ absl::StatusOr<int> KubeClient::Stream(const std::string& path,
   httplib::Response res;
   httplib::Error err = httplib::Error::Success;
   const bool ok = http_->send(req, res, err);
+  // A watch counts when it ends; its verb is WATCH, as the API server's metrics say.
+  if (config_.observe && err != httplib::Error::Canceled) config_.observe("WATCH", ok ? status : 0);
   if (too_large)
     return absl::ResourceExhaustedError(
         absl::StrCat("watch ", server_, path, ": line over ", kMaxBody, " bytes"));

@@ -28,6 +28,9 @@ struct KubeConfig {
   std::string client_cert_pem;  // with client_key_pem: TLS client authentication
   std::string client_key_pem;
   std::string origin;  // "kubeconfig /root/.kube/config (context kind)", for messages
+  // Told of every request made through a KubeClient (its verb; the HTTP status, 0 when no
+  // answer came), on the calling thread: the daemon's metrics (as client-go's WrapTransport).
+  std::function<void(std::string_view verb, int status)> observe;
 };
 
 // A kubeconfig (YAML or JSON), its current context. Relative file paths are relative to the

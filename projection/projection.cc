@@ -202,4 +202,17 @@ void Projection::Publish(std::shared_ptr<const Inventory> inventory) {
 
 ProjectionStats Projection::stats() const { return impl_->counters.Get(); }
 
+std::vector<std::string> Projection::Unsynced() const {
+  std::vector<const Store*> stores = {&impl_->pci, &impl_->usb, &impl_->pci_claims,
+                                      &impl_->usb_claims};
+  if (impl_->sriov) {
+    stores.insert(stores.end(), {&impl_->sriov_network, &impl_->sriov_gpu, &impl_->vf_claims});
+  }
+  std::vector<std::string> out;
+  for (const Store* s : stores) {
+    if (!s->synced()) out.push_back(s->plural());
+  }
+  return out;
+}
+
 }  // namespace pcid::projection

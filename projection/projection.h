@@ -123,6 +123,9 @@ class Projection {
 
   void Publish(std::shared_ptr<const Inventory> inventory);
   ProjectionStats stats() const;
+  // The plurals of this node's resources not listed yet (KubeVirt's object, which may never
+  // exist, is not among them): empty once the projection has a full view. Any thread.
+  std::vector<std::string> Unsynced() const;
 
   struct Impl;
 

@@ -10,7 +10,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libboost-test-dev libabsl-dev
   pci.ids usb.ids pciutils usbutils umockdev libumockdev-dev python3
   qemu-system-x86 busybox-static kmod cpio e2fsprogs
-  openssl
+  openssl python3-prometheus-client
 )
 
 missing=()

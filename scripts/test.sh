@@ -25,7 +25,7 @@ cmake --build build-asan --target unit_tests pcidevices kubelet_emulator
 ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
 # The daemon's gRPC lifetimes under ASan+UBSan too (leak checking off: gRPC keeps globals).
 ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure \
-  -R 'e2e_device_plugin|e2e_daemon_bad_input|e2e_vfio_cli|e2e_projection|e2e_tls_trust'
+  -R 'e2e_device_plugin|e2e_daemon_bad_input|e2e_vfio_cli|e2e_projection|e2e_tls_trust|e2e_metrics'
 
 # ThreadSanitizer, with clang's lock analysis (-Wthread-safety -Werror) on every file of the
 # build: the unit tests and the daemon's threaded e2e tests. Suppressions (scripts/tsan.supp)
@@ -36,7 +36,7 @@ cmake --build build-tsan --target unit_tests pcidevices kubelet_emulator uevent_
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/scripts/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j "$jobs" -L unit
 TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp" ctest --test-dir build-tsan --output-on-failure \
-  -R 'e2e_device_plugin|e2e_projection|e2e_hotplug'
+  -R 'e2e_device_plugin|e2e_projection|e2e_hotplug|e2e_metrics'
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"

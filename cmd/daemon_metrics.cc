@@ -1,0 +1,119 @@
+#include "cmd/daemon_metrics.h"
+
+#include "projection/projection.h"
+
+namespace pcid::cmd {
+
+using metrics::Type;
+
+DaemonMetrics::DaemonMetrics()
+    : loop_handler(registry.AddHistogram(
+          "pcidevices_owner_loop_handler_duration_seconds",
+          "Time one handler held the owner loop (uevents, plugin directory, posted work, timers).",
+          {"handler"})),
+      uevents(
+          registry.AddCounter("pcidevices_uevents_total", "Kernel uevents received (PCI and USB).")
+              .With()),
+      kubelet_restarts(registry
+                           .AddCounter("pcidevices_kubelet_restarts_total",
+                                       "Kubelet starts and restarts seen (kubelet.sock created).")
+                           .With()),
+      registrations(registry.AddCounter("pcidevices_plugin_registrations_total",
+                                        "Device-plugin registrations with the kubelet, by result.",
+                                        {"result"})),
+      allocate(registry.AddHistogram("pcidevices_allocate_duration_seconds",
+                                     "Time to decide a device plugin's Allocate, by resource.",
+                                     {"resource"})),
+      allocations(registry.AddCounter("pcidevices_allocations_total",
+                                      "Allocate calls answered, by result (granted, refused).",
+                                      {"result"})),
+      kernel_jobs(registry
+                      .AddHistogram("pcidevices_kernel_job_duration_seconds",
+                                    "Time of one kernel job: binding or unbinding a device or an "
+                                    "IOMMU group, or changing a PF's VF count.")
+                      .With()),
+      health_changes(registry.AddCounter("pcidevices_device_health_changes_total",
+                                         "Served devices whose health changed, by resource.",
+                                         {"resource"})),
+      api_requests(registry.AddCounter(
+          "pcidevices_api_requests_total",
+          "Requests to the Kubernetes API server, by verb and HTTP status (0: no answer).",
+          {"verb", "code"})) {}
+
+InventoryMetrics::InventoryMetrics(metrics::Registry& registry) {
+  registry.AddCollector("pcidevices_devices", "Devices on the node, by kind and state.",
+                        Type::kGauge, {"kind", "state"}, [this] { return Collect(); });
+}
+
+void InventoryMetrics::Publish(std::shared_ptr<const projection::Inventory> inventory) {
+  {
+    MutexLock lock(&mu_);
+    last_ = inventory;
+  }
+  if (next_) next_->Publish(std::move(inventory));
+}
+
+metrics::Samples InventoryMetrics::Collect() const {
+  std::shared_ptr<const projection::Inventory> inv;
+  {
+    MutexLock lock(&mu_);
+    inv = last_;
+  }
+  // Every state present, also at 0: a series that vanishes reads as "no data", not "none".
+  std::map<std::string, double> pci = {{"vfio-pci", 0}, {"host-driver", 0}, {"no-driver", 0}};
+  double usb = 0;
+  if (inv) {
+    for (const PciDevice& d : inv->pci) {
+      ++pci[d.driver == "vfio-pci" ? "vfio-pci" : d.driver.empty() ? "no-driver" : "host-driver"];
+    }
+    for (const UsbDevice& u : inv->usb) usb += u.device_class == 0x09 ? 0 : 1;  // hubs not offered
+  }
+  const double served = inv ? static_cast<double>(inv->enabled_usb.size()) : 0;
+  metrics::Samples out;
+  for (const auto& [state, n] : pci) out.push_back({{"pci", state}, n});
+  out.push_back({{"usb", "served"}, served});
+  out.push_back({{"usb", "available"}, std::max(0.0, usb - served)});
+  return out;
+}
+
+void HealthChanges::Observe(const std::map<std::string, plugin::Resource>& resources) {
+  std::map<std::string, std::map<std::string, bool>> now;
+  for (const auto& [name, r] : resources) {
+    auto& ids = now[name];
+    auto before = healthy_.find(name);
+    uint64_t changed = 0;
+    for (const plugin::PluginDevice& d : r.devices) {
+      ids[d.id] = d.healthy;
+      if (before == healthy_.end()) continue;
+      auto was = before->second.find(d.id);
+      if (was != before->second.end() && was->second != d.healthy) ++changed;
+    }
+    if (changed) counter_.With({name}).Add(changed);
+  }
+  healthy_ = std::move(now);
+}
+
+void AddProjectionCollectors(metrics::Registry& registry, const projection::Projection& p) {
+  registry.AddCollector(
+      "pcidevices_api_writes_total", "Writes the projection made to the API server, by kind.",
+      Type::kCounter, {"kind"}, [&p] {
+        const projection::ProjectionStats s = p.stats();
+        return metrics::Samples{{{"create"}, static_cast<double>(s.creates)},
+                                {{"status"}, static_cast<double>(s.status_patches)},
+                                {{"delete"}, static_cast<double>(s.deletes)},
+                                {{"claim"}, static_cast<double>(s.claim_writes)}};
+      });
+  registry.AddCollector("pcidevices_api_write_failures_total",
+                        "Projection writes the API server refused or did not answer.",
+                        Type::kCounter, {}, [&p] {
+                          return metrics::Samples{{{}, double(p.stats().failures)}};
+                        });
+  registry.AddCollector("pcidevices_watch_restarts_total",
+                        "Lists made again by the projection's informers (a watch broken, 410 "
+                        "Gone), the first lists included.",
+                        Type::kCounter, {}, [&p] {
+                          return metrics::Samples{{{}, double(p.stats().relists)}};
+                        });
+}
+
+}  // namespace pcid::cmd
