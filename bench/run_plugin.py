@@ -2,7 +2,8 @@
 """Device-plugin benchmark: the daemon serving 64 resources x 32 devices to the kubelet emulator.
 
 Usage: bench/run_plugin.py [BUILD_DIR] [--allocations N] [--paced N] [--restarts N]
-                           [--idle S] [--strace S] [--scrapes N] [--seed N] [--keep]
+                           [--idle S] [--strace S] [--scrapes N] [--metrics ADDR|0]
+                           [--seed N] [--keep]
 
 Builds the plugin-bench tree (e2e/fixtures/make_tree.py: 2,048 vfio-pci functions, one IOMMU
 group each, 64 unknown Intel device IDs, so 64 resources intel.com/f000 ... f03f) on tmpfs, a
@@ -240,6 +241,8 @@ def main() -> int:
     parser.add_argument("--restarts", type=int, default=20)
     parser.add_argument("--idle", type=float, default=30.0, help="quiet period, seconds")
     parser.add_argument("--scrapes", type=int, default=1000, help="/metrics scrapes to time")
+    parser.add_argument("--metrics", default="127.0.0.1:0",
+                        help="the daemon's --metrics-bind-address (0: none, to compare)")
     parser.add_argument("--strace", type=float, default=10.0,
                         help="strace -c period, seconds (0: skip)")
     parser.add_argument("--seed", type=int, default=1)
@@ -307,7 +310,7 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
     try:
         t_start = now_us()
         daemon = subprocess.Popen(
-            [pcidevices, "daemon", "--metrics-bind-address", "127.0.0.1:0", "--node-name", "bench", "--config", config,
+            [pcidevices, "daemon", "--metrics-bind-address", args.metrics, "--node-name", "bench", "--config", config,
              "--sysfs-root", sysfs, "--dev-root", dev, "--device-plugin-dir", plugins,
              "--proc-root", f"{tmp}/proc", "--state-dir", f"{tmp}/state",
              # never the real /var/lib/kubelet, even to look

@@ -173,18 +173,17 @@ class Daemon {
         ids_(std::move(ids)),
         log_(MakeLogger("daemon")),
         plugin_log_(MakeLogger("plugin")),
-        hook_ctx_{
-            roots_.sysfs,
-            roots_.dev,
-            flags_.vm_uid,
-            *plugin_log_,
-            [post = Poster(), this](std::vector<std::string> ids) {
-              post([this, ids = std::move(ids)] { reconciler_->OnAllocated(ids); });
-            },
-            [m = &metrics_](const plugin::Resource& r, std::chrono::nanoseconds took, bool ok) {
-              m->allocate.With({r.name}).Observe(took);
-              m->allocations.With({ok ? "granted" : "refused"}).Add();
-            }},
+        hook_ctx_{roots_.sysfs,
+                  roots_.dev,
+                  flags_.vm_uid,
+                  *plugin_log_,
+                  [post = Poster(), this](std::vector<std::string> ids) {
+                    post([this, ids = std::move(ids)] { reconciler_->OnAllocated(ids); });
+                  },
+                  [m = &metrics_](const plugin::Resource&, std::chrono::nanoseconds took, bool ok) {
+                    m->allocate.Observe(took);
+                    m->allocations.With({ok ? "granted" : "refused"}).Add();
+                  }},
         manager_(
             {.plugin_dir = flags_.plugin_dir,
              .hooks = agent::MakePluginHooks(hook_ctx_),

@@ -21,9 +21,12 @@ DaemonMetrics::DaemonMetrics()
       registrations(registry.AddCounter("pcidevices_plugin_registrations_total",
                                         "Device-plugin registrations with the kubelet, by result.",
                                         {"result"})),
-      allocate(registry.AddHistogram("pcidevices_allocate_duration_seconds",
-                                     "Time to decide a device plugin's Allocate, by resource.",
-                                     {"resource"})),
+      // One histogram for every resource: per resource it was 64 x 19 series on a node with 64
+      // resources, 100 KiB a scrape, for no question an operator asks.
+      allocate(registry
+                   .AddHistogram("pcidevices_allocate_duration_seconds",
+                                 "Time to decide a device plugin's Allocate.")
+                   .With()),
       allocations(registry.AddCounter("pcidevices_allocations_total",
                                       "Allocate calls answered, by result (granted, refused).",
                                       {"result"})),

@@ -27,9 +27,9 @@ struct DaemonMetrics {
   metrics::Family<metrics::DurationHistogram>& loop_handler;  // {handler}
   metrics::Counter& uevents;
   metrics::Counter& kubelet_restarts;
-  metrics::Family<metrics::Counter>& registrations;       // {result}
-  metrics::Family<metrics::DurationHistogram>& allocate;  // {resource}
-  metrics::Family<metrics::Counter>& allocations;         // {result}
+  metrics::Family<metrics::Counter>& registrations;  // {result}
+  metrics::DurationHistogram& allocate;
+  metrics::Family<metrics::Counter>& allocations;  // {result}
   metrics::DurationHistogram& kernel_jobs;
   metrics::Family<metrics::Counter>& health_changes;  // {resource}
   metrics::Family<metrics::Counter>& api_requests;    // {verb, code}
