@@ -64,6 +64,34 @@ absl::Status WriteCount(const Node& node, const std::string& address, unsigned h
   return absl::OkStatus();
 }
 
+// The PF's sriov_drivers_autoprobe now ("1" or "0").
+absl::StatusOr<bool> CurrentAutoprobe(const Node& node, const std::string& address) {
+  const std::string rel = DevDir(address) + "/sriov_drivers_autoprobe";
+  auto text = node.sysfs.ReadFile(rel);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("pci ", address, ": read ", rel, ": ",
+                                                           text.status().message()));
+  }
+  auto v = ParseDecimalAttribute(*text, 0, 1);
+  if (!v.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("pci ", address, ": ", rel, ": ", v.status().message()));
+  }
+  return *v == 1;
+}
+
+// A release's writes: the PF's own autoprobe setting back first (so that VFs it had before us
+// probe as they did), then its original count.
+absl::Status WriteRelease(const Node& node, const std::string& address, unsigned had,
+                          VfCountIntent intent) {
+  if (intent.original_drivers_autoprobe) {
+    PCID_RETURN_IF_ERROR(Write(node, address, DevDir(address) + "/sriov_drivers_autoprobe",
+                               *intent.original_drivers_autoprobe ? "1" : "0"));
+  }
+  intent.drivers_autoprobe.reset();
+  return WriteCount(node, address, had, intent, intent.original_count);
+}
+
 }  // namespace
 
 absl::Status SetVfCount(const Node& node, StateStore& store, const PciDevice& pf,
@@ -99,6 +127,9 @@ absl::Status SetVfCount(const Node& node, StateStore& store, const PciDevice& pf
   next.sources.emplace(source);
   next.ids = VendorDeviceIds(pf.vendor_id, pf.device_id);
   if (drivers_autoprobe) next.drivers_autoprobe = drivers_autoprobe;
+  if (next.drivers_autoprobe && !next.original_drivers_autoprobe) {
+    PCID_ASSIGN_OR_RETURN(next.original_drivers_autoprobe, CurrentAutoprobe(node, address));
+  }
   PCID_RETURN_IF_ERROR(store.PutVfCount(pf.address, next));
   Step(node, 1);
   return WriteCount(node, address, had, next, count);
@@ -117,8 +148,7 @@ absl::Status ReleaseVfCount(const Node& node, StateStore& store, const PciDevice
   // Recorded as a release first: a kill before the end is finished by the next start.
   PCID_RETURN_IF_ERROR(store.PutVfCount(pf.address, next));
   Step(node, 1);
-  next.drivers_autoprobe.reset();  // the PF's own setting is left as the admin had it
-  PCID_RETURN_IF_ERROR(WriteCount(node, address, had, next, next.original_count));
+  PCID_RETURN_IF_ERROR(WriteRelease(node, address, had, next));
   return store.PutVfCount(pf.address, std::nullopt);
 }
 
@@ -142,13 +172,11 @@ absl::Status ReapplyVfCount(const Node& node, StateStore& store, const PciDevice
         absl::StrCat("pci ", text, ": recorded VF count ", intent->count, " forgotten: ", forget));
   }
   PCID_ASSIGN_OR_RETURN(unsigned had, CurrentNumVfs(node, text));
-  const bool release = intent->sources.empty();
-  VfCountIntent apply = *intent;
-  if (release) apply.drivers_autoprobe.reset();
-  PCID_RETURN_IF_ERROR(
-      WriteCount(node, text, had, apply, release ? intent->original_count : intent->count));
-  if (release) return store.PutVfCount(pf.address, std::nullopt);
-  return absl::OkStatus();
+  if (intent->sources.empty()) {  // a release cut short: finished
+    PCID_RETURN_IF_ERROR(WriteRelease(node, text, had, *intent));
+    return store.PutVfCount(pf.address, std::nullopt);
+  }
+  return WriteCount(node, text, had, *intent, intent->count);
 }
 
 std::vector<absl::Status> ReapplyVfCounts(const Node& node, StateStore& store,

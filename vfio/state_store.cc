@@ -70,6 +70,9 @@ std::string EncodeState(const NodeState& state) {
       w.EndArray();
       if (!intent.ids.empty()) w.Key("ids").String(intent.ids);
       if (intent.drivers_autoprobe) w.Key("driversAutoprobe").Bool(*intent.drivers_autoprobe);
+      if (intent.original_drivers_autoprobe) {
+        w.Key("originalDriversAutoprobe").Bool(*intent.original_drivers_autoprobe);
+      }
       w.EndObject();
     }
     w.EndArray();
@@ -175,10 +178,14 @@ absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view or
     PCID_ASSIGN_OR_RETURN(intent.original_count, ReadCount(e, "originalCount", where, bad));
     PCID_RETURN_IF_ERROR(ReadIds(e, where, bad, intent.ids));
     PCID_RETURN_IF_ERROR(ReadSources(sources, where, bad, intent.sources));
-    if (simdjson::dom::element probe; !e["driversAutoprobe"].get(probe)) {
-      bool v = false;
-      if (probe.get(v)) return bad(absl::StrCat(where, ": driversAutoprobe must be a boolean"));
-      intent.drivers_autoprobe = v;
+    for (const auto& [key, field] :
+         {std::pair{"driversAutoprobe", &intent.drivers_autoprobe},
+          {"originalDriversAutoprobe", &intent.original_drivers_autoprobe}}) {
+      if (simdjson::dom::element probe; !e[key].get(probe)) {
+        bool v = false;
+        if (probe.get(v)) return bad(absl::StrCat(where, ": ", key, " must be a boolean"));
+        *field = v;
+      }
     }
     if (!out.vf_counts.emplace(*a, std::move(intent)).second) {
       return bad(absl::StrCat(where, ": ", ToAbsl(address), " listed twice"));

@@ -112,6 +112,9 @@ struct VfCountIntent {
   // When set, written to sriov_drivers_autoprobe before VFs are created: false keeps VFs meant
   // for passthrough off the VF driver, so that no host driver touches them first.
   std::optional<bool> drivers_autoprobe;
+  // The PF's sriov_drivers_autoprobe before our first write to it, written back when the count
+  // is given back: an administrator's later VFs probe as before.
+  std::optional<bool> original_drivers_autoprobe;
 };
 
 // Everything the state file holds.

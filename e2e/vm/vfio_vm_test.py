@@ -373,6 +373,8 @@ def sriov(vm, g, base_config):
                  f"! grep -q vfCounts {STATE}/state.json && ! grep -q {VF1} {STATE}/state.json", timeout=60)
     check("dropped from the config: VF given back, VFs removed, nothing recorded",
           ok and g.driver(NVME_PF) == "nvme", vm.run(f"cat {STATE}/state.json")[1])
+    autoprobe = vm.run(f"cat /sys/bus/pci/devices/{NVME_PF}/sriov_drivers_autoprobe")[1].strip()
+    check("and the PF's own sriov_drivers_autoprobe (1) is back", autoprobe == "1", autoprobe)
     g.stop_daemon()
 
     # kill -9 after every step of `vfs` (intent saved, autoprobe, 0, N), then a daemon start:

@@ -549,6 +549,7 @@ BOOST_AUTO_TEST_CASE(sriov_count_is_recorded_then_written_through_zero) {
   BOOST_TEST(intent->count == 2u);
   BOOST_TEST(intent->original_count == 0u);
   BOOST_TEST(intent->ids == "8086:10c9");
+  BOOST_TEST((intent->original_drivers_autoprobe == std::optional<bool>(true)));
   // A change between two non-zero counts goes through 0; the same count writes nothing.
   f.kernel.writes.clear();
   BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 3).ok());
@@ -559,8 +560,13 @@ BOOST_AUTO_TEST_CASE(sriov_count_is_recorded_then_written_through_zero) {
   f.kernel.writes.clear();
   BOOST_REQUIRE(SetVfCount(node, store, f.Device(kPf), "config", 3).ok());
   BOOST_TEST(f.kernel.writes.empty());
-  // Released: back to the count it had before us, and forgotten.
+  // Released: the PF's own autoprobe setting back first, then the count it had before us, and
+  // forgotten.
+  f.kernel.writes.clear();
   BOOST_REQUIRE(ReleaseVfCount(node, store, f.Device(kPf), "config").ok());
+  want = {"bus/pci/devices/0000:03:00.0/sriov_drivers_autoprobe=1",
+          "bus/pci/devices/0000:03:00.0/sriov_numvfs=0"};
+  BOOST_TEST(f.kernel.writes == want, boost::test_tools::per_element());
   BOOST_TEST(f.Device(kPf).virtual_functions.empty());
   BOOST_TEST(!store.FindVfCount(A(kPf)).has_value());
 }
@@ -666,8 +672,8 @@ BOOST_AUTO_TEST_CASE(reapply_forgets_counts_for_a_protected_or_replaced_pf) {
 
 BOOST_AUTO_TEST_CASE(state_file_round_trips_vf_counts) {
   NodeState state;
-  state.vf_counts[A(kPf)] = VfCountIntent{2, 1, {"config"}, "8086:10c9", false};
-  state.vf_counts[A("0000:04:00.0")] = VfCountIntent{0, 4, {}, "", std::nullopt};
+  state.vf_counts[A(kPf)] = VfCountIntent{2, 1, {"config"}, "8086:10c9", false, true};
+  state.vf_counts[A("0000:04:00.0")] = VfCountIntent{0, 4, {}, "", std::nullopt, std::nullopt};
   auto back = DecodeState(EncodeState(state), "x");
   BOOST_REQUIRE(back.ok());
   BOOST_TEST(back->vf_counts.size() == 2u);
@@ -676,6 +682,8 @@ BOOST_AUTO_TEST_CASE(state_file_round_trips_vf_counts) {
   BOOST_TEST(a.original_count == 1u);
   BOOST_TEST(a.ids == "8086:10c9");
   BOOST_TEST((a.drivers_autoprobe == std::optional<bool>(false)));
+  BOOST_TEST((a.original_drivers_autoprobe == std::optional<bool>(true)));
+  BOOST_TEST(!back->vf_counts.at(A("0000:04:00.0")).original_drivers_autoprobe.has_value());
   BOOST_TEST(back->vf_counts.at(A("0000:04:00.0")).sources.empty());
   BOOST_TEST(EncodeState({}).find("vfCounts") == std::string::npos);  // older files unchanged
   for (
@@ -686,6 +694,7 @@ BOOST_AUTO_TEST_CASE(state_file_round_trips_vf_counts) {
           R"({"version":1,"devices":[],"vfCounts":[{"address":"0000:03:00.0","count":70000,"originalCount":0,"sources":[]}]})",
           R"({"version":1,"devices":[],"vfCounts":[{"address":"../x","count":1,"originalCount":0,"sources":[]}]})",
           R"({"version":1,"devices":[],"vfCounts":[{"address":"0000:03:00.0","count":1,"originalCount":0,"sources":[],"driversAutoprobe":"no"}]})",
+          R"({"version":1,"devices":[],"vfCounts":[{"address":"0000:03:00.0","count":1,"originalCount":0,"sources":[],"originalDriversAutoprobe":1}]})",
       }) {
     auto s = DecodeState(text, "/x/state.json");
     BOOST_TEST(!s.ok(), text);
