@@ -6,6 +6,7 @@
 
 #include "cmd/commands.h"
 #include "cmd/daemon_command.h"
+#include "cmd/doctor_command.h"
 #include "cmd/list_command.h"
 #include "cmd/vfio_command.h"
 
@@ -20,6 +21,7 @@ int RunAgent(int argc, char** argv, const TestHooks& hooks) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "list") return RunList(args);
   if (command == "daemon") return RunDaemon(args);
+  if (command == "doctor") return RunDoctor(args);
   if (command == "enable" || command == "disable" || command == "vfs")
     return RunDeviceCommand(command, args, hooks);
   if (IsHelp(command)) {

@@ -18,6 +18,7 @@ inline constexpr char kUsage[] =
     "  enable   bind PCI functions to vfio-pci (through the daemon when it runs)\n"
     "  disable  give PCI functions back to their original driver\n"
     "  vfs      set an SR-IOV PF's number of virtual functions\n"
+    "  doctor   check why a device does not reach a VM (cluster and node), with fixes\n"
     "\n"
     "Run 'pcidevices <command> --help' for a command's flags.\n";
 
@@ -26,7 +27,8 @@ inline constexpr char kAgentBinaryName[] = "pcidevices-agent";
 
 // The verbs pcidevices-agent runs.
 inline bool IsAgentCommand(std::string_view command) {
-  return command == "daemon" || command == "enable" || command == "disable" || command == "vfs";
+  return command == "daemon" || command == "enable" || command == "disable" || command == "vfs" ||
+         command == "doctor";
 }
 
 inline bool IsHelp(std::string_view arg) { return arg == "--help" || arg == "-h" || arg == "help"; }
