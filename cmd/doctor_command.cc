@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -21,6 +22,8 @@
 #include "core/naming.h"
 #include "core/pci_address.h"
 #include "core/status.h"
+#include "plugin/client_queue.h"
+#include "plugin/pod_resources.h"
 #include "projection/kube_client.h"
 #include "projection/kubeconfig.h"
 #include "projection/kubevirt.h"
@@ -34,7 +37,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: pcidevices doctor NAME|ADDRESS [--node N] [--kubeconfig FILE] [--output text|json]\n"
     "         [--sysfs-root DIR] [--dev-root DIR] [--proc-root DIR] [--state-dir DIR]\n"
-    "         [--device-plugin-dir DIR]\n"
+    "         [--device-plugin-dir DIR] [--pod-resources-socket PATH]\n"
     "NAME is a PCIDevice name (<node>-<address without punctuation>), ADDRESS a PCI address.\n";
 
 constexpr char kDevicesPrefix[] = "/apis/devices.harvesterhci.io/v1beta1/";
@@ -165,6 +168,29 @@ void ClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string& ob
   }
 }
 
+// Which container holds the function, from the kubelet's PodResources API (2 s at most).
+void HolderCheck(Doctor& d, const std::string& socket, const std::string& address) {
+  auto answer = std::make_shared<std::promise<absl::StatusOr<plugin::DeviceHolders>>>();
+  auto got = answer->get_future();
+  {
+    plugin::ClientQueue queue;
+    plugin::ListPodResourcesAsync(
+        queue, socket, {}, std::chrono::seconds(2),
+        [answer](absl::StatusOr<plugin::DeviceHolders> h) { answer->set_value(std::move(h)); });
+    got.wait_for(std::chrono::seconds(3));
+  }  // the queue cancels a call still in flight, which answers CANCELLED
+  absl::StatusOr<plugin::DeviceHolders> holders = got.get();
+  if (!holders.ok()) {
+    d.Fail("holder",
+           absl::StrCat("cannot ask the kubelet (", socket, "): ", holders.status().message()),
+           "check --pod-resources-socket and that the kubelet runs");
+  } else if (auto it = holders->find(address); it != holders->end()) {
+    d.Pass("holder", absl::StrCat("held by ", it->second));
+  } else {
+    d.Pass("holder", "no pod holds it");
+  }
+}
+
 // What the node's own trees say about `address`.
 void NodeChecks(Doctor& d, const HostRoots& roots, const ParsedFlags& flags,
                 const PciAddress& address, std::string& resource) {
@@ -186,6 +212,7 @@ void NodeChecks(Doctor& d, const HostRoots& roots, const ParsedFlags& flags,
     return;
   }
   d.Pass("PCI function", absl::StrCat("pci ", text, ": ", PciDescription(*dev)));
+  HolderCheck(d, flags.Get("pod-resources-socket", kDefaultPodResourcesSocket), text);
   if (resource.empty()) resource = PciResourceName(*dev);
 
   auto protect = vfio::FindProtectedDevices(roots.sysfs, roots.proc, *devices, {});
@@ -291,7 +318,7 @@ void Print(const Doctor& d, const std::string& subject, bool json) {
 int RunDoctor(const std::vector<std::string>& args) {
   auto parsed = ParseFlags(args,
                            {"node", "kubeconfig", "output", "sysfs-root", "dev-root", "proc-root",
-                            "state-dir", "device-plugin-dir"},
+                            "state-dir", "device-plugin-dir", "pod-resources-socket"},
                            {"help"});
   if (!parsed.ok()) {
     std::cerr << "pcidevices doctor: " << parsed.status().message() << "\n" << kUsage;

@@ -73,7 +73,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
                                "--state-dir", state, "--device-plugin-dir", plugins, "--pod-resources-socket",
                                f"{tmp}/pr.sock", "--kubeconfig", api.kubeconfig_tokenfile], stderr=log)
     roots = ["--sysfs-root", sysfs, "--dev-root", dev, "--proc-root", proc, "--state-dir", state,
-             "--device-plugin-dir", plugins]
+             "--device-plugin-dir", plugins, "--pod-resources-socket", f"{tmp}/pr.sock"]
 
     def doctor(*args, kube=True, output="text"):
         t0 = time.monotonic()
@@ -102,11 +102,20 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         api.control("POST", "reset-stats")
 
         rc, out, took = doctor("n1-000081000")
-        check(rc == 0 and out.count("✓ ") == 11 and "✗" not in out,
+        check(rc == 0 and out.count("✓ ") == 12 and "✗" not in out and "✓ holder: no pod holds it" in out,
               f"all ✓ for the claimed GPU, exit 0 ({took * 1000:.0f} ms)", out)
         rc, out, _ = doctor("n1-000081000", output="json")
         j = json.loads(out) if rc == 0 else {}
-        check(j.get("ok") is True and len(j.get("checks", [])) == 11, "the same as JSON", out[:400])
+        check(j.get("ok") is True and len(j.get("checks", [])) == 12, "the same as JSON", out[:400])
+        emu.send(f"allocate {GPU} 0000:81:00.0 vm-a")
+        emu.wait(lambda e: e["event"] == "allocate", timeout=10)
+        held = wait_for(lambda: (lambda r: r if "held by" in r[1] else None)(doctor("n1-000081000")), timeout=10)
+        check(held is not None and held[0] == 0 and "vm-a" in held[1],
+              "✓ holder names the pod the kubelet gave the device to", held[1] if held else "")
+        p = subprocess.run([pcidevices, "doctor", "0000:81:00.0", *roots[:-1], config],
+                           capture_output=True, text=True, timeout=30)
+        check(p.returncode == 1 and "✗ holder: cannot ask the kubelet" in p.stdout,
+              "✗ holder when the PodResources socket does not answer", p.stdout + p.stderr)
 
         rc, out, _ = doctor("n9-000081000")
         check(rc == 1 and failed(out)[:1] == ["PCIDevice"] and "is the agent running on n9" in out,
