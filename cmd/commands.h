@@ -22,13 +22,17 @@ inline constexpr char kUsage[] =
     "\n"
     "Run 'pcidevices <command> --help' for a command's flags.\n";
 
+// Installed (or symlinked) under this name, `pcidevices` is kubectl's plugin `kubectl pcidevices`
+// (cmd/kubectl_plugin.h): the front execs the agent's `kubectl` verb.
+inline constexpr char kKubectlPluginName[] = "kubectl-pcidevices";
+
 // The agent binary's file name; the front looks for it next to itself (/proc/self/exe).
 inline constexpr char kAgentBinaryName[] = "pcidevices-agent";
 
 // The verbs pcidevices-agent runs.
 inline bool IsAgentCommand(std::string_view command) {
   return command == "daemon" || command == "enable" || command == "disable" || command == "vfs" ||
-         command == "doctor";
+         command == "doctor" || command == "kubectl";
 }
 
 inline bool IsHelp(std::string_view arg) { return arg == "--help" || arg == "-h" || arg == "help"; }

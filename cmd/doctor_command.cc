@@ -37,7 +37,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: pcidevices doctor NAME|ADDRESS [--node N] [--kubeconfig FILE] [--output text|json]\n"
     "         [--sysfs-root DIR] [--dev-root DIR] [--proc-root DIR] [--state-dir DIR]\n"
-    "         [--device-plugin-dir DIR] [--pod-resources-socket PATH]\n"
+    "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--cluster-only]\n"
     "NAME is a PCIDevice name (<node>-<address without punctuation>), ADDRESS a PCI address.\n";
 
 constexpr char kDevicesPrefix[] = "/apis/devices.harvesterhci.io/v1beta1/";
@@ -319,7 +319,7 @@ int RunDoctor(const std::vector<std::string>& args) {
   auto parsed = ParseFlags(args,
                            {"node", "kubeconfig", "output", "sysfs-root", "dev-root", "proc-root",
                             "state-dir", "device-plugin-dir", "pod-resources-socket"},
-                           {"help"});
+                           {"help", "cluster-only"});
   if (!parsed.ok()) {
     std::cerr << "pcidevices doctor: " << parsed.status().message() << "\n" << kUsage;
     return 2;
@@ -368,12 +368,15 @@ int RunDoctor(const std::vector<std::string>& args) {
       ClusterChecks(d, **client, object, node, resource);
     }
   }
-  auto roots = OpenHostRoots(*parsed);
-  if (!roots.ok()) {
-    d.Fail("node", std::string(roots.status().message()),
-           "check --sysfs-root, --dev-root, --proc-root");
-  } else {
-    NodeChecks(d, *roots, *parsed, *address, resource);
+  // kubectl's plugin runs away from the node: the cluster's view alone.
+  if (!parsed->Has("cluster-only")) {
+    auto roots = OpenHostRoots(*parsed);
+    if (!roots.ok()) {
+      d.Fail("node", std::string(roots.status().message()),
+             "check --sysfs-root, --dev-root, --proc-root");
+    } else {
+      NodeChecks(d, *roots, *parsed, *address, resource);
+    }
   }
   Print(d, subject, output == "json");
   return std::all_of(d.checks.begin(), d.checks.end(), [](const DoctorCheck& c) { return c.ok; })

@@ -45,6 +45,14 @@ int ExecAgent(char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::string self = argv[0];
+  if (self.substr(self.rfind('/') + 1) == pcid::cmd::kKubectlPluginName) {
+    // kubectl runs its plugins with the words after `kubectl pcidevices`.
+    std::vector<char*> agent_argv = {argv[0], const_cast<char*>("kubectl")};
+    agent_argv.insert(agent_argv.end(), argv + 1, argv + argc);
+    agent_argv.push_back(nullptr);
+    return ExecAgent(agent_argv.data());
+  }
   if (argc < 2) {
     std::cerr << pcid::cmd::kUsage;
     return 2;

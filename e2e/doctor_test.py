@@ -55,6 +55,35 @@ def main():
     return verdict()
 
 
+def kubectl_plugin(api, tmp, pcidevices, count):
+    """`kubectl pcidevices ...`: the binary symlinked as kubectl-pcidevices on the PATH, found
+    and run by the real kubectl."""
+    os.makedirs(f"{tmp}/bin", exist_ok=True)
+    os.symlink(os.path.abspath(pcidevices), f"{tmp}/bin/kubectl-pcidevices")
+    env = dict(os.environ, PATH=f"{tmp}/bin:" + os.environ.get("PATH", ""), KUBECONFIG=api.kubeconfig)
+
+    def kubectl(*args):
+        p = subprocess.run(["kubectl", "pcidevices", *args], capture_output=True, text=True, env=env,
+                           timeout=30)
+        return p.returncode, p.stdout, p.stderr
+
+    rc, out, err = kubectl("list")
+    lines = out.splitlines()
+    check(rc == 0 and lines and lines[0].split() == ["NAME", "NODE", "ADDRESS", "DRIVER", "RESOURCE", "CLAIMED"]
+          and any(line.split()[:3] == ["n1-000081000", NODE, "0000:81:00.0"] and line.split()[-1] == "yes"
+                  for line in lines) and len(lines) == 1 + count,
+          "kubectl pcidevices list: every PCIDevice, the claimed GPU marked", out + err)
+    rc, out, err = kubectl("list", "--node", "n9", "--output", "json")
+    check(rc == 0 and json.loads(out or "null") == [], "kubectl pcidevices list --node n9: none", out + err)
+    rc, out, err = kubectl("doctor", "n1-000081000")
+    check(rc == 0 and out.count("✓ ") == 4 and "PCI function" not in out,
+          "kubectl pcidevices doctor: the cluster's checks only, all ✓", out + err)
+    rc, out, err = kubectl("doctor", "n1-000081001")
+    check(rc == 1 and "✗ PCIDeviceClaim" in out, "kubectl pcidevices doctor: a failed check, exit 1", out + err)
+    rc, out, err = kubectl("frobnicate")
+    check(rc == 2 and "usage: kubectl pcidevices" in err, "kubectl pcidevices frobnicate: usage, exit 2", err)
+
+
 def run(api, tmp, pcidevices, emulator_bin, make_tree):
     api.kubectl("apply", "-f", f"{ROOT}/deploy/crds/")
     api.kubectl("apply", "-f", f"{HERE}/apiserver/kubevirt-crd.yaml")
@@ -107,6 +136,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         rc, out, _ = doctor("n1-000081000", output="json")
         j = json.loads(out) if rc == 0 else {}
         check(j.get("ok") is True and len(j.get("checks", [])) == 12, "the same as JSON", out[:400])
+        kubectl_plugin(api, tmp, pcidevices, len(listed))
         emu.send(f"allocate {GPU} 0000:81:00.0 vm-a")
         emu.wait(lambda e: e["event"] == "allocate", timeout=10)
         held = wait_for(lambda: (lambda r: r if "held by" in r[1] else None)(doctor("n1-000081000")), timeout=10)
