@@ -24,9 +24,12 @@
 #include "core/status.h"
 #include "plugin/client_queue.h"
 #include "plugin/pod_resources.h"
+#include "projection/claims.h"
+#include "projection/controllers.h"
 #include "projection/kube_client.h"
 #include "projection/kubeconfig.h"
 #include "projection/kubevirt.h"
+#include "projection/mirror.h"
 #include "projection/objects.h"
 #include "udev/discovery.h"
 #include "vfio/vfio.h"
@@ -39,8 +42,6 @@ constexpr char kUsage[] =
     "         [--sysfs-root DIR] [--dev-root DIR] [--proc-root DIR] [--state-dir DIR]\n"
     "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--cluster-only]\n"
     "NAME is a PCIDevice name (<node>-<address without punctuation>), ADDRESS a PCI address.\n";
-
-constexpr char kDevicesPrefix[] = "/apis/devices.harvesterhci.io/v1beta1/";
 
 // "n1-000081000" -> ("n1", 0000:81:00.0); nullopt when `name` is not shaped so.
 std::optional<std::pair<std::string, PciAddress>> SplitObjectName(const std::string& name) {
@@ -76,7 +77,7 @@ void ClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string& ob
     }
     return *std::move(r);
   };
-  auto r = get(absl::StrCat(kDevicesPrefix, "pcidevices/", object));
+  auto r = get(absl::StrCat(projection::kDevicesApiPrefix, projection::kPciPlural, "/", object));
   if (!r) return;
   if (r->status == 404) {
     d.Fail("PCIDevice", absl::StrCat(object, " does not exist"),
@@ -104,7 +105,7 @@ void ClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string& ob
     if (node.empty()) node = on;
   }
 
-  r = get(absl::StrCat(kDevicesPrefix, "pcideviceclaims/", object));
+  r = get(absl::StrCat(projection::kDevicesApiPrefix, projection::kClaimPlural, "/", object));
   if (!r) return;
   if (r->status == 404) {
     d.Fail("PCIDeviceClaim", absl::StrCat("no claim named ", object),

@@ -11,8 +11,11 @@
 #include "cmd/flags.h"
 #include "cmd/table.h"
 #include "core/json_writer.h"
+#include "projection/claims.h"
+#include "projection/controllers.h"
 #include "projection/kube_client.h"
 #include "projection/kubeconfig.h"
+#include "projection/mirror.h"
 #include "projection/objects.h"
 
 namespace pcid::cmd {
@@ -21,8 +24,6 @@ namespace {
 constexpr char kUsage[] =
     "usage: kubectl pcidevices list [--node N] [--output table|json] [--kubeconfig FILE]\n"
     "       kubectl pcidevices doctor NAME [--output text|json] [--kubeconfig FILE]\n";
-
-constexpr char kDevicesPrefix[] = "/apis/devices.harvesterhci.io/v1beta1/";
 
 std::string KubeconfigPath(const ParsedFlags& flags) {
   if (flags.Has("kubeconfig")) return flags.Get("kubeconfig", "");
@@ -62,10 +63,10 @@ int ListDevices(projection::KubeClient& api, const ParsedFlags& flags) {
     std::cerr << "kubectl pcidevices list: --output table or json\n" << kUsage;
     return 2;
   }
-  auto devices = List(api, absl::StrCat(kDevicesPrefix, "pcidevices",
+  auto devices = List(api, absl::StrCat(projection::kDevicesApiPrefix, projection::kPciPlural,
                                         node.empty() ? "" : "?labelSelector=nodename%3D", node));
   if (!devices) return 1;
-  auto claims = List(api, absl::StrCat(kDevicesPrefix, "pcideviceclaims"));
+  auto claims = List(api, absl::StrCat(projection::kDevicesApiPrefix, projection::kClaimPlural));
   if (!claims) return 1;
   std::map<std::string, std::string> claimed;  // device name -> "yes" / "pending"
   for (const auto& c : claims->items) {

@@ -18,14 +18,13 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from device_plugin_test import Emulator, stop_process  # noqa: E402
-from projection_test import Api, check, claim, failures, gpu_node, verdict, wait_for, writes  # noqa: E402
+from projection_test import check, claim, failures, gpu_node, run_with_api, wait_for, writes  # noqa: E402
 
 NODE = "n1"
 GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
@@ -44,15 +43,7 @@ def tree_snapshot(root):
 
 
 def main():
-    pcidevices, emulator_bin, make_tree = sys.argv[1:4]
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="pcid-doctor-", dir=base) as tmp:
-        api = Api(tmp)
-        try:
-            run(api, tmp, pcidevices, emulator_bin, make_tree)
-        finally:
-            api.stop()
-    return verdict()
+    return run_with_api("pcid-doctor-", run)
 
 
 def kubectl_plugin(api, tmp, pcidevices, count):

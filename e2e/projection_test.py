@@ -138,16 +138,23 @@ def claim(name, address, node=NODE):
                        "spec": {"address": address, "nodeName": node, "userName": "admin"}})
 
 
-def main():
+def run_with_api(prefix, run):
+    """`run(api, tmp, PCIDEVICES, KUBELET_EMULATOR, MAKE_TREE)` (the command line's arguments) with
+    the API-server emulator up in a temporary directory (on tmpfs when there is one); the exit
+    code."""
     pcidevices, emulator_bin, make_tree = sys.argv[1:4]
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="pcid-proj-", dir=base) as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=base) as tmp:
         api = Api(tmp)
         try:
             run(api, tmp, pcidevices, emulator_bin, make_tree)
         finally:
             api.stop()
     return verdict()
+
+
+def main():
+    return run_with_api("pcid-proj-", run)
 
 
 def verdict():

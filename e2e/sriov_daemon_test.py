@@ -23,14 +23,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from device_plugin_test import Emulator, stop_process  # noqa: E402
-from projection_test import (Api, check, failures, gpu_node, host_devices, verdict, wait_for,  # noqa: E402
+from projection_test import (check, failures, gpu_node, host_devices, run_with_api, wait_for,  # noqa: E402
                              writes)
 from sriov_projection_test import patch, ready, vf_claim, wait_status  # noqa: E402
 
@@ -59,15 +58,7 @@ def reason(obj):
 
 
 def main():
-    pcidevices, emulator_bin, make_tree = sys.argv[1:4]
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="pcid-sriov-", dir=base) as tmp:
-        api = Api(tmp)
-        try:
-            run(api, tmp, pcidevices, emulator_bin, make_tree)
-        finally:
-            api.stop()
-    return verdict()
+    return run_with_api("pcid-sriov-", run)
 
 
 def run(api, tmp, pcidevices, emulator_bin, make_tree):

@@ -18,20 +18,26 @@ using internal::DevDir;
 using internal::Step;
 using internal::Write;
 
-// The PF's count as the kernel has it now (the PciDevice may be older than the last write).
-absl::StatusOr<unsigned> CurrentNumVfs(const Node& node, const std::string& address) {
-  const std::string rel = DevDir(address) + "/sriov_numvfs";
+// A number the PF's sysfs file `file` holds now, at most `max` (the PciDevice may be older than
+// the last write).
+absl::StatusOr<unsigned> ReadPfNumber(const Node& node, const std::string& address,
+                                      const char* file, unsigned max) {
+  const std::string rel = absl::StrCat(DevDir(address), "/", file);
   auto text = node.sysfs.ReadFile(rel);
   if (!text.ok()) {
     return absl::Status(text.status().code(), absl::StrCat("pci ", address, ": read ", rel, ": ",
                                                            text.status().message()));
   }
-  auto n = ParseDecimalAttribute(*text, 0, 65535);
+  auto n = ParseDecimalAttribute(*text, 0, max);
   if (!n.ok()) {
     return absl::DataLossError(
         absl::StrCat("pci ", address, ": ", rel, ": ", n.status().message()));
   }
   return static_cast<unsigned>(*n);
+}
+
+absl::StatusOr<unsigned> CurrentNumVfs(const Node& node, const std::string& address) {
+  return ReadPfNumber(node, address, "sriov_numvfs", 65535);
 }
 
 // Any VF of `pf` the store has enabled: removing it would pull a device from under its user.
@@ -66,18 +72,8 @@ absl::Status WriteCount(const Node& node, const std::string& address, unsigned h
 
 // The PF's sriov_drivers_autoprobe now ("1" or "0").
 absl::StatusOr<bool> CurrentAutoprobe(const Node& node, const std::string& address) {
-  const std::string rel = DevDir(address) + "/sriov_drivers_autoprobe";
-  auto text = node.sysfs.ReadFile(rel);
-  if (!text.ok()) {
-    return absl::Status(text.status().code(), absl::StrCat("pci ", address, ": read ", rel, ": ",
-                                                           text.status().message()));
-  }
-  auto v = ParseDecimalAttribute(*text, 0, 1);
-  if (!v.ok()) {
-    return absl::DataLossError(
-        absl::StrCat("pci ", address, ": ", rel, ": ", v.status().message()));
-  }
-  return *v == 1;
+  PCID_ASSIGN_OR_RETURN(unsigned v, ReadPfNumber(node, address, "sriov_drivers_autoprobe", 1));
+  return v == 1;
 }
 
 // A release's writes: the PF's own autoprobe setting back first (so that VFs it had before us
