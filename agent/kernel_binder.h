@@ -36,6 +36,9 @@ class KernelBinder final : public Binder {
               std::function<void()> done) override;
   std::map<PciAddress, vfio::Intent> Intents() const override { return store_.intents(); }
   std::map<PciAddress, vfio::VfCountIntent> VfCounts() const override { return store_.vf_counts(); }
+  std::map<std::string, vfio::UsbRecord> UsbRecords() const override {
+    return store_.usb_devices();
+  }
 
   // Jobs started and not finished, and jobs waiting for a key (for tests and logs).
   size_t running() const;

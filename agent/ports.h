@@ -42,6 +42,8 @@ class Binder {
   virtual std::map<PciAddress, vfio::Intent> Intents() const = 0;
   // The recorded VF counts now, by PF (a copy).
   virtual std::map<PciAddress, vfio::VfCountIntent> VfCounts() const = 0;
+  // The recorded USB devices, by USBDevice name (a copy).
+  virtual std::map<std::string, vfio::UsbRecord> UsbRecords() const = 0;
 };
 
 // The key a job on `dev` holds: its IOMMU group, or its address when it has none.

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "agent/device_actions.h"
+#include "agent/usb_identity.h"
 #include "core/naming.h"
 #include "core/status.h"
 #include "plugin/health_probe.h"
@@ -57,13 +58,64 @@ bool Reconciler::Discover() {
   return true;
 }
 
+// Reads the USB bus again and names each device after the one it was (agent/usb_identity.h);
+// an enabled device that is gone stays, not present (orphaned), until it is plugged back in or
+// let go.
 void Reconciler::DiscoverUsb() {
   auto usb = udev::DiscoverUsbDevices(options_.sysfs, options_.usb_ids, ports_.log);
   if (!usb.ok()) {
     ports_.log.error("USB discovery: {}", ToStd(usb.status().message()));
     return;
   }
+  NameUsbDevices(*usb, usb_, options_.node);
+  std::map<std::string, const UsbDevice*> before;
+  for (const UsbDevice& old : usb_) before[old.name] = &old;
+  std::set<std::string> now;
+  for (const UsbDevice& dev : *usb) {
+    now.insert(dev.name);
+    auto it = before.find(dev.name);
+    if (it == before.end() || (it->second->present && it->second->port == dev.port)) continue;
+    ports_.log.info("usb {}: {} at port {} (bus {} device {}){}", dev.name,
+                    it->second->present ? "moved" : "plugged back in", dev.port, dev.bus,
+                    dev.devnum, dev.serial.empty() ? "" : absl::StrCat(", serial ", dev.serial));
+  }
+  for (const UsbDevice& old : usb_) {
+    if (now.count(old.name) || !enabled_usb_.count(old.name)) continue;
+    if (old.present) {
+      ports_.log.warn("usb {}: unplugged while enabled: orphaned until plugged back in {}",
+                      old.name,
+                      old.serial.empty() ? absl::StrCat("at port ", old.port)
+                                         : absl::StrCat("(serial ", old.serial, ")"));
+    }
+    usb->push_back(old);
+    usb->back().present = false;
+  }
   usb_ = *std::move(usb);
+}
+
+// The enabled USB devices, with their identity, as the state file keeps them; saved by a
+// kernel job (it fsyncs) when they changed.
+void Reconciler::SaveUsbRecords() {
+  std::map<std::string, vfio::UsbRecord> records;
+  for (const UsbDevice& dev : usb_) {
+    if (!enabled_usb_.count(dev.name)) continue;
+    vfio::UsbRecord& r = records[dev.name];
+    r.device = dev;
+    r.device.names = {};
+    r.device.sysfs_name.clear();
+    r.device.present = true;
+    r.claimed = claimed_usb_.count(dev.name) != 0;
+  }
+  if (records == usb_saved_) return;
+  usb_saved_ = records;
+  ports_.binder.Submit(
+      "save USB device records", {"usb-records"},
+      [records = std::move(records)](const vfio::Node& node, vfio::StateStore& store, const Post&) {
+        if (auto st = store.PutUsbDevices(records); !st.ok()) {
+          node.log.error("usb: enabled devices not recorded: {}", ToStd(st.message()));
+        }
+      },
+      [] {});
 }
 
 absl::StatusOr<vfio::Protected> Reconciler::Protection() const {
@@ -97,6 +149,15 @@ void Reconciler::Busy(const std::string& id, int delta) {
 bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
   config_ = std::move(config);
   intents_stale_ = true;
+  // The USB devices enabled before: found again by their identity, orphaned if gone.
+  usb_saved_ = ports_.binder.UsbRecords();
+  for (const auto& [name, record] : usb_saved_) {
+    usb_.push_back(record.device);
+    usb_.back().present = false;
+    udev::LookUpUsbNames(usb_.back(), options_.usb_ids);
+    enabled_usb_.insert(name);
+    if (record.claimed) claimed_usb_.insert(name);
+  }
   if (!Discover()) return false;
   // Served at once: devices already on vfio-pci need not wait for the re-apply below.
   Refresh();
@@ -220,7 +281,7 @@ void Reconciler::Select(bool report) {
   }
   std::set<std::string> enabled_usb;
   for (const UsbDevice& usb : usb_) {
-    const std::string name = UsbObjectName(options_.node, usb);
+    const std::string& name = usb.name;
     if (usb.device_class != kUsbHubClass && claimed_usb_.count(name)) enabled_usb.insert(name);
     for (size_t i = 0; i < config_.enable.size(); ++i) {
       if (!Matches(config_.enable[i], usb)) continue;
@@ -230,6 +291,10 @@ void Reconciler::Select(bool report) {
     }
   }
   enabled_usb_ = std::move(enabled_usb);
+  // A device gone and no longer enabled is let go: its USBDevice goes, its record too.
+  std::erase_if(usb_,
+                [&](const UsbDevice& u) { return !u.present && !enabled_usb_.count(u.name); });
+  SaveUsbRecords();
   // Devices first: a VF the config no longer enables is busy with its disable when its PF's
   // count is looked at, and the count waits for it.
   ApplyConfig(wanted);
@@ -698,7 +763,11 @@ void Reconciler::ReapplyArrivals(const std::vector<PciAddress>& arrived) {
 
 void Reconciler::OnClaim(projection::ClaimRequest req, std::function<void(ClaimOutcome)> done) {
   if (req.sweep) {
-    SweepClaims(req.keep);
+    if (req.usb) {
+      SweepUsbClaims(req.keep);
+    } else {
+      SweepClaims(req.keep);
+    }
     done({true, "", "", ""});
     return;
   }
@@ -713,16 +782,15 @@ void Reconciler::OnClaim(projection::ClaimRequest req, std::function<void(ClaimO
 // handed over at Allocate.
 void Reconciler::OnUsbClaim(bool enable, const std::string& name,
                             std::function<void(ClaimOutcome)> done) {
-  auto finish = [this, enable, name](std::function<void(ClaimOutcome)> done) {
+  auto finish = [this, enable, name](std::function<void(ClaimOutcome)> done, std::string message) {
     ports_.log.info("usb {}: {} by a claim", name, enable ? "served" : "no longer served");
     Select(/*report=*/false);
     Replan(/*probe=*/false);
-    done({true, "", "", enable ? "served to the kubelet" : "given back"});
+    done({true, "", "", std::move(message)});
   };
   if (enable) {
-    auto it = std::find_if(usb_.begin(), usb_.end(), [&](const UsbDevice& u) {
-      return UsbObjectName(options_.node, u) == name;
-    });
+    auto it =
+        std::find_if(usb_.begin(), usb_.end(), [&](const UsbDevice& u) { return u.name == name; });
     if (it == usb_.end()) {
       return done({false, "", "DeviceNotFound",
                    absl::StrCat("usb ", name, ": not on node ", options_.node)});
@@ -731,7 +799,9 @@ void Reconciler::OnUsbClaim(bool enable, const std::string& name,
       return done({false, "", "Refused", absl::StrCat("usb ", name, " is a hub")});
     }
     claimed_usb_.insert(name);
-    return finish(std::move(done));
+    return finish(std::move(done), it->present ? "served to the kubelet"
+                                               : "unplugged (orphaned): served again when plugged "
+                                                 "back in");
   }
   if (!claimed_usb_.count(name)) return done({true, "", "", "not enabled"});
   holders_.AskFresh([this, alive = std::weak_ptr<bool>(alive_), name, finish,
@@ -739,7 +809,31 @@ void Reconciler::OnUsbClaim(bool enable, const std::string& name,
     if (alive.expired()) return;
     if (auto busy = InUse("usb", name, holders)) return done(*busy);
     claimed_usb_.erase(name);
-    finish(std::move(done));
+    finish(std::move(done), "given back");
+  });
+}
+
+// Once, after the first list of USBDeviceClaims: devices claimed before (the state file) whose
+// claims are gone are let go, unless a pod holds them.
+void Reconciler::SweepUsbClaims(const std::vector<std::string>& keep) {
+  const std::set<std::string> live(keep.begin(), keep.end());
+  std::vector<std::string> gone;
+  for (const std::string& name : claimed_usb_) {
+    if (!live.count(name)) gone.push_back(name);
+  }
+  if (gone.empty()) return;
+  holders_.AskFresh([this, alive = std::weak_ptr<bool>(alive_), gone](const auto& holders) {
+    if (alive.expired()) return;
+    for (const std::string& name : gone) {
+      if (auto busy = InUse("usb", name, holders)) {
+        ports_.log.warn("usb {}: its claim is gone but {}; kept", name, busy->message);
+        continue;
+      }
+      ports_.log.info("usb {}: its claim is gone: no longer served", name);
+      claimed_usb_.erase(name);
+    }
+    Select(/*report=*/false);
+    Replan(/*probe=*/false);
   });
 }
 

@@ -112,6 +112,8 @@ class Reconciler {
   struct Impl;
   bool Discover();
   void DiscoverUsb();
+  void SaveUsbRecords();
+  void SweepUsbClaims(const std::vector<std::string>& keep);
   void Select(bool report);
   void ApplyConfig(const std::set<PciAddress>& wanted);
   void ReapplyIntents(std::function<void()> finish);
@@ -175,12 +177,15 @@ class Reconciler {
   const std::map<PciAddress, vfio::Intent>& Intents();
   std::map<PciAddress, vfio::Intent> intents_;
   bool intents_stale_ = true;
-  bool replan_due_ = false;            // kernel jobs answered since the last re-plan
-  std::vector<PciDevice> devices_;     // last discovery, sorted by address
-  std::vector<UsbDevice> usb_;         // last USB discovery
+  bool replan_due_ = false;         // kernel jobs answered since the last re-plan
+  std::vector<PciDevice> devices_;  // last discovery, sorted by address
+  // Last USB discovery, each named (usb_identity.h), and the enabled ones that are gone
+  // (present false: orphaned).
+  std::vector<UsbDevice> usb_;
   std::set<std::string> enabled_;      // addresses the intents enable
   std::set<std::string> enabled_usb_;  // USB object names the config or a claim enables
   std::set<std::string> claimed_usb_;  // USB object names USBDeviceClaims enable
+  std::map<std::string, vfio::UsbRecord> usb_saved_;  // as last handed to the state file
   std::set<PciAddress> refused_;       // config devices refused, reported once per reload
   std::set<PciAddress> refused_vfs_;   // PFs whose VF count failed, retried at reload or arrival
   size_t vf_jobs_ = 0;                 // VF count jobs in flight

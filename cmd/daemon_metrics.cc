@@ -64,18 +64,19 @@ metrics::Samples InventoryMetrics::Collect() const {
   }
   // Every state present, also at 0: a series that vanishes reads as "no data", not "none".
   std::map<std::string, double> pci = {{"vfio-pci", 0}, {"host-driver", 0}, {"no-driver", 0}};
-  double usb = 0;
+  std::map<std::string, double> usb = {{"served", 0}, {"available", 0}, {"orphaned", 0}};
   if (inv) {
     for (const PciDevice& d : inv->pci) {
       ++pci[d.driver == "vfio-pci" ? "vfio-pci" : d.driver.empty() ? "no-driver" : "host-driver"];
     }
-    for (const UsbDevice& u : inv->usb) usb += u.device_class == 0x09 ? 0 : 1;  // hubs not offered
+    for (const UsbDevice& u : inv->usb) {
+      if (u.device_class == 0x09) continue;  // hubs are not offered
+      ++usb[!u.present ? "orphaned" : inv->enabled_usb.count(u.name) ? "served" : "available"];
+    }
   }
-  const double served = inv ? static_cast<double>(inv->enabled_usb.size()) : 0;
   metrics::Samples out;
   for (const auto& [state, n] : pci) out.push_back({{"pci", state}, n});
-  out.push_back({{"usb", "served"}, served});
-  out.push_back({{"usb", "available"}, std::max(0.0, usb - served)});
+  for (const auto& [state, n] : usb) out.push_back({{"usb", state}, n});
   return out;
 }
 

@@ -85,6 +85,16 @@ struct UsbDevice {
   std::string sysfs_name;                     // "1-1.2"
   std::optional<PciAddress> host_controller;  // PCI address of the controller it hangs off
   DeviceNames names;                          // vendor = vendor name, device = product name
+  // Identity across re-plug and reboot (bus and device numbers change at every plug):
+  std::string serial;  // the device's iSerial string; "" when it has none
+  // The physical port: the root hub's parent (host controller) and the port chain below it,
+  // "0000:00:14.0-1.2"; a USB 3 root hub's ports are told apart from the USB 2 one's ("-usb3-").
+  std::string port;
+  // The USBDevice name when the device was first seen, kept while its identity (port, serial)
+  // is followed (agent/usb_identity.h); "" = Harvester's name from today's bus and device number.
+  std::string name;
+  // False for a claimed device that is unplugged (orphaned): kept with what it was last seen as.
+  bool present = true;
 
   friend bool operator==(const UsbDevice&, const UsbDevice&) = default;
   // "/dev/bus/usb/BBB/DDD", the host path (never prefixed with --dev-root).

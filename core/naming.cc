@@ -51,6 +51,7 @@ std::string PciObjectName(std::string_view node, const PciAddress& address) {
 }
 
 std::string UsbObjectName(std::string_view node, const UsbDevice& usb) {
+  if (!usb.name.empty()) return usb.name;
   return absl::StrFormat("%s-%04x-%04x-%03u%03u", ToAbsl(node), usb.vendor_id, usb.product_id,
                          usb.bus, usb.devnum);
 }

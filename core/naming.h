@@ -22,7 +22,8 @@ inline constexpr size_t kMaxSocketPath = 107;
 // `<node>-<address without ':' and '.'>`: ("testnode1", 0000:3f:06.3) -> "testnode1-00003f063".
 std::string PciObjectName(std::string_view node, const PciAddress& address);
 
-// `<node>-<vid>-<pid>-<BBB><DDD>`: "jacknode-0951-1666-002004".
+// `<node>-<vid>-<pid>-<BBB><DDD>`: "jacknode-0951-1666-002004"; `usb.name` when set (the
+// name it was first seen under, kept across re-plug).
 std::string UsbObjectName(std::string_view node, const UsbDevice& usb);
 
 // `<subclass or class name>: <vendor> <device>` with lspci's fallbacks `Class XXYY`,

@@ -1,5 +1,6 @@
 #include "core/resource_json.h"
 
+#include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
 
 #include "core/naming.h"
@@ -50,6 +51,15 @@ void WriteUsbDeviceObject(JsonWriter& json, const UsbDevice& usb, std::string_vi
   json.Key("description").String(UsbDescription(usb));
   json.Key("pciAddress").String(usb.host_controller ? usb.host_controller->ToString() : "");
   json.Key("enabled").Bool(enabled);
+  if (!usb.present) {
+    // Harvester's mark for an enabled device that is gone; the message says what brings it back.
+    json.Key("status").String(kUsbStatusOrphaned);
+    json.Key("message").String(
+        absl::StrCat("unplugged: served again when plugged back in",
+                     usb.serial.empty() ? absl::StrCat(" at port ", usb.port)
+                                        : absl::StrCat(" (serial ", usb.serial, ", any port)"),
+                     "; remove it from its virtual machine or disable it to let it go"));
+  }
   json.EndObject();
   json.EndObject();
 }

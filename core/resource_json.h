@@ -19,8 +19,12 @@ inline constexpr std::string_view kDevicesApiVersion = "devices.harvesterhci.io/
 // none).
 void WritePciDeviceObject(JsonWriter& json, const PciDevice& dev, std::string_view node);
 
+// Harvester's USBDevice status.status for an enabled device that is gone.
+inline constexpr char kUsbStatusOrphaned[] = "orphaned";
+
 // Writes one USBDevice object. Status fields: vendorID, productID, nodeName, resourceName,
-// devicePath, description, pciAddress, enabled.
+// devicePath, description, pciAddress, enabled; for a device that is not present (`!usb.present`)
+// also status "orphaned" and a message saying what brings it back.
 void WriteUsbDeviceObject(JsonWriter& json, const UsbDevice& usb, std::string_view node,
                           bool enabled);
 

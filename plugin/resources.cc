@@ -118,7 +118,10 @@ std::map<std::string, Resource> PlanResources(const std::vector<PciDevice>& pci,
     PluginDevice d;
     d.id = object;
     d.usb = true;
-    d.healthy = true;
+    // An orphaned device (enabled, unplugged) stays listed, Unhealthy, under its kept ID: the
+    // kubelet keeps the resource, and the device is Healthy again when it is plugged back in.
+    d.healthy = dev.present;
+    if (!dev.present) d.health_reason = "unplugged (orphaned)";
     d.env_value = absl::StrFormat("%u:%u", dev.bus, dev.devnum);
     d.nodes.push_back({dev.DevicePath()});
     r.devices.push_back(std::move(d));

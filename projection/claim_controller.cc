@@ -69,6 +69,16 @@ std::optional<ClaimsInUse> ClaimController::Reconcile() {
     });
     owner_(std::move(sweep), [](ClaimOutcome) {});
   }
+  if (usb_claims_.synced() && !usb_swept_) {
+    // USB devices claimed before a restart are in the agent's state file; those whose claims
+    // are gone are let go. A USBDeviceClaim is named after its device.
+    usb_swept_ = true;
+    ClaimRequest sweep{.usb = true, .enable = false, .device = "", .sweep = true, .keep = {}};
+    usb_claims_.Read([&](const Store::Objects& claims) {
+      for (const auto& [name, c] : claims) sweep.keep.push_back(name);
+    });
+    owner_(std::move(sweep), [](ClaimOutcome) {});
+  }
   if (pci_claims_.synced()) ok &= Serve(ClaimKind::kPci, asked);
   if (inventory_ && usb_claims_.synced()) ok &= Serve(ClaimKind::kUsb, asked);
   if (!ok) {

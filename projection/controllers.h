@@ -143,7 +143,8 @@ class ClaimController {
   RetryTimer retry_;
   std::shared_ptr<const Inventory> inventory_;
   std::map<std::string, ClaimState> pci_states_, usb_states_;
-  bool swept_ = false;
+  bool swept_ = false;      // the start-up sweep of PCI claims sent
+  bool usb_swept_ = false;  // and of USB claims
 };
 
 class KubeVirtController {

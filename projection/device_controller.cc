@@ -94,8 +94,8 @@ void DeviceController::Reconcile() {
         }
         break;
       case Write::Kind::kPatchStatus:
-        res = api_.Call("PATCH", absl::StrCat(path, "/", w.name, "/status"), want->status_json,
-                        "application/merge-patch+json");
+        res = api_.Call("PATCH", absl::StrCat(path, "/", w.name, "/status"),
+                        StatusPatchBody(*want, w.drop), "application/merge-patch+json");
         break;
       case Write::Kind::kDelete: {
         JsonWriter body;  // DeleteOptions: only if the object is still the one we saw

@@ -1,8 +1,11 @@
 #include "projection/mirror.h"
 
+#include <simdjson.h>
+
 #include "core/json_writer.h"
 #include "core/naming.h"
 #include "core/resource_json.h"
+#include "projection/json_dom.h"
 
 namespace pcid::projection {
 namespace {
@@ -41,6 +44,23 @@ Desired DesiredObjects(const std::vector<PciDevice>& pci, const std::vector<UsbD
   return out;
 }
 
+std::string StatusPatchBody(const DesiredObject& want, const std::vector<std::string>& drop) {
+  if (drop.empty()) return want.status_json;
+  simdjson::dom::parser parser;
+  simdjson::dom::object status;
+  // Our own writer's output: always an object with a status object.
+  if (parser.parse(want.status_json)["status"].get(status)) return want.status_json;
+  JsonWriter w;
+  w.BeginObject().Key("status").BeginObject();
+  for (auto field : status) {
+    w.Key(field.key);
+    if (!WriteElement(w, field.value).ok()) return want.status_json;
+  }
+  for (const std::string& key : drop) w.Key(key).Null();
+  w.EndObject().EndObject();
+  return w.str();
+}
+
 std::vector<Write> PlanWrites(const Desired& desired, const Observed& observed,
                               const std::string& node) {
   std::vector<Write> out;
@@ -54,7 +74,12 @@ std::vector<Write> PlanWrites(const Desired& desired, const Observed& observed,
         out.push_back({Write::Kind::kCreate, plural, name, ""});
       } else if (!it->second.deleting && it->second.node_label == node &&
                  it->second.status != want.status) {
-        out.push_back({Write::Kind::kPatchStatus, plural, name, it->second.resource_version});
+        std::vector<std::string> drop;
+        for (const auto& [key, value] : it->second.status) {
+          if (!want.status.count(key)) drop.push_back(key);
+        }
+        out.push_back({Write::Kind::kPatchStatus, plural, name, it->second.resource_version,
+                       std::move(drop)});
       }
     }
     for (const auto& [name, have] : seen) {

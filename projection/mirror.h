@@ -38,7 +38,13 @@ struct Write {
   std::string plural;
   std::string name;
   std::string resource_version;  // kDelete: precondition
+  // kPatchStatus: status keys only the server's object has (an "orphaned" mark now gone), set to
+  // null in the patch; a merge patch keeps every key it does not name.
+  std::vector<std::string> drop = {};
 };
+
+// The merge patch of /status for `want`, its keys in `drop` set to null.
+std::string StatusPatchBody(const DesiredObject& want, const std::vector<std::string>& drop);
 
 // The writes, deterministic order (plural, then name). An observed object that is being deleted
 // is left alone; one labelled for another node is never touched.

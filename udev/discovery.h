@@ -50,6 +50,9 @@ absl::StatusOr<std::vector<PciDevice>> DiscoverPciDevices(const SysfsRoot& sysfs
 absl::StatusOr<UsbDevice> ReadUsbDevice(const SysfsRoot& sysfs, std::string_view name,
                                         const IdDatabase* usb_ids, spdlog::logger& log);
 
+// Vendor, product and class names of `usb` from usb.ids (none when `usb_ids` is null).
+void LookUpUsbNames(UsbDevice& usb, const IdDatabase* usb_ids);
+
 // Every USB device (hubs included, interfaces excluded) under `bus/usb/devices`, sorted by bus
 // and device number. An absent `bus/usb` means no USB: an empty list, not an error.
 absl::StatusOr<std::vector<UsbDevice>> DiscoverUsbDevices(const SysfsRoot& sysfs,

@@ -27,6 +27,39 @@ bool AllDigits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
+// The serial as the USBDevice and the state file keep it: trailing white space dropped, at most
+// 126 characters (a USB string descriptor's limit), control characters replaced.
+std::string SerialText(std::string_view raw) {
+  std::string out(TrimAttribute(raw).substr(0, 126));
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return out;
+}
+
+// "<controller>-<ports>" from the device's sysfs path (…/0000:00:14.0/usb2/2-1/2-1.4 for 2-1.4:
+// "0000:00:14.0-1.4"), with "-usb3" after the controller when its root hub is SuperSpeed or
+// faster: an xHCI controller has a USB 2 and a USB 3 root hub, whose port numbers repeat. ""
+// for a root hub.
+std::string PortPath(const SysfsRoot& sysfs, std::string_view name,
+                     const std::vector<absl::string_view>& parts) {
+  const size_t dash = name.find('-');
+  if (dash == std::string_view::npos) return "";
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string root(parts[i]);
+    if (root.substr(0, 3) != "usb" || !AllDigits(root.substr(3))) continue;
+    std::string port = std::string(parts[i - 1]);
+    auto speed = sysfs.ReadFile(absl::StrCat("bus/usb/devices/", root, "/speed"));
+    if (speed.ok()) {
+      std::string_view text = TrimAttribute(*speed);  // "480", "5000", "1.5"
+      auto mbps = ParseDecimalAttribute(text.substr(0, text.find('.')), 0, 1000000);
+      if (mbps.ok() && *mbps >= 5000) port += "-usb3";
+    }
+    return absl::StrCat(port, "-", ToAbsl(name.substr(dash + 1)));
+  }
+  return std::string(name);  // no root hub on the way (a hand-made tree): the sysfs name
+}
+
 }  // namespace
 
 bool IsUsbDeviceName(std::string_view name) {
@@ -61,20 +94,31 @@ absl::StatusOr<UsbDevice> ReadUsbDevice(const SysfsRoot& sysfs, std::string_view
     log.warn("usb {}: {}", name, ToStd(cls.status().message()));
   }
 
+  if (auto serial = dir.ReadFile("serial"); serial.ok()) {
+    usb.serial = SerialText(*serial);
+  } else if (!absl::IsNotFound(serial.status())) {
+    log.warn("usb {}: {}", name, ToStd(serial.status().message()));
+  }
+
   // The host controller is the last PCI address on the way from the root to the device:
   // ../../../devices/pci0000:00/0000:00:14.0/usb1/1-1
   if (auto target = sysfs.ReadLink(rel); target.ok()) {
-    for (absl::string_view part : absl::StrSplit(*target, '/')) {
+    std::vector<absl::string_view> parts = absl::StrSplit(*target, '/');
+    for (absl::string_view part : parts) {
       if (auto address = ParsePciAddress(ToStd(part)); address.ok()) usb.host_controller = *address;
     }
+    usb.port = PortPath(sysfs, name, parts);
   }
 
-  if (usb_ids != nullptr) {
-    usb.names.vendor = usb_ids->Vendor(usb.vendor_id);
-    usb.names.device = usb_ids->Device(usb.vendor_id, usb.product_id);
-    usb.names.class_name = usb_ids->Class(usb.device_class);
-  }
+  LookUpUsbNames(usb, usb_ids);
   return usb;
+}
+
+void LookUpUsbNames(UsbDevice& usb, const IdDatabase* usb_ids) {
+  if (usb_ids == nullptr) return;
+  usb.names.vendor = usb_ids->Vendor(usb.vendor_id);
+  usb.names.device = usb_ids->Device(usb.vendor_id, usb.product_id);
+  usb.names.class_name = usb_ids->Class(usb.device_class);
 }
 
 absl::StatusOr<std::vector<UsbDevice>> DiscoverUsbDevices(const SysfsRoot& sysfs,

@@ -1,12 +1,14 @@
 // The intent file: which devices are enabled, by whom, and what driver each had before; which
 // PFs have how many VFs, for whom.
 #include <absl/strings/str_cat.h>
+#include <absl/strings/str_format.h>
 #include <fcntl.h>
 #include <simdjson.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <functional>
@@ -77,6 +79,35 @@ std::string EncodeState(const NodeState& state) {
     }
     w.EndArray();
   }
+  if (!state.usb_devices.empty()) {
+    w.Key("usbDevices").BeginArray();
+    for (const auto& [name, record] : state.usb_devices) {
+      const UsbDevice& d = record.device;
+      w.BeginObject()
+          .Key("name")
+          .String(name)
+          .Key("vendorId")
+          .String(absl::StrFormat("%04x", d.vendor_id))
+          .Key("productId")
+          .String(absl::StrFormat("%04x", d.product_id))
+          .Key("class")
+          .String(absl::StrFormat("%02x", d.device_class))
+          .Key("serial")
+          .String(d.serial)
+          .Key("port")
+          .String(d.port)
+          .Key("bus")
+          .Int(d.bus)
+          .Key("devnum")
+          .Int(d.devnum)
+          .Key("pciAddress")
+          .String(d.host_controller ? d.host_controller->ToString() : "")
+          .Key("claimed")
+          .Bool(record.claimed)
+          .EndObject();
+    }
+    w.EndArray();
+  }
   w.EndObject();
   return w.str() + "\n";
 }
@@ -119,6 +150,74 @@ absl::StatusOr<unsigned> ReadCount(simdjson::dom::element e, const char* key,
   return static_cast<unsigned>(v);
 }
 
+// Text fields of a USB record: printable ASCII only, no '/', at most `max` bytes.
+bool PlainText(std::string_view s, size_t max) {
+  return s.size() <= max &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f && c != '/'; });
+}
+
+absl::StatusOr<uint32_t> ReadHexField(simdjson::dom::element e, const char* key, int digits,
+                                      const std::string& where, const Bad& bad) {
+  std::string_view text;
+  if (e[key].get(text) || text.size() != static_cast<size_t>(digits) ||
+      text.find_first_not_of("0123456789abcdef") != std::string_view::npos) {
+    return bad(absl::StrCat(where, ": ", key, " must be ", digits, " lower-case hex digits"));
+  }
+  return static_cast<uint32_t>(std::stoul(std::string(text), nullptr, 16));
+}
+
+absl::Status ReadUsbRecords(simdjson::dom::element root, const Bad& bad, NodeState& out) {
+  simdjson::dom::element field;
+  if (root["usbDevices"].get(field)) return absl::OkStatus();  // absent: none
+  simdjson::dom::array records;
+  if (field.get(records)) return bad("\"usbDevices\" must be an array");
+  size_t i = 0;
+  for (simdjson::dom::element e : records) {
+    const std::string where = absl::StrCat("usbDevices[", i++, "]");
+    std::string_view name, serial, port, controller;
+    int64_t bus = 0, devnum = 0;
+    UsbRecord record;
+    if (e["name"].get(name) || e["serial"].get(serial) || e["port"].get(port) ||
+        e["pciAddress"].get(controller) || e["bus"].get(bus) || e["devnum"].get(devnum) ||
+        e["claimed"].get(record.claimed)) {
+      return bad(absl::StrCat(where, ": want name, vendorId, productId, class, serial, port, bus, ",
+                              "devnum, pciAddress and claimed"));
+    }
+    if (name.empty() || name.size() > 253 ||
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") !=
+            std::string_view::npos) {
+      return bad(absl::StrCat(where, ": name must be a lower-case DNS name"));
+    }
+    if (!PlainText(serial, 126) || !PlainText(port, 256)) {
+      return bad(absl::StrCat(where, ": serial and port must be printable text without '/'"));
+    }
+    if (bus < 1 || bus > 999 || devnum < 1 || devnum > 999) {
+      return bad(absl::StrCat(where, ": bus and devnum must be 1 to 999"));
+    }
+    UsbDevice& d = record.device;
+    PCID_ASSIGN_OR_RETURN(const uint32_t vendor, ReadHexField(e, "vendorId", 4, where, bad));
+    PCID_ASSIGN_OR_RETURN(const uint32_t product, ReadHexField(e, "productId", 4, where, bad));
+    PCID_ASSIGN_OR_RETURN(const uint32_t cls, ReadHexField(e, "class", 2, where, bad));
+    d.vendor_id = static_cast<uint16_t>(vendor);
+    d.product_id = static_cast<uint16_t>(product);
+    d.device_class = static_cast<uint8_t>(cls);
+    d.bus = static_cast<unsigned>(bus);
+    d.devnum = static_cast<unsigned>(devnum);
+    d.serial = std::string(serial);
+    d.port = std::string(port);
+    d.name = std::string(name);
+    if (!controller.empty()) {
+      auto a = ParsePciAddress(controller);
+      if (!a.ok()) return bad(absl::StrCat(where, ": ", a.status().message()));
+      d.host_controller = *a;
+    }
+    if (!out.usb_devices.emplace(d.name, std::move(record)).second) {
+      return bad(absl::StrCat(where, ": ", ToAbsl(name), " listed twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view origin) {
@@ -135,6 +234,7 @@ absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view or
   if (root["version"].get(version) || version != 1) return bad("want \"version\": 1");
   if (root["devices"].get(devices)) return bad("want a \"devices\" array");
   NodeState out;
+  PCID_RETURN_IF_ERROR(ReadUsbRecords(root, bad, out));
   size_t i = 0;
   for (simdjson::dom::element e : devices) {
     const std::string where = absl::StrCat("devices[", i++, "]");
@@ -276,6 +376,21 @@ absl::Status StateStore::PutVfCount(const PciAddress& pf, std::optional<VfCountI
   } else {
     next.vf_counts.erase(pf);
   }
+  PCID_RETURN_IF_ERROR(Save(next));
+  state_->saved = std::move(next);
+  return absl::OkStatus();
+}
+
+std::map<std::string, UsbRecord> StateStore::usb_devices() const {
+  MutexLock lock(&state_->mu);
+  return state_->saved.usb_devices;
+}
+
+absl::Status StateStore::PutUsbDevices(std::map<std::string, UsbRecord> records) {
+  MutexLock lock(&state_->mu);
+  if (records == state_->saved.usb_devices) return absl::OkStatus();
+  NodeState next = state_->saved;
+  next.usb_devices = std::move(records);
   PCID_RETURN_IF_ERROR(Save(next));
   state_->saved = std::move(next);
   return absl::OkStatus();

@@ -117,10 +117,21 @@ struct VfCountIntent {
   std::optional<bool> original_drivers_autoprobe;
 };
 
+// An enabled USB device, kept by its identity (agent/usb_identity.h) so that a re-plug or a
+// reboot finds it again under the same USBDevice name, and a claimed one that is gone is known
+// as orphaned after a restart. No sysfs writes follow from it: USB devices are handed over at
+// Allocate.
+struct UsbRecord {
+  UsbDevice device;      // as last seen, its name set; names from usb.ids are not kept
+  bool claimed = false;  // a USBDeviceClaim enables it (else the config does)
+  friend bool operator==(const UsbRecord&, const UsbRecord&) = default;
+};
+
 // Everything the state file holds.
 struct NodeState {
   std::map<PciAddress, Intent> devices;
   std::map<PciAddress, VfCountIntent> vf_counts;  // by PF
+  std::map<std::string, UsbRecord> usb_devices;   // by USBDevice name
 };
 
 // The state directory (`--state-dir`): `state.json` plus `lock`, held exclusively (flock) for the
@@ -145,6 +156,9 @@ class StateStore {
   absl::Status Update(const std::function<void(std::map<PciAddress, Intent>&)>& change);
   // Replaces (or with nullopt erases) one PF's VF count intent and saves, as Put.
   absl::Status PutVfCount(const PciAddress& pf, std::optional<VfCountIntent> intent);
+  std::map<std::string, UsbRecord> usb_devices() const;  // a copy
+  // Replaces the USB records and saves (nothing is written when they are unchanged).
+  absl::Status PutUsbDevices(std::map<std::string, UsbRecord> records);
 
   const std::string& dir() const { return dir_; }
 

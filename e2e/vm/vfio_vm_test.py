@@ -36,11 +36,16 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vm import Vm  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from vm import HOST_FORWARD, Vm  # noqa: E402
+from projection_test import Api  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 NIC, NIC2, HOTPLUG = "0000:03:00.0", "0000:04:00.0", "0000:06:00.0"
 NVME_PF, VF1, VF2 = "0000:07:00.0", "0000:07:00.1", "0000:07:00.2"
@@ -121,8 +126,8 @@ class Guest:
                             what or f"list of {resource}", timeout, after)
         return None if e is None else {d["id"]: d["health"] for d in e["devices"]}
 
-    def start_daemon(self):
-        self.vm.check(f"({DAEMON} >>/tmp/d.log 2>&1 & echo $! >/tmp/d.pid)")
+    def start_daemon(self, extra=""):
+        self.vm.check(f"({DAEMON} {extra} >>/tmp/d.log 2>&1 & echo $! >/tmp/d.pid)")
 
     def stop_daemon(self):
         self.vm.run("kill -TERM $(cat /tmp/d.pid) 2>/dev/null; "
@@ -145,7 +150,17 @@ def main():
     config = {"enable": [{"address": NIC}, {"address": HOTPLUG}, {"vendor": "0627"}]}
     agent = Path(a.pcidevices).with_name("pcidevices-agent")
     binaries = [a.pcidevices, agent, a.pcidevices_faults, a.kubelet_emulator]
-    with Vm(a.cache, a.work, binaries=binaries, files=files) as vm:
+    tmp = tempfile.TemporaryDirectory(prefix="pcid-vm-api-")
+    api = Api(tmp.name)
+    try:
+        return run(a, binaries, files, config, api, t0)
+    finally:
+        api.stop()
+        tmp.cleanup()
+
+
+def run(a, binaries, files, config, api, t0):
+    with Vm(a.cache, a.work, binaries=binaries, files=files, host_port=api.http_port) as vm:
         print(f"boot: ready {vm.boot_seconds:.1f}s after qemu start (built in "
               f"{vm.build_seconds:.1f}s)", flush=True)
         g = Guest(vm)
@@ -155,6 +170,7 @@ def main():
             names = {d["status"]["address"]: d["status"]["resourceName"] for d in listing}
             scenario(vm, g, names[NIC])
             sriov(vm, g, config)
+            usb_identity(vm, g, api)
         finally:
             rc, log = vm.run("cat /tmp/d.log")
             if failures:
@@ -311,6 +327,92 @@ def scenario(vm, g, resource):
         check(f"kill -9 after disable step {step} (left on {mid or 'no driver'}): e1000e and forgotten "
               "after restart", ok and g.driver(NIC2) == "e1000e")
         g.stop_daemon()
+
+
+def usb_identity(vm, g, api):
+    """7. A claimed usb-storage stick (serial SN-PCID-1, QEMU's 46f4:0001) followed across
+    re-plug: QMP device_del and device_add on the same xhci port and on another one. The daemon
+    talks to the API-server emulator on the host (vm.HOST_FORWARD); the claim is a real
+    USBDeviceClaim made with kubectl."""
+    rc, out = api.kubectl("apply", "-f", f"{ROOT}/deploy/crds/")
+    check("kubectl apply -f deploy/crds/ (USB)", rc == 0, out)
+    host, port = HOST_FORWARD.split(":")
+    vm.check(f"printf '%s\\n' 'apiVersion: v1' 'kind: Config' 'clusters:' '- name: e' '  cluster:' "
+             f"'    server: http://{host}:{port}' 'users:' '- name: u' '  user:' '    token: {api.token}' "
+             "'contexts:' '- name: c' '  context:' '    cluster: e' '    user: u' 'current-context: c' "
+             ">/etc/kubeconfig")
+    # The block device behind the stick: qemu's null driver (no file), kept across plugs.
+    vm.qmp("blockdev-add", {"driver": "null-co", "node-name": "stickdisk", "size": 1 << 20})
+
+    def plug(qid, usb_port):
+        vm.qmp("device_add", {"driver": "usb-storage", "id": qid, "bus": "xhci.0", "port": usb_port,
+                              "drive": "stickdisk", "serial": "SN-PCID-1", "removable": True})
+
+    def unplug(qid):
+        vm.qmp("device_del", {"id": qid})
+        vm.wait_event("DEVICE_DELETED", device=qid)
+
+    def stick_object():
+        lst = api.get("usbdevices", selector="nodename=vm") or {"items": []}
+        found = [o for o in lst["items"] if o["status"].get("vendorID") == "46f4"]
+        return found[0] if len(found) == 1 else None
+
+    def until(pred, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.5)
+        return None
+
+    plug("stick", "3")
+    g.start_daemon(f"--kubeconfig /etc/kubeconfig")
+    obj = until(stick_object)
+    check("the plugged stick appears as a USBDevice", obj is not None)
+    if obj is None:
+        return
+    name, path0 = obj["metadata"]["name"], obj["status"]["devicePath"]
+    resource = f"kubevirt.io/{name}"
+    claim = {"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": "USBDeviceClaim",
+             "metadata": {"name": name}, "spec": {"userName": "admin"}}
+    n = len(g.events())
+    rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(claim))
+    check(f"USBDeviceClaim {name} created", rc == 0, out)
+    lst = g.listed(resource, pred=lambda d: d.get(name) == "Healthy", what="claimed stick served", after=n)
+    check(f"claimed stick {name} ({path0}) served Healthy", lst is not None, lst)
+
+    def replug(qid_out, qid_in, usb_port, what):
+        seen = len(g.events())
+        unplug(qid_out)
+        lst = g.listed(resource, pred=lambda d: d.get(name) == "Unhealthy", what=f"{what}: unplugged",
+                       after=seen)
+        check(f"{what}: unplugged, still listed as {name}, Unhealthy", lst is not None, lst)
+        o = until(lambda: (lambda x: x if x and x["status"].get("status") == "orphaned" else None)(
+            api.get("usbdevices", name)))
+        check(f"{what}: USBDevice {name} marked orphaned, enabled kept",
+              o is not None and o["status"].get("enabled") is True, o)
+        seen = len(g.events())
+        plug(qid_in, usb_port)
+        lst = g.listed(resource, pred=lambda d: d.get(name) == "Healthy", what=f"{what}: back", after=seen)
+        check(f"{what}: served again under {name} without a new claim", lst is not None, lst)
+        o = until(lambda: (lambda x: x if x and "status" not in x["status"] and
+                           x["status"].get("devicePath") != path0 else None)(api.get("usbdevices", name)))
+        check(f"{what}: USBDevice no longer orphaned, devicePath follows "
+              f"({path0} -> {(o or {}).get('status', {}).get('devicePath')})", o is not None,
+              api.get("usbdevices", name))
+        return (o or {}).get("status", {}).get("devicePath", path0)
+
+    path0 = replug("stick", "stick2", "3", "same port")
+    replug("stick2", "stick3", "4", "another port, same serial")
+    rc, out = api.kubectl("get", "usbdeviceclaims", name, "-o", "json")
+    check("the claim is the one made at first", rc == 0 and json.loads(out)["metadata"]["name"] == name, out)
+    # Let go: the claim deleted while the stick is in, then the stick out: its USBDevice goes.
+    api.kubectl("delete", "usbdeviceclaim", name, "--wait=true", "--timeout=60s")
+    unplug("stick3")
+    gone = until(lambda: api.get("usbdevices", name) is None)
+    check("unclaimed and unplugged: its USBDevice is deleted", gone is not None)
+    g.stop_daemon()
 
 
 def sriov(vm, g, base_config):

@@ -22,7 +22,9 @@ Each device on its own root port is alone in its IOMMU group, but for the disk's
 (seen on 6.1: host bridge 0, root ports 1-6, ICH9 7, the devices above 8-12 in address order,
 the disk and the rng both in 8, a hot-plugged device 13).
 Vm.addresses is read back from the guest's sysfs after boot: tests use it, not this table.
-No NIC has a netdev: there is no host network at all, so no packet can leave the VM.
+No NIC has a netdev unless host_port is given: then the virtio-net NIC is on qemu's user network
+with restrict=on and one guestfwd (HOST_FORWARD -> the host's 127.0.0.1:host_port), so no other
+packet leaves the VM.
 
 Channels: ttyS0 = kernel console, written to `console_log`; ttyS1 = command channel served by
 a persistent busybox sh in the guest (see CMDLOOP); QMP on a unix socket.
@@ -45,6 +47,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,6 +92,7 @@ KNOWN_DEVICES = {
 }
 
 GUEST_IP, GUEST_GW = "10.0.2.15/24", "10.0.2.2"
+HOST_FORWARD = "10.0.2.100:8080"  # Vm(host_port=N): the host's 127.0.0.1:N, seen from the guest
 READY = "VM-CMDLOOP-READY"
 
 # Stage 1, in the initramfs: mount the virtio disk and switch_root onto it, so the guest's /
@@ -260,13 +264,18 @@ class Vm:
     """Boots on construction; use as a context manager (or call stop())."""
 
     def __init__(self, cache_dir, work_dir, binaries=(), files=None, smp=1, memory_mb=1024,
-                 boot_timeout=180, console_log=None, kernel_args="", extra_args=()):
+                 boot_timeout=180, console_log=None, kernel_args="", extra_args=(),
+                 host_port=None):
         """cache_dir: kernel cache (kept across runs). work_dir: this VM's images and logs.
         binaries: host executables, put in /usr/local/bin with their libraries.
         files: {guest_path: host_path} copied as is (e.g. pci.ids).
         console_log: host file for ttyS0 (default work_dir/console.log).
         kernel_args: appended to the kernel command line; extra_args: appended to qemu's.
-        smp=1 by default: under TCG on 2 host cores it boots as fast as 2 and leaves a core."""
+        smp=1 by default: under TCG on 2 host cores it boots as fast as 2 and leaves a core.
+        host_port: a TCP port on the host's 127.0.0.1 the guest reaches as HOST_FORWARD
+        (10.0.2.100:8080) through the virtio-net NIC; the user network is restricted, so nothing
+        else leaves the VM. None: that NIC has no network at all."""
+        self.host_port = host_port
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.console_log = Path(console_log or self.work_dir / "console.log")
@@ -333,7 +342,13 @@ class Vm:
             args += ["-device",
                      f"pcie-root-port,id={port},chassis={i},slot={i},bus=pcie.0,addr={slot:#x}"]
             for line in [dev] if isinstance(dev, str) else dev or []:
+                if self.host_port and line.startswith("virtio-net-pci"):
+                    line += ",netdev=n0"
                 args += ["-device", f"{line},bus={port}"]
+        if self.host_port:
+            ip, port = HOST_FORWARD.split(":")
+            relay = f"{sys.executable} {HERE / 'tcp_relay.py'} {self.host_port}"
+            args += ["-netdev", f"user,id=n0,restrict=on,guestfwd=tcp:{ip}:{port}-cmd:{relay}"]
         args += ["-device", "usb-kbd,bus=xhci.0"]
         return args
 

@@ -41,6 +41,9 @@ class ManualBinder final : public Binder {
   }
   std::map<PciAddress, vfio::Intent> Intents() const override { return store_.intents(); }
   std::map<PciAddress, vfio::VfCountIntent> VfCounts() const override { return store_.vf_counts(); }
+  std::map<std::string, vfio::UsbRecord> UsbRecords() const override {
+    return store_.usb_devices();
+  }
   // Runs the oldest job as a worker would, then its completion. What the job posts runs at
   // once, followed by `loop_turn`: the owner loop at its quickest, seeing the store as the job
   // left it so far (the interleaving that found rolled-back intents still served).

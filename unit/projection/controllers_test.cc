@@ -205,18 +205,20 @@ BOOST_AUTO_TEST_CASE(claims_controller_asks_the_owner_then_writes_status) {
   // The finalizer is there (our write's answer): the owner is asked to enable, once.
   usb_claims.Replace(ObservedList{"1", {}, {}});
   auto in_use = controller.Reconcile();
-  BOOST_REQUIRE(asked.size() == 2u);
-  BOOST_TEST(!asked[1].sweep);
-  BOOST_TEST(asked[1].enable);
-  BOOST_TEST(asked[1].device == "0000:81:00.0");
+  BOOST_REQUIRE(asked.size() == 3u);
+  // USB claims listed: the sweep of USB devices claimed before a restart, none kept.
+  BOOST_TEST((asked[1].sweep && asked[1].usb && asked[1].keep.empty()));
+  BOOST_TEST(!asked[2].sweep);
+  BOOST_TEST(asked[2].enable);
+  BOOST_TEST(asked[2].device == "0000:81:00.0");
   BOOST_TEST(api.calls.size() == 1u);
   BOOST_REQUIRE(in_use.has_value());
   BOOST_TEST(in_use->entries.empty());  // not enabled yet
   controller.Reconcile();
-  BOOST_TEST(asked.size() == 2u);
+  BOOST_TEST(asked.size() == 3u);
 
   // The owner answers on its thread: a typed message back to the controller's queue.
-  answers[1](ClaimOutcome{true, "nvidia", "", ""});
+  answers[2](ClaimOutcome{true, "nvidia", "", ""});
   BOOST_REQUIRE(posted.size() == 1u);
   const auto& answered = std::get<ClaimAnswered>(posted[0]);
   BOOST_TEST(answered.claim == "n1-000081000");

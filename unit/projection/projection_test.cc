@@ -171,6 +171,39 @@ BOOST_AUTO_TEST_CASE(plan_writes_only_what_differs_and_only_this_nodes) {
   BOOST_TEST(w[1].resource_version == "6");
 }
 
+BOOST_AUTO_TEST_CASE(an_orphaned_usb_device_and_its_mark_removed_when_it_is_back) {
+  UsbDevice stick;
+  stick.bus = 1;
+  stick.devnum = 4;
+  stick.vendor_id = 0x0951;
+  stick.product_id = 0x1666;
+  stick.port = "0000:00:14.0-1";
+  stick.name = "n1-0951-1666-001004";
+  stick.present = false;
+  Desired gone = DesiredObjects({}, {stick}, {stick.name}, "n1");
+  const DesiredObject& orphan = gone[kUsbPlural].at(stick.name);
+  BOOST_TEST(orphan.status.at("status") == "\"orphaned\"");
+  BOOST_TEST(orphan.status.at("enabled") == "true");
+  BOOST_TEST(orphan.status.at("message").find("at port 0000:00:14.0-1") != std::string::npos);
+  // Back, with a new device number: the same object; the mark goes (null in the merge patch).
+  stick.present = true;
+  stick.devnum = 9;
+  Desired back = DesiredObjects({}, {stick}, {stick.name}, "n1");
+  Observed seen;
+  seen[kUsbPlural][stick.name] = Obj(stick.name, "3", "n1", orphan.status, false);
+  auto w = PlanWrites(back, seen, "n1");
+  BOOST_REQUIRE(w.size() == 1u);
+  BOOST_TEST((w[0].kind == Write::Kind::kPatchStatus));
+  BOOST_TEST((w[0].drop == std::vector<std::string>{"message", "status"}));
+  const std::string body = StatusPatchBody(back[kUsbPlural].at(stick.name), w[0].drop);
+  BOOST_TEST(body.find(R"("devicePath":"/dev/bus/usb/001/009")") != std::string::npos, body);
+  BOOST_TEST(body.find(R"("message":null,"status":null)") != std::string::npos, body);
+  // Once the server has it, nothing more to write.
+  seen[kUsbPlural][stick.name] =
+      Obj(stick.name, "4", "n1", back[kUsbPlural].at(stick.name).status, false);
+  BOOST_TEST(PlanWrites(back, seen, "n1").empty());
+}
+
 BOOST_AUTO_TEST_CASE(permitted_host_devices_once_each_others_kept) {
   const std::string kv =
       R"({"metadata":{"name":"kubevirt","namespace":"kubevirt","resourceVersion":"12"},

@@ -3,6 +3,7 @@
 #include "core/id_database.h"
 #include "udev/discovery.h"
 #include "unit/udev/tree_fixture.h"
+#include "unit/udev/usb_fixture.h"
 
 namespace pcid {
 
@@ -53,6 +54,32 @@ BOOST_AUTO_TEST_CASE(reads_devices_with_their_host_controller) {
   BOOST_TEST(stick.DevicePath() == "/dev/bus/usb/001/004");
   BOOST_TEST((*devices)[0].device_class == 0x09);
   BOOST_TEST(cap.text().find("usb 1-2: skipped") != std::string::npos, cap.text());
+}
+
+BOOST_AUTO_TEST_CASE(serial_and_port_identify_a_device) {
+  testing::SysfsTree tree;
+  const std::string xhci = tree.Add({.address = "0000:00:14.0", .klass = "0x0c0330"});
+  testing::PlugUsb(tree, xhci,
+                   {.name = "1-1",
+                    .devnum = 4,
+                    .serial = "  AB\x01"
+                              "C  "});
+  testing::PlugUsb(tree, xhci, {.name = "2-4", .devnum = 3, .serial = "", .root_speed = "5000"});
+  testing::PlugUsb(tree, xhci, {.name = "1-2", .devnum = 5, .serial = std::string(300, 'x')});
+  auto sysfs = SysfsRoot::Open(tree.path());
+  testing::CapturingLogger cap;
+  auto devices = udev::DiscoverUsbDevices(*sysfs, nullptr, cap.log);
+  BOOST_REQUIRE(devices.ok());
+  std::map<std::string, UsbDevice> by_name;
+  for (const UsbDevice& d : *devices) by_name[d.sysfs_name] = d;
+  BOOST_REQUIRE(by_name.size() == 5u);          // two root hubs, three devices
+  BOOST_TEST(by_name["1-1"].serial == "AB?C");  // blanks trimmed, control character replaced
+  BOOST_TEST(by_name["1-1"].port == "0000:00:14.0-1");
+  BOOST_TEST(by_name["2-4"].serial == "");
+  BOOST_TEST(by_name["2-4"].port == "0000:00:14.0-usb3-4");  // the USB 3 root hub's port 4
+  BOOST_TEST(by_name["1-2"].serial.size() == 126u);
+  BOOST_TEST(by_name["usb1"].port == "");
+  BOOST_TEST(cap.text().find("skipped") == std::string::npos, cap.text());
 }
 
 BOOST_AUTO_TEST_CASE(no_usb_bus_means_no_devices) {

@@ -705,6 +705,51 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(state_file)
 
+BOOST_AUTO_TEST_CASE(usb_records_round_trip_and_bad_ones_are_refused) {
+  testing::TempTree dir;
+  UsbRecord r;
+  r.device.name = "n-0951-1666-002004";
+  r.device.vendor_id = 0x0951;
+  r.device.product_id = 0x1666;
+  r.device.bus = 2;
+  r.device.devnum = 4;
+  r.device.serial = "AA 01";
+  r.device.port = "0000:00:14.0-usb3-1.2";
+  r.device.host_controller = A("0000:00:14.0");
+  r.claimed = true;
+  {
+    auto store = *StateStore::Open(dir.path());
+    BOOST_REQUIRE(store.PutUsbDevices({{r.device.name, r}}).ok());
+  }
+  auto store = *StateStore::Open(dir.path());
+  const auto back = store.usb_devices();
+  BOOST_REQUIRE(back.size() == 1u);
+  BOOST_TEST((back.at(r.device.name) == r));
+  BOOST_TEST(EncodeState({}).find("usbDevices") == std::string::npos);  // older files unchanged
+  const std::string good =
+      R"("vendorId":"0951","productId":"1666","class":"00","bus":2,"devnum":4,"pciAddress":"","claimed":true)";
+  BOOST_TEST(
+      DecodeState(
+          R"({"version":1,"devices":[],"usbDevices":[{"name":"n-1","serial":"","port":"p",)" +
+              good + "}]}",
+          "x")
+          .ok());
+  for (const std::string& entry : {
+           R"("name":"N-1","serial":"","port":"p",)" + good,     // not a DNS name
+           R"("name":"n-1","serial":"a/b","port":"p",)" + good,  // '/' in the serial
+           R"("name":"n-1","serial":"","port":"p",)" + good,    // control character
+           R"("name":"n-1","serial":"","port":"../x",)" + good,  // '/' in the port
+           std::string(R"("name":"n-1","serial":"","port":"p","vendorId":"951")"),  // short
+           std::string(R"("name":"n-1","serial":"","port":"p","vendorId":"0951",)"
+                       R"("productId":"1666","class":"00","bus":0,"devnum":4,"pciAddress":"",)"
+                       R"("claimed":true)"),  // bus 0
+       }) {
+    const std::string text = R"({"version":1,"devices":[],"usbDevices":[{)" + entry + "}]}";
+    BOOST_TEST(!DecodeState(text, "/x/state.json").ok(), text);
+  }
+  BOOST_TEST(!DecodeState(R"({"version":1,"devices":[],"usbDevices":{}})", "x").ok());
+}
+
 BOOST_AUTO_TEST_CASE(round_trip_and_one_process_at_a_time) {
   testing::TempTree dir;
   {
@@ -752,6 +797,7 @@ BOOST_AUTO_TEST_CASE(broken_files_are_clear_errors) {
   // IDs round-trip, and files without them still read.
   const NodeState intents{{{A("0000:00:02.0"), Intent{true, "e1000e", {"cli"}, "8086:10d3"}},
                            {A("0000:00:03.0"), Intent{false, "", {}, ""}}},
+                          {},
                           {}};
   auto back = DecodeState(EncodeState(intents), "x");
   BOOST_REQUIRE(back.ok());
