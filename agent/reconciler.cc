@@ -30,6 +30,12 @@ std::optional<ClaimOutcome> InUse(std::string_view bus, const std::string& id,
                                                   " ", id, ": ", holders.status().message())};
 }
 
+// Where an orphaned USB device is found again (agent/usb_identity.h).
+std::string WhereToPlug(const UsbDevice& usb) {
+  return usb.serial.empty() ? absl::StrCat("at port ", usb.port)
+                            : absl::StrCat("(serial ", usb.serial, ", any port)");
+}
+
 }  // namespace
 
 Reconciler::Reconciler(ReconcilerOptions options, ReconcilerPorts ports)
@@ -76,16 +82,17 @@ void Reconciler::DiscoverUsb() {
     auto it = before.find(dev.name);
     if (it == before.end() || (it->second->present && it->second->port == dev.port)) continue;
     ports_.log.info("usb {}: {} at port {} (bus {} device {}){}", dev.name,
-                    it->second->present ? "moved" : "plugged back in", dev.port, dev.bus,
-                    dev.devnum, dev.serial.empty() ? "" : absl::StrCat(", serial ", dev.serial));
+                    it->second->present ? "moved"
+                    : started_          ? "plugged back in"
+                                        : "recorded, found",
+                    dev.port, dev.bus, dev.devnum,
+                    dev.serial.empty() ? "" : absl::StrCat(", serial ", dev.serial));
   }
   for (const UsbDevice& old : usb_) {
     if (now.count(old.name) || !enabled_usb_.count(old.name)) continue;
     if (old.present) {
       ports_.log.warn("usb {}: unplugged while enabled: orphaned until plugged back in {}",
-                      old.name,
-                      old.serial.empty() ? absl::StrCat("at port ", old.port)
-                                         : absl::StrCat("(serial ", old.serial, ")"));
+                      old.name, WhereToPlug(old));
     }
     usb->push_back(old);
     usb->back().present = false;
@@ -159,6 +166,13 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
     if (record.claimed) claimed_usb_.insert(name);
   }
   if (!Discover()) return false;
+  for (const UsbDevice& u : usb_) {
+    if (!u.present) {
+      ports_.log.warn(
+          "usb {}: recorded as enabled but not plugged in: orphaned until plugged in {}", u.name,
+          WhereToPlug(u));
+    }
+  }
   // Served at once: devices already on vfio-pci need not wait for the re-apply below.
   Refresh();
   Replan();

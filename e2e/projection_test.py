@@ -60,9 +60,10 @@ def wait_for(pred, timeout=15.0, interval=0.1):
 class Api:
     """The emulator process, kubectl against it, and its control endpoints."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, extra_args=()):
         self.proc = subprocess.Popen([sys.executable, f"{HERE}/apiserver/apiserver_emulator.py",
-                                      "--dir", f"{tmp}/api", "--bookmark-interval", "1", "--http-port", "0"],
+                                      "--dir", f"{tmp}/api", "--bookmark-interval", "1", "--http-port", "0",
+                                      *extra_args],
                                      stdout=subprocess.PIPE, stderr=open(f"{tmp}/api.log", "w"), text=True)
         info = json.loads(self.proc.stdout.readline())
         self.kubeconfig = info["kubeconfig"]
@@ -75,6 +76,7 @@ class Api:
         self.port = info["https"]
         self.http_port = info["http"]
         self.token = open(f"{tmp}/api/token").read().strip()
+        self.ca_file = f"{tmp}/api/ca.crt"
         self.ctx = ssl.create_default_context(cafile=f"{tmp}/api/ca.crt")
 
     def kubectl(self, *args, stdin=None):

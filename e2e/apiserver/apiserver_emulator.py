@@ -2079,8 +2079,9 @@ class Emulator:
 # ----------------------------------------------------------------------------------------------
 # Certificates, kubeconfig, main.
 
-def make_certs(d):
-    """A CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI."""
+def make_certs(d, extra_sans=()):
+    """A CA and a server certificate for 127.0.0.1/localhost (and `extra_sans`, e.g.
+    "IP:10.0.2.100"), made with the openssl CLI."""
     def run(*cmd):
         subprocess.run(["openssl", *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     p = lambda n: os.path.join(d, n)  # noqa: E731
@@ -2091,7 +2092,8 @@ def make_certs(d):
     run("req", *ec, "-keyout", p("server.key"), "-out", p("server.csr"), "-subj", "/CN=kube-apiserver-emulator")
     with open(p("server.ext"), "w") as f:
         f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+                "extendedKeyUsage=serverAuth\nsubjectAltName=%s\n"
+                % ",".join(["IP:127.0.0.1", "DNS:localhost", *extra_sans]))
     run("x509", "-req", "-in", p("server.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial",
         "-out", p("server.crt"), "-days", "3650", "-extfile", p("server.ext"))
     return p("ca.crt"), p("server.crt"), p("server.key")
@@ -2121,10 +2123,12 @@ def main():
     ap.add_argument("--kube-version", default="1.32.0", help="what /version reports")
     ap.add_argument("--no-aggregated-discovery", action="store_true", help="serve legacy discovery only")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    ap.add_argument("--san", action="append", default=[],
+                    help="another subjectAltName of the server certificate (IP:10.0.2.100); repeatable")
     args = ap.parse_args()
     args.token = args.token or secrets.token_hex(16)
     os.makedirs(args.dir, exist_ok=True)
-    _ca, crt, key = make_certs(args.dir)
+    _ca, crt, key = make_certs(args.dir, args.san)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(crt, key)
     tls.set_alpn_protocols(["http/1.1"])  # no HTTP/2: clients fall back to HTTP/1.1

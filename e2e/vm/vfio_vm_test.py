@@ -25,7 +25,12 @@ Checked:
     vfio-pci and it is served; a count change while it is bound is refused; a restart after the
     VFs were removed behind the daemon's back (echo 0 > sriov_numvfs) creates them again and
     binds the claimed one again; dropping both from the config gives everything back; kill -9
-    after every step of `pcidevices vfs`, then a daemon start: the new count.
+    after every step of `pcidevices vfs`, then a daemon start: the new count;
+  - USB identity: the daemon reaches the API-server emulator on the host (qemu's restricted user
+    network, one guestfwd); a usb-storage stick (serial SN-PCID-1) claimed with a real
+    USBDeviceClaim is unplugged (QMP device_del: listed Unhealthy under its name, USBDevice
+    orphaned) and plugged back (device_add) into the same port, another port, and after a daemon
+    restart while it was out: served again each time under its first name, devicePath following.
 
 PCIDEVICES is the front binary; the pcidevices-agent next to it (which the front execs for every
 verb but list) goes into the guest beside it.
@@ -33,6 +38,7 @@ verb but list) goes into the guest beside it.
 usage: vfio_vm_test.py PCIDEVICES KUBELET_EMULATOR PCIDEVICES_FAULTS [--cache DIR] [--work DIR]
 """
 import argparse
+import base64
 import json
 import shlex
 import sys
@@ -151,7 +157,7 @@ def main():
     agent = Path(a.pcidevices).with_name("pcidevices-agent")
     binaries = [a.pcidevices, agent, a.pcidevices_faults, a.kubelet_emulator]
     tmp = tempfile.TemporaryDirectory(prefix="pcid-vm-api-")
-    api = Api(tmp.name)
+    api = Api(tmp.name, extra_args=["--san", f"IP:{HOST_FORWARD.split(':')[0]}"])
     try:
         return run(a, binaries, files, config, api, t0)
     finally:
@@ -160,7 +166,7 @@ def main():
 
 
 def run(a, binaries, files, config, api, t0):
-    with Vm(a.cache, a.work, binaries=binaries, files=files, host_port=api.http_port) as vm:
+    with Vm(a.cache, a.work, binaries=binaries, files=files, host_port=api.port) as vm:
         print(f"boot: ready {vm.boot_seconds:.1f}s after qemu start (built in "
               f"{vm.build_seconds:.1f}s)", flush=True)
         g = Guest(vm)
@@ -336,9 +342,12 @@ def usb_identity(vm, g, api):
     USBDeviceClaim made with kubectl."""
     rc, out = api.kubectl("apply", "-f", f"{ROOT}/deploy/crds/")
     check("kubectl apply -f deploy/crds/ (USB)", rc == 0, out)
+    # The emulator's HTTPS port as the guest reaches it; its certificate names HOST_FORWARD's IP.
     host, port = HOST_FORWARD.split(":")
+    ca = base64.b64encode(Path(api.ca_file).read_bytes()).decode()
     vm.check(f"printf '%s\\n' 'apiVersion: v1' 'kind: Config' 'clusters:' '- name: e' '  cluster:' "
-             f"'    server: http://{host}:{port}' 'users:' '- name: u' '  user:' '    token: {api.token}' "
+             f"'    server: https://{host}:{port}' '    certificate-authority-data: {ca}' "
+             f"'users:' '- name: u' '  user:' '    token: {api.token}' "
              "'contexts:' '- name: c' '  context:' '    cluster: e' '    user: u' 'current-context: c' "
              ">/etc/kubeconfig")
     # The block device behind the stick: qemu's null driver (no file), kept across plugs.
@@ -354,7 +363,7 @@ def usb_identity(vm, g, api):
 
     def stick_object():
         lst = api.get("usbdevices", selector="nodename=vm") or {"items": []}
-        found = [o for o in lst["items"] if o["status"].get("vendorID") == "46f4"]
+        found = [o for o in lst["items"] if o.get("status", {}).get("vendorID") == "46f4"]
         return found[0] if len(found) == 1 else None
 
     def until(pred, timeout=60):
@@ -367,7 +376,7 @@ def usb_identity(vm, g, api):
         return None
 
     plug("stick", "3")
-    g.start_daemon(f"--kubeconfig /etc/kubeconfig")
+    g.start_daemon("--kubeconfig /etc/kubeconfig")
     obj = until(stick_object)
     check("the plugged stick appears as a USBDevice", obj is not None)
     if obj is None:
@@ -404,12 +413,30 @@ def usb_identity(vm, g, api):
         return (o or {}).get("status", {}).get("devicePath", path0)
 
     path0 = replug("stick", "stick2", "3", "same port")
-    replug("stick2", "stick3", "4", "another port, same serial")
+    path0 = replug("stick2", "stick3", "4", "another port, same serial")
+    # Unplugged while the agent is down: orphaned as soon as it is back (the state file), then
+    # served again when plugged in.
+    g.stop_daemon()
+    unplug("stick3")
+    seen = len(g.events())
+    g.start_daemon("--kubeconfig /etc/kubeconfig")
+    lst = g.listed(resource, pred=lambda d: d.get(name) == "Unhealthy", what="restart: orphaned",
+                   after=seen)
+    check("unplugged while the agent was down: listed Unhealthy after its restart", lst is not None, lst)
+    o = until(lambda: (lambda x: x if x and x["status"].get("status") == "orphaned" else None)(
+        api.get("usbdevices", name)))
+    check("and its USBDevice orphaned", o is not None, api.get("usbdevices", name))
+    seen = len(g.events())
+    plug("stick4", "3")
+    lst = g.listed(resource, pred=lambda d: d.get(name) == "Healthy", what="restart: back", after=seen)
+    check("plugged in after the restart: served again under its name", lst is not None, lst)
+    rc, out = api.kubectl("get", "usbdevices", name)
+    check("kubectl get usbdevices shows the Status column", rc == 0 and "STATUS" in out, out)
     rc, out = api.kubectl("get", "usbdeviceclaims", name, "-o", "json")
     check("the claim is the one made at first", rc == 0 and json.loads(out)["metadata"]["name"] == name, out)
     # Let go: the claim deleted while the stick is in, then the stick out: its USBDevice goes.
     api.kubectl("delete", "usbdeviceclaim", name, "--wait=true", "--timeout=60s")
-    unplug("stick3")
+    unplug("stick4")
     gone = until(lambda: api.get("usbdevices", name) is None)
     check("unclaimed and unplugged: its USBDevice is deleted", gone is not None)
     g.stop_daemon()

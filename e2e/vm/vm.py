@@ -92,7 +92,7 @@ KNOWN_DEVICES = {
 }
 
 GUEST_IP, GUEST_GW = "10.0.2.15/24", "10.0.2.2"
-HOST_FORWARD = "10.0.2.100:8080"  # Vm(host_port=N): the host's 127.0.0.1:N, seen from the guest
+HOST_FORWARD = "10.0.2.100:8443"  # Vm(host_port=N): the host's 127.0.0.1:N, seen from the guest
 READY = "VM-CMDLOOP-READY"
 
 # Stage 1, in the initramfs: mount the virtio disk and switch_root onto it, so the guest's /
@@ -273,7 +273,7 @@ class Vm:
         kernel_args: appended to the kernel command line; extra_args: appended to qemu's.
         smp=1 by default: under TCG on 2 host cores it boots as fast as 2 and leaves a core.
         host_port: a TCP port on the host's 127.0.0.1 the guest reaches as HOST_FORWARD
-        (10.0.2.100:8080) through the virtio-net NIC; the user network is restricted, so nothing
+        (10.0.2.100:8443) through the virtio-net NIC; the user network is restricted, so nothing
         else leaves the VM. None: that NIC has no network at all."""
         self.host_port = host_port
         self.work_dir = Path(work_dir)

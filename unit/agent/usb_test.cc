@@ -133,6 +133,9 @@ BOOST_AUTO_TEST_CASE(after_a_restart_a_gone_claimed_stick_is_orphaned_and_found_
   BOOST_TEST(!d->healthy);
   BOOST_REQUIRE(f.Published(kStick) != nullptr);
   BOOST_TEST(!f.Published(kStick)->present);
+  BOOST_TEST(f.log.text().find("recorded as enabled but not plugged in: orphaned until plugged in "
+                               "at port 0000:00:14.0-1") != std::string::npos,
+             f.log.text());
   // The claim is still there: the sweep keeps it, and its enable is answered though it is gone.
   std::optional<ClaimOutcome> swept;
   f.reconciler->OnClaim(
