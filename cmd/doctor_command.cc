@@ -1,20 +1,16 @@
 #include "cmd/doctor_command.h"
 
-#include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_join.h>
-#include <simdjson.h>
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
-#include <future>
 #include <iostream>
 #include <optional>
-#include <sstream>
 
+#include "cmd/doctor_checks.h"
+#include "cmd/doctor_usb.h"
 #include "cmd/flags.h"
 #include "cmd/host_roots.h"
 #include "core/id_database.h"
@@ -22,8 +18,6 @@
 #include "core/naming.h"
 #include "core/pci_address.h"
 #include "core/status.h"
-#include "plugin/client_queue.h"
-#include "plugin/pod_resources.h"
 #include "projection/claims.h"
 #include "projection/controllers.h"
 #include "projection/kube_client.h"
@@ -41,7 +35,8 @@ constexpr char kUsage[] =
     "usage: pcidevices doctor NAME|ADDRESS [--node N] [--kubeconfig FILE] [--output text|json]\n"
     "         [--sysfs-root DIR] [--dev-root DIR] [--proc-root DIR] [--state-dir DIR]\n"
     "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--cluster-only]\n"
-    "NAME is a PCIDevice name (<node>-<address without punctuation>), ADDRESS a PCI address.\n";
+    "NAME is a PCIDevice name (<node>-<address without punctuation>) or a USBDevice name\n"
+    "(<node>-<vid>-<pid>-<BBB><DDD>), ADDRESS a PCI address.\n";
 
 // "n1-000081000" -> ("n1", 0000:81:00.0); nullopt when `name` is not shaped so.
 std::optional<std::pair<std::string, PciAddress>> SplitObjectName(const std::string& name) {
@@ -54,29 +49,10 @@ std::optional<std::pair<std::string, PciAddress>> SplitObjectName(const std::str
   return std::pair{name.substr(0, dash), *a};
 }
 
-class Doctor {
- public:
-  std::vector<DoctorCheck> checks;
-  void Pass(std::string name, std::string detail) {
-    checks.push_back({std::move(name), true, std::move(detail), ""});
-  }
-  void Fail(std::string name, std::string detail, std::string fix) {
-    checks.push_back({std::move(name), false, std::move(detail), std::move(fix)});
-  }
-};
-
 // What the cluster says; fills `resource` and `node` from the PCIDevice when they were unknown.
 void ClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string& object,
                    std::string& node, std::string& resource) {
-  auto get = [&](const std::string& path) -> std::optional<projection::KubeResponse> {
-    absl::StatusOr<projection::KubeResponse> r = api.Call("GET", path);
-    if (!r.ok()) {
-      d.Fail("API server", std::string(r.status().message()),
-             "check --kubeconfig and that the API server is reachable from here");
-      return std::nullopt;
-    }
-    return *std::move(r);
-  };
+  auto get = [&](const std::string& path) { return DoctorGet(d, api, path); };
   auto r = get(absl::StrCat(projection::kDevicesApiPrefix, projection::kPciPlural, "/", object));
   if (!r) return;
   if (r->status == 404) {
@@ -125,71 +101,9 @@ void ClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string& ob
     }
   }
 
-  r = get(absl::StrCat(projection::kKubeVirtPrefix, projection::kKubeVirtPlural));
-  if (!r) return;
-  auto list = r->status == 200 ? projection::DecodeList(r->body)
-                               : absl::StatusOr<projection::ObservedList>(
-                                     absl::NotFoundError(absl::StrCat("HTTP ", r->status)));
-  if (!list.ok() || list->items.empty()) {
-    d.Fail("KubeVirt", "no kubevirts object (KubeVirt not installed?)",
-           "install KubeVirt; the agent adds its permittedHostDevices entries once it exists");
-  } else if (resource.empty() || !list->items.front().permitted_resources.count(resource)) {
-    d.Fail("KubeVirt",
-           absl::StrCat("permittedHostDevices has no entry for ",
-                        resource.empty() ? "the resource" : resource),
-           "the agent adds it when the claim is enabled; an entry removed by hand comes back");
-  } else {
-    d.Pass("KubeVirt", absl::StrCat("permittedHostDevices lists ", resource));
-  }
-
+  KubeVirtCheck(d, api, resource);
   if (node.empty() || resource.empty()) return;
-  r = get(absl::StrCat("/api/v1/nodes/", node));
-  if (!r) return;
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  int64_t capacity = 0, allocatable = 0;
-  if (r->status == 200 && !parser.parse(r->body).get(doc)) {
-    for (auto [key, out] : {std::pair{"capacity", &capacity}, {"allocatable", &allocatable}}) {
-      std::string_view v;
-      if (!doc["status"][key][resource].get(v)) {
-        int64_t n = 0;
-        if (absl::SimpleAtoi(absl::string_view(v.data(), v.size()), &n)) *out = n;
-      }
-    }
-  }
-  if (allocatable > 0) {
-    d.Pass("node capacity",
-           absl::StrCat(node, ": capacity ", capacity, ", allocatable ", allocatable));
-  } else {
-    d.Fail(
-        "node capacity",
-        absl::StrCat(node, ": ", resource, " capacity ", capacity, ", allocatable ", allocatable),
-        "the kubelet has not got the device from the plugin: see the socket check on the node "
-        "and the kubelet's log");
-  }
-}
-
-// Which container holds the function, from the kubelet's PodResources API (2 s at most).
-void HolderCheck(Doctor& d, const std::string& socket, const std::string& address) {
-  auto answer = std::make_shared<std::promise<absl::StatusOr<plugin::DeviceHolders>>>();
-  auto got = answer->get_future();
-  {
-    plugin::ClientQueue queue;
-    plugin::ListPodResourcesAsync(
-        queue, socket, {}, std::chrono::seconds(2),
-        [answer](absl::StatusOr<plugin::DeviceHolders> h) { answer->set_value(std::move(h)); });
-    got.wait_for(std::chrono::seconds(3));
-  }  // the queue cancels a call still in flight, which answers CANCELLED
-  absl::StatusOr<plugin::DeviceHolders> holders = got.get();
-  if (!holders.ok()) {
-    d.Fail("holder",
-           absl::StrCat("cannot ask the kubelet (", socket, "): ", holders.status().message()),
-           "check --pod-resources-socket and that the kubelet runs");
-  } else if (auto it = holders->find(address); it != holders->end()) {
-    d.Pass("holder", absl::StrCat("held by ", it->second));
-  } else {
-    d.Pass("holder", "no pod holds it");
-  }
+  NodeCapacityCheck(d, api, node, resource);
 }
 
 // What the node's own trees say about `address`.
@@ -263,12 +177,7 @@ void NodeChecks(Doctor& d, const HostRoots& roots, const ParsedFlags& flags,
   }
 
   const std::string state_path = flags.Get("state-dir", kDefaultStateDir) + "/state.json";
-  std::optional<vfio::NodeState> state;
-  if (std::ifstream in(state_path); in) {
-    std::stringstream text;
-    text << in.rdbuf();
-    if (auto s = vfio::DecodeState(text.str(), state_path); s.ok()) state = *std::move(s);
-  }
+  const std::optional<vfio::NodeState> state = ReadStateFile(state_path);
   const vfio::Intent* intent = nullptr;
   if (state) {
     auto it = state->devices.find(address);
@@ -282,14 +191,7 @@ void NodeChecks(Doctor& d, const HostRoots& roots, const ParsedFlags& flags,
            "nothing keeps it on vfio-pci across a reboot: enable it through a claim or the config");
   }
 
-  const std::string socket = absl::StrCat(flags.Get("device-plugin-dir", kDefaultDevicePluginDir),
-                                          "/", PluginSocketName(resource));
-  if (std::error_code ec; std::filesystem::exists(socket, ec)) {
-    d.Pass("device plugin", absl::StrCat(socket, " is there"));
-  } else {
-    d.Fail("device plugin", absl::StrCat(socket, " is missing"),
-           "the agent serves a resource once one of its devices is enabled; see the agent's log");
-  }
+  PluginSocketCheck(d, flags.Get("device-plugin-dir", kDefaultDevicePluginDir), resource);
 }
 
 void Print(const Doctor& d, const std::string& subject, bool json) {
@@ -314,6 +216,44 @@ void Print(const Doctor& d, const std::string& subject, bool json) {
   }
 }
 
+// Passes when every check passed.
+int ExitCode(const Doctor& d) {
+  return std::all_of(d.checks.begin(), d.checks.end(), [](const DoctorCheck& c) { return c.ok; })
+             ? 0
+             : 1;
+}
+
+absl::StatusOr<std::unique_ptr<projection::KubeClient>> ClientFor(const ParsedFlags& flags) {
+  auto config = projection::LoadKubeconfig(flags.Get("kubeconfig", ""));
+  if (!config.ok()) return config.status();
+  return projection::KubeClient::Create(*config);
+}
+
+int RunUsbDoctor(const ParsedFlags& flags, const std::string& object, const std::string& node,
+                 bool json) {
+  Doctor d;
+  std::string resource;
+  if (flags.Has("kubeconfig")) {
+    auto client = ClientFor(flags);
+    if (!client.ok()) {
+      d.Fail("API server", std::string(client.status().message()), "check --kubeconfig");
+    } else {
+      UsbClusterChecks(d, **client, object, resource);
+    }
+  }
+  if (!flags.Has("cluster-only")) {
+    auto roots = OpenHostRoots(flags);
+    if (!roots.ok()) {
+      d.Fail("node", std::string(roots.status().message()),
+             "check --sysfs-root, --dev-root, --proc-root");
+    } else {
+      UsbNodeChecks(d, *roots, flags, object, node);
+    }
+  }
+  Print(d, object, json);
+  return ExitCode(d);
+}
+
 }  // namespace
 
 int RunDoctor(const std::vector<std::string>& args) {
@@ -336,6 +276,9 @@ int RunDoctor(const std::vector<std::string>& args) {
   }
   const std::string subject = parsed->positional[0];
   std::string node = parsed->Get("node", "");
+  if (auto usb_node = UsbObjectNode(subject); usb_node && !SplitObjectName(subject)) {
+    return RunUsbDoctor(*parsed, subject, *usb_node, output == "json");
+  }
   std::optional<PciAddress> address;
   std::string object;
   if (auto a = ParsePciAddress(subject); a.ok()) {
@@ -359,10 +302,7 @@ int RunDoctor(const std::vector<std::string>& args) {
                    "check\n";
       return 2;
     }
-    auto config = projection::LoadKubeconfig(parsed->Get("kubeconfig", ""));
-    absl::StatusOr<std::unique_ptr<projection::KubeClient>> client =
-        config.ok() ? projection::KubeClient::Create(*config)
-                    : absl::StatusOr<std::unique_ptr<projection::KubeClient>>(config.status());
+    auto client = ClientFor(*parsed);
     if (!client.ok()) {
       d.Fail("API server", std::string(client.status().message()), "check --kubeconfig");
     } else {
@@ -380,9 +320,7 @@ int RunDoctor(const std::vector<std::string>& args) {
     }
   }
   Print(d, subject, output == "json");
-  return std::all_of(d.checks.begin(), d.checks.end(), [](const DoctorCheck& c) { return c.ok; })
-             ? 0
-             : 1;
+  return ExitCode(d);
 }
 
 }  // namespace pcid::cmd

@@ -5,7 +5,8 @@
 // --kubeconfig): the PCIDevice, its claim, KubeVirt's entry, the node's capacity and allocatable
 // for the resource. From the node's own trees (when the function is on this node): the function,
 // protection, its driver and driver_override, IOMMU group viability, /dev/vfio/<group>, the
-// recorded intent, the device-plugin socket. Reads only; never writes anything anywhere.
+// recorded intent, the device-plugin socket. A USBDevice name gets the USB checks
+// (cmd/doctor_usb.h). Reads only; never writes anything anywhere.
 // Exit 0 when every check passes, 1 when one fails, 2 on bad usage.
 #pragma once
 

@@ -9,8 +9,10 @@ is set with kubectl (the kubelet emulator does not write Nodes). Cases:
   ✗ node capacity: the Node's allocatable 0; ✗ API server: nothing listening (fast, exit 1);
   ✗ driver, IOMMU group, /dev/vfio, intent, device plugin: 01:00.0 on nvidia with its audio;
   ✗ not protected: 00:19.0 carries the default route; ✗ PCI function: an address not on the node;
-  bad usage: exit 2. The doctor never writes: the trees and the API server's write count are
-  unchanged by it.
+  bad usage: exit 2; USB: all ✓ for the claimed flash drive, ✗ for a hub and for a name nothing
+  has, ✗ USBDevice orphaned and ✗ USB device (where to plug it back) after the drive was removed
+  while the agent was down. The doctor never writes: the trees and the API server's write count
+  are unchanged by it.
 
 usage: doctor_test.py PCIDEVICES KUBELET_EMULATOR MAKE_TREE"""
 import json
@@ -28,6 +30,8 @@ from projection_test import check, claim, failures, gpu_node, run_with_api, wait
 
 NODE = "n1"
 GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
+STICK = "n1-0951-1666-001004"  # the Kingston flash drive on port 1
+STICK_RESOURCE = f"kubevirt.io/{STICK}"
 
 
 def tree_snapshot(root):
@@ -114,8 +118,17 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         wait_for(lambda: any(e.get("resourceName") == GPU for e in
                              (api.get("kubevirts", "kubevirt", namespace="kubevirt") or {}).get("spec", {})
                              .get("configuration", {}).get("permittedHostDevices", {}).get("pciHostDevices", [])))
+        # The flash drive, claimed too.
+        rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(
+            {"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": "USBDeviceClaim",
+             "metadata": {"name": STICK}, "spec": {"userName": "admin"}}))
+        check(rc == 0, "USBDeviceClaim created", out)
+        check(wait_for(lambda: os.path.exists(f"{plugins}/kubevirt-kubevirt.io-{STICK}.sock") and
+                       (api.get("usbdevices", STICK) or {}).get("status", {}).get("enabled"), timeout=20),
+              "the claimed flash drive is served and enabled")
         rc, out = api.kubectl("patch", "node", NODE, "--subresource=status", "--type=merge", "-p",
-                              json.dumps({"status": {"capacity": {GPU: "1"}, "allocatable": {GPU: "1"}}}))
+                              json.dumps({"status": {"capacity": {GPU: "1", STICK_RESOURCE: "1"},
+                                                     "allocatable": {GPU: "1", STICK_RESOURCE: "1"}}}))
         check(rc == 0, "Node capacity set", out)
 
         before_tree = tree_snapshot(tmp + "/sys") | tree_snapshot(state)
@@ -137,6 +150,16 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
                            capture_output=True, text=True, timeout=30)
         check(p.returncode == 1 and "✗ holder: cannot ask the kubelet" in p.stdout,
               "✗ holder when the PodResources socket does not answer", p.stdout + p.stderr)
+
+        rc, out, took = doctor(STICK)
+        check(rc == 0 and out.count("✓ ") == 9 and "✗" not in out and "✓ recorded: followed across re-plug" in out
+              and "at port 0000:00:14.0-1" in out,
+              f"all ✓ for the claimed flash drive, exit 0 ({took * 1000:.0f} ms)", out)
+        rc, out, _ = doctor("n1-05e3-0608-001002", kube=False)
+        check(rc == 1 and failed(out) == ["USB device"] and "is a hub" in out, "✗ USB device: a hub", out)
+        rc, out, _ = doctor("n1-0951-1666-001099")
+        check(rc == 1 and {"USBDevice", "USB device"} <= set(failed(out)) and "not on this node" in out,
+              "✗ USBDevice and ✗ USB device for a name nothing has", out)
 
         rc, out, _ = doctor("n9-000081000")
         check(rc == 1 and failed(out)[:1] == ["PCIDevice"] and "is the agent running on n9" in out,
@@ -189,6 +212,18 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         check(writes(stats) == 1 and tree_snapshot(tmp + "/sys") | tree_snapshot(state) == before_tree,
               "the doctor wrote nothing: one API write (the test's Node patch), trees unchanged",
               json.dumps(stats)[:300])
+        # Unplugged while the agent is down: orphaned after its restart, and the doctor says where
+        # to plug it back in.
+        stop_process(daemon)
+        os.unlink(f"{sysfs}/bus/usb/devices/1-1")
+        daemon = subprocess.Popen(daemon.args, stderr=log)
+        o = wait_for(lambda: (lambda x: x if x and x.get("status", {}).get("status") == "orphaned" else None)(
+            api.get("usbdevices", STICK)), timeout=20)
+        check(o is not None, "the flash drive gone while the agent was down is orphaned after its restart")
+        rc, out, _ = doctor(STICK)
+        check(rc == 1 and {"USBDevice", "USB device"} <= set(failed(out)) and "is orphaned" in out and
+              "plug it back in (serial 60A44C413A8CF3A0B99A0044, any port)" in out,
+              "✗ USBDevice orphaned and ✗ USB device not plugged in, with where to plug it", out)
     finally:
         stop_process(daemon)
         emu.stop()
