@@ -22,7 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto again = pcid::vfio::DecodeState(pcid::vfio::EncodeState(*intents), "fuzz");
   if (!again.ok() || again->devices.size() != intents->devices.size() ||
-      again->vf_counts.size() != intents->vf_counts.size()) {
+      again->vf_counts.size() != intents->vf_counts.size() ||
+      again->usb_devices != intents->usb_devices) {
     std::abort();
   }
   for (const auto& [address, intent] : intents->devices) {

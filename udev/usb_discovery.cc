@@ -27,12 +27,14 @@ bool AllDigits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// The serial as the USBDevice and the state file keep it: trailing white space dropped, at most
-// 126 characters (a USB string descriptor's limit), control characters replaced.
+// The serial as the USBDevice and the state file keep it: white space trimmed, at most 126
+// bytes (a USB string descriptor's limit), anything but printable ASCII replaced by '?' (the
+// same on every read, so the identity still matches; and always valid in JSON).
 std::string SerialText(std::string_view raw) {
   std::string out(TrimAttribute(raw).substr(0, 126));
   for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f) c = '?';
   }
   return out;
 }

@@ -150,10 +150,10 @@ absl::StatusOr<unsigned> ReadCount(simdjson::dom::element e, const char* key,
   return static_cast<unsigned>(v);
 }
 
-// Text fields of a USB record: printable ASCII only, no '/', at most `max` bytes.
+// Text fields of a USB record: printable ASCII only (what discovery keeps), at most `max` bytes.
 bool PlainText(std::string_view s, size_t max) {
   return s.size() <= max &&
-         std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f && c != '/'; });
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
 
 absl::StatusOr<uint32_t> ReadHexField(simdjson::dom::element e, const char* key, int digits,
@@ -183,13 +183,13 @@ absl::Status ReadUsbRecords(simdjson::dom::element root, const Bad& bad, NodeSta
       return bad(absl::StrCat(where, ": want name, vendorId, productId, class, serial, port, bus, ",
                               "devnum, pciAddress and claimed"));
     }
-    if (name.empty() || name.size() > 253 ||
-        name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") !=
-            std::string_view::npos) {
-      return bad(absl::StrCat(where, ": name must be a lower-case DNS name"));
+    // Whatever name the agent gave (node names are not checked by the agent): not empty,
+    // printable ASCII.
+    if (name.empty() || !PlainText(name, 512)) {
+      return bad(absl::StrCat(where, ": name must be printable ASCII"));
     }
-    if (!PlainText(serial, 126) || !PlainText(port, 256)) {
-      return bad(absl::StrCat(where, ": serial and port must be printable text without '/'"));
+    if (!PlainText(serial, 126) || !PlainText(port, 512)) {
+      return bad(absl::StrCat(where, ": serial and port must be printable ASCII"));
     }
     if (bus < 1 || bus > 999 || devnum < 1 || devnum > 999) {
       return bad(absl::StrCat(where, ": bus and devnum must be 1 to 999"));
