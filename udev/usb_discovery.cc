@@ -27,16 +27,20 @@ bool AllDigits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// The serial as the USBDevice and the state file keep it: white space trimmed, at most 126
-// bytes (a USB string descriptor's limit), anything but printable ASCII replaced by '?' (the
-// same on every read, so the identity still matches; and always valid in JSON).
-std::string SerialText(std::string_view raw) {
-  std::string out(TrimAttribute(raw).substr(0, 126));
-  for (char& c : out) {
+// Anything but printable ASCII replaced by '?': the same on every read, so an identity still
+// matches, and always valid in JSON and in the state file.
+std::string Printable(std::string text) {
+  for (char& c : text) {
     const auto u = static_cast<unsigned char>(c);
     if (u < 0x20 || u >= 0x7f) c = '?';
   }
-  return out;
+  return text;
+}
+
+// The serial as the USBDevice and the state file keep it: white space trimmed, at most 126
+// bytes (a USB string descriptor's limit), printable.
+std::string SerialText(std::string_view raw) {
+  return Printable(std::string(TrimAttribute(raw).substr(0, 126)));
 }
 
 // "<controller>-<ports>" from the device's sysfs path (…/0000:00:14.0/usb2/2-1/2-1.4 for 2-1.4:
@@ -57,7 +61,7 @@ std::string PortPath(const SysfsRoot& sysfs, std::string_view name,
       auto mbps = ParseDecimalAttribute(text.substr(0, text.find('.')), 0, 1000000);
       if (mbps.ok() && *mbps >= 5000) port += "-usb3";
     }
-    return absl::StrCat(port, "-", ToAbsl(name.substr(dash + 1)));
+    return Printable(absl::StrCat(port, "-", ToAbsl(name.substr(dash + 1))).substr(0, 512));
   }
   return std::string(name);  // no root hub on the way (a hand-made tree): the sysfs name
 }
