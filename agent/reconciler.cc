@@ -30,12 +30,6 @@ std::optional<ClaimOutcome> InUse(std::string_view bus, const std::string& id,
                                                   " ", id, ": ", holders.status().message())};
 }
 
-// Where an orphaned USB device is found again (agent/usb_identity.h).
-std::string WhereToPlug(const UsbDevice& usb) {
-  return usb.serial.empty() ? absl::StrCat("at port ", usb.port)
-                            : absl::StrCat("(serial ", usb.serial, ", any port)");
-}
-
 }  // namespace
 
 Reconciler::Reconciler(ReconcilerOptions options, ReconcilerPorts ports)
@@ -92,7 +86,7 @@ void Reconciler::DiscoverUsb() {
     if (now.count(old.name) || !enabled_usb_.count(old.name)) continue;
     if (old.present) {
       ports_.log.warn("usb {}: unplugged while enabled: orphaned until plugged back in {}",
-                      old.name, WhereToPlug(old));
+                      old.name, UsbWhereToPlug(old));
     }
     usb->push_back(old);
     usb->back().present = false;
@@ -170,7 +164,7 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
     if (!u.present) {
       ports_.log.warn(
           "usb {}: recorded as enabled but not plugged in: orphaned until plugged in {}", u.name,
-          WhereToPlug(u));
+          UsbWhereToPlug(u));
     }
   }
   // Served at once: devices already on vfio-pci need not wait for the re-apply below.

@@ -28,6 +28,32 @@ std::optional<projection::KubeResponse> DoctorGet(Doctor& d, projection::KubeCal
   return *std::move(r);
 }
 
+std::optional<projection::ObservedObject> DoctorGetObject(
+    Doctor& d, projection::KubeCaller& api, const std::string& check, const std::string& object,
+    const std::string& path, const std::string& missing_fix, const std::string& denied_fix,
+    bool& stop) {
+  auto r = DoctorGet(d, api, path);
+  stop = !r || (r->status != 200 && r->status != 404);
+  if (!r) return std::nullopt;
+  if (r->status == 404) {
+    d.Fail(check, absl::StrCat(object, " does not exist"), missing_fix);
+    return std::nullopt;
+  }
+  if (r->status != 200) {
+    d.Fail(check,
+           absl::StrCat("GET ", object, ": HTTP ", r->status, ": ",
+                        projection::StatusMessage(r->body)),
+           denied_fix);
+    return std::nullopt;
+  }
+  auto o = projection::DecodeObject(r->body);
+  if (!o.ok()) {
+    d.Fail(check, std::string(o.status().message()), "the object is malformed");
+    return std::nullopt;
+  }
+  return *std::move(o);
+}
+
 void KubeVirtCheck(Doctor& d, projection::KubeCaller& api, const std::string& resource) {
   auto r =
       DoctorGet(d, api, absl::StrCat(projection::kKubeVirtPrefix, projection::kKubeVirtPlural));

@@ -11,6 +11,7 @@
 
 #include "cmd/doctor_command.h"
 #include "projection/kube_client.h"
+#include "projection/objects.h"
 #include "vfio/vfio.h"
 
 namespace pcid::cmd {
@@ -29,6 +30,14 @@ class Doctor {
 // GET `path`; an unreachable server is a failed "API server" check and nullopt.
 std::optional<projection::KubeResponse> DoctorGet(Doctor& d, projection::KubeCaller& api,
                                                   const std::string& path);
+
+// GET the object a check (`check`: "PCIDevice") is about. nullopt with a failed check when it is
+// missing (`missing_fix`) or malformed; nullopt with `stop` set when asking more is useless: the
+// server is away, or answers otherwise (`denied_fix`).
+std::optional<projection::ObservedObject> DoctorGetObject(
+    Doctor& d, projection::KubeCaller& api, const std::string& check, const std::string& object,
+    const std::string& path, const std::string& missing_fix, const std::string& denied_fix,
+    bool& stop);
 
 // KubeVirt's permittedHostDevices names `resource` (pciHostDevices or usb).
 void KubeVirtCheck(Doctor& d, projection::KubeCaller& api, const std::string& resource);

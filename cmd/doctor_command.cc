@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
 #include <iostream>
 #include <optional>
 
@@ -52,24 +53,17 @@ std::optional<std::pair<std::string, PciAddress>> SplitObjectName(const std::str
 // What the cluster says; fills `resource` and `node` from the PCIDevice when they were unknown.
 void ClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string& object,
                    std::string& node, std::string& resource) {
-  auto get = [&](const std::string& path) { return DoctorGet(d, api, path); };
-  auto r = get(absl::StrCat(projection::kDevicesApiPrefix, projection::kPciPlural, "/", object));
-  if (!r) return;
-  if (r->status == 404) {
-    d.Fail("PCIDevice", absl::StrCat(object, " does not exist"),
-           absl::StrCat("is the agent running on ", node.empty() ? "that node" : node,
-                        "? kubectl -n pcidevices-system get pods -o wide; kubectl get pcidevices "
-                        "-l nodename=",
-                        node.empty() ? "<node>" : node));
-  } else if (r->status != 200) {
-    d.Fail("PCIDevice",
-           absl::StrCat("GET ", object, ": HTTP ", r->status, ": ",
-                        projection::StatusMessage(r->body)),
-           "the doctor's credentials need get on pcidevices, pcideviceclaims, kubevirts, nodes");
-    return;
-  } else if (auto o = projection::DecodeObject(r->body); !o.ok()) {
-    d.Fail("PCIDevice", std::string(o.status().message()), "the object is malformed");
-  } else {
+  bool stop = false;
+  const std::optional<projection::ObservedObject> o = DoctorGetObject(
+      d, api, "PCIDevice", object,
+      absl::StrCat(projection::kDevicesApiPrefix, projection::kPciPlural, "/", object),
+      absl::StrCat("is the agent running on ", node.empty() ? "that node" : node,
+                   "? kubectl -n pcidevices-system get pods -o wide; kubectl get pcidevices "
+                   "-l nodename=",
+                   node.empty() ? "<node>" : node),
+      "the doctor's credentials need get on pcidevices, pcideviceclaims, kubevirts, nodes", stop);
+  if (stop) return;
+  if (o) {
     const std::string on = projection::StatusString(*o, "nodeName").value_or("");
     if (resource.empty()) resource = projection::StatusString(*o, "resourceName").value_or("");
     if (!node.empty() && on != node) {
@@ -81,7 +75,8 @@ void ClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string& ob
     if (node.empty()) node = on;
   }
 
-  r = get(absl::StrCat(projection::kDevicesApiPrefix, projection::kClaimPlural, "/", object));
+  auto r = DoctorGet(
+      d, api, absl::StrCat(projection::kDevicesApiPrefix, projection::kClaimPlural, "/", object));
   if (!r) return;
   if (r->status == 404) {
     d.Fail("PCIDeviceClaim", absl::StrCat("no claim named ", object),
@@ -229,16 +224,18 @@ absl::StatusOr<std::unique_ptr<projection::KubeClient>> ClientFor(const ParsedFl
   return projection::KubeClient::Create(*config);
 }
 
-int RunUsbDoctor(const ParsedFlags& flags, const std::string& object, const std::string& node,
-                 bool json) {
+// The cluster's checks (with --kubeconfig) and the node's (unless --cluster-only: kubectl's
+// plugin runs away from the node), printed; the exit code.
+int RunChecks(const ParsedFlags& flags, const std::string& subject, bool json,
+              const std::function<void(Doctor&, projection::KubeCaller&)>& cluster,
+              const std::function<void(Doctor&, const HostRoots&)>& node) {
   Doctor d;
-  std::string resource;
   if (flags.Has("kubeconfig")) {
     auto client = ClientFor(flags);
     if (!client.ok()) {
       d.Fail("API server", std::string(client.status().message()), "check --kubeconfig");
     } else {
-      UsbClusterChecks(d, **client, object, resource);
+      cluster(d, **client);
     }
   }
   if (!flags.Has("cluster-only")) {
@@ -247,10 +244,10 @@ int RunUsbDoctor(const ParsedFlags& flags, const std::string& object, const std:
       d.Fail("node", std::string(roots.status().message()),
              "check --sysfs-root, --dev-root, --proc-root");
     } else {
-      UsbNodeChecks(d, *roots, flags, object, node);
+      node(d, *roots);
     }
   }
-  Print(d, object, json);
+  Print(d, subject, json);
   return ExitCode(d);
 }
 
@@ -276,8 +273,17 @@ int RunDoctor(const std::vector<std::string>& args) {
   }
   const std::string subject = parsed->positional[0];
   std::string node = parsed->Get("node", "");
+  const bool json = output == "json";
+  std::string resource;
   if (auto usb_node = UsbObjectNode(subject); usb_node && !SplitObjectName(subject)) {
-    return RunUsbDoctor(*parsed, subject, *usb_node, output == "json");
+    return RunChecks(
+        *parsed, subject, json,
+        [&](Doctor& d, projection::KubeCaller& api) {
+          UsbClusterChecks(d, api, subject, resource);
+        },
+        [&](Doctor& d, const HostRoots& roots) {
+          UsbNodeChecks(d, roots, *parsed, subject, *usb_node);
+        });
   }
   std::optional<PciAddress> address;
   std::string object;
@@ -294,33 +300,19 @@ int RunDoctor(const std::vector<std::string>& args) {
               << kUsage;
     return 2;
   }
-  Doctor d;
-  std::string resource;
-  if (parsed->Has("kubeconfig")) {
-    if (object.empty()) {
-      std::cerr << "pcidevices doctor: with an ADDRESS, --node names the node whose PCIDevice to "
-                   "check\n";
-      return 2;
-    }
-    auto client = ClientFor(*parsed);
-    if (!client.ok()) {
-      d.Fail("API server", std::string(client.status().message()), "check --kubeconfig");
-    } else {
-      ClusterChecks(d, **client, object, node, resource);
-    }
+  if (parsed->Has("kubeconfig") && object.empty()) {
+    std::cerr << "pcidevices doctor: with an ADDRESS, --node names the node whose PCIDevice to "
+                 "check\n";
+    return 2;
   }
-  // kubectl's plugin runs away from the node: the cluster's view alone.
-  if (!parsed->Has("cluster-only")) {
-    auto roots = OpenHostRoots(*parsed);
-    if (!roots.ok()) {
-      d.Fail("node", std::string(roots.status().message()),
-             "check --sysfs-root, --dev-root, --proc-root");
-    } else {
-      NodeChecks(d, *roots, *parsed, *address, resource);
-    }
-  }
-  Print(d, subject, output == "json");
-  return ExitCode(d);
+  return RunChecks(
+      *parsed, subject, json,
+      [&](Doctor& d, projection::KubeCaller& api) {
+        ClusterChecks(d, api, object, node, resource);
+      },
+      [&](Doctor& d, const HostRoots& roots) {
+        NodeChecks(d, roots, *parsed, *address, resource);
+      });
 }
 
 }  // namespace pcid::cmd

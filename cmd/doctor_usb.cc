@@ -31,8 +31,7 @@ bool AllOf(std::string_view s, size_t n, std::string_view chars) {
 std::optional<std::string> UsbObjectNode(const std::string& name) {
   std::vector<std::string> parts = absl::StrSplit(name, '-');
   // A name given out while the first-seen one was taken ends in "-2", "-3", ...
-  if (parts.size() >= 5 && !AllOf(parts.back(), 6, "0123456789") && !parts.back().empty() &&
-      parts.back().size() < 6 &&
+  if (parts.size() >= 5 && !parts.back().empty() && parts.back().size() < 6 &&
       parts.back().find_first_not_of("0123456789") == std::string::npos) {
     parts.pop_back();
   }
@@ -48,24 +47,15 @@ std::optional<std::string> UsbObjectNode(const std::string& name) {
 
 void UsbClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string& object,
                       std::string& resource) {
-  auto r = DoctorGet(
-      d, api, absl::StrCat(projection::kDevicesApiPrefix, projection::kUsbPlural, "/", object));
-  if (!r) return;
-  std::optional<projection::ObservedObject> device;
-  if (r->status == 404) {
-    d.Fail("USBDevice", absl::StrCat(object, " does not exist"),
-           "is the agent running on that node, and the device plugged in? kubectl get "
-           "usbdevices -l nodename=<node>");
-  } else if (r->status != 200) {
-    d.Fail("USBDevice",
-           absl::StrCat("GET ", object, ": HTTP ", r->status, ": ",
-                        projection::StatusMessage(r->body)),
-           "the doctor's credentials need get on usbdevices, usbdeviceclaims, kubevirts, nodes");
-    return;
-  } else if (auto o = projection::DecodeObject(r->body); !o.ok()) {
-    d.Fail("USBDevice", std::string(o.status().message()), "the object is malformed");
-  } else {
-    device = *std::move(o);
+  bool stop = false;
+  const std::optional<projection::ObservedObject> device = DoctorGetObject(
+      d, api, "USBDevice", object,
+      absl::StrCat(projection::kDevicesApiPrefix, projection::kUsbPlural, "/", object),
+      "is the agent running on that node, and the device plugged in? kubectl get "
+      "usbdevices -l nodename=<node>",
+      "the doctor's credentials need get on usbdevices, usbdeviceclaims, kubevirts, nodes", stop);
+  if (stop) return;
+  if (device) {
     resource = projection::StatusString(*device, "resourceName").value_or("");
     const std::string on = projection::StatusString(*device, "nodeName").value_or("");
     const std::string path = projection::StatusString(*device, "devicePath").value_or("");
@@ -81,7 +71,7 @@ void UsbClusterChecks(Doctor& d, projection::KubeCaller& api, const std::string&
     }
   }
 
-  r = DoctorGet(
+  auto r = DoctorGet(
       d, api,
       absl::StrCat(projection::kDevicesApiPrefix, projection::kUsbClaimPlural, "/", object));
   if (!r) return;
@@ -132,9 +122,7 @@ void UsbNodeChecks(Doctor& d, const HostRoots& roots, const ParsedFlags& flags,
     if (record) {
       d.Fail("USB device",
              absl::StrCat("usb ", object, " is enabled (", state_path, ") but not plugged in"),
-             record->device.serial.empty()
-                 ? absl::StrCat("plug it back into port ", record->device.port)
-                 : absl::StrCat("plug it back in (serial ", record->device.serial, ", any port)"));
+             absl::StrCat("plug it back in ", UsbWhereToPlug(record->device)));
     } else {
       d.Fail("USB device", absl::StrCat("usb ", object, " is not on this node"),
              "run the doctor on the device's node (or through its agent pod: kubectl exec)");

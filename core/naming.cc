@@ -68,6 +68,11 @@ std::string PciDescription(const PciDevice& dev) {
   return absl::StrCat(class_name, ": ", vendor, " ", device);
 }
 
+std::string UsbWhereToPlug(const UsbDevice& usb) {
+  return usb.serial.empty() ? absl::StrCat("at port ", usb.port)
+                            : absl::StrCat("(serial ", usb.serial, ", any port)");
+}
+
 std::string UsbDescription(const UsbDevice& usb) {
   std::string vendor =
       usb.names.vendor.empty() ? absl::StrCat("Vendor ", Hex4(usb.vendor_id)) : usb.names.vendor;

@@ -33,6 +33,10 @@ std::string PciDescription(const PciDevice& dev);
 // `<vendor> <product>` with the fallbacks `Vendor XXXX`, `Device XXXX` (as lsusb prints them).
 std::string UsbDescription(const UsbDevice& usb);
 
+// Where a followed USB device is found again once unplugged (agent/usb_identity.h): "at port
+// 0000:00:14.0-1", or "(serial 4C53, any port)" for a device with a serial.
+std::string UsbWhereToPlug(const UsbDevice& usb);
+
 // The vendor part of a resource name: "Advanced Micro Devices, Inc. [AMD/ATI]" -> "amd.com",
 // "NVIDIA Corporation" -> "nvidia.com". An unknown (empty) vendor name gives "<vvvv>.com" rather
 // than Harvester's "unknown.com", which would merge unrelated vendors into one resource.

@@ -55,9 +55,7 @@ void WriteUsbDeviceObject(JsonWriter& json, const UsbDevice& usb, std::string_vi
     // Harvester's mark for an enabled device that is gone; the message says what brings it back.
     json.Key("status").String(kUsbStatusOrphaned);
     json.Key("message").String(
-        absl::StrCat("unplugged: served again when plugged back in",
-                     usb.serial.empty() ? absl::StrCat(" at port ", usb.port)
-                                        : absl::StrCat(" (serial ", usb.serial, ", any port)"),
+        absl::StrCat("unplugged: served again when plugged back in ", UsbWhereToPlug(usb),
                      "; remove it from its virtual machine or disable it to let it go"));
   }
   json.EndObject();

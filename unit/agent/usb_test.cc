@@ -51,6 +51,23 @@ struct UsbFixture : AgentFixture {
     Start();
     reconciler->set_publisher(&publisher);
   }
+  // The stick claimed and recorded, then unplugged while the agent is down; the agent restarted.
+  void ClaimedStickGoneWhileDown() {
+    PlugUsb(sys, hc, {.name = "1-1", .devnum = 4});
+    Start();
+    BOOST_TEST(UsbClaim(true, kStick)->ok);
+    Settle();
+    UnplugUsb(sys, hc, "1-1");
+    Restart();
+  }
+  // The start-up sweep of USB claims, `keep` being the USBDeviceClaims listed.
+  std::optional<ClaimOutcome> SweepUsb(std::vector<std::string> keep) {
+    std::optional<ClaimOutcome> out;
+    reconciler->OnClaim(
+        {.usb = true, .enable = false, .device = "", .sweep = true, .keep = std::move(keep)},
+        [&out](ClaimOutcome o) { out = std::move(o); });
+    return out;
+  }
 };
 
 BOOST_AUTO_TEST_SUITE(usb)
@@ -121,13 +138,7 @@ BOOST_AUTO_TEST_CASE(with_a_serial_it_keeps_its_name_in_any_port_even_usb3) {
 
 BOOST_AUTO_TEST_CASE(after_a_restart_a_gone_claimed_stick_is_orphaned_and_found_again) {
   UsbFixture f;
-  PlugUsb(f.sys, f.hc, {.name = "1-1", .devnum = 4});
-  f.Start();
-  BOOST_TEST(f.UsbClaim(true, kStick)->ok);
-  f.Settle();
-  // Unplugged while the agent is down.
-  UnplugUsb(f.sys, f.hc, "1-1");
-  f.Restart();
+  f.ClaimedStickGoneWhileDown();
   const plugin::PluginDevice* d = f.plugins.Device(kStick);
   BOOST_REQUIRE(d != nullptr);
   BOOST_TEST(!d->healthy);
@@ -137,10 +148,10 @@ BOOST_AUTO_TEST_CASE(after_a_restart_a_gone_claimed_stick_is_orphaned_and_found_
                                "at port 0000:00:14.0-1") != std::string::npos,
              f.log.text());
   // The claim is still there: the sweep keeps it, and its enable is answered though it is gone.
-  std::optional<ClaimOutcome> swept;
-  f.reconciler->OnClaim(
-      {.usb = true, .enable = false, .device = "", .sweep = true, .keep = {kStick}},
-      [&](ClaimOutcome o) { swept = o; });
+  auto swept = f.SweepUsb({kStick});
+  BOOST_REQUIRE(swept.has_value());
+  BOOST_TEST(swept->ok);
+  BOOST_TEST(f.plugins.Device(kStick) != nullptr);
   auto out = f.UsbClaim(true, kStick);
   BOOST_REQUIRE(out.has_value());
   BOOST_TEST(out->ok);
@@ -153,23 +164,16 @@ BOOST_AUTO_TEST_CASE(after_a_restart_a_gone_claimed_stick_is_orphaned_and_found_
 
 BOOST_AUTO_TEST_CASE(a_claim_gone_while_the_agent_was_down_lets_the_stick_go) {
   UsbFixture f;
-  PlugUsb(f.sys, f.hc, {.name = "1-1", .devnum = 4});
-  f.Start();
-  BOOST_TEST(f.UsbClaim(true, kStick)->ok);
-  f.Settle();
-  UnplugUsb(f.sys, f.hc, "1-1");
-  f.Restart();
+  f.ClaimedStickGoneWhileDown();
   BOOST_REQUIRE(f.plugins.Device(kStick) != nullptr);
   // A pod still holds it: kept.
   f.pods.held[kStick] = "default/vm-a/compute";
-  f.reconciler->OnClaim({.usb = true, .enable = false, .device = "", .sweep = true, .keep = {}},
-                        [](ClaimOutcome) {});
+  BOOST_TEST(f.SweepUsb({})->ok);
   BOOST_TEST(f.plugins.Device(kStick) != nullptr);
   BOOST_TEST(f.log.text().find("its claim is gone but") != std::string::npos, f.log.text());
   f.pods.held.clear();
   f.Restart();
-  f.reconciler->OnClaim({.usb = true, .enable = false, .device = "", .sweep = true, .keep = {}},
-                        [](ClaimOutcome) {});
+  BOOST_TEST(f.SweepUsb({})->ok);
   BOOST_TEST(f.plugins.Device(kStick) == nullptr);
   BOOST_TEST(f.Published(kStick) == nullptr);  // its USBDevice goes
   f.Settle();
