@@ -440,8 +440,9 @@ void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source
         // The device as the kernel left it is read here, on the worker: a batch of thousands
         // would otherwise hold the owner loop for its reads.
         auto tell = [&](const PciDevice& d, const absl::Status& st) {
-          to_owner(
-              [on_one, d, st, now = ReadBackDevice(node, ids, d.address)] { on_one(d, st, now); });
+          to_owner([on_one, d, st = Unshared(st), now = ReadBackDevice(node, ids, d.address)] {
+            on_one(d, st, now);
+          });
         };
         std::vector<const PciDevice*> ptrs;
         for (const PciDevice& d : devices) ptrs.push_back(&d);

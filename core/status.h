@@ -21,6 +21,14 @@ inline absl::string_view ToAbsl(std::string_view s) { return {s.data(), s.size()
 // Status from errno after a failed system call: "<what>: <strerror>".
 absl::Status ErrnoStatus(int err, std::string_view what);
 
+// A copy of `st` that shares nothing with it, for a status handed to another thread while this
+// one keeps its own: absl shares a message by a reference count kept inside Debian's
+// uninstrumented libabsl_status, so ThreadSanitizer sees the last owner's free race with the
+// other thread's read. A status moved across needs none of this.
+inline absl::Status Unshared(const absl::Status& st) {
+  return st.ok() ? absl::OkStatus() : absl::Status(st.code(), st.message());
+}
+
 }  // namespace pcid
 
 #define PCID_CONCAT_INNER(a, b) a##b

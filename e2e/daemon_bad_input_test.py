@@ -13,6 +13,8 @@ import sys
 import tempfile
 import time
 
+import daemon_log
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from device_plugin_test import Emulator, check, failures, stop_process, wait_for  # noqa: E402
 
@@ -106,7 +108,7 @@ def main():
         finally:
             stop_process(daemon)
             if failures:
-                print("--- daemon log ---\n" + open(log.name).read()[-4000:])
+                print(daemon_log.failure_text(open(log.name).read()))
     print(f"daemon_bad_input_test: {len(failures)} failures")
     sys.exit(1 if failures else 0)
 

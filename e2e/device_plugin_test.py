@@ -19,6 +19,8 @@ import tempfile
 import threading
 import time
 
+import daemon_log
+
 GPU = "nvidia.com/GP106_GEFORCE_GTX_1060_6GB"
 AUDIO = "nvidia.com/GP106_HIGH_DEFINITION_AUDIO_CONTROLLER"
 USB = "kubevirt.io/n1-0951-1666-001004"  # the Kingston stick on bus 1, device 4
@@ -139,7 +141,7 @@ def main():
             log.seek(0)
             text = log.read()
             if failures:
-                print("--- daemon log ---\n" + text[-6000:])
+                print(daemon_log.failure_text(text))
             if os.environ.get("PCID_KEEP_LOG"):
                 with open(os.environ["PCID_KEEP_LOG"], "w") as keep:
                     keep.write(text)

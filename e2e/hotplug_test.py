@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+import daemon_log
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from device_plugin_test import Emulator, check, failures  # noqa: E402
 
@@ -172,7 +174,7 @@ def main():
             check(code == 0, f"daemon exit {code}")
             if failures:
                 log.seek(0)
-                print("--- daemon log ---\n" + log.read()[-4000:])
+                print(daemon_log.failure_text(log.read()))
     print(f"hotplug_test: {len(failures)} failures")
     sys.exit(1 if failures else 0)
 

@@ -22,6 +22,8 @@ import time
 import urllib.error
 import urllib.request
 
+import daemon_log
+
 try:
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError:  # an interpreter other than Debian's (pyenv): the package is Debian's
@@ -154,7 +156,7 @@ def main():
                 check(freed, "the port is free after the stop")
             if failures:
                 log.seek(0)
-                print("--- daemon log (tail) ---\n" + "".join(log.readlines()[-40:]))
+                print(daemon_log.failure_text(log.read(), 40))
     return verdict()
 
 

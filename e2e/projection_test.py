@@ -21,6 +21,8 @@ import time
 import urllib.request
 import ssl
 
+import daemon_log
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
@@ -235,7 +237,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         emu.stop()
         if failures:
             log.seek(0)
-            print("--- daemon log (tail) ---\n" + "".join(log.readlines()[-60:]))
+            print(daemon_log.failure_text(log.read()))
 
 
 def scenario(api, daemon, emu, listed, state, other_rv, log):

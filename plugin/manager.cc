@@ -127,7 +127,7 @@ void PluginManager::Register(const std::string& name) {
   // The callback may run after this manager is gone: it touches only its own copies until the
   // posted closure, on the owner thread, has checked `alive`.
   RegisterAsync(calls_, req, [this, post = post_, alive, name, attempt](absl::Status status) {
-    post([this, alive, name, attempt, status] {
+    post([this, alive, name, attempt, status = std::move(status)] {
       if (auto a = alive.lock(); !a || !*a) return;
       auto it = plugins_.find(name);
       if (it == plugins_.end() || it->second.attempt != attempt) return;  // superseded
