@@ -53,7 +53,10 @@ std::string BindKey(const PciDevice& dev);
 class PluginSink {
  public:
   virtual ~PluginSink() = default;
-  virtual void Apply(const std::map<std::string, plugin::Resource>& resources) = 0;
+  // `resources` is the whole plan; only the resources named in `changed` differ from the last
+  // one (a name not in `resources` is gone).
+  virtual void Apply(const std::map<std::string, plugin::Resource>& resources,
+                     const std::set<std::string>& changed) = 0;
   virtual void RegisterAll() = 0;  // kubelet.sock (re)appeared
   virtual void OnSocketDeleted(const std::string& file_name, bool register_now) = 0;
 };

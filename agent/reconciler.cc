@@ -54,6 +54,8 @@ bool Reconciler::Discover() {
     return false;
   }
   devices_ = *std::move(devices);
+  planner_.MarkAll();
+  pci_changed_ = true;
   DiscoverUsb();
   return true;
 }
@@ -127,6 +129,11 @@ absl::StatusOr<vfio::Protected> Reconciler::Protection() const {
 // network or disk). Unknown protection withholds every PF: fail closed.
 std::set<PciAddress> Reconciler::ProtectedSriovPfs() const {
   std::set<PciAddress> out;
+  // Most nodes have no SR-IOV PF: the protection scan (a walk over every function) is skipped.
+  if (std::none_of(devices_.begin(), devices_.end(),
+                   [](const PciDevice& d) { return d.sriov_total_vfs.has_value(); })) {
+    return out;
+  }
   auto protect = Protection();
   for (const PciDevice& d : devices_) {
     if (d.sriov_total_vfs && (!protect.ok() || protect->count(d.address))) out.insert(d.address);
@@ -276,16 +283,23 @@ void Reconciler::OnConfig(DaemonConfig config) {
 // Applies the config: binds what it selects, releases what it no longer selects; USB devices
 // the config or a claim enables are served. `report` logs selectors matching nothing and gives
 // refused devices a fresh attempt (start and reloads, not every uevent).
-void Reconciler::Select(bool report) {
+void Reconciler::Select(bool report, const std::set<PciAddress>* only) {
   if (report) refused_.clear();
   std::set<PciAddress> wanted;
   std::vector<bool> used(config_.enable.size());
-  for (const PciDevice& dev : devices_) {
+  auto select = [&](const PciDevice& dev) {
     for (size_t i = 0; i < config_.enable.size(); ++i) {
       if (!Matches(config_.enable[i], dev)) continue;
       used[i] = true;
       wanted.insert(dev.address);
     }
+  };
+  if (only) {
+    for (const PciAddress& a : *only) {
+      if (const PciDevice* dev = FindPciDevice(devices_, a)) select(*dev);
+    }
+  } else {
+    for (const PciDevice& dev : devices_) select(dev);
   }
   std::set<std::string> enabled_usb;
   for (const UsbDevice& usb : usb_) {
@@ -305,7 +319,7 @@ void Reconciler::Select(bool report) {
   SaveUsbRecords();
   // Devices first: a VF the config no longer enables is busy with its disable when its PF's
   // count is looked at, and the count waits for it.
-  ApplyConfig(wanted);
+  ApplyConfig(wanted, only);
   ApplyVfCounts(report);
   Refresh();
   // A selector for VFs that a VF count job is creating is judged once they exist.
@@ -321,27 +335,34 @@ void Reconciler::Select(bool report) {
 // Brings the intents' "config" source in line with `wanted`, in the background. A refused device
 // is reported once (until a reload); a device the config dropped while a pod holds it stays on
 // vfio-pci until the pod is gone. Devices with a kernel job in flight are left to it.
-void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted) {
+void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted, const std::set<PciAddress>* only) {
   const auto& intents = Intents();
   std::vector<PciDevice> to_enable;
-  for (const PciDevice& d : devices_) {
+  auto consider_enable = [&](const PciDevice& d) {
+    if (!wanted.count(d.address) || refused_.count(d.address)) return;
     const std::string id = d.address.ToString();
-    if (!wanted.count(d.address) || refused_.count(d.address) || removed_.count(id) ||
-        busy_.count(id)) {
-      continue;
-    }
+    if (removed_.count(id) || busy_.count(id)) return;
     auto it = intents.find(d.address);
     if (it == intents.end() || !it->second.enabled || !it->second.sources.count("config")) {
       to_enable.push_back(d);
     }
-  }
+  };
   std::vector<PciAddress> to_release;
-  for (const auto& [address, intent] : intents) {
+  auto consider_release = [&](const PciAddress& address, const vfio::Intent& intent) {
     // An unplugged device keeps its intent: bound again when it comes back.
-    if (FindPciDevice(devices_, address) && intent.sources.count("config") &&
-        !wanted.count(address) && !busy_.count(address.ToString())) {
+    if (intent.sources.count("config") && !wanted.count(address) &&
+        FindPciDevice(devices_, address) && !busy_.count(address.ToString())) {
       to_release.push_back(address);
     }
+  };
+  if (only) {
+    for (const PciAddress& a : *only) {
+      if (const PciDevice* d = FindPciDevice(devices_, a)) consider_enable(*d);
+      if (auto it = intents.find(a); it != intents.end()) consider_release(a, it->second);
+    }
+  } else {
+    for (const PciDevice& d : devices_) consider_enable(d);
+    for (const auto& [address, intent] : intents) consider_release(address, intent);
   }
   if (to_enable.empty() && to_release.empty()) return;
   for (const PciDevice& d : to_enable) Busy(d.address.ToString(), +1);
@@ -479,6 +500,9 @@ void Reconciler::SubmitDisable(const PciAddress& address, std::string source,
 // enabled_ = what the intents say. The devices themselves come back from the kernel jobs that
 // changed them (Absorb), or from their uevents.
 void Reconciler::Refresh() {
+  Intents();
+  if (enabled_from_ == intents_read_) return;  // the same intents as last time
+  enabled_from_ = intents_read_;
   enabled_.clear();
   for (const auto& [address, intent] : Intents()) {
     if (intent.enabled) enabled_.insert(address.ToString());
@@ -506,6 +530,7 @@ ReadBack ReadBackDevice(const vfio::Node& node, const IdDatabase* ids, const Pci
 void Reconciler::Absorb(const ReadBack& now) {
   PciDevice* known = Find(now.address);
   if (known && now.device) {
+    if (*known != *now.device) PciChanged(now.address);
     *known = *now.device;
     const std::string id = now.address.ToString();
     probed_.vfio_cdevs.erase(id);
@@ -521,33 +546,60 @@ void Reconciler::Absorb(const ReadBack& now) {
   replan_due_ = true;
 }
 
+void Reconciler::PciChanged(const PciAddress& address) {
+  planner_.MarkChanged(address);
+  pci_changed_ = true;
+}
+
 // `probe` re-reads the node (group nodes, cdevs); allocation changes alone reuse the last probe.
+// The planner plans again only the resources a change can reach (plugin/resource_planner.h).
 void Reconciler::Replan(bool probe) {
-  if (probe) probed_ = plugin::ProbeHealth(options_.sysfs, options_.dev, devices_, enabled_);
-  auto inputs = probed_;
-  inputs.allocated_to = holders_.Held();
-  inputs.removed = removed_;
-  auto plan = plugin::PlanResources(devices_, usb_, enabled_, enabled_usb_, options_.node, inputs);
-  for (const auto& [name, r] : plan) {
-    for (const auto& d : r.devices) {
+  if (probe) {
+    probed_ = plugin::ProbeHealth(options_.sysfs, options_.dev, devices_, enabled_);
+  }
+  probed_.allocated_to = holders_.Held();
+  probed_.removed = removed_;
+  // Thousands of functions changing at once (a start, a batch of binds) are planned a slice per
+  // loop turn: the loop sees its sockets and timers in between.
+  constexpr size_t kPlanSlice = 256;
+  const std::set<std::string> changed =
+      planner_.Plan(devices_, usb_, enabled_, enabled_usb_, options_.node, probed_, kPlanSlice);
+  if (planner_.pending()) replan_due_ = true;
+  const auto& plan = planner_.resources();
+  // A line per device whose health changed; a plan that changes thousands at once (a node's
+  // functions coming up) logs the first few and counts the rest.
+  constexpr int kHealthLines = 16;
+  int lines = 0, more_unhealthy = 0, more_healthy = 0;
+  for (const std::string& name : changed) {
+    auto r = plan.find(name);
+    if (r == plan.end()) continue;
+    for (const auto& d : r->second.devices) {
       auto& last = reported_[d.id];
       const char* bus = d.usb ? "usb" : "pci";
       if (!d.healthy && last != d.health_reason) {
-        ports_.log.warn("{} {}: unhealthy: {}", bus, d.id, d.health_reason);
+        if (lines++ < kHealthLines) {
+          ports_.log.warn("{} {}: unhealthy: {}", bus, d.id, d.health_reason);
+        } else {
+          ++more_unhealthy;
+        }
       } else if (d.healthy && !last.empty()) {
-        ports_.log.info("{} {}: healthy again", bus, d.id);
+        if (lines++ < kHealthLines) {
+          ports_.log.info("{} {}: healthy again", bus, d.id);
+        } else {
+          ++more_healthy;
+        }
       }
       last = d.health_reason;
     }
   }
-  if (plan != plan_) {
-    plan_ = std::move(plan);
-    ports_.plugins.Apply(plan_);
-  }
+  if (more_unhealthy) ports_.log.warn("and {} more devices unhealthy", more_unhealthy);
+  if (more_healthy) ports_.log.info("and {} more devices healthy again", more_healthy);
+  if (!changed.empty()) ports_.plugins.Apply(plan, changed);
   // Most plans change health alone (allocations, PodResources): publish only what the
   // projection mirrors, and only when it changed, so it does not rebuild every object.
-  if (publisher_ && (!published_ || published_->pci != devices_ || published_->usb != usb_ ||
+  if (publisher_ && (!published_ || pci_changed_ || published_->usb != usb_ ||
                      published_->enabled_usb != enabled_usb_)) {
+    pci_changed_ = false;
     published_ = std::make_shared<const projection::Inventory>(projection::Inventory{
         .pci = devices_,
         .usb = usb_,
@@ -559,7 +611,7 @@ void Reconciler::Replan(bool probe) {
   // PodResources is polled only while an allocation can change another device's health (a
   // shared IOMMU group), or an unplugged device waits for its pod to end.
   std::set<std::string> held;
-  for (const auto& [id, holder] : inputs.allocated_to) held.insert(id);
+  for (const auto& [id, holder] : probed_.allocated_to) held.insert(id);
   holders_.SetPolling(SharesGroup(held) || !removed_.empty());
 }
 
@@ -596,7 +648,11 @@ bool Reconciler::DropRemovedUnheld() {
       continue;
     }
     const std::string id = *it;
-    std::erase_if(devices_, [&](const PciDevice& d) { return d.address.ToString() == id; });
+    std::erase_if(devices_, [&](const PciDevice& d) {
+      if (d.address.ToString() != id) return false;
+      PciChanged(d.address);
+      return true;
+    });
     it = removed_.erase(it);
     dropped = true;
   }
@@ -618,6 +674,7 @@ void Reconciler::OnAllocated(const std::vector<std::string>& ids) {
 
 const std::map<PciAddress, vfio::Intent>& Reconciler::Intents() {
   if (intents_stale_) {
+    ++intents_read_;
     intents_ = ports_.binder.Intents();
     intents_stale_ = false;
   }
@@ -656,6 +713,7 @@ void Reconciler::OnPluginDir(const PluginDirEvents& events) {
 void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   bool changed = false;
   std::set<std::string> touched;
+  std::set<PciAddress> touched_pci;
   bool usb_changed = false;
   bool gone = false;  // a function went (removed, or unreadable)
   std::vector<PciAddress> arrived;
@@ -678,6 +736,8 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
                    : udev::ReadPciDevice(options_.sysfs, ev.name, options_.pci_ids, ports_.log);
     ports_.log.info("pci {}: {}", ev.name, ev.action);
     touched.insert(ev.name);
+    touched_pci.insert(*address);
+    PciChanged(*address);
     if (dev.ok()) {
       if (known) {
         *it = *std::move(dev);
@@ -712,7 +772,8 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   if (!changed && !usb_changed) return;
   if (started_) {
     ReapplyArrivals(arrived);
-    Select(/*report=*/false);
+    // Only the touched functions' selection can have changed (the USB bus is read whole).
+    Select(/*report=*/false, &touched_pci);
   }
   if (!started_) Refresh();
   plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_);

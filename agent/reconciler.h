@@ -29,6 +29,7 @@
 #include "core/clock.h"
 #include "core/id_database.h"
 #include "core/sysfs_root.h"
+#include "plugin/resource_planner.h"
 #include "projection/projection.h"
 #include "udev/monitor.h"
 
@@ -105,7 +106,7 @@ class Reconciler {
 
   // For tests and logs.
   const std::vector<PciDevice>& devices() const { return devices_; }
-  const std::map<std::string, plugin::Resource>& plan() const { return plan_; }
+  const std::map<std::string, plugin::Resource>& plan() const { return planner_.resources(); }
   size_t jobs_in_flight() const { return jobs_in_flight_; }
 
  private:
@@ -114,8 +115,10 @@ class Reconciler {
   void DiscoverUsb();
   void SaveUsbRecords();
   void SweepUsbClaims(const std::vector<std::string>& keep);
-  void Select(bool report);
-  void ApplyConfig(const std::set<PciAddress>& wanted);
+  // `only`: the PCI functions a hot-plug touched, the only ones whose selection can have
+  // changed (the config is the same); nullptr for all.
+  void Select(bool report, const std::set<PciAddress>* only = nullptr);
+  void ApplyConfig(const std::set<PciAddress>& wanted, const std::set<PciAddress>* only);
   void ReapplyIntents(std::function<void()> finish);
   // VF counts (the config's "sriov", and recorded ones a PF lost with its driver) brought about.
   void ApplyVfCounts(bool report);
@@ -157,6 +160,8 @@ class Reconciler {
   std::set<PciAddress> ProtectedSriovPfs() const;
   void Refresh();
   void Absorb(const ReadBack& now);
+  // devices_ changed at `address`: its plan and the published inventory are due.
+  void PciChanged(const PciAddress& address);
   PciDevice* Find(const PciAddress& address);
   void Replan(bool probe = true);
   std::set<unsigned> GroupsOf(const std::set<std::string>& ids) const;
@@ -177,6 +182,8 @@ class Reconciler {
   const std::map<PciAddress, vfio::Intent>& Intents();
   std::map<PciAddress, vfio::Intent> intents_;
   bool intents_stale_ = true;
+  uint64_t intents_read_ = 0;       // times intents_ was read from the binder
+  uint64_t enabled_from_ = ~0ull;   // the read enabled_ was made from (Refresh)
   bool replan_due_ = false;         // kernel jobs answered since the last re-plan
   std::vector<PciDevice> devices_;  // last discovery, sorted by address
   // Last USB discovery, each named (usb_identity.h), and the enabled ones that are gone
@@ -194,9 +201,12 @@ class Reconciler {
   std::set<std::string> removed_;      // unplugged while allocated (still in devices_)
   std::map<std::string, int> busy_;    // addresses with kernel jobs in flight
   size_t jobs_in_flight_ = 0;
-  plugin::HealthInputs probed_;                  // node facts from the last ProbeHealth
+  // Node facts from the last ProbeHealth, with the holders and removed functions of the last
+  // plan: the planner's health inputs.
+  plugin::HealthInputs probed_;
   std::map<std::string, std::string> reported_;  // device -> last health reason logged
-  std::map<std::string, plugin::Resource> plan_;
+  plugin::ResourcePlanner planner_;
+  bool pci_changed_ = true;  // devices_ changed since the inventory was last published
   std::shared_ptr<const projection::Inventory> published_;
   // Cleared when the reconciler goes: kernel jobs finishing later touch nothing.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

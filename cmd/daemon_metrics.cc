@@ -80,21 +80,26 @@ metrics::Samples InventoryMetrics::Collect() const {
   return out;
 }
 
-void HealthChanges::Observe(const std::map<std::string, plugin::Resource>& resources) {
-  std::map<std::string, std::map<std::string, bool>> now;
-  for (const auto& [name, r] : resources) {
-    auto& ids = now[name];
+void HealthChanges::Observe(const std::map<std::string, plugin::Resource>& resources,
+                            const std::set<std::string>& changed) {
+  for (const std::string& name : changed) {
+    auto r = resources.find(name);
+    if (r == resources.end()) {
+      healthy_.erase(name);
+      continue;
+    }
+    std::map<std::string, bool> ids;
     auto before = healthy_.find(name);
-    uint64_t changed = 0;
-    for (const plugin::PluginDevice& d : r.devices) {
+    uint64_t flips = 0;
+    for (const plugin::PluginDevice& d : r->second.devices) {
       ids[d.id] = d.healthy;
       if (before == healthy_.end()) continue;
       auto was = before->second.find(d.id);
-      if (was != before->second.end() && was->second != d.healthy) ++changed;
+      if (was != before->second.end() && was->second != d.healthy) ++flips;
     }
-    if (changed) counter_.With({name}).Add(changed);
+    if (flips) counter_.With({name}).Add(flips);
+    healthy_[name] = std::move(ids);
   }
-  healthy_ = std::move(now);
 }
 
 void AddProjectionCollectors(metrics::Registry& registry, const projection::Projection& p) {

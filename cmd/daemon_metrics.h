@@ -56,7 +56,9 @@ class InventoryMetrics final : public agent::InventoryPublisher {
 class HealthChanges {
  public:
   explicit HealthChanges(metrics::Family<metrics::Counter>& counter) : counter_(counter) {}
-  void Observe(const std::map<std::string, plugin::Resource>& resources);
+  // `changed`: the resources that differ from the last call's (plugin::ResourcePlanner).
+  void Observe(const std::map<std::string, plugin::Resource>& resources,
+               const std::set<std::string>& changed);
 
  private:
   metrics::Family<metrics::Counter>& counter_;

@@ -19,7 +19,7 @@ void EventQueue::Post(std::function<void()> fn) {
   (void)!::write(fd_.get(), &one, sizeof one);
 }
 
-void EventQueue::RunPending() {
+void EventQueue::RunPending(std::chrono::nanoseconds budget) {
   uint64_t count;
   (void)!::read(fd_.get(), &count, sizeof count);
   std::deque<std::function<void()>> work;
@@ -27,7 +27,23 @@ void EventQueue::RunPending() {
     MutexLock lock(&mu_);
     work.swap(pending_);
   }
-  for (auto& fn : work) fn();
+  const auto deadline = budget == std::chrono::nanoseconds::max()
+                            ? std::chrono::steady_clock::time_point::max()
+                            : std::chrono::steady_clock::now() + budget;
+  while (!work.empty()) {
+    std::function<void()> fn = std::move(work.front());
+    work.pop_front();
+    fn();
+    if (!work.empty() && std::chrono::steady_clock::now() >= deadline) break;
+  }
+  if (work.empty()) return;
+  {
+    // The rest goes back in front of what was posted meanwhile: the order is kept.
+    MutexLock lock(&mu_);
+    for (auto it = work.rbegin(); it != work.rend(); ++it) pending_.push_front(std::move(*it));
+  }
+  const uint64_t one = 1;
+  (void)!::write(fd_.get(), &one, sizeof one);
 }
 
 }  // namespace pcid

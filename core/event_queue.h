@@ -6,6 +6,7 @@
 
 #include <absl/base/thread_annotations.h>
 
+#include <chrono>
 #include <deque>
 #include <functional>
 
@@ -19,7 +20,10 @@ class EventQueue {
   EventQueue();
   void Post(std::function<void()> fn);  // any thread
   int fd() const { return fd_.get(); }  // readable when work is pending
-  void RunPending();                    // owner thread
+  // Owner thread. Runs what is pending in order, until `budget` has passed: the rest stays
+  // queued (fd() stays readable) so that a burst of thousands of answers does not hold the owner
+  // loop in one turn while sockets and timers wait.
+  void RunPending(std::chrono::nanoseconds budget = std::chrono::nanoseconds::max());
 
  private:
   UniqueFd fd_;

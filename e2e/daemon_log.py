@@ -30,3 +30,16 @@ def failure_text(text, tail_lines=60):
     parts = [f"--- sanitizer report ---\n{r}" for r in sanitizer_reports(text)]
     parts.append("--- daemon log (tail) ---\n" + "\n".join(text.splitlines()[-tail_lines:]))
     return "\n".join(parts)
+
+
+_OWNER_LOOP = re.compile(r"owner loop: (\d+) handlers, longest ([0-9.]+) ms \(([^)]+)\), "
+                         r"longest on the CPU ([0-9.]+) ms \(([^)]+)\)")
+
+
+def owner_loop_figures(text):
+    """The owner loop's own figures, logged at exit: (handlers, longest wall ms, its handler,
+    longest CPU ms, its handler), or None."""
+    m = _OWNER_LOOP.search(text)
+    if not m:
+        return None
+    return int(m.group(1)), float(m.group(2)), m.group(3), float(m.group(4)), m.group(5)

@@ -150,18 +150,19 @@ void PluginManager::Register(const std::string& name) {
   });
 }
 
-void PluginManager::Apply(const std::map<std::string, Resource>& resources) {
-  for (auto it = plugins_.begin(); it != plugins_.end();) {
-    if (!resources.count(it->first)) {
-      log_.info("{}: no devices left, stopping its plugin", it->first);
-      Retire(std::move(it->second.server));
-      it = plugins_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (const auto& [name, resource] : resources) {
+void PluginManager::Apply(const std::map<std::string, Resource>& resources,
+                          const std::set<std::string>& changed) {
+  for (const std::string& name : changed) {
     auto it = plugins_.find(name);
+    auto planned = resources.find(name);
+    if (planned == resources.end()) {
+      if (it == plugins_.end()) continue;
+      log_.info("{}: no devices left, stopping its plugin", name);
+      Retire(std::move(it->second.server));
+      plugins_.erase(it);
+      continue;
+    }
+    const Resource& resource = planned->second;
     if (it == plugins_.end() || (!it->second.server && !it->second.starting)) {
       Start(name, resource);
     } else if (it->second.resource != resource) {

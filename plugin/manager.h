@@ -50,7 +50,10 @@ class PluginManager {
   ~PluginManager();
 
   // Starts, updates and stops plugins so that exactly `resources` are served.
-  void Apply(const std::map<std::string, Resource>& resources);
+  // `resources` is the whole plan; only those named in `changed` are looked at (a name not in
+  // `resources` stops its plugin).
+  void Apply(const std::map<std::string, Resource>& resources,
+             const std::set<std::string>& changed);
   // kubelet.sock was (re)created: register every plugin again.
   void RegisterAll();
   // A file in the plugin directory was deleted; restarts the plugin if it was one of ours, and

@@ -13,27 +13,17 @@ namespace {
 
 constexpr char kVfioDriver[] = "vfio-pci";
 
-// For each IOMMU group: its functions' addresses and whether all are on vfio-pci.
-struct GroupInfo {
-  std::vector<std::string> members;
-  bool viable = true;
-};
+}  // namespace
 
-std::map<unsigned, GroupInfo> Groups(const std::vector<PciDevice>& pci) {
-  std::map<unsigned, GroupInfo> groups;
-  for (const PciDevice& dev : pci) {
-    if (!dev.iommu_group) continue;
-    GroupInfo& g = groups[*dev.iommu_group];
-    g.members.push_back(dev.address.ToString());
-    // DESIGN.md: every *endpoint* must be on vfio-pci; PCI bridges keep their port driver, which
-    // the kernel allows in a vfio group (an ISA bridge on lpc_ich does make a group unviable).
-    if (dev.driver != kVfioDriver && !dev.is_pci_bridge()) g.viable = false;
-  }
-  return groups;
+void AddGroupMember(const PciDevice& dev, IommuGroupHealth& group) {
+  group.members.push_back(dev.address.ToString());
+  // DESIGN.md: every *endpoint* must be on vfio-pci; PCI bridges keep their port driver, which
+  // the kernel allows in a vfio group (an ISA bridge on lpc_ich does make a group unviable).
+  if (dev.driver != kVfioDriver && !dev.is_pci_bridge()) group.viable = false;
 }
 
-PluginDevice PlanPci(const PciDevice& dev, const std::map<unsigned, GroupInfo>& groups,
-                     const HealthInputs& in) {
+PluginDevice PlanPciDevice(const PciDevice& dev, const IommuGroupHealth* group,
+                           const HealthInputs& in) {
   PluginDevice out;
   out.id = dev.address.ToString();
   out.numa_node = dev.numa_node;
@@ -50,33 +40,28 @@ PluginDevice PlanPci(const PciDevice& dev, const std::map<unsigned, GroupInfo>& 
     out.health_reason = dev.driver.empty()
                             ? "no driver bound, want vfio-pci"
                             : absl::StrCat("bound to ", dev.driver, ", want vfio-pci");
-  } else if (!dev.iommu_group) {
+  } else if (!dev.iommu_group || !group) {
     out.health_reason = "no IOMMU group";
   } else if (!in.vfio_group_nodes.count(*dev.iommu_group)) {
     out.health_reason = absl::StrCat("/dev/vfio/", *dev.iommu_group, " missing");
+  } else if (!group->viable) {
+    out.health_reason =
+        absl::StrCat("IOMMU group ", *dev.iommu_group, " not viable: a member is not on vfio-pci");
   } else {
-    const GroupInfo& group = groups.at(*dev.iommu_group);
-    if (!group.viable) {
-      out.health_reason = absl::StrCat("IOMMU group ", *dev.iommu_group,
-                                       " not viable: a member is not on vfio-pci");
-    } else {
-      const auto mine = in.allocated_to.find(out.id);
-      for (const std::string& member : group.members) {
-        const auto holder = in.allocated_to.find(member);
-        if (member == out.id || holder == in.allocated_to.end()) continue;
-        if (mine == in.allocated_to.end() || mine->second != holder->second) {
-          out.health_reason = absl::StrCat("IOMMU group ", *dev.iommu_group, " member ", member,
-                                           " is held by ", holder->second);
-          break;
-        }
+    const auto mine = in.allocated_to.find(out.id);
+    for (const std::string& member : group->members) {
+      const auto holder = in.allocated_to.find(member);
+      if (member == out.id || holder == in.allocated_to.end()) continue;
+      if (mine == in.allocated_to.end() || mine->second != holder->second) {
+        out.health_reason = absl::StrCat("IOMMU group ", *dev.iommu_group, " member ", member,
+                                         " is held by ", holder->second);
+        break;
       }
     }
   }
   out.healthy = out.health_reason.empty();
   return out;
 }
-
-}  // namespace
 
 const PluginDevice* FindDevice(const Resource& resource, const std::string& id) {
   auto it = std::lower_bound(resource.devices.begin(), resource.devices.end(), id,
@@ -91,22 +76,10 @@ std::string ResourceEnvName(const std::string& resource_name, bool usb) {
   return absl::StrCat(usb ? "USB_RESOURCE_" : "PCI_RESOURCE_", suffix);
 }
 
-std::map<std::string, Resource> PlanResources(const std::vector<PciDevice>& pci,
-                                              const std::vector<UsbDevice>& usb,
-                                              const std::set<std::string>& enabled_pci,
-                                              const std::set<std::string>& enabled_usb,
-                                              const std::string& node_name,
-                                              const HealthInputs& inputs) {
+std::map<std::string, Resource> PlanUsbResources(const std::vector<UsbDevice>& usb,
+                                                 const std::set<std::string>& enabled_usb,
+                                                 const std::string& node_name) {
   std::map<std::string, Resource> resources;
-  const auto groups = Groups(pci);
-  for (const PciDevice& dev : pci) {
-    if (!enabled_pci.count(dev.address.ToString())) continue;
-    const std::string name = PciResourceName(dev);
-    Resource& r = resources[name];
-    r.name = name;
-    r.env_name = ResourceEnvName(name, false);
-    r.devices.push_back(PlanPci(dev, groups, inputs));
-  }
   for (const UsbDevice& dev : usb) {
     const std::string object = UsbObjectName(node_name, dev);
     if (!enabled_usb.count(object)) continue;
@@ -130,6 +103,35 @@ std::map<std::string, Resource> PlanResources(const std::vector<PciDevice>& pci,
     std::sort(r.devices.begin(), r.devices.end(),
               [](const PluginDevice& a, const PluginDevice& b) { return a.id < b.id; });
   }
+  return resources;
+}
+
+std::map<std::string, Resource> PlanResources(const std::vector<PciDevice>& pci,
+                                              const std::vector<UsbDevice>& usb,
+                                              const std::set<std::string>& enabled_pci,
+                                              const std::set<std::string>& enabled_usb,
+                                              const std::string& node_name,
+                                              const HealthInputs& inputs) {
+  std::map<unsigned, IommuGroupHealth> groups;
+  for (const PciDevice& dev : pci) {
+    if (dev.iommu_group) AddGroupMember(dev, groups[*dev.iommu_group]);
+  }
+  std::map<std::string, Resource> resources;
+  for (const PciDevice& dev : pci) {
+    if (!enabled_pci.count(dev.address.ToString())) continue;
+    const std::string name = PciResourceName(dev);
+    Resource& r = resources[name];
+    r.name = name;
+    r.env_name = ResourceEnvName(name, false);
+    const auto group = dev.iommu_group ? groups.find(*dev.iommu_group) : groups.end();
+    r.devices.push_back(
+        PlanPciDevice(dev, group == groups.end() ? nullptr : &group->second, inputs));
+  }
+  for (auto& [name, r] : resources) {
+    std::sort(r.devices.begin(), r.devices.end(),
+              [](const PluginDevice& a, const PluginDevice& b) { return a.id < b.id; });
+  }
+  resources.merge(PlanUsbResources(usb, enabled_usb, node_name));
   return resources;
 }
 

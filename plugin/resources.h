@@ -54,6 +54,24 @@ struct HealthInputs {
   std::set<std::string> removed;
 };
 
+// One IOMMU group as health sees it: its functions, and whether every endpoint is on vfio-pci
+// (bridges keep their port driver, which the kernel allows).
+struct IommuGroupHealth {
+  std::vector<std::string> members;
+  bool viable = true;
+};
+void AddGroupMember(const PciDevice& dev, IommuGroupHealth& group);
+
+// An enabled PCI function as its plugin serves it; `group` is its IOMMU group's health
+// (nullptr when it has none).
+PluginDevice PlanPciDevice(const PciDevice& dev, const IommuGroupHealth* group,
+                           const HealthInputs& inputs);
+
+// The USB resources alone (PlanResources' USB part).
+std::map<std::string, Resource> PlanUsbResources(const std::vector<UsbDevice>& usb,
+                                                 const std::set<std::string>& enabled_usb,
+                                                 const std::string& node_name);
+
 // The device `id` of `resource` (devices are sorted by id), or nullptr.
 const PluginDevice* FindDevice(const Resource& resource, const std::string& id);
 

@@ -76,8 +76,10 @@ class ManualBinder final : public Binder {
 
 class FakePlugins final : public PluginSink {
  public:
-  void Apply(const std::map<std::string, plugin::Resource>& r) override {
+  void Apply(const std::map<std::string, plugin::Resource>& r,
+             const std::set<std::string>& names) override {
     plan = r;
+    changed = names;
     ++applies;
   }
   void RegisterAll() override { ++register_all; }
@@ -92,6 +94,7 @@ class FakePlugins final : public PluginSink {
     return nullptr;
   }
   std::map<std::string, plugin::Resource> plan;
+  std::set<std::string> changed;  // as the last Apply named them
   int applies = 0;
   int register_all = 0;
   std::vector<std::pair<std::string, bool>> deleted;

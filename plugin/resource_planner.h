@@ -1,0 +1,61 @@
+// File: plugin/resource_planner.h
+//
+// PlanResources (plugin/resources.h) kept up to date by small steps: after a change, only the
+// functions it can reach are planned again (those that changed and every function of their IOMMU
+// groups, since a group-mate's driver and holder are part of health), so a hot-plug on a node of
+// thousands of functions costs a few of them, not the node. The result is the same plan
+// PlanResources gives for the same inputs (the unit tests hold it to that). Owner thread only.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "plugin/resources.h"
+
+namespace pcid::plugin {
+
+class ResourcePlanner {
+ public:
+  // The PciDevice at `address` changed, appeared or went since the last Plan. The caller marks
+  // these (it knows which functions it read again); every other input is compared here.
+  void MarkChanged(const PciAddress& address) { marked_.insert(address); }
+  // The next Plan plans every function (the first one does).
+  void MarkAll() { all_ = true; }
+
+  // Brings the plan up to date with these inputs (as PlanResources takes them; `pci` sorted by
+  // address), planning at most `max_functions` PCI functions: the rest stay marked for the next
+  // call (pending()), so that thousands of functions changing at once (a node's start) are
+  // planned over several turns of the owner loop. USB resources are planned whole each time: a
+  // node has a handful of USB devices. Returns the names of the resources added, changed or gone.
+  std::set<std::string> Plan(const std::vector<PciDevice>& pci, const std::vector<UsbDevice>& usb,
+                             const std::set<std::string>& enabled_pci,
+                             const std::set<std::string>& enabled_usb, const std::string& node_name,
+                             const HealthInputs& inputs, size_t max_functions = SIZE_MAX);
+  // Functions are left to plan: call Plan again (with the same or newer inputs).
+  bool pending() const { return all_ || !marked_.empty(); }
+
+  const std::map<std::string, Resource>& resources() const { return plan_; }
+
+ private:
+  // Adds the functions whose inputs differ from the last plan's, and the IOMMU groups whose
+  // /dev/vfio node came or went; remembers the inputs that differ for the next plan.
+  void FindChanges(const std::set<std::string>& enabled_pci, const HealthInputs& inputs,
+                   std::set<PciAddress>& dirty, std::set<unsigned>& dirty_groups);
+  void PlanUsb(const std::vector<UsbDevice>& usb, const std::set<std::string>& enabled_usb,
+               const std::string& node_name, std::set<std::string>& changed);
+
+  bool all_ = true;
+  std::set<PciAddress> marked_;
+  // The inputs of the last plan, to find what differs next time.
+  std::set<std::string> enabled_pci_;
+  HealthInputs inputs_;
+  std::map<PciAddress, unsigned> group_of_;        // every function with an IOMMU group
+  std::map<PciAddress, std::string> resource_of_;  // every planned function's resource
+  std::map<std::string, Resource> plan_;
+};
+
+}  // namespace pcid::plugin
