@@ -35,6 +35,7 @@ class KernelBinder final : public Binder {
   void Submit(std::string what, std::set<std::string> keys, Work work,
               std::function<void()> done) override;
   std::map<PciAddress, vfio::Intent> Intents() const override { return store_.intents(); }
+  uint64_t IntentsVersion() const override { return store_.intents_version(); }
   std::map<PciAddress, vfio::VfCountIntent> VfCounts() const override { return store_.vf_counts(); }
   std::map<std::string, vfio::UsbRecord> UsbRecords() const override {
     return store_.usb_devices();

@@ -40,6 +40,8 @@ class Binder {
                       std::function<void()> done) = 0;
   // The recorded intents now (a copy; the store is shared with running jobs).
   virtual std::map<PciAddress, vfio::Intent> Intents() const = 0;
+  // Moves whenever the recorded intents change (vfio::StateStore::intents_version).
+  virtual uint64_t IntentsVersion() const = 0;
   // The recorded VF counts now, by PF (a copy).
   virtual std::map<PciAddress, vfio::VfCountIntent> VfCounts() const = 0;
   // The recorded USB devices, by USBDevice name (a copy).

@@ -597,8 +597,11 @@ void Reconciler::Replan(bool probe) {
   if (!changed.empty()) ports_.plugins.Apply(plan, changed);
   // Most plans change health alone (allocations, PodResources): publish only what the
   // projection mirrors, and only when it changed, so it does not rebuild every object.
-  if (publisher_ && (!published_ || pci_changed_ || published_->usb != usb_ ||
-                     published_->enabled_usb != enabled_usb_)) {
+  // A plan still in slices publishes at its end (a copy of thousands of functions each slice
+  // would cost more than the slice).
+  if (publisher_ && !planner_.pending() &&
+      (!published_ || pci_changed_ || published_->usb != usb_ ||
+       published_->enabled_usb != enabled_usb_)) {
     pci_changed_ = false;
     published_ = std::make_shared<const projection::Inventory>(projection::Inventory{
         .pci = devices_,
@@ -674,9 +677,16 @@ void Reconciler::OnAllocated(const std::vector<std::string>& ids) {
 
 const std::map<PciAddress, vfio::Intent>& Reconciler::Intents() {
   if (intents_stale_) {
-    ++intents_read_;
-    intents_ = ports_.binder.Intents();
     intents_stale_ = false;
+    // A job's answer may leave the intents as they were (a batch saves once, then binds): the
+    // copy of thousands is skipped unless a save changed them. Read before the copy: a save in
+    // between makes the next look copy again.
+    const uint64_t version = ports_.binder.IntentsVersion();
+    if (version != intents_version_) {
+      intents_version_ = version;
+      ++intents_read_;
+      intents_ = ports_.binder.Intents();
+    }
   }
   return intents_;
 }

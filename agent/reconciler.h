@@ -182,10 +182,11 @@ class Reconciler {
   const std::map<PciAddress, vfio::Intent>& Intents();
   std::map<PciAddress, vfio::Intent> intents_;
   bool intents_stale_ = true;
-  uint64_t intents_read_ = 0;       // times intents_ was read from the binder
-  uint64_t enabled_from_ = ~0ull;   // the read enabled_ was made from (Refresh)
-  bool replan_due_ = false;         // kernel jobs answered since the last re-plan
-  std::vector<PciDevice> devices_;  // last discovery, sorted by address
+  uint64_t intents_version_ = ~0ull;  // the binder's IntentsVersion() intents_ was read at
+  uint64_t intents_read_ = 0;         // times intents_ was read from the binder
+  uint64_t enabled_from_ = ~0ull;     // the read enabled_ was made from (Refresh)
+  bool replan_due_ = false;           // kernel jobs answered since the last re-plan
+  std::vector<PciDevice> devices_;    // last discovery, sorted by address
   // Last USB discovery, each named (usb_identity.h), and the enabled ones that are gone
   // (present false: orphaned).
   std::vector<UsbDevice> usb_;

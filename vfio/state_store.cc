@@ -329,6 +329,11 @@ std::map<PciAddress, Intent> StateStore::intents() const {
   return state_->saved.devices;
 }
 
+uint64_t StateStore::intents_version() const {
+  MutexLock lock(&state_->mu);
+  return state_->intents_version;
+}
+
 std::optional<Intent> StateStore::Find(const PciAddress& a) const {
   MutexLock lock(&state_->mu);
   auto it = state_->saved.devices.find(a);
@@ -364,6 +369,7 @@ absl::Status StateStore::Update(const std::function<void(std::map<PciAddress, In
   NodeState next = state_->saved;
   change(next.devices);
   PCID_RETURN_IF_ERROR(Save(next));
+  ++state_->intents_version;
   state_->saved = std::move(next);
   return absl::OkStatus();
 }

@@ -145,6 +145,8 @@ class StateStore {
   static absl::StatusOr<StateStore> Open(const std::string& dir);
 
   std::map<PciAddress, Intent> intents() const;  // a copy
+  // Counts the saves of the intents: a reader copies them again only when it moved.
+  uint64_t intents_version() const;
   std::optional<Intent> Find(const PciAddress& a) const;
   std::map<PciAddress, VfCountIntent> vf_counts() const;  // a copy
   std::optional<VfCountIntent> FindVfCount(const PciAddress& pf) const;
@@ -170,6 +172,7 @@ class StateStore {
   struct State {
     Mutex mu;
     NodeState saved ABSL_GUARDED_BY(mu);
+    uint64_t intents_version ABSL_GUARDED_BY(mu) = 0;
   };
   std::string dir_;
   UniqueFd lock_;

@@ -40,6 +40,7 @@ class ManualBinder final : public Binder {
     submitted.push_back(jobs.back().what);
   }
   std::map<PciAddress, vfio::Intent> Intents() const override { return store_.intents(); }
+  uint64_t IntentsVersion() const override { return store_.intents_version(); }
   std::map<PciAddress, vfio::VfCountIntent> VfCounts() const override { return store_.vf_counts(); }
   std::map<std::string, vfio::UsbRecord> UsbRecords() const override {
     return store_.usb_devices();
