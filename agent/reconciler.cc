@@ -402,7 +402,26 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted, const std::set<
       Busy(d.address.ToString(), -1);  // SubmitEnable counts it again
       (d.driver == vfio::kVfioDriver ? quick : slow).push_back(std::move(d));
     }
-    if (!quick.empty()) SubmitEnable(std::move(quick), "config", each, nullptr);
+    // Quick ones in batches of kEnableBatch, one batch a loop turn: thousands of them (a node's
+    // start) would hold the loop for their copies, keys and protection scans.
+    constexpr size_t kEnableBatch = 256;
+    for (size_t first = 0; first < quick.size(); first += kEnableBatch) {
+      const auto end =
+          quick.begin() + static_cast<long>(std::min(quick.size(), first + kEnableBatch));
+      std::vector<PciDevice> batch(
+          std::make_move_iterator(quick.begin() + static_cast<long>(first)),
+          std::make_move_iterator(end));
+      if (first == 0) {
+        SubmitEnable(std::move(batch), "config", each, nullptr);
+        continue;
+      }
+      // Busy meanwhile (counted once more here): a reload in between does not enable them twice.
+      for (const PciDevice& d : batch) Busy(d.address.ToString(), +1);
+      soon_.push_back([this, batch = std::move(batch), each]() mutable {
+        for (const PciDevice& d : batch) Busy(d.address.ToString(), -1);
+        SubmitEnable(std::move(batch), "config", each, nullptr);
+      });
+    }
     for (PciDevice& d : slow) SubmitEnable({std::move(d)}, "config", each, nullptr);
     for (const PciAddress& address : to_release) {
       const std::string id = address.ToString();
@@ -561,7 +580,7 @@ void Reconciler::Replan(bool probe) {
   probed_.removed = removed_;
   // Thousands of functions changing at once (a start, a batch of binds) are planned a slice per
   // loop turn: the loop sees its sockets and timers in between.
-  constexpr size_t kPlanSlice = 256;
+  constexpr size_t kPlanSlice = 128;
   const std::set<std::string> changed =
       planner_.Plan(devices_, usb_, enabled_, enabled_usb_, options_.node, probed_, kPlanSlice);
   if (planner_.pending()) replan_due_ = true;
@@ -692,11 +711,16 @@ const std::map<PciAddress, vfio::Intent>& Reconciler::Intents() {
 }
 
 std::optional<Clock::time_point> Reconciler::NextWake() const {
-  if (replan_due_) return ports_.clock.Now();
+  if (replan_due_ || !soon_.empty()) return ports_.clock.Now();
   return holders_.NextWake();
 }
 
 void Reconciler::RunDue() {
+  if (!soon_.empty()) {
+    auto next = std::move(soon_.front());
+    soon_.pop_front();
+    next();
+  }
   if (vf_recheck_ && started_) {
     vf_recheck_ = false;
     ApplyVfCounts(/*report=*/false);

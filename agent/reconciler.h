@@ -15,6 +15,7 @@
 // from a pod (a fresh PodResources view is asked before any release).
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -186,7 +187,10 @@ class Reconciler {
   uint64_t intents_read_ = 0;         // times intents_ was read from the binder
   uint64_t enabled_from_ = ~0ull;     // the read enabled_ was made from (Refresh)
   bool replan_due_ = false;           // kernel jobs answered since the last re-plan
-  std::vector<PciDevice> devices_;    // last discovery, sorted by address
+  // Work split over loop turns (a start's thousands of enables, a batch at a time): one item
+  // per RunDue, so that sockets and timers are seen in between.
+  std::deque<std::function<void()>> soon_;
+  std::vector<PciDevice> devices_;  // last discovery, sorted by address
   // Last USB discovery, each named (usb_identity.h), and the enabled ones that are gone
   // (present false: orphaned).
   std::vector<UsbDevice> usb_;
