@@ -520,8 +520,8 @@ void Reconciler::SubmitDisable(const PciAddress& address, std::string source,
 // changed them (Absorb), or from their uevents.
 void Reconciler::Refresh() {
   Intents();
-  if (enabled_from_ == intents_read_) return;  // the same intents as last time
-  enabled_from_ = intents_read_;
+  if (enabled_from_ == intents_version_) return;  // the same intents as last time
+  enabled_from_ = intents_version_;
   enabled_.clear();
   for (const auto& [address, intent] : Intents()) {
     if (intent.enabled) enabled_.insert(address.ToString());
@@ -703,7 +703,6 @@ const std::map<PciAddress, vfio::Intent>& Reconciler::Intents() {
     const uint64_t version = ports_.binder.IntentsVersion();
     if (version != intents_version_) {
       intents_version_ = version;
-      ++intents_read_;
       intents_ = ports_.binder.Intents();
     }
   }

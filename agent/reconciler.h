@@ -184,8 +184,7 @@ class Reconciler {
   std::map<PciAddress, vfio::Intent> intents_;
   bool intents_stale_ = true;
   uint64_t intents_version_ = ~0ull;  // the binder's IntentsVersion() intents_ was read at
-  uint64_t intents_read_ = 0;         // times intents_ was read from the binder
-  uint64_t enabled_from_ = ~0ull;     // the read enabled_ was made from (Refresh)
+  uint64_t enabled_from_ = ~0ull;     // the intents_version_ enabled_ was made from (Refresh)
   bool replan_due_ = false;           // kernel jobs answered since the last re-plan
   // Work split over loop turns (a start's thousands of enables, a batch at a time): one item
   // per RunDue, so that sockets and timers are seen in between.

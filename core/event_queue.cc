@@ -27,14 +27,12 @@ void EventQueue::RunPending(std::chrono::nanoseconds budget) {
     MutexLock lock(&mu_);
     work.swap(pending_);
   }
-  const auto deadline = budget == std::chrono::nanoseconds::max()
-                            ? std::chrono::steady_clock::time_point::max()
-                            : std::chrono::steady_clock::now() + budget;
+  const auto start = std::chrono::steady_clock::now();
   while (!work.empty()) {
     std::function<void()> fn = std::move(work.front());
     work.pop_front();
     fn();
-    if (!work.empty() && std::chrono::steady_clock::now() >= deadline) break;
+    if (!work.empty() && std::chrono::steady_clock::now() - start >= budget) break;
   }
   if (work.empty()) return;
   {

@@ -7,43 +7,23 @@
 namespace pcid::plugin {
 namespace {
 
-// Calls `f` with every element in one of two sorted sets and not the other; true if any.
-template <typename T, typename F>
-bool ForEachDifference(const std::set<T>& a, const std::set<T>& b, F f) {
+// Calls `f` with the key of every element in one of two sorted containers (sets, or maps by
+// key) and not the other, or in both but different; true if any.
+template <typename C, typename Key, typename F>
+bool ForEachChanged(const C& a, const C& b, Key key, F f) {
   bool any = false;
   auto i = a.begin();
   auto j = b.begin();
   while (i != a.end() || j != b.end()) {
-    if (j == b.end() || (i != a.end() && *i < *j)) {
-      f(*i++);
+    if (j == b.end() || (i != a.end() && key(*i) < key(*j))) {
+      f(key(*i++));
       any = true;
-    } else if (i == a.end() || *j < *i) {
-      f(*j++);
-      any = true;
-    } else {
-      ++i;
-      ++j;
-    }
-  }
-  return any;
-}
-
-// Calls `f` with every key in one map and not the other, or with different values; true if any.
-template <typename K, typename V, typename F>
-bool ForEachChangedKey(const std::map<K, V>& a, const std::map<K, V>& b, F f) {
-  bool any = false;
-  auto i = a.begin();
-  auto j = b.begin();
-  while (i != a.end() || j != b.end()) {
-    if (j == b.end() || (i != a.end() && i->first < j->first)) {
-      f((i++)->first);
-      any = true;
-    } else if (i == a.end() || j->first < i->first) {
-      f((j++)->first);
+    } else if (i == a.end() || key(*j) < key(*i)) {
+      f(key(*j++));
       any = true;
     } else {
-      if (i->second != j->second) {
-        f(i->first);
+      if (*i != *j) {
+        f(key(*i));
         any = true;
       }
       ++i;
@@ -52,6 +32,8 @@ bool ForEachChangedKey(const std::map<K, V>& a, const std::map<K, V>& b, F f) {
   }
   return any;
 }
+const auto kElement = [](const auto& e) -> const auto& { return e; };
+const auto kMapKey = [](const auto& e) -> const auto& { return e.first; };
 
 // Where the device `id` is, or belongs, in devices sorted by id.
 std::vector<PluginDevice>::iterator Place(std::vector<PluginDevice>& devices,
@@ -69,16 +51,17 @@ void ResourcePlanner::FindChanges(const std::set<std::string>& enabled_pci,
     if (auto address = ParsePciAddress(id); address.ok()) dirty.insert(*address);
   };
   // Each kept copy is replaced only when it differs: most plans follow a change of one input.
-  if (ForEachDifference(enabled_pci_, enabled_pci, mark)) enabled_pci_ = enabled_pci;
-  if (ForEachDifference(inputs_.removed, inputs.removed, mark)) inputs_.removed = inputs.removed;
-  if (ForEachChangedKey(inputs_.allocated_to, inputs.allocated_to, mark)) {
+  if (ForEachChanged(enabled_pci_, enabled_pci, kElement, mark)) enabled_pci_ = enabled_pci;
+  if (ForEachChanged(inputs_.removed, inputs.removed, kElement, mark))
+    inputs_.removed = inputs.removed;
+  if (ForEachChanged(inputs_.allocated_to, inputs.allocated_to, kMapKey, mark)) {
     inputs_.allocated_to = inputs.allocated_to;
   }
-  if (ForEachChangedKey(inputs_.vfio_cdevs, inputs.vfio_cdevs, mark)) {
+  if (ForEachChanged(inputs_.vfio_cdevs, inputs.vfio_cdevs, kMapKey, mark)) {
     inputs_.vfio_cdevs = inputs.vfio_cdevs;
   }
-  if (ForEachDifference(inputs_.vfio_group_nodes, inputs.vfio_group_nodes,
-                        [&dirty_groups](unsigned g) { dirty_groups.insert(g); })) {
+  if (ForEachChanged(inputs_.vfio_group_nodes, inputs.vfio_group_nodes, kElement,
+                     [&dirty_groups](unsigned g) { dirty_groups.insert(g); })) {
     inputs_.vfio_group_nodes = inputs.vfio_group_nodes;
   }
 }
@@ -170,9 +153,7 @@ std::set<std::string> ResourcePlanner::Plan(const std::vector<PciDevice>& pci,
     std::string name;
     if (dev && enabled_pci.count(id)) {
       name = PciResourceName(*dev);
-      const auto group = dev->iommu_group ? groups.find(*dev->iommu_group) : groups.end();
-      PluginDevice now =
-          PlanPciDevice(*dev, group == groups.end() ? nullptr : &group->second, inputs);
+      PluginDevice now = PlanPciDevice(*dev, groups, inputs);
       if (name != before_name || !before || *before != now) {
         changed.insert(name);
         if (!before_name.empty()) changed.insert(before_name);

@@ -13,6 +13,14 @@ namespace {
 
 constexpr char kVfioDriver[] = "vfio-pci";
 
+// Each resource's devices in id order, as FindDevice and the kubelet's lists want them.
+void SortById(std::map<std::string, Resource>& resources) {
+  for (auto& [name, r] : resources) {
+    std::sort(r.devices.begin(), r.devices.end(),
+              [](const PluginDevice& a, const PluginDevice& b) { return a.id < b.id; });
+  }
+}
+
 }  // namespace
 
 void AddGroupMember(const PciDevice& dev, IommuGroupHealth& group) {
@@ -22,8 +30,10 @@ void AddGroupMember(const PciDevice& dev, IommuGroupHealth& group) {
   if (dev.driver != kVfioDriver && !dev.is_pci_bridge()) group.viable = false;
 }
 
-PluginDevice PlanPciDevice(const PciDevice& dev, const IommuGroupHealth* group,
+PluginDevice PlanPciDevice(const PciDevice& dev, const std::map<unsigned, IommuGroupHealth>& groups,
                            const HealthInputs& in) {
+  const auto found = dev.iommu_group ? groups.find(*dev.iommu_group) : groups.end();
+  const IommuGroupHealth* group = found == groups.end() ? nullptr : &found->second;
   PluginDevice out;
   out.id = dev.address.ToString();
   out.numa_node = dev.numa_node;
@@ -99,10 +109,7 @@ std::map<std::string, Resource> PlanUsbResources(const std::vector<UsbDevice>& u
     d.nodes.push_back({dev.DevicePath()});
     r.devices.push_back(std::move(d));
   }
-  for (auto& [name, r] : resources) {
-    std::sort(r.devices.begin(), r.devices.end(),
-              [](const PluginDevice& a, const PluginDevice& b) { return a.id < b.id; });
-  }
+  SortById(resources);
   return resources;
 }
 
@@ -123,14 +130,9 @@ std::map<std::string, Resource> PlanResources(const std::vector<PciDevice>& pci,
     Resource& r = resources[name];
     r.name = name;
     r.env_name = ResourceEnvName(name, false);
-    const auto group = dev.iommu_group ? groups.find(*dev.iommu_group) : groups.end();
-    r.devices.push_back(
-        PlanPciDevice(dev, group == groups.end() ? nullptr : &group->second, inputs));
+    r.devices.push_back(PlanPciDevice(dev, groups, inputs));
   }
-  for (auto& [name, r] : resources) {
-    std::sort(r.devices.begin(), r.devices.end(),
-              [](const PluginDevice& a, const PluginDevice& b) { return a.id < b.id; });
-  }
+  SortById(resources);
   resources.merge(PlanUsbResources(usb, enabled_usb, node_name));
   return resources;
 }

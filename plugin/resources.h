@@ -62,9 +62,9 @@ struct IommuGroupHealth {
 };
 void AddGroupMember(const PciDevice& dev, IommuGroupHealth& group);
 
-// An enabled PCI function as its plugin serves it; `group` is its IOMMU group's health
-// (nullptr when it has none).
-PluginDevice PlanPciDevice(const PciDevice& dev, const IommuGroupHealth* group,
+// An enabled PCI function as its plugin serves it; `groups` holds its IOMMU group's health (at
+// least; by group number).
+PluginDevice PlanPciDevice(const PciDevice& dev, const std::map<unsigned, IommuGroupHealth>& groups,
                            const HealthInputs& inputs);
 
 // The USB resources alone (PlanResources' USB part).
