@@ -2,6 +2,11 @@
 
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 namespace pcid::agent {
 
@@ -14,63 +19,98 @@ KernelBinder::KernelBinder(vfio::Node node, vfio::StateStore store, Post to_owne
     : node_(std::move(node)),
       store_(std::move(store)),
       to_owner_(std::move(to_owner)),
-      timed_(std::move(timed)) {
+      timed_(std::move(timed)),
+      starter_([this] { StartJobs(); }) {
   node_.cancelled = &stopping_;
 }
 
 KernelBinder::~KernelBinder() {
-  stopping_ = true;
-  std::list<std::thread> threads;
-  std::vector<std::thread> finished;
   {
     MutexLock lock(&mu_);
+    stopping_ = true;
     if (!waiting_.empty()) {
       node_.log.info("stopping: {} kernel jobs not started (their intents, if any, stay)",
                      waiting_.size());
     }
     waiting_.clear();
-    threads = std::move(threads_);
-    finished = std::move(finished_);
+    wake_.SignalAll();
   }
-  for (std::thread& t : threads) t.join();
-  for (std::thread& t : finished) t.join();
+  starter_.join();
+  // No thread starts now: join those that ran (their waits are cancelled).
+  std::map<uint64_t, std::thread> threads;
+  {
+    MutexLock lock(&mu_);
+    threads = std::move(threads_);
+  }
+  for (auto& [id, t] : threads) t.join();
 }
 
 void KernelBinder::Submit(std::string what, std::set<std::string> keys, Work work,
                           std::function<void()> done) {
   MutexLock lock(&mu_);
-  for (std::thread& t : finished_) t.join();  // threads that ended since the last submit
-  finished_.clear();
   if (stopping_) return;
   waiting_.push_back({std::move(what), std::move(keys), std::move(work), std::move(done)});
-  StartRunnable();
+  kicked_ = true;
+  wake_.Signal();
 }
 
 // In submission order: a job starts when no running job and no earlier waiting job holds one of
 // its keys (an earlier job never waits behind a later one).
-void KernelBinder::StartRunnable() {
+std::vector<KernelBinder::Job> KernelBinder::TakeRunnable() {
+  std::vector<Job> out;
   std::set<std::string> claimed(busy_.begin(), busy_.end());
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     bool free = true;
     for (const std::string& k : it->keys) free = free && !claimed.count(k);
     claimed.insert(it->keys.begin(), it->keys.end());
     if (running_ >= kMaxRunning) break;
-    if (!free || stopping_) {
+    if (!free) {
       ++it;
       continue;
     }
     for (const std::string& k : it->keys) busy_.insert(k);
     ++running_;
-    Job job = std::move(*it);
+    out.push_back(std::move(*it));
     it = waiting_.erase(it);
-    threads_.emplace_front();
-    auto self = threads_.begin();
-    *self =
-        std::thread([this, job = std::move(job), self]() mutable { Run(std::move(job), self); });
+  }
+  return out;
+}
+
+void KernelBinder::StartJobs() {
+  // Kernel jobs are background work (reading back thousands of functions, saving intents): on a
+  // busy node they yield the CPU to the owner loop, which answers the kubelet and uevents. The
+  // job threads this one starts inherit its niceness.
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kJobNiceness) != 0) {
+    node_.log.debug("kernel jobs: setpriority: {}", std::strerror(errno));
+  }
+  for (;;) {
+    std::vector<std::pair<uint64_t, Job>> start;
+    std::vector<std::thread> ended;
+    {
+      MutexLock lock(&mu_);
+      while (!kicked_ && !stopping_) wake_.Wait(&mu_);
+      if (stopping_) return;
+      kicked_ = false;
+      for (Job& job : TakeRunnable()) start.emplace_back(next_id_++, std::move(job));
+      for (uint64_t id : ended_) {
+        // Every id here was started by this thread, which stored its handle first.
+        ended.push_back(std::move(threads_.at(id)));
+        threads_.erase(id);
+      }
+      ended_.clear();
+    }
+    for (std::thread& t : ended) t.join();
+    for (auto& started : start) {
+      const uint64_t id = started.first;
+      std::thread t(
+          [this, id, job = std::move(started.second)]() mutable { Run(std::move(job), id); });
+      MutexLock lock(&mu_);
+      threads_.emplace(id, std::move(t));
+    }
   }
 }
 
-void KernelBinder::Run(Job job, std::list<std::thread>::iterator self) {
+void KernelBinder::Run(Job job, uint64_t id) {
   node_.log.debug("kernel job started: {}", job.what);
   const auto t0 = std::chrono::steady_clock::now();
   job.work(node_, store_, to_owner_);
@@ -79,12 +119,9 @@ void KernelBinder::Run(Job job, std::list<std::thread>::iterator self) {
   MutexLock lock(&mu_);
   for (const std::string& k : job.keys) busy_.erase(busy_.find(k));
   --running_;
-  if (!stopping_) {
-    // This thread cannot join itself: the next Submit (or the destructor) does.
-    finished_.push_back(std::move(*self));
-    threads_.erase(self);
-    StartRunnable();
-  }
+  ended_.push_back(id);  // a thread cannot join itself: the starter does
+  kicked_ = true;        // jobs waiting for its keys may start
+  wake_.Signal();
 }
 
 size_t KernelBinder::running() const {

@@ -38,10 +38,9 @@ class Binder {
   // `what` names the job in logs; `done` runs on the owner thread after `work` returned.
   virtual void Submit(std::string what, std::set<std::string> keys, Work work,
                       std::function<void()> done) = 0;
-  // The recorded intents now (a copy; the store is shared with running jobs).
-  virtual std::map<PciAddress, vfio::Intent> Intents() const = 0;
-  // Moves whenever the recorded intents change (vfio::StateStore::intents_version).
-  virtual uint64_t IntentsVersion() const = 0;
+  // The recorded intents as of the last save (vfio::StateStore::intents_snapshot), never
+  // changed: a new one after every save. Reading it never waits for a save under way.
+  virtual std::shared_ptr<const std::map<PciAddress, vfio::Intent>> Intents() const = 0;
   // The recorded VF counts now, by PF (a copy).
   virtual std::map<PciAddress, vfio::VfCountIntent> VfCounts() const = 0;
   // The recorded USB devices, by USBDevice name (a copy).

@@ -8,6 +8,7 @@
 #include "agent/device_actions.h"
 #include "agent/usb_identity.h"
 #include "core/naming.h"
+#include "core/sorted_diff.h"
 #include "core/status.h"
 #include "plugin/health_probe.h"
 #include "udev/discovery.h"
@@ -220,7 +221,7 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
 }
 
 void Reconciler::ReapplyIntents(std::function<void()> finish) {
-  const auto intents = Intents();
+  const auto& intents = Intents();  // read before SubmitJob, which makes it stale
   if (intents.empty()) {
     finish();
     return;
@@ -422,7 +423,10 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted, const std::set<
         SubmitEnable(std::move(batch), "config", each, nullptr);
       });
     }
-    for (PciDevice& d : slow) SubmitEnable({std::move(d)}, "config", each, nullptr);
+    if (!slow.empty()) {
+      const auto protect = Protection();
+      for (PciDevice& d : slow) SubmitEnable({std::move(d)}, "config", each, nullptr, protect);
+    }
     for (const PciAddress& address : to_release) {
       const std::string id = address.ToString();
       if (!holders.ok() || holders->count(id)) {
@@ -450,7 +454,13 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted, const std::set<
 void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source,
                               std::function<void(const PciDevice&, const absl::Status&)> each,
                               std::function<void()> done) {
-  auto protect = Protection();
+  SubmitEnable(std::move(devices), std::move(source), std::move(each), std::move(done),
+               Protection());
+}
+
+void Reconciler::SubmitEnable(std::vector<PciDevice> devices, std::string source,
+                              std::function<void(const PciDevice&, const absl::Status&)> each,
+                              std::function<void()> done, absl::StatusOr<vfio::Protected> protect) {
   std::vector<PciAddress> addresses;
   for (const PciDevice& d : devices) {
     addresses.push_back(d.address);
@@ -519,13 +529,23 @@ void Reconciler::SubmitDisable(const PciAddress& address, std::string source,
 // enabled_ = what the intents say. The devices themselves come back from the kernel jobs that
 // changed them (Absorb), or from their uevents.
 void Reconciler::Refresh() {
-  Intents();
-  if (enabled_from_ == intents_version_) return;  // the same intents as last time
-  enabled_from_ = intents_version_;
-  enabled_.clear();
-  for (const auto& [address, intent] : Intents()) {
-    if (intent.enabled) enabled_.insert(address.ToString());
-  }
+  const IntentMap& now = Intents();
+  if (enabled_from_ == intents_) return;  // the same intents as last time
+  // Patched with what differs from the intents it was made from: a save changes a few of
+  // thousands.
+  ForEachChanged(*enabled_from_, now, [&](const PciAddress& address) {
+    auto it = now.find(address);
+    const bool was = enabled_.count(address.ToString()) != 0;
+    const bool is = it != now.end() && it->second.enabled;
+    if (was == is) return;  // another field of its intent changed
+    if (is) {
+      enabled_.insert(address.ToString());
+    } else {
+      enabled_.erase(address.ToString());
+    }
+    planner_.MarkChanged(address);
+  });
+  enabled_from_ = intents_;
 }
 
 PciDevice* Reconciler::Find(const PciAddress& address) {
@@ -552,14 +572,19 @@ void Reconciler::Absorb(const ReadBack& now) {
     if (*known != *now.device) PciChanged(now.address);
     *known = *now.device;
     const std::string id = now.address.ToString();
-    probed_.vfio_cdevs.erase(id);
+    const auto cdev = probed_.vfio_cdevs.extract(id);
     if (auto it = now.probe.vfio_cdevs.find(id); it != now.probe.vfio_cdevs.end()) {
       probed_.vfio_cdevs[id] = it->second;
+      if (cdev.empty() || cdev.mapped() != it->second) planner_.MarkChanged(now.address);
+    } else if (!cdev.empty()) {
+      planner_.MarkChanged(now.address);
     }
     if (known->iommu_group) {
       const unsigned g = *known->iommu_group;
-      probed_.vfio_group_nodes.erase(g);
-      if (now.probe.vfio_group_nodes.count(g)) probed_.vfio_group_nodes.insert(g);
+      const bool had = probed_.vfio_group_nodes.erase(g) != 0;
+      const bool has = now.probe.vfio_group_nodes.count(g) != 0;
+      if (has) probed_.vfio_group_nodes.insert(g);
+      if (has != had) planner_.MarkGroupChanged(g);
     }
   }
   replan_due_ = true;
@@ -575,6 +600,7 @@ void Reconciler::PciChanged(const PciAddress& address) {
 void Reconciler::Replan(bool probe) {
   if (probe) {
     probed_ = plugin::ProbeHealth(options_.sysfs, options_.dev, devices_, enabled_);
+    planner_.MarkInputsChanged();  // compared whole with the last plan's
   }
   probed_.allocated_to = holders_.Held();
   probed_.removed = removed_;
@@ -697,16 +723,9 @@ void Reconciler::OnAllocated(const std::vector<std::string>& ids) {
 const std::map<PciAddress, vfio::Intent>& Reconciler::Intents() {
   if (intents_stale_) {
     intents_stale_ = false;
-    // A job's answer may leave the intents as they were (a batch saves once, then binds): the
-    // copy of thousands is skipped unless a save changed them. Read before the copy: a save in
-    // between makes the next look copy again.
-    const uint64_t version = ports_.binder.IntentsVersion();
-    if (version != intents_version_) {
-      intents_version_ = version;
-      intents_ = ports_.binder.Intents();
-    }
+    intents_ = ports_.binder.Intents();
   }
-  return intents_;
+  return *intents_;
 }
 
 std::optional<Clock::time_point> Reconciler::NextWake() const {
@@ -809,7 +828,12 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
     Select(/*report=*/false, &touched_pci);
   }
   if (!started_) Refresh();
-  plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_);
+  // The touched functions are marked (PciChanged); a group node that came or went changes its
+  // group-mates' health too.
+  for (unsigned g :
+       plugin::ReprobeHealth(options_.sysfs, options_.dev, devices_, enabled_, touched, probed_)) {
+    planner_.MarkGroupChanged(g);
+  }
   // A function nobody enables, alone in its IOMMU group (a hot-plugged card whose bind the
   // config has just asked for), changes no plan: the re-plan of the whole node waits for the
   // kernel job's answer instead of running twice.

@@ -144,6 +144,11 @@ class Reconciler {
   void SubmitEnable(std::vector<PciDevice> devices, std::string source,
                     std::function<void(const PciDevice&, const absl::Status&)> each,
                     std::function<void()> done);
+  // The same with protection already read in this handler: a scan of every function each,
+  // a start's enables (a job per device on another driver) held the loop for milliseconds.
+  void SubmitEnable(std::vector<PciDevice> devices, std::string source,
+                    std::function<void(const PciDevice&, const absl::Status&)> each,
+                    std::function<void()> done, absl::StatusOr<vfio::Protected> protect);
   // Runs `work` as a kernel job on `addresses` (their IOMMU groups are its keys); they count as
   // busy until it ends, are read back on its worker, and `then` runs on the owner thread once
   // they are absorbed.
@@ -181,11 +186,12 @@ class Reconciler {
   bool started_ = false;  // intents re-applied: config and claims may act
   // The recorded intents, re-read after a kernel job changed them (Intents()).
   const std::map<PciAddress, vfio::Intent>& Intents();
-  std::map<PciAddress, vfio::Intent> intents_;
+  using IntentMap = std::map<PciAddress, vfio::Intent>;
+  std::shared_ptr<const IntentMap> intents_;  // the binder's snapshot (never changed)
   bool intents_stale_ = true;
-  uint64_t intents_version_ = ~0ull;  // the binder's IntentsVersion() intents_ was read at
-  uint64_t enabled_from_ = ~0ull;     // the intents_version_ enabled_ was made from (Refresh)
-  bool replan_due_ = false;           // kernel jobs answered since the last re-plan
+  // The snapshot enabled_ was last brought up to date with (Refresh).
+  std::shared_ptr<const IntentMap> enabled_from_ = std::make_shared<const IntentMap>();
+  bool replan_due_ = false;  // kernel jobs answered since the last re-plan
   // Work split over loop turns (a start's thousands of enables, a batch at a time): one item
   // per RunDue, so that sockets and timers are seen in between.
   std::deque<std::function<void()>> soon_;

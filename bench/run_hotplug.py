@@ -44,7 +44,7 @@ def main():
         os.mkdir(plugins)
         with open(config, "w") as f:
             json.dump({"enable": [{"vendor": "8086", "class": "0200"}]}, f)
-        log = open(f"{tmp}/daemon.log", "w+")
+        log = open(os.environ.get("PCID_BENCH_LOG", f"{tmp}/daemon.log"), "w+")
         inj = Injector(f"{build}/e2e/uevent_injector",
                        ["--metrics-bind-address", "0", "--node-name", "bench", "--config", config, "--sysfs-root", "/sys",
                         "--dev-root", "/dev", "--device-plugin-dir", plugins,

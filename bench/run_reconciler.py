@@ -90,7 +90,7 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
         json.dump({"enable": [{"vendor": "8086", "class": "0200"}]}, f)
     print(f"machine: {os.cpu_count()} CPUs, load average {load()}", flush=True)
     emu = Emulator(emulator_bin, plugins)
-    log_path = f"{tmp}/daemon.log"
+    log_path = os.environ.get("PCID_BENCH_LOG", f"{tmp}/daemon.log")
     log = open(log_path, "w+")
     daemon = None
     try:

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/pci_address.h"
+#include "core/shared_value.h"
 
 namespace pcid {
 
@@ -43,7 +44,7 @@ struct PciDevice {
   std::vector<std::string> net_interfaces;    // an SR-IOV network PF's interfaces (net/*), sorted
   std::optional<PciAddress> parent_bridge;    // the upstream bridge, absent on a root bus
 
-  DeviceNames names;
+  SharedValue<DeviceNames> names;  // shared by copies: see SharedValue
 
   // classId as in the CR: class + subclass, e.g. 0x0300.
   uint16_t class_id() const { return static_cast<uint16_t>(class_code << 8 | subclass); }

@@ -57,14 +57,14 @@ std::string UsbObjectName(std::string_view node, const UsbDevice& usb) {
 }
 
 std::string PciDescription(const PciDevice& dev) {
-  std::string class_name = !dev.names.subclass_name.empty() ? dev.names.subclass_name
-                           : !dev.names.class_name.empty()
-                               ? dev.names.class_name
+  std::string class_name = !dev.names->subclass_name.empty() ? dev.names->subclass_name
+                           : !dev.names->class_name.empty()
+                               ? dev.names->class_name
                                : absl::StrFormat("Class %02x%02x", dev.class_code, dev.subclass);
   std::string vendor =
-      dev.names.vendor.empty() ? absl::StrCat("Vendor ", Hex4(dev.vendor_id)) : dev.names.vendor;
+      dev.names->vendor.empty() ? absl::StrCat("Vendor ", Hex4(dev.vendor_id)) : dev.names->vendor;
   std::string device =
-      dev.names.device.empty() ? absl::StrCat("Device ", Hex4(dev.device_id)) : dev.names.device;
+      dev.names->device.empty() ? absl::StrCat("Device ", Hex4(dev.device_id)) : dev.names->device;
   return absl::StrCat(class_name, ": ", vendor, " ", device);
 }
 
@@ -121,8 +121,8 @@ std::string ResourceDevicePart(std::string_view device_name, uint16_t device_id)
 }
 
 std::string PciResourceName(const PciDevice& dev) {
-  const std::string vendor = ResourceVendorPart(dev.names.vendor, dev.vendor_id);
-  std::string device = ResourceDevicePart(dev.names.device, dev.device_id);
+  const std::string vendor = ResourceVendorPart(dev.names->vendor, dev.vendor_id);
+  std::string device = ResourceDevicePart(dev.names->device, dev.device_id);
   if (SocketPathLength(vendor, device) > kMaxSocketPath) {
     device = absl::StrReplaceAll(device, {{"VIRTUAL_FUNCTION", "VF"}});
     if (SocketPathLength(vendor, device) > kMaxSocketPath) device = Hex4(dev.device_id);

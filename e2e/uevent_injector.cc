@@ -18,8 +18,12 @@
 //   remove SYSPATH                       emits "remove", then deletes the device
 //   quit                                 SIGTERM to the daemon, waits for it, exits with its code
 // Each command answers one line: {"ok": true, "syspath": ...} or {"ok": false, ...}.
+#include <glob.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <umockdev.h>
 #include <unistd.h>
 
@@ -39,6 +43,37 @@ long long NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// umockdev sends each uevent without blocking to every listener socket (ROOT/event<N>) and exits
+// the process when one's queue is full (net.unix.max_dgram_qlen, 10), which a burst of adds
+// reaches while the daemon is busy for a moment. A socket connected to a listener polls writable
+// only while that listener's queue has room, so wait for that (up to 5 s) before each uevent.
+void WaitForListenerRoom(const std::string& root) {
+  glob_t found{};
+  if (::glob((root + "/event[0-9]*").c_str(), GLOB_NOSORT, nullptr, &found) != 0) return;
+  for (size_t i = 0; i < found.gl_pathc; ++i) {
+    const int fd = ::socket(AF_UNIX, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) continue;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", found.gl_pathv[i]);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      pollfd p{fd, POLLOUT, 0};
+      ::poll(&p, 1, 5000);
+    }
+    ::close(fd);
+  }
+  ::globfree(&found);
+}
+
+// Sends ACTION for SYSPATH once the daemon's listener can take it; returns when it left.
+long long SendUevent(UMockdevTestbed* tb, const std::string& root, const std::string& syspath,
+                     const char* action) {
+  WaitForListenerRoom(root);
+  const long long sent = NowUs();
+  umockdev_testbed_uevent(tb, syspath.c_str(), action);
+  return sent;
 }
 
 int main(int argc, char** argv) {
@@ -69,6 +104,7 @@ int main(int argc, char** argv) {
       in >> addr >> vendor >> device >> klass;
       const std::string uevent = "PCI_CLASS=" + klass + "\nPCI_ID=" + vendor + ":" + device +
                                  "\nPCI_SLOT_NAME=" + addr + "\n";
+      WaitForListenerRoom(root);  // adding sends an "add" of its own
       gchar* syspath = umockdev_testbed_add_device(
           tb, "pci", addr.c_str(), nullptr, "vendor", ("0x" + vendor).c_str(), "device",
           ("0x" + device).c_str(), "class", ("0x" + klass).c_str(), "numa_node", "0", "uevent",
@@ -104,14 +140,14 @@ int main(int argc, char** argv) {
       const std::string node = std::string(root) + "/dev/vfio/" + group;
       if (FILE* f = std::fopen(node.c_str(), "w")) std::fclose(f);
       GError* error = nullptr;
+      WaitForListenerRoom(root);  // adding sends an "add" of its own
       if (!umockdev_testbed_add_from_string(tb, record.c_str(), &error)) {
         std::cout << "{\"ok\": false, \"error\": \"" << (error ? error->message : "?") << "\"}"
                   << std::endl;
         g_clear_error(&error);
         continue;
       }
-      const long long sent = NowUs();
-      umockdev_testbed_uevent(tb, path.c_str(), "add");
+      const long long sent = SendUevent(tb, root, path, "add");
       std::cout << "{\"ok\": true, \"syspath\": \"" << path << "\", \"sent_us\": " << sent << "}"
                 << std::endl;
     } else if (cmd == "link") {
@@ -124,13 +160,12 @@ int main(int argc, char** argv) {
     } else if (cmd == "uevent") {
       std::string syspath, action;
       in >> syspath >> action;
-      umockdev_testbed_uevent(tb, syspath.c_str(), action.c_str());
+      SendUevent(tb, root, syspath, action.c_str());
       std::cout << "{\"ok\": true}" << std::endl;
     } else if (cmd == "remove") {
       std::string syspath;
       in >> syspath;
-      const long long sent = NowUs();
-      umockdev_testbed_uevent(tb, syspath.c_str(), "remove");
+      const long long sent = SendUevent(tb, root, syspath, "remove");
       umockdev_testbed_remove_device(tb, syspath.c_str());
       std::cout << "{\"ok\": true, \"sent_us\": " << sent << "}" << std::endl;
     } else {

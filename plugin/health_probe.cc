@@ -39,20 +39,24 @@ HealthInputs ProbeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
   return in;
 }
 
-void ReprobeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
-                   const std::vector<PciDevice>& pci, const std::set<std::string>& enabled,
-                   const std::set<std::string>& changed, HealthInputs& inputs) {
+std::set<unsigned> ReprobeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
+                                 const std::vector<PciDevice>& pci,
+                                 const std::set<std::string>& enabled,
+                                 const std::set<std::string>& changed, HealthInputs& inputs) {
+  std::set<unsigned> nodes_changed;
   for (const std::string& address : changed) inputs.vfio_cdevs.erase(address);
   for (const PciDevice& dev : pci) {
     const std::string address = dev.address.ToString();
     if (!changed.count(address) || !dev.iommu_group) continue;
     // The group node may have come or gone with this function, whoever else is in the group.
-    inputs.vfio_group_nodes.erase(*dev.iommu_group);
-    if (dev_root.Exists(absl::StrCat("vfio/", *dev.iommu_group))) {
-      inputs.vfio_group_nodes.insert(*dev.iommu_group);
-    }
+    const unsigned g = *dev.iommu_group;
+    const bool had = inputs.vfio_group_nodes.erase(g) != 0;
+    const bool has = dev_root.Exists(absl::StrCat("vfio/", g));
+    if (has) inputs.vfio_group_nodes.insert(g);
+    if (has != had) nodes_changed.insert(g);
     if (enabled.count(address)) ProbeOne(sysfs, dev_root, dev, inputs);
   }
+  return nodes_changed;
 }
 
 }  // namespace pcid::plugin

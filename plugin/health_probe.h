@@ -19,9 +19,11 @@ HealthInputs ProbeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
                          const std::vector<PciDevice>& pci, const std::set<std::string>& enabled);
 
 // Re-probes only the functions in `changed` (and their groups), updating `inputs` in place: a
-// hotplug event costs a few system calls, not a walk over every enabled function.
-void ReprobeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
-                   const std::vector<PciDevice>& pci, const std::set<std::string>& enabled,
-                   const std::set<std::string>& changed, HealthInputs& inputs);
+// hotplug event costs a few system calls, not a walk over every enabled function. Returns the
+// groups whose /dev/vfio node came or went.
+std::set<unsigned> ReprobeHealth(const SysfsRoot& sysfs, const SysfsRoot& dev_root,
+                                 const std::vector<PciDevice>& pci,
+                                 const std::set<std::string>& enabled,
+                                 const std::set<std::string>& changed, HealthInputs& inputs);
 
 }  // namespace pcid::plugin

@@ -3,37 +3,10 @@
 #include <algorithm>
 
 #include "core/naming.h"
+#include "core/sorted_diff.h"
 
 namespace pcid::plugin {
 namespace {
-
-// Calls `f` with the key of every element in one of two sorted containers (sets, or maps by
-// key) and not the other, or in both but different; true if any.
-template <typename C, typename Key, typename F>
-bool ForEachChanged(const C& a, const C& b, Key key, F f) {
-  bool any = false;
-  auto i = a.begin();
-  auto j = b.begin();
-  while (i != a.end() || j != b.end()) {
-    if (j == b.end() || (i != a.end() && key(*i) < key(*j))) {
-      f(key(*i++));
-      any = true;
-    } else if (i == a.end() || key(*j) < key(*i)) {
-      f(key(*j++));
-      any = true;
-    } else {
-      if (*i != *j) {
-        f(key(*i));
-        any = true;
-      }
-      ++i;
-      ++j;
-    }
-  }
-  return any;
-}
-const auto kElement = [](const auto& e) -> const auto& { return e; };
-const auto kMapKey = [](const auto& e) -> const auto& { return e.first; };
 
 // Where the device `id` is, or belongs, in devices sorted by id.
 std::vector<PluginDevice>::iterator Place(std::vector<PluginDevice>& devices,
@@ -50,20 +23,39 @@ void ResourcePlanner::FindChanges(const std::set<std::string>& enabled_pci,
   auto mark = [&dirty](const std::string& id) {
     if (auto address = ParsePciAddress(id); address.ok()) dirty.insert(*address);
   };
-  // Each kept copy is replaced only when it differs: most plans follow a change of one input.
-  if (ForEachChanged(enabled_pci_, enabled_pci, kElement, mark)) enabled_pci_ = enabled_pci;
-  if (ForEachChanged(inputs_.removed, inputs.removed, kElement, mark))
-    inputs_.removed = inputs.removed;
-  if (ForEachChanged(inputs_.allocated_to, inputs.allocated_to, kMapKey, mark)) {
-    inputs_.allocated_to = inputs.allocated_to;
+  // The kept copies are patched, not replaced: most plans follow a change of one element.
+  SyncChanged(inputs_.removed, inputs.removed, mark);
+  SyncChanged(inputs_.allocated_to, inputs.allocated_to, mark);
+  // The node-sized inputs: what the caller marked is brought up to date here, element by
+  // element, so that a later comparison finds only what was not marked...
+  for (const PciAddress& a : dirty) {
+    const std::string id = a.ToString();
+    if (enabled_pci.count(id)) {
+      enabled_pci_.insert(id);
+    } else {
+      enabled_pci_.erase(id);
+    }
+    if (auto it = inputs.vfio_cdevs.find(id); it != inputs.vfio_cdevs.end()) {
+      inputs_.vfio_cdevs[id] = it->second;
+    } else {
+      inputs_.vfio_cdevs.erase(id);
+    }
   }
-  if (ForEachChanged(inputs_.vfio_cdevs, inputs.vfio_cdevs, kMapKey, mark)) {
-    inputs_.vfio_cdevs = inputs.vfio_cdevs;
+  for (unsigned g : dirty_groups) {
+    if (inputs.vfio_group_nodes.count(g)) {
+      inputs_.vfio_group_nodes.insert(g);
+    } else {
+      inputs_.vfio_group_nodes.erase(g);
+    }
   }
-  if (ForEachChanged(inputs_.vfio_group_nodes, inputs.vfio_group_nodes, kElement,
-                     [&dirty_groups](unsigned g) { dirty_groups.insert(g); })) {
-    inputs_.vfio_group_nodes = inputs.vfio_group_nodes;
-  }
+  // ... and the whole of them is compared only when the caller did not mark their changes (a
+  // walk over thousands of tree nodes costs a fraction of a millisecond, every plan).
+  if (!compare_all_) return;
+  compare_all_ = false;
+  SyncChanged(enabled_pci_, enabled_pci, mark);
+  SyncChanged(inputs_.vfio_cdevs, inputs.vfio_cdevs, mark);
+  SyncChanged(inputs_.vfio_group_nodes, inputs.vfio_group_nodes,
+              [&dirty_groups](unsigned g) { dirty_groups.insert(g); });
 }
 
 void ResourcePlanner::PlanUsb(const std::vector<UsbDevice>& usb,
@@ -95,40 +87,49 @@ std::set<std::string> ResourcePlanner::Plan(const std::vector<PciDevice>& pci,
   if (all_) {
     // Every function there is, and every one planned or grouped before (gone ones leave).
     all_ = false;
+    compare_all_ = true;  // and the kept inputs brought up to date
     for (const PciDevice& d : pci) marked_.insert(d.address);
     for (const auto& [address, name] : resource_of_) marked_.insert(address);
     for (const auto& [address, group] : group_of_) marked_.insert(address);
   }
   std::set<PciAddress> dirty = std::move(marked_);
   marked_.clear();
-  std::set<unsigned> dirty_groups;
-  FindChanges(enabled_pci, inputs, dirty, dirty_groups);
+  std::set<unsigned> node_groups = std::move(marked_groups_);
+  marked_groups_.clear();
+  FindChanges(enabled_pci, inputs, dirty, node_groups);
+  // A group whose /dev/vfio node came or went: each of its functions is planned again.
+  if (!node_groups.empty()) {
+    for (const PciDevice& d : pci) {
+      if (d.iommu_group && node_groups.count(*d.iommu_group)) dirty.insert(d.address);
+    }
+  }
 
-  // A changed function's group, before and after, is planned again whole: viability and
-  // group-mates' holders are part of each member's health.
-  for (const PciAddress& a : dirty) {
+  // This call's share, the first `max_functions` (the rest stay marked), each with its group,
+  // before and after, whole: viability and group-mates' holders are part of each member's
+  // health. Taken before widening, so that a slice costs its own functions, not the rest.
+  std::set<PciAddress> affected;
+  std::set<unsigned> dirty_groups;
+  while (!dirty.empty() && affected.size() < max_functions) {
+    const PciAddress a = std::move(dirty.extract(dirty.begin()).value());
     if (auto old = group_of_.find(a); old != group_of_.end()) dirty_groups.insert(old->second);
     if (const PciDevice* d = FindPciDevice(pci, a); d && d->iommu_group) {
       dirty_groups.insert(*d->iommu_group);
     }
+    affected.insert(a);
   }
   std::map<unsigned, IommuGroupHealth> groups;
-  std::set<PciAddress> affected = dirty;
   if (!dirty_groups.empty()) {
     for (const PciDevice& d : pci) {
       if (!d.iommu_group || !dirty_groups.count(*d.iommu_group)) continue;
       AddGroupMember(d, groups[*d.iommu_group]);
       affected.insert(d.address);
+      dirty.erase(d.address);  // planned now, with its group
     }
   }
+  marked_ = std::move(dirty);  // the next call's
 
   std::set<std::string> changed;
-  size_t planned = 0;
   for (auto next = affected.begin(); next != affected.end(); ++next) {
-    if (planned++ == max_functions) {
-      marked_.insert(next, affected.end());  // the next call's
-      break;
-    }
     const PciAddress& a = *next;
     const PciDevice* dev = FindPciDevice(pci, a);
     const std::string id = a.ToString();

@@ -20,36 +20,46 @@ namespace pcid::plugin {
 
 class ResourcePlanner {
  public:
-  // The PciDevice at `address` changed, appeared or went since the last Plan. The caller marks
-  // these (it knows which functions it read again); every other input is compared here.
+  // The caller marks what it changed since the last Plan, as it knows it: a PciDevice read again
+  // (changed, appeared or went), a function enabled or given back, or whose vfio cdev came or
+  // went, at `address`; a group whose /dev/vfio node came or went. Holders and removed
+  // functions (small) are compared here at every Plan.
   void MarkChanged(const PciAddress& address) { marked_.insert(address); }
+  void MarkGroupChanged(unsigned group) { marked_groups_.insert(group); }
+  // The enabled set, the group nodes and the cdevs may have changed in ways not marked (a probe
+  // of the whole node): the next Plan compares them with the last plan's.
+  void MarkInputsChanged() { compare_all_ = true; }
   // The next Plan plans every function (the first one does).
   void MarkAll() { all_ = true; }
 
   // Brings the plan up to date with these inputs (as PlanResources takes them; `pci` sorted by
-  // address), planning at most `max_functions` PCI functions: the rest stay marked for the next
-  // call (pending()), so that thousands of functions changing at once (a node's start) are
-  // planned over several turns of the owner loop. USB resources are planned whole each time: a
+  // address), taking at most `max_functions` of the changed PCI functions, each with the rest of
+  // its IOMMU group: the others stay marked for the next call (pending()), so that thousands of
+  // functions changing at once (a node's start) are planned over several turns of the owner
+  // loop, each costing its own share. USB resources are planned whole each time: a
   // node has a handful of USB devices. Returns the names of the resources added, changed or gone.
   std::set<std::string> Plan(const std::vector<PciDevice>& pci, const std::vector<UsbDevice>& usb,
                              const std::set<std::string>& enabled_pci,
                              const std::set<std::string>& enabled_usb, const std::string& node_name,
                              const HealthInputs& inputs, size_t max_functions = SIZE_MAX);
   // Functions are left to plan: call Plan again (with the same or newer inputs).
-  bool pending() const { return all_ || !marked_.empty(); }
+  bool pending() const { return all_ || !marked_.empty() || !marked_groups_.empty(); }
 
   const std::map<std::string, Resource>& resources() const { return plan_; }
 
  private:
   // Adds the functions whose inputs differ from the last plan's, and the IOMMU groups whose
-  // /dev/vfio node came or went; remembers the inputs that differ for the next plan.
+  // /dev/vfio node came or went; remembers the inputs that differ for the next plan. The
+  // node-sized inputs only after MarkInputsChanged (or MarkAll).
   void FindChanges(const std::set<std::string>& enabled_pci, const HealthInputs& inputs,
                    std::set<PciAddress>& dirty, std::set<unsigned>& dirty_groups);
   void PlanUsb(const std::vector<UsbDevice>& usb, const std::set<std::string>& enabled_usb,
                const std::string& node_name, std::set<std::string>& changed);
 
   bool all_ = true;
+  bool compare_all_ = true;
   std::set<PciAddress> marked_;
+  std::set<unsigned> marked_groups_;
   // The inputs of the last plan, to find what differs next time.
   std::set<std::string> enabled_pci_;
   HealthInputs inputs_;

@@ -245,10 +245,12 @@ absl::StatusOr<PciDevice> ReadFunction(const SysfsRoot& sysfs, std::string_view 
   if (target.ok()) dev.parent_bridge = ParentBridge(*target);
 
   if (pci_ids != nullptr) {
-    dev.names.vendor = pci_ids->Vendor(dev.vendor_id);
-    dev.names.device = pci_ids->Device(dev.vendor_id, dev.device_id);
-    dev.names.class_name = pci_ids->Class(dev.class_code);
-    dev.names.subclass_name = pci_ids->Subclass(dev.class_code, dev.subclass);
+    dev.names = DeviceNames{
+        .vendor = std::string(pci_ids->Vendor(dev.vendor_id)),
+        .device = std::string(pci_ids->Device(dev.vendor_id, dev.device_id)),
+        .class_name = std::string(pci_ids->Class(dev.class_code)),
+        .subclass_name = std::string(pci_ids->Subclass(dev.class_code, dev.subclass)),
+    };
   }
   return dev;
 }

@@ -320,36 +320,37 @@ absl::StatusOr<StateStore> StateStore::Open(const std::string& dir) {
   {
     MutexLock lock(&store.state_->mu);
     store.state_->saved = std::move(saved);
+    MutexLock snapshot_lock(&store.state_->snapshot_mu);
+    store.state_->snapshot =
+        std::make_shared<const std::map<PciAddress, Intent>>(store.state_->saved.devices);
+    store.state_->vf_counts = store.state_->saved.vf_counts;
   }
   return store;
 }
 
-std::map<PciAddress, Intent> StateStore::intents() const {
-  MutexLock lock(&state_->mu);
-  return state_->saved.devices;
-}
+std::map<PciAddress, Intent> StateStore::intents() const { return *intents_snapshot(); }
 
-uint64_t StateStore::intents_version() const {
-  MutexLock lock(&state_->mu);
-  return state_->intents_version;
+std::shared_ptr<const std::map<PciAddress, Intent>> StateStore::intents_snapshot() const {
+  MutexLock lock(&state_->snapshot_mu);
+  return state_->snapshot;
 }
 
 std::optional<Intent> StateStore::Find(const PciAddress& a) const {
-  MutexLock lock(&state_->mu);
-  auto it = state_->saved.devices.find(a);
-  if (it == state_->saved.devices.end()) return std::nullopt;
+  const auto intents = intents_snapshot();
+  auto it = intents->find(a);
+  if (it == intents->end()) return std::nullopt;
   return it->second;
 }
 
 std::map<PciAddress, VfCountIntent> StateStore::vf_counts() const {
-  MutexLock lock(&state_->mu);
-  return state_->saved.vf_counts;
+  MutexLock lock(&state_->snapshot_mu);
+  return state_->vf_counts;
 }
 
 std::optional<VfCountIntent> StateStore::FindVfCount(const PciAddress& pf) const {
-  MutexLock lock(&state_->mu);
-  auto it = state_->saved.vf_counts.find(pf);
-  if (it == state_->saved.vf_counts.end()) return std::nullopt;
+  MutexLock lock(&state_->snapshot_mu);
+  auto it = state_->vf_counts.find(pf);
+  if (it == state_->vf_counts.end()) return std::nullopt;
   return it->second;
 }
 
@@ -369,8 +370,10 @@ absl::Status StateStore::Update(const std::function<void(std::map<PciAddress, In
   NodeState next = state_->saved;
   change(next.devices);
   PCID_RETURN_IF_ERROR(Save(next));
-  ++state_->intents_version;
+  auto snapshot = std::make_shared<const std::map<PciAddress, Intent>>(next.devices);
   state_->saved = std::move(next);
+  MutexLock snapshot_lock(&state_->snapshot_mu);
+  state_->snapshot = std::move(snapshot);
   return absl::OkStatus();
 }
 
@@ -384,6 +387,8 @@ absl::Status StateStore::PutVfCount(const PciAddress& pf, std::optional<VfCountI
   }
   PCID_RETURN_IF_ERROR(Save(next));
   state_->saved = std::move(next);
+  MutexLock snapshot_lock(&state_->snapshot_mu);
+  state_->vf_counts = state_->saved.vf_counts;
   return absl::OkStatus();
 }
 

@@ -99,6 +99,7 @@ struct Intent {
   // The device the intent was made for ("vvvv:dddd"; "" in state files from before): bus numbers
   // shift when a card is added or moved, and an intent must never bind another device.
   std::string ids;
+  friend bool operator==(const Intent&, const Intent&) = default;
 };
 
 // A PF's VF count as we want it (DESIGN.md "Second wave"): VFs vanish at every reboot and every
@@ -144,9 +145,11 @@ class StateStore {
   // holds it) and reads the state; a missing file is an empty state, a broken one an error.
   static absl::StatusOr<StateStore> Open(const std::string& dir);
 
+  // Readers never wait for a save under way (its fsync): they see the state of the last one.
   std::map<PciAddress, Intent> intents() const;  // a copy
-  // Counts the saves of the intents: a reader copies them again only when it moved.
-  uint64_t intents_version() const;
+  // The intents as of the last save, shared and never changed: the reconciler holds thousands
+  // and looks at them after every job, and copying them on its thread cost milliseconds.
+  std::shared_ptr<const std::map<PciAddress, Intent>> intents_snapshot() const;
   std::optional<Intent> Find(const PciAddress& a) const;
   std::map<PciAddress, VfCountIntent> vf_counts() const;  // a copy
   std::optional<VfCountIntent> FindVfCount(const PciAddress& pf) const;
@@ -172,7 +175,13 @@ class StateStore {
   struct State {
     Mutex mu;
     NodeState saved ABSL_GUARDED_BY(mu);
-    uint64_t intents_version ABSL_GUARDED_BY(mu) = 0;
+    // What the owner loop reads, copied from `saved` at each save (on the saving thread), under
+    // a lock of its own: `mu` is held across a save's fsync, which the loop must not wait for.
+    // Taken after `mu` where both are.
+    Mutex snapshot_mu;
+    std::shared_ptr<const std::map<PciAddress, Intent>> snapshot ABSL_GUARDED_BY(snapshot_mu) =
+        std::make_shared<const std::map<PciAddress, Intent>>();
+    std::map<PciAddress, VfCountIntent> vf_counts ABSL_GUARDED_BY(snapshot_mu);
   };
   std::string dir_;
   UniqueFd lock_;

@@ -39,8 +39,9 @@ class ManualBinder final : public Binder {
     jobs.push_back({std::move(what), std::move(keys), std::move(work), std::move(done)});
     submitted.push_back(jobs.back().what);
   }
-  std::map<PciAddress, vfio::Intent> Intents() const override { return store_.intents(); }
-  uint64_t IntentsVersion() const override { return store_.intents_version(); }
+  std::shared_ptr<const std::map<PciAddress, vfio::Intent>> Intents() const override {
+    return store_.intents_snapshot();
+  }
   std::map<PciAddress, vfio::VfCountIntent> VfCounts() const override { return store_.vf_counts(); }
   std::map<std::string, vfio::UsbRecord> UsbRecords() const override {
     return store_.usb_devices();

@@ -62,7 +62,7 @@ BOOST_AUTO_TEST_CASE(claim_life_with_a_release_refused_while_a_pod_holds_the_dev
   BOOST_TEST(out->ok, out->message);
   BOOST_TEST(f.kernel.Driver(kNic) == "e1000e");
   BOOST_TEST(f.plugins.Device(kNic) == nullptr);
-  BOOST_TEST(f.binder->Intents().empty());
+  BOOST_TEST(f.binder->Intents()->empty());
 }
 
 BOOST_AUTO_TEST_CASE(bad_claims_change_nothing) {
@@ -82,7 +82,7 @@ BOOST_AUTO_TEST_CASE(bad_claims_change_nothing) {
   BOOST_TEST(out->reason == "Refused");
   BOOST_TEST(out->message.find("backs the mounted filesystem") != std::string::npos, out->message);
   BOOST_TEST(f.kernel.writes.empty());
-  BOOST_TEST(f.binder->Intents().empty());
+  BOOST_TEST(f.binder->Intents()->empty());
 }
 
 BOOST_AUTO_TEST_CASE(config_reload_gives_devices_back_but_not_from_a_pod) {
@@ -108,7 +108,7 @@ BOOST_AUTO_TEST_CASE(config_reload_gives_devices_back_but_not_from_a_pod) {
   f.reconciler->OnConfig({});
   f.Settle();
   BOOST_TEST(f.kernel.Driver(kNic2) == "e1000e");
-  BOOST_TEST(f.binder->Intents().empty());
+  BOOST_TEST(f.binder->Intents()->empty());
   BOOST_TEST(f.plugins.plan.empty());
 }
 
@@ -240,7 +240,7 @@ BOOST_AUTO_TEST_CASE(a_bind_the_kernel_never_answers_fails_and_gives_the_device_
   BOOST_TEST(!slow->ok);
   BOOST_TEST(slow->reason == "EnableFailed");
   BOOST_TEST(slow->message.find("not vfio-pci") != std::string::npos, slow->message);
-  BOOST_TEST(!f.binder->Intents().count(*ParsePciAddress("0000:00:07.0")));
+  BOOST_TEST(!f.binder->Intents()->count(*ParsePciAddress("0000:00:07.0")));
   BOOST_REQUIRE(other.has_value());
   BOOST_TEST(other->ok);
 }
@@ -256,7 +256,7 @@ BOOST_AUTO_TEST_CASE(a_config_bind_that_fails_is_not_served) {
   BOOST_TEST(f.kernel.Driver("0000:00:07.0") != "vfio-pci");
   BOOST_TEST(f.log.text().find("config: pci 0000:00:07.0: not enabled") != std::string::npos,
              f.log.text());
-  BOOST_TEST(!f.binder->Intents().count(*ParsePciAddress("0000:00:07.0")));
+  BOOST_TEST(!f.binder->Intents()->count(*ParsePciAddress("0000:00:07.0")));
   BOOST_TEST(f.plugins.Device("0000:00:07.0") == nullptr);
   BOOST_TEST(f.plugins.Device(kNic)->healthy);
 }

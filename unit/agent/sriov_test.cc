@@ -77,7 +77,7 @@ BOOST_AUTO_TEST_CASE(config_vf_count_creates_vfs_and_a_selector_binds_one) {
   f.reconciler->OnConfig({});
   f.Settle();
   f.Settle();  // the release waits for the VF's disable
-  BOOST_TEST(f.binder->Intents().empty());
+  BOOST_TEST(f.binder->Intents()->empty());
   BOOST_TEST(f.binder->VfCounts().empty(), f.log.text());
   BOOST_TEST(FindPciDevice(f.reconciler->devices(), *ParsePciAddress("0000:03:00.1")) == nullptr);
   BOOST_TEST(f.plugins.plan.empty());
@@ -277,7 +277,7 @@ BOOST_AUTO_TEST_CASE(vf_claims_create_take_and_give_back_vfs) {
   f.Settle();
   BOOST_REQUIRE(b.has_value());
   BOOST_TEST(b->ok, b->message);
-  BOOST_TEST(f.binder->Intents().empty());
+  BOOST_TEST(f.binder->Intents()->empty());
   BOOST_TEST(f.binder->VfCounts().empty());
   BOOST_TEST(Vfs(f).empty());
 }
@@ -306,7 +306,7 @@ BOOST_AUTO_TEST_CASE(sweep_gives_back_vfs_of_claims_that_are_gone) {
   Ask(f, projection::VfClaimSweep{{}}, a);
   f.Settle();
   f.Settle();
-  BOOST_TEST(f.binder->Intents().empty());
+  BOOST_TEST(f.binder->Intents()->empty());
   BOOST_TEST(f.binder->VfCounts().empty());
 }
 

@@ -52,8 +52,8 @@ BOOST_AUTO_TEST_CASE(pci_device_object_shape) {
   dev.vendor_id = 0x10de;
   dev.device_id = 0x1c02;
   dev.class_code = 0x03;
-  dev.names = {"NVIDIA Corporation", "GP106 [GeForce GTX 1060 3GB]", "Display controller",
-               "VGA compatible controller"};
+  dev.names = DeviceNames{"NVIDIA Corporation", "GP106 [GeForce GTX 1060 3GB]",
+                          "Display controller", "VGA compatible controller"};
   dev.iommu_group = 12;
   dev.numa_node = 1;
   dev.driver = "vfio-pci";

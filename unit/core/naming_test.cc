@@ -11,8 +11,8 @@ PciDevice Named(uint16_t vendor_id, uint16_t device_id, std::string vendor, std:
   PciDevice dev;
   dev.vendor_id = vendor_id;
   dev.device_id = device_id;
-  dev.names.vendor = std::move(vendor);
-  dev.names.device = std::move(device);
+  dev.names.Mutable().vendor = std::move(vendor);
+  dev.names.Mutable().device = std::move(device);
   return dev;
 }
 
@@ -109,11 +109,11 @@ BOOST_AUTO_TEST_CASE(descriptions_with_lspci_fallbacks) {
   PciDevice dev = Named(0x10de, 0x1c02, "NVIDIA Corporation", "GP106 [GeForce GTX 1060 3GB]");
   dev.class_code = 0x03;
   dev.subclass = 0x00;
-  dev.names.class_name = "Display controller";
-  dev.names.subclass_name = "VGA compatible controller";
+  dev.names.Mutable().class_name = "Display controller";
+  dev.names.Mutable().subclass_name = "VGA compatible controller";
   BOOST_TEST(PciDescription(dev) ==
              "VGA compatible controller: NVIDIA Corporation GP106 [GeForce GTX 1060 3GB]");
-  dev.names.subclass_name.clear();
+  dev.names.Mutable().subclass_name.clear();
   BOOST_TEST(PciDescription(dev) ==
              "Display controller: NVIDIA Corporation GP106 [GeForce GTX 1060 3GB]");
   dev.names = {};

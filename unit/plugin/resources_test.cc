@@ -14,8 +14,8 @@ PciDevice Gpu(const std::string& addr, unsigned group, int numa, const std::stri
   d.vendor_id = 0x10de;
   d.device_id = device_id;
   d.class_code = 0x03;
-  d.names.vendor = "NVIDIA Corporation";
-  d.names.device = "GP106 [GeForce GTX 1060 3GB]";
+  d.names.Mutable().vendor = "NVIDIA Corporation";
+  d.names.Mutable().device = "GP106 [GeForce GTX 1060 3GB]";
   d.iommu_group = group;
   d.numa_node = numa;
   d.driver = driver;

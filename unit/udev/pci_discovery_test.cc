@@ -57,8 +57,8 @@ BOOST_AUTO_TEST_CASE(reads_every_field) {
   BOOST_TEST(dev.iommu_group.value() == 12u);
   BOOST_TEST(dev.numa_node == 1);
   BOOST_TEST(dev.parent_bridge->ToString() == "0000:00:01.0");
-  BOOST_TEST(dev.names.vendor == "NVIDIA Corporation");
-  BOOST_TEST(dev.names.subclass_name == "VGA compatible controller");
+  BOOST_TEST(dev.names->vendor == "NVIDIA Corporation");
+  BOOST_TEST(dev.names->subclass_name == "VGA compatible controller");
   BOOST_TEST(!(*devices)[0].parent_bridge.has_value());
   BOOST_TEST((*devices)[0].is_bridge());
   BOOST_TEST(cap.text().empty(), cap.text());
