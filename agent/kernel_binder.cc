@@ -2,11 +2,6 @@
 
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 namespace pcid::agent {
 
@@ -77,12 +72,6 @@ std::vector<KernelBinder::Job> KernelBinder::TakeRunnable() {
 }
 
 void KernelBinder::StartJobs() {
-  // Kernel jobs are background work (reading back thousands of functions, saving intents): on a
-  // busy node they yield the CPU to the owner loop, which answers the kubelet and uevents. The
-  // job threads this one starts inherit its niceness.
-  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kJobNiceness) != 0) {
-    node_.log.debug("kernel jobs: setpriority: {}", std::strerror(errno));
-  }
   for (;;) {
     std::vector<std::pair<uint64_t, Job>> start;
     std::vector<std::thread> ended;

@@ -25,8 +25,6 @@ class KernelBinder final : public Binder {
  public:
   // Jobs running at once, at most: each is a thread, mostly asleep waiting for the kernel.
   static constexpr size_t kMaxRunning = 64;
-  // The jobs' nice value (the owner loop keeps the process's).
-  static constexpr int kJobNiceness = 5;
 
   // Told how long each job's kernel work took, on the job's thread (metrics).
   using JobTimer = std::function<void(std::chrono::nanoseconds)>;
