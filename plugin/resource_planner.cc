@@ -26,36 +26,30 @@ void ResourcePlanner::FindChanges(const std::set<std::string>& enabled_pci,
   // The kept copies are patched, not replaced: most plans follow a change of one element.
   SyncChanged(inputs_.removed, inputs.removed, mark);
   SyncChanged(inputs_.allocated_to, inputs.allocated_to, mark);
-  // The node-sized inputs: what the caller marked is brought up to date here, element by
-  // element, so that a later comparison finds only what was not marked...
-  for (const PciAddress& a : dirty) {
-    const std::string id = a.ToString();
-    if (enabled_pci.count(id)) {
-      enabled_pci_.insert(id);
-    } else {
-      enabled_pci_.erase(id);
-    }
-    if (auto it = inputs.vfio_cdevs.find(id); it != inputs.vfio_cdevs.end()) {
-      inputs_.vfio_cdevs[id] = it->second;
-    } else {
-      inputs_.vfio_cdevs.erase(id);
-    }
-  }
-  for (unsigned g : dirty_groups) {
-    if (inputs.vfio_group_nodes.count(g)) {
-      inputs_.vfio_group_nodes.insert(g);
-    } else {
-      inputs_.vfio_group_nodes.erase(g);
-    }
-  }
-  // ... and the whole of them is compared only when the caller did not mark their changes (a
-  // walk over thousands of tree nodes costs a fraction of a millisecond, every plan).
+  // The node-sized inputs are compared whole only when the caller did not mark their changes (a
+  // walk over thousands of tree nodes costs a fraction of a millisecond, every plan). Otherwise
+  // their kept copies are brought up to date element by element as functions are planned
+  // (KeepInputs), so that a later comparison finds only what was not marked.
   if (!compare_all_) return;
   compare_all_ = false;
   SyncChanged(enabled_pci_, enabled_pci, mark);
   SyncChanged(inputs_.vfio_cdevs, inputs.vfio_cdevs, mark);
   SyncChanged(inputs_.vfio_group_nodes, inputs.vfio_group_nodes,
               [&dirty_groups](unsigned g) { dirty_groups.insert(g); });
+}
+
+void ResourcePlanner::KeepInputs(const std::string& id, const std::set<std::string>& enabled_pci,
+                                 const HealthInputs& inputs) {
+  if (enabled_pci.count(id)) {
+    enabled_pci_.insert(id);
+  } else {
+    enabled_pci_.erase(id);
+  }
+  if (auto it = inputs.vfio_cdevs.find(id); it != inputs.vfio_cdevs.end()) {
+    inputs_.vfio_cdevs[id] = it->second;
+  } else {
+    inputs_.vfio_cdevs.erase(id);
+  }
 }
 
 void ResourcePlanner::PlanUsb(const std::vector<UsbDevice>& usb,
@@ -127,12 +121,20 @@ std::set<std::string> ResourcePlanner::Plan(const std::vector<PciDevice>& pci,
     }
   }
   marked_ = std::move(dirty);  // the next call's
+  for (unsigned g : dirty_groups) {
+    if (inputs.vfio_group_nodes.count(g)) {
+      inputs_.vfio_group_nodes.insert(g);
+    } else {
+      inputs_.vfio_group_nodes.erase(g);
+    }
+  }
 
   std::set<std::string> changed;
   for (auto next = affected.begin(); next != affected.end(); ++next) {
     const PciAddress& a = *next;
     const PciDevice* dev = FindPciDevice(pci, a);
     const std::string id = a.ToString();
+    KeepInputs(id, enabled_pci, inputs);
     if (dev && dev->iommu_group) {
       group_of_[a] = *dev->iommu_group;
     } else {

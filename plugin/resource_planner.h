@@ -53,6 +53,9 @@ class ResourcePlanner {
   // node-sized inputs only after MarkInputsChanged (or MarkAll).
   void FindChanges(const std::set<std::string>& enabled_pci, const HealthInputs& inputs,
                    std::set<PciAddress>& dirty, std::set<unsigned>& dirty_groups);
+  // The kept enabled flag and cdev of the function `id` as the plan now has them.
+  void KeepInputs(const std::string& id, const std::set<std::string>& enabled_pci,
+                  const HealthInputs& inputs);
   void PlanUsb(const std::vector<UsbDevice>& usb, const std::set<std::string>& enabled_usb,
                const std::string& node_name, std::set<std::string>& changed);
 
