@@ -221,7 +221,7 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
 }
 
 void Reconciler::ReapplyIntents(std::function<void()> finish) {
-  const auto& intents = Intents();  // read before SubmitJob, which makes it stale
+  const auto& intents = Intents();  // used before SubmitJob: a job's answer replaces it
   if (intents.empty()) {
     finish();
     return;
@@ -403,6 +403,10 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted, const std::set<
       Busy(d.address.ToString(), -1);  // SubmitEnable counts it again
       (d.driver == vfio::kVfioDriver ? quick : slow).push_back(std::move(d));
     }
+    // Protection read once for this handler's enables (a scan of every function); the later
+    // batches read it again when their turn comes.
+    std::optional<absl::StatusOr<vfio::Protected>> protect;
+    if (!quick.empty() || !slow.empty()) protect = Protection();
     // Quick ones in batches of kEnableBatch, one batch a loop turn: thousands of them (a node's
     // start) would hold the loop for their copies, keys and protection scans.
     constexpr size_t kEnableBatch = 256;
@@ -413,7 +417,7 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted, const std::set<
           std::make_move_iterator(quick.begin() + static_cast<long>(first)),
           std::make_move_iterator(end));
       if (first == 0) {
-        SubmitEnable(std::move(batch), "config", each, nullptr);
+        SubmitEnable(std::move(batch), "config", each, nullptr, *protect);
         continue;
       }
       // Busy meanwhile (counted once more here): a reload in between does not enable them twice.
@@ -423,10 +427,7 @@ void Reconciler::ApplyConfig(const std::set<PciAddress>& wanted, const std::set<
         SubmitEnable(std::move(batch), "config", each, nullptr);
       });
     }
-    if (!slow.empty()) {
-      const auto protect = Protection();
-      for (PciDevice& d : slow) SubmitEnable({std::move(d)}, "config", each, nullptr, protect);
-    }
+    for (PciDevice& d : slow) SubmitEnable({std::move(d)}, "config", each, nullptr, *protect);
     for (const PciAddress& address : to_release) {
       const std::string id = address.ToString();
       if (!holders.ok() || holders->count(id)) {
@@ -572,19 +573,12 @@ void Reconciler::Absorb(const ReadBack& now) {
     if (*known != *now.device) PciChanged(now.address);
     *known = *now.device;
     const std::string id = now.address.ToString();
-    const auto cdev = probed_.vfio_cdevs.extract(id);
-    if (auto it = now.probe.vfio_cdevs.find(id); it != now.probe.vfio_cdevs.end()) {
-      probed_.vfio_cdevs[id] = it->second;
-      if (cdev.empty() || cdev.mapped() != it->second) planner_.MarkChanged(now.address);
-    } else if (!cdev.empty()) {
+    if (CopyElement(probed_.vfio_cdevs, now.probe.vfio_cdevs, id)) {
       planner_.MarkChanged(now.address);
     }
-    if (known->iommu_group) {
-      const unsigned g = *known->iommu_group;
-      const bool had = probed_.vfio_group_nodes.erase(g) != 0;
-      const bool has = now.probe.vfio_group_nodes.count(g) != 0;
-      if (has) probed_.vfio_group_nodes.insert(g);
-      if (has != had) planner_.MarkGroupChanged(g);
+    if (const auto g = known->iommu_group;
+        g && CopyElement(probed_.vfio_group_nodes, now.probe.vfio_group_nodes, *g)) {
+      planner_.MarkGroupChanged(*g);
     }
   }
   replan_due_ = true;

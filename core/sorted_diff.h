@@ -9,9 +9,9 @@
 namespace pcid {
 
 // Calls `f` with the key of every element in one of `a` and `b` and not the other, or in both
-// with different values; true if any.
+// with different values.
 template <typename C, typename F>
-bool ForEachChanged(const C& a, const C& b, F f) {
+void ForEachChanged(const C& a, const C& b, F f) {
   auto key = [](const auto& e) -> const auto& {
     if constexpr (requires { e.first; }) {
       return e.first;
@@ -19,46 +19,51 @@ bool ForEachChanged(const C& a, const C& b, F f) {
       return e;
     }
   };
-  bool any = false;
   auto i = a.begin();
   auto j = b.begin();
   while (i != a.end() || j != b.end()) {
     if (j == b.end() || (i != a.end() && key(*i) < key(*j))) {
       f(key(*i++));
-      any = true;
     } else if (i == a.end() || key(*j) < key(*i)) {
       f(key(*j++));
-      any = true;
     } else {
-      if (*i != *j) {
-        f(key(*i));
-        any = true;
-      }
+      if (*i != *j) f(key(*i));
       ++i;
       ++j;
     }
   }
-  return any;
+}
+
+// Makes `kept`'s element at `key` what `now` has there (absent, or the same value); true if that
+// changed `kept`.
+template <typename C>
+bool CopyElement(C& kept, const C& now, const typename C::key_type& key) {
+  auto from = now.find(key);
+  auto to = kept.find(key);
+  if (from == now.end()) {
+    if (to == kept.end()) return false;
+    kept.erase(to);
+    return true;
+  }
+  if (to != kept.end() && *to == *from) return false;
+  if constexpr (requires { typename C::mapped_type; }) {
+    kept.insert_or_assign(key, from->second);
+  } else {
+    kept.insert(*from);
+  }
+  return true;
 }
 
 // Makes `kept` equal to `now`, touching only the elements that differ, and calls `f` with each
-// one's key; true if any.
+// one's key.
 template <typename C, typename F>
-bool SyncChanged(C& kept, const C& now, F f) {
+void SyncChanged(C& kept, const C& now, F f) {
   std::vector<typename C::key_type> keys;
   ForEachChanged(kept, now, [&keys](const auto& k) { keys.push_back(k); });
   for (const auto& k : keys) {
     f(k);
-    auto it = now.find(k);
-    if (it == now.end()) {
-      kept.erase(k);
-    } else if constexpr (requires { typename C::mapped_type; }) {
-      kept.insert_or_assign(k, it->second);
-    } else {
-      kept.insert(*it);
-    }
+    CopyElement(kept, now, k);
   }
-  return !keys.empty();
 }
 
 }  // namespace pcid

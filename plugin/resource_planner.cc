@@ -40,16 +40,8 @@ void ResourcePlanner::FindChanges(const std::set<std::string>& enabled_pci,
 
 void ResourcePlanner::KeepInputs(const std::string& id, const std::set<std::string>& enabled_pci,
                                  const HealthInputs& inputs) {
-  if (enabled_pci.count(id)) {
-    enabled_pci_.insert(id);
-  } else {
-    enabled_pci_.erase(id);
-  }
-  if (auto it = inputs.vfio_cdevs.find(id); it != inputs.vfio_cdevs.end()) {
-    inputs_.vfio_cdevs[id] = it->second;
-  } else {
-    inputs_.vfio_cdevs.erase(id);
-  }
+  CopyElement(enabled_pci_, enabled_pci, id);
+  CopyElement(inputs_.vfio_cdevs, inputs.vfio_cdevs, id);
 }
 
 void ResourcePlanner::PlanUsb(const std::vector<UsbDevice>& usb,
@@ -121,13 +113,7 @@ std::set<std::string> ResourcePlanner::Plan(const std::vector<PciDevice>& pci,
     }
   }
   marked_ = std::move(dirty);  // the next call's
-  for (unsigned g : dirty_groups) {
-    if (inputs.vfio_group_nodes.count(g)) {
-      inputs_.vfio_group_nodes.insert(g);
-    } else {
-      inputs_.vfio_group_nodes.erase(g);
-    }
-  }
+  for (unsigned g : dirty_groups) CopyElement(inputs_.vfio_group_nodes, inputs.vfio_group_nodes, g);
 
   std::set<std::string> changed;
   for (auto next = affected.begin(); next != affected.end(); ++next) {
