@@ -1,6 +1,8 @@
 #include "cmd/list_command.h"
 
+#include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
+#include <absl/strings/str_join.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,7 +21,8 @@ namespace pcid::cmd {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: pcidevices list [--sysfs-root DIR] [--node-name N] [--usb] [--output table|json]\n"
+    "usage: pcidevices list [--sysfs-root DIR] [--node-name N] [--usb | --mdev]\n"
+    "                       [--output table|json]\n"
     "                       [--pci-ids FILE] [--usb-ids FILE]\n";
 
 std::string HostName() {
@@ -70,12 +73,106 @@ std::string UsbTable(const std::vector<UsbDevice>& devices, const std::string& n
                      rows);
 }
 
+// Three tables, each only when it has rows: types by parent, mdevs, and VFs with vendor vGPU files.
+std::string MdevTables(const MdevInventory& inventory) {
+  std::vector<std::string> tables;
+  std::vector<std::vector<std::string>> rows;
+  for (const MdevParent& parent : inventory.parents) {
+    for (const MdevType& type : parent.types) {
+      rows.push_back({parent.name, type.id, type.name, std::to_string(type.available_instances),
+                      type.device_api, MdevResourceName(type), type.description});
+    }
+    if (parent.types.empty()) rows.push_back({parent.name, "<none>", "", "", "", "", ""});
+  }
+  if (!rows.empty()) {
+    tables.push_back(FormatTable(
+        {"PARENT", "TYPE", "NAME", "AVAILABLE", "DEVICE API", "RESOURCE NAME", "DESCRIPTION"},
+        rows));
+  }
+  rows.clear();
+  for (const Mdev& mdev : inventory.mdevs) {
+    rows.push_back({mdev.uuid, mdev.parent, mdev.type,
+                    mdev.iommu_group ? std::to_string(*mdev.iommu_group) : "<none>",
+                    mdev.driver.empty() ? "<none>" : mdev.driver});
+  }
+  if (!rows.empty()) {
+    tables.push_back(FormatTable({"UUID", "PARENT", "TYPE", "IOMMU GROUP", "DRIVER"}, rows));
+  }
+  rows.clear();
+  for (const VendorVgpu& vgpu : inventory.vendor_vgpus) {
+    std::string current = "<none>";
+    for (const auto& [name, id] : vgpu.creatable) {
+      if (id == vgpu.current_type) current = absl::StrCat(name, " (", id, ")");
+    }
+    if (current == "<none>" && !vgpu.current_type.empty()) current = vgpu.current_type;
+    rows.push_back({vgpu.address.ToString(), current, std::to_string(vgpu.creatable.size())});
+  }
+  if (!rows.empty()) {
+    tables.push_back(FormatTable({"VF", "CURRENT VGPU TYPE", "CREATABLE TYPES"}, rows));
+  }
+  if (tables.empty()) return "No mediated device parents found.\n";
+  return absl::StrJoin(tables, "\n");
+}
+
+// {"parents": [...], "mdevs": [...], "vendorVgpus": [...]}, field names as the CRs spell theirs.
+std::string MdevJson(const MdevInventory& inventory) {
+  JsonWriter json(2);
+  json.BeginObject().Key("parents").BeginArray();
+  for (const MdevParent& parent : inventory.parents) {
+    json.BeginObject().Key("name").String(parent.name).Key("pciAddress");
+    if (parent.pci_address) {
+      json.String(parent.pci_address->ToString());
+    } else {
+      json.Null();
+    }
+    json.Key("types").BeginArray();
+    for (const MdevType& type : parent.types) {
+      json.BeginObject()
+          .Key("id")
+          .String(type.id)
+          .Key("name")
+          .String(type.name)
+          .Key("description")
+          .String(type.description)
+          .Key("deviceAPI")
+          .String(type.device_api)
+          .Key("availableInstances")
+          .Int(type.available_instances)
+          .Key("resourceName")
+          .String(MdevResourceName(type))
+          .EndObject();
+    }
+    json.EndArray().EndObject();
+  }
+  json.EndArray().Key("mdevs").BeginArray();
+  for (const Mdev& mdev : inventory.mdevs) {
+    json.BeginObject().Key("uuid").String(mdev.uuid).Key("parent").String(mdev.parent);
+    json.Key("type").String(mdev.type).Key("iommuGroup");
+    if (mdev.iommu_group) {
+      json.Int(*mdev.iommu_group);
+    } else {
+      json.Null();
+    }
+    json.Key("driver").String(mdev.driver).EndObject();
+  }
+  json.EndArray().Key("vendorVgpus").BeginArray();
+  for (const VendorVgpu& vgpu : inventory.vendor_vgpus) {
+    json.BeginObject().Key("address").String(vgpu.address.ToString());
+    json.Key("currentType").String(vgpu.current_type).Key("creatableTypes").BeginObject();
+    for (const auto& [name, id] : vgpu.creatable) json.Key(name).String(id);
+    json.EndObject().EndObject();
+  }
+  json.EndArray().EndObject();
+  return json.str() + "\n";
+}
+
 }  // namespace
 
 int RunList(const std::vector<std::string>& args) {
   auto log = MakeLogger("list");
-  auto cmdline = ParseCommandLine(
-      "list", args, {"sysfs-root", "node-name", "output", "pci-ids", "usb-ids"}, {"usb"}, kUsage);
+  auto cmdline =
+      ParseCommandLine("list", args, {"sysfs-root", "node-name", "output", "pci-ids", "usb-ids"},
+                       {"usb", "mdev"}, kUsage);
   if (!cmdline.flags) return cmdline.code;
   const ParsedFlags* flags = &*cmdline.flags;
   const std::string output = flags->Get("output", "table");
@@ -85,6 +182,11 @@ int RunList(const std::vector<std::string>& args) {
   }
   const std::string node = flags->Get("node-name", HostName());
   const bool usb = flags->Has("usb");
+  const bool mdev = flags->Has("mdev");
+  if (usb && mdev) {
+    std::cerr << "pcidevices list: --usb and --mdev cannot be combined\n" << kUsage;
+    return 2;
+  }
 
   auto sysfs = SysfsRoot::Open(flags->Get("sysfs-root", kDefaultSysfsRoot));
   if (!sysfs.ok()) {
@@ -93,7 +195,14 @@ int RunList(const std::vector<std::string>& args) {
   }
 
   std::string text;
-  if (!usb) {
+  if (mdev) {
+    auto inventory = udev::DiscoverMdevs(*sysfs, *log);
+    if (!inventory.ok()) {
+      log->error("{}", ToStd(inventory.status().message()));
+      return 1;
+    }
+    text = output == "table" ? MdevTables(*inventory) : MdevJson(*inventory);
+  } else if (!usb) {
     auto ids = LoadIds(flags->Get("pci-ids", ""), DefaultPciIdsPaths(), *log);
     auto devices = udev::DiscoverPciDevices(*sysfs, ids ? &*ids : nullptr, *log);
     if (!devices.ok()) {

@@ -1,7 +1,9 @@
 // File: cmd/list_command.h
 //
-// `pcidevices list [--sysfs-root DIR] [--node-name N] [--usb] [--output table|json]
+// `pcidevices list [--sysfs-root DIR] [--node-name N] [--usb | --mdev] [--output table|json]
 //                  [--pci-ids FILE] [--usb-ids FILE]`: the cloud-native lspci. Read-only.
+// `--mdev` shows mediated-device parents with their types, existing mdevs, and VFs with
+// vendor-specific vGPU types (table, or one JSON object with those three arrays).
 #pragma once
 
 #include <string>

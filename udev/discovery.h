@@ -14,11 +14,14 @@
 
 #include <absl/status/statusor.h>
 
+#include <map>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/device.h"
 #include "core/id_database.h"
+#include "core/mdev.h"
 #include "core/sysfs_root.h"
 
 namespace spdlog {
@@ -61,5 +64,17 @@ absl::StatusOr<std::vector<UsbDevice>> DiscoverUsbDevices(const SysfsRoot& sysfs
 
 // True for a USB device name as sysfs spells it: "usbN" or "B-P[.P...]" (no interfaces).
 bool IsUsbDeviceName(std::string_view name);
+
+// Mediated devices: every parent under `class/mdev_bus` with its types
+// (`mdev_supported_types/<id>/{name, description, available_instances, device_api}`), every mdev
+// under `bus/mdev/devices` (parent from where its directory sits, type from its `mdev_type` link,
+// IOMMU group and driver from their links), and every PCI function with NVIDIA's
+// `nvidia/creatable_vgpu_types`. A node without mdev support (no class/mdev_bus, no bus/mdev) has
+// none: an empty inventory, not an error. Garbled entries are logged and skipped.
+absl::StatusOr<MdevInventory> DiscoverMdevs(const SysfsRoot& sysfs, spdlog::logger& log);
+
+// NVIDIA's `creatable_vgpu_types` text ("ID    : vGPU Name" then "1145  : NVIDIA L40S-1B", ...):
+// name -> id; lines that are not a number, a colon and a name are skipped (the header too).
+std::map<std::string, std::string> ParseCreatableVgpuTypes(std::string_view text);
 
 }  // namespace pcid::udev
