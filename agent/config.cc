@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/attribute.h"
+#include "core/mdev.h"
 #include "core/status.h"
 #include "core/text_file.h"
 
@@ -80,6 +81,68 @@ absl::StatusOr<std::vector<SriovConfig>> ParseSriov(simdjson::dom::element value
   return out;
 }
 
+constexpr int64_t kMaxMdevCount = 4096;
+
+// `"mdevs": [{"parent": "0000:08:01.7", "type": "nvidia-746", "count": 1}]`. Parent and type end
+// up in sysfs paths: only names that are one safe path component pass.
+absl::StatusOr<std::vector<MdevConfig>> ParseMdevs(simdjson::dom::element value,
+                                                   const std::string& origin) {
+  simdjson::dom::array list;
+  if (value.get(list)) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": \"mdevs\" must be an array"));
+  }
+  std::vector<MdevConfig> out;
+  size_t index = 0;
+  for (simdjson::dom::element item : list) {
+    const std::string where = absl::StrCat(origin, ": mdevs[", index++, "]");
+    simdjson::dom::object entry;
+    if (item.get(entry)) return absl::InvalidArgumentError(absl::StrCat(where, ": want an object"));
+    MdevConfig c;
+    bool has_count = false;
+    for (auto [k, v] : entry) {
+      const std::string field = absl::StrCat(where, ".", std::string(k));
+      if (k == "parent" || k == "type") {
+        std::string_view text;
+        if (v.get(text)) return absl::InvalidArgumentError(absl::StrCat(field, ": want a string"));
+        std::string name(text);
+        if (k == "parent") {
+          if (auto a = ParsePciAddress(text); a.ok()) name = a->ToString();
+        }
+        if (!IsMdevComponent(name)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ": \"", name.substr(0, 80), "\" is not a ",
+              k == "parent" ? "PCI address or mdev parent name" : "type directory name",
+              " (letters, digits and \"-_.:\", at most 64)"));
+        }
+        (k == "parent" ? c.parent : c.type) = name;
+      } else if (k == "count") {
+        int64_t n = -1;
+        if (v.get(n) || n < 0 || n > kMaxMdevCount) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ": want an integer from 0 to ", kMaxMdevCount));
+        }
+        c.count = static_cast<unsigned>(n);
+        has_count = true;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": unknown key \"", std::string(k), "\""));
+      }
+    }
+    if (c.parent.empty() || c.type.empty() || !has_count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": want \"parent\", \"type\" and \"count\""));
+    }
+    for (const MdevConfig& other : out) {
+      if (other.parent == c.parent && other.type == c.type) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": type ", c.type, " of ", c.parent, " listed twice"));
+      }
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::string& origin) {
@@ -95,6 +158,10 @@ absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::str
   for (auto [key, value] : top) {
     if (key == "sriov") {
       PCID_ASSIGN_OR_RETURN(config.sriov, ParseSriov(value, origin));
+      continue;
+    }
+    if (key == "mdevs") {
+      PCID_ASSIGN_OR_RETURN(config.mdevs, ParseMdevs(value, origin));
       continue;
     }
     if (key != "enable" && key != "deny") {

@@ -14,6 +14,7 @@
 #include <functional>
 
 #include "core/json_writer.h"
+#include "core/mdev.h"
 #include "core/status.h"
 #include "core/text_file.h"
 #include "vfio/vfio.h"
@@ -76,6 +77,16 @@ std::string EncodeState(const NodeState& state) {
         w.Key("originalDriversAutoprobe").Bool(*intent.original_drivers_autoprobe);
       }
       w.EndObject();
+    }
+    w.EndArray();
+  }
+  if (!state.mdevs.empty()) {
+    w.Key("mdevs").BeginArray();
+    for (const auto& [uuid, intent] : state.mdevs) {
+      w.BeginObject().Key("uuid").String(uuid).Key("parent").String(intent.parent);
+      w.Key("type").String(intent.type).Key("sources").BeginArray();
+      for (const std::string& s : intent.sources) w.String(s);
+      w.EndArray().EndObject();
     }
     w.EndArray();
   }
@@ -218,6 +229,38 @@ absl::Status ReadUsbRecords(simdjson::dom::element root, const Bad& bad, NodeSta
   return absl::OkStatus();
 }
 
+// Optional: "mdevs": [{"uuid", "parent", "type", "sources"}]. Parent and type become path
+// components (class/mdev_bus/<parent>/mdev_supported_types/<type>/create).
+absl::Status ReadMdevIntents(simdjson::dom::element root, const Bad& bad, NodeState& out) {
+  simdjson::dom::element mdevs;
+  if (root["mdevs"].get(mdevs)) return absl::OkStatus();  // absent: none
+  simdjson::dom::array list;
+  if (mdevs.get(list)) return bad("\"mdevs\" must be an array");
+  size_t i = 0;
+  for (simdjson::dom::element e : list) {
+    const std::string where = absl::StrCat("mdevs[", i++, "]");
+    std::string_view uuid, parent, type;
+    simdjson::dom::array sources;
+    if (e["uuid"].get(uuid) || e["parent"].get(parent) || e["type"].get(type) ||
+        e["sources"].get(sources)) {
+      return bad(absl::StrCat(where, ": want uuid, parent, type and sources"));
+    }
+    auto parsed = ParseUuid(uuid);
+    if (!parsed.ok() || *parsed != uuid) {
+      return bad(absl::StrCat(where, ": uuid must be a UUID in lower case"));
+    }
+    if (!IsMdevComponent(parent) || !IsMdevComponent(type)) {
+      return bad(absl::StrCat(where, ": bad parent or type name"));
+    }
+    MdevIntent intent{std::string(parent), std::string(type), {}};
+    PCID_RETURN_IF_ERROR(ReadSources(sources, where, bad, intent.sources));
+    if (!out.mdevs.emplace(std::string(uuid), std::move(intent)).second) {
+      return bad(absl::StrCat(where, ": ", ToAbsl(uuid), " listed twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view origin) {
@@ -235,6 +278,7 @@ absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view or
   if (root["devices"].get(devices)) return bad("want a \"devices\" array");
   NodeState out;
   PCID_RETURN_IF_ERROR(ReadUsbRecords(root, bad, out));
+  PCID_RETURN_IF_ERROR(ReadMdevIntents(root, bad, out));
   size_t i = 0;
   for (simdjson::dom::element e : devices) {
     const std::string where = absl::StrCat("devices[", i++, "]");
@@ -324,6 +368,7 @@ absl::StatusOr<StateStore> StateStore::Open(const std::string& dir) {
     store.state_->snapshot =
         std::make_shared<const std::map<PciAddress, Intent>>(store.state_->saved.devices);
     store.state_->vf_counts = store.state_->saved.vf_counts;
+    store.state_->mdevs = store.state_->saved.mdevs;
   }
   return store;
 }
@@ -389,6 +434,31 @@ absl::Status StateStore::PutVfCount(const PciAddress& pf, std::optional<VfCountI
   state_->saved = std::move(next);
   MutexLock snapshot_lock(&state_->snapshot_mu);
   state_->vf_counts = state_->saved.vf_counts;
+  return absl::OkStatus();
+}
+
+std::map<std::string, MdevIntent> StateStore::mdevs() const {
+  MutexLock lock(&state_->snapshot_mu);
+  return state_->mdevs;
+}
+
+std::optional<MdevIntent> StateStore::FindMdev(const std::string& uuid) const {
+  MutexLock lock(&state_->snapshot_mu);
+  auto it = state_->mdevs.find(uuid);
+  if (it == state_->mdevs.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::Status StateStore::UpdateMdevs(
+    const std::function<void(std::map<std::string, MdevIntent>&)>& change) {
+  MutexLock lock(&state_->mu);
+  NodeState next = state_->saved;
+  change(next.mdevs);
+  if (next.mdevs == state_->saved.mdevs) return absl::OkStatus();
+  PCID_RETURN_IF_ERROR(Save(next));
+  state_->saved = std::move(next);
+  MutexLock snapshot_lock(&state_->snapshot_mu);
+  state_->mdevs = state_->saved.mdevs;
   return absl::OkStatus();
 }
 

@@ -128,11 +128,22 @@ struct UsbRecord {
   friend bool operator==(const UsbRecord&, const UsbRecord&) = default;
 };
 
+// A mediated device we keep (the config's "mdevs"): mdevs vanish at every reboot and every reload
+// of their parent's driver, so each is re-created with the same UUID, which a VM's domain names,
+// whenever its parent offers its type again.
+struct MdevIntent {
+  std::string parent;             // the parent's name under class/mdev_bus
+  std::string type;               // the type's id
+  std::set<std::string> sources;  // who wants it: "config"; empty = a removal under way
+  friend bool operator==(const MdevIntent&, const MdevIntent&) = default;
+};
+
 // Everything the state file holds.
 struct NodeState {
   std::map<PciAddress, Intent> devices;
   std::map<PciAddress, VfCountIntent> vf_counts;  // by PF
   std::map<std::string, UsbRecord> usb_devices;   // by USBDevice name
+  std::map<std::string, MdevIntent> mdevs = {};   // by UUID (lower case)
 };
 
 // The state directory (`--state-dir`): `state.json` plus `lock`, held exclusively (flock) for the
@@ -161,6 +172,10 @@ class StateStore {
   absl::Status Update(const std::function<void(std::map<PciAddress, Intent>&)>& change);
   // Replaces (or with nullopt erases) one PF's VF count intent and saves, as Put.
   absl::Status PutVfCount(const PciAddress& pf, std::optional<VfCountIntent> intent);
+  std::map<std::string, MdevIntent> mdevs() const;  // a copy
+  std::optional<MdevIntent> FindMdev(const std::string& uuid) const;
+  // Applies `change` to a copy of the mdev intents and saves it, as Update.
+  absl::Status UpdateMdevs(const std::function<void(std::map<std::string, MdevIntent>&)>& change);
   std::map<std::string, UsbRecord> usb_devices() const;  // a copy
   // Replaces the USB records and saves (nothing is written when they are unchanged).
   absl::Status PutUsbDevices(std::map<std::string, UsbRecord> records);
@@ -182,6 +197,7 @@ class StateStore {
     std::shared_ptr<const std::map<PciAddress, Intent>> snapshot ABSL_GUARDED_BY(snapshot_mu) =
         std::make_shared<const std::map<PciAddress, Intent>>();
     std::map<PciAddress, VfCountIntent> vf_counts ABSL_GUARDED_BY(snapshot_mu);
+    std::map<std::string, MdevIntent> mdevs ABSL_GUARDED_BY(snapshot_mu);
   };
   std::string dir_;
   UniqueFd lock_;
@@ -298,5 +314,37 @@ std::vector<absl::Status> ReapplyVfCounts(const Node& node, StateStore& store,
 // no recorded count or already has it.
 absl::Status ReapplyVfCount(const Node& node, StateStore& store, const PciDevice& pf,
                             const Protected& protect);
+
+// ---- Mediated devices ----------------------------------------------------------------------
+
+// Create steps: 1 intents saved, 2 a UUID written to the type's `create` (once per mdev),
+// 3 verified (bus/mdev/devices/<uuid>). Release steps: 1 intent saved without sources,
+// 2 `remove` written, 3 intent forgotten. A kill at any step leaves an intent that ReapplyMdev
+// brings about.
+inline constexpr int kMdevSteps = 3;
+
+// Creates one mdev per UUID in `uuids` (lower case, see ParseUuid), of type `type` on `parent`,
+// for `source`. Refuses, with nothing written: a parent that is not there, a type it does not
+// offer, a parent that is a protected PCI function, and more new mdevs than the type's
+// available_instances. Records every intent in one save before the first write; a UUID the
+// kernel then refuses is forgotten again (it names no device). An mdev that already exists with
+// that parent and type only gains the source; one with another is refused. Returns the first
+// failure; the other UUIDs are still tried.
+absl::Status CreateMdevs(const Node& node, StateStore& store, const std::string& parent,
+                         const std::string& type, const std::vector<std::string>& uuids,
+                         std::string_view source, const Protected& protect);
+
+// Drops `source` from the mdev's intent; when none is left, removes the mdev (`remove`) and
+// forgets it. Refused (FailedPrecondition, nothing changed) while a process has its IOMMU group
+// open (a VM running on it). OK when `source` had no such mdev.
+absl::Status ReleaseMdev(const Node& node, StateStore& store, const std::string& uuid,
+                         std::string_view source);
+
+// Brings one recorded mdev about: re-creates it, with its UUID, when it is missing and its parent
+// offers its type (FailedPrecondition when the parent or type is not there: retried when they
+// come back), and finishes an interrupted release. OK when there is nothing to do, the intent
+// being unknown included.
+absl::Status ReapplyMdev(const Node& node, StateStore& store, const std::string& uuid,
+                         const Protected& protect);
 
 }  // namespace pcid::vfio

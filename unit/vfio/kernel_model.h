@@ -1,8 +1,9 @@
 // File: unit/vfio/kernel_model.h
 //
 // A model of the kernel's PCI driver-binding attributes on a fixture tree, for the vfio unit
-// tests: writes to driver_override, driver/unbind, drivers_probe, drivers/<d>/bind and
-// sriov_numvfs change the tree (driver links, /dev/vfio/<group>) as the kernel would. The real
+// tests: writes to driver_override, driver/unbind, drivers_probe, drivers/<d>/bind,
+// sriov_numvfs, and an mdev type's create and an mdev's remove change the tree (driver links,
+// /dev/vfio/<group>, mdevs) as the kernel would. The real
 // kernel is exercised by the VM test (e2e/vm); this checks our step logic and failure handling.
 #pragma once
 
@@ -10,6 +11,7 @@
 #include <absl/strings/match.h>
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
+#include <absl/strings/str_split.h>
 
 #include <filesystem>
 #include <fstream>
@@ -18,7 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "core/mdev.h"
 #include "core/status.h"
+#include "unit/udev/mdev_fixture.h"
 #include "unit/udev/tree_fixture.h"
 
 namespace pcid::testing {
@@ -85,9 +89,35 @@ class KernelModel {
     if (!want.empty() && Driver(address).empty()) Bind(address, want);
   }
 
+  // An mdev parent (mdev_fixture.h) whose types' create and mdevs' remove the model serves.
+  void AddMdevParent(const std::string& parent_dir, const std::string& name,
+                     const std::vector<MdevTypeSpec>& types) {
+    testing::AddMdevParent(sys_, parent_dir, name, types);
+    mdev_parents_[name] = parent_dir;
+  }
+  // The parent's driver unloaded (a reboot's stand-in): its mdevs and class/mdev_bus entry go.
+  void UnloadMdevParent(const std::string& name) {
+    for (auto it = mdevs_.begin(); it != mdevs_.end();) {
+      if (it->second.parent == name) {
+        RemoveMdevFiles(it->first, it->second);
+        it = mdevs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::filesystem::remove(sys_.root() / "class/mdev_bus" / name);
+    std::filesystem::remove_all(sys_.root() / mdev_parents_.at(name));
+  }
+  std::string MdevGroup(const std::string& uuid) const { return mdevs_.at(uuid).group; }
+  bool HasMdev(const std::string& uuid) const { return mdevs_.count(uuid) > 0; }
+  std::set<std::string> busy_mdevs;  // remove fails with EBUSY (the vendor driver's refusal)
+
   absl::Status Write(std::string_view rel_view, std::string_view value) {
     const std::string rel(rel_view);
     writes.push_back(rel + "=" + std::string(value));
+    if (absl::StartsWith(rel, "class/mdev_bus/") || absl::StartsWith(rel, "bus/mdev/devices/")) {
+      return WriteMdev(rel, value);
+    }
     if (absl::EndsWith(rel, "/new_id")) return absl::InternalError("new_id must never be written");
     const std::string dev_prefix = "bus/pci/devices/";
     if (absl::StartsWith(rel, dev_prefix)) {
@@ -219,6 +249,74 @@ class KernelModel {
     return absl::OkStatus();
   }
 
+  struct MdevModel {
+    std::string parent;
+    std::string type;
+    std::string group;
+  };
+
+  std::string TypeDir(const std::string& parent, const std::string& type) const {
+    return mdev_parents_.at(parent) + "/mdev_supported_types/" + type;
+  }
+  unsigned Available(const std::string& parent, const std::string& type) const {
+    std::ifstream in(sys_.root() / TypeDir(parent, type) / "available_instances");
+    unsigned n = 0;
+    in >> n;
+    return n;
+  }
+  void SetAvailable(const std::string& parent, const std::string& type, unsigned n) {
+    sys_.WriteFile(TypeDir(parent, type) + "/available_instances", absl::StrCat(n, "\n"));
+  }
+
+  // As mdev_sysfs.c's create_store (a UUID of 36 characters, a newline allowed; EEXIST for a
+  // UUID in use; the driver's ENOSPC without room) and remove_store.
+  absl::Status WriteMdev(const std::string& rel, std::string_view value) {
+    std::vector<std::string> parts = absl::StrSplit(rel, '/');
+    if (parts.size() == 6 && parts[0] == "class" && parts[3] == "mdev_supported_types" &&
+        parts[5] == "create") {
+      const std::string& parent = parts[2];
+      const std::string& type = parts[4];
+      if (!mdev_parents_.count(parent) ||
+          !std::filesystem::exists(sys_.root() / TypeDir(parent, type))) {
+        return absl::NotFoundError(rel + ": no such file");
+      }
+      std::string uuid(value);
+      if (uuid.size() == 37 && uuid.back() == '\n') uuid.pop_back();
+      auto parsed = ParseUuid(uuid);
+      if (!parsed.ok()) return absl::InvalidArgumentError("create: -22");
+      uuid = *parsed;
+      if (mdevs_.count(uuid)) return absl::AlreadyExistsError("create: -17");
+      const unsigned available = Available(parent, type);
+      if (available == 0) return absl::ResourceExhaustedError("create: -28");
+      const std::string group = absl::StrCat(next_mdev_group_++);
+      AddMdev(sys_, mdev_parents_.at(parent), uuid, type, group);
+      dev_.WriteFile("vfio/" + group, "");
+      SetAvailable(parent, type, available - 1);
+      mdevs_[uuid] = {parent, type, group};
+      return absl::OkStatus();
+    }
+    if (parts.size() == 5 && parts[1] == "mdev" && parts[4] == "remove") {
+      auto it = mdevs_.find(parts[3]);
+      if (it == mdevs_.end()) return absl::NotFoundError(rel + ": no such file");
+      if (value != "1") return absl::InvalidArgumentError("remove: -22");
+      if (busy_mdevs.count(it->first)) return absl::ResourceExhaustedError("remove: -16 (busy)");
+      RemoveMdevFiles(it->first, it->second);
+      SetAvailable(it->second.parent, it->second.type,
+                   Available(it->second.parent, it->second.type) + 1);
+      mdevs_.erase(it);
+      return absl::OkStatus();
+    }
+    return absl::PermissionDeniedError(rel + ": not writable in the model");
+  }
+  void RemoveMdevFiles(const std::string& uuid, const MdevModel& m) {
+    const std::string dir = mdev_parents_.at(m.parent);
+    std::filesystem::remove_all(sys_.root() / dir / uuid);
+    std::filesystem::remove(sys_.root() / TypeDir(m.parent, m.type) / "devices" / uuid);
+    std::filesystem::remove(sys_.root() / "bus/mdev/devices" / uuid);
+    std::filesystem::remove_all(sys_.root() / "kernel/iommu_groups" / m.group);
+    std::filesystem::remove(dev_.root() / "vfio" / m.group);
+  }
+
   void WriteDriverFiles(const std::string& name) {
     sys_.WriteFile("bus/pci/drivers/" + name + "/bind", "");
     sys_.WriteFile("bus/pci/drivers/" + name + "/unbind", "");
@@ -246,6 +344,9 @@ class KernelModel {
   std::map<std::string, std::string> group_;
   std::set<std::string> arriving_;
   std::map<std::string, Pf> pfs_;
+  std::map<std::string, std::string> mdev_parents_;  // name -> directory
+  std::map<std::string, MdevModel> mdevs_;           // by UUID
+  unsigned next_mdev_group_ = 300;
 };
 
 }  // namespace pcid::testing
