@@ -5,10 +5,20 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include "core/mdev.h"
 #include "core/status.h"
 #include "udev/discovery.h"
 
 namespace pcid::agent {
+namespace {
+
+// The ID the kubelet passes names a path: only a UUID as the kernel spells it.
+bool IsLowerUuid(const std::string& id) {
+  auto uuid = ParseUuid(id);
+  return uuid.ok() && *uuid == id;
+}
+
+}  // namespace
 
 absl::Status HandOver(const HookContext& ctx, const std::string& host_path) {
   constexpr std::string_view kDev = "/dev/";
@@ -30,6 +40,20 @@ plugin::ServerHooks MakePluginHooks(const HookContext& ctx) {
   plugin::ServerHooks hooks;
   hooks.pre_start = [&ctx](const plugin::Resource& r, const std::vector<std::string>& ids) {
     for (const std::string& id : ids) {
+      const plugin::PluginDevice* dev = plugin::FindDevice(r, id);
+      if (r.mdev) {
+        // Still there (its parent may have gone since the plan), with its group's node.
+        if (dev == nullptr || !IsLowerUuid(id) ||
+            !ctx.sysfs.Exists(absl::StrCat("bus/mdev/devices/", id))) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": mdev ", id, " is not there (bus/mdev/devices)"));
+        }
+        if (!dev->iommu_group || !ctx.dev.Exists(absl::StrCat("vfio/", *dev->iommu_group))) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": mdev ", id, ": its /dev/vfio group node is missing"));
+        }
+        continue;
+      }
       auto driver = udev::ReadPciDriver(ctx.sysfs, id);
       if (!driver.ok()) {
         return absl::FailedPreconditionError(
@@ -40,7 +64,6 @@ plugin::ServerHooks MakePluginHooks(const HookContext& ctx) {
                                                           driver->empty() ? "no driver" : *driver,
                                                           ", not vfio-pci"));
       }
-      const plugin::PluginDevice* dev = plugin::FindDevice(r, id);
       if (dev == nullptr || !dev->iommu_group ||
           !ctx.dev.Exists(absl::StrCat("vfio/", *dev->iommu_group))) {
         return absl::FailedPreconditionError(

@@ -45,6 +45,8 @@ class Binder {
   virtual std::map<PciAddress, vfio::VfCountIntent> VfCounts() const = 0;
   // The recorded USB devices, by USBDevice name (a copy).
   virtual std::map<std::string, vfio::UsbRecord> UsbRecords() const = 0;
+  // The recorded mdevs, by UUID (a copy; a node keeps a few dozen).
+  virtual std::map<std::string, vfio::MdevIntent> MdevIntents() const = 0;
 };
 
 // The key a job on `dev` holds: its IOMMU group, or its address when it has none.

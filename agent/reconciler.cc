@@ -58,6 +58,7 @@ bool Reconciler::Discover() {
   planner_.MarkAll();
   pci_changed_ = true;
   DiscoverUsb();
+  DiscoverMdevs();
   return true;
 }
 
@@ -181,6 +182,7 @@ bool Reconciler::Start(DaemonConfig config, std::function<void()> ready) {
   auto finish = [this, ready = std::move(ready)] {
     started_ = true;
     Select(/*report=*/true);
+    ReconcileMdevs(/*report=*/true);
     Replan();
     if (ready) ready();
   };
@@ -278,6 +280,7 @@ void Reconciler::OnConfig(DaemonConfig config) {
   published_.reset();  // the deny list may protect other SR-IOV PFs now
   if (!Discover()) return;
   if (started_) Select(/*report=*/true);
+  ReconcileMdevs(/*report=*/true);
   Replan();
 }
 
@@ -601,8 +604,9 @@ void Reconciler::Replan(bool probe) {
   // Thousands of functions changing at once (a start, a batch of binds) are planned a slice per
   // loop turn: the loop sees its sockets and timers in between.
   constexpr size_t kPlanSlice = 128;
-  const std::set<std::string> changed =
+  std::set<std::string> changed =
       planner_.Plan(devices_, usb_, enabled_, enabled_usb_, options_.node, probed_, kPlanSlice);
+  changed.merge(PlanMdevs());
   if (planner_.pending()) replan_due_ = true;
   const auto& plan = planner_.resources();
   // A line per device whose health changed; a plan that changes thousands at once (a node's
@@ -614,7 +618,7 @@ void Reconciler::Replan(bool probe) {
     if (r == plan.end()) continue;
     for (const auto& d : r->second.devices) {
       auto& last = reported_[d.id];
-      const char* bus = d.usb ? "usb" : "pci";
+      const char* bus = d.usb ? "usb" : d.mdev ? "mdev" : "pci";
       if (!d.healthy && last != d.health_reason) {
         if (lines++ < kHealthLines) {
           ports_.log.warn("{} {}: unhealthy: {}", bus, d.id, d.health_reason);
@@ -654,7 +658,7 @@ void Reconciler::Replan(bool probe) {
   // shared IOMMU group), or an unplugged device waits for its pod to end.
   std::set<std::string> held;
   for (const auto& [id, holder] : probed_.allocated_to) held.insert(id);
-  holders_.SetPolling(SharesGroup(held) || !removed_.empty());
+  holders_.SetPolling(SharesGroup(held) || !removed_.empty() || mdev_held_);
 }
 
 // The IOMMU groups of the functions among `ids` that have one.
@@ -705,6 +709,7 @@ void Reconciler::OnHoldersChanged() {
   DropRemovedUnheld();
   // A device the config dropped while it was held may be released now.
   if (started_) Select(/*report=*/false);
+  if (mdev_held_) ReconcileMdevs(/*report=*/false);  // an mdev to remove waits for its pod
   Replan(/*probe=*/false);
 }
 
@@ -724,7 +729,9 @@ const std::map<PciAddress, vfio::Intent>& Reconciler::Intents() {
 
 std::optional<Clock::time_point> Reconciler::NextWake() const {
   if (replan_due_ || !soon_.empty()) return ports_.clock.Now();
-  return holders_.NextWake();
+  std::optional<Clock::time_point> wake = holders_.NextWake();
+  if (mdev_look_ && (!wake || *mdev_look_ < *wake)) wake = mdev_look_;
+  return wake;
 }
 
 void Reconciler::RunDue() {
@@ -736,6 +743,11 @@ void Reconciler::RunDue() {
   if (vf_recheck_ && started_) {
     vf_recheck_ = false;
     ApplyVfCounts(/*report=*/false);
+  }
+  if (mdev_look_ && *mdev_look_ <= ports_.clock.Now()) {
+    mdev_look_.reset();
+    DiscoverMdevs();
+    ReconcileMdevs(/*report=*/false);
   }
   if (replan_due_) {
     replan_due_ = false;
@@ -763,7 +775,11 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   bool usb_changed = false;
   bool gone = false;  // a function went (removed, or unreadable)
   std::vector<PciAddress> arrived;
+  bool mdev_changed = false;  // an mdev came or went, or a PCI parent's driver did
   for (const auto& ev : events) {
+    if (ev.subsystem == "mdev" || (ev.subsystem == "pci" && ev.action != "change")) {
+      mdev_changed = true;
+    }
     if (ev.subsystem == "usb") {
       ports_.log.info("usb {}: {}", ev.name, ev.action);
       usb_changed = true;
@@ -815,6 +831,11 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
     }
   }
   if (usb_changed) DiscoverUsb();  // a USB bus is small: read it again
+  if (mdev_changed && (!mdevs_.parents.empty() || !config_.mdevs.empty() ||
+                       mdev_look_.has_value() || !mdevs_.mdevs.empty())) {
+    DiscoverMdevs();
+    ReconcileMdevs(/*report=*/false);
+  }
   if (!changed && !usb_changed) return;
   if (started_) {
     ReapplyArrivals(arrived);

@@ -29,6 +29,7 @@
 #include "agent/ports.h"
 #include "core/clock.h"
 #include "core/id_database.h"
+#include "core/mdev.h"
 #include "core/sysfs_root.h"
 #include "plugin/resource_planner.h"
 #include "projection/projection.h"
@@ -177,6 +178,19 @@ class Reconciler {
   void OnHoldersChanged();
   std::set<std::string> KeysFor(const std::vector<PciAddress>& addresses) const;
   void Busy(const std::string& id, int delta);
+  // Mediated devices (reconciler_mdev.cc): the config's "mdevs" and the recorded ones brought
+  // about, one kernel job per parent at a time; re-created when their parent is back (seen by
+  // uevents, and by a look every few seconds while one is missing: a virtual parent's module
+  // loading sends no uevent we listen to); served one resource per type.
+  void DiscoverMdevs();
+  void ReconcileMdevs(bool report);
+  // What a job could not do: each failure is logged, and its key (a "parent/type" or a UUID) is
+  // not tried again until a reload or the parent's return.
+  using MdevFailures = std::vector<std::pair<std::string, absl::Status>>;
+  using MdevWork = std::function<MdevFailures(const vfio::Node&, vfio::StateStore&)>;
+  void SubmitMdevJob(std::string what, const std::string& parent, MdevWork work);
+  void ReleaseMdevs(const std::string& parent, std::vector<std::string> uuids);
+  std::set<std::string> PlanMdevs();
 
   ReconcilerOptions options_;
   ReconcilerPorts ports_;
@@ -218,6 +232,13 @@ class Reconciler {
   plugin::ResourcePlanner planner_;
   bool pci_changed_ = true;  // devices_ changed since the inventory was last published
   std::shared_ptr<const projection::Inventory> published_;
+  MdevInventory mdevs_;                               // last mdev discovery
+  std::map<std::string, std::string> mdev_resource_;  // UUID -> its type's resource, last seen
+  std::set<std::string> mdev_busy_;     // parents with a kernel job (or a holders' answer) due
+  std::set<std::string> mdev_refused_;  // "parent/type" or UUIDs refused, see SubmitMdevJob
+  bool mdevs_changed_ = true;           // the mdev resources are to be planned again
+  bool mdev_held_ = false;              // an mdev to remove is held by a pod: PodResources polled
+  std::optional<Clock::time_point> mdev_look_;  // the next look for parents that are back
   // Cleared when the reconciler goes: kernel jobs finishing later touch nothing.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -197,8 +197,10 @@ int RunList(const std::vector<std::string>& args) {
   std::string text;
   if (mdev) {
     auto inventory = udev::DiscoverMdevs(*sysfs, *log);
-    if (!inventory.ok()) {
-      log->error("{}", ToStd(inventory.status().message()));
+    absl::Status vendor =
+        inventory.ok() ? udev::DiscoverVendorVgpus(*sysfs, *log, *inventory) : inventory.status();
+    if (!vendor.ok()) {
+      log->error("{}", ToStd(vendor.message()));
       return 1;
     }
     text = output == "table" ? MdevTables(*inventory) : MdevJson(*inventory);

@@ -47,9 +47,16 @@ void ResourcePlanner::KeepInputs(const std::string& id, const std::set<std::stri
 void ResourcePlanner::PlanUsb(const std::vector<UsbDevice>& usb,
                               const std::set<std::string>& enabled_usb,
                               const std::string& node_name, std::set<std::string>& changed) {
-  auto now = PlanUsbResources(usb, enabled_usb, node_name);
+  ReplaceKind(
+      PlanUsbResources(usb, enabled_usb, node_name), [](const Resource& r) { return r.usb; },
+      changed);
+}
+
+template <typename IsKind>
+void ResourcePlanner::ReplaceKind(std::map<std::string, Resource> now, IsKind is_kind,
+                                  std::set<std::string>& changed) {
   for (auto it = plan_.begin(); it != plan_.end();) {
-    if (it->second.usb && !now.count(it->first)) {
+    if (is_kind(it->second) && !now.count(it->first)) {
       changed.insert(it->first);
       it = plan_.erase(it);
     } else {
@@ -58,10 +65,18 @@ void ResourcePlanner::PlanUsb(const std::vector<UsbDevice>& usb,
   }
   for (auto& [name, r] : now) {
     auto [it, added] = plan_.try_emplace(name);
+    if (!added && !is_kind(it->second)) continue;  // another kind's name: first come keeps it
     if (!added && it->second == r) continue;
     it->second = std::move(r);
     changed.insert(name);
   }
+}
+
+std::set<std::string> ResourcePlanner::PlanMdevs(std::map<std::string, Resource> now) {
+  std::set<std::string> changed;
+  ReplaceKind(
+      std::move(now), [](const Resource& r) { return r.mdev; }, changed);
+  return changed;
 }
 
 std::set<std::string> ResourcePlanner::Plan(const std::vector<PciDevice>& pci,

@@ -42,6 +42,9 @@ class ResourcePlanner {
                              const std::set<std::string>& enabled_pci,
                              const std::set<std::string>& enabled_usb, const std::string& node_name,
                              const HealthInputs& inputs, size_t max_functions = SIZE_MAX);
+  // Replaces the mdev resources with `now` (PlanMdevResources); returns the names added, changed
+  // or gone. A name a PCI or USB resource has is left to it.
+  std::set<std::string> PlanMdevs(std::map<std::string, Resource> now);
   // Functions are left to plan: call Plan again (with the same or newer inputs).
   bool pending() const { return all_ || !marked_.empty() || !marked_groups_.empty(); }
 
@@ -58,6 +61,10 @@ class ResourcePlanner {
                   const HealthInputs& inputs);
   void PlanUsb(const std::vector<UsbDevice>& usb, const std::set<std::string>& enabled_usb,
                const std::string& node_name, std::set<std::string>& changed);
+  // Puts `now` in place of the plan's resources of one kind (`is_kind`), adding to `changed`.
+  template <typename IsKind>
+  void ReplaceKind(std::map<std::string, Resource> now, IsKind is_kind,
+                   std::set<std::string>& changed);
 
   bool all_ = true;
   bool compare_all_ = true;

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "core/naming.h"
+#include "core/status.h"
 
 namespace pcid::plugin {
 namespace {
@@ -79,11 +80,56 @@ const PluginDevice* FindDevice(const Resource& resource, const std::string& id) 
   return it != resource.devices.end() && it->id == id ? &*it : nullptr;
 }
 
-std::string ResourceEnvName(const std::string& resource_name, bool usb) {
+namespace {
+
+std::string EnvName(std::string_view prefix, const std::string& resource_name) {
   std::string suffix = absl::AsciiStrToUpper(resource_name);
   std::replace(suffix.begin(), suffix.end(), '/', '_');
   std::replace(suffix.begin(), suffix.end(), '.', '_');
-  return absl::StrCat(usb ? "USB_RESOURCE_" : "PCI_RESOURCE_", suffix);
+  return absl::StrCat(ToAbsl(prefix), suffix);
+}
+
+}  // namespace
+
+std::string ResourceEnvName(const std::string& resource_name, bool usb) {
+  return EnvName(usb ? "USB_RESOURCE_" : "PCI_RESOURCE_", resource_name);
+}
+
+std::string MdevResourceEnvName(const std::string& resource_name) {
+  return EnvName("MDEV_PCI_RESOURCE_", resource_name);
+}
+
+std::map<std::string, Resource> PlanMdevResources(const std::vector<ServedMdev>& served) {
+  std::map<std::string, Resource> resources;
+  for (const ServedMdev& m : served) {
+    Resource& r = resources[m.resource];
+    if (r.name.empty()) {
+      r.name = m.resource;
+      r.env_name = MdevResourceEnvName(m.resource);
+      r.mdev = true;
+    }
+    PluginDevice d;
+    d.id = m.uuid;
+    d.env_value = m.uuid;
+    d.numa_node = m.numa_node;
+    d.iommu_group = m.iommu_group;
+    d.mdev = true;
+    if (m.iommu_group) d.nodes.push_back({absl::StrCat("/dev/vfio/", *m.iommu_group)});
+    if (!m.present) {
+      d.health_reason = "mdev missing (its parent gone or not yet back)";
+    } else if (!m.iommu_group) {
+      d.health_reason = "mdev has no IOMMU group";
+    } else if (!m.group_node) {
+      d.health_reason = absl::StrCat("/dev/vfio/", *m.iommu_group, " missing");
+    }
+    d.healthy = d.health_reason.empty();
+    r.devices.push_back(std::move(d));
+  }
+  for (auto& [name, r] : resources) {
+    std::sort(r.devices.begin(), r.devices.end(),
+              [](const PluginDevice& a, const PluginDevice& b) { return a.id < b.id; });
+  }
+  return resources;
 }
 
 std::map<std::string, Resource> PlanUsbResources(const std::vector<UsbDevice>& usb,

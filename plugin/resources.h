@@ -32,6 +32,7 @@ struct PluginDevice {
   std::string env_value;          // PCI: the address; USB: "<bus>:<devnum>" in decimal
   std::vector<DeviceNode> nodes;  // without the shared /dev/vfio/vfio (added once per answer)
   bool usb = false;
+  bool mdev = false;  // id and env value are the mdev's UUID
   friend bool operator==(const PluginDevice&, const PluginDevice&) = default;
 };
 
@@ -39,6 +40,7 @@ struct Resource {
   std::string name;      // "nvidia.com/GP106_GEFORCE_GTX_1060_3GB"
   std::string env_name;  // "PCI_RESOURCE_NVIDIA_COM_GP106_GEFORCE_GTX_1060_3GB"
   bool usb = false;
+  bool mdev = false;                  // one mdev type's devices (MDEV_PCI_RESOURCE_...)
   std::vector<PluginDevice> devices;  // sorted by id
   friend bool operator==(const Resource&, const Resource&) = default;
 };
@@ -77,6 +79,25 @@ const PluginDevice* FindDevice(const Resource& resource, const std::string& id);
 
 // `PCI_RESOURCE_` / `USB_RESOURCE_` + name upper-cased with '/' and '.' as '_' (KubeVirt's rule).
 std::string ResourceEnvName(const std::string& resource_name, bool usb);
+// The same with `MDEV_PCI_RESOURCE_`, for mdev types.
+std::string MdevResourceEnvName(const std::string& resource_name);
+
+// An mdev the agent keeps, as the owner thread knows it.
+struct ServedMdev {
+  std::string uuid;
+  // Its type's resource name (MdevResourceName), as last seen: an mdev whose parent is gone
+  // stays listed, Unhealthy, under the same resource.
+  std::string resource;
+  std::optional<unsigned> iommu_group;  // nullopt: the kernel has no such mdev now, or no group
+  bool present = false;                 // bus/mdev/devices/<uuid> exists
+  bool group_node = false;              // <dev-root>/vfio/<group> exists
+  int numa_node = -1;                   // the parent's
+  friend bool operator==(const ServedMdev&, const ServedMdev&) = default;
+};
+
+// One resource per mdev type: each mdev a device whose ID and environment value are its UUID,
+// with /dev/vfio/<group>; healthy when it exists and so does its group's node.
+std::map<std::string, Resource> PlanMdevResources(const std::vector<ServedMdev>& served);
 
 // Plans every resource for the enabled PCI functions (by address) and USB devices (by object
 // name). A function is healthy only when it is on vfio-pci, its /dev/vfio/<group> exists, every

@@ -68,10 +68,15 @@ bool IsUsbDeviceName(std::string_view name);
 // Mediated devices: every parent under `class/mdev_bus` with its types
 // (`mdev_supported_types/<id>/{name, description, available_instances, device_api}`), every mdev
 // under `bus/mdev/devices` (parent from where its directory sits, type from its `mdev_type` link,
-// IOMMU group and driver from their links), and every PCI function with NVIDIA's
-// `nvidia/creatable_vgpu_types`. A node without mdev support (no class/mdev_bus, no bus/mdev) has
-// none: an empty inventory, not an error. Garbled entries are logged and skipped.
+// IOMMU group and driver from their links). A node without mdev support (no class/mdev_bus, no
+// bus/mdev) has none: an empty inventory, not an error. Garbled entries are logged and skipped.
+// Cheap (a few directory reads): the agent reads it again at every change.
 absl::StatusOr<MdevInventory> DiscoverMdevs(const SysfsRoot& sysfs, spdlog::logger& log);
+
+// Every PCI function with NVIDIA's `nvidia/creatable_vgpu_types` into `inventory.vendor_vgpus`:
+// a look at every function, so not at every change.
+absl::Status DiscoverVendorVgpus(const SysfsRoot& sysfs, spdlog::logger& log,
+                                 MdevInventory& inventory);
 
 // NVIDIA's `creatable_vgpu_types` text ("ID    : vGPU Name" then "1145  : NVIDIA L40S-1B", ...):
 // name -> id; lines that are not a number, a colon and a name are skipped (the header too).

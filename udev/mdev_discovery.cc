@@ -175,6 +175,12 @@ absl::StatusOr<MdevInventory> DiscoverMdevs(const SysfsRoot& sysfs, spdlog::logg
     }
     inventory.mdevs.push_back(*std::move(mdev));
   }
+  return inventory;
+}
+
+absl::Status DiscoverVendorVgpus(const SysfsRoot& sysfs, spdlog::logger& log,
+                                 MdevInventory& inventory) {
+  inventory.vendor_vgpus.clear();
   PCID_ASSIGN_OR_RETURN(const std::vector<std::string> functions,
                         ListSorted(sysfs, "bus/pci/devices"));
   for (const std::string& name : functions) {
@@ -184,7 +190,7 @@ absl::StatusOr<MdevInventory> DiscoverMdevs(const SysfsRoot& sysfs, spdlog::logg
       inventory.vendor_vgpus.push_back(*std::move(vgpu));
     }
   }
-  return inventory;
+  return absl::OkStatus();
 }
 
 }  // namespace pcid::udev

@@ -25,7 +25,7 @@ absl::StatusOr<std::unique_ptr<DeviceMonitor>> DeviceMonitor::Open(std::string_v
     return ErrnoStatus(err, absl::StrCat("udev_monitor_new_from_netlink(", name, ")"));
   }
   auto monitor = std::unique_ptr<DeviceMonitor>(new DeviceMonitor(u, m));
-  for (const char* subsystem : {"pci", "usb"}) {
+  for (const char* subsystem : {"pci", "usb", "mdev"}) {
     if (int rc = udev_monitor_filter_add_match_subsystem_devtype(m, subsystem, nullptr); rc < 0) {
       return ErrnoStatus(-rc, absl::StrCat("udev monitor filter ", subsystem));
     }

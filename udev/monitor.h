@@ -1,6 +1,6 @@
 // File: udev/monitor.h
 //
-// Hotplug: a libudev monitor for the `pci` and `usb` subsystems (add, remove, change, bind,
+// Hotplug: a libudev monitor for the `pci`, `usb` and `mdev` subsystems (add, remove, change, bind,
 // unbind). Reads the "udev" stream where udevd runs (events after its rules) and the "kernel"
 // stream where it does not; uevents reach only the host network namespace (hostNetwork).
 // Owns the udev context and monitor (RAII); owner thread only.
@@ -19,7 +19,7 @@ struct udev_monitor;
 namespace pcid::udev {
 
 struct DeviceEvent {
-  std::string subsystem;  // "pci" or "usb"
+  std::string subsystem;  // "pci", "usb" or "mdev"
   std::string action;     // "add", "remove", "change", "bind", "unbind"
   std::string name;       // sysname: "0000:01:00.0", "1-1"
 };

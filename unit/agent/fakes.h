@@ -43,6 +43,7 @@ class ManualBinder final : public Binder {
     return store_.intents_snapshot();
   }
   std::map<PciAddress, vfio::VfCountIntent> VfCounts() const override { return store_.vf_counts(); }
+  std::map<std::string, vfio::MdevIntent> MdevIntents() const override { return store_.mdevs(); }
   std::map<std::string, vfio::UsbRecord> UsbRecords() const override {
     return store_.usb_devices();
   }

@@ -230,6 +230,38 @@ BOOST_AUTO_TEST_CASE(only_marked_functions_are_read_again) {
   BOOST_TEST(!planner.resources().at(name).devices[0].healthy);
 }
 
+// Mdev resources are replaced whole, leave PCI resources alone, and are left alone by PCI plans.
+BOOST_AUTO_TEST_CASE(mdev_resources_beside_pci_ones) {
+  std::vector<PciDevice> pci = {Function(1, 0, 1, "vfio-pci", 0)};
+  const std::set<std::string> enabled = {"0000:01:00.0"};
+  HealthInputs in;
+  in.vfio_group_nodes = {1};
+  ResourcePlanner planner;
+  planner.Plan(pci, {}, enabled, {}, "n", in);
+  const std::string small = "pcidevices.io/mbochs-small";
+  std::vector<ServedMdev> served = {{.uuid = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001",
+                                     .resource = small,
+                                     .iommu_group = 11,
+                                     .present = true,
+                                     .group_node = true,
+                                     .numa_node = -1}};
+  BOOST_TEST(planner.PlanMdevs(PlanMdevResources(served)) == std::set<std::string>{small});
+  BOOST_TEST(planner.PlanMdevs(PlanMdevResources(served)).empty());
+  planner.MarkAll();
+  BOOST_TEST(planner.Plan(pci, {}, enabled, {}, "n", in).empty());
+  BOOST_TEST(planner.resources().count(small) == 1u);
+  served[0].group_node = false;
+  BOOST_TEST(planner.PlanMdevs(PlanMdevResources(served)) == std::set<std::string>{small});
+  BOOST_TEST(!planner.resources().at(small).devices[0].healthy);
+  BOOST_TEST(planner.PlanMdevs({}) == std::set<std::string>{small});
+  BOOST_TEST(planner.resources().size() == 1u);  // the PCI resource stays
+  // A name a PCI resource has stays the PCI resource's.
+  const std::string pci_name = PciResourceName(pci[0]);
+  served[0].resource = pci_name;
+  BOOST_TEST(planner.PlanMdevs(PlanMdevResources(served)).empty());
+  BOOST_TEST(!planner.resources().at(pci_name).mdev);
+}
+
 // Thousands of functions changing at once are planned over several calls, a few at a time; the
 // plan they end with is the whole-node plan.
 BOOST_AUTO_TEST_CASE(a_big_change_is_planned_in_steps) {

@@ -115,6 +115,58 @@ BOOST_AUTO_TEST_CASE(usb_devices) {
   BOOST_TEST(alloc->nodes[0].permissions == "mrw");
 }
 
+BOOST_AUTO_TEST_CASE(mdevs_one_resource_per_type_with_their_uuids) {
+  const std::string u1 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
+  const std::string u2 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1002";
+  const std::string u3 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1003";
+  const std::string small = "pcidevices.io/mbochs-small";
+  const std::vector<ServedMdev> served = {{.uuid = u2,
+                                           .resource = small,
+                                           .iommu_group = 12,
+                                           .present = true,
+                                           .group_node = true,
+                                           .numa_node = 0},
+                                          {.uuid = u1,
+                                           .resource = small,
+                                           .iommu_group = 11,
+                                           .present = true,
+                                           .group_node = true,
+                                           .numa_node = 0},
+                                          {.uuid = u3,
+                                           .resource = "nvidia.com/NVIDIA_A2-4Q",
+                                           .iommu_group = std::nullopt,
+                                           .present = false,
+                                           .group_node = false,
+                                           .numa_node = -1}};
+  auto plan = PlanMdevResources(served);
+  BOOST_REQUIRE_EQUAL(plan.size(), 2u);
+  const Resource& r = plan.at(small);
+  BOOST_TEST(r.mdev);
+  BOOST_TEST(r.env_name == "MDEV_PCI_RESOURCE_PCIDEVICES_IO_MBOCHS-SMALL");
+  BOOST_REQUIRE_EQUAL(r.devices.size(), 2u);
+  BOOST_TEST(r.devices[0].id == u1);  // sorted by UUID
+  BOOST_TEST(r.devices[0].healthy);
+  const Resource& gone = plan.at("nvidia.com/NVIDIA_A2-4Q");
+  BOOST_TEST(gone.env_name == "MDEV_PCI_RESOURCE_NVIDIA_COM_NVIDIA_A2-4Q");
+  BOOST_TEST(!gone.devices[0].healthy);
+  BOOST_TEST(gone.devices[0].health_reason.find("mdev missing") == 0u);
+
+  // Allocate: the UUIDs in KubeVirt's variable, /dev/vfio/vfio and each mdev's group node.
+  auto a = PlanAllocation(r, {u2, u1});
+  BOOST_REQUIRE(a.ok());
+  BOOST_TEST(a->envs.at("MDEV_PCI_RESOURCE_PCIDEVICES_IO_MBOCHS-SMALL") == u2 + "," + u1);
+  std::vector<std::string> nodes;
+  for (const DeviceNode& n : a->nodes) nodes.push_back(n.path);
+  BOOST_TEST((nodes == std::vector<std::string>{"/dev/vfio/vfio", "/dev/vfio/12", "/dev/vfio/11"}));
+  BOOST_TEST(!PlanAllocation(gone, {u3}).ok());
+
+  // Unhealthy while the group node is missing.
+  std::vector<ServedMdev> no_node = served;
+  no_node[0].group_node = false;
+  BOOST_TEST(PlanMdevResources(no_node).at(small).devices[1].health_reason ==
+             "/dev/vfio/12 missing");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(allocation)

@@ -127,6 +127,8 @@ BOOST_AUTO_TEST_CASE(reads_nvidia_vendor_vgpu_files_on_functions) {
   testing::CapturingLogger log;
   auto inventory = udev::DiscoverMdevs(*SysfsRoot::Open(tree.path()), log.log);
   BOOST_REQUIRE(inventory.ok());
+  BOOST_TEST(inventory->vendor_vgpus.empty());  // a separate look
+  BOOST_REQUIRE(udev::DiscoverVendorVgpus(*SysfsRoot::Open(tree.path()), log.log, *inventory).ok());
   BOOST_REQUIRE_EQUAL(inventory->vendor_vgpus.size(), 2u);
   const VendorVgpu& first = inventory->vendor_vgpus[0];
   BOOST_TEST(first.address.ToString() == "0000:26:00.4");

@@ -1,0 +1,178 @@
+// The reconciler's mdev half, driven by events with fakes for its ports, on the kernel model's
+// mtty-like parent: the config's mdevs created and served one resource per type, kept across a
+// restart without writes, re-created with their UUIDs when the parent comes back, removed when
+// the config drops them unless a pod holds them, and refusals that write nothing.
+#include <boost/test/unit_test.hpp>
+#include <filesystem>
+
+#include "agent/reconciler.h"
+#include "unit/agent/fakes.h"
+
+namespace pcid::agent {
+namespace {
+
+using namespace testing;
+
+constexpr char kMtty[] = "devices/virtual/mtty/mtty";
+constexpr char kResource[] = "pcidevices.io/Single_port_serial";
+
+void AddMtty(AgentFixture& f, unsigned available = 4) {
+  f.kernel.AddMdevParent(kMtty, "mtty",
+                         {{.id = "mtty-1", .name = "Single port serial", .available = available},
+                          {.id = "mtty-2", .name = "Dual port serial", .available = 2}});
+}
+
+DaemonConfig MdevConfig(unsigned count, const std::string& type = "mtty-1") {
+  return {.enable = {}, .mdevs = {{.parent = "mtty", .type = type, .count = count}}};
+}
+
+// The UUIDs the agent serves, with their health.
+std::map<std::string, bool> Served(const AgentFixture& f, const std::string& resource = kResource) {
+  std::map<std::string, bool> out;
+  auto it = f.plugins.plan.find(resource);
+  if (it == f.plugins.plan.end()) return out;
+  for (const plugin::PluginDevice& d : it->second.devices) out[d.id] = d.healthy;
+  return out;
+}
+
+std::set<std::string> Recorded(AgentFixture& f) {
+  std::set<std::string> out;
+  for (const auto& [uuid, intent] : f.binder->MdevIntents()) out.insert(uuid);
+  return out;
+}
+
+// A look after the parents (the reconciler's timer) and whatever kernel jobs it starts.
+void Look(AgentFixture& f) {
+  f.clock.Advance(std::chrono::seconds(3));
+  f.reconciler->RunDue();
+  f.Settle();
+}
+
+BOOST_AUTO_TEST_SUITE(mdev)
+
+BOOST_AUTO_TEST_CASE(config_mdevs_are_created_served_and_kept_across_a_restart) {
+  AgentFixture f;
+  AddMtty(f);
+  f.Start(MdevConfig(2));
+  f.Settle();
+  const std::set<std::string> uuids = Recorded(f);
+  BOOST_REQUIRE_EQUAL(uuids.size(), 2u);
+  for (const std::string& uuid : uuids) {
+    BOOST_TEST(f.kernel.HasMdev(uuid));
+    BOOST_TEST(f.binder->MdevIntents().at(uuid).sources.count("config") == 1u);
+  }
+  const auto served = Served(f);
+  BOOST_REQUIRE_EQUAL(served.size(), 2u);
+  for (const auto& [uuid, healthy] : served) {
+    BOOST_TEST(uuids.count(uuid) == 1u);
+    BOOST_TEST(healthy, uuid);
+  }
+  const plugin::Resource& r = f.plugins.plan.at(kResource);
+  BOOST_TEST(r.mdev);
+  BOOST_TEST(r.env_name == "MDEV_PCI_RESOURCE_PCIDEVICES_IO_SINGLE_PORT_SERIAL");
+  const plugin::PluginDevice& d = r.devices[0];
+  BOOST_TEST(d.nodes[0].path == "/dev/vfio/" + f.kernel.MdevGroup(d.id));
+
+  // A restart: the same UUIDs, served at once, nothing written.
+  f.kernel.writes.clear();
+  f.reconciler.reset();
+  f.binder.reset();
+  f.plugins = {};
+  f.Start(MdevConfig(2));
+  f.Settle();
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(Recorded(f) == uuids);
+  BOOST_TEST(Served(f).size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(recreated_with_the_same_uuids_when_the_parent_comes_back) {
+  AgentFixture f;
+  AddMtty(f);
+  f.Start(MdevConfig(2));
+  f.Settle();
+  const std::set<std::string> uuids = Recorded(f);
+  // The module unloaded: the kernel's remove uevents for its mdevs (none for the parent itself).
+  f.kernel.UnloadMdevParent("mtty");
+  std::vector<udev::DeviceEvent> events;
+  for (const std::string& uuid : uuids) events.push_back({"mdev", "remove", uuid});
+  f.reconciler->OnUevents(events);
+  f.Settle();
+  auto served = Served(f);
+  BOOST_REQUIRE_EQUAL(served.size(), 2u);  // still listed, Unhealthy
+  for (const auto& [uuid, healthy] : served) BOOST_TEST(!healthy);
+  BOOST_TEST(f.log.text().find("gone (type mtty-1 on mtty)") != std::string::npos, f.log.text());
+  BOOST_TEST(Recorded(f) == uuids);
+  f.kernel.writes.clear();
+  Look(f);  // still away: nothing tried
+  BOOST_TEST(f.kernel.writes.empty());
+  AddMtty(f);  // loaded again: seen at the next look
+  Look(f);
+  for (const std::string& uuid : uuids) BOOST_TEST(f.kernel.HasMdev(uuid), uuid);
+  served = Served(f);
+  BOOST_REQUIRE_EQUAL(served.size(), 2u);
+  for (const auto& [uuid, healthy] : served) BOOST_TEST(healthy, uuid);
+  BOOST_TEST(Recorded(f) == uuids);
+}
+
+BOOST_AUTO_TEST_CASE(fewer_and_none_remove_them_unless_a_pod_holds_one) {
+  AgentFixture f;
+  AddMtty(f);
+  f.Start(MdevConfig(3));
+  f.Settle();
+  const std::set<std::string> uuids = Recorded(f);
+  BOOST_REQUIRE_EQUAL(uuids.size(), 3u);
+  const std::string last = *uuids.rbegin();
+  f.reconciler->OnConfig(MdevConfig(2));
+  f.Settle();
+  BOOST_TEST(!f.kernel.HasMdev(last));  // the last by UUID goes
+  BOOST_TEST(Recorded(f).size() == 2u);
+  BOOST_TEST(Served(f).size() == 2u);
+  // A pod holds one: kept until it ends.
+  const std::string held = *Recorded(f).begin();
+  f.pods.held = {{held, "default/vm/compute"}};
+  f.reconciler->OnConfig({});
+  f.Settle();
+  BOOST_TEST(f.kernel.HasMdev(held));
+  BOOST_TEST(Recorded(f) == std::set<std::string>{held});
+  BOOST_TEST(f.log.text().find("default/vm/compute holds it") != std::string::npos, f.log.text());
+  f.pods.held.clear();
+  f.clock.Advance(std::chrono::seconds(2));  // the holders' poll
+  f.reconciler->RunDue();
+  f.Settle();
+  BOOST_TEST(!f.kernel.HasMdev(held));
+  BOOST_TEST(Recorded(f).empty());
+  BOOST_TEST(f.plugins.plan.count(kResource) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(refusals_write_nothing_until_the_config_changes) {
+  AgentFixture f;
+  AddMtty(f);
+  f.Start(MdevConfig(5));  // 4 instances
+  f.Settle();
+  BOOST_TEST(f.log.text().find("mdev parent mtty: type mtty-1 has 4 instances left, 5 wanted; "
+                               "none created") != std::string::npos,
+             f.log.text());
+  BOOST_TEST(Recorded(f).empty());
+  BOOST_TEST(f.kernel.writes.empty());
+  Look(f);  // not tried again at each look
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(f.binder->submitted.size() == 1u);
+  // A type the parent does not have, a parent that is not there: refused, nothing written.
+  f.reconciler->OnConfig({.enable = {},
+                          .mdevs = {{.parent = "mtty", .type = "mtty-9", .count = 1},
+                                    {.parent = "mbochs", .type = "mbochs-small", .count = 1}}});
+  f.Settle();
+  BOOST_TEST(f.log.text().find("mdev parent mtty: offers no type mtty-9") != std::string::npos);
+  BOOST_TEST(f.log.text().find("mdev parent mbochs: not there") != std::string::npos);
+  BOOST_TEST(f.kernel.writes.empty());
+  // The config fixed: created.
+  f.reconciler->OnConfig(MdevConfig(4));
+  f.Settle();
+  BOOST_TEST(Recorded(f).size() == 4u);
+  BOOST_TEST(Served(f).size() == 4u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+}  // namespace
+}  // namespace pcid::agent
