@@ -61,7 +61,7 @@ ROOT_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"]
 DRIVER_MODULES = ["e1000e", "virtio_net", "xhci_pci", "usbhid", "hid_generic", "usb_storage",
                   "sd_mod", "nvme"]
 # Present for modprobe in the guest, not loaded: tests load vfio themselves.
-OPTIONAL_MODULES = ["vfio_pci", "vfio_iommu_type1"]
+OPTIONAL_MODULES = ["vfio_pci", "vfio_iommu_type1", "mdev"]
 
 # (root port id, pcie.0 slot, device lines) - one device per port so each has its own group,
 # except the root disk's: a second function (virtio-rng) shares its group.
