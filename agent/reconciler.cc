@@ -644,13 +644,14 @@ void Reconciler::Replan(bool probe) {
   // would cost more than the slice).
   if (publisher_ && !planner_.pending() &&
       (!published_ || pci_changed_ || published_->usb != usb_ ||
-       published_->enabled_usb != enabled_usb_)) {
+       published_->enabled_usb != enabled_usb_ || published_->mdev_types != mdev_types_)) {
     pci_changed_ = false;
     published_ = std::make_shared<const projection::Inventory>(projection::Inventory{
         .pci = devices_,
         .usb = usb_,
         .enabled_usb = enabled_usb_,
         .protected_sriov_pfs = ProtectedSriovPfs(),
+        .mdev_types = mdev_types_,
     });
     publisher_->Publish(published_);
   }

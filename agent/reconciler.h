@@ -234,6 +234,7 @@ class Reconciler {
   std::shared_ptr<const projection::Inventory> published_;
   MdevInventory mdevs_;                               // last mdev discovery
   std::map<std::string, std::string> mdev_resource_;  // UUID -> its type's resource, last seen
+  std::map<std::string, std::string> mdev_types_;     // served resource -> type name (KubeVirt)
   std::set<std::string> mdev_busy_;     // parents with a kernel job (or a holders' answer) due
   std::set<std::string> mdev_refused_;  // "parent/type" or UUIDs refused, see SubmitMdevJob
   bool mdevs_changed_ = true;           // the mdev resources are to be planned again

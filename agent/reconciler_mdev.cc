@@ -102,7 +102,10 @@ void Reconciler::ReconcileMdevs(bool report) {
   }
   mdev_look_ = missing ? std::optional(ports_.clock.Now() + kMdevLook) : std::nullopt;
   // One job per parent at a time: the kernel's instance count is the parent's.
-  for (auto& [parent, todo] : work) {
+  for (auto& entry : work) {
+    // Named, not structured bindings: clang's lambdas cannot capture those.
+    const std::string& parent = entry.first;
+    Work& todo = entry.second;
     if (mdev_busy_.count(parent)) continue;
     if (!todo.release.empty()) {
       ReleaseMdevs(parent, std::move(todo.release));
@@ -123,7 +126,9 @@ void Reconciler::ReconcileMdevs(bool report) {
           });
       continue;
     }
-    for (const auto& [type, count] : todo.create) {
+    for (const auto& wanted : todo.create) {
+      const std::string& type = wanted.first;
+      const unsigned count = wanted.second;
       std::vector<std::string> uuids;
       for (unsigned i = 0; i < count; ++i) uuids.push_back(NewRandomUuid());
       std::sort(uuids.begin(), uuids.end());
@@ -218,13 +223,17 @@ std::set<std::string> Reconciler::PlanMdevs() {
   if (!mdevs_changed_) return {};
   mdevs_changed_ = false;
   std::vector<plugin::ServedMdev> served;
+  std::map<std::string, std::string> types;
   for (const auto& [uuid, intent] : ports_.binder.MdevIntents()) {
     if (intent.sources.empty()) continue;  // being removed
     const Mdev* mdev = mdevs_.FindMdev(uuid);
     const MdevParent* parent = mdevs_.FindParent(intent.parent);
     const MdevType* type = parent ? parent->FindType(intent.type) : nullptr;
     std::string& resource = mdev_resource_[uuid];
-    if (type) resource = MdevResourceName(*type);
+    if (type) {
+      resource = MdevResourceName(*type);
+      types[resource] = type->name;
+    }
     if (resource.empty()) {
       // Never seen with its parent (absent since before the start): named after the type id.
       resource = MdevResourceName(MdevType{.id = intent.type,
@@ -255,6 +264,15 @@ std::set<std::string> Reconciler::PlanMdevs() {
     return std::none_of(served.begin(), served.end(),
                         [&](const plugin::ServedMdev& m) { return m.uuid == entry.first; });
   });
+  // A type seen only before its parent went keeps its KubeVirt entry by its last name.
+  for (const auto& last : mdev_types_) {
+    if (!types.count(last.first) &&
+        std::any_of(served.begin(), served.end(),
+                    [&](const plugin::ServedMdev& m) { return m.resource == last.first; })) {
+      types.insert(last);
+    }
+  }
+  mdev_types_ = std::move(types);
   return planner_.PlanMdevs(plugin::PlanMdevResources(served));
 }
 

@@ -150,10 +150,10 @@ class ClaimController {
 class KubeVirtController {
  public:
   // `vf_claims`: the VFClaims' store, nullptr when SR-IOV is not served.
-  KubeVirtController(Store& kubevirts, Store& pci_claims, Store* vf_claims, KubeCaller& api,
-                     KubeVirtRetry retry, const Clock& clock, spdlog::logger& log);
+  KubeVirtController(std::string node, Store& kubevirts, Store& pci_claims, Store* vf_claims,
+                     KubeCaller& api, KubeVirtRetry retry, const Clock& clock, spdlog::logger& log);
 
-  // ClaimsInUse, VfClaimsInUse: the entries wanted.
+  // ClaimsInUse, VfClaimsInUse: the entries wanted; InventoryPublished: the mdev types served.
   void Handle(const Message& message);
   // Adds the entries our claims and VFClaims need and removes those our released ones needed,
   // unless a live claim or VFClaim of another node still uses the resource; checked against
@@ -165,7 +165,11 @@ class KubeVirtController {
   // Resources of `remove` that a live claim or VFClaim of another node still uses; nullopt
   // when that could not be read.
   std::optional<std::set<std::string>> UsedElsewhere(const std::set<std::string>& remove);
+  // Mdev resources of `remove` another node still serves: its kubelet reports them in the
+  // Node's status.allocatable. nullopt when the nodes could not be read.
+  std::optional<std::set<std::string>> MdevsServedElsewhere(const std::set<std::string>& remove);
 
+  std::string node_;
   Store& kubevirts_;
   Store& pci_claims_;
   Store* vf_claims_;
@@ -175,8 +179,9 @@ class KubeVirtController {
   RetryTimer retry_;
   std::optional<ClaimsInUse> wanted_;
   VfClaimsInUse vf_wanted_;
-  std::set<PciHostDevice> applied_;  // our entries last made sure of
-  bool absent_logged_ = false;       // "no KubeVirt object" said once
+  std::set<PciHostDevice> mdev_wanted_;  // one entry per mdev type this node serves
+  std::set<PciHostDevice> applied_;      // our entries last made sure of
+  bool absent_logged_ = false;           // "no KubeVirt object" said once
 };
 
 // What one SR-IOV object asked of the device owner, and the answer.

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "core/backoff.h"
 #include "core/json_writer.h"
@@ -21,7 +22,9 @@ namespace {
 // One of our entries, as KubeVirt's schema has it.
 void WriteEntry(JsonWriter& w, const PciHostDevice& d) {
   w.BeginObject();
-  if (d.usb) {
+  if (d.mdev) {
+    w.Key("mdevNameSelector").String(d.selector).Key("resourceName").String(d.resource);
+  } else if (d.usb) {
     const size_t colon = d.selector.find(':');
     w.Key("resourceName").String(d.resource).Key("selectors").BeginArray().BeginObject();
     w.Key("vendor").String(d.selector.substr(0, colon));
@@ -56,12 +59,14 @@ absl::StatusOr<std::optional<std::string>> PlanPermittedHostDevices(
     std::vector<const PciHostDevice*> added;
   };
   std::vector<ListPlan> plans;
-  for (const bool usb : {false, true}) {
+  for (const auto& [usb, mdev, key] :
+       {std::tuple{false, false, "pciHostDevices"}, std::tuple{true, false, "usb"},
+        std::tuple{false, true, "mediatedDevices"}}) {
     ListPlan plan;
-    plan.key = usb ? "usb" : "pciHostDevices";
+    plan.key = key;
     std::map<std::string, const PciHostDevice*> wanted;
     for (const PciHostDevice& d : add) {
-      if (d.usb == usb) wanted.emplace(d.resource, &d);
+      if (d.usb == usb && d.mdev == mdev) wanted.emplace(d.resource, &d);
     }
     std::set<std::string> seen;
     simdjson::dom::array current;

@@ -1,8 +1,8 @@
 // File: projection/kubevirt.h
 //
 // KubeVirt's `permittedHostDevices` (the one `kubevirts.kubevirt.io` object, in whatever
-// namespace): exactly one `pciHostDevices` (or `usb`) entry per resource name claimed anywhere in
-// the cluster, ours removed
+// namespace): exactly one `pciHostDevices` (or `usb`, or `mediatedDevices`) entry per resource
+// name claimed (or, for mdev types, served) anywhere in the cluster, ours removed
 // when no claim needs them any more; other entries (an administrator's) are kept as they are.
 // Many nodes edit the object at once: every change is a merge patch carrying the
 // resourceVersion it was computed from (409 -> read again, retry with jitter).
@@ -32,13 +32,17 @@ inline constexpr char kKubeVirtPrefix[] = "/apis/kubevirt.io/v1/";
 inline constexpr char kKubeVirtPlural[] = "kubevirts";
 
 // One permittedHostDevices entry of ours: in `pciHostDevices` {pciVendorSelector: "vvvv:dddd",
-// resourceName, externalResourceProvider: true}, or in `usb` {resourceName, selectors: [{vendor,
-// product}], externalResourceProvider: true}.
+// resourceName, externalResourceProvider: true}, in `usb` {resourceName, selectors: [{vendor,
+// product}], externalResourceProvider: true}, or in `mediatedDevices` {mdevNameSelector,
+// resourceName, externalResourceProvider: true}.
 struct PciHostDevice {
-  std::string selector;  // PCI: "10de:1c03"; USB: "0951:1666" (vendor:product)
+  // PCI: "10de:1c03"; USB: "0951:1666" (vendor:product); mdev: the type's name ("NVIDIA A2-4Q",
+  // KubeVirt compares it with spaces as '_')
+  std::string selector;
   std::string
       resource;  // "nvidia.com/GP106_GEFORCE_GTX_1060_6GB", "kubevirt.io/n1-0951-1666-001004"
   bool usb = false;
+  bool mdev = false;
   friend auto operator<=>(const PciHostDevice&, const PciHostDevice&) = default;
 };
 

@@ -1,4 +1,5 @@
 #include <absl/strings/str_cat.h>
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -10,10 +11,11 @@
 
 namespace pcid::projection {
 
-KubeVirtController::KubeVirtController(Store& kubevirts, Store& pci_claims, Store* vf_claims,
-                                       KubeCaller& api, KubeVirtRetry retry, const Clock& clock,
-                                       spdlog::logger& log)
-    : kubevirts_(kubevirts),
+KubeVirtController::KubeVirtController(std::string node, Store& kubevirts, Store& pci_claims,
+                                       Store* vf_claims, KubeCaller& api, KubeVirtRetry retry,
+                                       const Clock& clock, spdlog::logger& log)
+    : node_(std::move(node)),
+      kubevirts_(kubevirts),
       pci_claims_(pci_claims),
       vf_claims_(vf_claims),
       api_(api),
@@ -24,6 +26,45 @@ KubeVirtController::KubeVirtController(Store& kubevirts, Store& pci_claims, Stor
 void KubeVirtController::Handle(const Message& message) {
   if (const auto* m = std::get_if<ClaimsInUse>(&message)) wanted_ = *m;
   if (const auto* m = std::get_if<VfClaimsInUse>(&message)) vf_wanted_ = *m;
+  if (const auto* m = std::get_if<InventoryPublished>(&message)) {
+    mdev_wanted_.clear();
+    for (const auto& [resource, type_name] : m->inventory->mdev_types) {
+      mdev_wanted_.insert(
+          {.selector = type_name, .resource = resource, .usb = false, .mdev = true});
+    }
+  }
+}
+
+std::optional<std::set<std::string>> KubeVirtController::MdevsServedElsewhere(
+    const std::set<std::string>& remove) {
+  absl::StatusOr<KubeResponse> res = api_.Call("GET", "/api/v1/nodes");
+  if (!res.ok() || res->status != 200) {
+    log_.warn("kubevirt: list nodes: {}",
+              res.ok() ? absl::StrCat("HTTP ", res->status) : ToStd(res.status().message()));
+    return std::nullopt;
+  }
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  simdjson::dom::array items;
+  if (parser.parse(res->body).get(root) || root["items"].get(items)) {
+    log_.warn("kubevirt: list nodes: not a NodeList");
+    return std::nullopt;
+  }
+  std::set<std::string> used;
+  for (simdjson::dom::element node : items) {
+    std::string_view name;
+    if (node["metadata"]["name"].get(name) || name == node_) continue;
+    simdjson::dom::object allocatable;
+    if (node["status"]["allocatable"].get(allocatable)) continue;
+    for (auto [resource, quantity] : allocatable) {
+      std::string_view q;
+      // A kubelet keeps a resource whose plugin went at "0".
+      if (!quantity.get(q) && q != "0" && remove.count(std::string(resource))) {
+        used.insert(std::string(resource));
+      }
+    }
+  }
+  return used;
 }
 
 std::optional<std::set<std::string>> KubeVirtController::UsedElsewhere(
@@ -73,6 +114,7 @@ void KubeVirtController::Reconcile() {
   if (!wanted_) return;
   std::set<PciHostDevice> ours = wanted_->entries;
   ours.insert(vf_wanted_.entries.begin(), vf_wanted_.entries.end());
+  ours.insert(mdev_wanted_.begin(), mdev_wanted_.end());
   // What KubeVirt's object holds; unknown until it is listed (not installed: never).
   std::optional<std::set<std::string>> permitted;
   if (kubevirts_.synced()) {
@@ -88,9 +130,18 @@ void KubeVirtController::Reconcile() {
     retry_.Succeeded();  // nothing left to do: a pending retry has nothing to retry
     return;
   }
-  std::set<std::string> remove, remove_usb;
+  std::set<std::string> remove, remove_usb, remove_mdev;
   for (const PciHostDevice& d : applied_) {
-    if (!ours.count(d)) (d.usb ? remove_usb : remove).insert(d.resource);
+    if (!ours.count(d)) (d.mdev ? remove_mdev : d.usb ? remove_usb : remove).insert(d.resource);
+  }
+  // An mdev type another node serves keeps its entry: virt-handler there would remove its mdevs.
+  if (!remove_mdev.empty()) {
+    std::optional<std::set<std::string>> served = MdevsServedElsewhere(remove_mdev);
+    if (!served) {
+      retry_.Failed();
+      return;
+    }
+    for (const std::string& r : *served) remove_mdev.erase(r);
   }
   // Still needed by a live claim of another node?
   if (!remove.empty()) {
@@ -102,6 +153,7 @@ void KubeVirtController::Reconcile() {
     for (const std::string& r : *used) remove.erase(r);
   }
   remove.insert(remove_usb.begin(), remove_usb.end());
+  remove.insert(remove_mdev.begin(), remove_mdev.end());
   absl::Status st = UpdatePermittedHostDevices(
       api_, std::vector<PciHostDevice>(ours.begin(), ours.end()), remove, conflict_retry_, log_);
   if (absl::IsNotFound(st)) {

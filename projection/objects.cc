@@ -63,7 +63,7 @@ absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e) {
       }
     }
   }
-  for (const char* list : {"pciHostDevices", "usb"}) {
+  for (const char* list : {"pciHostDevices", "usb", "mediatedDevices"}) {
     simdjson::dom::array entries;
     if (e["spec"]["configuration"]["permittedHostDevices"][list].get(entries)) continue;
     for (simdjson::dom::element entry : entries) {

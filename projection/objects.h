@@ -30,7 +30,8 @@ struct ObservedObject {
   // also named in spec_not_strings. An integer past int64 is in neither.
   std::map<std::string, int64_t> spec_ints;
   std::map<std::string, bool> spec_bools;
-  // KubeVirt: resource names in spec.configuration.permittedHostDevices (pciHostDevices, usb).
+  // KubeVirt: resource names in spec.configuration.permittedHostDevices (pciHostDevices, usb,
+  // mediatedDevices).
   std::set<std::string> permitted_resources;
 };
 

@@ -109,7 +109,7 @@ struct Projection::Impl {
     ClaimController claims(
         node, pci_claims, usb_claims, **client, owner, [this](Message m) { Post(std::move(m)); },
         clock, counters, *log);
-    KubeVirtController kubevirt(kubevirts, pci_claims, sriov ? &vf_claims : nullptr, **client,
+    KubeVirtController kubevirt(node, kubevirts, pci_claims, sriov ? &vf_claims : nullptr, **client,
                                 conflicts, clock, *log);
     std::optional<SriovController> sriov_objects;
     std::optional<VfClaimController> vf_claim_controller;
@@ -134,6 +134,7 @@ struct Projection::Impl {
         if (std::holds_alternative<StoreListed>(m)) counters.Add({.relists = 1});
         devices.Handle(m);
         claims.Handle(m);
+        kubevirt.Handle(m);
         if (sriov_objects) sriov_objects->Handle(m);
         if (vf_claim_controller) vf_claim_controller->Handle(m);
       }

@@ -39,6 +39,9 @@ struct Inventory {
   // SR-IOV PFs never offered as SR-IOV objects: protected (the host's network or disk), or
   // every PF when protection could not be read.
   std::set<PciAddress> protected_sriov_pfs = {};
+  // The mdev types this node serves: resource name -> the type's name (KubeVirt's
+  // mdevNameSelector), each needing a `mediatedDevices` entry.
+  std::map<std::string, std::string> mdev_types = {};
 };
 
 // Writes made, for tests and benchmarks (also logged).

@@ -339,7 +339,8 @@ BOOST_AUTO_TEST_CASE(kubevirt_controller_adds_our_entries_once) {
     if (r.method == "GET") return KubeResponse{200, absl::StrCat(R"({"items":[)", kv, "]}")};
     return KubeResponse{200, kv};
   };
-  KubeVirtController controller(kubevirts, claims, nullptr, api, KubeVirtRetry{}, clock, Log());
+  KubeVirtController controller("n1", kubevirts, claims, nullptr, api, KubeVirtRetry{}, clock,
+                                Log());
   controller.Reconcile();
   BOOST_TEST(api.calls.empty());  // nothing wanted yet
   ClaimsInUse in_use;
@@ -396,7 +397,8 @@ BOOST_AUTO_TEST_CASE(kubevirt_controller_serves_vf_claims) {
     if (r.method == "GET") return KubeResponse{200, absl::StrCat(R"({"items":[)", kv, "]}")};
     return KubeResponse{200, kv};
   };
-  KubeVirtController controller(kubevirts, claims, &vf_claims, api, KubeVirtRetry{}, clock, Log());
+  KubeVirtController controller("n1", kubevirts, claims, &vf_claims, api, KubeVirtRetry{}, clock,
+                                Log());
   controller.Handle(ClaimsInUse{});
   VfClaimsInUse vfs;
   vfs.entries.insert({"1b36:0010", "red.com/QEMU_NVM_EXPRESS_CONTROLLER", false});
@@ -432,6 +434,67 @@ BOOST_AUTO_TEST_CASE(kubevirt_controller_serves_vf_claims) {
   BOOST_REQUIRE(api.calls.size() == 6u);
   BOOST_TEST(api.calls[5].method == "PATCH");
   BOOST_TEST(api.calls[5].body.find("red.com/QEMU_NVM_EXPRESS_CONTROLLER") == std::string::npos);
+}
+
+// The mdev types this node serves get a mediatedDevices entry each; one no longer served here
+// is removed unless another node's kubelet still reports it allocatable.
+BOOST_AUTO_TEST_CASE(kubevirt_controller_serves_mdev_types) {
+  FakeClock clock;
+  Store kubevirts(kKubeVirtPlural), claims(kClaimPlural);
+  FakeApi api;
+  std::string kv =
+      R"({"metadata":{"name":"kubevirt","namespace":"kubevirt","resourceVersion":"4"},"spec":{}})";
+  std::string nodes =
+      R"({"items":[{"metadata":{"name":"n1"},"status":{"allocatable":{"nvidia.com/NVIDIA_A2-4Q":"1"}}},)"
+      R"({"metadata":{"name":"n2"},"status":{"allocatable":{"nvidia.com/NVIDIA_A2-4Q":"2","cpu":"4"}}}]})";
+  api.answer = [&](const FakeApi::Request& r) -> absl::StatusOr<KubeResponse> {
+    if (r.method == "GET" && r.path == "/api/v1/nodes") return KubeResponse{200, nodes};
+    if (r.method == "GET") return KubeResponse{200, absl::StrCat(R"({"items":[)", kv, "]}")};
+    return KubeResponse{200, kv};
+  };
+  KubeVirtController controller("n1", kubevirts, claims, nullptr, api, KubeVirtRetry{}, clock,
+                                Log());
+  controller.Handle(ClaimsInUse{});
+  auto inv = std::make_shared<Inventory>();
+  inv->mdev_types = {{"nvidia.com/NVIDIA_A2-4Q", "NVIDIA A2-4Q"}};
+  controller.Handle(InventoryPublished{inv});
+  controller.Reconcile();
+  BOOST_REQUIRE(api.calls.size() == 2u);
+  BOOST_TEST(
+      api.calls[1].body ==
+      R"({"metadata":{"resourceVersion":"4"},"spec":{"configuration":{"permittedHostDevices":{"mediatedDevices":[{"mdevNameSelector":"NVIDIA A2-4Q","resourceName":"nvidia.com/NVIDIA_A2-4Q","externalResourceProvider":true}]}}}})");
+  kv =
+      R"({"metadata":{"name":"kubevirt","namespace":"kubevirt","resourceVersion":"5"},"spec":{"configuration":{"permittedHostDevices":{"mediatedDevices":[{"mdevNameSelector":"NVIDIA A2-4Q","resourceName":"nvidia.com/NVIDIA_A2-4Q","externalResourceProvider":true}]}}}})";
+  // No longer served here, but n2 serves it: kept (the nodes and the object read, no patch).
+  controller.Handle(InventoryPublished{std::make_shared<Inventory>()});
+  controller.Reconcile();
+  BOOST_REQUIRE(api.calls.size() == 4u);
+  BOOST_TEST(api.calls[2].path == "/api/v1/nodes");
+  BOOST_TEST(api.calls[3].method == "GET");
+  // n2's plugin went too (its kubelet keeps the resource at "0"): removed.
+  nodes =
+      R"({"items":[{"metadata":{"name":"n2"},"status":{"allocatable":{"nvidia.com/NVIDIA_A2-4Q":"0"}}}]})";
+  controller.Handle(InventoryPublished{inv});
+  controller.Reconcile();  // served again: present, nothing written
+  BOOST_REQUIRE(api.calls.size() == 5u);
+  controller.Handle(InventoryPublished{std::make_shared<Inventory>()});
+  controller.Reconcile();
+  BOOST_REQUIRE(api.calls.size() == 8u);
+  BOOST_TEST(api.calls[7].method == "PATCH");
+  BOOST_TEST(api.calls[7].body.find("NVIDIA_A2-4Q") == std::string::npos, api.calls[7].body);
+  // The nodes cannot be read: nothing removed, retried after the back-off.
+  api.answer = [&](const FakeApi::Request& r) -> absl::StatusOr<KubeResponse> {
+    if (r.path == "/api/v1/nodes") return KubeResponse{403, "{}"};
+    if (r.method == "GET") return KubeResponse{200, absl::StrCat(R"({"items":[)", kv, "]}")};
+    return KubeResponse{200, kv};
+  };
+  controller.Handle(InventoryPublished{inv});
+  controller.Reconcile();
+  const size_t before = api.calls.size();
+  controller.Handle(InventoryPublished{std::make_shared<Inventory>()});
+  controller.Reconcile();
+  BOOST_TEST(api.calls.size() == before + 1);
+  BOOST_TEST(controller.NextWake().has_value());
 }
 
 }  // namespace

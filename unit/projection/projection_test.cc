@@ -241,6 +241,17 @@ BOOST_AUTO_TEST_CASE(permitted_host_devices_once_each_others_kept) {
   const std::string clean = R"({"metadata":{"resourceVersion":"3"},"spec":{}})";
   BOOST_TEST(!PlanPermittedHostDevices(clean, {}, {"nvidia.com/GP106"})->has_value());
   BOOST_TEST(PlanPermittedHostDevices(clean, {{"10de:1c03", "nvidia.com/GP106"}}, {})->has_value());
+  // An mdev type: its own list, mdevNameSelector as the type's name.
+  patch = PlanPermittedHostDevices(clean,
+                                   {{.selector = "mbochs-small",
+                                     .resource = "pcidevices.io/mbochs-small",
+                                     .usb = false,
+                                     .mdev = true}},
+                                   {});
+  BOOST_TEST(
+      **patch ==
+      R"({"metadata":{"resourceVersion":"3"},"spec":{"configuration":{"permittedHostDevices":{"mediatedDevices":[)"
+      R"({"mdevNameSelector":"mbochs-small","resourceName":"pcidevices.io/mbochs-small","externalResourceProvider":true}]}}}})");
   BOOST_TEST(!PlanPermittedHostDevices("{", {}, {}).ok());
   BOOST_TEST(!PlanPermittedHostDevices(R"({"spec":{}})", {}, {}).ok());
 }

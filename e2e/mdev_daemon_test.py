@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Mediated devices with the real device owner and the cluster: the daemon on the gpu-node fixture
+tree whose GTX 1060 (0000:01:00.0) is made an mdev parent offering NVIDIA's type nvidia-746
+("NVIDIA A2-4Q", as Harvester's test data names it), an mdev the state file records and the
+"kernel" already has, the API-server emulator, the real kubectl and the kubelet emulator. A
+fixture tree has no kernel, so nothing here is created; creation, re-creation and removal by a
+real kernel are e2e_vm_mdev's.
+
+Checked: the recorded mdev is served without a write (ListAndWatch, Allocate with KubeVirt's
+MDEV_PCI_RESOURCE_ variable and the group node); KubeVirt's permittedHostDevices gets one
+mediatedDevices entry {mdevNameSelector: the type's name, resourceName, externalResourceProvider:
+true}, and kubectl shows it; the config dropping it while a pod holds it keeps it; once the pod is
+gone the daemon writes `1` to its `remove`, forgets it, and removes the KubeVirt entry (no other
+node serves the type); a quiet node writes nothing.
+
+usage: mdev_daemon_test.py PCIDEVICES KUBELET_EMULATOR MAKE_TREE"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from device_plugin_test import Emulator, stop_process  # noqa: E402
+from projection_test import check, failures, gpu_node, run_with_api, wait_for, writes  # noqa: E402
+
+NODE = "n1"
+GPU = "0000:01:00.0"
+TYPE, TYPE_NAME = "nvidia-746", "NVIDIA A2-4Q"
+RESOURCE = "nvidia.com/NVIDIA_A2-4Q"
+ENV = "MDEV_PCI_RESOURCE_NVIDIA_COM_NVIDIA_A2-4Q"
+UUID = "95242535-23c7-4f2a-9ad0-ae2d7ad6bd6c"
+GROUP = "40"
+
+
+def add_mdev_parent(sysfs, dev):
+    """The GPU as an mdev parent with one type and one mdev, laid out as the kernel lays them."""
+    gpu = os.path.normpath(os.path.join(f"{sysfs}/bus/pci/devices", os.readlink(f"{sysfs}/bus/pci/devices/{GPU}")))
+    t = f"{gpu}/mdev_supported_types/{TYPE}"
+    os.makedirs(f"{t}/devices")
+    for name, text in (("name", TYPE_NAME), ("available_instances", "0"), ("device_api", "vfio-pci"),
+                       ("description", "num_heads=4, frl_config=60, framebuffer=4096M"), ("create", "")):
+        with open(f"{t}/{name}", "w") as f:
+            f.write(text + ("\n" if text else ""))
+    os.makedirs(f"{sysfs}/class/mdev_bus", exist_ok=True)
+    os.symlink(os.path.relpath(gpu, f"{sysfs}/class/mdev_bus"), f"{sysfs}/class/mdev_bus/{GPU}")
+    m = f"{gpu}/{UUID}"
+    os.makedirs(m)
+    open(f"{m}/remove", "w").close()
+    os.symlink(f"../mdev_supported_types/{TYPE}", f"{m}/mdev_type")
+    os.makedirs(f"{sysfs}/kernel/iommu_groups/{GROUP}/devices", exist_ok=True)
+    os.symlink(os.path.relpath(f"{sysfs}/kernel/iommu_groups/{GROUP}", m), f"{m}/iommu_group")
+    os.makedirs(f"{sysfs}/bus/mdev/devices", exist_ok=True)
+    os.symlink(os.path.relpath(m, f"{sysfs}/bus/mdev/devices"), f"{sysfs}/bus/mdev/devices/{UUID}")
+    open(f"{dev}/vfio/{GROUP}", "w").close()
+    return t, m
+
+
+def mdev_entries(api):
+    kv = api.get("kubevirts", "kubevirt", namespace="kubevirt") or {}
+    return kv.get("spec", {}).get("configuration", {}).get("permittedHostDevices", {}).get("mediatedDevices", [])
+
+
+def write_config(path, count):
+    with open(path, "w") as f:
+        json.dump({"enable": [], "mdevs": [{"parent": GPU, "type": TYPE, "count": count}]}, f)
+
+
+def main():
+    return run_with_api("pcid-mdev-", run)
+
+
+def run(api, tmp, pcidevices, emulator_bin, make_tree):
+    rc, out = api.kubectl("apply", "-f", f"{ROOT}/deploy/crds/")
+    check(rc == 0, "kubectl apply -f deploy/crds/", out)
+    api.kubectl("apply", "-f", f"{HERE}/apiserver/kubevirt-crd.yaml")
+    api.kubectl("create", "namespace", "kubevirt")
+    kv = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+          "metadata": {"name": "kubevirt", "namespace": "kubevirt"}, "spec": {}}
+    rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(kv))
+    check(rc == 0, "KubeVirt object created", out)
+
+    sysfs, dev, proc, state, plugins, config, _ = gpu_node(tmp, pcidevices, make_tree)
+    type_dir, mdev_dir = add_mdev_parent(sysfs, dev)
+    os.makedirs(state)
+    with open(f"{state}/state.json", "w") as f:
+        json.dump({"version": 1, "devices": [],
+                   "mdevs": [{"uuid": UUID, "parent": GPU, "type": TYPE, "sources": ["config"]}]}, f)
+    write_config(config, 1)
+    listed = json.loads(subprocess.run([pcidevices, "list", "--mdev", "--sysfs-root", sysfs, "--output", "json"],
+                                       capture_output=True, text=True).stdout)
+    check([m["uuid"] for m in listed["mdevs"]] == [UUID] and
+          listed["parents"][0]["types"][0]["resourceName"] == RESOURCE,
+          "list --mdev shows the parent, its type's resource and the mdev", json.dumps(listed)[:600])
+
+    emu = Emulator(emulator_bin, plugins, f"{tmp}/pr.sock")
+    log = open(f"{tmp}/daemon.log", "w+")
+    args = [pcidevices, "daemon", "--metrics-bind-address", "0", "--node-name", NODE, "--config", config,
+            "--sysfs-root", sysfs, "--dev-root", dev, "--proc-root", proc, "--state-dir", state,
+            "--device-plugin-dir", plugins, "--pod-resources-socket", f"{tmp}/pr.sock",
+            "--kubeconfig", api.kubeconfig_tokenfile]
+    daemon = subprocess.Popen(args, stderr=log)
+    try:
+        e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == RESOURCE and
+                     [(d["id"], d["health"]) for d in e["devices"]] == [(UUID, "Healthy")], timeout=15)
+        check(e is not None, f"ListAndWatch {RESOURCE}: the recorded mdev Healthy")
+        check(open(f"{type_dir}/create").read() == "", "served without a write to create")
+        a = emu.call(f"allocate {RESOURCE} {UUID} vm1", "allocate")
+        c = (a or {}).get("containers", [{}])[0]
+        check(a is not None and a.get("ok") and c.get("envs", {}).get(ENV) == UUID and
+              sorted(d["host_path"] for d in c.get("devices", [])) == ["/dev/vfio/40", "/dev/vfio/vfio"],
+              "Allocate: MDEV_PCI_RESOURCE_ with the UUID, /dev/vfio/vfio and the group node", json.dumps(a))
+        want = [{"mdevNameSelector": TYPE_NAME, "resourceName": RESOURCE, "externalResourceProvider": True}]
+        check(wait_for(lambda: mdev_entries(api) == want, timeout=15) is not None,
+              "KubeVirt: one mediatedDevices entry for the type", json.dumps(mdev_entries(api)))
+        rc, out = api.kubectl("get", "kubevirt", "-n", "kubevirt", "kubevirt", "-o",
+                              "jsonpath={.spec.configuration.permittedHostDevices.mediatedDevices[0].resourceName}")
+        check(rc == 0 and out.strip() == RESOURCE, "kubectl shows it", out)
+        api.control("POST", "reset-stats")
+        time.sleep(3)
+        stats = api.control("GET", "stats")
+        check(writes(stats) == 0, "a quiet node writes nothing", json.dumps(stats)[:400])
+
+        # Dropped from the config while vm1 holds it: kept until vm1 is gone.
+        write_config(config, 0)
+        daemon.send_signal(signal.SIGHUP)
+        held = wait_for(lambda: "holds it: removed when it ends" in open(log.name).read(), timeout=10)
+        check(held is not None and open(f"{mdev_dir}/remove").read() == "" and UUID in open(f"{state}/state.json").read(),
+              "dropped while a pod holds it: kept, with a warning")
+        emu.send("delete vm1")
+        gone = wait_for(lambda: UUID not in open(f"{state}/state.json").read(), timeout=15)
+        check(gone is not None and open(f"{mdev_dir}/remove").read() == "1",
+              "once the pod is gone: 1 written to its remove, forgotten")
+        check(wait_for(lambda: mdev_entries(api) == [], timeout=15) is not None,
+              "and the KubeVirt entry removed (no other node serves the type)", json.dumps(mdev_entries(api)))
+    finally:
+        stop_process(daemon)
+        check(daemon.returncode == 0, f"daemon stopped cleanly ({daemon.returncode})")
+        emu.stop()
+        if failures:
+            log.seek(0)
+            print("--- daemon log (tail) ---\n" + "".join(log.readlines()[-60:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
