@@ -7,6 +7,18 @@
 namespace pcid::agent {
 namespace {
 
+// Each config refused with an error naming the file and containing its text.
+template <size_t N>
+void ExpectRefused(const std::pair<const char*, const char*> (&cases)[N]) {
+  for (const auto& [json, want] : cases) {
+    auto c = ParseConfig(json, "/etc/c.json");
+    BOOST_TEST(!c.ok(), json);
+    const std::string message(c.status().message());
+    BOOST_TEST(message.rfind("/etc/c.json: ", 0) == 0u, message);
+    BOOST_TEST(message.find(want) != std::string::npos, message << " lacks " << want);
+  }
+}
+
 BOOST_AUTO_TEST_SUITE(config)
 
 BOOST_AUTO_TEST_CASE(sriov_entries) {
@@ -40,13 +52,7 @@ BOOST_AUTO_TEST_CASE(bad_sriov_entries_name_the_entry) {
                      {"address": "0000:04:00.0", "numVFs": 2}]})",
        "sriov[1]: 0000:04:00.0 listed twice"},
   };
-  for (const auto& [json, want] : cases) {
-    auto c = ParseConfig(json, "/etc/c.json");
-    BOOST_TEST(!c.ok(), json);
-    const std::string message(c.status().message());
-    BOOST_TEST(message.rfind("/etc/c.json: ", 0) == 0u, message);
-    BOOST_TEST(message.find(want) != std::string::npos, message << " lacks " << want);
-  }
+  ExpectRefused(cases);
 }
 
 BOOST_AUTO_TEST_CASE(mdev_entries) {
@@ -84,13 +90,7 @@ BOOST_AUTO_TEST_CASE(bad_mdev_entries_name_the_entry) {
                      {"parent": "mtty", "type": "mtty-1", "count": 2}]})",
        "mdevs[1]: type mtty-1 of mtty listed twice"},
   };
-  for (const auto& [json, want] : cases) {
-    auto c = ParseConfig(json, "/etc/c.json");
-    BOOST_TEST(!c.ok(), json);
-    const std::string message(c.status().message());
-    BOOST_TEST(message.rfind("/etc/c.json: ", 0) == 0u, message);
-    BOOST_TEST(message.find(want) != std::string::npos, message << " lacks " << want);
-  }
+  ExpectRefused(cases);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -13,13 +13,10 @@ namespace {
 
 using namespace testing;
 
-constexpr char kMtty[] = "devices/virtual/mtty/mtty";
 constexpr char kResource[] = "pcidevices.io/Single_port_serial";
 
-void AddMtty(AgentFixture& f, unsigned available = 4) {
-  f.kernel.AddMdevParent(kMtty, "mtty",
-                         {{.id = "mtty-1", .name = "Single port serial", .available = available},
-                          {.id = "mtty-2", .name = "Dual port serial", .available = 2}});
+void AddMtty(AgentFixture& f) {
+  f.kernel.AddMdevParent(pcid::testing::kMttyDir, "mtty", pcid::testing::MttyTypes(4));
 }
 
 DaemonConfig MdevConfig(unsigned count, const std::string& type = "mtty-1") {

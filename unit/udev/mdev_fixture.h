@@ -23,6 +23,14 @@ struct MdevTypeSpec {
   std::string device_api = "vfio-pci";
 };
 
+// The kernel's sample parent mtty, as the agent and vfio tests use it: `available` instances of
+// type mtty-1, one of mtty-2.
+inline constexpr char kMttyDir[] = "devices/virtual/mtty/mtty";
+inline std::vector<MdevTypeSpec> MttyTypes(unsigned available) {
+  return {{.id = "mtty-1", .name = "Single port serial", .available = available},
+          {.id = "mtty-2", .name = "Dual port serial", .available = 1}};
+}
+
 // `parent_dir`: the parent device's directory relative to the root ("devices/virtual/mtty/mtty",
 // or a PCI function's directory); `name`: its name under class/mdev_bus.
 inline void AddMdevParent(const TempTree& tree, const std::string& parent_dir,

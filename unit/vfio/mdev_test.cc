@@ -17,15 +17,12 @@ struct Killed {
   int step;
 };
 
-constexpr char kMtty[] = "devices/virtual/mtty/mtty";
 constexpr char kU1[] = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
 constexpr char kU2[] = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1002";
 constexpr char kU3[] = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1003";
 
-void AddMtty(Fixture& f, unsigned available = 2) {
-  f.kernel.AddMdevParent(kMtty, "mtty",
-                         {{.id = "mtty-1", .name = "Single port serial", .available = available},
-                          {.id = "mtty-2", .name = "Dual port serial", .available = 1}});
+void AddMtty(Fixture& f) {
+  f.kernel.AddMdevParent(testing::kMttyDir, "mtty", testing::MttyTypes(2));
 }
 
 MdevInventory Mdevs(Fixture& f) { return *udev::DiscoverMdevs(*f.sys_root, f.log.log); }
