@@ -39,7 +39,7 @@ std::optional<projection::ObservedObject> DoctorGetObject(
     const std::string& path, const std::string& missing_fix, const std::string& denied_fix,
     bool& stop);
 
-// KubeVirt's permittedHostDevices names `resource` (pciHostDevices or usb).
+// KubeVirt's permittedHostDevices names `resource` (pciHostDevices, usb or mediatedDevices).
 void KubeVirtCheck(Doctor& d, projection::KubeCaller& api, const std::string& resource);
 
 // The node's capacity and allocatable for `resource`.

@@ -11,11 +11,13 @@
 #include <optional>
 
 #include "cmd/doctor_checks.h"
+#include "cmd/doctor_mdev.h"
 #include "cmd/doctor_usb.h"
 #include "cmd/flags.h"
 #include "cmd/host_roots.h"
 #include "core/id_database.h"
 #include "core/json_writer.h"
+#include "core/mdev.h"
 #include "core/naming.h"
 #include "core/pci_address.h"
 #include "core/status.h"
@@ -36,8 +38,8 @@ constexpr char kUsage[] =
     "usage: pcidevices doctor NAME|ADDRESS [--node N] [--kubeconfig FILE] [--output text|json]\n"
     "         [--sysfs-root DIR] [--dev-root DIR] [--proc-root DIR] [--state-dir DIR]\n"
     "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--cluster-only]\n"
-    "NAME is a PCIDevice name (<node>-<address without punctuation>) or a USBDevice name\n"
-    "(<node>-<vid>-<pid>-<BBB><DDD>), ADDRESS a PCI address.\n";
+    "NAME is a PCIDevice name (<node>-<address without punctuation>), a USBDevice name\n"
+    "(<node>-<vid>-<pid>-<BBB><DDD>) or an mdev's UUID, ADDRESS a PCI address.\n";
 
 // "n1-000081000" -> ("n1", 0000:81:00.0); nullopt when `name` is not shaped so.
 std::optional<std::pair<std::string, PciAddress>> SplitObjectName(const std::string& name) {
@@ -283,6 +285,17 @@ int RunDoctor(const std::vector<std::string>& args) {
         },
         [&](Doctor& d, const HostRoots& roots) {
           UsbNodeChecks(d, roots, *parsed, subject, *usb_node);
+        });
+  }
+  if (auto uuid = ParseUuid(subject); uuid.ok()) {
+    // The resource from the node's sysfs (or state file): the cluster checks need it first.
+    auto roots = OpenHostRoots(*parsed);
+    resource = roots.ok() ? MdevResource(roots->sysfs, *parsed, *uuid) : "";
+    return RunChecks(
+        *parsed, subject, json,
+        [&](Doctor& d, projection::KubeCaller& api) { MdevClusterChecks(d, api, node, resource); },
+        [&](Doctor& d, const HostRoots& roots) {
+          MdevNodeChecks(d, roots, *parsed, *uuid, resource);
         });
   }
   std::optional<PciAddress> address;

@@ -6,7 +6,8 @@ tree whose GTX 1060 (0000:01:00.0) is made an mdev parent offering NVIDIA's type
 fixture tree has no kernel, so nothing here is created; creation, re-creation and removal by a
 real kernel are e2e_vm_mdev's.
 
-Checked: the recorded mdev is served without a write (ListAndWatch, Allocate with KubeVirt's
+Checked: `pcidevices doctor <UUID>` on the node and the cluster; the recorded mdev is served
+without a write (ListAndWatch, Allocate with KubeVirt's
 MDEV_PCI_RESOURCE_ variable and the group node); KubeVirt's permittedHostDevices gets one
 mediatedDevices entry {mdevNameSelector: the type's name, resourceName, externalResourceProvider:
 true}, and kubectl shows it; the config dropping it while a pod holds it keeps it; once the pod is
@@ -69,6 +70,25 @@ def write_config(path, count):
         json.dump({"enable": [], "mdevs": [{"parent": GPU, "type": TYPE, "count": count}]}, f)
 
 
+def doctor(pcidevices, api, tmp, sysfs, dev, proc, state, plugins):
+    """`pcidevices doctor UUID` on the node, then on the cluster only; and a UUID nobody has."""
+    roots = ["--sysfs-root", sysfs, "--dev-root", dev, "--proc-root", proc, "--state-dir", state,
+             "--device-plugin-dir", plugins, "--pod-resources-socket", f"{tmp}/pr.sock"]
+    p = subprocess.run([pcidevices, "doctor", UUID, *roots], capture_output=True, text=True)
+    check(p.returncode == 0 and f"mdev {UUID}: type {TYPE} ({TYPE_NAME}) on {GPU}" in p.stdout and
+          "group 40, /dev/vfio/40" in p.stdout and "held by default/vm1/compute" in p.stdout and
+          "kept by the agent" in p.stdout, "doctor UUID: every node check passes", p.stdout + p.stderr)
+    p = subprocess.run([pcidevices, "doctor", UUID, "--cluster-only", "--kubeconfig", api.kubeconfig,
+                        "--output", "json", *roots], capture_output=True, text=True)
+    checks = {c["name"]: c for c in json.loads(p.stdout or "{}").get("checks", [])} if p.stdout else {}
+    check(p.returncode == 0 and checks.get("KubeVirt", {}).get("ok") is True,
+          "doctor UUID --cluster-only: KubeVirt lists the type's resource", p.stdout + p.stderr)
+    other = "0b7f7a2c-9f4b-4d1e-8a55-2d7c6b1f0e11"
+    p = subprocess.run([pcidevices, "doctor", other, *roots], capture_output=True, text=True)
+    check(p.returncode == 1 and f"mdev {other} is not on this node" in p.stdout,
+          "doctor of an unknown UUID: a failed check saying so", p.stdout + p.stderr)
+
+
 def main():
     return run_with_api("pcid-mdev-", run)
 
@@ -116,6 +136,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         want = [{"mdevNameSelector": TYPE_NAME, "resourceName": RESOURCE, "externalResourceProvider": True}]
         check(wait_for(lambda: mdev_entries(api) == want, timeout=15) is not None,
               "KubeVirt: one mediatedDevices entry for the type", json.dumps(mdev_entries(api)))
+        doctor(pcidevices, api, tmp, sysfs, dev, proc, state, plugins)
         rc, out = api.kubectl("get", "kubevirt", "-n", "kubevirt", "kubevirt", "-o",
                               "jsonpath={.spec.configuration.permittedHostDevices.mediatedDevices[0].resourceName}")
         check(rc == 0 and out.strip() == RESOURCE, "kubectl shows it", out)
