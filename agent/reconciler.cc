@@ -124,6 +124,12 @@ void Reconciler::SaveUsbRecords() {
 }
 
 absl::StatusOr<vfio::Protected> Reconciler::Protection() const {
+  auto protect = HostProtection();
+  if (protect.ok()) ProtectMdevParents(*protect);
+  return protect;
+}
+
+absl::StatusOr<vfio::Protected> Reconciler::HostProtection() const {
   return vfio::FindProtectedDevices(options_.sysfs, options_.proc, devices_, config_.deny);
 }
 

@@ -163,7 +163,11 @@ class Reconciler {
   void OnUsbClaim(bool enable, const std::string& name,
                   std::function<void(projection::ClaimOutcome)> done);
   void SweepClaims(const std::vector<std::string>& keep);
+  // What is never bound to vfio-pci: the host's devices (HostProtection) and the PCI parents of
+  // the mdevs the agent keeps (binding one would take its mdevs away).
   absl::StatusOr<vfio::Protected> Protection() const;
+  absl::StatusOr<vfio::Protected> HostProtection() const;
+  void ProtectMdevParents(vfio::Protected& protect) const;
   std::set<PciAddress> ProtectedSriovPfs() const;
   void Refresh();
   void Absorb(const ReadBack& now);

@@ -133,7 +133,8 @@ void Reconciler::ReconcileMdevs(bool report) {
       for (unsigned i = 0; i < count; ++i) uuids.push_back(NewRandomUuid());
       std::sort(uuids.begin(), uuids.end());
       absl::StatusOr<vfio::Protected> protect = vfio::Protected{};
-      if (ParsePciAddress(parent).ok()) protect = Protection();  // a PCI parent may be the host's
+      // A PCI parent may be the host's own device.
+      if (ParsePciAddress(parent).ok()) protect = HostProtection();
       if (!protect.ok()) {
         ports_.log.error("config: mdevs of type {} on {} not created: {}", type, parent,
                          ToStd(protect.status().message()));
@@ -149,6 +150,22 @@ void Reconciler::ReconcileMdevs(bool report) {
                       return {{TypeKey(parent, type), st}};
                     });
     }
+  }
+}
+
+// The config's parents count too: at start the config's enables run before its mdevs exist.
+void Reconciler::ProtectMdevParents(vfio::Protected& protect) const {
+  std::map<PciAddress, size_t> kept;
+  for (const MdevConfig& want : config_.mdevs) {
+    if (auto a = ParsePciAddress(want.parent); a.ok() && want.count > 0) kept[*a] += 0;
+  }
+  for (const auto& [uuid, intent] : ports_.binder.MdevIntents()) {
+    if (intent.sources.empty()) continue;
+    if (auto a = ParsePciAddress(intent.parent); a.ok()) ++kept[*a];
+  }
+  for (const auto& [address, count] : kept) {
+    protect.emplace(address, count == 0 ? std::string("is an mdev parent in the config")
+                                        : absl::StrCat("is the parent of ", count, " kept mdevs"));
   }
 }
 

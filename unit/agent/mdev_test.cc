@@ -169,6 +169,30 @@ BOOST_AUTO_TEST_CASE(refusals_write_nothing_until_the_config_changes) {
   BOOST_TEST(Served(f).size() == 4u);
 }
 
+// A PCI parent of kept mdevs is never bound to vfio-pci, even when the config's selectors match
+// it (binding it would take its mdevs away): refused at start, before its mdevs exist, and later.
+BOOST_AUTO_TEST_CASE(an_mdev_parent_is_not_bound) {
+  AgentFixture f;
+  const std::string gpu = "0000:02:00.0";
+  f.kernel.AddMdevParent(f.sys.DirOf(gpu), gpu,
+                         {{.id = "nvidia-746", .name = "NVIDIA A2-4Q", .available = 2}});
+  DeviceSelector nvidia;
+  nvidia.vendor = 0x10de;
+  DaemonConfig config{.enable = {nvidia},
+                      .mdevs = {{.parent = gpu, .type = "nvidia-746", .count = 1}}};
+  f.Start(config);
+  f.Settle();
+  BOOST_TEST(f.kernel.Driver(gpu) == "nouveau");
+  BOOST_TEST(f.log.text().find("is an mdev parent in the config") != std::string::npos,
+             f.log.text());
+  BOOST_TEST(Recorded(f).size() == 1u);
+  BOOST_TEST(Served(f, "nvidia.com/NVIDIA_A2-4Q").size() == 1u);
+  f.reconciler->OnConfig(config);  // a reload: still refused, now for its mdev
+  f.Settle();
+  BOOST_TEST(f.kernel.Driver(gpu) == "nouveau");
+  BOOST_TEST(f.log.text().find("is the parent of 1 kept mdevs") != std::string::npos, f.log.text());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 }  // namespace
