@@ -181,6 +181,7 @@ void Reconciler::ReleaseMdevs(const std::string& parent, std::vector<std::string
       ports_.log.warn("mdev parent {}: {} mdevs not removed yet: {}", parent, uuids.size(),
                       ToStd(holders.status().message()));
       mdev_held_ = true;  // asked again at the next poll
+      replan_due_ = true;  // which the next plan turns on
       return;
     }
     mdev_held_ = false;
@@ -190,6 +191,7 @@ void Reconciler::ReleaseMdevs(const std::string& parent, std::vector<std::string
       ports_.log.warn("mdev {}: no longer wanted, but {} holds it: removed when it ends", uuid,
                       holder->second);
       mdev_held_ = true;
+      replan_due_ = true;
       return true;
     });
     if (uuids.empty()) return;
