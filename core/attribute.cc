@@ -18,6 +18,18 @@ absl::Status Malformed(std::string_view text, std::string_view want) {
 
 }  // namespace
 
+std::string Printable(std::string text) {
+  for (char& c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f) c = '?';
+  }
+  return text;
+}
+
+std::string PrintableAttribute(std::string_view raw, size_t max) {
+  return Printable(std::string(TrimAttribute(raw).substr(0, max)));
+}
+
 std::string_view TrimAttribute(std::string_view text) {
   while (!text.empty() && IsSpace(text.front())) text.remove_prefix(1);
   while (!text.empty() && IsSpace(text.back())) text.remove_suffix(1);

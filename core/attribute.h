@@ -19,6 +19,14 @@ namespace pcid {
 // Strips ASCII white space (the kernel's trailing "\n") from both ends.
 std::string_view TrimAttribute(std::string_view text);
 
+// `text` with anything but printable ASCII replaced by '?': the same on every read (an identity
+// still matches), and always valid in JSON, tables and the state file.
+std::string Printable(std::string text);
+
+// A free-text attribute (a USB serial, an mdev type's name): trimmed, cut to `max` bytes,
+// Printable.
+std::string PrintableAttribute(std::string_view raw, size_t max);
+
 // "0x10de" or "10de" (upper or lower case), at most `max_digits` hex digits, value <= max.
 absl::StatusOr<uint32_t> ParseHexAttribute(std::string_view text, int max_digits);
 

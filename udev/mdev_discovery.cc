@@ -16,17 +16,6 @@ namespace {
 
 constexpr int64_t kMaxInstances = 1 << 20;
 
-// A short text attribute, trimmed and made printable: names and descriptions end up in tables,
-// JSON and resource names.
-std::string TextAttribute(const std::string& raw, size_t max) {
-  std::string text(TrimAttribute(raw).substr(0, max));
-  for (char& c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f) c = '?';
-  }
-  return text;
-}
-
 // A missing directory is "none": a kernel without mdev support, a parent without types.
 absl::StatusOr<std::vector<std::string>> ListSorted(const SysfsRoot& sysfs, std::string_view dir) {
   auto names = sysfs.ListDir(dir);
@@ -46,15 +35,15 @@ absl::StatusOr<MdevType> ReadType(const SysfsRoot& types, const std::string& id)
                         ReadDecimalAttribute(dir, "available_instances", 0, kMaxInstances));
   type.available_instances = static_cast<unsigned>(available);
   PCID_ASSIGN_OR_RETURN(const std::string api, dir.ReadFile("device_api"));
-  type.device_api = TextAttribute(api, 64);
+  type.device_api = PrintableAttribute(api, 64);
   if (type.device_api.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(dir.path(), "/device_api: empty"));
   }
   if (auto name = dir.ReadFile("name"); name.ok() && !TrimAttribute(*name).empty()) {
-    type.name = TextAttribute(*name, 128);
+    type.name = PrintableAttribute(*name, 128);
   }
   if (auto description = dir.ReadFile("description"); description.ok()) {
-    type.description = TextAttribute(*description, 512);
+    type.description = PrintableAttribute(*description, 512);
   }
   return type;
 }
@@ -122,7 +111,7 @@ std::optional<VendorVgpu> ReadVendorVgpu(const SysfsRoot& sysfs, const PciAddres
         vgpu.current_type = std::string(id);
       } else {
         log.warn("{}: {}current_vgpu_type: \"{}\" is not a type id", address.ToString(), dir,
-                 TextAttribute(*current, 32));
+                 PrintableAttribute(*current, 32));
       }
     }
   }
@@ -137,7 +126,7 @@ std::map<std::string, std::string> ParseCreatableVgpuTypes(std::string_view text
     std::vector<absl::string_view> parts = absl::StrSplit(line, ':');
     if (parts.size() != 2) continue;
     const std::string_view id = TrimAttribute(ToStd(parts[0]));
-    const std::string name = TextAttribute(std::string(ToStd(parts[1])), 128);
+    const std::string name = PrintableAttribute(ToStd(parts[1]), 128);
     if (name.empty() || !ParseDecimalAttribute(id, 0, 1 << 30).ok()) continue;
     types[name] = std::string(id);
   }

@@ -27,21 +27,9 @@ bool AllDigits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// Anything but printable ASCII replaced by '?': the same on every read, so an identity still
-// matches, and always valid in JSON and in the state file.
-std::string Printable(std::string text) {
-  for (char& c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f) c = '?';
-  }
-  return text;
-}
-
 // The serial as the USBDevice and the state file keep it: white space trimmed, at most 126
 // bytes (a USB string descriptor's limit), printable.
-std::string SerialText(std::string_view raw) {
-  return Printable(std::string(TrimAttribute(raw).substr(0, 126)));
-}
+std::string SerialText(std::string_view raw) { return PrintableAttribute(raw, 126); }
 
 // "<controller>-<ports>" from the device's sysfs path (…/0000:00:14.0/usb2/2-1/2-1.4 for 2-1.4:
 // "0000:00:14.0-1.4"), with "-usb3" after the controller when its root hub is SuperSpeed or
