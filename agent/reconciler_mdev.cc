@@ -180,7 +180,7 @@ void Reconciler::ReleaseMdevs(const std::string& parent, std::vector<std::string
     if (!holders.ok()) {
       ports_.log.warn("mdev parent {}: {} mdevs not removed yet: {}", parent, uuids.size(),
                       ToStd(holders.status().message()));
-      mdev_held_ = true;  // asked again at the next poll
+      mdev_held_ = true;   // asked again at the next poll
       replan_due_ = true;  // which the next plan turns on
       return;
     }
@@ -253,14 +253,8 @@ std::set<std::string> Reconciler::PlanMdevs() {
       resource = MdevResourceName(*type);
       types[resource] = type->name;
     }
-    if (resource.empty()) {
-      // Never seen with its parent (absent since before the start): named after the type id.
-      resource = MdevResourceName(MdevType{.id = intent.type,
-                                           .name = intent.type,
-                                           .description = "",
-                                           .device_api = "",
-                                           .available_instances = 0});
-    }
+    // Never seen with its parent (absent since before the start): named after the type id.
+    if (resource.empty()) resource = MdevResourceNameOfId(intent.type);
     plugin::ServedMdev m{.uuid = uuid,
                          .resource = resource,
                          .iommu_group = std::nullopt,

@@ -40,11 +40,7 @@ std::string MdevResource(const SysfsRoot& sysfs, const ParsedFlags& flags,
   if (const MdevType* type = parent ? parent->FindType(type_id) : nullptr) {
     return MdevResourceName(*type);
   }
-  return MdevResourceName(MdevType{.id = type_id,
-                                   .name = type_id,
-                                   .description = "",
-                                   .device_api = "",
-                                   .available_instances = 0});
+  return MdevResourceNameOfId(type_id);
 }
 
 void MdevNodeChecks(Doctor& d, const HostRoots& roots, const ParsedFlags& flags,

@@ -1,10 +1,12 @@
 #include "core/mdev.h"
 
 #include <absl/strings/str_cat.h>
+#include <absl/strings/str_split.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <random>
+#include <vector>
 
 #include "core/status.h"
 
@@ -100,14 +102,27 @@ std::string MdevResourceName(const MdevType& type) {
   const size_t first = part.find_first_not_of("-_");
   part = first == std::string::npos ? "" : part.substr(first, 63);
   while (!part.empty() && !IsAlnum(part.back())) part.pop_back();
-  if (part.empty() && type.name != type.id) {
-    MdevType by_id = type;
-    by_id.name = type.id;
-    return MdevResourceName(by_id);
-  }
+  if (part.empty() && type.name != type.id) return MdevResourceNameOfId(type.id);
   if (part.empty()) part = "mdev";
   const bool nvidia = type.id.rfind("nvidia-", 0) == 0;
   return absl::StrCat(nvidia ? "nvidia.com/" : "pcidevices.io/", part);
+}
+
+std::string MdevResourceNameOfId(std::string_view type_id) {
+  const std::string id(type_id);
+  return MdevResourceName(MdevType{
+      .id = id, .name = id, .description = "", .device_api = "", .available_instances = 0});
+}
+
+std::optional<std::string> MdevParentOfLink(std::string_view target, std::string_view uuid) {
+  std::vector<std::string_view> parts;
+  for (absl::string_view part : absl::StrSplit(ToAbsl(target), '/', absl::SkipEmpty())) {
+    parts.push_back(ToStd(part));
+  }
+  if (parts.size() < 2 || parts.back() != uuid || !IsMdevComponent(parts[parts.size() - 2])) {
+    return std::nullopt;
+  }
+  return std::string(parts[parts.size() - 2]);
 }
 
 }  // namespace pcid

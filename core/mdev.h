@@ -82,5 +82,12 @@ bool IsMdevComponent(std::string_view name);
 // ("mbochs-small" -> "pcidevices.io/mbochs-small"). Characters a resource name cannot hold are
 // dropped, and it is cut to 63 characters after the "/".
 std::string MdevResourceName(const MdevType& type);
+// The same for a type known by its id alone (its parent is not there to give its name).
+std::string MdevResourceNameOfId(std::string_view type_id);
+
+// The parent's name from the target of an mdev's bus/mdev/devices/<uuid> link: its directory
+// sits in its parent's (".../devices/virtual/mtty/mtty/<uuid>" -> "mtty"). nullopt when the
+// target does not end in `uuid` below a name IsMdevComponent accepts.
+std::optional<std::string> MdevParentOfLink(std::string_view target, std::string_view uuid);
 
 }  // namespace pcid

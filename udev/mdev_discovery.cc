@@ -76,12 +76,12 @@ absl::StatusOr<Mdev> ReadMdev(const SysfsRoot& sysfs, const std::string& uuid) {
   Mdev mdev{.uuid = uuid, .parent = "", .type = "", .iommu_group = std::nullopt, .driver = ""};
   // The mdev's directory sits in its parent's: .../devices/virtual/mtty/mtty/<uuid>.
   PCID_ASSIGN_OR_RETURN(const std::string target, sysfs.ReadLink(dir));
-  std::vector<std::string> parts = absl::StrSplit(target, '/', absl::SkipEmpty());
-  if (parts.size() < 2 || parts.back() != uuid || !IsMdevComponent(parts[parts.size() - 2])) {
+  std::optional<std::string> parent = MdevParentOfLink(target, uuid);
+  if (!parent) {
     return absl::InvalidArgumentError(
         absl::StrCat(sysfs.path(), "/", dir, ": link to \"", target, "\" names no parent"));
   }
-  mdev.parent = parts[parts.size() - 2];
+  mdev.parent = *std::move(parent);
   PCID_ASSIGN_OR_RETURN(mdev.type, sysfs.ReadLinkBasename(absl::StrCat(dir, "/mdev_type")));
   if (auto group = sysfs.ReadLinkBasename(absl::StrCat(dir, "/iommu_group")); group.ok()) {
     auto number = ParseDecimalAttribute(*group, 0, 1 << 30);

@@ -4,7 +4,6 @@
 #include "core/mdev.h"
 
 #include <absl/strings/str_cat.h>
-#include <absl/strings/str_split.h>
 #include <spdlog/spdlog.h>
 
 #include <vector>
@@ -41,10 +40,10 @@ absl::StatusOr<std::optional<Existing>> FindExisting(const Node& node, const std
     if (absl::IsNotFound(target.status())) return std::nullopt;
     return target.status();
   }
-  std::vector<std::string> parts = absl::StrSplit(*target, '/', absl::SkipEmpty());
   PCID_ASSIGN_OR_RETURN(std::string type,
                         node.sysfs.ReadLinkBasename(absl::StrCat(MdevDir(uuid), "/mdev_type")));
-  return Existing{parts.size() >= 2 ? parts[parts.size() - 2] : "", std::move(type)};
+  // A parent the name check refuses matches no intent: "" is compared and refused.
+  return Existing{MdevParentOfLink(*target, uuid).value_or(""), std::move(type)};
 }
 
 // Refuses a parent or type that is not there, or a parent that is a protected PCI function;
