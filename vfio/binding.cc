@@ -16,6 +16,8 @@ namespace pcid::vfio {
 namespace {
 
 using internal::DevDir;
+using internal::GroupUse;
+using internal::GroupUseOf;
 using internal::Step;
 using internal::Write;
 
@@ -305,21 +307,12 @@ absl::Status Disable(const Node& node, StateStore& store, const PciAddress& addr
                   absl::StrJoin(next.sources, ", "));
     return absl::OkStatus();
   }
-  if (node.proc != nullptr && next.original_driver != kVfioDriver) {
-    if (auto group = node.sysfs.ReadLinkBasename(DevDir(text) + "/iommu_group"); group.ok()) {
-      auto number = ParseDecimalAttribute(*group, 0, 1 << 30);
-      auto user = number.ok() ? GroupUser(*node.proc, static_cast<unsigned>(*number))
-                              : absl::StatusOr<std::string>(number.status());
-      if (!user.ok()) {
-        return absl::Status(user.status().code(),
-                            absl::StrCat("pci ", text, ": cannot tell whether IOMMU group ", *group,
-                                         " is in use: ", user.status().message()));
-      }
-      if (!user->empty()) {
-        return absl::FailedPreconditionError(absl::StrCat("pci ", text, ": refused: IOMMU group ",
-                                                          *group, " is open by ", *user,
-                                                          " (a running VM?); stop it first"));
-      }
+  if (next.original_driver != kVfioDriver) {
+    PCID_ASSIGN_OR_RETURN(const GroupUse use, GroupUseOf(node, DevDir(text), "pci " + text));
+    if (!use.user.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("pci ", text, ": refused: IOMMU group ",
+                                                        use.group, " is open by ", use.user,
+                                                        " (a running VM?); stop it first"));
     }
   }
   next.enabled = false;

@@ -7,6 +7,7 @@
 
 #include "core/attribute.h"
 #include "core/status.h"
+#include "vfio/steps.h"
 #include "vfio/vfio.h"
 
 namespace pcid::vfio {
@@ -52,6 +53,26 @@ std::string Describe(const GroupViability& g) {
   }
   return absl::StrCat("group ", g.group, ": not viable: ", absl::StrJoin(why, ", "));
 }
+
+namespace internal {
+
+absl::StatusOr<GroupUse> GroupUseOf(const Node& node, const std::string& dir,
+                                    const std::string& what) {
+  if (node.proc == nullptr) return GroupUse{};
+  auto group = node.sysfs.ReadLinkBasename(dir + "/iommu_group");
+  if (!group.ok()) return GroupUse{};  // no group (or gone): nothing can hold it
+  auto number = ParseDecimalAttribute(*group, 0, 1 << 30);
+  auto user = number.ok() ? GroupUser(*node.proc, static_cast<unsigned>(*number))
+                          : absl::StatusOr<std::string>(number.status());
+  if (!user.ok()) {
+    return absl::Status(user.status().code(),
+                        absl::StrCat(what, ": cannot tell whether IOMMU group ", *group,
+                                     " is in use: ", user.status().message()));
+  }
+  return GroupUse{*group, *std::move(user)};
+}
+
+}  // namespace internal
 
 absl::StatusOr<std::string> GroupUser(const SysfsRoot& proc, unsigned group) {
   PCID_ASSIGN_OR_RETURN(const std::vector<std::string> pids, proc.ListDir(""));

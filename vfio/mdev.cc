@@ -16,6 +16,8 @@
 namespace pcid::vfio {
 namespace {
 
+using internal::GroupUse;
+using internal::GroupUseOf;
 using internal::Step;
 
 std::string TypeDir(const std::string& parent, const std::string& type) {
@@ -99,24 +101,19 @@ absl::Status WriteCreate(const Node& node, const std::string& uuid, const std::s
 // An mdev whose IOMMU group a process has open (a VM on it) is not removed: the vendor driver
 // would refuse or, worse, pull the device from under the guest.
 absl::Status RefuseIfOpen(const Node& node, const std::string& uuid) {
-  if (node.proc == nullptr) return absl::OkStatus();
-  auto group = node.sysfs.ReadLinkBasename(MdevDir(uuid) + "/iommu_group");
-  if (!group.ok()) return absl::OkStatus();  // gone, or no group: nothing can hold it
-  auto n = ParseDecimalAttribute(*group, 0, 1 << 30);
-  if (!n.ok()) return absl::OkStatus();
-  PCID_ASSIGN_OR_RETURN(const std::string user, GroupUser(*node.proc, static_cast<unsigned>(*n)));
-  if (user.empty()) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat("mdev ", uuid, ": in use: IOMMU group ", *n,
-                                                    " is open by ", user, "; not removed"));
+  PCID_ASSIGN_OR_RETURN(const GroupUse use, GroupUseOf(node, MdevDir(uuid), "mdev " + uuid));
+  if (use.user.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat("mdev ", uuid, ": in use: IOMMU group ",
+                                                    use.group, " is open by ", use.user,
+                                                    "; not removed"));
 }
 
-// Release steps 2 and 3 once the intent has no sources: the mdev removed when it is there (its
-// group not open), then the intent forgotten.
+// Release steps 2 and 3 once the intent has no sources: the mdev removed when it is there, then
+// the intent forgotten. The caller has checked that no process holds it (RefuseIfOpen).
 absl::Status FinishRelease(const Node& node, StateStore& store, const std::string& uuid) {
   const std::string what = absl::StrCat("mdev ", uuid);
   PCID_ASSIGN_OR_RETURN(const std::optional<Existing> existing, FindExisting(node, uuid));
   if (existing) {
-    PCID_RETURN_IF_ERROR(RefuseIfOpen(node, uuid));
     const std::string remove = MdevDir(uuid) + "/remove";
     if (absl::Status st = node.write(remove, "1"); !st.ok()) {
       return Named(absl::StrCat(what, ": write ", remove), st);
@@ -208,7 +205,10 @@ absl::Status ReapplyMdev(const Node& node, StateStore& store, const std::string&
                          const Protected& protect) {
   const std::optional<MdevIntent> intent = store.FindMdev(uuid);
   if (!intent) return absl::OkStatus();
-  if (intent->sources.empty()) return FinishRelease(node, store, uuid);
+  if (intent->sources.empty()) {  // a release was under way
+    PCID_RETURN_IF_ERROR(RefuseIfOpen(node, uuid));
+    return FinishRelease(node, store, uuid);
+  }
   PCID_ASSIGN_OR_RETURN(const std::optional<Existing> existing, FindExisting(node, uuid));
   if (existing) {
     if (existing->parent != intent->parent || existing->type != intent->type) {
