@@ -650,7 +650,8 @@ void Reconciler::Replan(bool probe) {
   // would cost more than the slice).
   if (publisher_ && !planner_.pending() &&
       (!published_ || pci_changed_ || published_->usb != usb_ ||
-       published_->enabled_usb != enabled_usb_ || published_->mdev_types != mdev_types_)) {
+       published_->enabled_usb != enabled_usb_ || published_->mdev_types != mdev_types_ ||
+       published_->mdevs != mdevs_published_)) {
     pci_changed_ = false;
     published_ = std::make_shared<const projection::Inventory>(projection::Inventory{
         .pci = devices_,
@@ -658,6 +659,7 @@ void Reconciler::Replan(bool probe) {
         .enabled_usb = enabled_usb_,
         .protected_sriov_pfs = ProtectedSriovPfs(),
         .mdev_types = mdev_types_,
+        .mdevs = mdevs_published_,
     });
     publisher_->Publish(published_);
   }

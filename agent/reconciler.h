@@ -98,6 +98,9 @@ class Reconciler {
   // An SR-IOV object's VF count or a VFClaim from the projection; `done` runs once, when decided
   // (after the kernel answered).
   void OnSriov(projection::VfRequest request, std::function<void(projection::VfOutcome)> done);
+  // A VGPUDevice's mdev from the projection; `done` runs once, when decided (after the kernel
+  // answered).
+  void OnVgpu(projection::VgpuRequest request, std::function<void(projection::VgpuOutcome)> done);
 
   // Timers: the earliest due one, and running the due ones. The loop calls RunDue once per turn,
   // after the turn's events: re-plans after kernel answers are coalesced there.
@@ -192,7 +195,16 @@ class Reconciler {
   // not tried again until a reload or the parent's return.
   using MdevFailures = std::vector<std::pair<std::string, absl::Status>>;
   using MdevWork = std::function<MdevFailures(const vfio::Node&, vfio::StateStore&)>;
-  void SubmitMdevJob(std::string what, const std::string& parent, MdevWork work);
+  // `answer`, when given, gets the failures instead (a VGPUDevice's: its controller retries).
+  void SubmitMdevJob(std::string what, const std::string& parent, MdevWork work,
+                     std::function<void(const MdevFailures&)> answer = nullptr);
+  // VGPUDevices (reconciler_vgpu.cc): the object's mdevs (intents of its source) given back
+  // after a fresh PodResources view, then `then` (on success).
+  void ReleaseVgpu(const std::string& parent, const std::string& source,
+                   std::vector<std::string> uuids,
+                   std::function<void(projection::VgpuOutcome)> done, std::function<void()> then);
+  void CreateVgpu(const std::string& parent, const std::string& type, const std::string& source,
+                  std::function<void(projection::VgpuOutcome)> done);
   void ReleaseMdevs(const std::string& parent, std::vector<std::string> uuids);
   std::set<std::string> PlanMdevs();
 
@@ -236,9 +248,10 @@ class Reconciler {
   plugin::ResourcePlanner planner_;
   bool pci_changed_ = true;  // devices_ changed since the inventory was last published
   std::shared_ptr<const projection::Inventory> published_;
-  MdevInventory mdevs_;                               // last mdev discovery
-  std::map<std::string, std::string> mdev_resource_;  // UUID -> its type's resource, last seen
-  std::map<std::string, std::string> mdev_types_;     // served resource -> type name (KubeVirt)
+  MdevInventory mdevs_;                                   // last mdev discovery
+  std::shared_ptr<const MdevInventory> mdevs_published_;  // the same, as the projection gets it
+  std::map<std::string, std::string> mdev_resource_;      // UUID -> its type's resource, last seen
+  std::map<std::string, std::string> mdev_types_;         // served resource -> type name (KubeVirt)
   std::set<std::string> mdev_busy_;     // parents with a kernel job (or a holders' answer) due
   std::set<std::string> mdev_refused_;  // "parent/type" or UUIDs refused, see SubmitMdevJob
   bool mdevs_changed_ = true;           // the mdev resources are to be planned again

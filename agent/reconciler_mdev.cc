@@ -53,6 +53,7 @@ void Reconciler::DiscoverMdevs() {
     }
   }
   mdevs_ = *std::move(found);
+  mdevs_published_ = std::make_shared<const MdevInventory>(mdevs_);
   mdevs_changed_ = true;
   replan_due_ = true;
 }
@@ -209,7 +210,8 @@ void Reconciler::ReleaseMdevs(const std::string& parent, std::vector<std::string
   });
 }
 
-void Reconciler::SubmitMdevJob(std::string what, const std::string& parent, MdevWork work) {
+void Reconciler::SubmitMdevJob(std::string what, const std::string& parent, MdevWork work,
+                               std::function<void(const MdevFailures&)> answer) {
   mdev_busy_.insert(parent);
   ++jobs_in_flight_;
   std::set<std::string> keys = {absl::StrCat("mdev:", parent)};
@@ -222,17 +224,18 @@ void Reconciler::SubmitMdevJob(std::string what, const std::string& parent, Mdev
       std::move(what), std::move(keys),
       [work = std::move(work), failures](const vfio::Node& node, vfio::StateStore& store,
                                          const Post&) { *failures = work(node, store); },
-      [this, alive = std::weak_ptr<bool>(alive_), parent, failures] {
+      [this, alive = std::weak_ptr<bool>(alive_), parent, failures, answer = std::move(answer)] {
         if (alive.expired()) return;
         --jobs_in_flight_;
         mdev_busy_.erase(parent);
         for (const auto& [key, status] : *failures) {
           ports_.log.error("{}", ToStd(status.message()));
-          mdev_refused_.insert(key);
+          if (!answer) mdev_refused_.insert(key);
         }
         DiscoverMdevs();
         mdevs_changed_ = true;
         replan_due_ = true;
+        if (answer) answer(*failures);
         ReconcileMdevs(/*report=*/false);
       });
 }

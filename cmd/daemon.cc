@@ -375,7 +375,7 @@ class Daemon {
     config->observe = [m = &metrics_](std::string_view verb, int status) {
       m->api_requests.With({std::string(verb), absl::StrCat(status)}).Add();
     };
-    // Claims and SR-IOV requests are decided on the owner thread like everything that touches
+    // Claims, SR-IOV and vGPU requests are decided on the owner thread like everything that touches
     // devices; the answer goes back to the projection's thread.
     auto claims = [this, post = Poster()](projection::ClaimRequest req,
                                           std::function<void(projection::ClaimOutcome)> done) {
@@ -389,8 +389,14 @@ class Daemon {
         reconciler_->OnSriov(std::move(req), std::move(done));
       });
     };
+    auto vgpu = [this, post = Poster()](projection::VgpuRequest req,
+                                        std::function<void(projection::VgpuOutcome)> done) {
+      post([this, req = std::move(req), done = std::move(done)]() mutable {
+        reconciler_->OnVgpu(std::move(req), std::move(done));
+      });
+    };
     auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"), claims,
-                                           sriov);
+                                           sriov, vgpu);
     if (!p.ok()) {
       log_->error("{}", ToStd(p.status().message()));
       return false;

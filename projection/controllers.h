@@ -16,6 +16,9 @@
 //                      their status shows the answer.
 //   VfClaimController  VFClaims of this node: finalizer, the owner's VFs, status; tells the
 //                      KubeVirt controller which entries they need (VfClaimsInUse).
+//   VgpuController     VGPUDevice objects of this node from the inventory's mdev parents; their
+//                      spec asks the device owner (VgpuHandler) for one mdev, their status
+//                      shows it.
 //
 // Threading: all of them live on the projection's controller thread (projection.cc), which hands
 // them messages (Handle), calls Reconcile() after each batch and sleeps until the earliest
@@ -39,6 +42,7 @@
 #include "projection/status_patch.h"
 #include "projection/store.h"
 #include "projection/vf_claims.h"
+#include "projection/vgpu_objects.h"
 
 namespace spdlog {
 class logger;
@@ -73,6 +77,15 @@ class RetryTimer {
   Backoff backoff_;
   std::optional<Clock::time_point> due_;
 };
+
+// One write a controller makes, its answer recorded in `store` (a DELETE forgets the object) so
+// that a pass before the watch's echo does not write it again; false when it failed (counted and
+// logged with `what`). After a transport failure (the server is away) `away` is set, and a write
+// made while it is set fails at once: no point failing every write of the pass.
+bool WriteObject(KubeCaller& api, Store& store, Counters& counters, spdlog::logger& log, bool& away,
+                 const std::string& name, std::string_view method, const std::string& path,
+                 const std::string& body, const std::string& content_type,
+                 const ProjectionStats& counted, const char* what);
 
 class DeviceController {
  public:
@@ -322,6 +335,64 @@ class VfClaimController {
   uint64_t next_ask_ = 0;
   bool away_ = false;
   bool swept_ = false;  // the start-up VfClaimSweep sent
+};
+
+// What one VGPUDevice asked of the device owner, and the answer.
+struct VgpuObjectState {
+  std::optional<VgpuAsk> asked;
+  uint64_t ask_id = 0;
+  std::optional<VgpuOutcome> answer;  // to `asked`; unset while in flight
+  bool retry = false;                 // a refusal waiting for the back-off
+  bool again = false;                 // the back-off is over: ask `asked` again
+  bool in_flight() const { return asked && !answer; }
+};
+
+class VgpuController {
+ public:
+  // `post` hands the owner's answers (VgpuAnswered) back to the controller thread; any thread.
+  // `wall` gives conditions' lastTransitionTime.
+  VgpuController(std::string node, Store& objects, KubeCaller& api, VgpuHandler owner,
+                 std::function<void(Message)> post, const Clock& clock, WallClock wall,
+                 Counters& counters, spdlog::logger& log);
+
+  // InventoryPublished: the functions offered and their types; VgpuAnswered: the owner's answer
+  // to the ask it numbers.
+  void Handle(const Message& message);
+  // Once the inventory has mdevs and the store is listed: creates this node's missing objects
+  // and deletes those whose function is gone, unless they are enabled or still have an mdev
+  // recorded (a VF comes back after a reboot only once its PF's VFs are made again; the mdev is
+  // made again then). For every object: asks the owner when its spec asks something other than
+  // what was last asked (enabled=false and a deleted object give the mdev back), and writes status
+  // where it differs. An invalid spec asks nothing and says why. A refusal worth asking again is
+  // asked again once the back-off is due, or when the spec changes.
+  void Reconcile();
+  std::optional<Clock::time_point> NextWake() const { return retry_.due(); }
+
+  // For tests: each object's memory between passes.
+  const std::map<std::string, VgpuObjectState>& states() const { return states_; }
+
+ private:
+  bool Mirror();
+  bool Serve(bool& asked);
+  void Ask(const std::string& name, const VgpuAsk& ask, VgpuObjectState& st);
+  bool Write(const std::string& name, std::string_view method, const std::string& path,
+             const std::string& body, const std::string& content_type,
+             const ProjectionStats& counted, const char* what);
+
+  const std::string node_;
+  Store& objects_;
+  KubeCaller& api_;
+  VgpuHandler owner_;
+  std::function<void(Message)> post_;
+  WallClock wall_;
+  Counters& counters_;
+  spdlog::logger& log_;
+  RetryTimer retry_;
+  std::shared_ptr<const Inventory> inventory_;
+  std::map<std::string, VgpuOffer> offers_;
+  std::map<std::string, VgpuObjectState> states_;
+  uint64_t next_ask_ = 0;
+  bool away_ = false;
 };
 
 }  // namespace pcid::projection

@@ -2,9 +2,9 @@
 //
 // What the projection's threads tell its controller loop, as typed messages (one small struct
 // per kind, all in one std::variant): informers say a store was listed or changed, the device
-// owner answers a claim or an SR-IOV request, Publish() hands over a new inventory, the claims
-// and VFClaim controllers tell the KubeVirt controller which entries their claims need. The loop
-// (projection.cc) hands each message to the controllers that care. Also the write counters the
+// owner answers a claim, an SR-IOV or a vGPU request, Publish() hands over a new inventory, the
+// claims and VFClaim controllers tell the KubeVirt controller which entries their claims need. The
+// loop (projection.cc) hands each message to the controllers that care. Also the write counters the
 // controllers share. Values; Counters is thread-safe.
 #pragma once
 
@@ -74,8 +74,15 @@ struct VfClaimsInUse {
   std::set<std::string> vf_claims;
 };
 
+// The device owner's answer to one VGPUDevice's request; `ask` as VfAnswered's.
+struct VgpuAnswered {
+  std::string name;  // the object's name
+  uint64_t ask = 0;
+  VgpuOutcome outcome;
+};
+
 using Message = std::variant<StoreListed, StoreChanged, InventoryPublished, ClaimAnswered,
-                             ClaimsInUse, VfAnswered, VfClaimsInUse>;
+                             ClaimsInUse, VfAnswered, VfClaimsInUse, VgpuAnswered>;
 
 // For std::visit with one lambda per alternative.
 template <typename... F>

@@ -31,13 +31,14 @@ struct Projection::Impl {
   std::shared_ptr<spdlog::logger> log;
   ClaimHandler owner;
   SriovHandler sriov;  // null: no SR-IOV objects, no VFClaims (neither informers nor controllers)
+  VgpuHandler vgpu;    // null: no VGPUDevices
   SteadyClock clock;
   Shutdown shutdown;
   Counters counters;
 
   Store pci{kPciPlural}, usb{kUsbPlural}, pci_claims{kClaimPlural}, usb_claims{kUsbClaimPlural},
       kubevirts{kKubeVirtPlural}, sriov_network{kSriovNetworkPlural}, sriov_gpu{kSriovGpuPlural},
-      vf_claims{kVfClaimPlural};
+      vf_claims{kVfClaimPlural}, vgpus{kVgpuPlural};
 
   Mutex mu;
   CondVar cv;  // a message queued, or closed
@@ -121,11 +122,18 @@ struct Projection::Impl {
           node, vf_claims, sriov_network, **client, sriov,
           [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log);
     }
+    std::optional<VgpuController> vgpu_objects;
+    if (vgpu) {
+      vgpu_objects.emplace(
+          node, vgpus, **client, vgpu, [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now,
+          counters, *log);
+    }
     while (true) {
       std::optional<Clock::time_point> wake;
       for (auto w : {devices.NextWake(), claims.NextWake(), kubevirt.NextWake(),
                      sriov_objects ? sriov_objects->NextWake() : std::nullopt,
-                     vf_claim_controller ? vf_claim_controller->NextWake() : std::nullopt}) {
+                     vf_claim_controller ? vf_claim_controller->NextWake() : std::nullopt,
+                     vgpu_objects ? vgpu_objects->NextWake() : std::nullopt}) {
         if (w && (!wake || *w < *wake)) wake = w;
       }
       std::optional<std::deque<Message>> batch = Next(wake);
@@ -137,12 +145,14 @@ struct Projection::Impl {
         kubevirt.Handle(m);
         if (sriov_objects) sriov_objects->Handle(m);
         if (vf_claim_controller) vf_claim_controller->Handle(m);
+        if (vgpu_objects) vgpu_objects->Handle(m);
       }
       if (shutdown.stopping()) return;
       std::optional<ClaimsInUse> in_use = claims.Reconcile();
       if (in_use) kubevirt.Handle(*std::move(in_use));
       devices.Reconcile();
       if (sriov_objects) sriov_objects->Reconcile();
+      if (vgpu_objects) vgpu_objects->Reconcile();
       if (vf_claim_controller) {
         if (std::optional<VfClaimsInUse> vf_in_use = vf_claim_controller->Reconcile()) {
           kubevirt.Handle(*std::move(vf_in_use));
@@ -155,11 +165,9 @@ struct Projection::Impl {
 
 Projection::Projection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& config,
-                                                              std::string node,
-                                                              std::shared_ptr<spdlog::logger> log,
-                                                              ClaimHandler claims,
-                                                              SriovHandler sriov) {
+absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(
+    const KubeConfig& config, std::string node, std::shared_ptr<spdlog::logger> log,
+    ClaimHandler claims, SriovHandler sriov, VgpuHandler vgpu) {
   // Fail early on a config that can never work (bad certificates), not in a thread.
   PCID_RETURN_IF_ERROR(KubeClient::Create(config).status());
   auto impl = std::make_unique<Impl>();
@@ -168,6 +176,7 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
   impl->log = std::move(log);
   impl->owner = std::move(claims);
   impl->sriov = std::move(sriov);
+  impl->vgpu = std::move(vgpu);
   Impl* p = impl.get();
   std::unique_ptr<Projection> projection(new Projection(std::move(impl)));
   p->threads.emplace_back([p] { p->Control(); });
@@ -187,6 +196,7 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(const KubeConfig& 
     // VFClaims carry their node in spec.nodeName, as PCIDeviceClaims: all seen, others' skipped.
     p->threads.emplace_back([p] { p->Inform(p->vf_claims, kDevicesApiPrefix, ""); });
   }
+  if (p->vgpu) p->threads.emplace_back([p, mine] { p->Inform(p->vgpus, kDevicesApiPrefix, mine); });
   p->log->info("projection to {} ({}) for node {}", config.host, config.origin, p->node);
   return projection;
 }
@@ -209,6 +219,7 @@ std::vector<std::string> Projection::Unsynced() const {
   if (impl_->sriov) {
     stores.insert(stores.end(), {&impl_->sriov_network, &impl_->sriov_gpu, &impl_->vf_claims});
   }
+  if (impl_->vgpu) stores.push_back(&impl_->vgpus);
   std::vector<std::string> out;
   for (const Store* s : stores) {
     if (!s->synced()) out.push_back(s->plural());

@@ -5,7 +5,8 @@
 // claims and keeps KubeVirt's permittedHostDevices. Its own threads: one informer per resource
 // (projection/informer.h: list, then watch with bookmarks; 410 Gone or a broken stream ->
 // relist; jittered back-off while the server is down), each keeping its store, and one
-// controller thread that owns the device, claim, KubeVirt and (with an SriovHandler) SR-IOV
+// controller thread that owns the device, claim, KubeVirt, (with an SriovHandler) SR-IOV and (with
+// a VgpuHandler) VGPUDevice
 // controllers (projection/controllers.h) and makes every write; they talk through typed messages
 // (projection/messages.h). The API server being away never blocks the daemon's owner thread or
 // its device plugins. Publish() may be called from any thread; the latest inventory wins.
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "core/device.h"
+#include "core/mdev.h"
 #include "projection/claims.h"
 #include "projection/kubeconfig.h"
 
@@ -42,6 +44,9 @@ struct Inventory {
   // The mdev types this node serves: resource name -> the type's name (KubeVirt's
   // mdevNameSelector), each needing a `mediatedDevices` entry.
   std::map<std::string, std::string> mdev_types = {};
+  // The mdev parents, their types and the mdevs (VGPUDevice objects); null before the first
+  // mdev discovery.
+  std::shared_ptr<const MdevInventory> mdevs = nullptr;
 };
 
 // Writes made, for tests and benchmarks (also logged).
@@ -113,15 +118,38 @@ using VfRequest = std::variant<VfCountRequest, VfClaimRequest, VfClaimSweep>;
 // Called on the projection's thread; `done` may be called from any thread, once.
 using SriovHandler = std::function<void(VfRequest, std::function<void(VfOutcome)> done)>;
 
+// ---- vGPU (VGPUDevice; docs/vgpu-upstream.md) ---------------------------------------------
+//
+// What a VGPUDevice asks of the device owner: one mdev of type `type` on the function, as an
+// intent of source `source` (kept across reboots with its UUID), or none. The owner checks
+// everything again (the function, the type, protection, instances left, pods and VMs).
+struct VgpuRequest {
+  std::string source;               // "VGPUDevice/<name>"
+  std::string address;              // spec.address as the object spells it
+  std::optional<std::string> type;  // the type's id; nullopt: give the mdev back
+};
+
+// The owner's answer. Reasons (CamelCase, for conditions): InvalidAddress, DeviceNotFound,
+// UnknownType, Protected, NoInstanceLeft, DeviceInUse, CreateFailed, RemoveFailed.
+struct VgpuOutcome {
+  bool ok = false;
+  std::string reason;
+  std::string message;
+  std::string uuid;  // the object's mdev ("" when it has none)
+  std::string type;  // its type's id
+};
+
+// Called on the projection's thread; `done` may be called from any thread, once.
+using VgpuHandler = std::function<void(VgpuRequest, std::function<void(VgpuOutcome)> done)>;
+
 class Projection {
  public:
   // Starts the threads; nothing is written before the first Publish(). Claims of this node are
-  // served through `claims`, SR-IOV objects and VFClaims through `sriov`.
-  static absl::StatusOr<std::unique_ptr<Projection>> Start(const KubeConfig& config,
-                                                           std::string node,
-                                                           std::shared_ptr<spdlog::logger> log,
-                                                           ClaimHandler claims,
-                                                           SriovHandler sriov = nullptr);
+  // served through `claims`, SR-IOV objects and VFClaims through `sriov`, VGPUDevices through
+  // `vgpu`.
+  static absl::StatusOr<std::unique_ptr<Projection>> Start(
+      const KubeConfig& config, std::string node, std::shared_ptr<spdlog::logger> log,
+      ClaimHandler claims, SriovHandler sriov = nullptr, VgpuHandler vgpu = nullptr);
   ~Projection();  // stops the threads (ends watches at once)
 
   void Publish(std::shared_ptr<const Inventory> inventory);

@@ -127,23 +127,8 @@ bool SriovController::Write(Store& store, const std::string& name, std::string_v
                             const std::string& path, const std::string& body,
                             const std::string& content_type, const ProjectionStats& counted,
                             const char* what) {
-  if (away_) return false;
-  absl::StatusOr<KubeResponse> res = api_.Call(method, path, body, content_type);
-  if (!res.ok() || res->status / 100 != 2) {
-    away_ = !res.ok();  // the server is away: back off instead of failing every write
-    counters_.Add({.failures = 1});
-    log_.warn("{} {}: {} failed: {}", store.plural(), name, what,
-              res.ok() ? absl::StrCat("HTTP ", res->status, ": ", StatusMessage(res->body))
-                       : std::string(res.status().message()));
-    return false;
-  }
-  counters_.Add(counted);
-  if (method == "DELETE") {
-    store.Forget(name);
-  } else if (auto o = DecodeObject(res->body); o.ok() && o->name == name) {
-    store.Record(*std::move(o));  // what the write made, before its watch echo: no second write
-  }
-  return true;
+  return WriteObject(api_, store, counters_, log_, away_, name, method, path, body, content_type,
+                     counted, what);
 }
 
 bool SriovController::Mirror() {

@@ -144,25 +144,9 @@ void KeepObjectsOfInterfacelessPfs(SriovOffers& offers, const std::vector<PciDev
 
 std::variant<CountAsk, SpecRefusal> AskOfSpec(SriovKind kind, const ObservedObject& o,
                                               const SriovOffer& offer, const std::string& node) {
-  auto text = [&](const char* key) -> std::string {
-    auto it = o.spec.find(key);
-    return it == o.spec.end() ? "" : it->second;
-  };
   const std::string address = offer.pf.ToString();
-  if (text("address") != address) {
-    return SpecRefusal{
-        absl::StrCat("spec.address must be ", address, ", the PF this object is for")};
-  }
-  if (text("nodeName") != node) {
-    return SpecRefusal{
-        absl::StrCat("spec.nodeName must be ", node, ", the node this object is for")};
-  }
-  // A field of the wrong type is refused rather than read as its zero value.
-  auto has = [&](const char* key) {
-    return o.spec.count(key) || o.spec_ints.count(key) || o.spec_bools.count(key) ||
-           std::find(o.spec_not_strings.begin(), o.spec_not_strings.end(), key) !=
-               o.spec_not_strings.end();
-  };
+  if (auto refused = RefuseOtherTarget(o, address, node, "the PF")) return *refused;
+  auto has = [&](const char* key) { return SpecHas(o, key); };
   std::optional<bool> autoprobe;
   if (has("driversAutoprobe")) {
     auto it = o.spec_bools.find("driversAutoprobe");

@@ -1,7 +1,9 @@
 #include "projection/status_patch.h"
 
+#include <absl/strings/str_cat.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 
@@ -26,6 +28,30 @@ std::string KeptTransitionTime(const ObservedObject& o, std::string_view type, b
 }
 
 }  // namespace
+
+std::optional<SpecRefusal> RefuseOtherTarget(const ObservedObject& o, const std::string& address,
+                                             const std::string& node, const char* what) {
+  auto text = [&](const char* key) -> std::string {
+    auto it = o.spec.find(key);
+    return it == o.spec.end() ? "" : it->second;
+  };
+  if (text("address") != address) {
+    return SpecRefusal{
+        absl::StrCat("spec.address must be ", address, ", ", what, " this object is for")};
+  }
+  if (text("nodeName") != node) {
+    return SpecRefusal{
+        absl::StrCat("spec.nodeName must be ", node, ", the node this object is for")};
+  }
+  return std::nullopt;
+}
+
+bool SpecHas(const ObservedObject& o, std::string_view key) {
+  const std::string k(key);
+  return o.spec.count(k) || o.spec_ints.count(k) || o.spec_bools.count(k) ||
+         std::find(o.spec_not_strings.begin(), o.spec_not_strings.end(), k) !=
+             o.spec_not_strings.end();
+}
 
 std::string Rfc3339Now() {
   const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());

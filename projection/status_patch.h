@@ -35,6 +35,14 @@ struct SpecRefusal {
   std::string message;
 };
 
+// Refuses a spec whose `address` is not `address` or whose `nodeName` is not `node` (the object's
+// name and label already say both); `what` names the device ("the PF").
+std::optional<SpecRefusal> RefuseOtherTarget(const ObservedObject& o, const std::string& address,
+                                             const std::string& node, const char* what);
+// Whether the spec has field `key`, of whatever type (a field of the wrong type is refused rather
+// than read as its zero value).
+bool SpecHas(const ObservedObject& o, std::string_view key);
+
 // Writes `[c]` as the value of `conditions` (the only condition we keep: any other is dropped).
 // lastTransitionTime is the observed one when `observed`'s status already has a condition of this
 // type with the same status, `now` otherwise.

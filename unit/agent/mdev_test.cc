@@ -193,6 +193,118 @@ BOOST_AUTO_TEST_CASE(an_mdev_parent_is_not_bound) {
   BOOST_TEST(f.log.text().find("is the parent of 1 kept mdevs") != std::string::npos, f.log.text());
 }
 
+// ---- VGPUDevices (reconciler_vgpu.cc) ----------------------------------------------------------
+
+constexpr char kGpu[] = "0000:02:00.0";
+constexpr char kSource[] = "VGPUDevice/n1-000002000";
+
+// The fixture's GPU as an mdev parent with two NVIDIA types.
+void AddGpuParent(AgentFixture& f, unsigned a2_4q_left = 1) {
+  f.kernel.AddMdevParent(f.sys.DirOf(kGpu), kGpu,
+                         {{.id = "nvidia-746", .name = "NVIDIA A2-4Q", .available = a2_4q_left},
+                          {.id = "nvidia-751", .name = "NVIDIA A2-4A", .available = 1}});
+}
+
+// Asks what a VGPUDevice asks; the answer once every job it starts has run.
+projection::VgpuOutcome AskVgpu(AgentFixture& f, std::optional<std::string> type,
+                                const std::string& address = kGpu) {
+  std::optional<projection::VgpuOutcome> answer;
+  f.reconciler->OnVgpu({kSource, address, std::move(type)},
+                       [&](projection::VgpuOutcome o) { answer = std::move(o); });
+  f.Settle();
+  BOOST_REQUIRE(answer.has_value());
+  return *answer;
+}
+
+BOOST_AUTO_TEST_CASE(a_vgpu_device_gets_one_recorded_mdev_served_and_given_back) {
+  AgentFixture f;
+  AddGpuParent(f);
+  f.Start();
+  f.reconciler->set_publisher(&f.publisher);
+  f.Settle();
+  // The projection sees the parent and its types (what VGPUDevice objects are made from).
+  BOOST_REQUIRE(f.publisher.last && f.publisher.last->mdevs);
+  BOOST_TEST(f.publisher.last->mdevs->FindParent(kGpu) != nullptr);
+
+  auto on = AskVgpu(f, "nvidia-746");
+  BOOST_TEST(on.ok, on.message);
+  BOOST_TEST(on.type == "nvidia-746");
+  BOOST_TEST(f.kernel.HasMdev(on.uuid));
+  BOOST_TEST((f.binder->MdevIntents().at(on.uuid).sources == std::set<std::string>{kSource}));
+  BOOST_TEST(Served(f, "nvidia.com/NVIDIA_A2-4Q").count(on.uuid) == 1u);
+  BOOST_TEST(f.publisher.last->mdev_types.count("nvidia.com/NVIDIA_A2-4Q") == 1u);
+  // Asked again (a restart of the projection, a re-list): the same mdev, nothing written.
+  f.kernel.writes.clear();
+  auto again = AskVgpu(f, "nvidia-746");
+  BOOST_TEST(again.ok);
+  BOOST_TEST(again.uuid == on.uuid);
+  BOOST_TEST(f.kernel.writes.empty());
+
+  // The parent's driver reloaded: made again with the same UUID (the mdev half's look).
+  f.kernel.UnloadMdevParent(kGpu);
+  f.reconciler->OnUevents({{"mdev", "remove", on.uuid}});
+  f.Settle();
+  auto missing = AskVgpu(f, "nvidia-746");
+  BOOST_TEST(missing.reason == "Pending");
+  BOOST_TEST(missing.uuid == on.uuid);
+  AddGpuParent(f, 1);
+  f.reconciler->OnUevents({{"pci", "change", kGpu}});
+  f.Settle();
+  Look(f);
+  BOOST_TEST(f.kernel.HasMdev(on.uuid));
+  BOOST_TEST(AskVgpu(f, "nvidia-746").ok);
+
+  // Another type: the old mdev goes first, a new one is made.
+  auto changed = AskVgpu(f, "nvidia-751");
+  BOOST_TEST(changed.ok, changed.message);
+  BOOST_TEST(changed.uuid != on.uuid);
+  BOOST_TEST(!f.kernel.HasMdev(on.uuid));
+  BOOST_TEST(f.kernel.HasMdev(changed.uuid));
+  BOOST_TEST(Recorded(f) == std::set<std::string>{changed.uuid});
+
+  // Given back while a pod holds it: refused, kept; once the pod is gone: removed, forgotten.
+  f.pods.held = {{changed.uuid, "default/virt-launcher-vm1/compute"}};
+  auto held = AskVgpu(f, std::nullopt);
+  BOOST_TEST(!held.ok);
+  BOOST_TEST(held.reason == "DeviceInUse");
+  BOOST_TEST(held.message.find("virt-launcher-vm1") != std::string::npos, held.message);
+  BOOST_TEST(f.kernel.HasMdev(changed.uuid));
+  f.pods.held.clear();
+  auto off = AskVgpu(f, std::nullopt);
+  BOOST_TEST(off.ok, off.message);
+  BOOST_TEST(off.uuid.empty());
+  BOOST_TEST(!f.kernel.HasMdev(changed.uuid));
+  BOOST_TEST(Recorded(f).empty());
+  // Nothing to give back: answered at once.
+  f.kernel.writes.clear();
+  BOOST_TEST(AskVgpu(f, std::nullopt).ok);
+  BOOST_TEST(f.kernel.writes.empty());
+}
+
+BOOST_AUTO_TEST_CASE(vgpu_refusals_write_nothing) {
+  AgentFixture f;
+  AddGpuParent(f, /*a2_4q_left=*/0);
+  f.Start();
+  f.Settle();
+  auto reason = [&](std::optional<std::string> type, const std::string& address) {
+    auto o = AskVgpu(f, std::move(type), address);
+    BOOST_TEST(!o.ok);
+    return o.reason + ": " + o.message;
+  };
+  BOOST_TEST(reason("nvidia-746", kGpu) ==
+             "NoInstanceLeft: mdev parent 0000:02:00.0: type nvidia-746 (NVIDIA A2-4Q) has no "
+             "instance left");
+  BOOST_TEST(reason("nvidia-999", kGpu) ==
+             "UnknownType: mdev parent 0000:02:00.0: offers no type nvidia-999");
+  BOOST_TEST(reason("nvidia-746", "0000:03:00.0")
+                 .rfind("DeviceNotFound: mdev parent 0000:03:00.0: "
+                        "not there",
+                        0) == 0u);
+  BOOST_TEST(reason("nvidia-746", "02:00.0;x").rfind("InvalidAddress: VGPUDevice/", 0) == 0u);
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(Recorded(f).empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 }  // namespace

@@ -1,0 +1,146 @@
+// The reconciler's VGPUDevice half: each object asks for one mdev of a type on its function, as
+// an intent of its own source ("VGPUDevice/<name>"); the mdev half then keeps it like any
+// recorded mdev (made again with its UUID when the parent is back, served per type).
+#include <absl/strings/str_cat.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/reconciler.h"
+#include "core/status.h"
+
+namespace pcid::agent {
+namespace {
+
+using projection::VgpuOutcome;
+
+VgpuOutcome Refused(std::string reason, std::string message, std::string uuid = "",
+                    std::string type = "") {
+  return {false, std::move(reason), std::move(message), std::move(uuid), std::move(type)};
+}
+
+std::string Text(const absl::Status& st) { return std::string(st.message()); }
+
+}  // namespace
+
+void Reconciler::OnVgpu(projection::VgpuRequest req, std::function<void(VgpuOutcome)> done) {
+  auto address = ParsePciAddress(req.address);
+  if (!address.ok()) {
+    return done(Refused("InvalidAddress", absl::StrCat(req.source, ": ", Text(address.status()))));
+  }
+  const std::string parent = address->ToString();
+  std::vector<std::string> mine;  // the object's mdevs (one, unless a change was interrupted)
+  for (const auto& [uuid, intent] : ports_.binder.MdevIntents()) {
+    if (intent.sources.count(req.source)) mine.push_back(uuid);
+  }
+  if (!req.type) {
+    if (mine.empty()) return done({true, "", "", "", ""});
+    return ReleaseVgpu(parent, req.source, std::move(mine), std::move(done), nullptr);
+  }
+  const std::string type = *req.type;
+  if (mine.size() == 1) {
+    const auto intent = ports_.binder.MdevIntents().at(mine.front());
+    if (intent.parent == parent && intent.type == type) {
+      if (mdevs_.FindMdev(mine.front())) return done({true, "", "", mine.front(), type});
+      // Recorded: ReconcileMdevs makes it again when the parent offers the type.
+      return done(Refused("Pending",
+                          absl::StrCat("mdev ", mine.front(),
+                                       " is recorded but missing; made "
+                                       "again when ",
+                                       parent, " offers type ", type),
+                          mine.front(), type));
+    }
+  }
+  const std::string what = absl::StrCat("mdev parent ", parent);
+  const MdevParent* p = mdevs_.FindParent(parent);
+  if (!p) {
+    return done(Refused("DeviceNotFound",
+                        absl::StrCat(what, ": not there (no class/mdev_bus/", parent, ")")));
+  }
+  const MdevType* t = p->FindType(type);
+  if (!t) return done(Refused("UnknownType", absl::StrCat(what, ": offers no type ", type)));
+  absl::StatusOr<vfio::Protected> protect = HostProtection();
+  if (!protect.ok()) return done(Refused("Protected", Text(protect.status())));
+  if (auto it = protect->find(*address); it != protect->end()) {
+    return done(Refused("Protected", absl::StrCat(what, ": protected, it ", it->second,
+                                                  "; no mdev is created on it")));
+  }
+  if (mine.empty()) {
+    if (t->available_instances == 0) {
+      return done(Refused("NoInstanceLeft", absl::StrCat(what, ": type ", type, " (", t->name,
+                                                         ") has no instance left")));
+    }
+    return CreateVgpu(parent, type, req.source, std::move(done));
+  }
+  // Another type (or function): the old mdev goes first, its instance freed for the new one.
+  ports_.log.info("{}: {} changes type: giving back {} mdevs first", what, req.source, mine.size());
+  auto source = req.source;
+  ReleaseVgpu(parent, source, std::move(mine), done,
+              [this, parent, type, source, done] { CreateVgpu(parent, type, source, done); });
+}
+
+void Reconciler::CreateVgpu(const std::string& parent, const std::string& type,
+                            const std::string& source, std::function<void(VgpuOutcome)> done) {
+  absl::StatusOr<vfio::Protected> protect = HostProtection();
+  if (!protect.ok()) return done(Refused("Protected", Text(protect.status())));
+  const std::string uuid = NewRandomUuid();
+  SubmitMdevJob(
+      absl::StrCat("create mdev ", uuid, " of type ", type, " on ", parent, " for ", source),
+      parent,
+      [parent, type, source, uuid, protect = *std::move(protect)](
+          const vfio::Node& node, vfio::StateStore& store) -> MdevFailures {
+        absl::Status st = vfio::CreateMdevs(node, store, parent, type, {uuid}, source, protect);
+        if (st.ok()) return {};
+        return {{uuid, st}};
+      },
+      [uuid, type, done](const MdevFailures& failures) {
+        if (failures.empty()) return done({true, "", "", uuid, type});
+        const absl::Status& st = failures.front().second;
+        done(Refused(absl::IsResourceExhausted(st) ? "NoInstanceLeft" : "CreateFailed", Text(st)));
+      });
+}
+
+// As ReleaseMdevs: after a fresh PodResources view, an mdev a pod holds stays; one a VM holds
+// open is refused by vfio::ReleaseMdev. Either is DeviceInUse, asked again after the back-off.
+void Reconciler::ReleaseVgpu(const std::string& parent, const std::string& source,
+                             std::vector<std::string> uuids, std::function<void(VgpuOutcome)> done,
+                             std::function<void()> then) {
+  holders_.AskFresh([this, alive = std::weak_ptr<bool>(alive_), parent, source,
+                     uuids = std::move(uuids), done = std::move(done),
+                     then = std::move(then)](const auto& holders) mutable {
+    if (alive.expired()) return;
+    const std::string& first = uuids.front();
+    if (!holders.ok()) {
+      return done(Refused(
+          "DeviceInUse",
+          absl::StrCat("mdev ", first, ": not removed yet: ", Text(holders.status())), first));
+    }
+    for (const std::string& uuid : uuids) {
+      auto holder = holders->find(uuid);
+      if (holder == holders->end()) continue;
+      return done(Refused(
+          "DeviceInUse",
+          absl::StrCat("mdev ", uuid, ": ", holder->second, " holds it; removed when it ends"),
+          uuid));
+    }
+    SubmitMdevJob(
+        absl::StrCat("remove ", uuids.size(), " mdevs on ", parent, " of ", source), parent,
+        [uuids, source](const vfio::Node& node, vfio::StateStore& store) {
+          MdevFailures failures;
+          for (const std::string& uuid : uuids) {
+            absl::Status st = vfio::ReleaseMdev(node, store, uuid, source);
+            if (!st.ok()) failures.emplace_back(uuid, st);
+          }
+          return failures;
+        },
+        [done, then](const MdevFailures& failures) {
+          if (failures.empty()) {
+            if (then) return then();
+            return done({true, "", "", "", ""});
+          }
+          const auto& [uuid, st] = failures.front();
+          done(Refused(absl::IsFailedPrecondition(st) ? "DeviceInUse" : "RemoveFailed", Text(st),
+                       uuid));
+        });
+  });
+}
+
+}  // namespace pcid::agent
