@@ -12,11 +12,17 @@ MDEV_PCI_RESOURCE_ variable and the group node); KubeVirt's permittedHostDevices
 mediatedDevices entry {mdevNameSelector: the type's name, resourceName, externalResourceProvider:
 true}, and kubectl shows it; the config dropping it while a pod holds it keeps it; once the pod is
 gone the daemon writes `1` to its `remove`, forgets it, and removes the KubeVirt entry (no other
-node serves the type); a quiet node writes nothing.
+node serves the type); a quiet node writes nothing. The GPU's VGPUDevice, which an earlier run
+made and a user enabled, driven with kubectl: its recorded mdev recognised without a write and
+shown (vGPUStatus, uuid, configureVGPUTypeName, printer columns); an unknown type refused as a
+condition; disabled (1 written to its remove, forgotten, status cleared); enabled again (a new
+UUID written to create, which without a kernel fails as a condition); another node's VGPUDevice
+never touched.
 
 usage: mdev_daemon_test.py PCIDEVICES KUBELET_EMULATOR MAKE_TREE"""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,29 +41,37 @@ RESOURCE = "nvidia.com/NVIDIA_A2-4Q"
 ENV = "MDEV_PCI_RESOURCE_NVIDIA_COM_NVIDIA_A2-4Q"
 UUID = "95242535-23c7-4f2a-9ad0-ae2d7ad6bd6c"
 GROUP = "40"
+# The GPU's VGPUDevice (named like its PCIDevice) and the mdev a previous run made for it.
+VGPU = "n1-000001000"
+VGPU_UUID = "3c1c6f0e-8d0b-4c55-9a39-1f0d5b8f2a77"
+VGPU_GROUP = "41"
 
 
 def add_mdev_parent(sysfs, dev):
-    """The GPU as an mdev parent with one type and one mdev, laid out as the kernel lays them."""
+    """The GPU as an mdev parent with one type and two mdevs (the config's, the VGPUDevice's), laid
+    out as the kernel lays them."""
     gpu = os.path.normpath(os.path.join(f"{sysfs}/bus/pci/devices", os.readlink(f"{sysfs}/bus/pci/devices/{GPU}")))
     t = f"{gpu}/mdev_supported_types/{TYPE}"
     os.makedirs(f"{t}/devices")
-    for name, text in (("name", TYPE_NAME), ("available_instances", "0"), ("device_api", "vfio-pci"),
+    for name, text in (("name", TYPE_NAME), ("available_instances", "1"), ("device_api", "vfio-pci"),
                        ("description", "num_heads=4, frl_config=60, framebuffer=4096M"), ("create", "")):
         with open(f"{t}/{name}", "w") as f:
             f.write(text + ("\n" if text else ""))
     os.makedirs(f"{sysfs}/class/mdev_bus", exist_ok=True)
     os.symlink(os.path.relpath(gpu, f"{sysfs}/class/mdev_bus"), f"{sysfs}/class/mdev_bus/{GPU}")
-    m = f"{gpu}/{UUID}"
-    os.makedirs(m)
-    open(f"{m}/remove", "w").close()
-    os.symlink(f"../mdev_supported_types/{TYPE}", f"{m}/mdev_type")
-    os.makedirs(f"{sysfs}/kernel/iommu_groups/{GROUP}/devices", exist_ok=True)
-    os.symlink(os.path.relpath(f"{sysfs}/kernel/iommu_groups/{GROUP}", m), f"{m}/iommu_group")
-    os.makedirs(f"{sysfs}/bus/mdev/devices", exist_ok=True)
-    os.symlink(os.path.relpath(m, f"{sysfs}/bus/mdev/devices"), f"{sysfs}/bus/mdev/devices/{UUID}")
-    open(f"{dev}/vfio/{GROUP}", "w").close()
-    return t, m
+    dirs = []
+    for uuid, group in ((UUID, GROUP), (VGPU_UUID, VGPU_GROUP)):
+        m = f"{gpu}/{uuid}"
+        os.makedirs(m)
+        open(f"{m}/remove", "w").close()
+        os.symlink(f"../mdev_supported_types/{TYPE}", f"{m}/mdev_type")
+        os.makedirs(f"{sysfs}/kernel/iommu_groups/{group}/devices", exist_ok=True)
+        os.symlink(os.path.relpath(f"{sysfs}/kernel/iommu_groups/{group}", m), f"{m}/iommu_group")
+        os.makedirs(f"{sysfs}/bus/mdev/devices", exist_ok=True)
+        os.symlink(os.path.relpath(m, f"{sysfs}/bus/mdev/devices"), f"{sysfs}/bus/mdev/devices/{uuid}")
+        open(f"{dev}/vfio/{group}", "w").close()
+        dirs.append(m)
+    return t, dirs[0], dirs[1]
 
 
 def mdev_entries(api):
@@ -89,6 +103,62 @@ def doctor(pcidevices, api, tmp, sysfs, dev, proc, state, plugins):
           "doctor of an unknown UUID: a failed check saying so", p.stdout + p.stderr)
 
 
+def vgpu_status(api, name=VGPU):
+    return (api.get("vgpudevices", name) or {}).get("status", {})
+
+
+def ready(status):
+    return next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), {})
+
+
+def vgpu_device(api, state, type_dir, vgpu_dir, log):
+    """The VGPUDevice of the GPU, driven with kubectl: the recorded mdev recognised without a write,
+    a wrong type refused as a condition, disabled (its mdev removed and forgotten), enabled again
+    (a UUID written to create; the fixture has no kernel to make it, which the condition names)."""
+    st = vgpu_status(api)
+    check(st.get("vGPUStatus") == "vGPUConfigured" and st.get("configureVGPUTypeName") == TYPE_NAME and
+          ready(st).get("status") == "True" and ready(st).get("reason") == "Configured" and
+          open(f"{type_dir}/create").read() == "",
+          "VGPUDevice: vGPUConfigured, the type's name, Ready, nothing written", json.dumps(st))
+    rc, out = api.kubectl("get", "vgpudevices")
+    row = next((line.split() for line in out.splitlines() if line.startswith(VGPU)), [])
+    check(rc == 0 and out.split()[:2] == ["NAME", "ADDRESS"] and row[:5] == [VGPU, GPU, NODE, "true", VGPU_UUID],
+          "kubectl get vgpudevices: Address, Node Name, Enabled, UUID, VGPUType columns", out)
+    check(vgpu_status(api, "n2-000001000") == {}, "another node's VGPUDevice: untouched")
+
+    rc, out = api.kubectl("patch", "vgpudevice", VGPU, "--type", "merge", "-p",
+                          json.dumps({"spec": {"vGPUTypeName": "NVIDIA A2-8Q"}}))
+    bad = wait_for(lambda: ready(vgpu_status(api)).get("reason") == "UnknownType", timeout=10)
+    st = vgpu_status(api)
+    check(rc == 0 and bad is not None and "offers no vGPU type \"NVIDIA A2-8Q\"" in ready(st).get("message", "") and
+          st.get("uuid") == VGPU_UUID and VGPU_UUID in open(f"{state}/state.json").read(),
+          "an unknown type: Ready=False UnknownType, the mdev kept", json.dumps(st))
+    rc, out = api.kubectl("get", "vgpudevice", VGPU, "-o", "jsonpath={.status.conditions[0].message}")
+    check("NVIDIA A2-8Q" in out, "kubectl shows why", out)
+
+    api.kubectl("patch", "vgpudevice", VGPU, "--type", "merge", "-p",
+                json.dumps({"spec": {"enabled": False, "vGPUTypeName": TYPE_NAME}}))
+    off = wait_for(lambda: vgpu_status(api).get("uuid") == "" and ready(vgpu_status(api)).get("reason") == "Disabled",
+                   timeout=10)
+    check(off is not None and open(f"{vgpu_dir}/remove").read() == "1" and
+          VGPU_UUID not in open(f"{state}/state.json").read() and vgpu_status(api).get("vGPUStatus") == "",
+          "disabled: 1 written to its remove, forgotten, status cleared", json.dumps(vgpu_status(api)))
+
+    api.kubectl("patch", "vgpudevice", VGPU, "--type", "merge", "-p", json.dumps({"spec": {"enabled": True}}))
+    failed = wait_for(lambda: ready(vgpu_status(api)).get("reason") == "CreateFailed", timeout=10)
+    msg = ready(vgpu_status(api)).get("message", "")
+    written = open(f"{type_dir}/create").read()
+    tried = re.search(r"^mdev ([0-9a-f-]{36}): ", msg)  # a retry may have written another since
+    check(failed is not None and tried is not None and re.fullmatch(r"[0-9a-f-]{36}", written) and
+          f"bus/mdev/devices/{tried.group(1)} is missing" in msg and
+          tried.group(1) not in open(f"{state}/state.json").read(),
+          "enabled again: a new lower-case UUID written to create; no kernel made it: CreateFailed, "
+          "not recorded", f"{written!r} {msg}")
+    api.kubectl("patch", "vgpudevice", VGPU, "--type", "merge", "-p", json.dumps({"spec": {"enabled": False}}))
+    check(wait_for(lambda: ready(vgpu_status(api)).get("reason") == "Disabled", timeout=10) is not None,
+          "disabled again", json.dumps(vgpu_status(api)))
+
+
 def main():
     return run_with_api("pcid-mdev-", run)
 
@@ -104,15 +174,26 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
     check(rc == 0, "KubeVirt object created", out)
 
     sysfs, dev, proc, state, plugins, config, _ = gpu_node(tmp, pcidevices, make_tree)
-    type_dir, mdev_dir = add_mdev_parent(sysfs, dev)
+    type_dir, mdev_dir, vgpu_dir = add_mdev_parent(sysfs, dev)
     os.makedirs(state)
     with open(f"{state}/state.json", "w") as f:
         json.dump({"version": 1, "devices": [],
-                   "mdevs": [{"uuid": UUID, "parent": GPU, "type": TYPE, "sources": ["config"]}]}, f)
+                   "mdevs": [{"uuid": UUID, "parent": GPU, "type": TYPE, "sources": ["config"]},
+                             {"uuid": VGPU_UUID, "parent": GPU, "type": TYPE,
+                              "sources": [f"VGPUDevice/{VGPU}"]}]}, f)
+    # Objects outlive the agent: the VGPUDevice an earlier run made and a user enabled, and another
+    # node's, which this agent never touches.
+    for node in (NODE, "n2"):
+        obj = {"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": "VGPUDevice",
+               "metadata": {"name": f"{node}-000001000", "labels": {"nodename": node}},
+               "spec": {"vGPUTypeName": TYPE_NAME, "address": GPU, "enabled": True, "nodeName": node,
+                        "parentGPUDeviceAddress": ""}}
+        rc, out = api.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+        check(rc == 0, f"VGPUDevice {node}-000001000 created", out)
     write_config(config, 1)
     listed = json.loads(subprocess.run([pcidevices, "list", "--mdev", "--sysfs-root", sysfs, "--output", "json"],
                                        capture_output=True, text=True).stdout)
-    check([m["uuid"] for m in listed["mdevs"]] == [UUID] and
+    check([m["uuid"] for m in listed["mdevs"]] == sorted([UUID, VGPU_UUID]) and
           listed["parents"][0]["types"][0]["resourceName"] == RESOURCE,
           "list --mdev shows the parent, its type's resource and the mdev", json.dumps(listed)[:600])
 
@@ -124,9 +205,10 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
             "--kubeconfig", api.kubeconfig_tokenfile]
     daemon = subprocess.Popen(args, stderr=log)
     try:
+        both = sorted([(UUID, "Healthy"), (VGPU_UUID, "Healthy")])
         e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == RESOURCE and
-                     [(d["id"], d["health"]) for d in e["devices"]] == [(UUID, "Healthy")], timeout=15)
-        check(e is not None, f"ListAndWatch {RESOURCE}: the recorded mdev Healthy")
+                     sorted((d["id"], d["health"]) for d in e["devices"]) == both, timeout=15)
+        check(e is not None, f"ListAndWatch {RESOURCE}: both recorded mdevs Healthy")
         check(open(f"{type_dir}/create").read() == "", "served without a write to create")
         a = emu.call(f"allocate {RESOURCE} {UUID} vm1", "allocate")
         c = (a or {}).get("containers", [{}])[0]
@@ -136,6 +218,10 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         want = [{"mdevNameSelector": TYPE_NAME, "resourceName": RESOURCE, "externalResourceProvider": True}]
         check(wait_for(lambda: mdev_entries(api) == want, timeout=15) is not None,
               "KubeVirt: one mediatedDevices entry for the type", json.dumps(mdev_entries(api)))
+        vgpu_status = wait_for(lambda: (api.get("vgpudevices", VGPU) or {}).get("status", {}).get("uuid") == VGPU_UUID,
+                               timeout=15)
+        check(vgpu_status is not None, "VGPUDevice: the recorded mdev shown",
+              json.dumps(api.get("vgpudevices", VGPU))[:800])
         doctor(pcidevices, api, tmp, sysfs, dev, proc, state, plugins)
         rc, out = api.kubectl("get", "kubevirt", "-n", "kubevirt", "kubevirt", "-o",
                               "jsonpath={.spec.configuration.permittedHostDevices.mediatedDevices[0].resourceName}")
@@ -144,6 +230,8 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         time.sleep(3)
         stats = api.control("GET", "stats")
         check(writes(stats) == 0, "a quiet node writes nothing", json.dumps(stats)[:400])
+
+        vgpu_device(api, state, type_dir, vgpu_dir, log)
 
         # Dropped from the config while vm1 holds it: kept until vm1 is gone.
         write_config(config, 0)

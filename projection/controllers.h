@@ -265,7 +265,8 @@ class SriovController {
   std::set<PciAddress> protected_;  // PFs never offered (ProtectedSriovPfs)
   SriovOffers offers_;              // from the inventory alone
   SriovOffers current_;  // this pass's: offers_ and the objects of PFs without interfaces
-  std::vector<std::string> skipped_;  // last said, so that each reason is logged once
+  std::set<std::string> vgpu_objects_;  // the VGPUDevice objects offered (status.vGPUDevices)
+  std::vector<std::string> skipped_;    // last said, so that each reason is logged once
   std::map<std::string, VfCountState> network_states_, gpu_states_;
   uint64_t next_ask_ = 0;
   bool away_ = false;  // a write of this pass failed in transport

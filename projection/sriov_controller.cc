@@ -66,6 +66,12 @@ void SriovController::Handle(const Message& message) {
               }
             }
             skipped_ = offers_.skipped;
+            vgpu_objects_.clear();
+            if (inventory_->mdevs) {
+              for (auto& entry : OfferedVgpuObjects(inventory_->pci, *inventory_->mdevs, node_)) {
+                vgpu_objects_.insert(entry.first);
+              }
+            }
             // The inventory now says what the PFs have: it is the truth from here on.
             for (auto* states : {&network_states_, &gpu_states_}) {
               for (auto& [name, st] : *states) st.fresh_vfs.reset();
@@ -194,7 +200,7 @@ bool SriovController::Serve(SriovKind kind, bool& asked) {
   bool ok = true;
   auto write_status = [&](const ObservedObject& o, const std::vector<std::string>& vfs,
                           const Condition& ready) {
-    auto patch = SriovStatusPatch(kind, o, vfs, ready, node_, now);
+    auto patch = SriovStatusPatch(kind, o, vfs, ready, node_, now, vgpu_objects_);
     if (!patch) return;
     ok &= Write(store, o.name, "PATCH", status_path + o.name + "/status", *patch,
                 "application/merge-patch+json", {.status_patches = 1}, "status update");

@@ -194,7 +194,8 @@ std::vector<std::string> VfObjectNames(const std::vector<std::string>& vfs,
 
 std::optional<std::string> SriovStatusPatch(SriovKind kind, const ObservedObject& o,
                                             std::vector<std::string> vfs, const Condition& ready,
-                                            const std::string& node, std::string_view now) {
+                                            const std::string& node, std::string_view now,
+                                            const std::set<std::string>& vgpu_objects) {
   // Address order is the VF index order (a VF's routing ID grows with its index); upstream lists
   // them in virtfn* glob order (virtfn0, virtfn1, virtfn10, ...), which no reader relies on.
   std::sort(vfs.begin(), vfs.end());
@@ -211,9 +212,11 @@ std::optional<std::string> SriovStatusPatch(SriovKind kind, const ObservedObject
     } else {
       w.Key("vfAddresses");
       WriteStrings(w, vfs);
-      // Upstream names VGPUDevice objects here; we make none yet, so none are named (a name
-      // here would point at an object that does not exist).
-      w.Key("vGPUDevices").BeginArray().EndArray();
+      // Only VFs that have a VGPUDevice (mdev parents): a name here must point at an object.
+      std::vector<std::string> vgpus = VfObjectNames(vfs, node);
+      std::erase_if(vgpus, [&](const std::string& name) { return !vgpu_objects.count(name); });
+      w.Key("vGPUDevices");
+      WriteStrings(w, vgpus);
     }
     w.Key("conditions");
     WriteConditions(w, ready, o, now);

@@ -99,10 +99,12 @@ bool RetryWorthy(const std::string& reason);
 
 // The status patch of object `o`, or nullopt when it already shows this:
 // network {status: enabled when the PF has VFs, vfAddresses, vfPCIDevices, conditions};
-// GPU {vfAddresses, vGPUDevices: [], conditions}. `vfs`: the PF's VFs (sorted here).
+// GPU {vfAddresses, vGPUDevices: the VFs' names among `vgpu_objects` (the VGPUDevice objects
+// this node offers), conditions}. `vfs`: the PF's VFs (sorted here).
 std::optional<std::string> SriovStatusPatch(SriovKind kind, const ObservedObject& o,
                                             std::vector<std::string> vfs, const Condition& ready,
-                                            const std::string& node, std::string_view now);
+                                            const std::string& node, std::string_view now,
+                                            const std::set<std::string>& vgpu_objects = {});
 
 // "<node>-<address without ':' and '.'>" of each VF address, the VFs' PCIDevice names; an
 // address that does not parse is left out (the owner answers with addresses it read from sysfs).

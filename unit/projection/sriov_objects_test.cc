@@ -279,9 +279,11 @@ BOOST_AUTO_TEST_CASE(status_patches_only_on_change_and_keep_the_transition_time)
   patch = SriovStatusPatch(SriovKind::kNetwork, o, {}, {"Ready", false, "VFInUse", "x"}, "n1",
                            "2026-02-02T00:00:00Z");
   BOOST_TEST(patch->find("2026-02-02T00:00:00Z") != std::string::npos);
-  // A GPU names no VGPUDevices (none are made yet).
-  patch = SriovStatusPatch(SriovKind::kGpu, o, {"0000:81:00.4"}, applied, "n1", "t");
-  BOOST_TEST(patch->find(R"({"status":{"vfAddresses":["0000:81:00.4"],"vGPUDevices":[],)") == 0,
+  // A GPU names the VGPUDevices of its VFs that have one (mdev parents), and no others.
+  patch = SriovStatusPatch(SriovKind::kGpu, o, {"0000:81:00.5", "0000:81:00.4"}, applied, "n1", "t",
+                           {"n1-000081004", "n1-000003000"});
+  BOOST_TEST(patch->find(R"({"status":{"vfAddresses":["0000:81:00.4","0000:81:00.5"],)"
+                         R"("vGPUDevices":["n1-000081004"],)") == 0,
              *patch);
   BOOST_TEST(Rfc3339Now().size() == 20u);
 }
