@@ -47,6 +47,8 @@ class Binder {
   virtual std::map<std::string, vfio::UsbRecord> UsbRecords() const = 0;
   // The recorded mdevs, by UUID (a copy; a node keeps a few dozen).
   virtual std::map<std::string, vfio::MdevIntent> MdevIntents() const = 0;
+  // The recorded vendor vGPU types, by VF (a copy).
+  virtual std::map<PciAddress, vfio::VgpuTypeIntent> VgpuTypes() const = 0;
 };
 
 // The key a job on `dev` holds: its IOMMU group, or its address when it has none.

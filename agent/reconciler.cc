@@ -840,8 +840,9 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
     }
   }
   if (usb_changed) DiscoverUsb();  // a USB bus is small: read it again
-  if (mdev_changed && (!mdevs_.parents.empty() || !config_.mdevs.empty() ||
-                       mdev_look_.has_value() || !mdevs_.mdevs.empty())) {
+  if (mdev_changed &&
+      (!mdevs_.parents.empty() || !config_.mdevs.empty() || mdev_look_.has_value() ||
+       !mdevs_.mdevs.empty() || !ports_.binder.VgpuTypes().empty() || !NvidiaFunctions().empty())) {
     DiscoverMdevs();
     ReconcileMdevs(/*report=*/false);
   }

@@ -205,6 +205,13 @@ class Reconciler {
                    std::function<void(projection::VgpuOutcome)> done, std::function<void()> then);
   void CreateVgpu(const std::string& parent, const std::string& type, const std::string& source,
                   std::function<void(projection::VgpuOutcome)> done);
+  // NVIDIA's vendor vGPU types (nvidia/current_vgpu_type): a VGPUDevice's asks, and the
+  // recorded types written again when their VF is back (ReconcileMdevs runs it).
+  void OnVendorVgpu(projection::VgpuRequest request, const VendorVgpu& vgpu,
+                    std::function<void(projection::VgpuOutcome)> done);
+  void ReconcileVgpuTypes();
+  std::vector<PciAddress> NvidiaFunctions() const;
+  static std::string VgpuTypeKey(const PciAddress& vf) { return vf.ToString() + "/vgpu-type"; }
   void ReleaseMdevs(const std::string& parent, std::vector<std::string> uuids);
   std::set<std::string> PlanMdevs();
 

@@ -33,7 +33,22 @@ void Reconciler::DiscoverMdevs() {
     ports_.log.error("mdev discovery: {}", ToStd(found.status().message()));
     return;
   }
+  udev::DiscoverVendorVgpusOf(options_.sysfs, ports_.log, NvidiaFunctions(), *found);
+  for (VendorVgpu& vgpu : found->vendor_vgpus) {
+    // The type a VF carries may leave its creatable list; its name is kept from an earlier look.
+    const VendorVgpu* was = mdevs_.FindVendorVgpu(vgpu.address);
+    if (vgpu.current_type.empty() || !was) continue;
+    for (const auto& [name, id] : was->creatable) {
+      if (id == vgpu.current_type) vgpu.creatable.emplace(name, id);
+    }
+  }
   if (*found == mdevs_) return;
+  for (const VendorVgpu& vgpu : found->vendor_vgpus) {
+    if (mdevs_.FindVendorVgpu(vgpu.address)) continue;
+    ports_.log.info("pci {}: vendor vGPU types offered ({})", vgpu.address.ToString(),
+                    vgpu.creatable.size());
+    mdev_refused_.erase(VgpuTypeKey(vgpu.address));
+  }
   // A parent that is back gets a fresh attempt at what was refused on it.
   for (const MdevParent& parent : found->parents) {
     if (mdevs_.FindParent(parent.name)) continue;
@@ -61,6 +76,7 @@ void Reconciler::DiscoverMdevs() {
 void Reconciler::ReconcileMdevs(bool report) {
   if (!started_) return;
   if (report) mdev_refused_.clear();
+  ReconcileVgpuTypes();
   const auto intents = ports_.binder.MdevIntents();
   if (intents.empty() && config_.mdevs.empty()) {
     mdev_look_.reset();
@@ -163,6 +179,13 @@ void Reconciler::ProtectMdevParents(vfio::Protected& protect) const {
   for (const auto& [uuid, intent] : ports_.binder.MdevIntents()) {
     if (intent.sources.empty()) continue;
     if (auto a = ParsePciAddress(intent.parent); a.ok()) ++kept[*a];
+  }
+  // A VF carrying a vendor vGPU type is served by NVIDIA's own VFIO driver, never vfio-pci.
+  for (const auto& [vf, intent] : ports_.binder.VgpuTypes()) {
+    if (!intent.sources.empty()) {
+      protect.emplace(
+          vf, absl::StrCat("carries vGPU type ", intent.type, " for ", *intent.sources.begin()));
+    }
   }
   for (const auto& [address, count] : kept) {
     protect.emplace(address, count == 0 ? std::string("is an mdev parent in the config")

@@ -32,6 +32,11 @@ void Reconciler::OnVgpu(projection::VgpuRequest req, std::function<void(VgpuOutc
     if (intent.sources.count(req.source)) mine.push_back(uuid);
   }
   if (!req.type) {
+    if (mine.empty() && ports_.binder.VgpuTypes().count(*address)) {
+      if (const VendorVgpu* vgpu = mdevs_.FindVendorVgpu(*address)) {
+        return OnVendorVgpu(std::move(req), *vgpu, std::move(done));
+      }
+    }
     if (mine.empty()) return done({true, "", "", "", ""});
     return ReleaseVgpu(parent, req.source, std::move(mine), std::move(done), nullptr);
   }
@@ -51,6 +56,11 @@ void Reconciler::OnVgpu(projection::VgpuRequest req, std::function<void(VgpuOutc
   }
   const std::string what = absl::StrCat("mdev parent ", parent);
   const MdevParent* p = mdevs_.FindParent(parent);
+  if (!p && mine.empty()) {
+    if (const VendorVgpu* vgpu = mdevs_.FindVendorVgpu(*address)) {
+      return OnVendorVgpu(std::move(req), *vgpu, std::move(done));
+    }
+  }
   if (!p) {
     return done(Refused("DeviceNotFound",
                         absl::StrCat(what, ": not there (no class/mdev_bus/", parent, ")")));
@@ -141,6 +151,105 @@ void Reconciler::ReleaseVgpu(const std::string& parent, const std::string& sourc
                        uuid));
         });
   });
+}
+
+// The vendor design: the type's id written to the VF's nvidia/current_vgpu_type; the VF itself is
+// the vGPU (status.uuid shows the type's id, as upstream's does).
+void Reconciler::OnVendorVgpu(projection::VgpuRequest req, const VendorVgpu& vgpu,
+                              std::function<void(VgpuOutcome)> done) {
+  const PciAddress vf = vgpu.address;
+  const std::string address = vf.ToString();
+  const auto recorded = ports_.binder.VgpuTypes();
+  auto it = recorded.find(vf);
+  const bool mine = it != recorded.end() && it->second.sources.count(req.source);
+  auto failed = [](const absl::Status& st, const char* otherwise) {
+    if (absl::IsFailedPrecondition(st)) return "DeviceInUse";
+    if (absl::IsInvalidArgument(st)) return "UnknownType";
+    return otherwise;
+  };
+  const std::string source = req.source;
+  if (!req.type) {
+    if (!mine) return done({true, "", "", "", ""});
+    return SubmitMdevJob(
+        absl::StrCat("take the vGPU type off ", address, " for ", source), address,
+        [vf, source](const vfio::Node& node, vfio::StateStore& store) -> MdevFailures {
+          absl::Status st = vfio::ReleaseVgpuType(node, store, vf, source);
+          if (st.ok()) return {};
+          return {{VgpuTypeKey(vf), st}};
+        },
+        [done, failed, type = it->second.type](const MdevFailures& failures) {
+          if (failures.empty()) return done({true, "", "", "", ""});
+          const absl::Status& st = failures.front().second;
+          done(Refused(failed(st, "RemoveFailed"), Text(st), type, type));
+        });
+  }
+  const std::string type = *req.type;
+  if (mine && it->second.type == type && vgpu.current_type == type) {
+    return done({true, "", "", type, type});
+  }
+  bool offered = false;
+  for (const auto& [name, id] : vgpu.creatable) offered |= id == type;
+  if (!offered) {
+    return done(Refused("UnknownType", absl::StrCat("pci ", address, ": vGPU type ", type,
+                                                    " is not among its creatable_vgpu_types")));
+  }
+  absl::StatusOr<vfio::Protected> protect = HostProtection();
+  if (!protect.ok()) return done(Refused("Protected", Text(protect.status())));
+  if (auto p = protect->find(vf); p != protect->end()) {
+    return done(Refused("Protected", absl::StrCat("pci ", address, ": protected, it ", p->second,
+                                                  "; no vGPU type is set on it")));
+  }
+  SubmitMdevJob(
+      absl::StrCat("set vGPU type ", type, " on ", address, " for ", source), address,
+      [vf, type, source, change = mine && it->second.type != type, protect = *std::move(protect)](
+          const vfio::Node& node, vfio::StateStore& store) -> MdevFailures {
+        absl::Status st;
+        if (change) st = vfio::ReleaseVgpuType(node, store, vf, source);
+        if (st.ok()) st = vfio::SetVgpuType(node, store, vf, type, source, protect);
+        if (st.ok()) return {};
+        return {{VgpuTypeKey(vf), st}};
+      },
+      [done, failed, type](const MdevFailures& failures) {
+        if (failures.empty()) return done({true, "", "", type, type});
+        const absl::Status& st = failures.front().second;
+        done(Refused(failed(st, "CreateFailed"), Text(st)));
+      });
+}
+
+void Reconciler::ReconcileVgpuTypes() {
+  for (const auto& entry : ports_.binder.VgpuTypes()) {
+    const PciAddress vf = entry.first;
+    const vfio::VgpuTypeIntent& intent = entry.second;
+    const std::string address = vf.ToString();
+    if (mdev_busy_.count(address) || mdev_refused_.count(VgpuTypeKey(vf))) continue;
+    const VendorVgpu* vgpu = mdevs_.FindVendorVgpu(vf);
+    // Away (tried when it is back), or as recorded.
+    if (!intent.sources.empty() && (!vgpu || vgpu->current_type == intent.type)) continue;
+    absl::StatusOr<vfio::Protected> protect = HostProtection();
+    if (!protect.ok()) {
+      ports_.log.error("pci {}: vGPU type {} not set again: {}", address, intent.type,
+                       Text(protect.status()));
+      mdev_refused_.insert(VgpuTypeKey(vf));
+      continue;
+    }
+    ports_.log.info("pci {}: {} recorded vGPU type {}", address,
+                    intent.sources.empty() ? "taking off" : "setting again", intent.type);
+    SubmitMdevJob(absl::StrCat("vGPU type ", intent.type, " on ", address), address,
+                  [vf, protect = *std::move(protect)](const vfio::Node& node,
+                                                      vfio::StateStore& store) -> MdevFailures {
+                    absl::Status st = vfio::ReapplyVgpuType(node, store, vf, protect);
+                    if (st.ok()) return {};
+                    return {{VgpuTypeKey(vf), st}};
+                  });
+  }
+}
+
+std::vector<PciAddress> Reconciler::NvidiaFunctions() const {
+  std::vector<PciAddress> out;
+  for (const PciDevice& d : devices_) {
+    if (d.vendor_id == 0x10de) out.push_back(d.address);
+  }
+  return out;
 }
 
 }  // namespace pcid::agent

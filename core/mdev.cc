@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "core/attribute.h"
 #include "core/status.h"
 
 namespace pcid {
@@ -40,6 +41,13 @@ const MdevParent* MdevInventory::FindParent(std::string_view name) const {
 
 const Mdev* MdevInventory::FindMdev(std::string_view uuid) const {
   return FindByKey(mdevs, uuid, &Mdev::uuid);
+}
+
+const VendorVgpu* MdevInventory::FindVendorVgpu(const PciAddress& address) const {
+  auto it =
+      std::lower_bound(vendor_vgpus.begin(), vendor_vgpus.end(), address,
+                       [](const VendorVgpu& v, const PciAddress& a) { return v.address < a; });
+  return it != vendor_vgpus.end() && it->address == address ? &*it : nullptr;
 }
 
 absl::StatusOr<std::string> ParseUuid(std::string_view text) {
@@ -123,6 +131,19 @@ std::optional<std::string> MdevParentOfLink(std::string_view target, std::string
     return std::nullopt;
   }
   return std::string(parts[parts.size() - 2]);
+}
+
+std::map<std::string, std::string> ParseCreatableVgpuTypes(std::string_view text) {
+  std::map<std::string, std::string> types;
+  for (absl::string_view line : absl::StrSplit(ToAbsl(text), '\n')) {
+    std::vector<absl::string_view> parts = absl::StrSplit(line, ':');
+    if (parts.size() != 2) continue;
+    const std::string_view id = TrimAttribute(ToStd(parts[0]));
+    const std::string name = PrintableAttribute(ToStd(parts[1]), 128);
+    if (name.empty() || !ParseDecimalAttribute(id, 0, 1 << 30).ok()) continue;
+    types[name] = std::string(id);
+  }
+  return types;
 }
 
 }  // namespace pcid

@@ -62,6 +62,7 @@ struct MdevInventory {
   friend bool operator==(const MdevInventory&, const MdevInventory&) = default;
   const MdevParent* FindParent(std::string_view name) const;
   const Mdev* FindMdev(std::string_view uuid) const;
+  const VendorVgpu* FindVendorVgpu(const PciAddress& address) const;
 };
 
 // A UUID as the kernel's `create` takes it and names the mdev: 8-4-4-4-12 hex digits, returned in
@@ -84,6 +85,10 @@ bool IsMdevComponent(std::string_view name);
 std::string MdevResourceName(const MdevType& type);
 // The same for a type known by its id alone (its parent is not there to give its name).
 std::string MdevResourceNameOfId(std::string_view type_id);
+
+// NVIDIA's `creatable_vgpu_types` text ("ID    : vGPU Name" then "1145  : NVIDIA L40S-1B", ...):
+// name -> id; lines that are not a number, a colon and a name are skipped (the header too).
+std::map<std::string, std::string> ParseCreatableVgpuTypes(std::string_view text);
 
 // The parent's name from the target of an mdev's bus/mdev/devices/<uuid> link: its directory
 // sits in its parent's (".../devices/virtual/mtty/mtty/<uuid>" -> "mtty"). nullopt when the

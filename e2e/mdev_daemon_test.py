@@ -17,7 +17,9 @@ made and a user enabled, driven with kubectl: its recorded mdev recognised witho
 shown (vGPUStatus, uuid, configureVGPUTypeName, printer columns); an unknown type refused as a
 condition; disabled (1 written to its remove, forgotten, status cleared); enabled again (a new
 UUID written to create, which without a kernel fails as a condition); another node's VGPUDevice
-never touched.
+never touched. NVIDIA's vendor design on the second GPU (fixture files shaped like upstream's L40S
+test data): every creatable type offered, enabling writes the type's id to current_vgpu_type and
+records it, a restart after the driver forgot it writes it again, disabling writes 0.
 
 usage: mdev_daemon_test.py PCIDEVICES KUBELET_EMULATOR MAKE_TREE"""
 import json
@@ -45,6 +47,9 @@ GROUP = "40"
 VGPU = "n1-000001000"
 VGPU_UUID = "3c1c6f0e-8d0b-4c55-9a39-1f0d5b8f2a77"
 VGPU_GROUP = "41"
+# The second GPU, given NVIDIA's vendor vGPU files.
+VENDOR_VF = "0000:81:00.0"
+VENDOR_VGPU = "n1-000081000"
 
 
 def add_mdev_parent(sysfs, dev):
@@ -159,6 +164,35 @@ def vgpu_device(api, state, type_dir, vgpu_dir, log):
           "disabled again", json.dumps(vgpu_status(api)))
 
 
+def add_vendor_vgpu(sysfs):
+    """NVIDIA's vendor vGPU files (kernel 6.8+ drivers) on the second GPU, shaped like upstream's
+    test data for an L40S VF. A fixture file reads back what was written, as the driver does for a
+    type it accepts."""
+    d = f"{sysfs}/bus/pci/devices/{VENDOR_VF}/nvidia"
+    os.makedirs(d)
+    with open(f"{d}/creatable_vgpu_types", "w") as f:
+        f.write("ID    : vGPU Name\n1145  : NVIDIA L40S-1B\n1163  : NVIDIA L40S-12A\n2164  : NVIDIA L40S-3B\n")
+    with open(f"{d}/current_vgpu_type", "w") as f:
+        f.write("0\n")
+    return f"{d}/current_vgpu_type"
+
+
+def vendor_vgpu_device(api, state, current):
+    """The vendor design driven with kubectl: the type's id written to current_vgpu_type,
+    recorded, shown (status.uuid is the id, as upstream's)."""
+    st = wait_for(lambda: vgpu_status(api, VENDOR_VGPU).get("availableTypes"), timeout=10)
+    check(st == {"NVIDIA L40S-1B": "1145", "NVIDIA L40S-12A": "1163", "NVIDIA L40S-3B": "2164"},
+          "vendor VGPUDevice: every creatable type available", json.dumps(vgpu_status(api, VENDOR_VGPU)))
+    api.kubectl("patch", "vgpudevice", VENDOR_VGPU, "--type", "merge", "-p",
+                json.dumps({"spec": {"enabled": True, "vGPUTypeName": "NVIDIA L40S-12A"}}))
+    on = wait_for(lambda: vgpu_status(api, VENDOR_VGPU).get("uuid") == "1163", timeout=10)
+    st = vgpu_status(api, VENDOR_VGPU)
+    check(on is not None and open(current).read().strip() == "1163" and
+          st.get("configureVGPUTypeName") == "NVIDIA L40S-12A" and st.get("vGPUStatus") == "vGPUConfigured" and
+          '"vgpuTypes"' in open(f"{state}/state.json").read(),
+          "enabled: 1163 written to current_vgpu_type, recorded, shown", json.dumps(st))
+
+
 def main():
     return run_with_api("pcid-mdev-", run)
 
@@ -175,6 +209,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
 
     sysfs, dev, proc, state, plugins, config, _ = gpu_node(tmp, pcidevices, make_tree)
     type_dir, mdev_dir, vgpu_dir = add_mdev_parent(sysfs, dev)
+    current = add_vendor_vgpu(sysfs)
     os.makedirs(state)
     with open(f"{state}/state.json", "w") as f:
         json.dump({"version": 1, "devices": [],
@@ -218,9 +253,8 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         want = [{"mdevNameSelector": TYPE_NAME, "resourceName": RESOURCE, "externalResourceProvider": True}]
         check(wait_for(lambda: mdev_entries(api) == want, timeout=15) is not None,
               "KubeVirt: one mediatedDevices entry for the type", json.dumps(mdev_entries(api)))
-        vgpu_status = wait_for(lambda: (api.get("vgpudevices", VGPU) or {}).get("status", {}).get("uuid") == VGPU_UUID,
-                               timeout=15)
-        check(vgpu_status is not None, "VGPUDevice: the recorded mdev shown",
+        shown = wait_for(lambda: vgpu_status(api).get("uuid") == VGPU_UUID, timeout=15)
+        check(shown is not None, "VGPUDevice: the recorded mdev shown",
               json.dumps(api.get("vgpudevices", VGPU))[:800])
         doctor(pcidevices, api, tmp, sysfs, dev, proc, state, plugins)
         rc, out = api.kubectl("get", "kubevirt", "-n", "kubevirt", "kubevirt", "-o",
@@ -245,6 +279,24 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
               "once the pod is gone: 1 written to its remove, forgotten")
         check(wait_for(lambda: mdev_entries(api) == [], timeout=15) is not None,
               "and the KubeVirt entry removed (no other node serves the type)", json.dumps(mdev_entries(api)))
+
+        vendor_vgpu_device(api, state, current)
+        # A reboot's stand-in: the driver forgot the type while the agent was down.
+        stop_process(daemon)
+        with open(current, "w") as f:
+            f.write("0\n")
+        daemon = subprocess.Popen(args, stderr=log)
+        check(wait_for(lambda: open(current).read().strip() == "1163", timeout=10) is not None,
+              "after a restart: the recorded vGPU type written again", open(current).read())
+        api.kubectl("patch", "vgpudevice", VENDOR_VGPU, "--type", "merge", "-p",
+                    json.dumps({"spec": {"enabled": False}}))
+        off = wait_for(lambda: vgpu_status(api, VENDOR_VGPU).get("uuid") == "", timeout=10)
+        # sysfs takes a write whole; a fixture file keeps the old text past what was written.
+        check(off is not None and open(current).read().startswith("0") and
+              '"vgpuTypes"' not in open(f"{state}/state.json").read(),
+              "disabled: 0 written, forgotten",
+              f"{off} {open(current).read()!r} {open(f'{state}/state.json').read()} " +
+              json.dumps(vgpu_status(api, VENDOR_VGPU)))
     finally:
         stop_process(daemon)
         check(daemon.returncode == 0, f"daemon stopped cleanly ({daemon.returncode})")

@@ -56,6 +56,22 @@ std::map<std::string, VgpuOffer> OfferedVgpuObjects(const std::vector<PciDevice>
     offer.object_json = Object(name, offer, node);
     out.emplace(std::move(name), std::move(offer));
   }
+  for (const VendorVgpu& vgpu : mdevs.vendor_vgpus) {
+    const PciDevice* d = FindPciDevice(pci, vgpu.address);
+    std::string name = PciObjectName(node, vgpu.address);
+    if (!d || out.count(name)) continue;
+    // Every creatable type can be set now (the driver lists no instance counts); the type the VF
+    // carries stays known even when the driver no longer lists it.
+    VgpuOffer offer{d->address, d->physical_function, {}, ""};
+    bool current_listed = vgpu.current_type.empty();
+    for (const auto& [type_name, id] : vgpu.creatable) {
+      offer.types.push_back({id, type_name, "", "vfio-pci", 1});
+      current_listed |= id == vgpu.current_type;
+    }
+    if (!current_listed) offer.types.push_back({vgpu.current_type, vgpu.current_type, "", "", 0});
+    offer.object_json = Object(name, offer, node);
+    out.emplace(std::move(name), std::move(offer));
+  }
   return out;
 }
 

@@ -39,7 +39,8 @@ struct VgpuOffer {
   std::string object_json;       // the object to create: metadata, spec; no status
 };
 
-// The objects this node offers: one per mdev parent that is a PCI function of `pci`, named like
+// The objects this node offers: one per mdev parent that is a PCI function of `pci`, and one per
+// VF with NVIDIA's vendor vGPU files (its creatable types, each with an instance), named like
 // its PCIDevice (`<node>-<address without ':' and '.'>`), labelled nodename (and, on a VF, with
 // its PF's PCIDevice name), spec {vGPUTypeName: "", address, enabled: false, nodeName,
 // parentGPUDeviceAddress: the PF or ""}. Protected parents are offered too: enabling one is

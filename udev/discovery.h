@@ -77,9 +77,8 @@ absl::StatusOr<MdevInventory> DiscoverMdevs(const SysfsRoot& sysfs, spdlog::logg
 // a look at every function, so not at every change.
 absl::Status DiscoverVendorVgpus(const SysfsRoot& sysfs, spdlog::logger& log,
                                  MdevInventory& inventory);
-
-// NVIDIA's `creatable_vgpu_types` text ("ID    : vGPU Name" then "1145  : NVIDIA L40S-1B", ...):
-// name -> id; lines that are not a number, a colon and a name are skipped (the header too).
-std::map<std::string, std::string> ParseCreatableVgpuTypes(std::string_view text);
+// The same for the functions `only` (the agent's: its NVIDIA functions, at every change).
+void DiscoverVendorVgpusOf(const SysfsRoot& sysfs, spdlog::logger& log,
+                           const std::vector<PciAddress>& only, MdevInventory& inventory);
 
 }  // namespace pcid::udev

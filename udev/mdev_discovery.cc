@@ -120,19 +120,6 @@ std::optional<VendorVgpu> ReadVendorVgpu(const SysfsRoot& sysfs, const PciAddres
 
 }  // namespace
 
-std::map<std::string, std::string> ParseCreatableVgpuTypes(std::string_view text) {
-  std::map<std::string, std::string> types;
-  for (absl::string_view line : absl::StrSplit(ToAbsl(text), '\n')) {
-    std::vector<absl::string_view> parts = absl::StrSplit(line, ':');
-    if (parts.size() != 2) continue;
-    const std::string_view id = TrimAttribute(ToStd(parts[0]));
-    const std::string name = PrintableAttribute(ToStd(parts[1]), 128);
-    if (name.empty() || !ParseDecimalAttribute(id, 0, 1 << 30).ok()) continue;
-    types[name] = std::string(id);
-  }
-  return types;
-}
-
 absl::StatusOr<MdevInventory> DiscoverMdevs(const SysfsRoot& sysfs, spdlog::logger& log) {
   MdevInventory inventory;
   PCID_ASSIGN_OR_RETURN(const std::vector<std::string> parents,
@@ -180,6 +167,18 @@ absl::Status DiscoverVendorVgpus(const SysfsRoot& sysfs, spdlog::logger& log,
     }
   }
   return absl::OkStatus();
+}
+
+void DiscoverVendorVgpusOf(const SysfsRoot& sysfs, spdlog::logger& log,
+                           const std::vector<PciAddress>& only, MdevInventory& inventory) {
+  inventory.vendor_vgpus.clear();
+  for (const PciAddress& address : only) {
+    if (auto vgpu = ReadVendorVgpu(sysfs, address, log)) {
+      inventory.vendor_vgpus.push_back(*std::move(vgpu));
+    }
+  }
+  std::sort(inventory.vendor_vgpus.begin(), inventory.vendor_vgpus.end(),
+            [](const VendorVgpu& a, const VendorVgpu& b) { return a.address < b.address; });
 }
 
 }  // namespace pcid::udev

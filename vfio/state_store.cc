@@ -90,6 +90,16 @@ std::string EncodeState(const NodeState& state) {
     }
     w.EndArray();
   }
+  if (!state.vgpu_types.empty()) {
+    w.Key("vgpuTypes").BeginArray();
+    for (const auto& [address, intent] : state.vgpu_types) {
+      w.BeginObject().Key("address").String(address.ToString()).Key("type").String(intent.type);
+      w.Key("sources").BeginArray();
+      for (const std::string& s : intent.sources) w.String(s);
+      w.EndArray().EndObject();
+    }
+    w.EndArray();
+  }
   if (!state.usb_devices.empty()) {
     w.Key("usbDevices").BeginArray();
     for (const auto& [name, record] : state.usb_devices) {
@@ -261,6 +271,36 @@ absl::Status ReadMdevIntents(simdjson::dom::element root, const Bad& bad, NodeSt
   return absl::OkStatus();
 }
 
+// Optional: "vgpuTypes": [{"address", "type", "sources"}]. The type is written to a sysfs file:
+// decimal digits only.
+absl::Status ReadVgpuTypeIntents(simdjson::dom::element root, const Bad& bad, NodeState& out) {
+  simdjson::dom::element types;
+  if (root["vgpuTypes"].get(types)) return absl::OkStatus();  // absent: none
+  simdjson::dom::array list;
+  if (types.get(list)) return bad("\"vgpuTypes\" must be an array");
+  size_t i = 0;
+  for (simdjson::dom::element e : list) {
+    const std::string where = absl::StrCat("vgpuTypes[", i++, "]");
+    std::string_view address, type;
+    simdjson::dom::array sources;
+    if (e["address"].get(address) || e["type"].get(type) || e["sources"].get(sources)) {
+      return bad(absl::StrCat(where, ": want address, type and sources"));
+    }
+    auto a = ParsePciAddress(address);
+    if (!a.ok()) return bad(absl::StrCat(where, ": ", a.status().message()));
+    if (type.empty() || type.size() > 10 ||
+        !std::all_of(type.begin(), type.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return bad(absl::StrCat(where, ": type must be a decimal type id"));
+    }
+    VgpuTypeIntent intent{std::string(type), {}};
+    PCID_RETURN_IF_ERROR(ReadSources(sources, where, bad, intent.sources));
+    if (!out.vgpu_types.emplace(*a, std::move(intent)).second) {
+      return bad(absl::StrCat(where, ": ", ToAbsl(address), " listed twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view origin) {
@@ -279,6 +319,7 @@ absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view or
   NodeState out;
   PCID_RETURN_IF_ERROR(ReadUsbRecords(root, bad, out));
   PCID_RETURN_IF_ERROR(ReadMdevIntents(root, bad, out));
+  PCID_RETURN_IF_ERROR(ReadVgpuTypeIntents(root, bad, out));
   size_t i = 0;
   for (simdjson::dom::element e : devices) {
     const std::string where = absl::StrCat("devices[", i++, "]");
@@ -369,6 +410,7 @@ absl::StatusOr<StateStore> StateStore::Open(const std::string& dir) {
         std::make_shared<const std::map<PciAddress, Intent>>(store.state_->saved.devices);
     store.state_->vf_counts = store.state_->saved.vf_counts;
     store.state_->mdevs = store.state_->saved.mdevs;
+    store.state_->vgpu_types = store.state_->saved.vgpu_types;
   }
   return store;
 }
@@ -459,6 +501,24 @@ absl::Status StateStore::UpdateMdevs(
   state_->saved = std::move(next);
   MutexLock snapshot_lock(&state_->snapshot_mu);
   state_->mdevs = state_->saved.mdevs;
+  return absl::OkStatus();
+}
+
+std::map<PciAddress, VgpuTypeIntent> StateStore::vgpu_types() const {
+  MutexLock lock(&state_->snapshot_mu);
+  return state_->vgpu_types;
+}
+
+absl::Status StateStore::UpdateVgpuTypes(
+    const std::function<void(std::map<PciAddress, VgpuTypeIntent>&)>& change) {
+  MutexLock lock(&state_->mu);
+  NodeState next = state_->saved;
+  change(next.vgpu_types);
+  if (next.vgpu_types == state_->saved.vgpu_types) return absl::OkStatus();
+  PCID_RETURN_IF_ERROR(Save(next));
+  state_->saved = std::move(next);
+  MutexLock snapshot_lock(&state_->snapshot_mu);
+  state_->vgpu_types = state_->saved.vgpu_types;
   return absl::OkStatus();
 }
 

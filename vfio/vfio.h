@@ -138,12 +138,22 @@ struct MdevIntent {
   friend bool operator==(const MdevIntent&, const MdevIntent&) = default;
 };
 
+// A vGPU type set on an NVIDIA VF through its vendor file (`nvidia/current_vgpu_type`, kernel
+// 6.8+ drivers): the driver forgets it when the VF goes (a reboot, its PF's VFs made again), so it
+// is written again whenever the VF is back.
+struct VgpuTypeIntent {
+  std::string type;               // the type's id ("1163"), decimal
+  std::set<std::string> sources;  // who wants it: "VGPUDevice/<name>"; empty = a release under way
+  friend bool operator==(const VgpuTypeIntent&, const VgpuTypeIntent&) = default;
+};
+
 // Everything the state file holds.
 struct NodeState {
   std::map<PciAddress, Intent> devices;
-  std::map<PciAddress, VfCountIntent> vf_counts;  // by PF
-  std::map<std::string, UsbRecord> usb_devices;   // by USBDevice name
-  std::map<std::string, MdevIntent> mdevs = {};   // by UUID (lower case)
+  std::map<PciAddress, VfCountIntent> vf_counts;         // by PF
+  std::map<std::string, UsbRecord> usb_devices;          // by USBDevice name
+  std::map<std::string, MdevIntent> mdevs = {};          // by UUID (lower case)
+  std::map<PciAddress, VgpuTypeIntent> vgpu_types = {};  // by VF
 };
 
 // The state directory (`--state-dir`): `state.json` plus `lock`, held exclusively (flock) for the
@@ -176,6 +186,10 @@ class StateStore {
   std::optional<MdevIntent> FindMdev(const std::string& uuid) const;
   // Applies `change` to a copy of the mdev intents and saves it, as Update.
   absl::Status UpdateMdevs(const std::function<void(std::map<std::string, MdevIntent>&)>& change);
+  std::map<PciAddress, VgpuTypeIntent> vgpu_types() const;  // a copy
+  // Applies `change` to a copy of the vGPU type intents and saves it, as Update.
+  absl::Status UpdateVgpuTypes(
+      const std::function<void(std::map<PciAddress, VgpuTypeIntent>&)>& change);
   std::map<std::string, UsbRecord> usb_devices() const;  // a copy
   // Replaces the USB records and saves (nothing is written when they are unchanged).
   absl::Status PutUsbDevices(std::map<std::string, UsbRecord> records);
@@ -198,6 +212,7 @@ class StateStore {
         std::make_shared<const std::map<PciAddress, Intent>>();
     std::map<PciAddress, VfCountIntent> vf_counts ABSL_GUARDED_BY(snapshot_mu);
     std::map<std::string, MdevIntent> mdevs ABSL_GUARDED_BY(snapshot_mu);
+    std::map<PciAddress, VgpuTypeIntent> vgpu_types ABSL_GUARDED_BY(snapshot_mu);
   };
   std::string dir_;
   UniqueFd lock_;
@@ -346,5 +361,32 @@ absl::Status ReleaseMdev(const Node& node, StateStore& store, const std::string&
 // being unknown included.
 absl::Status ReapplyMdev(const Node& node, StateStore& store, const std::string& uuid,
                          const Protected& protect);
+
+// ---- NVIDIA's vendor-specific vGPU types ----------------------------------------------------
+
+// Set steps: 1 intent saved, 2 the type's id written to `nvidia/current_vgpu_type` and read back.
+// Release steps: 1 intent saved without sources, 2 `0` written and the intent forgotten. A kill at
+// any step leaves an intent that ReapplyVgpuType brings about.
+inline constexpr int kVgpuTypeSteps = 2;
+
+// Sets vGPU type `type` (an id of the VF's `nvidia/creatable_vgpu_types`) on `vf` for `source`.
+// Refused, with nothing written: a VF without the vendor files, a type it does not list, a
+// protected VF, a VF that carries another type (set by someone else, or for another source), and
+// a VF whose IOMMU group a process holds open. Nothing is written when it already has the type.
+absl::Status SetVgpuType(const Node& node, StateStore& store, const PciAddress& vf,
+                         const std::string& type, std::string_view source,
+                         const Protected& protect);
+
+// Drops `source` from the VF's intent; when none is left, writes `0` (no vGPU) and forgets it.
+// Refused (FailedPrecondition, nothing changed) while a process has the VF's IOMMU group open.
+// OK when `source` had no type there.
+absl::Status ReleaseVgpuType(const Node& node, StateStore& store, const PciAddress& vf,
+                             std::string_view source);
+
+// Brings the VF's recorded type about: written again when the VF shows another (after a reboot:
+// `0`), and an interrupted release finished. FailedPrecondition when the VF is not there (tried
+// again when it is back). OK when there is nothing to do.
+absl::Status ReapplyVgpuType(const Node& node, StateStore& store, const PciAddress& vf,
+                             const Protected& protect);
 
 }  // namespace pcid::vfio

@@ -44,6 +44,9 @@ class ManualBinder final : public Binder {
   }
   std::map<PciAddress, vfio::VfCountIntent> VfCounts() const override { return store_.vf_counts(); }
   std::map<std::string, vfio::MdevIntent> MdevIntents() const override { return store_.mdevs(); }
+  std::map<PciAddress, vfio::VgpuTypeIntent> VgpuTypes() const override {
+    return store_.vgpu_types();
+  }
   std::map<std::string, vfio::UsbRecord> UsbRecords() const override {
     return store_.usb_devices();
   }

@@ -305,6 +305,59 @@ BOOST_AUTO_TEST_CASE(vgpu_refusals_write_nothing) {
   BOOST_TEST(Recorded(f).empty());
 }
 
+// NVIDIA's vendor design on the fixture's GPU, given an L40S VF's files (mdev_fixture.h).
+BOOST_AUTO_TEST_CASE(a_vgpu_device_on_a_vendor_vf_sets_its_type_and_sets_it_again) {
+  AgentFixture f;
+  f.kernel.AddVendorVgpu(kGpu);
+  f.Start();
+  f.reconciler->set_publisher(&f.publisher);
+  f.Settle();
+  BOOST_REQUIRE(f.publisher.last && f.publisher.last->mdevs);
+  const VendorVgpu* offered = f.publisher.last->mdevs->FindVendorVgpu(*ParsePciAddress(kGpu));
+  BOOST_REQUIRE(offered != nullptr);
+  BOOST_TEST(offered->creatable.size() == 3u);
+  BOOST_TEST(offered->creatable.at("NVIDIA L40S-12A") == "1163");
+
+  auto on = AskVgpu(f, "1163");
+  BOOST_TEST(on.ok, on.message);
+  BOOST_TEST(on.uuid == "1163");  // upstream's status.uuid: the type's id
+  BOOST_TEST(f.kernel.VgpuType(kGpu) == "1163");
+  BOOST_TEST(
+      (f.binder->VgpuTypes().at(*ParsePciAddress(kGpu)).sources == std::set<std::string>{kSource}));
+  f.kernel.writes.clear();
+  BOOST_TEST(AskVgpu(f, "1163").ok);
+  auto unknown = AskVgpu(f, "1999");
+  BOOST_TEST(unknown.reason == "UnknownType");
+  BOOST_TEST(f.kernel.writes.empty());
+  // A VF carrying a type is never bound to vfio-pci (NVIDIA's own VFIO driver serves it).
+  DeviceSelector nvidia;
+  nvidia.vendor = 0x10de;
+  f.reconciler->OnConfig({.enable = {nvidia}});
+  f.Settle();
+  BOOST_TEST(f.kernel.Driver(kGpu) == "nouveau");
+  BOOST_TEST(
+      f.log.text().find("carries vGPU type 1163 for VGPUDevice/n1-000002000") != std::string::npos,
+      f.log.text());
+
+  // A restart after a reboot (the driver forgot the type): set again from the intent.
+  f.reconciler.reset();
+  f.binder.reset();
+  f.plugins = {};
+  f.kernel.ForgetVgpuType(kGpu);
+  f.Start();
+  f.Settle();
+  BOOST_TEST(f.kernel.VgpuType(kGpu) == "1163");
+  // Another type: the old one off, the new one on, in one job.
+  auto changed = AskVgpu(f, "2164");
+  BOOST_TEST(changed.ok, changed.message);
+  BOOST_TEST(f.kernel.VgpuType(kGpu) == "2164");
+  // Given back: 0 written, forgotten.
+  auto off = AskVgpu(f, std::nullopt);
+  BOOST_TEST(off.ok, off.message);
+  BOOST_TEST(f.kernel.VgpuType(kGpu) == "0");
+  BOOST_TEST(f.binder->VgpuTypes().empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 }  // namespace

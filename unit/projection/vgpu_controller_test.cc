@@ -321,5 +321,49 @@ BOOST_AUTO_TEST_CASE(vgpu_other_nodes_objects_are_never_touched) {
   BOOST_TEST(g.api.calls.empty());
 }
 
+// NVIDIA's vendor design: a VF with creatable_vgpu_types (no mdev parent) is offered too; every
+// creatable type is available, and the type it carries keeps its name once the driver no longer
+// lists it.
+BOOST_AUTO_TEST_CASE(vgpu_objects_for_vendor_vfs) {
+  VgpuFixture f;
+  const PciAddress pf{0, 0x26, 0, 0}, vf{0, 0x26, 0, 4};
+  auto inv = std::make_shared<Inventory>();
+  inv->pci = {Function(pf, std::nullopt), Function(vf, pf)};
+  auto mdevs = std::make_shared<MdevInventory>();
+  mdevs->vendor_vgpus = {{vf, {{"NVIDIA L40S-12A", "1163"}, {"NVIDIA L40S-1B", "1145"}}, ""}};
+  inv->mdevs = mdevs;
+  f.controller.Handle(InventoryPublished{inv});
+  f.controller.Reconcile();
+  auto calls = f.api.Take();
+  BOOST_REQUIRE(calls.size() == 1u);
+  BOOST_TEST(calls[0].body.find(R"("harvesterhci.io/parentSRIOVGPUDevice":"n1-000026000")") !=
+                 std::string::npos,
+             calls[0].body);
+  f.Answer(0, Ok());
+  const std::string name = "n1-000026004";
+  auto status = [&](const std::string& key) {
+    auto o = f.objects.Snapshot().at(name);
+    return o.status.count(key) ? o.status.at(key) : "";
+  };
+  BOOST_TEST(status("availableTypes") == R"({"NVIDIA L40S-12A":"1163","NVIDIA L40S-1B":"1145"})");
+  f.api.Modify(kVgpuPlural, name, [](ObservedObject& o) {
+    o.spec["vGPUTypeName"] = "NVIDIA L40S-12A";
+    o.spec_bools["enabled"] = true;
+  });
+  f.controller.Reconcile();
+  BOOST_REQUIRE(f.owner.asked.size() == 2u);
+  BOOST_TEST((f.owner.asked[1].type == std::optional<std::string>("1163")));
+  f.Answer(1, Ok("1163", "1163"));
+  BOOST_TEST(status("uuid") == R"("1163")");
+  BOOST_TEST(status("configureVGPUTypeName") == R"("NVIDIA L40S-12A")");
+  // The driver lists the carried type no more; the reconciler kept its name (reconciler_mdev.cc),
+  // so the object still resolves and nothing changes.
+  f.api.Take();
+  f.controller.Handle(InventoryPublished{inv});
+  f.controller.Reconcile();
+  BOOST_TEST(f.api.calls.empty());
+  BOOST_TEST(f.owner.asked.size() == 2u);
+}
+
 }  // namespace
 }  // namespace pcid::projection

@@ -63,4 +63,21 @@ inline void AddMdev(const TempTree& tree, const std::string& parent_dir, const s
   tree.Symlink("bus/mdev/devices/" + uuid, "../../../" + dir);
 }
 
+// NVIDIA's vendor-specific vGPU files on a VF (kernel 6.8+ drivers), shaped like upstream's test
+// data for an L40S VF (harvester/pcidevices pkg/util/gpuhelper/testdata): a header line, then
+// "<id>  : <name>" lines, and current_vgpu_type "0" (none).
+inline constexpr char kL40sCreatable[] =
+    "ID    : vGPU Name\n"
+    "1145  : NVIDIA L40S-1B\n"
+    "1163  : NVIDIA L40S-12A\n"
+    "2164  : NVIDIA L40S-3B\n";
+inline void AddVendorVgpuFiles(const TempTree& tree, const std::string& function_dir,
+                               const std::string& creatable = kL40sCreatable) {
+  tree.WriteFile(function_dir + "/nvidia/creatable_vgpu_types", creatable);
+  tree.WriteFile(function_dir + "/nvidia/current_vgpu_type", "0\n");
+  for (const char* empty : {"gpu_instance_id", "placement_id", "vgpu_params", "warm_update"}) {
+    tree.WriteFile(function_dir + "/nvidia/" + empty, "");
+  }
+}
+
 }  // namespace pcid::testing

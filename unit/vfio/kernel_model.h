@@ -8,6 +8,7 @@
 #pragma once
 
 #include <absl/status/status.h>
+#include <absl/strings/ascii.h>
 #include <absl/strings/match.h>
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
@@ -108,6 +109,21 @@ class KernelModel {
     std::filesystem::remove(sys_.root() / "class/mdev_bus" / name);
     std::filesystem::remove_all(sys_.root() / mdev_parents_.at(name));
   }
+  // NVIDIA's vendor vGPU files on a function (mdev_fixture.h); writes to current_vgpu_type take
+  // `0` or an id its creatable_vgpu_types lists, as the driver does (EINVAL otherwise).
+  void AddVendorVgpu(const std::string& address) {
+    testing::AddVendorVgpuFiles(sys_, sys_.DirOf(address));
+  }
+  std::string VgpuType(const std::string& address) const {
+    std::ifstream in(sys_.root() / sys_.DirOf(address) / "nvidia/current_vgpu_type");
+    std::string v;
+    std::getline(in, v);
+    return v;
+  }
+  // The driver forgets the type (a reboot, the VF made again).
+  void ForgetVgpuType(const std::string& address) {
+    sys_.WriteFile(sys_.DirOf(address) + "/nvidia/current_vgpu_type", "0\n");
+  }
   std::string MdevGroup(const std::string& uuid) const { return mdevs_.at(uuid).group; }
   bool HasMdev(const std::string& uuid) const { return mdevs_.count(uuid) > 0; }
   std::set<std::string> busy_mdevs;  // remove fails with EBUSY (the vendor driver's refusal)
@@ -137,6 +153,7 @@ class KernelModel {
         return absl::OkStatus();
       }
       if (attr == "sriov_numvfs") return SetNumVfs(address, value);
+      if (attr == "nvidia/current_vgpu_type") return SetVgpuType(address, value);
       if (attr == "sriov_drivers_autoprobe") {
         if (value != "0" && value != "1") return absl::InvalidArgumentError("autoprobe: -22");
         sys_.WriteFile(sys_.DirOf(address) + "/sriov_drivers_autoprobe", std::string(value) + "\n");
@@ -191,6 +208,26 @@ class KernelModel {
   bool fail_vfio_probe = false;
 
  private:
+  absl::Status SetVgpuType(const std::string& address, std::string_view value) {
+    const std::string dir = sys_.DirOf(address) + "/nvidia/";
+    if (!std::filesystem::exists(sys_.root() / dir)) {
+      return absl::NotFoundError(dir + "current_vgpu_type: no such file");
+    }
+    if (value != "0") {
+      std::ifstream in(sys_.root() / dir / "creatable_vgpu_types");
+      std::string line;
+      bool listed = false;
+      while (std::getline(in, line)) {
+        std::vector<std::string> parts = absl::StrSplit(line, ':');
+        listed |= parts.size() == 2 &&
+                  std::string(absl::StripAsciiWhitespace(parts[0])) == std::string(value);
+      }
+      if (!listed) return absl::InvalidArgumentError("current_vgpu_type: -22");
+    }
+    sys_.WriteFile(dir + "current_vgpu_type", std::string(value) + "\n");
+    return absl::OkStatus();
+  }
+
   struct Pf {
     FunctionSpec spec;
     PfSpec vfs;

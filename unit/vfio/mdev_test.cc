@@ -234,6 +234,139 @@ BOOST_AUTO_TEST_CASE(state_file_round_trips_mdevs_and_refuses_bad_ones) {
   }
 }
 
+// ---- NVIDIA's vendor vGPU types (vfio/vgpu_type.cc) ---------------------------------------------
+
+constexpr char kSrc[] = "VGPUDevice/n1-000000040";
+const PciAddress kVf{0, 0, 4, 0};  // the fixture's 0000:00:04.0, given the vendor files
+
+BOOST_AUTO_TEST_CASE(vgpu_types_are_recorded_written_taken_off_and_set_again) {
+  Fixture f;
+  f.kernel.AddVendorVgpu("0000:00:04.0");
+  auto store = *StateStore::Open(f.state.path());
+  bool saved_first = false;
+  f.hook = [&](int step) {
+    if (step == 1) {
+      saved_first = store.vgpu_types().count(kVf) && f.kernel.VgpuType("0000:00:04.0") == "0";
+    }
+  };
+  BOOST_REQUIRE(SetVgpuType(f.MakeNode(), store, kVf, "1163", kSrc, {}).ok());
+  BOOST_TEST(saved_first);
+  f.hook = nullptr;
+  BOOST_TEST(f.kernel.VgpuType("0000:00:04.0") == "1163");
+  BOOST_TEST(f.StateText().find(R"("vgpuTypes": [)") != std::string::npos, f.StateText());
+  BOOST_TEST(f.StateText().find(R"("type": "1163")") != std::string::npos, f.StateText());
+  // Again: nothing written.
+  f.kernel.writes.clear();
+  Node node = f.MakeNode();
+  BOOST_REQUIRE(SetVgpuType(node, store, kVf, "1163", kSrc, {}).ok());
+  BOOST_TEST(f.kernel.writes.empty());
+  // A reboot's stand-in: the driver forgot it; set again from the intent.
+  f.kernel.ForgetVgpuType("0000:00:04.0");
+  BOOST_REQUIRE(ReapplyVgpuType(node, store, kVf, {}).ok());
+  BOOST_TEST(f.kernel.VgpuType("0000:00:04.0") == "1163");
+  // Refused with nothing written: another type for the same object, another object, a process
+  // holding the VF's group.
+  f.kernel.writes.clear();
+  BOOST_TEST(absl::IsFailedPrecondition(SetVgpuType(node, store, kVf, "1145", "VGPUDevice/x", {})));
+  f.proc.WriteFile("4243/comm", "qemu-kvm\n");
+  f.proc.Symlink("4243/fd/3", "/dev/vfio/5");
+  absl::Status held = ReleaseVgpuType(node, store, kVf, kSrc);
+  BOOST_TEST(std::string(held.message()) ==
+             "pci 0000:00:04.0: in use: IOMMU group 5 is open by pid 4243 (qemu-kvm); its vGPU "
+             "type is not changed");
+  BOOST_TEST(f.kernel.writes.empty());
+  std::filesystem::remove_all(f.proc.root() / "4243");
+  // Released: 0 written, forgotten.
+  BOOST_REQUIRE(ReleaseVgpuType(node, store, kVf, kSrc).ok());
+  BOOST_TEST(f.kernel.VgpuType("0000:00:04.0") == "0");
+  BOOST_TEST(store.vgpu_types().empty());
+  BOOST_TEST(ReleaseVgpuType(node, store, kVf, kSrc).ok());  // nothing left: fine
+}
+
+BOOST_AUTO_TEST_CASE(vgpu_type_refusals_write_nothing_and_record_nothing) {
+  Fixture f;
+  f.kernel.AddVendorVgpu("0000:00:04.0");
+  auto store = *StateStore::Open(f.state.path());
+  Node node = f.MakeNode();
+  auto message = [&](const PciAddress& a, const std::string& type, const Protected& protect) {
+    absl::Status st = SetVgpuType(node, store, a, type, kSrc, protect);
+    BOOST_TEST(!st.ok());
+    return std::string(st.message());
+  };
+  BOOST_TEST(message(kVf, "1999", {}) ==
+             "pci 0000:00:04.0: vGPU type 1999 is not in "
+             "bus/pci/devices/0000:00:04.0/nvidia/creatable_vgpu_types");
+  BOOST_TEST(message(kVf, "1163", {{kVf, "is the host's display"}}) ==
+             "pci 0000:00:04.0: protected, it is the host's display; no vGPU type is set on it");
+  BOOST_TEST(message({0, 0, 3, 0}, "1163", {}).rfind("pci 0000:00:03.0: no vendor vGPU types", 0) ==
+             0u);
+  // A type someone else set is left alone.
+  f.sys.WriteFile(f.sys.DirOf("0000:00:04.0") + "/nvidia/current_vgpu_type", "2164\n");
+  BOOST_TEST(message(kVf, "1163", {}) ==
+             "pci 0000:00:04.0: carries vGPU type 2164, which the agent did not set; left alone");
+  BOOST_TEST(f.kernel.writes.empty());
+  BOOST_TEST(store.vgpu_types().empty());
+  // A recorded type the VF does not carry and another one there: said, not overwritten.
+  BOOST_REQUIRE(store.UpdateVgpuTypes([&](auto& t) { t[kVf] = {"1163", {kSrc}}; }).ok());
+  BOOST_TEST(std::string(ReapplyVgpuType(node, store, kVf, {}).message()) ==
+             "pci 0000:00:04.0: carries vGPU type 2164, recorded as 1163");
+  BOOST_TEST(f.kernel.writes.empty());
+}
+
+BOOST_AUTO_TEST_CASE(vgpu_type_crash_at_every_step_is_recovered) {
+  for (int step = 1; step <= kVgpuTypeSteps; ++step) {
+    for (bool release : {false, true}) {
+      Fixture f;
+      f.kernel.AddVendorVgpu("0000:00:04.0");
+      {
+        auto store = *StateStore::Open(f.state.path());
+        if (release) BOOST_REQUIRE(SetVgpuType(f.MakeNode(), store, kVf, "1163", kSrc, {}).ok());
+        f.hook = [step](int n) {
+          if (n == step) throw Killed{n};
+        };
+        Node killed = f.MakeNode();
+        if (release) {
+          BOOST_CHECK_THROW((void)ReleaseVgpuType(killed, store, kVf, kSrc), Killed);
+        } else {
+          BOOST_CHECK_THROW((void)SetVgpuType(killed, store, kVf, "1163", kSrc, {}), Killed);
+        }
+      }
+      f.hook = nullptr;
+      auto store = *StateStore::Open(f.state.path());
+      for (const auto& [vf, intent] : store.vgpu_types()) {
+        BOOST_TEST(ReapplyVgpuType(f.MakeNode(), store, vf, {}).ok(), "step " << step);
+      }
+      BOOST_TEST(f.kernel.VgpuType("0000:00:04.0") == (release ? "0" : "1163"),
+                 "step " << step << " release " << release);
+      BOOST_TEST(store.vgpu_types().count(kVf) == (release ? 0u : 1u), "step " << step);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(state_file_round_trips_vgpu_types_and_refuses_bad_ones) {
+  NodeState state;
+  state.vgpu_types[kVf] = {"1163", {kSrc}};
+  state.vgpu_types[{0, 0x26, 0, 4}] = {"2164", {}};
+  auto back = DecodeState(EncodeState(state), "state.json");
+  BOOST_REQUIRE(back.ok());
+  BOOST_TEST((back->vgpu_types == state.vgpu_types));
+  for (const auto& [json, want] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"version": 1, "devices": [], "vgpuTypes": [{"address": "0000:00:04.0",
+                "type": "../0", "sources": []}]})",
+            "vgpuTypes[0]: type must be a decimal type id"},
+           {R"({"version": 1, "devices": [], "vgpuTypes": [{"address": "00:04",
+                "type": "1163", "sources": []}]})",
+            "vgpuTypes[0]: "},
+           {R"({"version": 1, "devices": [], "vgpuTypes": [{"address": "0000:00:04.0"}]})",
+            "vgpuTypes[0]: want address, type and sources"},
+       }) {
+    auto decoded = DecodeState(json, "state.json");
+    BOOST_TEST(!decoded.ok());
+    BOOST_TEST(std::string(decoded.status().message()).find(want) != std::string::npos,
+               decoded.status().message());
+  }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 }  // namespace
