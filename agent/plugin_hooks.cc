@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include "core/attribute.h"
 #include "core/mdev.h"
 #include "core/status.h"
 #include "udev/discovery.h"
@@ -41,6 +42,21 @@ plugin::ServerHooks MakePluginHooks(const HookContext& ctx) {
   hooks.pre_start = [&ctx](const plugin::Resource& r, const std::vector<std::string>& ids) {
     for (const std::string& id : ids) {
       const plugin::PluginDevice* dev = plugin::FindDevice(r, id);
+      if (r.vendor_vgpu) {
+        // Still carrying a vGPU type (NVIDIA's VFIO driver serves it, not vfio-pci).
+        auto type =
+            ctx.sysfs.ReadFile(absl::StrCat("bus/pci/devices/", id, "/nvidia/current_vgpu_type"));
+        if (dev == nullptr || !type.ok() || TrimAttribute(*type).empty() ||
+            TrimAttribute(*type) == "0") {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": VF ", id, " carries no vGPU type"));
+        }
+        if (!dev->iommu_group || !ctx.dev.Exists(absl::StrCat("vfio/", *dev->iommu_group))) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(r.name, ": VF ", id, ": its /dev/vfio group node is missing"));
+        }
+        continue;
+      }
       if (r.mdev) {
         // Still there (its parent may have gone since the plan), with its group's node.
         if (dev == nullptr || !IsLowerUuid(id) ||

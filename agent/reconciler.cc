@@ -651,7 +651,7 @@ void Reconciler::Replan(bool probe) {
   if (publisher_ && !planner_.pending() &&
       (!published_ || pci_changed_ || published_->usb != usb_ ||
        published_->enabled_usb != enabled_usb_ || published_->mdev_types != mdev_types_ ||
-       published_->mdevs != mdevs_published_)) {
+       published_->mdevs != mdevs_published_ || published_->vgpu_resources != vgpu_resources_)) {
     pci_changed_ = false;
     published_ = std::make_shared<const projection::Inventory>(projection::Inventory{
         .pci = devices_,
@@ -660,6 +660,7 @@ void Reconciler::Replan(bool probe) {
         .protected_sriov_pfs = ProtectedSriovPfs(),
         .mdev_types = mdev_types_,
         .mdevs = mdevs_published_,
+        .vgpu_resources = vgpu_resources_,
     });
     publisher_->Publish(published_);
   }

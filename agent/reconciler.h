@@ -211,6 +211,10 @@ class Reconciler {
                     std::function<void(projection::VgpuOutcome)> done);
   void ReconcileVgpuTypes();
   std::vector<PciAddress> NvidiaFunctions() const;
+  // The VFs carrying a recorded vendor vGPU type, served one resource per type (PlanMdevs);
+  // `resources`: resource -> KubeVirt's pciVendorSelector.
+  void PlanVendorVgpus(std::vector<plugin::ServedMdev>& served,
+                       std::map<std::string, std::string>& resources);
   static std::string VgpuTypeKey(const PciAddress& vf) { return vf.ToString() + "/vgpu-type"; }
   void ReleaseMdevs(const std::string& parent, std::vector<std::string> uuids);
   std::set<std::string> PlanMdevs();
@@ -259,6 +263,7 @@ class Reconciler {
   std::shared_ptr<const MdevInventory> mdevs_published_;  // the same, as the projection gets it
   std::map<std::string, std::string> mdev_resource_;      // UUID -> its type's resource, last seen
   std::map<std::string, std::string> mdev_types_;         // served resource -> type name (KubeVirt)
+  std::map<std::string, std::string> vgpu_resources_;     // vendor vGPU resource -> "10de:xxxx"
   std::set<std::string> mdev_busy_;     // parents with a kernel job (or a holders' answer) due
   std::set<std::string> mdev_refused_;  // "parent/type" or UUIDs refused, see SubmitMdevJob
   bool mdevs_changed_ = true;           // the mdev resources are to be planned again

@@ -299,6 +299,9 @@ std::set<std::string> Reconciler::PlanMdevs() {
     }
     served.push_back(std::move(m));
   }
+  std::map<std::string, std::string> vgpu_resources;
+  PlanVendorVgpus(served, vgpu_resources);
+  vgpu_resources_ = std::move(vgpu_resources);
   std::erase_if(mdev_resource_, [&](const auto& entry) {
     return std::none_of(served.begin(), served.end(),
                         [&](const plugin::ServedMdev& m) { return m.uuid == entry.first; });

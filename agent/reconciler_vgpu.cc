@@ -2,6 +2,7 @@
 // an intent of its own source ("VGPUDevice/<name>"); the mdev half then keeps it like any
 // recorded mdev (made again with its UUID when the parent is back, served per type).
 #include <absl/strings/str_cat.h>
+#include <absl/strings/str_format.h>
 #include <spdlog/spdlog.h>
 
 #include "agent/reconciler.h"
@@ -241,6 +242,35 @@ void Reconciler::ReconcileVgpuTypes() {
                     if (st.ok()) return {};
                     return {{VgpuTypeKey(vf), st}};
                   });
+  }
+}
+
+void Reconciler::PlanVendorVgpus(std::vector<plugin::ServedMdev>& served,
+                                 std::map<std::string, std::string>& resources) {
+  for (const auto& [vf, intent] : ports_.binder.VgpuTypes()) {
+    if (intent.sources.empty()) continue;  // being taken off
+    const std::string address = vf.ToString();
+    const VendorVgpu* vgpu = mdevs_.FindVendorVgpu(vf);
+    const PciDevice* d = FindPciDevice(devices_, vf);
+    // Named as upstream names them ("nvidia.com/NVIDIA_L40S-12A"); an id never seen with its
+    // name keeps its last resource, else is named after the id.
+    std::string& resource = mdev_resource_[address];
+    if (vgpu) {
+      for (const auto& [name, id] : vgpu->creatable) {
+        if (id == intent.type) resource = MdevResourceName({"nvidia-" + id, name, "", "", 0});
+      }
+    }
+    if (resource.empty()) resource = MdevResourceNameOfId("nvidia-" + intent.type);
+    plugin::ServedMdev m{.uuid = address,
+                         .resource = resource,
+                         .iommu_group = d ? d->iommu_group : std::nullopt,
+                         .present = vgpu && vgpu->current_type == intent.type,
+                         .group_node = false,
+                         .numa_node = d ? d->numa_node : -1,
+                         .vendor_vf = true};
+    if (m.iommu_group) m.group_node = options_.dev.Exists(absl::StrCat("vfio/", *m.iommu_group));
+    if (d) resources[resource] = absl::StrFormat("%04x:%04x", d->vendor_id, d->device_id);
+    served.push_back(std::move(m));
   }
 }
 

@@ -19,7 +19,9 @@ condition; disabled (1 written to its remove, forgotten, status cleared); enable
 UUID written to create, which without a kernel fails as a condition); another node's VGPUDevice
 never touched. NVIDIA's vendor design on the second GPU (fixture files shaped like upstream's L40S
 test data): every creatable type offered, enabling writes the type's id to current_vgpu_type and
-records it, a restart after the driver forgot it writes it again, disabling writes 0.
+records it, the VF served under the type's resource (ListAndWatch, Allocate with KubeVirt's
+PCI_RESOURCE_ variable) with a pciHostDevices entry, a restart after the driver forgot it writes it
+again, disabling writes 0 and removes the entry.
 
 usage: mdev_daemon_test.py PCIDEVICES KUBELET_EMULATOR MAKE_TREE"""
 import json
@@ -50,6 +52,8 @@ VGPU_GROUP = "41"
 # The second GPU, given NVIDIA's vendor vGPU files.
 VENDOR_VF = "0000:81:00.0"
 VENDOR_VGPU = "n1-000081000"
+VENDOR_RESOURCE = "nvidia.com/NVIDIA_L40S-12A"
+VENDOR_ENV = "PCI_RESOURCE_NVIDIA_COM_NVIDIA_L40S-12A"
 
 
 def add_mdev_parent(sysfs, dev):
@@ -177,7 +181,12 @@ def add_vendor_vgpu(sysfs):
     return f"{d}/current_vgpu_type"
 
 
-def vendor_vgpu_device(api, state, current):
+def pci_entries(api):
+    kv = api.get("kubevirts", "kubevirt", namespace="kubevirt") or {}
+    return kv.get("spec", {}).get("configuration", {}).get("permittedHostDevices", {}).get("pciHostDevices", [])
+
+
+def vendor_vgpu_device(api, emu, state, current):
     """The vendor design driven with kubectl: the type's id written to current_vgpu_type,
     recorded, shown (status.uuid is the id, as upstream's)."""
     st = wait_for(lambda: vgpu_status(api, VENDOR_VGPU).get("availableTypes"), timeout=10)
@@ -191,6 +200,17 @@ def vendor_vgpu_device(api, state, current):
           st.get("configureVGPUTypeName") == "NVIDIA L40S-12A" and st.get("vGPUStatus") == "vGPUConfigured" and
           '"vgpuTypes"' in open(f"{state}/state.json").read(),
           "enabled: 1163 written to current_vgpu_type, recorded, shown", json.dumps(st))
+    e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == VENDOR_RESOURCE and
+                 [d["id"] for d in e["devices"]] == [VENDOR_VF], timeout=10)
+    check(e is not None, f"ListAndWatch {VENDOR_RESOURCE}: the VF")
+    a = emu.call(f"allocate {VENDOR_RESOURCE} {VENDOR_VF} vm2", "allocate")
+    c = (a or {}).get("containers", [{}])[0]
+    check(a is not None and a.get("ok") and c.get("envs", {}).get(VENDOR_ENV) == VENDOR_VF,
+          "Allocate: KubeVirt's PCI_RESOURCE_ variable with the VF's address", json.dumps(a))
+    emu.send("delete vm2")
+    want = {"pciVendorSelector": "10de:1c03", "resourceName": VENDOR_RESOURCE, "externalResourceProvider": True}
+    check(wait_for(lambda: want in pci_entries(api), timeout=10) is not None,
+          "KubeVirt: a pciHostDevices entry for the vGPU type's resource", json.dumps(pci_entries(api)))
 
 
 def main():
@@ -280,7 +300,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
         check(wait_for(lambda: mdev_entries(api) == [], timeout=15) is not None,
               "and the KubeVirt entry removed (no other node serves the type)", json.dumps(mdev_entries(api)))
 
-        vendor_vgpu_device(api, state, current)
+        vendor_vgpu_device(api, emu, state, current)
         # A reboot's stand-in: the driver forgot the type while the agent was down.
         stop_process(daemon)
         with open(current, "w") as f:
@@ -297,6 +317,9 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
               "disabled: 0 written, forgotten",
               f"{off} {open(current).read()!r} {open(f'{state}/state.json').read()} " +
               json.dumps(vgpu_status(api, VENDOR_VGPU)))
+        check(wait_for(lambda: not any(d.get("resourceName") == VENDOR_RESOURCE for d in pci_entries(api)),
+                       timeout=10) is not None,
+              "and its pciHostDevices entry removed", json.dumps(pci_entries(api)))
     finally:
         stop_process(daemon)
         check(daemon.returncode == 0, f"daemon stopped cleanly ({daemon.returncode})")

@@ -105,17 +105,21 @@ std::map<std::string, Resource> PlanMdevResources(const std::vector<ServedMdev>&
     Resource& r = resources[m.resource];
     if (r.name.empty()) {
       r.name = m.resource;
-      r.env_name = MdevResourceEnvName(m.resource);
+      r.env_name =
+          m.vendor_vf ? ResourceEnvName(m.resource, false) : MdevResourceEnvName(m.resource);
       r.mdev = true;
+      r.vendor_vgpu = m.vendor_vf;
     }
     PluginDevice d;
     d.id = m.uuid;
     d.env_value = m.uuid;
     d.numa_node = m.numa_node;
     d.iommu_group = m.iommu_group;
-    d.mdev = true;
+    d.mdev = !m.vendor_vf;
     if (m.iommu_group) d.nodes.push_back({absl::StrCat("/dev/vfio/", *m.iommu_group)});
-    if (!m.present) {
+    if (!m.present && m.vendor_vf) {
+      d.health_reason = "VF missing, or not carrying its vGPU type (yet)";
+    } else if (!m.present) {
       d.health_reason = "mdev missing (its parent gone or not yet back)";
     } else if (!m.iommu_group) {
       d.health_reason = "mdev has no IOMMU group";

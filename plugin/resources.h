@@ -40,7 +40,10 @@ struct Resource {
   std::string name;      // "nvidia.com/GP106_GEFORCE_GTX_1060_3GB"
   std::string env_name;  // "PCI_RESOURCE_NVIDIA_COM_GP106_GEFORCE_GTX_1060_3GB"
   bool usb = false;
-  bool mdev = false;                  // one mdev type's devices (MDEV_PCI_RESOURCE_...)
+  bool mdev = false;  // one mdev type's devices (MDEV_PCI_RESOURCE_...)
+  // With mdev: NVIDIA VFs carrying one vendor vGPU type (PCI_RESOURCE_..., ids are addresses),
+  // planned with the mdevs.
+  bool vendor_vgpu = false;
   std::vector<PluginDevice> devices;  // sorted by id
   friend bool operator==(const Resource&, const Resource&) = default;
 };
@@ -92,11 +95,15 @@ struct ServedMdev {
   bool present = false;                 // bus/mdev/devices/<uuid> exists
   bool group_node = false;              // <dev-root>/vfio/<group> exists
   int numa_node = -1;                   // the parent's
+  // An NVIDIA VF carrying a vendor vGPU type instead: `uuid` is its address, `present` that it
+  // carries the recorded type; served under PCI_RESOURCE_ as a PCI device.
+  bool vendor_vf = false;
   friend bool operator==(const ServedMdev&, const ServedMdev&) = default;
 };
 
 // One resource per mdev type: each mdev a device whose ID and environment value are its UUID,
-// with /dev/vfio/<group>; healthy when it exists and so does its group's node.
+// with /dev/vfio/<group>; healthy when it exists and so does its group's node. Vendor vGPU VFs
+// the same, by address, under KubeVirt's PCI variable.
 std::map<std::string, Resource> PlanMdevResources(const std::vector<ServedMdev>& served);
 
 // Plans every resource for the enabled PCI functions (by address) and USB devices (by object

@@ -192,9 +192,10 @@ class KubeVirtController {
   RetryTimer retry_;
   std::optional<ClaimsInUse> wanted_;
   VfClaimsInUse vf_wanted_;
-  std::set<PciHostDevice> mdev_wanted_;  // one entry per mdev type this node serves
-  std::set<PciHostDevice> applied_;      // our entries last made sure of
-  bool absent_logged_ = false;           // "no KubeVirt object" said once
+  // One entry per mdev type and per vendor vGPU resource this node serves.
+  std::set<PciHostDevice> mdev_wanted_;
+  std::set<PciHostDevice> applied_;  // our entries last made sure of
+  bool absent_logged_ = false;       // "no KubeVirt object" said once
 };
 
 // What one SR-IOV object asked of the device owner, and the answer.

@@ -43,6 +43,9 @@ struct PciHostDevice {
       resource;  // "nvidia.com/GP106_GEFORCE_GTX_1060_6GB", "kubevirt.io/n1-0951-1666-001004"
   bool usb = false;
   bool mdev = false;
+  // A pciHostDevices entry for a resource this node serves by itself (vendor vGPU VFs): kept
+  // while another node serves it, as mdev types are.
+  bool served = false;
   friend auto operator<=>(const PciHostDevice&, const PciHostDevice&) = default;
 };
 

@@ -32,6 +32,13 @@ void KubeVirtController::Handle(const Message& message) {
       mdev_wanted_.insert(
           {.selector = type_name, .resource = resource, .usb = false, .mdev = true});
     }
+    for (const auto& [resource, selector] : m->inventory->vgpu_resources) {
+      mdev_wanted_.insert({.selector = selector,
+                           .resource = resource,
+                           .usb = false,
+                           .mdev = false,
+                           .served = true});
+    }
   }
 }
 
@@ -132,7 +139,8 @@ void KubeVirtController::Reconcile() {
   }
   std::set<std::string> remove, remove_usb, remove_mdev;
   for (const PciHostDevice& d : applied_) {
-    if (!ours.count(d)) (d.mdev ? remove_mdev : d.usb ? remove_usb : remove).insert(d.resource);
+    if (ours.count(d)) continue;
+    (d.mdev || d.served ? remove_mdev : d.usb ? remove_usb : remove).insert(d.resource);
   }
   // An mdev type another node serves keeps its entry: virt-handler there would remove its mdevs.
   if (!remove_mdev.empty()) {

@@ -47,6 +47,9 @@ struct Inventory {
   // The mdev parents, their types and the mdevs (VGPUDevice objects); null before the first
   // mdev discovery.
   std::shared_ptr<const MdevInventory> mdevs = nullptr;
+  // NVIDIA VFs' vendor vGPU types this node serves: resource -> the VFs' pciVendorSelector
+  // ("10de:26b9"), each needing a `pciHostDevices` entry.
+  std::map<std::string, std::string> vgpu_resources = {};
 };
 
 // Writes made, for tests and benchmarks (also logged).

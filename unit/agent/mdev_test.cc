@@ -324,6 +324,16 @@ BOOST_AUTO_TEST_CASE(a_vgpu_device_on_a_vendor_vf_sets_its_type_and_sets_it_agai
   BOOST_TEST(f.kernel.VgpuType(kGpu) == "1163");
   BOOST_TEST(
       (f.binder->VgpuTypes().at(*ParsePciAddress(kGpu)).sources == std::set<std::string>{kSource}));
+  // Served as a PCI device under upstream's name, with KubeVirt's PCI variable; the VF's
+  // pciVendorSelector published for KubeVirt's pciHostDevices.
+  const plugin::Resource& r = f.plugins.plan.at("nvidia.com/NVIDIA_L40S-12A");
+  BOOST_TEST(r.vendor_vgpu);
+  BOOST_TEST(r.env_name == "PCI_RESOURCE_NVIDIA_COM_NVIDIA_L40S-12A");
+  BOOST_REQUIRE_EQUAL(r.devices.size(), 1u);
+  BOOST_TEST(r.devices[0].id == kGpu);
+  BOOST_TEST(r.devices[0].env_value == kGpu);
+  BOOST_TEST(f.publisher.last->vgpu_resources.at("nvidia.com/NVIDIA_L40S-12A").rfind("10de:", 0) ==
+             0u);
   f.kernel.writes.clear();
   BOOST_TEST(AskVgpu(f, "1163").ok);
   auto unknown = AskVgpu(f, "1999");
@@ -356,6 +366,7 @@ BOOST_AUTO_TEST_CASE(a_vgpu_device_on_a_vendor_vf_sets_its_type_and_sets_it_agai
   BOOST_TEST(off.ok, off.message);
   BOOST_TEST(f.kernel.VgpuType(kGpu) == "0");
   BOOST_TEST(f.binder->VgpuTypes().empty());
+  BOOST_TEST(f.plugins.plan.count("nvidia.com/NVIDIA_L40S-3B") == 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
