@@ -13,6 +13,10 @@
 //                                        the same, already on vfio-pci in IOMMU group GROUP (links
 //                                        and /dev/vfio/GROUP in place), as a hot-plugged function
 //                                        the kernel has bound; emits "add"
+//   add-record FILE                      adds the device of the umockdev record in FILE (its
+//                                        "P:" path; links and attributes in place) and emits
+//                                        "add", as the kernel announces a device it made (an
+//                                        mdev); answers its syspath and "sent_us"
 //   link SYSPATH_REL NAME TARGET         creates the symlink /sys/SYSPATH_REL/NAME -> TARGET
 //   uevent SYSPATH ACTION                emits ACTION for /sys/... SYSPATH
 //   remove SYSPATH                       emits "remove", then deletes the device
@@ -29,6 +33,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -144,6 +150,26 @@ int main(int argc, char** argv) {
       if (!umockdev_testbed_add_from_string(tb, record.c_str(), &error)) {
         std::cout << "{\"ok\": false, \"error\": \"" << (error ? error->message : "?") << "\"}"
                   << std::endl;
+        g_clear_error(&error);
+        continue;
+      }
+      const long long sent = SendUevent(tb, root, path, "add");
+      std::cout << "{\"ok\": true, \"syspath\": \"" << path << "\", \"sent_us\": " << sent << "}"
+                << std::endl;
+    } else if (cmd == "add-record") {
+      std::string file;
+      in >> file;
+      std::ifstream text(file);
+      const std::string record((std::istreambuf_iterator<char>(text)),
+                               std::istreambuf_iterator<char>());
+      const size_t p = record.find("P: ");
+      const std::string path =
+          p == std::string::npos ? "" : "/sys" + record.substr(p + 3, record.find('\n', p) - p - 3);
+      GError* error = nullptr;
+      WaitForListenerRoom(root);  // adding sends an "add" of its own
+      if (path.empty() || !umockdev_testbed_add_from_string(tb, record.c_str(), &error)) {
+        std::cout << "{\"ok\": false, \"error\": \"" << (error ? error->message : "no P: line")
+                  << "\"}" << std::endl;
         g_clear_error(&error);
         continue;
       }

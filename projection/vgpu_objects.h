@@ -2,10 +2,11 @@
 //
 // This node's VGPUDevice objects (Harvester's, docs/vgpu-upstream.md): which functions the
 // inventory offers and under which names, what a new object holds, what a user's spec asks of the
-// device owner (one mdev of a type, or none), and the status that shows the answer. One object
-// per PCI function the kernel lists as an mdev parent; each carries at most one mdev, as
-// Harvester's do (a parent with room for more is served many through the config's `mdevs`). The
-// user owns spec; the agent writes metadata and spec only at creation, and status.
+// device owner (one vGPU of a type, or none), and the status that shows the answer. One object
+// per PCI function the kernel lists as an mdev parent (its vGPU an mdev) and per VF with NVIDIA's
+// vendor files (its vGPU the type written to current_vgpu_type); each carries at most one vGPU,
+// as Harvester's do (a parent with room for more is served many through the config's `mdevs`).
+// The user owns spec; the agent writes metadata and spec only at creation, and status.
 // Pure values and functions; any thread.
 #pragma once
 
