@@ -5,8 +5,8 @@ Usage: bench/run_mdev.py [BUILD_DIR] [MDEVS]
 
 The daemon inside e2e/uevent_injector (a umockdev testbed: the kernel's sysfs and uevents
 modelled), the kubelet emulator outside. The testbed holds the gpu-node tree plus the kernel's
-sample parent mtty (type mtty-1, as class/mdev_bus lays it out); state.json records MDEVS mdevs of
-type mtty-1 that do not exist yet, as after a reboot. The daemon serves them Unhealthy (its
+sample parent mtty (type mtty-1, as class/mdev_bus lays it out); the config asks for MDEVS mdevs of
+type mtty-1 and state.json records that many, which do not exist yet, as after a reboot. The daemon serves them Unhealthy (its
 re-creation finds no kernel to make them: a testbed's `create` is a plain file). Then, one at a
 time, the "kernel" makes each mdev (its device, links and IOMMU group node in place, then the
 `mdev` "add" uevent); the latency is from the injector's stamp just before the uevent to the
@@ -47,11 +47,11 @@ def add_mtty(sysfs, count):
             f.write(text)
     os.makedirs(f"{sysfs}/class/mdev_bus", exist_ok=True)
     os.symlink(f"../../{PARENT_DIR}", f"{sysfs}/class/mdev_bus/mtty")
-    os.makedirs(f"{sysfs}/bus/mdev/devices", exist_ok=True)
 
 
 def mdev_record(uuid, group):
-    """The mdev as the kernel presents it: a child of its parent, its type and group linked."""
+    """The mdev as the kernel presents it: a child of its parent, its type and group linked
+    (umockdev links it from bus/mdev/devices)."""
     return (f"P: /{PARENT_DIR}/{uuid}\nE: SUBSYSTEM=mdev\nE: MDEV_TYPE=mtty-1\n"
             f"L: mdev_type=../mdev_supported_types/mtty-1\n"
             f"L: iommu_group=../../../../kernel/iommu_groups/{group}\nA: remove=\n")
@@ -67,7 +67,7 @@ def main():
         os.mkdir(plugins)
         os.mkdir(state)
         with open(config, "w") as f:
-            json.dump({"enable": []}, f)
+            json.dump({"enable": [], "mdevs": [{"parent": "mtty", "type": "mtty-1", "count": count}]}, f)
         with open(f"{state}/state.json", "w") as f:
             json.dump({"version": 1, "devices": [],
                        "mdevs": [{"uuid": u, "parent": "mtty", "type": "mtty-1", "sources": ["config"]}
@@ -95,7 +95,6 @@ def main():
                 group = FIRST_GROUP + i
                 os.makedirs(f"{inj.dir}/sys/kernel/iommu_groups/{group}/devices", exist_ok=True)
                 open(f"{inj.dir}/dev/vfio/{group}", "w").close()
-                os.symlink(f"../../../{PARENT_DIR}/{u}", f"{inj.dir}/sys/bus/mdev/devices/{u}")
                 record = f"{tmp}/record"
                 with open(record, "w") as f:
                     f.write(mdev_record(u, group))

@@ -81,15 +81,7 @@ std::optional<ClaimsInUse> ClaimController::Reconcile() {
   }
   if (pci_claims_.synced()) ok &= Serve(ClaimKind::kPci, asked);
   if (inventory_ && usb_claims_.synced()) ok &= Serve(ClaimKind::kUsb, asked);
-  if (!ok) {
-    // A failed write or a refusal to ask again: a pass after the back-off (a retry already
-    // pending keeps its time; passes meanwhile do not push it back).
-    if (due || !retry_.due()) retry_.Failed();
-  } else if (asked) {
-    retry_.Clear();  // the answers bring the next pass; the back-off is kept until they succeed
-  } else {
-    retry_.Succeeded();
-  }
+  retry_.EndPass(ok, asked, due);
   if (!inventory_ || !pci_claims_.synced() || !usb_claims_.synced()) return std::nullopt;
   return InUse();
 }

@@ -70,6 +70,20 @@ class RetryTimer {
   // Not due any more, the back-off kept (the next failure waits longer).
   void Clear() { due_.reset(); }
   bool Due() const { return due_ && clock_.Now() >= *due_; }
+  // The end of a pass that asked the device owner things: after a failed write or a refusal to
+  // ask again (`ok` false), a pass after the back-off (a retry already pending keeps its time:
+  // passes meanwhile do not push it back; `was_due`: this pass was that retry); with answers
+  // awaited (`asked`), none (they bring the next pass; the back-off is kept until they succeed);
+  // otherwise the back-off starts over.
+  void EndPass(bool ok, bool asked, bool was_due) {
+    if (!ok) {
+      if (was_due || !due_) Failed();
+    } else if (asked) {
+      Clear();
+    } else {
+      Succeeded();
+    }
+  }
   std::optional<Clock::time_point> due() const { return due_; }
 
  private:
@@ -86,6 +100,9 @@ bool WriteObject(KubeCaller& api, Store& store, Counters& counters, spdlog::logg
                  const std::string& name, std::string_view method, const std::string& path,
                  const std::string& body, const std::string& content_type,
                  const ProjectionStats& counted, const char* what);
+
+// DeleteOptions that delete only the object at `resource_version` (the one the controller saw).
+std::string DeleteIfUnchanged(const std::string& resource_version);
 
 class DeviceController {
  public:

@@ -1,7 +1,6 @@
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
-#include "core/json_writer.h"
 #include "projection/controllers.h"
 #include "projection/kube_client.h"
 
@@ -98,10 +97,8 @@ void DeviceController::Reconcile() {
                         StatusPatchBody(*want, w.drop), "application/merge-patch+json");
         break;
       case Write::Kind::kDelete: {
-        JsonWriter body;  // DeleteOptions: only if the object is still the one we saw
-        body.BeginObject().Key("preconditions").BeginObject();
-        body.Key("resourceVersion").String(w.resource_version).EndObject().EndObject();
-        res = api_.Call("DELETE", absl::StrCat(path, "/", w.name), body.str());
+        const std::string body = DeleteIfUnchanged(w.resource_version);
+        res = api_.Call("DELETE", absl::StrCat(path, "/", w.name), body);
         break;
       }
     }

@@ -1,10 +1,18 @@
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
+#include "core/json_writer.h"
 #include "projection/controllers.h"
 #include "projection/kube_client.h"
 
 namespace pcid::projection {
+
+std::string DeleteIfUnchanged(const std::string& resource_version) {
+  JsonWriter body;
+  body.BeginObject().Key("preconditions").BeginObject();
+  body.Key("resourceVersion").String(resource_version).EndObject().EndObject();
+  return body.str();
+}
 
 bool WriteObject(KubeCaller& api, Store& store, Counters& counters, spdlog::logger& log, bool& away,
                  const std::string& name, std::string_view method, const std::string& path,

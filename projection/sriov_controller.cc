@@ -3,7 +3,6 @@
 
 #include <set>
 
-#include "core/json_writer.h"
 #include "projection/controllers.h"
 #include "projection/kube_client.h"
 
@@ -118,15 +117,7 @@ void SriovController::Reconcile() {
   bool asked = false;
   ok &= Serve(SriovKind::kNetwork, asked);
   ok &= Serve(SriovKind::kGpu, asked);
-  if (!ok) {
-    // A failed write or a refusal to ask again: a pass after the back-off (a retry already
-    // pending keeps its time; passes meanwhile do not push it back).
-    if (due || !retry_.due()) retry_.Failed();
-  } else if (asked) {
-    retry_.Clear();  // the answers bring the next pass; the back-off is kept until they succeed
-  } else {
-    retry_.Succeeded();
-  }
+  retry_.EndPass(ok, asked, due);
 }
 
 bool SriovController::Write(Store& store, const std::string& name, std::string_view method,
@@ -156,11 +147,9 @@ bool SriovController::Mirror() {
     }
     for (const auto& [name, o] : objects) {
       if (o.node_label != node_ || o.deleting || offers.count(name)) continue;
-      JsonWriter body;  // DeleteOptions: only if the object is still the one we saw
-      body.BeginObject().Key("preconditions").BeginObject();
-      body.Key("resourceVersion").String(o.resource_version).EndObject().EndObject();
-      if (Write(store, name, "DELETE", absl::StrCat(path, "/", name), body.str(),
-                "application/json", {.deletes = 1}, "delete")) {
+      const std::string body = DeleteIfUnchanged(o.resource_version);
+      if (Write(store, name, "DELETE", absl::StrCat(path, "/", name), body, "application/json",
+                {.deletes = 1}, "delete")) {
         log_.info("{} {}: deleted (PF gone)", store.plural(), name);
       } else {
         ok = false;

@@ -248,13 +248,7 @@ std::optional<VfClaimsInUse> VfClaimController::Reconcile() {
     }
     retry_if_worth(st);
   }
-  if (!ok) {
-    if (due || !retry_.due()) retry_.Failed();
-  } else if (asked) {
-    retry_.Clear();
-  } else {
-    retry_.Succeeded();
-  }
+  retry_.EndPass(ok, asked, due);
   if (!inventory_) return std::nullopt;
   return InUse();
 }

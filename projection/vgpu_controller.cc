@@ -1,7 +1,6 @@
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
-#include "core/json_writer.h"
 #include "projection/controllers.h"
 #include "projection/kube_client.h"
 
@@ -84,13 +83,7 @@ void VgpuController::Reconcile() {
   bool ok = Mirror();
   bool asked = false;
   ok &= Serve(asked);
-  if (!ok) {
-    if (due || !retry_.due()) retry_.Failed();
-  } else if (asked) {
-    retry_.Clear();  // the answers bring the next pass; the back-off is kept until they succeed
-  } else {
-    retry_.Succeeded();
-  }
+  retry_.EndPass(ok, asked, due);
 }
 
 bool VgpuController::Write(const std::string& name, std::string_view method,
@@ -122,10 +115,8 @@ bool VgpuController::Mirror() {
         enabled != o.spec_bools.end() && enabled->second) {
       continue;
     }
-    JsonWriter body;  // DeleteOptions: only if the object is still the one we saw
-    body.BeginObject().Key("preconditions").BeginObject();
-    body.Key("resourceVersion").String(o.resource_version).EndObject().EndObject();
-    if (Write(name, "DELETE", absl::StrCat(path, "/", name), body.str(), "application/json",
+    const std::string body = DeleteIfUnchanged(o.resource_version);
+    if (Write(name, "DELETE", absl::StrCat(path, "/", name), body, "application/json",
               {.deletes = 1}, "delete")) {
       log_.info("vgpudevices {}: deleted (function gone, or no longer an mdev parent)", name);
     } else {
