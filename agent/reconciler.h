@@ -207,7 +207,8 @@ class Reconciler {
                   std::function<void(projection::VgpuOutcome)> done);
   // NVIDIA's vendor vGPU types (nvidia/current_vgpu_type): a VGPUDevice's asks, and the
   // recorded types written again when their VF is back (ReconcileMdevs runs it).
-  void OnVendorVgpu(projection::VgpuRequest request, const VendorVgpu& vgpu,
+  // `vgpu` null: the VF is away (only a give-back is asked then).
+  void OnVendorVgpu(projection::VgpuRequest request, const PciAddress& vf, const VendorVgpu* vgpu,
                     std::function<void(projection::VgpuOutcome)> done);
   void ReconcileVgpuTypes();
   std::vector<PciAddress> NvidiaFunctions() const;

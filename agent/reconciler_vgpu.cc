@@ -34,9 +34,8 @@ void Reconciler::OnVgpu(projection::VgpuRequest req, std::function<void(VgpuOutc
   }
   if (!req.type) {
     if (mine.empty() && ports_.binder.VgpuTypes().count(*address)) {
-      if (const VendorVgpu* vgpu = mdevs_.FindVendorVgpu(*address)) {
-        return OnVendorVgpu(std::move(req), *vgpu, std::move(done));
-      }
+      return OnVendorVgpu(std::move(req), *address, mdevs_.FindVendorVgpu(*address),
+                          std::move(done));
     }
     if (mine.empty()) return done({true, "", "", "", ""});
     return ReleaseVgpu(parent, req.source, std::move(mine), std::move(done), nullptr);
@@ -59,7 +58,7 @@ void Reconciler::OnVgpu(projection::VgpuRequest req, std::function<void(VgpuOutc
   const MdevParent* p = mdevs_.FindParent(parent);
   if (!p && mine.empty()) {
     if (const VendorVgpu* vgpu = mdevs_.FindVendorVgpu(*address)) {
-      return OnVendorVgpu(std::move(req), *vgpu, std::move(done));
+      return OnVendorVgpu(std::move(req), *address, vgpu, std::move(done));
     }
   }
   if (!p) {
@@ -156,9 +155,8 @@ void Reconciler::ReleaseVgpu(const std::string& parent, const std::string& sourc
 
 // The vendor design: the type's id written to the VF's nvidia/current_vgpu_type; the VF itself is
 // the vGPU (status.uuid shows the type's id, as upstream's does).
-void Reconciler::OnVendorVgpu(projection::VgpuRequest req, const VendorVgpu& vgpu,
-                              std::function<void(VgpuOutcome)> done) {
-  const PciAddress vf = vgpu.address;
+void Reconciler::OnVendorVgpu(projection::VgpuRequest req, const PciAddress& vf,
+                              const VendorVgpu* vgpu, std::function<void(VgpuOutcome)> done) {
   const std::string address = vf.ToString();
   const auto recorded = ports_.binder.VgpuTypes();
   auto it = recorded.find(vf);
@@ -171,6 +169,12 @@ void Reconciler::OnVendorVgpu(projection::VgpuRequest req, const VendorVgpu& vgp
   const std::string source = req.source;
   if (!req.type) {
     if (!mine) return done({true, "", "", "", ""});
+    // A pod holding the VF keeps its type (a VM holding it open is refused in vfio/).
+    if (holders_.IsHeld(address)) {
+      return done(Refused("DeviceInUse",
+                          absl::StrCat("pci ", address, ": a pod holds it; its vGPU type stays"),
+                          it->second.type, it->second.type));
+    }
     return SubmitMdevJob(
         absl::StrCat("take the vGPU type off ", address, " for ", source), address,
         [vf, source](const vfio::Node& node, vfio::StateStore& store) -> MdevFailures {
@@ -185,11 +189,14 @@ void Reconciler::OnVendorVgpu(projection::VgpuRequest req, const VendorVgpu& vgp
         });
   }
   const std::string type = *req.type;
-  if (mine && it->second.type == type && vgpu.current_type == type) {
+  if (vgpu == nullptr) {
+    return done(Refused("DeviceNotFound", absl::StrCat("pci ", address, ": not there")));
+  }
+  if (mine && it->second.type == type && vgpu->current_type == type) {
     return done({true, "", "", type, type});
   }
   bool offered = false;
-  for (const auto& [name, id] : vgpu.creatable) offered |= id == type;
+  for (const auto& [name, id] : vgpu->creatable) offered |= id == type;
   if (!offered) {
     return done(Refused("UnknownType", absl::StrCat("pci ", address, ": vGPU type ", type,
                                                     " is not among its creatable_vgpu_types")));
