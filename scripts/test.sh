@@ -41,5 +41,6 @@ TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp" ctest --test-dir build-tsan -
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"
 cmake --build build-fuzz --target fuzz_id_database fuzz_attributes fuzz_config fuzz_state fuzz_projection
-ctest --test-dir build-fuzz --output-on-failure -L fuzz
+# One fuzzer per core: each runs for a fixed time, single-threaded.
+ctest --test-dir build-fuzz --output-on-failure -L fuzz -j "$jobs"
 echo "all tests passed"
