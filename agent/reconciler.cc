@@ -785,7 +785,8 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   bool usb_changed = false;
   bool gone = false;  // a function went (removed, or unreadable)
   std::vector<PciAddress> arrived;
-  bool mdev_changed = false;  // an mdev came or went, or a PCI parent's driver did
+  bool mdev_changed = false;    // an mdev came or went, or a PCI parent's driver did
+  bool nvidia_touched = false;  // an NVIDIA function came, went or changed driver (vendor vGPUs)
   for (const auto& ev : events) {
     if (ev.subsystem == "mdev" || (ev.subsystem == "pci" && ev.action != "change")) {
       mdev_changed = true;
@@ -810,6 +811,9 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
     touched.insert(ev.name);
     touched_pci.insert(*address);
     PciChanged(*address);
+    if ((dev.ok() && dev->vendor_id == 0x10de) || (known && it->vendor_id == 0x10de)) {
+      nvidia_touched = true;
+    }
     if (dev.ok()) {
       if (known) {
         *it = *std::move(dev);
@@ -843,7 +847,8 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   if (usb_changed) DiscoverUsb();  // a USB bus is small: read it again
   if (mdev_changed &&
       (!mdevs_.parents.empty() || !config_.mdevs.empty() || mdev_look_.has_value() ||
-       !mdevs_.mdevs.empty() || !ports_.binder.VgpuTypes().empty() || !NvidiaFunctions().empty())) {
+       !mdevs_.mdevs.empty() || !mdevs_.vendor_vgpus.empty() || nvidia_touched ||
+       !ports_.binder.VgpuTypes().empty())) {
     DiscoverMdevs();
     ReconcileMdevs(/*report=*/false);
   }

@@ -28,8 +28,9 @@ void Reconciler::OnVgpu(projection::VgpuRequest req, std::function<void(VgpuOutc
     return done(Refused("InvalidAddress", absl::StrCat(req.source, ": ", Text(address.status()))));
   }
   const std::string parent = address->ToString();
+  const auto intents = ports_.binder.MdevIntents();
   std::vector<std::string> mine;  // the object's mdevs (one, unless a change was interrupted)
-  for (const auto& [uuid, intent] : ports_.binder.MdevIntents()) {
+  for (const auto& [uuid, intent] : intents) {
     if (intent.sources.count(req.source)) mine.push_back(uuid);
   }
   if (!req.type) {
@@ -42,7 +43,7 @@ void Reconciler::OnVgpu(projection::VgpuRequest req, std::function<void(VgpuOutc
   }
   const std::string type = *req.type;
   if (mine.size() == 1) {
-    const auto intent = ports_.binder.MdevIntents().at(mine.front());
+    const vfio::MdevIntent& intent = intents.at(mine.front());
     if (intent.parent == parent && intent.type == type) {
       if (mdevs_.FindMdev(mine.front())) return done({true, "", "", mine.front(), type});
       // Recorded: ReconcileMdevs makes it again when the parent offers the type.
