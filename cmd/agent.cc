@@ -6,6 +6,7 @@
 
 #include "cmd/commands.h"
 #include "cmd/daemon_command.h"
+#include "cmd/controller_command.h"
 #include "cmd/doctor_command.h"
 #include "cmd/kubectl_plugin.h"
 #include "cmd/list_command.h"
@@ -23,6 +24,7 @@ int RunAgent(int argc, char** argv, const TestHooks& hooks) {
   if (command == "list") return RunList(args);
   if (command == "daemon") return RunDaemon(args);
   if (command == "doctor") return RunDoctor(args);
+  if (command == "controller") return RunController(args);
   if (command == "kubectl") return RunKubectlPlugin(args);
   if (command == "enable" || command == "disable" || command == "vfs")
     return RunDeviceCommand(command, args, hooks);

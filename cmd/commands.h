@@ -19,6 +19,7 @@ inline constexpr char kUsage[] =
     "  disable  give PCI functions back to their original driver\n"
     "  vfs      set an SR-IOV PF's number of virtual functions\n"
     "  doctor   check why a device does not reach a VM (cluster and node), with fixes\n"
+    "  controller  the cluster-wide part: admission webhooks, node cleanup (a Deployment)\n"
     "\n"
     "Run 'pcidevices <command> --help' for a command's flags.\n";
 
@@ -32,7 +33,7 @@ inline constexpr char kAgentBinaryName[] = "pcidevices-agent";
 // The verbs pcidevices-agent runs.
 inline bool IsAgentCommand(std::string_view command) {
   return command == "daemon" || command == "enable" || command == "disable" || command == "vfs" ||
-         command == "doctor" || command == "kubectl";
+         command == "doctor" || command == "kubectl" || command == "controller";
 }
 
 inline bool IsHelp(std::string_view arg) { return arg == "--help" || arg == "-h" || arg == "help"; }

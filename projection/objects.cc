@@ -23,15 +23,40 @@ absl::StatusOr<std::map<std::string, std::string>> Flat(simdjson::dom::element e
   return out;
 }
 
-absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e) {
+absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e, bool name_required = true) {
   ObservedObject o;
   simdjson::dom::object meta;
   if (e["metadata"].get(meta)) return Bad("object", "no metadata");
   std::string_view name, rv, node;
-  if (meta["name"].get(name) || name.empty()) return Bad("object", "no metadata.name");
+  if ((meta["name"].get(name) || name.empty()) && name_required) {
+    return Bad("object", "no metadata.name");
+  }
   o.name = std::string(name);
   if (!meta["resourceVersion"].get(rv)) o.resource_version = std::string(rv);
-  if (!meta["labels"]["nodename"].get(node)) o.node_label = std::string(node);
+  std::string_view ns, uid;
+  if (!meta["namespace"].get(ns)) o.ns = std::string(ns);
+  if (!meta["uid"].get(uid)) o.uid = std::string(uid);
+  simdjson::dom::object labels;
+  if (!meta["labels"].get(labels)) {
+    for (auto [k, v] : labels) {
+      std::string_view text;
+      if (v.get(text)) continue;
+      if (k == "nodename") {
+        o.node_label = std::string(text);
+      } else {
+        o.labels.emplace(k, text);
+      }
+    }
+  }
+  simdjson::dom::array owners;
+  if (!meta["ownerReferences"].get(owners)) {
+    for (simdjson::dom::element owner : owners) {
+      std::string_view kind, owner_name;
+      if (!owner["kind"].get(kind) && !owner["name"].get(owner_name)) {
+        o.owners.push_back({std::string(kind), std::string(owner_name)});
+      }
+    }
+  }
   simdjson::dom::element ts;
   o.deleting = !meta["deletionTimestamp"].get(ts) && !ts.is_null();
   simdjson::dom::array finalizers;
@@ -69,6 +94,19 @@ absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e) {
     for (simdjson::dom::element entry : entries) {
       std::string_view resource;
       if (!entry["resourceName"].get(resource)) o.permitted_resources.emplace(resource);
+    }
+  }
+  simdjson::dom::object devices;
+  if (!e["spec"]["template"]["spec"]["domain"]["devices"].get(devices)) {
+    for (auto [list, out] : {std::pair{"hostDevices", &o.host_devices}, {"gpus", &o.gpus}}) {
+      simdjson::dom::array entries;
+      if (devices[list].get(entries)) continue;
+      for (simdjson::dom::element entry : entries) {
+        std::string_view entry_name, device_name;
+        if (entry["name"].get(entry_name)) entry_name = {};
+        if (entry["deviceName"].get(device_name)) device_name = {};
+        out->push_back({std::string(entry_name), std::string(device_name)});
+      }
     }
   }
   return o;
@@ -179,9 +217,14 @@ std::optional<std::string> StatusString(const ObservedObject& o, std::string_vie
   return std::string(text);
 }
 
-absl::StatusOr<ObservedObject> DecodeObject(std::string_view json) {
-  return Parse<ObservedObject>(json, "object",
-                               [](simdjson::dom::element e) { return FromElement(e); });
+std::string StoreKey(const ObservedObject& o) {
+  return o.ns.empty() ? o.name : absl::StrCat(o.ns, "/", o.name);
+}
+
+absl::StatusOr<ObservedObject> DecodeObject(std::string_view json, bool name_required) {
+  return Parse<ObservedObject>(json, "object", [name_required](simdjson::dom::element e) {
+    return FromElement(e, name_required);
+  });
 }
 
 absl::StatusOr<ObservedList> DecodeList(std::string_view json) {

@@ -17,8 +17,23 @@
 
 namespace pcid::projection {
 
+// A VirtualMachine's `spec.template.spec.domain.devices.hostDevices[]` (or `gpus[]`) entry.
+struct HostDeviceRef {
+  std::string name;         // the entry's name; by Harvester's convention the device's object
+  std::string device_name;  // the resource name ("nvidia.com/GP106_...")
+  friend bool operator==(const HostDeviceRef&, const HostDeviceRef&) = default;
+};
+
+// An object's metadata.ownerReferences[] entry.
+struct OwnerRef {
+  std::string kind;
+  std::string name;
+};
+
 struct ObservedObject {
   std::string name;
+  std::string ns;  // metadata.namespace; "" for cluster-scoped objects
+  std::string uid;
   std::string resource_version;
   std::string node_label;                     // metadata.labels.nodename
   std::map<std::string, std::string> status;  // key -> minified JSON value
@@ -33,10 +48,20 @@ struct ObservedObject {
   // KubeVirt: resource names in spec.configuration.permittedHostDevices (pciHostDevices, usb,
   // mediatedDevices).
   std::set<std::string> permitted_resources;
+  // Labels other than `nodename` (the cluster controller's lookups: parentSRIOVGPUDevice).
+  std::map<std::string, std::string> labels;
+  std::vector<OwnerRef> owners;
+  // VirtualMachines: hostDevices and gpus of spec.template.spec.domain.devices.
+  std::vector<HostDeviceRef> host_devices;
+  std::vector<HostDeviceRef> gpus;
 };
 
-// One object (a GET answer or a watch event's "object").
-absl::StatusOr<ObservedObject> DecodeObject(std::string_view json);
+// Where a store keeps an object: its name, or "<namespace>/<name>" for a namespaced one.
+std::string StoreKey(const ObservedObject& o);
+
+// One object (a GET answer or a watch event's "object"). `name_required` false admits an object
+// that has only metadata.generateName (an admission request's CREATE).
+absl::StatusOr<ObservedObject> DecodeObject(std::string_view json, bool name_required = true);
 
 // A list answer: its items and the list's resourceVersion (where a watch starts).
 struct ObservedList {

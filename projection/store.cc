@@ -17,9 +17,10 @@ void Store::Replace(ObservedList list) {
     if (OlderVersion(list.resource_version, o.resource_version)) fresh[name] = std::move(o);
   }
   for (ObservedObject& o : list.items) {
-    auto it = fresh.find(o.name);
+    std::string key = StoreKey(o);
+    auto it = fresh.find(key);
     if (it == fresh.end() || OlderVersion(it->second.resource_version, o.resource_version)) {
-      fresh[o.name] = std::move(o);
+      fresh[std::move(key)] = std::move(o);
     }
   }
   objects_ = std::move(fresh);
@@ -31,30 +32,32 @@ bool Store::Apply(WatchEvent event) {
   MutexLock lock(&mu_);
   if (!event.object.resource_version.empty()) resource_version_ = event.object.resource_version;
   if (event.type != "ADDED" && event.type != "MODIFIED" && event.type != "DELETED") return false;
-  auto it = objects_.find(event.object.name);
+  std::string key = StoreKey(event.object);
+  auto it = objects_.find(key);
   if (it != objects_.end() &&
       OlderVersion(event.object.resource_version, it->second.resource_version)) {
     return false;  // the echo of a change whose result our write already returned: stale
   }
   if (event.type == "DELETED") {
-    return objects_.erase(event.object.name) != 0;
+    return objects_.erase(key) != 0;
   }
-  objects_[event.object.name] = std::move(event.object);
+  objects_[std::move(key)] = std::move(event.object);
   return true;
 }
 
 void Store::Record(ObservedObject object) {
   MutexLock lock(&mu_);
-  auto it = objects_.find(object.name);
+  std::string key = StoreKey(object);
+  auto it = objects_.find(key);
   if (it != objects_.end() && OlderVersion(object.resource_version, it->second.resource_version)) {
     return;  // the watch already brought something newer
   }
-  objects_[object.name] = std::move(object);
+  objects_[std::move(key)] = std::move(object);
 }
 
-void Store::Forget(const std::string& name) {
+void Store::Forget(const std::string& key) {
   MutexLock lock(&mu_);
-  objects_.erase(name);
+  objects_.erase(key);
 }
 
 bool Store::synced() const {

@@ -1,11 +1,12 @@
 // File: projection/store.h
 //
-// One resource's objects as the projection knows them, as a client-go informer's store: name ->
-// object, and the resourceVersion a watch resumes from. The informer applies the list and the
-// watch's events; a controller reads it and records the answers of its own writes, so that a
-// wake-up before the watch's echo plans from what the write made (no second write). An echo
-// older than what is held is dropped, and a relist keeps what our writes returned after the list
-// was taken (resourceVersions compared only when both are numbers, as etcd's are).
+// One resource's objects as the projection knows them, as a client-go informer's store: key
+// (StoreKey: name, or namespace/name) -> object, and the resourceVersion a watch resumes from. The
+// informer applies the list and the watch's events; a controller reads it and records the answers
+// of its own writes, so that a wake-up before the watch's echo plans from what the write made (no
+// second write). An echo older than what is held is dropped, and a relist keeps what our writes
+// returned after the list was taken (resourceVersions compared only when both are numbers, as
+// etcd's are).
 //
 // Thread-safe: the informer's thread writes, the controllers' thread reads and records.
 #pragma once
@@ -47,8 +48,8 @@ class Store {
 
   // Our own write's answer (what the server made); kept unless the store holds something newer.
   void Record(ObservedObject object);
-  // Our own deletion succeeded.
-  void Forget(const std::string& name);
+  // Our own deletion succeeded (`key` as StoreKey).
+  void Forget(const std::string& key);
 
   // Listed at least once.
   bool synced() const;
