@@ -197,6 +197,9 @@ int RunController(const std::vector<std::string>& args) {
       return controller::Validate(r, cluster, policy);
     };
     handlers.mutate = [&](const controller::AdmissionRequest& r) {
+      // A VM the validating webhook will refuse gets no claims made for it: the mutator's side
+      // effect must not outlive a request that fails.
+      if (!controller::Validate(r, cluster, policy).allowed) return controller::Allow();
       controller::VmMutation m = controller::PlanVmMutation(r, cluster);
       if (r.dry_run || m.claims.empty()) return m.verdict;
       std::lock_guard<std::mutex> lock(claim_client_mu);

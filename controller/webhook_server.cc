@@ -59,6 +59,7 @@ absl::StatusOr<std::unique_ptr<WebhookServer>> WebhookServer::Start(
   server.set_read_timeout(read_timeout);
   server.set_write_timeout(read_timeout);
   server.set_keep_alive_timeout(30);
+  server.set_tcp_nodelay(true);  // an answer is one small write: no Nagle delay
   auto shared = std::make_shared<WebhookHandlers>(std::move(handlers));
   spdlog::logger* logger = &log;
   server.Post("/validate", [shared, logger](const httplib::Request& req, httplib::Response& res) {

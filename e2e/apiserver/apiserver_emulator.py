@@ -5,13 +5,34 @@ It is the peer the projection's REST client and the real `kubectl` (1.27-1.33) t
 with a generated CA, bearer-token auth, discovery (legacy and aggregated), CustomResourceDefinitions
 that become served resources at once, CRUD with the server's own semantics (one global
 resourceVersion counter, preconditions, generation, finalizers, status subresource, pruning and
-schema validation, merge/JSON patches), Table output built from additionalPrinterColumns, and
-watches with bookmarks, history replay and 410 Gone. Python 3 stdlib only; `openssl` makes the
-certificates.
+schema validation, merge/JSON patches), Table output built from additionalPrinterColumns, watches
+(bookmarks, history replay, 410 Gone) and admission webhooks. Python 3 stdlib only; `openssl`
+makes the certificates.
 
     apiserver_emulator.py --dir DIR [--port 0] [--http-port 0] [--token TOKEN]
         [--bookmark-interval 5] [--watch-timeout 1800] [--history 10000] [--kube-version 1.32.0]
-        [--no-aggregated-discovery] [--verbose]
+        [--no-aggregated-discovery] [--san IP:10.0.2.100]... [--service-endpoint NS/NAME=HOST:PORT]...
+        [--verbose]
+
+Built-in kinds: namespaces, nodes, configmaps, events (v1 and events.k8s.io/v1, stored apart: no
+conversion between them), coordination.k8s.io/v1 leases, apiextensions.k8s.io/v1 CRDs and
+admissionregistration.k8s.io/v1 Validating/MutatingWebhookConfigurations.
+
+Admission webhooks, as kube-apiserver 1.32's webhook plugins: on create, update, patch and delete
+(subresources only when a rule names them, e.g. pcidevices/status) of any kind but the webhook
+configurations, the mutating webhooks run first (configurations by name, webhooks in order; JSON
+patches applied; reinvocationPolicy IfNeeded honoured), then the server's own validation, then the
+validating webhooks (in parallel). Rules, namespaceSelector, objectSelector, matchPolicy (Equivalent
+also matches the other served versions of a CRD), failurePolicy, sideEffects on dry runs and
+timeoutSeconds work as upstream; configurations are validated and defaulted on write (422 Invalid).
+Calls are HTTPS only: clientConfig.url, or clientConfig.service resolved through
+--service-endpoint / POST /emulator/service, the certificate verified against caBundle (the system
+roots without one) for NAME.NS.svc (the URL's host). The user the webhooks are told of is
+"kubernetes-admin" unless the request carries an X-Emulator-User header. A denial answers with the
+webhook's status (code < 400 becomes 400) and 'admission webhook "NAME" denied the request: MSG'; a
+call failure under failurePolicy Fail is 500 'Internal error occurred: failed calling webhook
+"NAME": REASON'; a webhook's warnings come back as Warning headers. The store's lock is not held
+during a call: a write is re-checked (an update retried) when the object changed meanwhile.
 
 --kube-version is what /version says; the kubectl dispatcher on these machines runs the matching
 kubectl.1.XX, so it also picks the client version under test.
@@ -35,13 +56,18 @@ Test control, under /emulator/ on every port (token required):
   POST /emulator/rotate-token[?keep-old=1]         new token, written to DIR/token and DIR/kubeconfig;
                                                    the old one is refused unless kept
   POST /emulator/config?bookmarkInterval=S         change settings at run time
-  GET  /emulator/stats, POST /emulator/reset-stats request counters, open watches, current RV
+  POST /emulator/service?namespace=NS&name=NAME&address=HOST:PORT  where a webhook service is
+                                                   served (DELETE ...?namespace=NS&name=NAME: unset)
+  GET  /emulator/stats, POST /emulator/reset-stats request counters, open watches, current RV,
+                                                   webhookCalls {name: {calls, failures, denials}}
 
 As the real server (and unlike a lenient fake): strategic-merge patches on custom resources are
 415, status on create/update of a status-subresource kind is dropped, unknown fields are pruned
 (400 with fieldValidation=Strict), no-op writes keep their resourceVersion, a CRD with
-additionalPrinterColumns gets Name + those columns only (Age only when it lists none).
-Not emulated: managedFields and field ownership (server-side apply is a merge patch), admission,
+additionalPrinterColumns gets Name + those columns only (Age only when it lists none); strategic
+merge patches on built-in kinds merge the lists their Go types key (webhooks by name, finalizers).
+Not emulated: managedFields and field ownership (server-side apply is a merge patch), admission
+plugins other than the webhooks (and webhooks' matchConditions, auditAnnotations, client auth),
 RBAC, CEL/format/pattern validation, defaulting, conversion webhooks (versions share storage),
 protobuf answers (built-in kinds are decoded from protobuf requests, answered in JSON), the
 namespace controller (deleting a namespace deletes its objects at once, finalizers or not), and
@@ -50,8 +76,11 @@ garbage collection by ownerReferences.
 
 import argparse
 import base64
+import binascii
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import os
 import random
@@ -74,6 +103,7 @@ MAX_BODY = 3 * 1024 * 1024  # the real server refuses larger JSON bodies with 41
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 STATUS_VERBS = ["get", "patch", "update"]
 JSON = "application/json"
+ADMREG = "admissionregistration.k8s.io"
 
 
 def jcopy(o):
@@ -128,11 +158,13 @@ class ApiError(Exception):
     def __init__(self, code, reason, message, details=None, headers=None):
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
-        self.details, self.headers = details, headers or {}
+        self.details, self.headers, self.state = details, headers or {}, "Failure"
 
     def status(self):
-        s = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        s = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": self.state,
              "message": self.message, "reason": self.reason, "code": self.code}
+        if not self.reason:
+            del s["reason"]  # omitempty, as a webhook's denial without a reason has it
         if self.details:
             s["details"] = self.details
         return s
@@ -269,6 +301,82 @@ def json_patch(doc, ops):
         else:
             raise bad_request("unknown json patch operation %r" % kind)
     return doc
+
+
+# Strategic merge patches of the built-in kinds (kubectl's client-side apply sends them): a merge
+# patch, except that the lists the Go types tag with patchStrategy=merge merge by their key (a
+# primitive list by value), and the $setElementOrder/$deleteFromPrimitiveList/$retainKeys/$patch
+# directives are honoured, never stored.
+SMP_COMMON = {"metadata.finalizers": None, "metadata.ownerReferences": "uid"}
+SMP_KEYS = {  # (group, plural) -> {field path: merge key (None: a primitive list)}
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"webhooks": "name"},
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"webhooks": "name"},
+    ("", "nodes"): {"status.conditions": "type", "status.addresses": "type", "spec.podCIDRs": None},
+}
+
+
+def _smp_strip(v):
+    if isinstance(v, dict):
+        return {k: _smp_strip(x) for k, x in v.items() if not k.startswith("$")}
+    if isinstance(v, list):
+        return [_smp_strip(x) for x in v]
+    return v
+
+
+def _smp_list(cur, items, key, keys, path):
+    cur = list(cur) if isinstance(cur, list) else []
+    if key is None:
+        return cur + [x for x in items if x not in cur]
+    if not all(isinstance(x, dict) for x in items):
+        return _smp_strip(items)
+    for item in items:
+        at = next((i for i, c in enumerate(cur) if isinstance(c, dict) and c.get(key) == item.get(key)), None)
+        if item.get("$patch") == "delete":
+            if at is not None:
+                del cur[at]
+        elif at is None:
+            cur.append(_smp_strip(item))
+        else:
+            cur[at] = strategic_merge_patch(cur[at], item, keys, path)
+    return cur
+
+
+def strategic_merge_patch(target, patch, keys, path=""):
+    if not isinstance(patch, dict):
+        return _smp_strip(patch)
+    if patch.get("$patch") == "replace":
+        return _smp_strip(patch)
+    out = jcopy(target) if isinstance(target, dict) else {}
+    orders = {}
+    for k, v in patch.items():
+        p = path + "." + k if path else k
+        if k.startswith("$setElementOrder/"):
+            orders[k.split("/", 1)[1]] = v
+        elif k.startswith("$deleteFromPrimitiveList/"):
+            f = k.split("/", 1)[1]
+            if isinstance(out.get(f), list) and isinstance(v, list):
+                out[f] = [x for x in out[f] if x not in v]
+        elif k.startswith("$"):
+            continue
+        elif v is None:
+            out.pop(k, None)
+        elif isinstance(v, list) and p in keys:
+            out[k] = _smp_list(out.get(k), v, keys[p], keys, p)
+        elif isinstance(v, dict):
+            out[k] = strategic_merge_patch(out.get(k), v, keys, p)
+        else:
+            out[k] = _smp_strip(v)
+    for f, order in orders.items():
+        p, cur = path + "." + f if path else f, out.get(f)
+        if p not in keys or not isinstance(cur, list) or not isinstance(order, list):
+            continue
+        key = keys[p]
+        ident = (lambda x: x) if key is None else (lambda x: x.get(key) if isinstance(x, dict) else x)
+        want = [ident(x) for x in order]
+        out[f] = sorted(cur, key=lambda x: (want.index(ident(x)) if ident(x) in want else len(want)))
+    if isinstance(patch.get("$retainKeys"), list):
+        out = {k: v for k, v in out.items() if k in patch["$retainKeys"]}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -607,8 +715,11 @@ AGE_COLUMN = Column("Age", "date", _age, "", "CreationTimestamp is a timestamp r
 
 class Resource:
     def __init__(self, group, version, plural, kind, namespaced, singular=None, short_names=(),
-                 categories=(), status=False, schema=None, columns=None, builtin=True, crd=None):
+                 categories=(), status=False, schema=None, columns=None, builtin=True, crd=None,
+                 generation=None):
         self.group, self.version, self.plural, self.kind = group, version, plural, kind
+        # metadata.generation counts spec changes: custom resources, CRDs, webhook configurations
+        self.generation = (not builtin) if generation is None else generation
         self.namespaced, self.singular = namespaced, singular or kind.lower()
         self.short_names, self.categories = list(short_names), list(categories)
         self.status, self.schema, self.builtin, self.crd = status, schema, builtin, crd
@@ -673,10 +784,21 @@ class Store:
                          columns=[Column("Data", "integer", lambda o: len(o.get("data") or {}) +
                                          len(o.get("binaryData") or {})), AGE_COLUMN]),
                 Resource("", "v1", "events", "Event", True, short_names=["ev"]),
+                Resource("events.k8s.io", "v1", "events", "Event", True, short_names=["ev"]),
+                Resource("coordination.k8s.io", "v1", "leases", "Lease", True, columns=[
+                    Column("Holder", "string", lambda o: (o.get("spec") or {}).get("holderIdentity") or "",
+                           desc="holderIdentity contains the identity of the holder of a current lease."),
+                    AGE_COLUMN]),
                 Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                          "CustomResourceDefinition", False, short_names=["crd", "crds"],
-                         categories=["api-extensions"], status=True,
+                         categories=["api-extensions"], status=True, generation=True,
                          columns=[Column("Created At", "date", lambda o: o["metadata"].get("creationTimestamp"))])]
+        for kind in ("Validating", "Mutating"):
+            core.append(Resource(ADMREG, "v1", kind.lower() + "webhookconfigurations", kind + "WebhookConfiguration",
+                                 False, categories=["api-extensions"], generation=True, columns=[
+                                     Column("Webhooks", "integer", lambda o: len(o.get("webhooks") or []),
+                                            desc="Webhooks is a list of webhooks and the affected resources "
+                                            "and operations."), AGE_COLUMN]))
         for r in core:
             self.resources[(r.group, r.version, r.plural)] = r
         ns = self.resources[("", "v1", "namespaces")]
@@ -764,6 +886,8 @@ class Store:
         name = obj["metadata"].get("name", "")
         if res.plural == "customresourcedefinitions":
             self._crd_validate(res, obj)
+        if res.group == ADMREG:
+            validate_webhook_configuration(res, obj)
         if not res.schema:
             return []
         causes, unknown = [], []
@@ -800,6 +924,22 @@ class Store:
 
     def create(self, res, ns, body, dry=False, strict=None):
         with self.lock:
+            obj, warnings = self.create_prepare(res, ns, body, strict)
+            if dry:
+                return self.out(obj, res), warnings
+            return self.create_commit(res, ns, obj), warnings
+
+    def _namespace_exists(self, ns):
+        if ("", ns) not in self.objects.get(("", "namespaces"), {}):
+            raise ApiError(404, "NotFound", 'namespaces "%s" not found' % ns, {"name": ns, "kind": "namespaces"})
+
+    def _already_exists(self, res, name):
+        return ApiError(409, "AlreadyExists", '%s "%s" already exists' % (res.qualified, name),
+                        {"name": name, "group": res.group, "kind": res.plural})
+
+    def create_prepare(self, res, ns, body, strict=None):
+        """Every check and default of a create, nothing stored: (object, warnings)."""
+        with self.lock:
             if not isinstance(body, dict):
                 raise bad_request("the object provided is unrecognized (must be a JSON object)")
             obj = jcopy(body)
@@ -810,9 +950,7 @@ class Store:
                 if meta.get("namespace") and meta["namespace"] != ns:
                     raise bad_request("the namespace of the provided object does not match the namespace "
                                       "sent on the request")
-                if ("", ns) not in self.objects.get(("", "namespaces"), {}):
-                    raise ApiError(404, "NotFound", 'namespaces "%s" not found' % ns,
-                                   {"name": ns, "kind": "namespaces"})
+                self._namespace_exists(ns)
                 meta["namespace"] = ns
             else:
                 meta.pop("namespace", None)
@@ -832,8 +970,7 @@ class Store:
             if meta.get("resourceVersion"):
                 raise ApiError(500, "InternalError", "resourceVersion should not be set on objects to be created")
             if (ns or "", name) in coll:
-                raise ApiError(409, "AlreadyExists", '%s "%s" already exists' % (res.qualified, name),
-                               {"name": name, "group": res.group, "kind": res.plural})
+                raise self._already_exists(res, name)
             if res.status:
                 obj.pop("status", None)  # the status subresource owns .status: a create resets it
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "uid", "managedFields"):
@@ -843,20 +980,35 @@ class Store:
                 obj["status"] = {"phase": "Active"}
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_ts()
-            if not res.builtin or res.plural == "customresourcedefinitions":
-                meta["generation"] = 1  # core kinds here have no spec generation
+            if res.generation:
+                meta["generation"] = 1  # most core kinds have no spec generation
             if res.plural == "customresourcedefinitions":
                 obj["status"] = self._crd_status(obj)
-            if dry:
-                return self.out(obj, res), warnings
+            return obj, warnings
+
+    def create_commit(self, res, ns, obj):
+        """Store what create_prepare made (re-checking what may have changed since)."""
+        with self.lock:
+            key = (ns or "", obj["metadata"]["name"])
+            if key in self._coll(res):
+                raise self._already_exists(res, key[1])
+            if res.namespaced:
+                self._namespace_exists(ns)
             self.rv += 1
-            meta["resourceVersion"] = str(self.rv)
-            self._commit(res, "ADDED", (ns or "", name), obj, None)
+            obj["metadata"]["resourceVersion"] = str(self.rv)
+            self._commit(res, "ADDED", key, obj, None)
             if res.plural == "customresourcedefinitions":
                 self._crd_register(obj)
-            return self.out(obj, res), warnings
+            return self.out(obj, res)
 
     def update(self, res, ns, name, body, sub=None, dry=False, strict=None):
+        with self.lock:
+            plan = self.update_prepare(res, ns, name, body, sub, strict)
+            return self.update_commit(res, plan, dry), plan["warnings"]
+
+    def update_prepare(self, res, ns, name, body, sub=None, strict=None):
+        """Every check of an update against the stored object, nothing stored: a plan for
+        update_commit {key, old, result, warnings}."""
         with self.lock:
             if not isinstance(body, dict):
                 raise bad_request("the object provided is unrecognized (must be a JSON object)")
@@ -923,11 +1075,20 @@ class Store:
                 if "generation" in old["metadata"]:
                     rmeta["generation"] = old["metadata"]["generation"] + 1
             rmeta["resourceVersion"] = old["metadata"]["resourceVersion"]
+            return {"key": key, "old": old, "result": result, "warnings": warnings}
+
+    def update_commit(self, res, plan, dry=False):
+        with self.lock:
+            key, old, result = plan["key"], plan["old"], plan["result"]
+            rmeta = result["metadata"]
             if result == old:
-                return self.out(old, res), warnings  # a no-op write takes no new resourceVersion
+                return self.out(old, res)  # a no-op write takes no new resourceVersion
             gone = rmeta.get("deletionTimestamp") and not rmeta.get("finalizers")
             if dry:
-                return self.out(result, res), warnings
+                return self.out(result, res)
+            if self._coll(res).get(key) is not old:
+                raise conflict(res, key[1], "the object has been modified; please apply your changes to the "
+                               "latest version and try again")
             self.rv += 1
             rmeta["resourceVersion"] = str(self.rv)
             if gone:  # the last finalizer went away: the object is deleted by this very write
@@ -937,30 +1098,42 @@ class Store:
                 self._commit(res, "MODIFIED", key, result, old)
                 if res.plural == "customresourcedefinitions":
                     self._crd_register(result)
-            return self.out(result, res), warnings
+            return self.out(result, res)
 
     def patch(self, res, ns, name, ptype, body, sub=None, dry=False, strict=None):
+        with self.lock:
+            old, patched = self.patch_target(res, ns, name, ptype, body, sub)
+            if old is None:  # server-side apply creates what is missing
+                obj, w = self.create(res, ns, patched, dry, strict)
+                return obj, w, 201
+            obj, w = self.update(res, ns, name, patched, sub, dry, strict)
+            return obj, w, 200
+
+    def patch_target(self, res, ns, name, ptype, body, sub=None):
+        """(stored object, what the patch makes of it); (None, object to create) when an apply
+        patch names a missing object."""
         with self.lock:
             old = self._coll(res).get((ns or "", name))
             if ptype == "application/apply-patch+yaml":
                 if not isinstance(body, dict):
                     raise bad_request("apply patch must be an object")
-                if old is None:  # server-side apply creates what is missing
+                if old is None:
                     if sub:
                         raise not_found(res, name)
-                    body = dict(body, metadata=dict(body.get("metadata") or {}, name=name))
-                    obj, w = self.create(res, ns, body, dry, strict)
-                    return obj, w, 201
+                    return None, dict(body, metadata=dict(body.get("metadata") or {}, name=name))
                 patched = merge_patch(jcopy(old), body)
             elif old is None:
                 raise not_found(res, name)
             elif ptype == "application/json-patch+json":
                 patched = json_patch(old, body)
-            elif ptype == "application/merge-patch+json" or (
-                    ptype == "application/strategic-merge-patch+json" and res.builtin):
+            elif ptype == "application/merge-patch+json":
                 if not isinstance(body, dict):
                     raise bad_request("merge patch must be a JSON object")
                 patched = merge_patch(jcopy(old), body)
+            elif ptype == "application/strategic-merge-patch+json" and res.builtin:
+                if not isinstance(body, dict):
+                    raise bad_request("strategic merge patch must be a JSON object")
+                patched = strategic_merge_patch(old, body, dict(SMP_COMMON, **SMP_KEYS.get(res.skey, {})))
             else:
                 raise ApiError(415, "UnsupportedMediaType",
                                "the body of the request was in an unknown format - accepted media types "
@@ -974,8 +1147,17 @@ class Store:
                 raise bad_request("metadata must be an object")
             # A resourceVersion in the patch is a precondition, as on the real server.
             patched["metadata"].setdefault("resourceVersion", old["metadata"]["resourceVersion"])
-            obj, w = self.update(res, ns, name, patched, sub, dry, strict)
-            return obj, w, 200
+            return old, patched
+
+    def delete_preconditions(self, res, name, old, opts):
+        pre = (opts or {}).get("preconditions") or {}
+        if pre.get("uid") and pre["uid"] != old["metadata"]["uid"]:
+            raise conflict(res, name, "Precondition failed: UID in precondition: %s, UID in object meta: %s"
+                           % (pre["uid"], old["metadata"]["uid"]))
+        if pre.get("resourceVersion") and pre["resourceVersion"] != old["metadata"]["resourceVersion"]:
+            raise conflict(res, name, "Precondition failed: ResourceVersion in precondition: %s, "
+                           "ResourceVersion in object meta: %s" % (pre["resourceVersion"],
+                                                                  old["metadata"]["resourceVersion"]))
 
     def delete(self, res, ns, name, opts, dry=False):
         with self.lock:
@@ -983,14 +1165,7 @@ class Store:
             old = self._coll(res).get(key)
             if old is None:
                 raise not_found(res, name)
-            pre = (opts or {}).get("preconditions") or {}
-            if pre.get("uid") and pre["uid"] != old["metadata"]["uid"]:
-                raise conflict(res, name, "Precondition failed: UID in precondition: %s, UID in object meta: %s"
-                               % (pre["uid"], old["metadata"]["uid"]))
-            if pre.get("resourceVersion") and pre["resourceVersion"] != old["metadata"]["resourceVersion"]:
-                raise conflict(res, name, "Precondition failed: ResourceVersion in precondition: %s, "
-                               "ResourceVersion in object meta: %s" % (pre["resourceVersion"],
-                                                                      old["metadata"]["resourceVersion"]))
+            self.delete_preconditions(res, name, old, opts)
             if old["metadata"].get("finalizers"):
                 # Finalizers hold the object: mark it and let an update remove the last one.
                 if old["metadata"].get("deletionTimestamp"):
@@ -1300,9 +1475,10 @@ def openapi_v3(store, group, version, kube_version):
             "items": {"type": "array", "items": ref(name)}, "metadata": {"type": "object"}},
             "x-kubernetes-group-version-kind": [dict(gvk, kind=r.kind + "List")]}
         ok = lambda n: {"200": {"description": "OK", "content": {"application/json": {"schema": ref(n)}}}}  # noqa
+        # Built-in kinds take strategic merge patches but do not say so here: their schemas are not
+        # described, so kubectl apply would fail to compute a patch from them ("warning: error
+        # calculating patch from openapi v3 spec") and fall back to its compiled-in types anyway.
         patch_types = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
-        if r.builtin:
-            patch_types.insert(2, "application/strategic-merge-patch+json")
         base = "/" + ("apis/%s/%s" % (group, version) if group else "api/" + version)
         coll = base + ("/namespaces/{namespace}/" if r.namespaced else "/") + r.plural
         pparams = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -1348,6 +1524,12 @@ class Stats:
         with self.lock:
             self.total = self.writes = self.discovery = self.unauthorized = self.watches_started = 0
             self.by_method, self.by_verb, self.by_resource, self.writes_by_resource = {}, {}, {}, {}
+            self.webhooks = {}  # webhook name -> {calls, failures, denials}
+
+    def webhook(self, name, what):
+        with self.lock:
+            per = self.webhooks.setdefault(name, {"calls": 0, "failures": 0, "denials": 0})
+            per[what] += 1
 
     def count(self, method, verb, resource):
         with self.lock:
@@ -1371,7 +1553,881 @@ class Stats:
                     "unauthorized": self.unauthorized, "by_method": dict(self.by_method),
                     "by_verb": dict(self.by_verb), "by_resource": jcopy(self.by_resource),
                     "writes_by_resource": dict(self.writes_by_resource), "watches_open": self.watches_open,
-                    "watches_started": self.watches_started}
+                    "watches_started": self.watches_started, "webhookCalls": jcopy(self.webhooks)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Admission webhooks: what k8s.io/apiserver's MutatingAdmissionWebhook and ValidatingAdmissionWebhook
+# plugins (v0.32, kube-apiserver 1.32) do with the stored configurations.
+
+def _go_value(v):
+    """A value as field.Invalid prints it (Go's %q for strings, %v for numbers, %#v for lists)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return "[]string{%s}" % ", ".join(json.dumps(x) for x in v)
+    return json.dumps(v)
+
+
+def _validate_selector(sel, f, causes):
+    if sel is None:
+        return
+    if not isinstance(sel, dict):
+        raise bad_request("json: cannot unmarshal %s into Go struct field of type v1.LabelSelector"
+                          % type(sel).__name__)
+    for i, e in enumerate(sel.get("matchExpressions") or []):
+        ef = "%s.matchExpressions[%d]" % (f, i)
+        op, vals = (e or {}).get("operator"), (e or {}).get("values") or []
+        if op in ("In", "NotIn") and not vals:
+            causes.append((ef + ".values", "FieldValueRequired",
+                           "Required value: must be specified when `operator` is 'In' or 'NotIn'"))
+        elif op in ("Exists", "DoesNotExist") and vals:
+            causes.append((ef + ".values", "FieldValueForbidden",
+                           "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+        elif op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            causes.append((ef + ".operator", "FieldValueInvalid",
+                           "Invalid value: %s: not a valid selector operator" % _go_value(op)))
+
+
+def validate_webhook_configuration(res, obj):
+    """pkg/apis/admissionregistration/validation for v1 objects (the checks a test meets; not CEL
+    matchConditions), then the v1 defaults: failurePolicy Fail, matchPolicy Equivalent, selectors
+    {}, timeoutSeconds 10, rule scope "*", service port 443, reinvocationPolicy Never."""
+    mutating = res.kind.startswith("Mutating")
+    causes = []
+
+    def required(f, detail=""):
+        causes.append((f, "FieldValueRequired", "Required value" + (": " + detail if detail else "")))
+
+    def invalid_value(f, v, detail):
+        causes.append((f, "FieldValueInvalid", "Invalid value: %s: %s" % (_go_value(v), detail)))
+
+    def unsupported(f, v, allowed):
+        causes.append((f, "FieldValueNotSupported", "Unsupported value: %s: supported values: %s"
+                       % (_go_value(v), ", ".join('"%s"' % a for a in allowed))))
+
+    hooks = obj.get("webhooks")
+    if hooks is not None and not isinstance(hooks, list):
+        raise bad_request("json: cannot unmarshal %s into Go struct field %s.webhooks of type []v1.%s"
+                          % (type(hooks).__name__, res.kind, res.kind.replace("Configuration", "")))
+    names = set()
+    for i, h in enumerate(hooks or []):
+        f = "webhooks[%d]" % i
+        if not isinstance(h, dict):
+            raise bad_request("json: cannot unmarshal %s into Go struct field %s.webhooks of type v1.%s"
+                              % (type(h).__name__, res.kind, res.kind.replace("Configuration", "")))
+        name = h.get("name") or ""
+        short = name[:-1] if name.endswith(".") else name
+        if not name:
+            required(f + ".name")
+        elif not DNS1123_SUB.fullmatch(short) or len(short) > 253:
+            invalid_value(f + ".name", short, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                          "characters, '-' or '.', and must start and end with an alphanumeric character (e.g. "
+                          "'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]"
+                          "([-a-z0-9]*[a-z0-9])?)*')")
+        elif len(short.split(".")) < 3:
+            invalid_value(f + ".name", short, "should be a domain with at least three segments separated by dots")
+        for j, r in enumerate(h.get("rules") or []):
+            rf = "%s.rules[%d]" % (f, j)
+            r = r if isinstance(r, dict) else {}
+            ops = r.get("operations") or []
+            if not ops:
+                required(rf + ".operations")
+            if len(ops) > 1 and "*" in ops:
+                invalid_value(rf + ".operations", ops, "if '*' is present, must not specify other operations")
+            for k, op in enumerate(ops):
+                if op not in ("*", "CONNECT", "CREATE", "DELETE", "UPDATE"):
+                    unsupported("%s.operations[%d]" % (rf, k), op, ["*", "CONNECT", "CREATE", "DELETE", "UPDATE"])
+            for fld, what in (("apiGroups", "API groups"), ("apiVersions", "API versions")):
+                vals = r.get(fld) or []
+                if not vals:
+                    required("%s.%s" % (rf, fld))
+                if len(vals) > 1 and "*" in vals:
+                    invalid_value("%s.%s" % (rf, fld), vals, "if '*' is present, must not specify other %s" % what)
+            for k, v in enumerate(r.get("apiVersions") or []):
+                if v == "":
+                    required("%s.apiVersions[%d]" % (rf, k))
+            rs = r.get("resources") or []
+            if not rs:
+                required(rf + ".resources")
+            for k, v in enumerate(rs):
+                if v == "":
+                    required("%s.resources[%d]" % (rf, k))
+            if "*/*" in rs and len(rs) > 1:
+                invalid_value(rf + ".resources", rs, "if '*/*' is present, must not specify other resources")
+            if "*" in rs and any("/" not in v and v != "*" for v in rs):
+                invalid_value(rf + ".resources", rs, "if '*' is present, must not specify other resources "
+                              "without subresources")
+            if r.get("scope") is not None and r["scope"] not in ("*", "Cluster", "Namespaced"):
+                unsupported(rf + ".scope", r["scope"], ["*", "Cluster", "Namespaced"])
+        for fld, allowed in (("failurePolicy", ["Fail", "Ignore"]), ("matchPolicy", ["Equivalent", "Exact"])):
+            if h.get(fld) is not None and h[fld] not in allowed:
+                unsupported("%s.%s" % (f, fld), h[fld], allowed)
+        if h.get("sideEffects") is None:
+            required(f + ".sideEffects", "must specify one of None, NoneOnDryRun")
+        elif h["sideEffects"] not in ("None", "NoneOnDryRun"):
+            unsupported(f + ".sideEffects", h["sideEffects"], ["None", "NoneOnDryRun"])
+        t = h.get("timeoutSeconds")
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= 30):
+            invalid_value(f + ".timeoutSeconds", t, "the timeout value must be between 1 and 30 seconds")
+        _validate_selector(h.get("namespaceSelector"), f + ".namespaceSelector", causes)
+        _validate_selector(h.get("objectSelector"), f + ".objectSelector", causes)
+        if mutating and h.get("reinvocationPolicy") is not None and \
+                h["reinvocationPolicy"] not in ("IfNeeded", "Never"):
+            unsupported(f + ".reinvocationPolicy", h["reinvocationPolicy"], ["IfNeeded", "Never"])
+        cc = h.get("clientConfig") if isinstance(h.get("clientConfig"), dict) else {}
+        url, svc = cc.get("url"), cc.get("service")
+        if (url is None) == (svc is None):
+            required(f + ".clientConfig", "exactly one of url or service is required")
+        elif url is not None:
+            uf, form = f + ".clientConfig.url", "; desired format: https://host[/path]"
+            u = urlsplit(str(url))
+            if u.scheme != "https":
+                invalid_value(uf, u.scheme, "'https' is the only allowed URL scheme" + form)
+            if not u.netloc:
+                invalid_value(uf, u.netloc, "host must be specified" + form)
+            if "@" in u.netloc:
+                invalid_value(uf, u.netloc.rsplit("@", 1)[0], "user information is not permitted in the URL")
+            if u.fragment:
+                invalid_value(uf, u.fragment, "fragments are not permitted in the URL")
+            if u.query:
+                invalid_value(uf, u.query, "query parameters are not permitted in the URL")
+        else:
+            sf = f + ".clientConfig.service"
+            svc = svc if isinstance(svc, dict) else {}
+            if not svc.get("name"):
+                required(sf + ".name", "service name is required")
+            if not svc.get("namespace"):
+                required(sf + ".namespace", "service namespace is required")
+            port = svc.get("port")
+            if port is not None and (not isinstance(port, int) or not 1 <= port <= 65535):
+                invalid_value(sf + ".port", port, "port is not valid: must be between 1 and 65535, inclusive")
+            path = svc.get("path")
+            if path not in (None, "", "/"):
+                if path == "//":
+                    invalid_value(sf + ".path", path, "segment[0] may not be empty")
+                else:
+                    if not path.startswith("/"):
+                        invalid_value(sf + ".path", path, "must start with a '/'")
+                    steps = path[1:]
+                    steps = steps[:-1] if steps.endswith("/") else steps
+                    for k, step in enumerate(steps.split("/")):
+                        if not step:
+                            invalid_value(sf + ".path", path, "segment[%d] may not be empty" % k)
+                        elif not DNS1123_SUB.fullmatch(step):
+                            invalid_value(sf + ".path", path, "segment[%d]: a lowercase RFC 1123 subdomain must "
+                                          "consist of lower case alphanumeric characters, '-' or '.', and must "
+                                          "start and end with an alphanumeric character" % k)
+        ca = cc.get("caBundle")
+        if ca is not None:
+            try:
+                base64.b64decode(ca, validate=True)
+            except (ValueError, TypeError):
+                raise bad_request("%s in version \"v1\" cannot be handled as a %s: illegal base64 data in "
+                                  "webhooks[%d].clientConfig.caBundle" % (res.kind, res.kind, i))
+        versions = h.get("admissionReviewVersions") or []
+        af = f + ".admissionReviewVersions"
+        if not versions:
+            required(af, "must specify one of v1, v1beta1")
+        else:
+            seen = set()
+            for k, v in enumerate(versions):
+                if v in seen:
+                    invalid_value("%s[%d]" % (af, k), v, "duplicate version")
+                seen.add(v)
+            if not seen & {"v1", "v1beta1"}:
+                invalid_value(af, versions, "must include at least one of v1, v1beta1")
+        if name and name in names:
+            causes.append((f + ".name", "FieldValueDuplicate", "Duplicate value: %s" % json.dumps(name)))
+        names.add(name)
+    if causes:
+        raise invalid(res, obj["metadata"].get("name", ""), causes)
+    for h in hooks or []:
+        defaults = {"failurePolicy": "Fail", "matchPolicy": "Equivalent", "namespaceSelector": {},
+                    "objectSelector": {}, "timeoutSeconds": 10}
+        if mutating:
+            defaults["reinvocationPolicy"] = "Never"
+        for k, v in defaults.items():
+            if h.get(k) is None:
+                h[k] = v
+        for r in h.get("rules") or []:
+            if r.get("scope") is None:
+                r["scope"] = "*"
+        svc = h["clientConfig"].get("service")
+        if isinstance(svc, dict) and svc.get("port") is None:
+            svc["port"] = 443
+
+
+def label_selector_reqs(sel):
+    """A metav1.LabelSelector as the requirements labels_match takes; [] (everything) when empty."""
+    if not isinstance(sel, dict):
+        return []
+    reqs = [(k, "=", v) for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
+    for e in sel.get("matchExpressions") or []:
+        reqs.append((e.get("key"), ops.get(e.get("operator"), "exists"), set(e.get("values") or [])))
+    return reqs
+
+
+def _internal(msg):
+    """apierrors.NewInternalError."""
+    return ApiError(500, "InternalError", "Internal error occurred: %s" % msg, {"causes": [{"message": msg}]})
+
+
+def _gvk_string(api_version, kind):
+    group, _, version = (api_version or "").rpartition("/")
+    return "%s/%s, Kind=%s" % (group, version, kind or "")
+
+
+class CallFailure(Exception):
+    """A webhook that could not be called or answered nonsense (webhookutil.ErrCallingWebhook):
+    failurePolicy decides."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Review:
+    """What one API request brings to admission: the user, dry run, query options, and the warnings
+    the webhooks return (sent back as Warning headers, deduplicated as the server's recorder does)."""
+
+    def __init__(self, user, dry, query):
+        self.user, self.dry, self.query = user, dry, query
+        self.warnings, self.lock = [], threading.Lock()
+
+    def warn(self, text):
+        with self.lock:
+            if text not in self.warnings:
+                self.warnings.append(text)
+
+    def options(self, kind, base=None):
+        o = {k: v for k, v in (base or {}).items() if k not in ("kind", "apiVersion")}
+        o.update(kind=kind, apiVersion="meta.k8s.io/v1")
+        if self.dry:
+            o["dryRun"] = ["All"]
+        if kind != "DeleteOptions":
+            for k in ("fieldManager", "fieldValidation"):
+                if self.query.get(k):
+                    o[k] = self.query[k]
+        return o
+
+
+class Attrs:
+    """admission.Attributes: one operation on one object, as the webhooks are told of it."""
+
+    def __init__(self, op, res, ns, name, sub, obj, old, review, options):
+        self.op, self.res, self.ns, self.name, self.sub = op, res, ns, name, sub
+        self.obj, self.old, self.review, self.options = obj, old, review, options
+
+
+def _x509_reason(e):
+    code = getattr(e, "verify_code", 0)
+    if code in (9, 10):
+        return "x509: certificate has expired or is not yet valid: %s" % getattr(e, "verify_message", "")
+    return "x509: certificate signed by unknown authority"
+
+
+def _hostname_mismatch(cert, host):
+    """Go's x509 HostnameError text when `cert` does not name `host`, else None."""
+    sans = (cert or {}).get("subjectAltName", ())
+    dns = [v for k, v in sans if k == "DNS"]
+    ips = [v.strip() for k, v in sans if k == "IP Address"]
+    try:
+        want = ipaddress.ip_address(host)
+    except ValueError:
+        want = None
+    if want is not None:
+        if any(ipaddress.ip_address(v) == want for v in ips):
+            return None
+        if not ips:
+            return "x509: cannot validate certificate for %s because it doesn't contain any IP SANs" % host
+        return "x509: certificate is valid for %s, not %s" % (", ".join(ips), host)
+    h = host.lower().rstrip(".")
+    for name in dns:
+        n = name.lower().rstrip(".")
+        if n == h or (n.startswith("*.") and "." in h and h.split(".", 1)[1] == n[2:]):
+            return None
+    if dns:
+        return "x509: certificate is valid for %s, not %s" % (", ".join(dns), host)
+    if not sans:
+        return "x509: certificate relies on legacy Common Name field, use SANs instead"
+    return "x509: certificate is not valid for any names, but wanted to match %s" % host
+
+
+_GENERIC = {400: "the server rejected our request for an unknown reason", 401: "the server has asked for the client "
+            "to provide credentials", 404: "the server could not find the requested resource", 405: "the server "
+            "does not allow this method on the requested resource", 409: "the server reported a conflict",
+            422: "the server rejected our request due to an error in our request", 429: "the server has received "
+            "too many requests and has asked us to try again later", 503: "the server is currently unable to "
+            "handle the request", 504: "the server was unable to return a response in the time allotted, but may "
+            "still be processing the request"}
+
+
+def _http_error(code, ctype, data):
+    """client-go's error for a non-2xx answer: the Status it carries, else a generic text."""
+    try:
+        st = json.loads(data)
+    except ValueError:
+        st = None
+    if isinstance(st, dict) and st.get("kind") == "Status" and st.get("status") == "Failure":
+        return st.get("message") or ""
+    text = data[:2048].decode("utf-8", "replace").strip() if ctype.startswith("text/") else "unknown"
+    if code == 403:
+        return text
+    if code in _GENERIC:
+        return _GENERIC[code]
+    if code >= 500:
+        return 'an error on the server (%s) has prevented the request from succeeding' % json.dumps(text)
+    return "the server responded with the status code %d but did not return more information" % code
+
+
+class Admission:
+    """Calls the webhooks of the stored Mutating/ValidatingWebhookConfigurations for a write.
+
+    The store's lock is never held across a call: a write is prepared under it, the webhooks are
+    called, and the result is committed under it only if the stored object is still the one the
+    webhooks saw (else, like GuaranteedUpdate, the update is tried again from the top)."""
+    RETRIES = 5
+
+    def __init__(self, emu, services):
+        self.emu, self.store = emu, emu.store
+        self.svc_lock = threading.Lock()
+        self.services = dict(services)  # (namespace, name) -> (host, port)
+
+    # -- services
+    @staticmethod
+    def parse_address(text):
+        m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\s]+):(\d+)", text or "")
+        if not m or not 0 < int(m.group(2) or m.group(4)) < 65536:
+            raise ValueError("address must be HOST:PORT, got %r" % text)
+        return (m.group(1) or m.group(3), int(m.group(2) or m.group(4)))
+
+    def set_service(self, ns, name, address):
+        with self.svc_lock:
+            if address is None:
+                self.services.pop((ns, name), None)
+            else:
+                self.services[(ns, name)] = address
+
+    def _resolve(self, ns, name):
+        with self.svc_lock:
+            return self.services.get((ns, name))
+
+    # -- matching
+    def _hooks(self, mutating):
+        """[(configuration name, webhook)], configurations by name, webhooks in order."""
+        if mutating is None:
+            return self._hooks(True) + self._hooks(False)
+        r = self.store.lookup(ADMREG, "v1", ("mutating" if mutating else "validating") + "webhookconfigurations")
+        with self.store.lock:
+            cfgs = sorted(self.store.objects.get(r.skey, {}).items())
+        return [(c["metadata"]["name"], h) for _k, c in cfgs for h in c.get("webhooks") or [] if isinstance(h, dict)]
+
+    def _equivalents(self, res):
+        with self.store.lock:
+            return sorted((r for r in self.store.resources.values() if r.skey == res.skey and r is not res),
+                          key=lambda r: _version_rank(r.version))
+
+    @staticmethod
+    def _rule_matches(rule, op, res, sub, ns, scoped=True):
+        """predicates/rules.Matcher."""
+        ops = rule.get("operations") or []
+        if "*" not in ops and op not in ops:
+            return False
+        if scoped:
+            scope, cluster = rule.get("scope") or "*", ns == "" or res.plural == "namespaces"
+            if scope not in ("*", "Cluster", "Namespaced") or (scope == "Cluster" and not cluster) or \
+                    (scope == "Namespaced" and cluster):
+                return False
+        groups, versions = rule.get("apiGroups") or [], rule.get("apiVersions") or []
+        if not ("*" in groups or res.group in groups) or not ("*" in versions or res.version in versions):
+            return False
+        for rs in rule.get("resources") or []:
+            r, _, s = str(rs).partition("/")
+            if r in ("*", res.plural) and s in ("*", sub or ""):
+                return True
+        return False
+
+    def active(self, res, ops, sub):
+        """Whether some webhook's rules could name this request (selectors and scope aside). When
+        none does the store is called straight away, exactly as before webhooks existed."""
+        if res.group == ADMREG:
+            return False
+        cands = None
+        for _c, h in self._hooks(None):
+            for rule in h.get("rules") or []:
+                if not isinstance(rule, dict):
+                    continue
+                if cands is None:
+                    cands = [res] + self._equivalents(res)
+                if any(self._rule_matches(rule, op, r, sub, "", False) for op in ops for r in cands):
+                    return True
+        return False
+
+    def _namespace_match(self, h, a):
+        """predicates/namespace.Matcher: (matches, error)."""
+        if a.ns == "" and a.res.plural != "namespaces":
+            return True, None  # cluster-scoped objects are never exempted
+        reqs = label_selector_reqs(h.get("namespaceSelector"))
+        if not reqs:
+            return True, None
+        if a.res.plural == "namespaces" and not a.sub and a.op in ("CREATE", "UPDATE"):
+            labels = ((a.obj or {}).get("metadata") or {}).get("labels") or {}
+        else:
+            with self.store.lock:
+                nso = self.store.objects.get(("", "namespaces"), {}).get(("", a.ns))
+            if nso is None:
+                return False, ApiError(404, "NotFound", 'namespaces "%s" not found' % a.ns,
+                                       {"name": a.ns, "kind": "namespaces"})
+            labels = nso["metadata"].get("labels") or {}
+        return labels_match(reqs, labels), None
+
+    @staticmethod
+    def _object_match(h, a):
+        reqs = label_selector_reqs(h.get("objectSelector"))
+
+        def match(o):
+            return isinstance(o, dict) and labels_match(reqs, (o.get("metadata") or {}).get("labels") or {})
+        return not reqs or match(a.obj) or match(a.old)
+
+    def _match(self, h, a):
+        """generic.Webhook.ShouldCallHook: the resource (version) to call the webhook for, or None."""
+        ns_ok, ns_err = self._namespace_match(h, a)
+        if not ns_ok and ns_err is None:
+            return None
+        if not self._object_match(h, a):
+            return None
+        rules = [r for r in h.get("rules") or [] if isinstance(r, dict)]
+        inv = next((a.res for r in rules if self._rule_matches(r, a.op, a.res, a.sub, a.ns)), None)
+        if inv is None and (h.get("matchPolicy") or "Equivalent") == "Equivalent":
+            eqs = self._equivalents(a.res)
+            inv = next((e for r in rules for e in eqs if self._rule_matches(r, a.op, e, a.sub, a.ns)), None)
+        if inv is not None and ns_err is not None:
+            raise ns_err
+        return inv
+
+    # -- calling
+    @staticmethod
+    def _versioned(obj, res):
+        if obj is None:
+            return None
+        o = jcopy(obj)
+        o["apiVersion"], o["kind"] = res.api_version, res.kind
+        return o
+
+    def _post(self, h, body):
+        """POST `body` to the webhook over HTTPS within timeoutSeconds: (status, content type, data)."""
+        cc = h.get("clientConfig") or {}
+        timeout = h.get("timeoutSeconds") or 10
+        svc = cc.get("service")
+        if svc:
+            port = int(svc.get("port") or 443)
+            server = "%s.%s.svc" % (svc.get("name"), svc.get("namespace"))
+            hostport, path = "%s:%d" % (server, port), svc.get("path") or "/"
+        else:
+            u = urlsplit(cc.get("url") or "")
+            server, port = u.hostname or "", u.port or 443
+            hostport, path = u.netloc, u.path or "/"
+        target = "%s?timeout=%ds" % (path, timeout)
+        url = "https://%s%s" % (hostport, target)
+
+        def fail(why):
+            return CallFailure('failed to call webhook: Post "%s": %s' % (url, why))
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False  # checked below, reported in Go's words
+            if cc.get("caBundle"):
+                ctx.load_verify_locations(cadata=base64.b64decode(cc["caBundle"]).decode("ascii", "replace"))
+            else:
+                ctx.load_default_certs()  # no caBundle: the system's roots, as client-go
+            ctx.set_alpn_protocols(["http/1.1"])
+        except (ValueError, ssl.SSLError, binascii.Error):
+            raise CallFailure("could not get REST client: unable to load root certificates: unable to parse "
+                              "bytes as PEM block")
+        addr = self._resolve(svc.get("namespace"), svc.get("name")) if svc else (server, port)
+        if addr is None:
+            raise fail('service "%s" not found' % svc.get("name"))
+        deadline = time.monotonic() + timeout
+        holder, fired = [None], threading.Event()
+
+        def expire():
+            fired.set()
+            s = holder[0]
+            if s is not None:
+                try:
+                    socket.socket.shutdown(s, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            try:
+                holder[0] = socket.create_connection(addr, timeout=timeout)
+            except ConnectionRefusedError:
+                raise fail("dial tcp %s:%d: connect: connection refused" % addr)
+            except socket.timeout:
+                raise fail("context deadline exceeded")
+            except OSError as e:
+                raise fail("dial tcp %s:%d: %s" % (addr[0], addr[1], e.strerror or e))
+            if fired.is_set():
+                raise fail("context deadline exceeded")
+            holder[0].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            holder[0].settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                tls = ctx.wrap_socket(holder[0], server_hostname=server)
+            except ssl.SSLCertVerificationError as e:
+                raise fail("tls: failed to verify certificate: " + _x509_reason(e))
+            except ssl.SSLError as e:
+                if fired.is_set() or time.monotonic() >= deadline:
+                    raise fail("context deadline exceeded")
+                if "WRONG_VERSION_NUMBER" in str(e) or "record layer failure" in str(e):
+                    raise fail("http: server gave HTTP response to HTTPS client")
+                raise fail("remote error: tls: %s" % (e.reason or e).lower().replace("_", " "))
+            holder[0] = tls
+            why = _hostname_mismatch(tls.getpeercert(), server)
+            if why:
+                raise fail("tls: failed to verify certificate: " + why)
+            tls.settimeout(max(0.01, deadline - time.monotonic()))
+            conn = http.client.HTTPConnection(server, port)
+            conn.sock = tls
+            conn.request("POST", target, body=json.dumps(body).encode(),
+                         headers={"Content-Type": JSON, "Accept": "application/json, */*",
+                                  "User-Agent": "kube-apiserver-admission"})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, (resp.getheader("Content-Type") or "").lower(), data
+        except (OSError, http.client.HTTPException) as e:
+            if fired.is_set() or time.monotonic() >= deadline:
+                raise fail("context deadline exceeded")
+            if isinstance(e, (http.client.RemoteDisconnected, ssl.SSLEOFError, http.client.IncompleteRead)):
+                raise fail("EOF")
+            if isinstance(e, ConnectionResetError):
+                raise fail("read tcp %s:%d: read: connection reset by peer" % addr)
+            raise fail(str(e))
+        finally:
+            timer.cancel()
+            if holder[0] is not None:
+                try:
+                    holder[0].close()
+                except OSError:
+                    pass
+
+    def _call(self, h, inv, a, mutating):
+        """One AdmissionReview round trip: the verified response (patch decoded to `_patch`)."""
+        name = h.get("name") or ""
+        if a.review.dry:
+            if h.get("sideEffects") is None:
+                raise CallFailure("Webhook SideEffects is nil")
+            if h["sideEffects"] not in ("None", "NoneOnDryRun"):
+                raise ApiError(400, "BadRequest", 'admission webhook "%s" does not support dry run' % name)
+        version = next((v for v in h.get("admissionReviewVersions") or [] if v in ("v1", "v1beta1")), None)
+        if version is None:
+            raise CallFailure("could not create admission objects: webhook does not accept known AdmissionReview "
+                              "versions (v1, v1beta1)")
+        uid = str(uuid.uuid4())
+        request = {"uid": uid, "kind": {"group": inv.group, "version": inv.version, "kind": inv.kind},
+                   "resource": {"group": inv.group, "version": inv.version, "resource": inv.plural},
+                   "requestKind": {"group": a.res.group, "version": a.res.version, "kind": a.res.kind},
+                   "requestResource": {"group": a.res.group, "version": a.res.version, "resource": a.res.plural},
+                   "operation": a.op, "userInfo": {"username": a.review.user, "groups": ["system:authenticated"]},
+                   "object": self._versioned(a.obj, inv), "oldObject": self._versioned(a.old, inv),
+                   "dryRun": bool(a.review.dry), "options": a.options}
+        if a.sub:
+            request["subResource"] = request["requestSubResource"] = a.sub
+        if a.name:
+            request["name"] = a.name
+        if a.ns:
+            request["namespace"] = a.ns
+        self.emu.stats.webhook(name, "calls")
+        if self.emu.verbose:
+            sys.stderr.write("emulator: calling webhook %s: %s %s %s/%s\n" % (name, a.op, a.res.qualified, a.ns,
+                                                                          a.name))
+        code, ctype, data = self._post(h, {"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/" + version,
+                                            "request": request})
+        if not 200 <= code <= 206:
+            raise CallFailure("failed to call webhook: " + _http_error(code, ctype, data))
+        try:
+            review = json.loads(data)
+            if not isinstance(review, dict):
+                raise ValueError("json: cannot unmarshal %s into Go value of type v1.AdmissionReview"
+                                 % type(review).__name__)
+        except ValueError as e:
+            raise CallFailure("failed to call webhook: couldn't get version/kind; json parse error: %s" % e)
+        resp = review.get("response")
+        bad = "received invalid webhook response: "
+        if not isinstance(resp, dict):
+            raise CallFailure(bad + "webhook response was absent")
+        if version == "v1":
+            if resp.get("uid") != uid:
+                raise CallFailure(bad + 'expected response.uid="%s", got "%s"' % (uid, resp.get("uid") or ""))
+            if (review.get("apiVersion"), review.get("kind")) != ("admission.k8s.io/v1", "AdmissionReview"):
+                raise CallFailure(bad + "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, "
+                                  "got " + _gvk_string(review.get("apiVersion"), review.get("kind")))
+        if not isinstance(resp.get("allowed", False), bool):
+            raise CallFailure("failed to call webhook: json: cannot unmarshal %s into Go struct field "
+                              "AdmissionResponse.response.allowed of type bool" % type(resp["allowed"]).__name__)
+        patch, ptype = resp.get("patch"), resp.get("patchType")
+        if version == "v1beta1" and patch:
+            ptype = "JSONPatch"
+        try:
+            resp["_patch"] = base64.b64decode(patch or "", validate=True)
+        except (ValueError, TypeError):
+            raise CallFailure("failed to call webhook: illegal base64 data in response.patch")
+        if mutating:
+            if resp["_patch"] and ptype is None:
+                raise CallFailure(bad + "webhook returned response.patch but not response.patchType")
+            if not resp["_patch"] and ptype is not None:
+                raise CallFailure(bad + "webhook returned response.patchType but not response.patch")
+            if ptype == "":
+                raise CallFailure(bad + 'webhook returned invalid response.patchType of ""')
+        elif version == "v1":
+            if resp["_patch"]:
+                raise CallFailure(bad + "validating webhook may not return response.patch")
+            if ptype is not None:
+                raise CallFailure(bad + "validating webhook may not return response.patchType")
+        for w in resp.get("warnings") or []:
+            if isinstance(w, str) and w.strip():
+                a.review.warn(w)
+        return resp
+
+    def _failed(self, h, failure):
+        name = h.get("name") or ""
+        self.emu.stats.webhook(name, "failures")
+        if (h.get("failurePolicy") or "Fail") == "Ignore":
+            if self.emu.verbose:
+                sys.stderr.write("emulator: failed calling webhook, failing open %s: %s\n" % (name, failure.reason))
+            return None
+        return _internal('failed calling webhook "%s": %s' % (name, failure.reason))
+
+    def _invoke(self, h, inv, a, mutating):
+        """Call one webhook: its response when it allows (None when a failure is ignored); a denial,
+        or a failure under failurePolicy Fail, raises."""
+        name = h.get("name") or ""
+        try:
+            resp = self._call(h, inv, a, mutating)
+        except CallFailure as f:
+            err = self._failed(h, f)
+            if err is None:
+                return None
+            raise err
+        if resp.get("allowed"):
+            return resp
+        # errors.ToStatusErr (1.32): the webhook's Status, code < 400 made 400, message prefixed.
+        self.emu.stats.webhook(name, "denials")
+        st = resp.get("status") if isinstance(resp.get("status"), dict) else {}
+        code = st.get("code") if isinstance(st.get("code"), int) else 0
+        denied = 'admission webhook "%s" denied the request' % name
+        if st.get("message"):
+            msg = "%s: %s" % (denied, st["message"])
+        elif st.get("reason"):
+            msg = "%s: %s" % (denied, st["reason"])
+        else:
+            msg = denied + " without explanation"
+        err = ApiError(code if code >= 400 else 400, st.get("reason") or "", msg, st.get("details"))
+        err.state = st.get("status") if st.get("status") not in (None, "", "Success") else "Failure"
+        raise err
+
+    def mutate(self, a):
+        """The mutating webhooks in order, each JSON patch applied to a.obj; IfNeeded webhooks once
+        more if a later one changed the object."""
+        hooks = [] if a.res.group == ADMREG else self._hooks(True)
+        invoked, again = [], set()
+        for rnd in (0, 1):
+            for i, (_cfg, h) in enumerate(hooks):
+                if rnd and i not in again:
+                    continue
+                inv = self._match(h, a)
+                if inv is None:
+                    continue
+                changed = self._mutate_one(h, inv, a)
+                if not rnd:
+                    if changed:
+                        again.update(invoked)
+                    if h.get("reinvocationPolicy") == "IfNeeded":
+                        invoked.append(i)
+            if not again:
+                break
+        return a.obj
+
+    def _mutate_one(self, h, inv, a):
+        resp = self._invoke(h, inv, a, True)
+        if resp is None or not resp["_patch"]:
+            return False
+        try:
+            ops = json.loads(resp["_patch"])
+        except ValueError as e:
+            raise _internal(str(e))
+        if not isinstance(ops, list):
+            raise _internal("json: cannot unmarshal %s into Go value of type jsonpatch.Patch" % type(ops).__name__)
+        if not ops:
+            return False
+        if a.obj is None:
+            raise _internal('admission webhook "%s" attempted to modify the object, which is not supported for '
+                            'this operation' % h.get("name"))
+        if resp.get("patchType") not in ("JSONPatch", None):
+            err = self._failed(h, CallFailure('unsupported patch type "%s"' % resp.get("patchType")))
+            if err is None:
+                return False
+            raise err
+        cur = self._versioned(a.obj, inv)
+        try:
+            new = json_patch(cur, ops)
+        except ApiError as e:
+            raise _internal(e.message)
+        if not isinstance(new, dict):
+            raise _internal("the patched object is not a JSON object")
+        changed = new != cur
+        new["apiVersion"] = a.res.api_version if new.get("apiVersion") == inv.api_version else new.get("apiVersion")
+        a.obj = new
+        return changed
+
+    def validate(self, a):
+        """The validating webhooks that match, called in parallel; the first error to come back wins."""
+        if a.res.group == ADMREG:
+            return
+        calls = [(h, inv) for _cfg, h in self._hooks(False) for inv in [self._match(h, a)] if inv is not None]
+        errors, lock = [], threading.Lock()
+
+        def run(h, inv):
+            try:
+                self._invoke(h, inv, a, False)
+            except ApiError as e:
+                with lock:
+                    errors.append(e)
+            except Exception as e:  # noqa: BLE001 - a crash in one call fails the request, as a panic does
+                with lock:
+                    errors.append(_internal("ValidatingAdmissionWebhook/%s has panicked: %r" % (h.get("name"), e)))
+        if len(calls) == 1:
+            run(*calls[0])
+        else:
+            threads = [threading.Thread(target=run, args=c, daemon=True) for c in calls]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+
+    # -- the write verbs, webhooks included
+    @staticmethod
+    def _ns_attr(res, ns, name):
+        """The request namespace admission sees: the namespace's own name for a namespace."""
+        if res.group == "" and res.plural == "namespaces":
+            return name or ""
+        return (ns or "") if res.namespaced else ""
+
+    def create(self, res, ns, body, dry, strict, review, sub=None, options=None):
+        store = self.store
+        if not self.active(res, ["CREATE"], sub):
+            return store.create(res, ns, body, dry, strict)
+        if not isinstance(body, dict):
+            raise bad_request("the object provided is unrecognized (must be a JSON object)")
+        obj = jcopy(body)
+        meta = obj.setdefault("metadata", {})
+        with store.lock:  # what the handler and NamespaceLifecycle refuse before any webhook
+            store._check_meta(res, obj)
+            kind = obj.get("kind")
+            if kind and kind != res.kind:
+                raise bad_request("the kind in the data (%s) does not match the expected kind (%s)" % (kind, res.kind))
+            if res.namespaced:
+                if meta.get("namespace") and meta["namespace"] != ns:
+                    raise bad_request("the namespace of the provided object does not match the namespace sent on "
+                                      "the request")
+                meta["namespace"] = ns
+                store._namespace_exists(ns)
+        name = meta.get("name") or ""
+        a = Attrs("CREATE", res, self._ns_attr(res, ns, name), name, sub, obj, None, review,
+                  options or review.options("CreateOptions"))
+        obj = self.mutate(a)
+        with store.lock:
+            final, warnings = store.create_prepare(res, ns, obj, strict)
+        a.obj = final
+        self.validate(a)
+        with store.lock:
+            if dry:
+                return store.out(final, res), warnings
+            return store.create_commit(res, ns, final), warnings
+
+    def _update_once(self, res, ns, name, body, old, sub, dry, strict, review):
+        store, key = self.store, (ns or "", name)
+        obj = jcopy(body)
+        if isinstance(obj.get("metadata"), dict) and res.namespaced and not obj["metadata"].get("namespace"):
+            obj["metadata"]["namespace"] = ns
+        a = Attrs("UPDATE", res, self._ns_attr(res, ns, name), name, sub, obj, old, review,
+                  review.options("UpdateOptions"))
+        obj = self.mutate(a)
+        with store.lock:
+            if store._coll(res).get(key) is not old:
+                return None
+            plan = store.update_prepare(res, ns, name, obj, sub, strict)
+        a.obj = plan["result"]
+        self.validate(a)
+        with store.lock:
+            if store._coll(res).get(key) is not old:
+                return None
+            return store.update_commit(res, plan, dry), plan["warnings"]
+
+    def _current(self, res, ns, name):
+        with self.store.lock:
+            old = self.store._coll(res).get((ns or "", name))
+        if old is None:
+            raise not_found(res, name)
+        return old
+
+    def update(self, res, ns, name, body, sub, dry, strict, review):
+        if not self.active(res, ["UPDATE"], sub):
+            return self.store.update(res, ns, name, body, sub, dry, strict)
+        if not isinstance(body, dict):
+            raise bad_request("the object provided is unrecognized (must be a JSON object)")
+        for _ in range(self.RETRIES):
+            done = self._update_once(res, ns, name, body, self._current(res, ns, name), sub, dry, strict, review)
+            if done is not None:
+                return done
+        raise conflict(res, name, "the object has been modified; please apply your changes to the latest version "
+                       "and try again")
+
+    def patch(self, res, ns, name, ptype, body, sub, dry, strict, review):
+        if not self.active(res, ["UPDATE", "CREATE"], sub):
+            return self.store.patch(res, ns, name, ptype, body, sub, dry, strict)
+        for _ in range(self.RETRIES):
+            old, patched = self.store.patch_target(res, ns, name, ptype, body, sub)
+            if old is None:
+                obj, w = self.create(res, ns, patched, dry, strict, review, sub, review.options("CreateOptions"))
+                return obj, w, 201
+            done = self._update_once(res, ns, name, patched, old, sub, dry, strict, review)
+            if done is not None:
+                return done + (200,)
+        raise conflict(res, name, "the object has been modified; please apply your changes to the latest version "
+                       "and try again")
+
+    def delete(self, res, ns, name, opts, dry, review, collection=None):
+        """collection: for each object of a deletecollection, the request's namespace ("" for all):
+        the webhooks are told that namespace and no name, as kube-apiserver's static attributes."""
+        store = self.store
+        if not self.active(res, ["DELETE"], None):
+            return store.delete(res, ns, name, opts, dry)
+        for _ in range(self.RETRIES):
+            old = self._current(res, ns, name)
+            with store.lock:
+                store.delete_preconditions(res, name, old, opts)
+            if collection is None:
+                a_ns, a_name = self._ns_attr(res, ns, name), name
+            else:
+                a_ns, a_name = collection if res.namespaced else "", ""
+            a = Attrs("DELETE", res, a_ns, a_name, None, None, old, review, review.options("DeleteOptions", opts))
+            self.mutate(a)
+            self.validate(a)
+            with store.lock:
+                if store._coll(res).get((ns or "", name)) is old:
+                    return store.delete(res, ns, name, opts, dry)
+        raise conflict(res, name, "the object has been modified; please apply your changes to the latest version "
+                       "and try again")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1402,7 +2458,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Audit-Id", str(uuid.uuid4()))
         for k, v in (headers or {}).items():
-            self.send_header(k, v)
+            for one in (v if isinstance(v, list) else [v]):
+                self.send_header(k, one)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -1472,7 +2529,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- routing
     def _dispatch(self):
         emu = self.server.emu
-        self.garbage = False
+        self.garbage, self.review = False, None
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -1497,8 +2554,11 @@ class Handler(BaseHTTPRequestHandler):
             emu.check_down()
             self._route(path, q)
         except ApiError as e:
+            headers = dict(e.headers)
+            if self.review and self.review.warnings:
+                headers.update(self._warn(self.review.warnings))
             try:
-                self._json(e.code, e.status(), e.headers)
+                self._json(e.code, e.status(), headers)
             except OSError:
                 self.close_connection = True
         except (OSError, ssl.SSLError):
@@ -1571,6 +2631,9 @@ class Handler(BaseHTTPRequestHandler):
         self.garbage = emu.take_garbage(m, verb, res.plural, sub)
         dry = q.get("dryRun") == "All"
         strict = q.get("fieldValidation")
+        adm = emu.admission
+        if verb in ("create", "update", "patch", "delete", "deletecollection"):
+            self.review = Review(self.headers.get("X-Emulator-User") or "kubernetes-admin", dry, q)
         if verb == "watch":
             return self._watch(res, ns, q)
         if verb == "list":
@@ -1578,29 +2641,31 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "get":
             return self._object(200, store.get(res, ns, name), res, q)
         if verb == "create":
-            obj, w = store.create(res, ns, self._parse_body(), dry, strict)
+            obj, w = adm.create(res, ns, self._parse_body(), dry, strict, self.review)
             return self._object(201, obj, res, q, w)
         if verb == "update":
-            obj, w = store.update(res, ns, name, self._parse_body(), sub, dry, strict)
+            obj, w = adm.update(res, ns, name, self._parse_body(), sub, dry, strict, self.review)
             return self._object(200, obj, res, q, w)
         if verb == "patch":
             ptype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            obj, w, code = store.patch(res, ns, name, ptype, self._parse_body(), sub, dry, strict)
+            obj, w, code = adm.patch(res, ns, name, ptype, self._parse_body(), sub, dry, strict, self.review)
             return self._object(code, obj, res, q, w)
         if verb == "delete":
             try:
                 opts = self._parse_body() if self.body.strip() else {}
             except ApiError:
                 opts = {}  # e.g. protobuf DeleteOptions from a typed client: defaults will do
-            obj = store.delete(res, ns, name, opts if isinstance(opts, dict) else {}, dry)
+            obj = adm.delete(res, ns, name, opts if isinstance(opts, dict) else {}, dry, self.review)
             return self._object(200, obj, res, q)
         if verb == "deletecollection":
             items, _, _, _ = store.list(res, ns, q)
             for o in items:
                 try:
-                    store.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], {}, dry)
-                except ApiError:
-                    pass  # gone meanwhile
+                    adm.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], {}, dry, self.review,
+                               collection=ns or "")
+                except ApiError as e:
+                    if e.code != 404:  # gone meanwhile is fine; a webhook's denial is not
+                        raise
             return self._json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
@@ -1666,7 +2731,10 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- output shapes
     def _warn(self, warnings):
-        return {"Warning": ", ".join('299 - "%s"' % w.replace('"', "'") for w in warnings)} if warnings else None
+        texts = list(warnings or []) + [w for w in (self.review.warnings if self.review else [])
+                                        if w not in (warnings or [])]
+        return {"Warning": ['299 - "%s"' % "".join("\\" + c if c in '"\\' else c for c in w) for w in texts]} \
+            if texts else None
 
     def _object(self, code, obj, res, q, warnings=None):
         if self._accepts("as=Table"):
@@ -1879,6 +2947,17 @@ class Handler(BaseHTTPRequestHandler):
                                   "resource": q.get("resource"), "subresource": q.get("subresource")})
         elif what == "rotate-token":
             return self._json(200, {"token": emu.rotate_token(q.get("keep-old") in ("1", "true"))})
+        elif what == "service":
+            if not q.get("namespace") or not q.get("name"):
+                raise bad_request("namespace and name are required")
+            if m == "DELETE":
+                emu.admission.set_service(q["namespace"], q["name"], None)
+            else:
+                try:
+                    addr = Admission.parse_address(q.get("address"))
+                except ValueError as e:
+                    raise bad_request(str(e))
+                emu.admission.set_service(q["namespace"], q["name"], addr)
         elif what == "config":
             if "bookmarkInterval" in q:
                 emu.bookmark_interval = num("bookmarkInterval", 5, float)
@@ -1950,6 +3029,7 @@ class Emulator:
         self.faults, self.garbage = [], []  # rules: {verb, resource, subresource, count[, code]}
         self.down_lock = threading.Lock()
         self.down_until, self.down_mode, self.up_timer = 0.0, None, None
+        self.admission = Admission(self, args.service_endpoints)
         self.https = self._serve(args.port, tls)
         self.https_port = self.https.server_address[1]
         self.http = self._serve(args.http_port, None) if args.http_port is not None else None
@@ -2125,7 +3205,18 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     ap.add_argument("--san", action="append", default=[],
                     help="another subjectAltName of the server certificate (IP:10.0.2.100); repeatable")
+    ap.add_argument("--service-endpoint", action="append", default=[], metavar="NS/NAME=HOST:PORT",
+                    help="where a webhook's clientConfig.service NS/NAME is served; repeatable")
     args = ap.parse_args()
+    args.service_endpoints = {}
+    for spec in args.service_endpoint:
+        m = re.fullmatch(r"([^/=]+)/([^/=]+)=(.+)", spec)
+        try:
+            if not m:
+                raise ValueError("expected NS/NAME=HOST:PORT")
+            args.service_endpoints[(m.group(1), m.group(2))] = Admission.parse_address(m.group(3))
+        except ValueError as e:
+            ap.error("--service-endpoint %s: %s" % (spec, e))
     args.token = args.token or secrets.token_hex(16)
     os.makedirs(args.dir, exist_ok=True)
     _ca, crt, key = make_certs(args.dir, args.san)

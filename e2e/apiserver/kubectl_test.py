@@ -7,10 +7,13 @@ Starts apiserver_emulator.py in a temporary directory, applies deploy/crds/ and 
 CRD with kubectl, and checks what an operator does: api-resources, apply/get/patch/delete of
 PCIDevices and claims (printer columns, status subresource, merges, finalizers), get -w, 401,
 409, 410, 415, 422, 400, 413; then watches, bookmarks, replay, selectors, cut streams and the
-control API with http.client. Prints each check and 'N passed, N failed'; exit 0 when all pass.
+control API with http.client; then admission webhooks, served by an HTTPS webhook of its own
+(denial, JSON patch, failurePolicy, caBundle, timeoutSeconds, DELETE, status subresource, dry run),
+and Leases. Prints each check and 'N passed, N failed'; exit 0 when all pass.
 """
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -418,6 +422,7 @@ def run(t, kubectl, raw, plain, emu, args):
             "serverside-applied" in out and "deleted" in out3, out + err + out2 + err2 + out3 + err3)
 
     raw_checks(t, raw, plain, emu)
+    webhook_checks(t, kubectl, raw, emu, os.path.dirname(emu.dir))
 
 
 def legacy_discovery(t, kubectl_path, work):
@@ -625,6 +630,284 @@ def raw_checks(t, raw, plain, emu):
             break
         time.sleep(0.3)
     t.check("no watch left open", stats["watches_open"] == 0, stats)
+
+
+# --- admission webhooks: a tiny HTTPS webhook server of our own, called through the emulator.
+
+class Hook:
+    """An HTTPS admission webhook for `hook.test-ns.svc` (a CA of its own): /validate denies objects
+    labelled deny=yes (403, with a warning) or deny=bare (no status at all), /mutate adds the label
+    mutated=yes (not on DELETE), /mutate-any patches whatever it gets, /slow answers after 4 s,
+    anything else allows; every AdmissionReview request is recorded as (path, request)."""
+
+    def __init__(self, d):
+        def run(*cmd):
+            subprocess.run(["openssl", *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = lambda n: os.path.join(d, n)  # noqa: E731
+        os.makedirs(d, exist_ok=True)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
+        for ca in ("ca", "other-ca"):  # other-ca signs nothing: a caBundle that does not match
+            run("req", "-x509", *ec, "-keyout", p(ca + ".key"), "-out", p(ca + ".crt"), "-subj", "/CN=" + ca,
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+        run("req", *ec[:-2], "-keyout", p("hook.key"), "-out", p("hook.csr"), "-subj", "/CN=hook")
+        with open(p("hook.ext"), "w") as f:
+            f.write("subjectAltName=DNS:hook.test-ns.svc\nextendedKeyUsage=serverAuth\n")
+        run("x509", "-req", "-in", p("hook.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"), "-CAcreateserial",
+            "-out", p("hook.crt"), "-days", "2", "-extfile", p("hook.ext"))
+        self.ca, self.other_ca = (base64.b64encode(open(p(n), "rb").read()).decode()
+                                  for n in ("ca.crt", "other-ca.crt"))
+        self.reviews, hook = [], self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["request"]
+                path = self.path.split("?")[0]
+                hook.reviews.append((self.path, req))
+                resp = {"uid": req["uid"], "allowed": True}
+                labels = ((req.get("object") or {}).get("metadata") or {}).get("labels") or {}
+                if path == "/validate" and labels.get("deny") == "yes":
+                    resp.update(allowed=False, warnings=['saw "deny"'], status={
+                        "code": 403, "reason": "Forbidden", "message": "label deny=yes is not allowed"})
+                elif path == "/validate" and labels.get("deny") == "bare":
+                    resp["allowed"] = False
+                elif path == "/mutate-any" or (path == "/mutate" and req["object"] is not None):
+                    ops = [{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}]
+                    resp.update(patchType="JSONPatch", patch=base64.b64encode(json.dumps(ops).encode()).decode())
+                elif path == "/slow":
+                    time.sleep(4)
+                data = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                   "response": resp}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the caller gave up (timeoutSeconds)
+
+        ThreadingHTTPServer.daemon_threads = True
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(p("hook.crt"), p("hook.key"))
+        self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+    def seen(self, path, pred=lambda r: True):
+        return [r for p, r in list(self.reviews) if p.split("?")[0] == path and pred(r)]
+
+
+def webhook_config(kind, name, hooks):
+    return json.dumps({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind + "WebhookConfiguration",
+                       "metadata": {"name": name}, "webhooks": hooks})
+
+
+def a_hook(name, path, ca, **extra):
+    h = {"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+         "clientConfig": {"service": {"namespace": "test-ns", "name": "hook", "path": path}, "caBundle": ca},
+         "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                    "resources": ["configmaps"], "scope": "Namespaced"}]}
+    h.update(extra)
+    return h
+
+
+def webhook_checks(t, kubectl, raw, emu, work):
+    hook = Hook(os.path.join(work, "hook"))
+    try:
+        webhook_run(t, kubectl, raw, hook)
+    finally:
+        for kind, name in (("validating", "cm-policy"), ("mutating", "cm-labels")):
+            kubectl("delete", kind + "webhookconfiguration", name, "--ignore-not-found")
+        hook.stop()
+
+
+def webhook_run(t, kubectl, raw, hook):
+    st, _, _ = raw.req("POST", "/emulator/service?namespace=test-ns&name=hook&address=127.0.0.1:%d" % hook.port)
+    kubectl("create", "namespace", "hooked")
+    kubectl("label", "namespace", "hooked", "hooks=on")
+    on = {"matchLabels": {"hooks": "on"}}
+    bad = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+           "metadata": {"name": "bad"}, "webhooks": [{"name": "bad.hook.test", "admissionReviewVersions": ["v1"],
+                                                      "clientConfig": {"url": "http://127.0.0.1:1/x"}}]}
+    rc, out, err = kubectl("apply", "-f", "-", input=json.dumps(bad))
+    t.check("webhook configuration validation: 422 Invalid (sideEffects, https only)", st == 200 and rc != 0 and
+            "is invalid" in err and "webhooks[0].sideEffects: Required value: must specify one of None, "
+            "NoneOnDryRun" in err and "'https' is the only allowed URL scheme" in err, out + err)
+    validating = [a_hook("deny.hook.test", "/validate", hook.ca, namespaceSelector=on),
+                  a_hook("wrongca.hook.test", "/validate", hook.other_ca,
+                         objectSelector={"matchLabels": {"wrongca": "yes"}}),
+                  a_hook("slow.hook.test", "/slow", hook.ca, timeoutSeconds=2,
+                         objectSelector={"matchExpressions": [{"key": "slow", "operator": "Exists"}]}),
+                  a_hook("status.hook.test", "/record", hook.ca, rules=[{
+                      "apiGroups": ["devices.harvesterhci.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
+                      "resources": ["pcidevices/status"]}])]
+    mutating = [a_hook("mutate.hook.test", "/mutate", hook.ca, objectSelector={"matchLabels": {"mutate": "yes"}}),
+                a_hook("patchdelete.hook.test", "/mutate-any", hook.ca, objectSelector={
+                    "matchLabels": {"patchdelete": "yes"}}, rules=[{"apiGroups": [""], "apiVersions": ["v1"],
+                                                                    "operations": ["DELETE"], "resources": ["*"]}])]
+    rc, out, err = kubectl("apply", "-f", "-", input=webhook_config("Validating", "cm-policy", validating))
+    rc2, out2, err2 = kubectl("apply", "-f", "-", input=webhook_config("Mutating", "cm-labels", mutating))
+    rc3, out3, err3 = kubectl("get", "validatingwebhookconfigurations")
+    t.check("kubectl apply of Validating/MutatingWebhookConfigurations; get shows WEBHOOKS", rc == rc2 == rc3 == 0
+            and "created" in out and "created" in out2 and cells(out3.splitlines()[1])[:2] == ["cm-policy", "4"],
+            out + err + out2 + err2 + out3 + err3)
+    rc, out, err = kubectl("get", "validatingwebhookconfiguration", "cm-policy", "-o", "json")
+    h0 = json.loads(out)["webhooks"][0] if rc == 0 else {}
+    t.check("webhook defaults: failurePolicy Fail, matchPolicy Equivalent, timeoutSeconds 10, port 443",
+            h0.get("failurePolicy") == "Fail" and h0.get("matchPolicy") == "Equivalent" and
+            h0.get("timeoutSeconds") == 10 and h0["clientConfig"]["service"].get("port") == 443, out + err)
+
+    def cm(name, labels):
+        return json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"},
+                           "metadata": {"name": name, "namespace": "hooked", "labels": labels}})
+    # A validating denial, through kubectl and raw (code, Status, Warning header, the user told).
+    rc, out, err = kubectl("apply", "-f", "-", input=cm("denied", {"deny": "yes"}))
+    t.check("validating denial: kubectl shows the webhook's message", rc != 0 and 'Error from server (Forbidden): '
+            'error when creating "STDIN": admission webhook "deny.hook.test" denied the request: label deny=yes is '
+            'not allowed' in err and 'Warning: saw "deny"' in err, out + err)
+    c = raw.conn()
+    c.request("POST", "/api/v1/namespaces/hooked/configmaps", body=cm("denied", {"deny": "yes"}),
+              headers={"Authorization": "Bearer " + raw.emu.token, "Content-Type": "application/json",
+                       "X-Emulator-User": "alice"})
+    r = c.getresponse()
+    obj, warn = json.loads(r.read()), r.getheader("Warning")
+    c.close()
+    last = hook.seen("/validate")[-1]
+    t.check("denial: HTTP 403, Status reason Forbidden, Warning header, userInfo from X-Emulator-User",
+            r.status == 403 and obj["reason"] == "Forbidden" and obj["code"] == 403 and obj["message"] ==
+            'admission webhook "deny.hook.test" denied the request: label deny=yes is not allowed' and
+            warn == '299 - "saw \\"deny\\""' and last["userInfo"]["username"] == "alice" and
+            last["operation"] == "CREATE" and last["namespace"] == "hooked" and last["oldObject"] is None,
+            [r.status, obj, warn, last.get("userInfo")])
+
+    # Mutating first (JSON patch applied), validating after, seeing the mutated object.
+    rc, out, err = kubectl("apply", "-f", "-", input=cm("mutated", {"mutate": "yes"}))
+    rc2, out2, err2 = kubectl("get", "cm", "mutated", "-n", "hooked", "-o", "jsonpath={.metadata.labels}")
+    seen = hook.seen("/validate", lambda r: r["name"] == "mutated")
+    t.check("mutating webhook's JSONPatch applied; the validating webhook saw the result", rc == rc2 == 0 and
+            json.loads(out2 or "{}") == {"mutate": "yes", "mutated": "yes"} and seen and
+            seen[-1]["object"]["metadata"]["labels"].get("mutated") == "yes", out + err + out2 + err2)
+
+    # DELETE: oldObject is the stored object, object null.
+    rc, out, err = kubectl("delete", "cm", "mutated", "-n", "hooked")
+    seen = hook.seen("/validate", lambda r: r["operation"] == "DELETE")
+    t.check("DELETE sends oldObject (object null, DeleteOptions)", rc == 0 and seen and seen[-1]["object"] is None
+            and seen[-1]["oldObject"]["metadata"]["name"] == "mutated" and
+            seen[-1]["options"]["kind"] == "DeleteOptions", [out + err, seen[-1:]])
+
+    # As kube-apiserver 1.32: a denial without a status is 400 "without explanation" (no reason); a
+    # mutating webhook's patch on DELETE is a 500 (there is no object to patch).
+    st, obj, _ = raw.req("POST", "/api/v1/namespaces/hooked/configmaps", json.loads(cm("bare", {"deny": "bare"})))
+    t.check("a denial without status: 400, 'denied the request without explanation', no reason", st == 400 and
+            obj["code"] == 400 and "reason" not in obj and obj["message"] ==
+            'admission webhook "deny.hook.test" denied the request without explanation', obj)
+    kubectl("apply", "-f", "-", input=cm("patchdelete", {"patchdelete": "yes"}))
+    rc, out, err = kubectl("delete", "cm", "patchdelete", "-n", "hooked")
+    t.check("a mutating webhook patching a DELETE: 500, attempted to modify the object", rc != 0 and
+            'Internal error occurred: admission webhook "patchdelete.hook.test" attempted to modify the object, '
+            'which is not supported for this operation' in err, out + err)
+
+    # Subresources only when a rule names them (pcidevices/status).
+    before = len(hook.seen("/record"))
+    kubectl("label", "pcidevice", DEV, "hooked=yes", "--overwrite")
+    rc, out, err = kubectl("patch", "pcidevice", DEV, "--subresource=status", "--type=merge",
+                           "-p", '{"status":{"kernelDriverInUse":"vfio-pci"}}')
+    seen = hook.seen("/record")[before:]
+    t.check("a pcidevices/status rule: called on the status patch only", rc == 0 and len(seen) == 1 and
+            seen[0]["subResource"] == "status" and seen[0]["kind"]["kind"] == "PCIDevice" and
+            seen[0]["oldObject"]["metadata"]["name"] == DEV, [out + err, seen])
+
+    # Call failures: the service down under failurePolicy Fail (500), then Ignore (allowed).
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    closed = spare.getsockname()[1]
+    spare.close()
+    raw.req("POST", "/emulator/service?namespace=test-ns&name=hook&address=127.0.0.1:%d" % closed)
+    st, obj, _ = raw.req("POST", "/api/v1/namespaces/hooked/configmaps", json.loads(cm("down", {})))
+    t.check("failurePolicy Fail, server down: 500 InternalError, failed calling webhook", st == 500 and
+            obj["reason"] == "InternalError" and obj["message"] == 'Internal error occurred: failed calling webhook '
+            '"deny.hook.test": failed to call webhook: Post "https://hook.test-ns.svc:443/validate?timeout=10s": '
+            'dial tcp 127.0.0.1:%d: connect: connection refused' % closed, obj)
+    validating[0]["failurePolicy"] = "Ignore"
+    rc, out, err = kubectl("apply", "-f", "-", input=webhook_config("Validating", "cm-policy", validating))
+    rc2, out2, err2 = kubectl("get", "validatingwebhookconfiguration", "cm-policy", "-o",
+                              "jsonpath={.webhooks[*].failurePolicy} {.webhooks[*].clientConfig.service.path}")
+    rc3, out3, err3 = kubectl("apply", "-f", "-", input=cm("down", {}))
+    t.check("kubectl apply switches one webhook to Ignore (merge by name); the create then proceeds", rc == rc2 ==
+            rc3 == 0 and "configured" in out and out2 == "Ignore Fail Fail Fail /validate /validate /slow /record"
+            and "created" in out3, out + err + out2 + err2 + out3 + err3)
+    raw.req("POST", "/emulator/service?namespace=test-ns&name=hook&address=127.0.0.1:%d" % hook.port)
+
+    # A caBundle that does not verify the server's certificate is a call failure.
+    rc, out, err = kubectl("apply", "-f", "-", input=cm("wrongca", {"wrongca": "yes"}))
+    t.check("caBundle that does not match: failed calling webhook, x509 unknown authority", rc != 0 and
+            'failed calling webhook "wrongca.hook.test"' in err and "x509: certificate signed by unknown "
+            "authority" in err, out + err)
+
+    # timeoutSeconds: 2 s against a hook that sleeps 4 s; other requests go on meanwhile.
+    result = {}
+
+    def slow_create():
+        t0 = time.monotonic()
+        result["st"], result["obj"], _ = raw.req("POST", "/api/v1/namespaces/hooked/configmaps",
+                                                 json.loads(cm("slow", {"slow": "1"})))
+        result["took"] = time.monotonic() - t0
+    th = threading.Thread(target=slow_create)
+    th.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    st_get = raw.req("GET", "/api/v1/namespaces/hooked/configmaps")[0]
+    get_took = time.monotonic() - t0
+    th.join(10)
+    t.check("timeoutSeconds 2 against a 4 s hook: 500 after ~2 s, context deadline exceeded",
+            result.get("st") == 500 and 1.9 <= result["took"] < 3.5 and 'failed calling webhook "slow.hook.test"'
+            in result["obj"]["message"] and "context deadline exceeded" in result["obj"]["message"], result)
+    t.check("the store is not locked during a webhook call (a GET meanwhile is quick)", st_get == 200 and
+            get_took < 1.0, get_took)
+
+    # Dry run: sideEffects None, so the webhook is called, told dryRun.
+    rc, out, err = kubectl("apply", "--dry-run=server", "-f", "-", input=cm("denied", {"deny": "yes"}))
+    last = hook.seen("/validate")[-1]
+    t.check("server dry run: webhooks called with dryRun true (and still deny)", rc != 0 and "denied the request"
+            in err and last["dryRun"] is True and last["options"].get("dryRun") == ["All"], out + err)
+
+    st, stats, _ = raw.req("GET", "/emulator/stats")
+    wc = stats.get("webhookCalls", {})
+    t.check("stats: webhookCalls per webhook (calls, failures, denials)",
+            wc.get("deny.hook.test", {}).get("denials", 0) >= 3 and wc["deny.hook.test"]["failures"] == 2 and
+            wc.get("slow.hook.test", {}).get("failures") == 1 and wc.get("mutate.hook.test", {}).get("calls") == 2 and
+            wc.get("patchdelete.hook.test", {}).get("calls") == 1,
+            wc)
+
+    # Leases: a built-in kind; a stale resourceVersion is 409.
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "pcidevices-leader", "namespace": "kube-node-lease"},
+             "spec": {"holderIdentity": "node-a", "leaseDurationSeconds": 15}}
+    rc, out, err = kubectl("apply", "-f", "-", input=json.dumps(lease))
+    rc2, out2, err2 = kubectl("get", "leases", "-n", "kube-node-lease")
+    t.check("kubectl apply a Lease; get leases -n shows HOLDER", rc == rc2 == 0 and "created" in out and
+            cells(out2.splitlines()[0]) == ["NAME", "HOLDER", "AGE"] and
+            cells(out2.splitlines()[1])[:2] == ["pcidevices-leader", "node-a"], out + err + out2 + err2)
+    base = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/pcidevices-leader"
+    st, cur, _ = raw.req("GET", base)
+    stale = json.loads(json.dumps(cur))
+    cur["spec"]["holderIdentity"] = "node-b"
+    st1, obj1, _ = raw.req("PUT", base, cur)
+    stale["spec"]["holderIdentity"] = "node-c"
+    st2, obj2, _ = raw.req("PUT", base, stale)
+    t.check("lease update with the current resourceVersion, then a stale one: 200, 409 Conflict",
+            st1 == 200 and obj1["spec"]["holderIdentity"] == "node-b" and st2 == 409 and
+            obj2["reason"] == "Conflict" and "the object has been modified" in obj2["message"], [obj1, obj2])
 
 
 if __name__ == "__main__":
