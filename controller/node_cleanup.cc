@@ -119,11 +119,13 @@ std::vector<CleanupStep> PlanNodeCleanup(const ClusterStores& c, const std::stri
   claims(
       c.usb_claims, "USBDeviceClaim", [&c](const ObservedObject& o) { return UsbClaimNode(c, o); },
       device_resource(c.usb_devices));
-  for (auto [store, kind] : {std::pair{&c.pci_devices, "PCIDevice"},
+  for (const auto& device : {std::pair{&c.pci_devices, "PCIDevice"},
                              {&c.sriov_networks, "SRIOVNetworkDevice"},
                              {&c.usb_devices, "USBDevice"},
                              {&c.sriov_gpus, "SRIOVGPUDevice"},
                              {&c.vgpus, "VGPUDevice"}}) {
+    const Store* store = device.first;
+    const char* kind = device.second;
     store->Read([&](const Store::Objects& objects) {
       for (const auto& [name, o] : objects) {
         if (o.node_label == node && !o.deleting) {

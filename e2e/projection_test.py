@@ -304,6 +304,17 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
               f"claim {name} for {address!r} refused: {reason}", json.dumps(c)[:600])
     c = api.get("pcideviceclaims", "n1-000000190")
     check("default route" in json.dumps(c), "the refusal names the default route")
+    # Each refusal is a Warning Event about its claim, from the agent (events.k8s.io/v1).
+    events = {e["regarding"]["name"]: e for e in (api.get("events.v1.events.k8s.io", namespace="default") or {"items": []})["items"]}
+    e = events.get("n1-000000190", {})
+    check(e.get("type") == "Warning" and e.get("reason") == "Refused" and "default route" in e.get("note", "")
+          and e.get("regarding", {}).get("uid") == c["metadata"]["uid"] and e.get("reportingController") == "pcidevices.io/agent",
+          "the refusal is a Warning Event on the claim, naming the default route", json.dumps(e)[:600])
+    check(all(events.get(n, {}).get("reason") == r for n, r in (("n1-0000001e0", "DeviceNotFound"), ("my-gpu", "InvalidName"))),
+          "every refused claim has its Event", json.dumps(sorted(events))[:400])
+    rc, out = api.kubectl("describe", "pcideviceclaim", "n1-000000190")
+    check(rc == 0 and "Warning  Refused" in out and "pcidevices.io/agent" in out and "default route" in out,
+          "kubectl describe shows the refusal's Event", out[-800:])
     # Claims already answered are not written again (this is what a claim event costs: nothing
     # for the others), and a status write that fails (HTTP 500 once) is retried after a
     # back-off, with no new event.
@@ -313,8 +324,10 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
     c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("conditions") else None)(
         api.get("pcideviceclaims", "retry-me")), timeout=10)
     stats = api.control("GET", "stats")
-    check(c is not None and stats["writes"] == 3, "a failed claim status write is retried; no other claim written",
-          json.dumps(stats)[:400])
+    by = stats.get("writes_by_resource", {})
+    # The user's create, the failed status write and its retry; and the refusal's one Event.
+    check(c is not None and stats["writes"] == 4 and by.get("pcideviceclaims", 0) + by.get("pcideviceclaims/status", 0) == 3,
+          "a failed claim status write is retried; no other claim written; one Event", json.dumps(stats)[:600])
     rc, out = api.kubectl("apply", "-f", "-", stdin=claim("n2-000081000", "0000:81:00.0", node="n2"))
     time.sleep(1)
     c = api.get("pcideviceclaims", "n2-000081000")
@@ -360,6 +373,14 @@ def scenario(api, daemon, emu, listed, state, other_rv, log):
     check(c is not None and c["status"].get("passthroughEnabled") is False and
           "0000:81:00.1" not in open(f"{state}/state.json").read(),
           "claim for a device another plugin's pod holds: DeviceInUse, not taken", json.dumps(c)[:600])
+    # The refusal is asked again after the claims' back-off: one Event, its series counting.
+    def in_use_events():
+        return [e for e in (api.get("events.v1.events.k8s.io", namespace="default") or {"items": []})["items"]
+                if e["regarding"]["name"] == "n1-000081001" and e.get("reason") == "DeviceInUse"]
+    in_use = wait_for(lambda: (lambda l: l if l and (l[0].get("series") or {}).get("count", 1) >= 2 else None)(
+        in_use_events()), timeout=40, interval=0.5) or in_use_events()
+    check(len(in_use) == 1 and (in_use[0].get("series") or {}).get("count", 1) >= 2,
+          "repeated DeviceInUse refusals are one Event with a series, not an Event each", json.dumps(in_use))
     emu.send("delete vm-net")
     c = wait_for(lambda: (lambda o: o if o and o.get("status", {}).get("passthroughEnabled") else None)(
         api.get("pcideviceclaims", "n1-000081001")), timeout=40)

@@ -3,6 +3,7 @@
 
 #include "core/naming.h"
 #include "projection/controllers.h"
+#include "projection/events.h"
 #include "projection/kube_client.h"
 
 namespace pcid::projection {
@@ -10,7 +11,7 @@ namespace pcid::projection {
 ClaimController::ClaimController(std::string node, Store& pci_claims, Store& usb_claims,
                                  KubeCaller& api, ClaimHandler owner,
                                  std::function<void(Message)> post, const Clock& clock,
-                                 Counters& counters, spdlog::logger& log)
+                                 Counters& counters, spdlog::logger& log, EventRecorder* events)
     : node_(std::move(node)),
       pci_claims_(pci_claims),
       usb_claims_(usb_claims),
@@ -19,19 +20,35 @@ ClaimController::ClaimController(std::string node, Store& pci_claims, Store& usb
       post_(std::move(post)),
       counters_(counters),
       log_(log),
+      events_(events),
       retry_(clock, kWriteBackoff) {}
 
 void ClaimController::Handle(const Message& message) {
-  std::visit(Overloaded{
-                 [&](const InventoryPublished& m) { inventory_ = m.inventory; },
-                 [&](const ClaimAnswered& m) {
-                   ClaimState& st =
-                       (m.kind == ClaimKind::kUsb ? usb_states_ : pci_states_)[m.claim];
-                   (m.ask == ClaimAsk::kEnable ? st.enabled : st.disabled) = m.outcome;
-                 },
-                 [](const auto&) {},
-             },
-             message);
+  std::visit(
+      Overloaded{
+          [&](const InventoryPublished& m) { inventory_ = m.inventory; },
+          [&](const ClaimAnswered& m) {
+            ClaimState& st = (m.kind == ClaimKind::kUsb ? usb_states_ : pci_states_)[m.claim];
+            (m.ask == ClaimAsk::kEnable ? st.enabled : st.disabled) = m.outcome;
+            // Every refusal, retries included (the recorder makes them a series).
+            if (!m.outcome.ok) {
+              Report(m.kind, m.claim, m.outcome, m.ask == ClaimAsk::kEnable ? "Enable" : "Disable");
+            }
+          },
+          [](const auto&) {},
+      },
+      message);
+}
+
+void ClaimController::Report(ClaimKind kind, const std::string& claim, const ClaimOutcome& refused,
+                             const char* action) {
+  reported_[{kind, claim}] = refused.reason + "\n" + refused.message;
+  if (!events_) return;
+  const bool usb = kind == ClaimKind::kUsb;
+  events_->Record(api_,
+                  DeviceSubject(usb ? usb_claims_ : pci_claims_,
+                                usb ? "USBDeviceClaim" : "PCIDeviceClaim", claim),
+                  "Warning", refused.reason, action, refused.message);
 }
 
 ClaimScope ClaimController::Scope(ClaimKind kind) const {
@@ -117,6 +134,7 @@ bool ClaimController::Serve(ClaimKind kind, bool& asked) {
       }
       case ClaimStep::Kind::kForget:
         states.erase(step.claim);
+        reported_.erase({kind, step.claim});
         continue;
       case ClaimStep::Kind::kRetryLater:
         ok = false;  // planned again after the back-off
@@ -125,9 +143,21 @@ bool ClaimController::Serve(ClaimKind kind, bool& asked) {
       case ClaimStep::Kind::kRemoveFinalizer:
         res = api_.Call("PATCH", path, step.body, "application/merge-patch+json");
         break;
-      case ClaimStep::Kind::kWriteStatus:
+      case ClaimStep::Kind::kWriteStatus: {
         res = api_.Call("PATCH", path + "/status", step.body, "application/merge-patch+json");
+        // Refusals the planner made itself (an invalid spec, a USB device gone) never reach
+        // the owner: reported when their status is written.
+        auto st = states.find(step.claim);
+        if (st != states.end() && st->second.enabled && !st->second.enabled->ok &&
+            !st->second.disable_asked) {
+          const ClaimOutcome& refused = *st->second.enabled;
+          auto seen = reported_.find({kind, step.claim});
+          if (seen == reported_.end() || seen->second != refused.reason + "\n" + refused.message) {
+            Report(kind, step.claim, refused, "Enable");
+          }
+        }
         break;
+      }
     }
     if (!res.ok() || res->status / 100 != 2) {
       counters_.Add({.failures = 1, .claim_writes = 1});

@@ -50,6 +50,8 @@ class logger;
 
 namespace pcid::projection {
 
+class EventRecorder;
+
 class KubeCaller;
 
 inline constexpr char kDevicesApiPrefix[] = "/apis/devices.harvesterhci.io/v1beta1/";
@@ -135,9 +137,10 @@ class DeviceController {
 class ClaimController {
  public:
   // `post` hands the owner's answers (ClaimAnswered) back to the controller thread; any thread.
+  // `events` (optional) records a Warning Event on a claim for each refusal of its device.
   ClaimController(std::string node, Store& pci_claims, Store& usb_claims, KubeCaller& api,
                   ClaimHandler owner, std::function<void(Message)> post, const Clock& clock,
-                  Counters& counters, spdlog::logger& log);
+                  Counters& counters, spdlog::logger& log, EventRecorder* events = nullptr);
 
   // ClaimAnswered: the owner's answer; InventoryPublished: which USBDevices are ours.
   void Handle(const Message& message);
@@ -161,6 +164,10 @@ class ClaimController {
   bool Serve(ClaimKind kind, bool& asked);
   ClaimScope Scope(ClaimKind kind) const;
   ClaimsInUse InUse() const;
+  // A Warning Event on the claim for a refusal (when events_ is set); remembered, so that its
+  // status write does not report it again.
+  void Report(ClaimKind kind, const std::string& claim, const ClaimOutcome& refused,
+              const char* action);
 
   const std::string node_;
   Store& pci_claims_;
@@ -170,9 +177,11 @@ class ClaimController {
   std::function<void(Message)> post_;
   Counters& counters_;
   spdlog::logger& log_;
+  EventRecorder* events_;
   RetryTimer retry_;
   std::shared_ptr<const Inventory> inventory_;
   std::map<std::string, ClaimState> pci_states_, usb_states_;
+  std::map<std::pair<ClaimKind, std::string>, std::string> reported_;  // reason + message
   bool swept_ = false;      // the start-up sweep of PCI claims sent
   bool usb_swept_ = false;  // and of USB claims
 };
@@ -315,7 +324,8 @@ class VfClaimController {
  public:
   VfClaimController(std::string node, Store& claims, Store& network, KubeCaller& api,
                     SriovHandler owner, std::function<void(Message)> post, const Clock& clock,
-                    WallClock wall, Counters& counters, spdlog::logger& log);
+                    WallClock wall, Counters& counters, spdlog::logger& log,
+                    EventRecorder* events = nullptr);
 
   // VfAnswered (kVfClaim): the owner's answer; InventoryPublished: the VFs' IDs.
   void Handle(const Message& message);
@@ -347,6 +357,7 @@ class VfClaimController {
   WallClock wall_;
   Counters& counters_;
   spdlog::logger& log_;
+  EventRecorder* events_;
   RetryTimer retry_;
   std::shared_ptr<const Inventory> inventory_;
   std::map<std::string, VfClaimState> states_;
@@ -372,7 +383,7 @@ class VgpuController {
   // `wall` gives conditions' lastTransitionTime.
   VgpuController(std::string node, Store& objects, KubeCaller& api, VgpuHandler owner,
                  std::function<void(Message)> post, const Clock& clock, WallClock wall,
-                 Counters& counters, spdlog::logger& log);
+                 Counters& counters, spdlog::logger& log, EventRecorder* events = nullptr);
 
   // InventoryPublished: the functions offered and their types; VgpuAnswered: the owner's answer
   // to the ask it numbers.
@@ -406,6 +417,7 @@ class VgpuController {
   WallClock wall_;
   Counters& counters_;
   spdlog::logger& log_;
+  EventRecorder* events_;
   RetryTimer retry_;
   std::shared_ptr<const Inventory> inventory_;
   std::map<std::string, VgpuOffer> offers_;

@@ -10,6 +10,7 @@
 #include "core/status.h"
 #include "projection/kube_client.h"
 #include "projection/objects.h"
+#include "projection/store.h"
 
 namespace pcid::projection {
 namespace {
@@ -25,6 +26,15 @@ std::string EventsPath(const std::string& ns) {
 }
 
 }  // namespace
+
+EventSubject DeviceSubject(const Store& store, std::string kind, const std::string& name) {
+  EventSubject s{"devices.harvesterhci.io/v1beta1", std::move(kind), name, "", ""};
+  s.uid = store.Read([&](const Store::Objects& objects) {
+    auto it = objects.find(name);
+    return it == objects.end() ? std::string() : it->second.uid;
+  });
+  return s;
+}
 
 EventRecorder::EventRecorder(EventRecorderConfig config, const Clock& clock, spdlog::logger& log)
     : config_(std::move(config)), clock_(clock), log_(log) {}

@@ -22,6 +22,7 @@ class logger;
 namespace pcid::projection {
 
 class KubeCaller;
+class Store;
 
 // The object an event is about.
 struct EventSubject {
@@ -38,6 +39,10 @@ struct EventRecorderConfig {
   std::chrono::seconds series_window{360};  // client-go's isomorphic-event window
   std::chrono::seconds flush_interval{30};  // how often pending series counts are written
 };
+
+// A devices.harvesterhci.io/v1beta1 object of `kind` named `name`, with its uid when `store` holds
+// it (an Event about an object of the same name made again must not attach to the new one).
+EventSubject DeviceSubject(const Store& store, std::string kind, const std::string& name);
 
 class EventRecorder {
  public:

@@ -27,7 +27,7 @@ absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e, bool name_r
   ObservedObject o;
   simdjson::dom::object meta;
   if (e["metadata"].get(meta)) return Bad("object", "no metadata");
-  std::string_view name, rv, node;
+  std::string_view name, rv;
   if ((meta["name"].get(name) || name.empty()) && name_required) {
     return Bad("object", "no metadata.name");
   }

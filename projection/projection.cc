@@ -13,6 +13,7 @@
 #include "core/mutex.h"
 #include "core/status.h"
 #include "projection/controllers.h"
+#include "projection/events.h"
 #include "projection/informer.h"
 #include "projection/kube_client.h"
 #include "projection/kubevirt.h"
@@ -107,9 +108,11 @@ struct Projection::Impl {
     KubeVirtRetry conflicts;
     conflicts.sleep = [this](std::chrono::milliseconds d) { return shutdown.SleepFor(d); };
     DeviceController devices(node, pci, usb, **client, clock, counters, *log);
+    // Refusals become Warning Events on the claims and objects (kubectl describe says why).
+    EventRecorder events({"pcidevices.io/agent", node}, clock, *log);
     ClaimController claims(
         node, pci_claims, usb_claims, **client, owner, [this](Message m) { Post(std::move(m)); },
-        clock, counters, *log);
+        clock, counters, *log, &events);
     KubeVirtController kubevirt(node, kubevirts, pci_claims, sriov ? &vf_claims : nullptr, **client,
                                 conflicts, clock, *log);
     std::optional<SriovController> sriov_objects;
@@ -120,13 +123,13 @@ struct Projection::Impl {
           [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log);
       vf_claim_controller.emplace(
           node, vf_claims, sriov_network, **client, sriov,
-          [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log);
+          [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log, &events);
     }
     std::optional<VgpuController> vgpu_objects;
     if (vgpu) {
       vgpu_objects.emplace(
           node, vgpus, **client, vgpu, [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now,
-          counters, *log);
+          counters, *log, &events);
     }
     while (true) {
       std::optional<Clock::time_point> wake;
@@ -159,6 +162,7 @@ struct Projection::Impl {
         }
       }
       kubevirt.Reconcile();
+      events.Flush(**client);
     }
   }
 };

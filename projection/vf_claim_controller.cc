@@ -6,6 +6,7 @@
 #include "core/naming.h"
 #include "projection/claims.h"
 #include "projection/controllers.h"
+#include "projection/events.h"
 #include "projection/kube_client.h"
 
 namespace pcid::projection {
@@ -24,7 +25,8 @@ std::string Describe(const VfClaimAsk& ask) {
 VfClaimController::VfClaimController(std::string node, Store& claims, Store& network,
                                      KubeCaller& api, SriovHandler owner,
                                      std::function<void(Message)> post, const Clock& clock,
-                                     WallClock wall, Counters& counters, spdlog::logger& log)
+                                     WallClock wall, Counters& counters, spdlog::logger& log,
+                                     EventRecorder* events)
     : node_(std::move(node)),
       claims_(claims),
       network_(network),
@@ -34,6 +36,7 @@ VfClaimController::VfClaimController(std::string node, Store& claims, Store& net
       wall_(std::move(wall)),
       counters_(counters),
       log_(log),
+      events_(events),
       retry_(clock, kWriteBackoff) {}
 
 void VfClaimController::Handle(const Message& message) {
@@ -49,6 +52,11 @@ void VfClaimController::Handle(const Message& message) {
   st.answer = m->outcome;
   if (!m->outcome.ok) {
     log_.warn("vfclaim {}: refused: {}: {}", m->name, m->outcome.reason, m->outcome.message);
+    if (events_) {
+      events_->Record(api_, DeviceSubject(claims_, "VFClaim", m->name), "Warning",
+                      m->outcome.reason, st.asked && st.asked->release ? "Release" : "Claim",
+                      m->outcome.message);
+    }
   }
   if (st.asked->release) {
     if (m->outcome.ok) st.held.reset();

@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include "projection/controllers.h"
+#include "projection/events.h"
 #include "projection/kube_client.h"
 
 namespace pcid::projection {
@@ -34,7 +35,8 @@ std::string TypeName(const VgpuOffer& offer, const std::string& id) {
 
 VgpuController::VgpuController(std::string node, Store& objects, KubeCaller& api, VgpuHandler owner,
                                std::function<void(Message)> post, const Clock& clock,
-                               WallClock wall, Counters& counters, spdlog::logger& log)
+                               WallClock wall, Counters& counters, spdlog::logger& log,
+                               EventRecorder* events)
     : node_(std::move(node)),
       objects_(objects),
       api_(api),
@@ -43,6 +45,7 @@ VgpuController::VgpuController(std::string node, Store& objects, KubeCaller& api
       wall_(std::move(wall)),
       counters_(counters),
       log_(log),
+      events_(events),
       retry_(clock, kWriteBackoff) {}
 
 void VgpuController::Handle(const Message& message) {
@@ -62,6 +65,10 @@ void VgpuController::Handle(const Message& message) {
             if (!m.outcome.ok) {
               log_.warn("VGPUDevice {}: refused: {}: {}", m.name, m.outcome.reason,
                         m.outcome.message);
+              if (events_) {
+                events_->Record(api_, DeviceSubject(objects_, "VGPUDevice", m.name), "Warning",
+                                m.outcome.reason, "Configure", m.outcome.message);
+              }
             }
           },
           [](const auto&) {},

@@ -5,7 +5,7 @@
 #   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer, and the daemon's
 #      device-plugin e2e tests with that build;
 #   3. a clang build with ThreadSanitizer and -Wthread-safety -Werror: the unit tests and the
-#      daemon's device-plugin, projection and hot-plug e2e tests under it;
+#      daemon's device-plugin, projection and hot-plug e2e tests and the controller's under it;
 #   4. the libFuzzer targets for a short while (clang).
 # Step 1 includes the real-kernel VM tests (e2e/vm: qemu, Debian's kernel fetched by apt-get
 # download into build/vm-cache, never installed; TCG where KVM is not usable).
@@ -36,7 +36,7 @@ cmake --build build-tsan --target unit_tests pcidevices kubelet_emulator uevent_
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/scripts/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j "$jobs" -L unit
 TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp" ctest --test-dir build-tsan --output-on-failure \
-  -R 'e2e_device_plugin|e2e_projection|e2e_hotplug|e2e_metrics'
+  -R 'e2e_device_plugin|e2e_projection|e2e_hotplug|e2e_metrics|e2e_controller'
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"

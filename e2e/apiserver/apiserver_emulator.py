@@ -14,9 +14,30 @@ makes the certificates.
         [--no-aggregated-discovery] [--san IP:10.0.2.100]... [--service-endpoint NS/NAME=HOST:PORT]...
         [--verbose]
 
-Built-in kinds: namespaces, nodes, configmaps, events (v1 and events.k8s.io/v1, stored apart: no
-conversion between them), coordination.k8s.io/v1 leases, apiextensions.k8s.io/v1 CRDs and
-admissionregistration.k8s.io/v1 Validating/MutatingWebhookConfigurations.
+Built-in kinds: namespaces, nodes, configmaps, events, coordination.k8s.io/v1 leases,
+apiextensions.k8s.io/v1 CRDs and admissionregistration.k8s.io/v1 Validating/MutatingWebhookConfigurations.
+
+Events, as kube-apiserver keeps them: one storage, two views. An Event written through either v1 or
+events.k8s.io/v1 (create, update -- which creates a missing event --, merge/JSON/strategic patch,
+delete) is one object, with one name, uid and resourceVersion; get, list, watch and Table answers
+show each group's shape, converted field by field as pkg/apis/events/v1/conversion.go does
+(regarding/involvedObject, note/message, reportingController/reportingComponent, deprecatedSource/
+source, deprecatedFirstTimestamp, deprecatedLastTimestamp and deprecatedCount/firstTimestamp,
+lastTimestamp and count; eventTime, series, related, reportingInstance, action, reason and type
+as they are), and marshalled as the Go types are (`"eventTime": null`, `"reportingComponent": ""`;
+MicroTimes need six fractional digits; unknown fields dropped). Patches apply to the request's view.
+Validation is pkg/apis/core/validation/events.go: the legacy checks for every write, and through
+events.k8s.io/v1 the strict ones (eventTime, type, series.count >= 2, deprecated* unset on create;
+everything but series immutable on update). Field selectors as the event registry: on v1
+involvedObject.{kind,namespace,name,uid,apiVersion,resourceVersion,fieldPath}, reason,
+reportingComponent, source (source.component, else reportingComponent), type, metadata.name and
+metadata.namespace; on events.k8s.io/v1 regarding.*, reason, reportingController, source, type and
+metadata.*; other labels are 400. So `kubectl describe` of any object (for a cluster-scoped one:
+GET /api/v1/events?fieldSelector=involvedObject.name=N,involvedObject.namespace=,
+involvedObject.kind=K,involvedObject.uid=U&limit=500, across namespaces) lists events posted
+through either group, a series as "AGE (xN over AGE)"; `kubectl get events` prints LAST SEEN, TYPE,
+REASON, OBJECT, MESSAGE (-o wide: SUBOBJECT, SOURCE, FIRST SEEN, COUNT, NAME). Field selectors on
+other kinds: metadata.name and metadata.namespace.
 
 Admission webhooks, as kube-apiserver 1.32's webhook plugins: on create, update, patch and delete
 (subresources only when a rule names them, e.g. pcidevices/status) of any kind but the webhook
@@ -77,6 +98,7 @@ garbage collection by ownerReferences.
 import argparse
 import base64
 import binascii
+import datetime
 import hashlib
 import hmac
 import http.client
@@ -445,25 +467,81 @@ def labels_match(reqs, labels):
     return True
 
 
-def parse_field_selector(text):
-    reqs = []
-    for p in (x.strip() for x in text.split(",")):
-        if not p:
+def _split_terms(text):
+    """fields.splitTerms: split at the commas a backslash does not escape (escapes kept)."""
+    terms, cur, esc = [], "", False
+    for ch in text:
+        if esc:
+            cur, esc = cur + ch, False
+        elif ch == "\\":
+            cur, esc = cur + ch, True
+        elif ch == ",":
+            terms.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    terms.append(cur)
+    return terms
+
+
+def _unescape_field_value(v):
+    r"""fields.UnescapeValue: \\, \, and \= are escapes; a bare , or = and any other escape are errors."""
+    out, esc = "", False
+    for ch in v:
+        if esc:
+            if ch not in "\\,=":
+                raise bad_request("invalid field selector: invalid escape sequence: \\%s" % ch)
+            out, esc = out + ch, False
+        elif ch == "\\":
+            esc = True
+        elif ch in ",=":
+            raise bad_request("invalid field selector: unescaped character %s" % json.dumps(ch))
+        else:
+            out += ch
+    if esc:
+        raise bad_request("invalid field selector: invalid escape sequence: \\")
+    return out
+
+
+def field_labels(res):
+    """{field label a client may select on: the field it names in the stored object's field set}
+    (the scheme's field label conversion for the request's group-version)."""
+    if res is not None and res.skey == EVENTS_SKEY:
+        return EVENTS_V1_FIELD_LABELS if res.group == EVENTS_GROUP else CORE_EVENT_FIELD_LABELS
+    return {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
+
+
+def parse_field_selector(text, res=None):
+    """fields.ParseSelector, then the field label conversion of `res`: [(stored field, op, value)]."""
+    labels, reqs = field_labels(res), []
+    for p in _split_terms(text) if text else []:
+        if not p.strip():
             continue
-        m = re.fullmatch(r"([A-Za-z0-9_.]+)\s*(==|!=|=)\s*(.*)", p)
+        m = re.match(r"(.*?)(!=|==|=)(.*)\Z", p, re.S)
         if not m:
-            raise bad_request("invalid selector: %r; can't understand %r" % (text, p))
-        if m.group(1) not in ("metadata.name", "metadata.namespace"):
-            raise bad_request('field label not supported: %s' % m.group(1))
-        reqs.append((m.group(1), "!=" if m.group(2) == "!=" else "=", m.group(3)))
+            raise bad_request("invalid selector: '%s'; can't understand '%s'" % (text, p))
+        label, value = m.group(1).strip(), _unescape_field_value(m.group(3))
+        if label not in labels:
+            raise bad_request("field label not supported: %s" % label)
+        reqs.append((labels[label], "!=" if m.group(2) == "!=" else "=", value))
     return reqs
 
 
-def fields_match(reqs, obj):
+def selectable_fields(obj):
+    """The field set a stored object offers to field selectors (the registry's GetAttrs)."""
     meta = obj.get("metadata", {})
+    fields = {"metadata.name": meta.get("name", "") or "", "metadata.namespace": meta.get("namespace", "") or ""}
+    if obj.get("apiVersion") == "v1" and obj.get("kind") == "Event":
+        fields.update(event_selectable_fields(obj))
+    return fields
+
+
+def fields_match(reqs, obj):
+    if not reqs:
+        return True
+    have = selectable_fields(obj)
     for field, op, val in reqs:
-        v = meta.get(field.split(".", 1)[1], "") or ""
-        if (op == "=") != (v == val):
+        if (op == "=") != (have.get(field, "") == val):
             return False
     return True
 
@@ -711,6 +789,339 @@ AGE_COLUMN = Column("Age", "date", _age, "", "CreationTimestamp is a timestamp r
 
 
 # ----------------------------------------------------------------------------------------------
+# Events: one storage, two views. As in kube-apiserver (events.k8s.io events cohabit with core
+# events in etcd), an Event is stored once, in its core/v1 form; events.k8s.io/v1 is a view of the
+# same object converted field by field, as k8s.io/kubernetes pkg/apis/events/v1/conversion.go does
+# (Convert_v1_Event_To_core_Event / Convert_core_Event_To_v1_Event): regarding<->involvedObject,
+# note<->message, reportingController<->reportingComponent, deprecatedSource<->source,
+# deprecatedFirstTimestamp/deprecatedLastTimestamp/deprecatedCount<->firstTimestamp/lastTimestamp/
+# count; eventTime, series {count, lastObservedTime}, related, reportingInstance, action, reason
+# and type keep their names. Nothing else moves (source.component is not filled from
+# reportingController: only the `source` field selector and the printers fall back on it).
+# Bodies are decoded as the Go types decode them (unknown fields dropped, types checked, times
+# parsed: a MicroTime needs exactly six fractional digits) and every answer is marshalled as Go
+# marshals the type (`"eventTime": null`, `"reportingComponent": ""`, `"deprecatedSource": {}`...).
+
+EVENTS_SKEY = ("", "events")
+EVENTS_GROUP = "events.k8s.io"
+EVENTS_V1_TO_CORE = {"regarding": "involvedObject", "note": "message", "reportingController": "reportingComponent",
+                     "deprecatedSource": "source", "deprecatedFirstTimestamp": "firstTimestamp",
+                     "deprecatedLastTimestamp": "lastTimestamp", "deprecatedCount": "count"}
+# The Go type of each field, by its core/v1 name ("ref*": a pointer, nil when absent).
+_EV_TYPES = {"involvedObject": "ref", "reason": "string", "message": "string", "source": "source",
+             "firstTimestamp": "time", "lastTimestamp": "time", "count": "int32", "type": "string",
+             "eventTime": "microtime", "series": "series", "action": "string", "related": "ref*",
+             "reportingComponent": "string", "reportingInstance": "string"}
+_EV_ZERO = {"ref": {}, "source": {}, "string": "", "int32": 0, "time": None, "microtime": None, "series": None,
+            "ref*": None}
+# Each view's fields in Go struct order: (JSON name, marshalled even when zero: no omitempty, or a struct).
+_EV_CORE_OUT = [("involvedObject", True), ("reason", False), ("message", False), ("source", True),
+                ("firstTimestamp", True), ("lastTimestamp", True), ("count", False), ("type", False),
+                ("eventTime", True), ("series", False), ("action", False), ("related", False),
+                ("reportingComponent", True), ("reportingInstance", True)]
+_EV_V1_OUT = [("eventTime", True), ("series", False), ("reportingController", False), ("reportingInstance", False),
+              ("action", False), ("reason", False), ("regarding", True), ("related", False), ("note", False),
+              ("type", False), ("deprecatedSource", True), ("deprecatedFirstTimestamp", True),
+              ("deprecatedLastTimestamp", True), ("deprecatedCount", False)]
+_REF_FIELDS = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+_SOURCE_FIELDS = ("component", "host")
+_INVOLVED = _REF_FIELDS
+# Field selectors: core/v1 AddFieldLabelConversionsForEvent (labels as they are) and events/v1's
+# mapping onto the same field set (pkg/registry/core/event/strategy.go ToSelectableFields).
+CORE_EVENT_FIELD_LABELS = {f: f for f in ["involvedObject." + x for x in _INVOLVED] + [
+    "reason", "reportingComponent", "source", "type", "metadata.namespace", "metadata.name"]}
+EVENTS_V1_FIELD_LABELS = dict({"regarding." + x: "involvedObject." + x for x in _INVOLVED}, **{
+    "reason": "reason", "reportingController": "reportingComponent", "source": "source", "type": "type",
+    "metadata.namespace": "metadata.namespace", "metadata.name": "metadata.name"})
+
+_GO_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def _json_kind(v):
+    return ("null" if v is None else "bool" if isinstance(v, bool) else "number" if isinstance(v, (int, float))
+            else "string" if isinstance(v, str) else "array" if isinstance(v, list) else "object")
+
+
+class _EvDecodeError(Exception):
+    pass
+
+
+def go_time(v, micro):
+    """metav1.Time / MicroTime: parsed as their UnmarshalJSON parses (RFC 3339; MicroTime's layout
+    wants exactly six fractional digits), written as MarshalJSON writes (UTC, to the second or the
+    microsecond). None is the zero time, marshalled as null."""
+    layout = "2006-01-02T15:04:05.000000Z07:00" if micro else "2006-01-02T15:04:05Z07:00"
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise _EvDecodeError("json: cannot unmarshal %s into Go value of type string" % _json_kind(v))
+    m = _GO_TIME.fullmatch(v)
+    frac = m.group(7) if m else None
+    if not m or (micro and (frac is None or len(frac) != 7)):
+        head = re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", v)
+        rest, elem = (v[19:], ".000000" if micro else "Z07:00") if head else (v, layout)
+        raise _EvDecodeError('parsing time "%s" as "%s": cannot parse "%s" as "%s"' % (v, layout, rest, elem))
+    off = m.group(8)
+    tz = datetime.timezone.utc if off == "Z" else datetime.timezone(
+        (1 if off[0] == "+" else -1) * datetime.timedelta(hours=int(off[1:3]), minutes=int(off[4:6])))
+    try:
+        t = datetime.datetime(*[int(x) for x in m.groups()[:6]], int((frac or ".0")[1:7].ljust(6, "0")), tzinfo=tz)
+        t = t.astimezone(datetime.timezone.utc)
+    except (ValueError, OverflowError) as e:
+        raise _EvDecodeError('parsing time "%s": %s' % (v, e))
+    if t.replace(tzinfo=None) == datetime.datetime(1, 1, 1):
+        return None  # the zero time
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _go_since(ts):
+    """printers' translate(Micro)TimestampSince: HumanDuration since a marshalled time, or <unknown>."""
+    m = _GO_TIME.fullmatch(ts) if isinstance(ts, str) else None
+    if not m:
+        return "<unknown>"
+    t = datetime.datetime(*[int(x) for x in m.groups()[:6]], tzinfo=datetime.timezone.utc).timestamp()
+    return human_duration(time.time() - t)
+
+
+def _ev_struct(v, fields, path, unknown, gotype):
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise _EvDecodeError("json: cannot unmarshal %s into Go struct field Event.%s of type %s"
+                             % (_json_kind(v), path, gotype))
+    out = {}
+    for k, x in v.items():
+        if k not in fields:
+            unknown.append("%s.%s" % (path, k))
+        elif x is not None and not isinstance(x, str):
+            raise _EvDecodeError("json: cannot unmarshal %s into Go struct field %s.%s of type string"
+                                 % (_json_kind(x), gotype.split(".")[-1], k))
+    for k in fields:  # Go struct order, empty strings omitted
+        if isinstance(v.get(k), str) and v[k]:
+            out[k] = v[k]
+    return out
+
+
+def _ev_field(typ, v, path, unknown):
+    if typ == "string":
+        if v is not None and not isinstance(v, str):
+            raise _EvDecodeError("json: cannot unmarshal %s into Go struct field Event.%s of type string"
+                                 % (_json_kind(v), path))
+        return v or ""
+    if typ == "int32":
+        if v is None:
+            return 0
+        if isinstance(v, bool) or not isinstance(v, int) or not -2 ** 31 <= v < 2 ** 31:
+            raise _EvDecodeError("json: cannot unmarshal %s into Go struct field Event.%s of type int32"
+                                 % ("number " + json.dumps(v) if isinstance(v, (int, float)) and
+                                    not isinstance(v, bool) else _json_kind(v), path))
+        return v
+    if typ in ("time", "microtime"):
+        return go_time(v, typ == "microtime")
+    if typ == "ref" or (typ == "ref*" and v is not None):
+        return _ev_struct(v, _REF_FIELDS, path, unknown, "v1.ObjectReference")
+    if typ == "source":
+        return _ev_struct(v, _SOURCE_FIELDS, path, unknown, "v1.EventSource")
+    if typ == "series" and v is not None:
+        if not isinstance(v, dict):
+            raise _EvDecodeError("json: cannot unmarshal %s into Go struct field Event.%s of type v1.EventSeries"
+                                 % (_json_kind(v), path))
+        unknown.extend("%s.%s" % (path, k) for k in v if k not in ("count", "lastObservedTime"))
+        return {"count": _ev_field("int32", v.get("count"), path + ".count", unknown),
+                "lastObservedTime": go_time(v.get("lastObservedTime"), True)}
+    return None
+
+
+def ev_decode(body, group):
+    """An Event in `group`'s JSON shape -> (internal form {core/v1 name: value}, unknown fields).
+    Raises _EvDecodeError where the Go decoder fails."""
+    out_fields = _EV_V1_OUT if group == EVENTS_GROUP else _EV_CORE_OUT
+    known = {n for n, _ in out_fields}
+    internal, unknown = {}, []
+    for k, v in body.items():
+        if k in ("apiVersion", "kind", "metadata"):
+            continue
+        if k not in known:
+            unknown.append(k)
+            continue
+        core = EVENTS_V1_TO_CORE.get(k, k) if group == EVENTS_GROUP else k
+        internal[core] = _ev_field(_EV_TYPES[core], v, k, unknown)
+    return internal, unknown
+
+
+def ev_encode(internal, meta, group):
+    """The internal form marshalled as `group`'s Go type (field order, omitempty, null times)."""
+    v1 = group == EVENTS_GROUP
+    o = {"kind": "Event", "apiVersion": "events.k8s.io/v1" if v1 else "v1", "metadata": meta}
+    for name, always in _EV_V1_OUT if v1 else _EV_CORE_OUT:
+        core = EVENTS_V1_TO_CORE.get(name, name) if v1 else name
+        typ = _EV_TYPES[core]
+        v = internal.get(core, _EV_ZERO[typ])
+        if typ == "series":
+            if v is not None:  # core/v1 EventSeries.count is omitempty, events/v1's is not
+                o[name] = dict({"count": v["count"]} if v1 or v["count"] else {},
+                               lastObservedTime=v["lastObservedTime"])
+        elif typ == "ref*":
+            if v is not None:
+                o[name] = dict(v)
+        elif typ in ("ref", "source"):
+            o[name] = dict(v)
+        elif always or v not in ("", 0):
+            o[name] = v
+    return o
+
+
+def event_internal(obj):
+    """The internal form of a (valid) Event in either shape, told apart by its apiVersion."""
+    return ev_decode(obj, EVENTS_GROUP if obj.get("apiVersion") == EVENTS_GROUP + "/v1" else "")[0]
+
+
+def event_view(obj, group):
+    """An Event (either shape) as `group` shows it: "" for core/v1, events.k8s.io."""
+    return ev_encode(event_internal(obj), jcopy(obj.get("metadata") or {}), group)
+
+
+def event_selectable_fields(ev):
+    """ToSelectableFields on a stored (core/v1) Event; `source` falls back on reportingComponent."""
+    io, src = ev.get("involvedObject") or {}, ev.get("source") or {}
+    fields = {"involvedObject." + k: io.get(k, "") for k in _INVOLVED}
+    fields.update({"reason": ev.get("reason", ""), "reportingComponent": ev.get("reportingComponent", ""),
+                   "source": src.get("component") or ev.get("reportingComponent", ""), "type": ev.get("type", "")})
+    return fields
+
+
+def _qualified_name_errors(v):
+    """k8s.io/apimachinery validation.IsQualifiedName."""
+    fmt = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+    msg = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+           "character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '%s')" % fmt)
+    parts, errs = v.split("/"), []
+    if len(parts) > 2:
+        return ["a qualified name " + msg + " with an optional DNS subdomain prefix and '/' (e.g. "
+                "'example.com/MyName')"]
+    name = parts[-1]
+    if len(parts) == 2:
+        if not parts[0]:
+            errs.append("prefix part must be non-empty")
+        elif not DNS1123_SUB.fullmatch(parts[0]) or len(parts[0]) > 253:
+            errs.append("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                        "characters, '-' or '.', and must start and end with an alphanumeric character")
+    if not name:
+        errs.append("name part must be non-empty")
+    elif len(name) > 63:
+        errs.append("name part must be no more than 63 characters")
+    if not re.fullmatch(fmt, name):
+        errs.append("name part " + msg)
+    return errs
+
+
+def validate_event(res, ev, old):
+    """pkg/apis/core/validation/events.go on the stored form: ValidateEventCreate (old None) or
+    ValidateEventUpdate; the strict part only for requests through events.k8s.io/v1. Returns the
+    causes [(field, reason, message)]."""
+    c = []
+
+    def inv(f, v, msg):
+        c.append((f, "FieldValueInvalid", "Invalid value: %s: %s" % (_go_value(v), msg)))
+
+    def req(f):
+        c.append((f, "FieldValueRequired", "Required value"))
+    ns = ev["metadata"].get("namespace") or ""
+    ion = (ev.get("involvedObject") or {}).get("namespace", "")
+    # legacyValidateEvent
+    if ev.get("eventTime") is None:
+        if (not ion and ns not in ("", "default")) or (ion and ns != ion):
+            inv("involvedObject.namespace", ion, "does not match event.namespace")
+    else:
+        if not ion and ns not in ("default", "kube-system"):
+            inv("involvedObject.namespace", ion, "does not match event.namespace")
+        rc = ev.get("reportingComponent", "")
+        if not rc:
+            req("reportingController")
+        for m in _qualified_name_errors(rc):
+            inv("reportingController", rc, m)
+        for f, limit in (("reportingInstance", 128), ("action", 128), ("reason", 128)):
+            if not ev.get(f):
+                req(f)
+            if len(ev.get(f, "").encode()) > limit:  # Go's len: bytes
+                inv(f, "", "can have at most %d characters" % limit)
+        if len(ev.get("message", "").encode()) > 1024:
+            inv("message", "", "can have at most 1024 characters")
+    if res.group != EVENTS_GROUP:
+        return c  # core/v1 (and events.k8s.io/v1beta1): no further validation, for compatibility
+
+    def series():
+        s = ev.get("series")
+        if s is not None:
+            if s["count"] < 2:
+                inv("series.count", "", "should be at least 2")
+            if s["lastObservedTime"] is None:
+                req("series.lastObservedTime")
+    if old is None:
+        series()
+        if ev.get("eventTime") is None:
+            req("eventTime")
+        if ev.get("type", "") not in ("Normal", "Warning"):
+            inv("type", "", "has invalid value: %s" % ev.get("type", ""))
+        for f in ("firstTimestamp", "lastTimestamp"):
+            if ev.get(f) is not None:
+                inv(f, "", "needs to be unset")
+        if ev.get("count"):
+            inv("count", "", "needs to be unset")
+        if ev.get("source"):
+            inv("source", "", "needs to be unset")
+    else:
+        if ev.get("series") != old.get("series"):
+            series()
+        for f in ("involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count",
+                  "type", "eventTime", "action", "related", "reportingComponent", "reportingInstance"):
+            if ev.get(f) != old.get(f):
+                inv("reportingController" if f == "reportingComponent" else f, ev.get(f), "field is immutable")
+    return c
+
+
+def _ev_row(o):
+    """printEvent (pkg/printers/internalversion), wide as the server builds it: Last Seen, Type,
+    Reason, Object, Subobject, Source, Message, First Seen, Count, Name."""
+    e = event_view(o, "") if o.get("apiVersion") == EVENTS_GROUP + "/v1" else o
+    first = _go_since(e.get("firstTimestamp")) if e.get("firstTimestamp") else _go_since(e.get("eventTime"))
+    last = _go_since(e.get("lastTimestamp")) if e.get("lastTimestamp") else first
+    count = e.get("count", 0)
+    if e.get("series") is not None:
+        last, count = _go_since(e["series"].get("lastObservedTime")), e["series"].get("count", 0)
+    elif count == 0:
+        count = 1  # singleton events have no count in the new API
+    io, src = e.get("involvedObject") or {}, e.get("source") or {}
+    kind = io.get("kind", "").lower()
+    component = src.get("component") or e.get("reportingComponent", "")
+    instance = src.get("host") or e.get("reportingInstance", "")
+    return [last, e.get("type", ""), e.get("reason", ""), "%s/%s" % (kind, io["name"]) if io.get("name") else kind,
+            io.get("fieldPath", ""), component + (", " + instance if instance else ""),
+            e.get("message", "").strip(), first, count, e["metadata"]["name"]]
+
+
+def _ev_column(i, name, desc, priority=0, fmt=""):
+    return Column(name, "string", lambda o: _ev_row(o)[i], fmt, desc, priority)
+
+
+EVENT_COLUMNS = [
+    _ev_column(0, "Last Seen", "The time at which the most recent occurrence of this event was recorded."),
+    _ev_column(1, "Type", "Type of this event (Normal, Warning), new types could be added in the future"),
+    _ev_column(2, "Reason", "This should be a short, machine understandable string that gives the reason for the "
+               "transition into the object's current status."),
+    _ev_column(3, "Object", "The object that this event is about."),
+    _ev_column(4, "Subobject", "If referring to a piece of an object instead of an entire object, this string "
+               "should contain a valid JSON/Go field access statement.", 1),
+    _ev_column(5, "Source", "The component reporting this event. Should be a short machine understandable "
+               "string.", 1),
+    _ev_column(6, "Message", "A human-readable description of the status of this operation."),
+    _ev_column(7, "First Seen", "The time at which the event was first recorded. (Time of server receipt is in "
+               "TypeMeta.)", 1),
+    _ev_column(8, "Count", "The number of times this event has occurred.", 1),
+    _ev_column(9, "Name", "Name must be unique within a namespace.", 1, "name")]
+
+
+# ----------------------------------------------------------------------------------------------
 # Resources and the store.
 
 class Resource:
@@ -784,7 +1195,7 @@ class Store:
                          columns=[Column("Data", "integer", lambda o: len(o.get("data") or {}) +
                                          len(o.get("binaryData") or {})), AGE_COLUMN]),
                 Resource("", "v1", "events", "Event", True, short_names=["ev"]),
-                Resource("events.k8s.io", "v1", "events", "Event", True, short_names=["ev"]),
+                Resource(EVENTS_GROUP, "v1", "events", "Event", True, short_names=["ev"]),
                 Resource("coordination.k8s.io", "v1", "leases", "Lease", True, columns=[
                     Column("Holder", "string", lambda o: (o.get("spec") or {}).get("holderIdentity") or "",
                            desc="holderIdentity contains the identity of the holder of a current lease."),
@@ -800,6 +1211,8 @@ class Store:
                                             desc="Webhooks is a list of webhooks and the affected resources "
                                             "and operations."), AGE_COLUMN]))
         for r in core:
+            if r.plural == "events":  # one storage, two views (see ev_decode)
+                r.skey, r.columns = EVENTS_SKEY, EVENT_COLUMNS
             self.resources[(r.group, r.version, r.plural)] = r
         ns = self.resources[("", "v1", "namespaces")]
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -820,7 +1233,10 @@ class Store:
         return [r for (g, v, _p), r in sorted(self.resources.items()) if g == group and v == version]
 
     def out(self, obj, res):
-        """An object as the requested version shows it (CRD conversion strategy None)."""
+        """An object as the requested version shows it (CRD conversion strategy None; an Event
+        converted to the group's shape)."""
+        if res.skey == EVENTS_SKEY:
+            return event_view(obj, res.group)
         o = jcopy(obj)
         o["apiVersion"] = res.api_version
         return o
@@ -881,9 +1297,12 @@ class Store:
             return "%s/%s" % (res.group, res.crd["storage"])
         return res.api_version
 
-    def _validate(self, res, obj, strict):
-        """Schema validation and pruning for custom resources; returns the warnings."""
+    def _validate(self, res, obj, strict, old=None):
+        """Schema validation and pruning for custom resources, decoding and validation of Events
+        (`old`: the stored Event an update replaces); returns the warnings."""
         name = obj["metadata"].get("name", "")
+        if res.skey == EVENTS_SKEY:
+            return self._event_validate(res, obj, strict, old)
         if res.plural == "customresourcedefinitions":
             self._crd_validate(res, obj)
         if res.group == ADMREG:
@@ -904,6 +1323,25 @@ class Store:
         msgs = ['unknown field "%s"' % u for u in unknown]
         if unknown and strict == "Strict":
             raise bad_request("%s in body: strict decoding error: %s" % (res.kind, ", ".join(msgs)))
+        return msgs if strict == "Warn" else []
+
+    def _event_validate(self, res, obj, strict, old):
+        """An Event in the request's shape becomes its stored core/v1 form, in place (the same dict
+        and metadata), decoded as the Go type decodes it; then the group's validation."""
+        try:
+            internal, unknown = ev_decode(obj, res.group)
+        except _EvDecodeError as e:
+            raise bad_request('Event in version "v1" cannot be handled as a Event: %s' % e)
+        msgs = ['unknown field "%s"' % u for u in unknown]
+        if unknown and strict == "Strict":
+            raise bad_request('Event in version "v1" cannot be handled as a Event: strict decoding error: %s'
+                              % ", ".join(msgs))
+        stored = ev_encode(internal, obj["metadata"], "")
+        obj.clear()
+        obj.update(stored)
+        causes = validate_event(res, obj, old)
+        if causes:
+            raise invalid(res, obj["metadata"].get("name", ""), causes)
         return msgs if strict == "Warn" else []
 
     def _check_name(self, res, name):
@@ -1065,7 +1503,7 @@ class Store:
             if res.plural == "customresourcedefinitions" and sub != "status":
                 if result.get("spec", {}).get("group") != old["spec"]["group"]:
                     raise invalid(res, name, [("spec.group", "FieldValueInvalid", "Invalid value: field is immutable")])
-            warnings = self._validate(res, result, strict)
+            warnings = self._validate(res, result, strict, old)
             if res.plural == "customresourcedefinitions" and sub != "status":
                 result["status"] = self._crd_status(result)
             # generation counts spec changes: everything but metadata (and status with the subresource).
@@ -1114,6 +1552,9 @@ class Store:
         patch names a missing object."""
         with self.lock:
             old = self._coll(res).get((ns or "", name))
+            base = old
+            if old is not None and res.skey == EVENTS_SKEY:
+                base = self.out(old, res)  # a patch applies to the object as the request's group shows it
             if ptype == "application/apply-patch+yaml":
                 if not isinstance(body, dict):
                     raise bad_request("apply patch must be an object")
@@ -1121,19 +1562,19 @@ class Store:
                     if sub:
                         raise not_found(res, name)
                     return None, dict(body, metadata=dict(body.get("metadata") or {}, name=name))
-                patched = merge_patch(jcopy(old), body)
+                patched = merge_patch(jcopy(base), body)
             elif old is None:
                 raise not_found(res, name)
             elif ptype == "application/json-patch+json":
-                patched = json_patch(old, body)
+                patched = json_patch(base, body)
             elif ptype == "application/merge-patch+json":
                 if not isinstance(body, dict):
                     raise bad_request("merge patch must be a JSON object")
-                patched = merge_patch(jcopy(old), body)
+                patched = merge_patch(jcopy(base), body)
             elif ptype == "application/strategic-merge-patch+json" and res.builtin:
                 if not isinstance(body, dict):
                     raise bad_request("strategic merge patch must be a JSON object")
-                patched = strategic_merge_patch(old, body, dict(SMP_COMMON, **SMP_KEYS.get(res.skey, {})))
+                patched = strategic_merge_patch(base, body, dict(SMP_COMMON, **SMP_KEYS.get(res.skey, {})))
             else:
                 raise ApiError(415, "UnsupportedMediaType",
                                "the body of the request was in an unknown format - accepted media types "
@@ -1220,7 +1661,7 @@ class Store:
         """(items, list RV, continue token, remaining) honouring resourceVersion/Match, limit and
         continue; selectors apply to the snapshot."""
         lsel = parse_label_selector(q.get("labelSelector", ""))
-        fsel = parse_field_selector(q.get("fieldSelector", ""))
+        fsel = parse_field_selector(q.get("fieldSelector", ""), res)
         with self.lock:
             rv_param, match = q.get("resourceVersion", ""), q.get("resourceVersionMatch", "")
             cont = q.get("continue", "")
@@ -2016,6 +2457,11 @@ class Admission:
     def _versioned(obj, res):
         if obj is None:
             return None
+        if res.skey == EVENTS_SKEY:
+            try:
+                return event_view(obj, res.group)  # either shape, told apart by apiVersion
+            except _EvDecodeError as e:
+                raise bad_request('Event in version "v1" cannot be handled as a Event: %s' % e)
         o = jcopy(obj)
         o["apiVersion"], o["kind"] = res.api_version, res.kind
         return o
@@ -2283,6 +2729,8 @@ class Admission:
         if not isinstance(new, dict):
             raise _internal("the patched object is not a JSON object")
         changed = new != cur
+        if a.res.skey == EVENTS_SKEY and new.get("apiVersion") == inv.api_version:
+            new = self._versioned(new, a.res)  # back to the request's shape
         new["apiVersion"] = a.res.api_version if new.get("apiVersion") == inv.api_version else new.get("apiVersion")
         a.obj = new
         return changed
@@ -2332,6 +2780,8 @@ class Admission:
         meta = obj.setdefault("metadata", {})
         with store.lock:  # what the handler and NamespaceLifecycle refuse before any webhook
             store._check_meta(res, obj)
+            if res.skey == EVENTS_SKEY:
+                store._check_type(res, obj)  # decoded before admission: its shape is the request's
             kind = obj.get("kind")
             if kind and kind != res.kind:
                 raise bad_request("the kind in the data (%s) does not match the expected kind (%s)" % (kind, res.kind))
@@ -2357,6 +2807,9 @@ class Admission:
     def _update_once(self, res, ns, name, body, old, sub, dry, strict, review):
         store, key = self.store, (ns or "", name)
         obj = jcopy(body)
+        if res.skey == EVENTS_SKEY:
+            with store.lock:
+                store._check_type(res, obj)
         if isinstance(obj.get("metadata"), dict) and res.namespaced and not obj["metadata"].get("namespace"):
             obj["metadata"]["namespace"] = ns
         a = Attrs("UPDATE", res, self._ns_attr(res, ns, name), name, sub, obj, old, review,
@@ -2644,7 +3097,18 @@ class Handler(BaseHTTPRequestHandler):
             obj, w = adm.create(res, ns, self._parse_body(), dry, strict, self.review)
             return self._object(201, obj, res, q, w)
         if verb == "update":
-            obj, w = adm.update(res, ns, name, self._parse_body(), sub, dry, strict, self.review)
+            body = self._parse_body()
+            if res.skey == EVENTS_SKEY and isinstance(body, dict) and isinstance(body.setdefault("metadata", {}), dict):
+                with store.lock:
+                    missing = (ns or "", name) not in store._coll(res)
+                if missing:  # the event strategy allows create on update
+                    if body["metadata"].get("name") not in (None, name):
+                        raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
+                                          % (body["metadata"].get("name"), name))
+                    body["metadata"]["name"] = name
+                    obj, w = adm.create(res, ns, body, dry, strict, self.review)
+                    return self._object(201, obj, res, q, w)
+            obj, w = adm.update(res, ns, name, body, sub, dry, strict, self.review)
             return self._object(200, obj, res, q, w)
         if verb == "patch":
             ptype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -2801,7 +3265,7 @@ class Handler(BaseHTTPRequestHandler):
     def _watch(self, res, ns, q):
         emu, store = self.server.emu, self.server.emu.store
         lsel = parse_label_selector(q.get("labelSelector", ""))
-        fsel = parse_field_selector(q.get("fieldSelector", ""))
+        fsel = parse_field_selector(q.get("fieldSelector", ""), res)
         table = self._accepts("as=Table")
         try:
             timeout = float(q.get("timeoutSeconds") or emu.watch_timeout)

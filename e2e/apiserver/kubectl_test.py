@@ -9,7 +9,9 @@ PCIDevices and claims (printer columns, status subresource, merges, finalizers),
 409, 410, 415, 422, 400, 413; then watches, bookmarks, replay, selectors, cut streams and the
 control API with http.client; then admission webhooks, served by an HTTPS webhook of its own
 (denial, JSON patch, failurePolicy, caBundle, timeoutSeconds, DELETE, status subresource, dry run),
-and Leases. Prints each check and 'N passed, N failed'; exit 0 when all pass.
+Leases, and one Event seen through both API groups (core/v1 and events.k8s.io/v1 share storage:
+get, watch, field selectors, patches, kubectl get events and kubectl describe of a PCIDevice).
+Prints each check and 'N passed, N failed'; exit 0 when all pass.
 """
 
 import argparse
@@ -29,6 +31,7 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -423,6 +426,7 @@ def run(t, kubectl, raw, plain, emu, args):
 
     raw_checks(t, raw, plain, emu)
     webhook_checks(t, kubectl, raw, emu, os.path.dirname(emu.dir))
+    event_checks(t, kubectl, raw)
 
 
 def legacy_discovery(t, kubectl_path, work):
@@ -908,6 +912,109 @@ def webhook_run(t, kubectl, raw, hook):
     t.check("lease update with the current resourceVersion, then a stale one: 200, 409 Conflict",
             st1 == 200 and obj1["spec"]["holderIdentity"] == "node-b" and st2 == 409 and
             obj2["reason"] == "Conflict" and "the object has been modified" in obj2["message"], [obj1, obj2])
+
+
+def event_checks(t, kubectl, raw):
+    """One Event, two API groups: events.k8s.io/v1 is a view of the stored core/v1 Event."""
+    dev, core = "evdev-0000000001", "/api/v1/namespaces/default/events"
+    ev1 = "/apis/events.k8s.io/v1/namespaces/default/events"
+    kubectl("apply", "-f", "-", input=manifest("PCIDevice", dev, {}))
+    rc, out, err = kubectl("get", "pcidevice", dev, "-o", "jsonpath={.metadata.uid}")
+    uid, name, ctl = out.strip(), dev + ".bound", "devices.harvesterhci.io/pcidevices-controller"
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    ev = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": name, "namespace": "default"},
+          "eventTime": now, "series": {"count": 5, "lastObservedTime": now}, "reportingController": ctl,
+          "reportingInstance": "testnode1", "action": "Bind", "reason": "DeviceBound", "type": "Normal",
+          "note": "bound to vfio-pci on testnode1",
+          "regarding": {"apiVersion": "devices.harvesterhci.io/v1beta1", "kind": "PCIDevice", "name": dev, "uid": uid}}
+    rv0 = raw.req("GET", core)[1]["metadata"]["resourceVersion"]
+    watches = [raw.watch(p + "?watch=1&resourceVersion=" + rv0) for p in (core, ev1)]
+    st, made, _ = raw.req("POST", ev1, ev)
+    st2, got, _ = raw.req("GET", core + "/" + name)
+    t.check("events.k8s.io/v1 POST (201, its shape); core/v1 GET: same uid and RV, converted fields",
+            rc == 0 and uid and st == 201 and made["regarding"] == ev["regarding"] and made["deprecatedSource"] == {}
+            and made["deprecatedFirstTimestamp"] is None and "involvedObject" not in made and st2 == 200 and
+            got["metadata"]["uid"] == made["metadata"]["uid"] and
+            got["metadata"]["resourceVersion"] == made["metadata"]["resourceVersion"] and
+            got["involvedObject"] == ev["regarding"] and got["message"] == ev["note"] and
+            got["reportingComponent"] == ctl and got["series"] == ev["series"] and got["eventTime"] == now and
+            got["source"] == {} and got["firstTimestamp"] is None and "count" not in got and "note" not in got,
+            [made, got])
+    rc, out, err = kubectl("get", "events", "-n", "default")
+    lines = out.splitlines()
+    row = next((cells(x) for x in lines[1:] if "pcidevice/" + dev in x), [])
+    t.check("kubectl get events -n default: the event, as core/v1 prints it", rc == 0 and lines and
+            cells(lines[0]) == ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"] and
+            row[1:] == ["Normal", "DeviceBound", "pcidevice/" + dev, ev["note"]], out + err)
+    rc, out, err = kubectl("get", "events.v1.events.k8s.io", "-n", "default", "-o", "json")
+    item = next((i for i in json.loads(out)["items"] if i["metadata"]["name"] == name), {}) if rc == 0 else {}
+    t.check("kubectl get events.v1.events.k8s.io -o json: the events.k8s.io shape", item.get("apiVersion") ==
+            "events.k8s.io/v1" and item["regarding"] == ev["regarding"] and item["note"] == ev["note"] and
+            item["reportingController"] == ctl and item["series"] == ev["series"] and "message" not in item and
+            item["metadata"]["resourceVersion"] == made["metadata"]["resourceVersion"], out + err)
+
+    # kubectl describe lists events of a cluster-scoped object across all namespaces (GET /api/v1/events)
+    # with involvedObject.{kind,name,namespace=,uid}; a series prints as "AGE (xN over AGE)".
+    def described():
+        rc, out, err = kubectl("describe", "pcidevice", dev)
+        evs = out.split("\nEvents:", 1)[-1] if "\nEvents:" in out else ""
+        return rc, next((x for x in evs.splitlines() if "DeviceBound" in x), ""), out + err
+    rc, line, text = described()
+    t.check("kubectl describe pcidevice: Events shows type, reason, (x5 over ...), From, the note", rc == 0 and
+            cells(line)[:2] == ["Normal", "DeviceBound"] and re.search(r"\S+ \(x5 over \S+\)", line) and
+            ctl in line and line.rstrip().endswith(ev["note"]), text)
+    sel = "involvedObject.kind=PCIDevice,involvedObject.name=%s,involvedObject.namespace=,involvedObject.uid=%s"
+
+    def names(path, selector):
+        st, obj, _ = raw.req("GET", path + "?fieldSelector=" + quote(selector))
+        return [i["metadata"]["name"] for i in obj["items"]] if st == 200 else (st, obj.get("message"))
+    cases = [("/api/v1/events", sel % (dev, uid), [name]), ("/api/v1/events", sel % (dev, "another-uid"), []),
+             (core, "reportingComponent=" + ctl, [name]), (core, "source=" + ctl, [name]),
+             (core, "type=Normal,reason=DeviceBound,metadata.name=" + name, [name]), (core, "reason!=DeviceBound", []),
+             (core, "involvedObject.apiVersion=devices.harvesterhci.io/v1beta1", [name]),
+             ("/apis/events.k8s.io/v1/events", "regarding.name=%s,regarding.uid=%s" % (dev, uid), [name]),
+             (ev1, "reportingController=%s,source=%s,type=Normal" % (ctl, ctl), [name]),
+             (ev1, "regarding.kind=Node", []),
+             (ev1, "involvedObject.name=" + dev, (400, "field label not supported: involvedObject.name")),
+             (core, "regarding.name=" + dev, (400, "field label not supported: regarding.name"))]
+    got = [names(p, q) for p, q, _ in cases]
+    t.check("field selectors: core/v1 involvedObject.*, reportingComponent, source; events.k8s.io regarding.*, "
+            "reportingController; others 400", got == [w for _, _, w in cases], list(zip(cases, got)))
+
+    # A merge patch of series through events.k8s.io is the core/v1 series (deprecatedCount stays unset).
+    later = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    rc, out, err = kubectl("patch", "events.v1.events.k8s.io", name, "-n", "default", "--type=merge",
+                           "-p", json.dumps({"series": {"count": 6, "lastObservedTime": later}}))
+    rc2, out2, err2 = kubectl("get", "events", name, "-n", "default", "-o", "json")
+    obj = json.loads(out2) if rc2 == 0 else {}
+    rc3, line, text = described()
+    t.check("kubectl patch --type=merge of series.count via events.k8s.io: core/v1 series.count 6, describe x6",
+            rc == rc2 == rc3 == 0 and "patched" in out and obj.get("series") == {"count": 6, "lastObservedTime": later}
+            and "count" not in obj and re.search(r"\(x6 over \S+\)", line), out + err + out2 + err2 + text)
+    st, obj, _ = raw.req("PATCH", ev1 + "/" + name, {"note": "changed"}, "application/merge-patch+json")
+    t.check("events.k8s.io/v1 update validation: note is immutable (422)", st == 422 and
+            'message: Invalid value: "changed": field is immutable' in obj.get("message", ""), obj)
+    st, obj, _ = raw.req("PATCH", core + "/" + name, [{"op": "replace", "path": "/message", "value": "rebound"}],
+                         "application/json-patch+json")
+    st2, view, _ = raw.req("GET", ev1 + "/" + name)
+    t.check("a core/v1 JSON patch of message is the events.k8s.io note (same resourceVersion)", st == st2 == 200 and
+            view["note"] == "rebound" and view["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"],
+            [obj, view])
+    rc, out, err = kubectl("delete", "events", name, "-n", "default")
+    st, _, _ = raw.req("GET", ev1 + "/" + name)
+    seen = []
+    for c, r in watches:
+        evs, _ = read_events(r, lambda e: len(e) >= 4, 5)
+        c.close()
+        seen.append([(e["type"], e["object"]["metadata"]["resourceVersion"], e["object"]["apiVersion"],
+                      "regarding" in e["object"]) for e in evs])
+    types = ["ADDED", "MODIFIED", "MODIFIED", "DELETED"]
+    t.check("kubectl delete events (core/v1): gone from events.k8s.io too (404)", rc == 0 and st == 404, out + err)
+    t.check("watches on both groups saw ADDED, MODIFIED x2, DELETED with the same RVs, each in its shape",
+            [x[0] for x in seen[0]] == types and [x[0] for x in seen[1]] == types and
+            [x[1] for x in seen[0]] == [x[1] for x in seen[1]] and
+            all(x[2] == "v1" and not x[3] for x in seen[0]) and
+            all(x[2] == "events.k8s.io/v1" and x[3] for x in seen[1]), seen)
 
 
 if __name__ == "__main__":
