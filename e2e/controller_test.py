@@ -124,7 +124,11 @@ def denied(api, obj, webhook, message, what):
 
 
 class Controller:
-    def __init__(self, pcidevices, api, tmp, name, tls_dir):
+    # Short leases, so that a takeover is seen in seconds.
+    FAST_LEASE = ("--leader-elect-lease-duration", "3s", "--leader-elect-renew-deadline", "2s",
+                  "--leader-elect-retry-period", "500ms")
+
+    def __init__(self, pcidevices, api, tmp, name, tls_dir, lease_args=FAST_LEASE):
         self.name = name
         self.port = free_port()
         self.metrics = free_port()
@@ -134,8 +138,7 @@ class Controller:
             [pcidevices, "controller", "--kubeconfig", api.kubeconfig,
              "--webhook-bind-address", f"127.0.0.1:{self.port}",
              "--tls-cert-file", f"{tls_dir}/tls.crt", "--tls-private-key-file", f"{tls_dir}/tls.key",
-             "--leader-election-namespace", NS, "--leader-elect-lease-duration", "3s",
-             "--leader-elect-renew-deadline", "2s", "--leader-elect-retry-period", "500ms",
+             "--leader-election-namespace", NS, *lease_args,
              "--metrics-bind-address", f"127.0.0.1:{self.metrics}"],
             stderr=open(self.log_path, "w"), env=env)
 

@@ -1,9 +1,9 @@
 // libFuzzer target: what the projection decodes from the API server and the operator — list and
 // watch answers, KubeVirt objects (and the merge patch planned from them), kubeconfigs (the
 // YAML subset and JSON) — and what the controller's webhooks decode: AdmissionReviews, run
-// through every rule and the VM mutator, answered with valid JSON. Arbitrary bytes must give a value or an error, never a crash; a
-// planned patch is valid JSON naming each added resource exactly once and no removed one that
-// says externalResourceProvider: true.
+// through every rule and the VM mutator, answered with valid JSON. Arbitrary bytes must give a
+// value or an error, never a crash; a planned patch is valid JSON naming each added resource
+// exactly once and no removed one that says externalResourceProvider: true.
 #include <simdjson.h>
 
 #include <cstddef>

@@ -242,7 +242,7 @@ class SriovController {
   // `wall` gives conditions' lastTransitionTime.
   SriovController(std::string node, Store& network, Store& gpu, KubeCaller& api, SriovHandler owner,
                   std::function<void(Message)> post, const Clock& clock, WallClock wall,
-                  Counters& counters, spdlog::logger& log);
+                  Counters& counters, spdlog::logger& log, EventRecorder* events = nullptr);
 
   // InventoryPublished: the PFs offered; VfAnswered (kSriovNetwork, kSriovGpu): the owner's
   // answer to the ask it numbers.
@@ -287,6 +287,7 @@ class SriovController {
   WallClock wall_;
   Counters& counters_;
   spdlog::logger& log_;
+  EventRecorder* events_;
   RetryTimer retry_;
   std::shared_ptr<const Inventory> inventory_;
   std::set<PciAddress> protected_;  // PFs never offered (ProtectedSriovPfs)

@@ -120,7 +120,7 @@ struct Projection::Impl {
     if (sriov) {
       sriov_objects.emplace(
           node, sriov_network, sriov_gpu, **client, sriov,
-          [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log);
+          [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log, &events);
       vf_claim_controller.emplace(
           node, vf_claims, sriov_network, **client, sriov,
           [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now, counters, *log, &events);

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "projection/controllers.h"
+#include "projection/events.h"
 #include "projection/kube_client.h"
 
 namespace pcid::projection {
@@ -39,7 +40,7 @@ Condition ReadyOf(const CountAsk& ask, const VfOutcome& answer, size_t vfs) {
 SriovController::SriovController(std::string node, Store& network, Store& gpu, KubeCaller& api,
                                  SriovHandler owner, std::function<void(Message)> post,
                                  const Clock& clock, WallClock wall, Counters& counters,
-                                 spdlog::logger& log)
+                                 spdlog::logger& log, EventRecorder* events)
     : node_(std::move(node)),
       network_(network),
       gpu_(gpu),
@@ -49,6 +50,7 @@ SriovController::SriovController(std::string node, Store& network, Store& gpu, K
       wall_(std::move(wall)),
       counters_(counters),
       log_(log),
+      events_(events),
       retry_(clock, kWriteBackoff) {}
 
 void SriovController::Handle(const Message& message) {
@@ -88,9 +90,14 @@ void SriovController::Handle(const Message& message) {
             if (m.outcome.ok) {
               st.fresh_vfs = m.outcome.vf_addresses;
             } else {
-              log_.warn("{} {}: refused: {}: {}",
-                        m.asker == VfAsker::kSriovNetwork ? "SRIOVNetworkDevice" : "SRIOVGPUDevice",
-                        m.name, m.outcome.reason, m.outcome.message);
+              const bool network = m.asker == VfAsker::kSriovNetwork;
+              const char* kind = network ? "SRIOVNetworkDevice" : "SRIOVGPUDevice";
+              log_.warn("{} {}: refused: {}: {}", kind, m.name, m.outcome.reason,
+                        m.outcome.message);
+              if (events_) {
+                events_->Record(api_, DeviceSubject(network ? network_ : gpu_, kind, m.name),
+                                "Warning", m.outcome.reason, "SetVFs", m.outcome.message);
+              }
             }
           },
           [](const auto&) {},

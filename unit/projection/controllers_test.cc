@@ -12,6 +12,7 @@
 
 #include "core/clock.h"
 #include "core/json_writer.h"
+#include "projection/events.h"
 #include "projection/informer.h"
 #include "projection/kube_client.h"
 #include "projection/store.h"
@@ -274,6 +275,53 @@ BOOST_AUTO_TEST_CASE(claims_controller_retries_a_device_not_found_after_its_back
   controller.Reconcile();
   BOOST_REQUIRE(asked.size() == 3u);  // asked again
   BOOST_TEST(asked[2].enable);
+}
+
+BOOST_AUTO_TEST_CASE(claims_controller_reports_each_refusal_as_an_event) {
+  FakeClock clock;
+  Counters counters;
+  Store claims(kClaimPlural), usb_claims(kUsbClaimPlural);
+  FakeApi api;
+  EventRecorder events({"pcidevices.io/agent", "n1"}, clock, Log());
+  ClaimController controller(
+      "n1", claims, usb_claims, api, [](ClaimRequest, std::function<void(ClaimOutcome)>) {},
+      [](Message) {}, clock, counters, Log(), &events);
+  ObservedList list;
+  list.resource_version = "10";
+  list.items = {*DecodeObject(ClaimJson("n1-000082000", "10", "0000:82:00.0", "n1", true)),
+                // Named after another address: refused by the planner, never asked.
+                *DecodeObject(ClaimJson("n1-000083000", "10", "0000:84:00.0", "n1", true))};
+  claims.Replace(list);
+  usb_claims.Replace(ObservedList{"1", {}, {}});
+  controller.Reconcile();
+  auto posts = [&](const std::string& prefix, const std::string& method) {
+    size_t n = 0;
+    for (const auto& c : api.calls) n += c.method == method && c.path.rfind(prefix, 0) == 0;
+    return n;
+  };
+  const std::string kEvents = "/apis/events.k8s.io/v1/namespaces/default/events";
+  BOOST_TEST(posts(kEvents, "POST") == 1u);  // InvalidName, at its status write
+  const ClaimOutcome in_use{false, "", "DeviceInUse", "pci 0000:82:00.0 is allocated to a pod"};
+  for (int i = 0; i < 5; ++i) {
+    controller.Handle(ClaimAnswered{ClaimKind::kPci, "n1-000082000", ClaimAsk::kEnable, in_use});
+    controller.Reconcile();
+    clock.Advance(std::chrono::seconds(1));
+    controller.Reconcile();
+  }
+  // The first refusal is an Event, the second its series; the rest are counted, not written.
+  BOOST_TEST(posts(kEvents, "POST") == 2u);
+  BOOST_TEST(posts(kEvents, "PATCH") == 1u);
+  bool about_claim = false;
+  for (const auto& c : api.calls) {
+    about_claim |= c.method == "POST" &&
+                   c.body.find(R"("name":"n1-000082000")") != std::string::npos &&
+                   c.body.find(R"("reason":"DeviceInUse")") != std::string::npos &&
+                   c.body.find(R"("kind":"PCIDeviceClaim")") != std::string::npos;
+  }
+  BOOST_TEST(about_claim);
+  clock.Advance(std::chrono::seconds(31));
+  events.Flush(api);
+  BOOST_TEST(posts(kEvents, "PATCH") == 2u);  // the count flushed once
 }
 
 BOOST_AUTO_TEST_CASE(device_controller_writes_once_and_backs_off_on_failure) {
