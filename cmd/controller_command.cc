@@ -175,6 +175,13 @@ int RunController(const std::vector<std::string>& args) {
     });
   }
 
+  // A start-up failure: the informers are stopped and joined before the exit.
+  auto fail = [&](const absl::Status& why) {
+    log->error("{}", ToStd(why.message()));
+    shutdown.Stop();
+    for (auto& t : threads) t.join();
+    return 1;
+  };
   std::unique_ptr<controller::ServingCertificate> certificate;
   std::unique_ptr<controller::WebhookServer> webhooks;
   // Claims for IOMMU group-mates are created from webhook threads: one client, one at a time.
@@ -185,12 +192,7 @@ int RunController(const std::vector<std::string>& args) {
   if (webhook_bind) {
     auto cert = controller::ServingCertificate::Load(flags.Get("tls-cert-file", ""),
                                                      flags.Get("tls-private-key-file", ""), *log);
-    if (!cert.ok()) {
-      log->error("{}", ToStd(cert.status().message()));
-      shutdown.Stop();
-      for (auto& t : threads) t.join();
-      return 1;
-    }
+    if (!cert.ok()) return fail(cert.status());
     certificate = *std::move(cert);
     controller::WebhookHandlers handlers;
     handlers.validate = [&](const controller::AdmissionRequest& r) {
@@ -232,12 +234,7 @@ int RunController(const std::vector<std::string>& args) {
     };
     auto server = controller::WebhookServer::Start(webhook_bind->host, webhook_bind->port,
                                                    *certificate, std::move(handlers), *log);
-    if (!server.ok()) {
-      log->error("{}", ToStd(server.status().message()));
-      shutdown.Stop();
-      for (auto& t : threads) t.join();
-      return 1;
-    }
+    if (!server.ok()) return fail(server.status());
     webhooks = *std::move(server);
     log->info("webhooks: serving /validate and /mutate on port {}", webhooks->port());
   }
@@ -254,12 +251,7 @@ int RunController(const std::vector<std::string>& args) {
       return ProbeResult{false, absl::StrCat("not listed yet: ", absl::StrJoin(unsynced, ", "))};
     };
     auto server = MetricsServer::Start(*metrics_bind, std::move(h));
-    if (!server.ok()) {
-      log->error("{}", ToStd(server.status().message()));
-      shutdown.Stop();
-      for (auto& t : threads) t.join();
-      return 1;
-    }
+    if (!server.ok()) return fail(server.status());
     metrics_server = *std::move(server);
   }
 
