@@ -10,8 +10,9 @@ using projection::Store;
 std::vector<std::pair<Store*, projection::Resource>> ClusterStores::Watched() {
   std::vector<std::pair<Store*, projection::Resource>> out = {
       {&nodes, {"/api/v1/", "nodes", ""}},
-      {&vms, {"/apis/kubevirt.io/v1/", "virtualmachines", ""}},
-      {&kubevirts, {projection::kKubeVirtPrefix, projection::kKubeVirtPlural, ""}},
+      // Without KubeVirt there are no VMs to protect: the claims' rules must not wait for it.
+      {&vms, {"/apis/kubevirt.io/v1/", "virtualmachines", "", true}},
+      {&kubevirts, {projection::kKubeVirtPrefix, projection::kKubeVirtPlural, "", true}},
   };
   for (Store* s : {&pci_devices, &pci_claims, &usb_devices, &usb_claims, &vgpus, &sriov_networks,
                    &sriov_gpus, &vf_claims}) {

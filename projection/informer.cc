@@ -71,6 +71,12 @@ void Informer::Run(const KubeConfig& config) {
   absl::Cleanup unlist = [&] { shutdown_.Unlist(client->get()); };
   while (!shutdown_.stopping()) {
     if (absl::Status listed = List(**client); !listed.ok()) {
+      if (absl::IsNotFound(listed) && resource_.optional) {
+        store_.Replace(ObservedList{});
+        notify_(StoreListed{resource_.plural});
+        listed = absl::NotFoundError(absl::StrCat(
+            listed.message(), " (not installed? no objects until it is; listing again later)"));
+      }
       if (!Fail(ToStd(listed.message()))) return;
       continue;
     }
@@ -81,8 +87,8 @@ void Informer::Run(const KubeConfig& config) {
 absl::Status Informer::List(KubeClient& client) {
   PCID_ASSIGN_OR_RETURN(KubeResponse res, client.Call("GET", base_));
   if (res.status != 200) {
-    return absl::UnavailableError(
-        absl::StrCat("list: HTTP ", res.status, ": ", StatusMessage(res.body)));
+    const std::string why = absl::StrCat("list: HTTP ", res.status, ": ", StatusMessage(res.body));
+    return res.status == 404 ? absl::NotFoundError(why) : absl::UnavailableError(why);
   }
   absl::StatusOr<ObservedList> list = DecodeList(res.body);
   if (!list.ok())

@@ -58,6 +58,10 @@ struct Resource {
   std::string prefix;
   std::string plural;
   std::string selector;
+  // A kind that may not be installed (KubeVirt's, for the cluster controller): a list answered
+  // 404 counts as listed with no objects, and is tried again after the back-off, so that the
+  // kind installed later is seen.
+  bool optional = false;
 };
 
 // The watches' back-off: 0.5 s doubling to 30 s, each delay scaled by 0.75-1.25.
