@@ -19,6 +19,7 @@ namespace pcid::controller {
 inline constexpr char kDevicesPrefix[] = "/apis/devices.harvesterhci.io/v1beta1/";
 
 struct ClusterStores {
+  // Every store, the one list Watched, ByPlural and Unsynced walk.
   projection::Store nodes{"nodes"};
   projection::Store pci_devices{"pcidevices"};
   projection::Store pci_claims{"pcideviceclaims"};
@@ -30,6 +31,7 @@ struct ClusterStores {
   projection::Store vf_claims{"vfclaims"};
   projection::Store vms{"virtualmachines"};
   projection::Store kubevirts{"kubevirts"};
+  static const std::vector<projection::Store ClusterStores::*> kAll;
 
   // Each store with where its informer lists it (every object, every namespace).
   std::vector<std::pair<projection::Store*, projection::Resource>> Watched();
@@ -47,8 +49,16 @@ std::optional<projection::ObservedObject> Find(const projection::Store& store,
 // that depend on the node's agent are allowed then (nobody will ever act on them).
 bool NodeGone(const ClusterStores& c, const std::string& node);
 
-// The first VirtualMachine ("<namespace>/<name>") whose hostDevices or gpus name `device` (an
-// object's name, as Harvester's VMs do); nullopt when none.
-std::optional<std::string> VmUsing(const ClusterStores& c, const std::string& device);
+struct VmRef {
+  std::string ns, name;
+};
+// The first VirtualMachine whose hostDevices or gpus name `device` (an object's name, as
+// Harvester's VMs do); nullopt when none.
+std::optional<VmRef> VmUsing(const ClusterStores& c, const std::string& device);
+
+// A string field of the object's .spec, "" when absent.
+std::string SpecText(const projection::ObservedObject& o, const std::string& key);
+// A string field of its .status, "" when absent or not a string.
+std::string StatusText(const projection::ObservedObject& o, std::string_view key);
 
 }  // namespace pcid::controller

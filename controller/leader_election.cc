@@ -1,26 +1,17 @@
 #include "controller/leader_election.h"
 
 #include <absl/strings/str_cat.h>
-#include <absl/time/clock.h>
-#include <absl/time/time.h>
 #include <spdlog/spdlog.h>
 
+#include "controller/cluster.h"
 #include "core/json_writer.h"
 #include "core/status.h"
 #include "projection/informer.h"
 #include "projection/kube_client.h"
 #include "projection/objects.h"
+#include "projection/status_patch.h"
 
 namespace pcid::controller {
-namespace {
-
-// A metav1.MicroTime, as the API server stores it.
-std::string MicroTimeNow() {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(), absl::UTCTimeZone());
-}
-
-}  // namespace
-
 absl::Status CheckLeaseConfig(const LeaseConfig& c) {
   if (c.identity.empty()) {
     return absl::InvalidArgumentError("leader election: no identity (POD_NAME or the host name)");
@@ -78,24 +69,20 @@ bool LeaderElector::TryAcquireOrRenew() {
     PCID_ASSIGN_OR_RETURN(projection::ObservedObject o, projection::DecodeObject(body));
     Record r;
     r.resource_version = o.resource_version;
-    auto text = [&](const char* key) {
-      auto it = o.spec.find(key);
-      return it == o.spec.end() ? std::string() : it->second;
-    };
     auto number = [&](const char* key) {
       auto it = o.spec_ints.find(key);
       return it == o.spec_ints.end() ? int64_t{0} : it->second;
     };
-    r.holder = text("holderIdentity");
-    r.acquire_time = text("acquireTime");
-    r.renew_time = text("renewTime");
+    r.holder = SpecText(o, "holderIdentity");
+    r.acquire_time = SpecText(o, "acquireTime");
+    r.renew_time = SpecText(o, "renewTime");
     r.duration_seconds = number("leaseDurationSeconds");
     r.transitions = number("leaseTransitions");
     return r;
   };
   const int64_t duration_seconds =
       std::chrono::duration_cast<std::chrono::seconds>(config_.lease_duration).count();
-  const std::string stamp = MicroTimeNow();
+  const std::string stamp = projection::MicroTimeNow();
 
   absl::StatusOr<projection::KubeResponse> got = client_.Call("GET", Path());
   if (!got.ok()) return fail(std::string(ToStd(got.status().message())));
@@ -179,7 +166,7 @@ absl::Status LeaderElector::Release() {
   Record released = *observed_;
   released.holder.clear();
   released.duration_seconds = 1;
-  released.renew_time = released.acquire_time = MicroTimeNow();
+  released.renew_time = released.acquire_time = projection::MicroTimeNow();
   absl::StatusOr<projection::KubeResponse> put = client_.Call("PUT", Path(), LeaseJson(released));
   held_ = false;
   if (!put.ok()) return put.status();

@@ -17,20 +17,11 @@ namespace {
 using projection::ObservedObject;
 using projection::Store;
 
-std::string Spec(const ObservedObject& o, const char* key) {
-  auto it = o.spec.find(key);
-  return it == o.spec.end() ? "" : it->second;
-}
-
-std::string Text(const ObservedObject& o, const char* key) {
-  return projection::StatusString(o, key).value_or("");
-}
-
 // The node a USB claim's device is on: its status, else its USBDevice's.
 std::string UsbClaimNode(const ClusterStores& c, const ObservedObject& claim) {
-  std::string node = Text(claim, "nodeName");
+  std::string node = StatusText(claim, "nodeName");
   if (node.empty()) {
-    if (auto d = Find(c.usb_devices, claim.name)) node = Text(*d, "nodeName");
+    if (auto d = Find(c.usb_devices, claim.name)) node = StatusText(*d, "nodeName");
   }
   return node;
 }
@@ -69,14 +60,14 @@ std::set<std::string> GoneNodes(const ClusterStores& c) {
   for (const Store* s : {&c.pci_claims, &c.vf_claims}) {
     s->Read([&](const Store::Objects& objects) {
       for (const auto& [name, o] : objects) {
-        if (!Spec(o, "nodeName").empty()) named.insert(Spec(o, "nodeName"));
+        if (!SpecText(o, "nodeName").empty()) named.insert(SpecText(o, "nodeName"));
       }
       return 0;
     });
   }
   c.usb_claims.Read([&](const Store::Objects& objects) {
     for (const auto& [name, o] : objects) {
-      if (!Text(o, "nodeName").empty()) named.insert(Text(o, "nodeName"));
+      if (!StatusText(o, "nodeName").empty()) named.insert(StatusText(o, "nodeName"));
     }
     return 0;
   });
@@ -107,15 +98,16 @@ std::vector<CleanupStep> PlanNodeCleanup(const ClusterStores& c, const std::stri
   auto device_resource = [&](const Store& devices) {
     return [&devices](const ObservedObject& claim) {
       auto d = Find(devices, claim.name);
-      return d ? Text(*d, "resourceName") : std::string();
+      return d ? StatusText(*d, "resourceName") : std::string();
     };
   };
   claims(
-      c.pci_claims, "PCIDeviceClaim", [](const ObservedObject& o) { return Spec(o, "nodeName"); },
+      c.pci_claims, "PCIDeviceClaim",
+      [](const ObservedObject& o) { return SpecText(o, "nodeName"); },
       device_resource(c.pci_devices));
   claims(
-      c.vf_claims, "VFClaim", [](const ObservedObject& o) { return Spec(o, "nodeName"); },
-      [](const ObservedObject& o) { return Text(o, "resourceName"); });
+      c.vf_claims, "VFClaim", [](const ObservedObject& o) { return SpecText(o, "nodeName"); },
+      [](const ObservedObject& o) { return StatusText(o, "resourceName"); });
   claims(
       c.usb_claims, "USBDeviceClaim", [&c](const ObservedObject& o) { return UsbClaimNode(c, o); },
       device_resource(c.usb_devices));
@@ -144,18 +136,19 @@ std::vector<CleanupStep> PlanNodeCleanup(const ClusterStores& c, const std::stri
         std::set<std::string> out;
         for (const auto& [name, o] : objects) {
           if (node_of(o) == node) continue;
-          if (auto d = Find(devices, name)) out.insert(Text(*d, "resourceName"));
-          if (!Text(o, "resourceName").empty()) out.insert(Text(o, "resourceName"));
+          if (auto d = Find(devices, name)) out.insert(StatusText(*d, "resourceName"));
+          if (!StatusText(o, "resourceName").empty()) out.insert(StatusText(o, "resourceName"));
         }
         return out;
       });
     };
-    std::set<std::string> needed = still_claimed(
-        c.pci_claims, c.pci_devices, [](const ObservedObject& o) { return Spec(o, "nodeName"); });
+    std::set<std::string> needed =
+        still_claimed(c.pci_claims, c.pci_devices,
+                      [](const ObservedObject& o) { return SpecText(o, "nodeName"); });
     needed.merge(still_claimed(c.usb_claims, c.usb_devices,
                                [&c](const ObservedObject& o) { return UsbClaimNode(c, o); }));
     needed.merge(still_claimed(c.vf_claims, c.pci_devices,
-                               [](const ObservedObject& o) { return Spec(o, "nodeName"); }));
+                               [](const ObservedObject& o) { return SpecText(o, "nodeName"); }));
     std::set<std::string> orphaned;
     for (const std::string& r : resources) {
       if (!needed.count(r) && !served.count(r)) orphaned.insert(r);

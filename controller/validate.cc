@@ -16,15 +16,6 @@ namespace {
 using projection::ObservedObject;
 using projection::Store;
 
-std::string SpecString(const ObservedObject& o, const std::string& key) {
-  auto it = o.spec.find(key);
-  return it == o.spec.end() ? "" : it->second;
-}
-
-std::string StatusText(const ObservedObject& o, std::string_view key) {
-  return projection::StatusString(o, key).value_or("");
-}
-
 bool StatusTrue(const ObservedObject& o, const std::string& key) {
   auto it = o.status.find(key);
   return it != o.status.end() && it->second == "true";
@@ -84,10 +75,9 @@ std::optional<AdmissionVerdict> NotSynced(std::initializer_list<const Store*> st
 
 std::optional<AdmissionVerdict> InUseByVm(const ClusterStores& c, const std::string& device,
                                           const std::string& what) {
-  std::optional<std::string> vm = VmUsing(c, device);
+  std::optional<VmRef> vm = VmUsing(c, device);
   if (!vm) return std::nullopt;
-  const size_t slash = vm->find('/');
-  return Deny(absl::StrCat(what, vm->substr(slash + 1), " in namespace ", vm->substr(0, slash)));
+  return Deny(absl::StrCat(what, vm->name, " in namespace ", vm->ns));
 }
 
 // The claims of PCI functions on `node` at `address`, by name.
@@ -96,7 +86,7 @@ std::vector<std::string> PciClaimsAt(const ClusterStores& c, const std::string& 
   return c.pci_claims.Read([&](const Store::Objects& claims) {
     std::vector<std::string> out;
     for (const auto& [name, claim] : claims) {
-      if (SpecString(claim, "nodeName") == node && SpecString(claim, "address") == address) {
+      if (SpecText(claim, "nodeName") == node && SpecText(claim, "address") == address) {
         out.push_back(name);
       }
     }
@@ -115,14 +105,14 @@ AdmissionVerdict PciClaimCreate(const AdmissionRequest& r, const ClusterStores& 
   }
   const std::string address = StatusText(*pd, "address");
   const std::string node = StatusText(*pd, "nodeName");
-  if (SpecString(claim, "address") != address) {
+  if (SpecText(claim, "address") != address) {
     return Deny(absl::StrCat("pcideviceclaim ", claim.name, ": spec.address \"",
-                             SpecString(claim, "address"), "\" is not pcidevice ", pd->name,
+                             SpecText(claim, "address"), "\" is not pcidevice ", pd->name,
                              "'s address \"", address, "\""));
   }
-  if (SpecString(claim, "nodeName") != node) {
+  if (SpecText(claim, "nodeName") != node) {
     return Deny(absl::StrCat("pcideviceclaim ", claim.name, ": spec.nodeName \"",
-                             SpecString(claim, "nodeName"), "\" is not pcidevice ", pd->name,
+                             SpecText(claim, "nodeName"), "\" is not pcidevice ", pd->name,
                              "'s node \"", node, "\""));
   }
   if (StatusText(*pd, "iommuGroup").empty()) {
@@ -154,8 +144,8 @@ AdmissionVerdict PciClaimCreate(const AdmissionRequest& r, const ClusterStores& 
   std::vector<std::string> vgpus = c.vgpus.Read([&](const Store::Objects& objects) {
     std::vector<std::string> out;
     for (const auto& [name, v] : objects) {
-      const bool on_it = name == pd->name || (v.node_label == node &&
-                                              SpecString(v, "parentGPUDeviceAddress") == address);
+      const bool on_it = name == pd->name ||
+                         (v.node_label == node && SpecText(v, "parentGPUDeviceAddress") == address);
       if (on_it && SpecEnabled(v)) out.push_back(name);
     }
     return out;
@@ -172,8 +162,8 @@ AdmissionVerdict PciClaimCreate(const AdmissionRequest& r, const ClusterStores& 
 AdmissionVerdict PciClaim(const AdmissionRequest& r, const ClusterStores& c) {
   if (r.operation == "CREATE") return PciClaimCreate(r, c);
   if (r.operation == "UPDATE") {
-    if (SpecString(*r.object, "address") != SpecString(*r.old_object, "address") ||
-        SpecString(*r.object, "nodeName") != SpecString(*r.old_object, "nodeName")) {
+    if (SpecText(*r.object, "address") != SpecText(*r.old_object, "address") ||
+        SpecText(*r.object, "nodeName") != SpecText(*r.old_object, "nodeName")) {
       return Deny(absl::StrCat("pcideviceclaim ", r.name,
                                ": spec.address and spec.nodeName are immutable; delete the "
                                "claim and create it again"));
@@ -182,7 +172,7 @@ AdmissionVerdict PciClaim(const AdmissionRequest& r, const ClusterStores& c) {
   }
   if (r.operation != "DELETE") return Allow();
   if (auto v = NotSynced({&c.nodes, &c.vms})) return *v;
-  if (NodeGone(c, SpecString(*r.old_object, "nodeName"))) return Allow();
+  if (NodeGone(c, SpecText(*r.old_object, "nodeName"))) return Allow();
   if (auto v = InUseByVm(c, r.name,
                          absl::StrCat("pcideviceclaim ", r.name, " is already in use with vm "))) {
     return *v;
@@ -211,7 +201,7 @@ AdmissionVerdict UsbClaim(const AdmissionRequest& r, const ClusterStores& c) {
     return Allow();
   }
   if (r.operation == "UPDATE") {
-    if (SpecString(*r.object, "userName") != SpecString(*r.old_object, "userName")) {
+    if (SpecText(*r.object, "userName") != SpecText(*r.old_object, "userName")) {
       return Deny(absl::StrCat("usbdeviceclaim ", r.name, " username is immutable"));
     }
     return Allow();
@@ -219,11 +209,9 @@ AdmissionVerdict UsbClaim(const AdmissionRequest& r, const ClusterStores& c) {
   if (r.operation != "DELETE") return Allow();
   if (auto v = NotSynced({&c.nodes, &c.vms})) return *v;
   if (NodeGone(c, StatusText(*r.old_object, "nodeName"))) return Allow();
-  std::optional<std::string> vm = VmUsing(c, r.name);
-  if (vm) {
-    const size_t slash = vm->find('/');
-    return Deny(absl::StrCat("usbdeviceclaim ", r.name, " is still in use by vm ",
-                             vm->substr(slash + 1), "/", vm->substr(0, slash)));
+  if (std::optional<VmRef> vm = VmUsing(c, r.name)) {
+    return Deny(
+        absl::StrCat("usbdeviceclaim ", r.name, " is still in use by vm ", vm->name, "/", vm->ns));
   }
   return Allow();
 }
@@ -254,7 +242,7 @@ AdmissionVerdict Vgpu(const AdmissionRequest& r, const ClusterStores& c,
       if (auto v = InUseByVm(c, r.name, usage)) return *v;
     }
     if (!SpecEnabled(old) && SpecEnabled(now)) {
-      const std::string type = SpecString(now, "vGPUTypeName");
+      const std::string type = SpecText(now, "vGPUTypeName");
       if (type.empty()) {
         return Deny(absl::StrCat("VGPUTypeName cannot be empty for vGPU device ", r.name));
       }
@@ -272,7 +260,7 @@ AdmissionVerdict Vgpu(const AdmissionRequest& r, const ClusterStores& c,
   }
   if (r.operation != "DELETE" || absl::StartsWith(r.user, p.system_prefix)) return Allow();
   if (auto v = NotSynced({&c.nodes, &c.vms})) return *v;
-  if (NodeGone(c, SpecString(old, "nodeName"))) return Allow();
+  if (NodeGone(c, SpecText(old, "nodeName"))) return Allow();
   if (auto v = InUseByVm(c, r.name, usage)) return *v;
   return Allow();
 }
@@ -318,7 +306,7 @@ AdmissionVerdict SriovGpu(const AdmissionRequest& r, const ClusterStores& c,
   }
   if (r.operation != "DELETE" || absl::StartsWith(r.user, p.system_prefix)) return Allow();
   if (auto v = NotSynced({&c.nodes})) return *v;
-  if (NodeGone(c, SpecString(old, "nodeName"))) return Allow();
+  if (NodeGone(c, SpecText(old, "nodeName"))) return Allow();
   if (SpecEnabled(old)) {
     return Deny(absl::StrCat("please disable gpuDevice ", r.name, " before deletion"));
   }
@@ -335,7 +323,7 @@ std::optional<std::pair<std::string, std::string>> DeviceNode(const ClusterStore
     return std::pair{std::string("pcidevice"), StatusText(*pci, "nodeName")};
   }
   if (auto vgpu = Find(c.vgpus, name)) {
-    return std::pair{std::string("vgpudevice"), SpecString(*vgpu, "nodeName")};
+    return std::pair{std::string("vgpudevice"), SpecText(*vgpu, "nodeName")};
   }
   return std::nullopt;
 }

@@ -14,10 +14,6 @@ namespace {
 using projection::ObservedObject;
 using projection::Store;
 
-std::string Text(const ObservedObject& o, std::string_view key) {
-  return projection::StatusString(o, key).value_or("");
-}
-
 struct Mate {
   std::string name;
   std::string resource;
@@ -32,9 +28,9 @@ std::vector<Mate> GroupOf(const ClusterStores& c, const std::string& node,
   return c.pci_devices.Read([&](const Store::Objects& devices) {
     std::vector<Mate> out;
     for (const auto& [name, d] : devices) {
-      if (Text(d, "nodeName") != node || Text(d, "iommuGroup") != group) continue;
-      if (absl::StartsWith(Text(d, "classId"), "0604")) continue;  // a bridge
-      out.push_back({name, Text(d, "resourceName"), Text(d, "address"), node, d.uid});
+      if (StatusText(d, "nodeName") != node || StatusText(d, "iommuGroup") != group) continue;
+      if (absl::StartsWith(StatusText(d, "classId"), "0604")) continue;  // a bridge
+      out.push_back({name, StatusText(d, "resourceName"), StatusText(d, "address"), node, d.uid});
     }
     return out;
   });
@@ -69,10 +65,10 @@ VmMutation PlanVmMutation(const AdmissionRequest& r, const ClusterStores& c) {
     std::optional<ObservedObject> pd = Find(c.pci_devices, d.name);
     std::optional<ObservedObject> claim = Find(c.pci_claims, d.name);
     if (!pd || !claim) continue;
-    const std::string group = Text(*pd, "iommuGroup");
+    const std::string group = StatusText(*pd, "iommuGroup");
     if (group.empty()) continue;
     auto user = claim->spec.find("userName");
-    for (Mate& m : GroupOf(c, Text(*pd, "nodeName"), group)) {
+    for (Mate& m : GroupOf(c, StatusText(*pd, "nodeName"), group)) {
       if (m.resource.empty() || !named.insert(m.name).second) continue;
       patch.BeginObject().Key("op").String("add");
       patch.Key("path").String("/spec/template/spec/domain/devices/hostDevices/-");

@@ -10,16 +10,13 @@
 #include "core/status.h"
 #include "projection/kube_client.h"
 #include "projection/objects.h"
+#include "projection/status_patch.h"
 #include "projection/store.h"
 
 namespace pcid::projection {
 namespace {
 
 constexpr size_t kMaxNote = 1024;
-
-std::string MicroTimeNow() {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(), absl::UTCTimeZone());
-}
 
 std::string EventsPath(const std::string& ns) {
   return absl::StrCat("/apis/events.k8s.io/v1/namespaces/", ns, "/events");
@@ -50,10 +47,10 @@ bool EventRecorder::Record(KubeCaller& client, const EventSubject& subject, cons
   if (it != series_.end() && now - it->second.first_seen < config_.series_window) {
     Series& s = it->second;
     ++s.count;
-    s.last_seen = now;
     // The first repeat is written at once (the object shows a series); later ones wait for Flush.
-    if (s.written_count == 1) return PatchSeries(client, s);
-    return false;
+    if (s.written_count != 1) return false;
+    PatchSeries(client, s);
+    return true;
   }
   const std::string ns = subject.ns.empty() ? "default" : subject.ns;
   // Unique per recorder: the subject's name and a time-and-sequence suffix, as client-go's.
@@ -80,26 +77,24 @@ bool EventRecorder::Record(KubeCaller& client, const EventSubject& subject, cons
                      : std::string(ToStd(r.status().message())));
     return true;
   }
-  series_[key] = Series{ns, name, 1, 1, now, now, now};
+  series_[key] = Series{ns, name, 1, 1, now};
   return true;
 }
 
-bool EventRecorder::PatchSeries(KubeCaller& client, Series& s) {
+void EventRecorder::PatchSeries(KubeCaller& client, Series& s) {
   JsonWriter w;
   w.BeginObject().Key("series").BeginObject().Key("count").Int(s.count);
   w.Key("lastObservedTime").String(MicroTimeNow()).EndObject().EndObject();
   ++writes_;
-  s.last_write = clock_.Now();
   absl::StatusOr<KubeResponse> r =
       client.Call("PATCH", absl::StrCat(EventsPath(s.event_ns), "/", s.event_name), w.str(),
                   "application/merge-patch+json");
   if (!r.ok() || r->status != 200) {
     log_.warn("event {}/{}: series not updated: {}", s.event_ns, s.event_name,
               r.ok() ? absl::StrCat("HTTP ", r->status) : std::string(ToStd(r.status().message())));
-    return true;
+    return;
   }
   s.written_count = s.count;
-  return true;
 }
 
 void EventRecorder::Flush(KubeCaller& client) {

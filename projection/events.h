@@ -67,9 +67,9 @@ class EventRecorder {
     std::string event_ns, event_name;
     int64_t count = 1;          // occurrences
     int64_t written_count = 1;  // as the server has it
-    Clock::time_point first_seen, last_seen, last_write;
+    Clock::time_point first_seen;
   };
-  bool PatchSeries(KubeCaller& client, Series& s);
+  void PatchSeries(KubeCaller& client, Series& s);
 
   const EventRecorderConfig config_;
   const Clock& clock_;

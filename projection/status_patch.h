@@ -21,6 +21,8 @@ namespace pcid::projection {
 // wall time never decides anything (core/clock.h).
 using WallClock = std::function<std::string()>;
 std::string Rfc3339Now();
+// A metav1.MicroTime now ("2026-12-04T18:15:28.123456Z"): Events' and Leases' timestamps.
+std::string MicroTimeNow();
 
 // One condition of status.conditions, metav1.Condition's fields.
 struct Condition {
