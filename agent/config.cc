@@ -164,7 +164,7 @@ absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::str
       PCID_ASSIGN_OR_RETURN(config.mdevs, ParseMdevs(value, origin));
       continue;
     }
-    if (key != "enable" && key != "deny") {
+    if (key != "enable" && key != "deny" && key != "dra") {
       return absl::InvalidArgumentError(
           absl::StrCat(origin, ": unknown key \"", std::string(key), "\""));
     }
@@ -173,7 +173,9 @@ absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::str
       return absl::InvalidArgumentError(
           absl::StrCat(origin, ": \"", std::string(key), "\" must be an array"));
     }
-    std::vector<DeviceSelector>& out = key == "enable" ? config.enable : config.deny;
+    std::vector<DeviceSelector>& out = key == "enable" ? config.enable
+                                       : key == "deny" ? config.deny
+                                                       : config.dra;
     size_t index = 0;
     for (simdjson::dom::element item : list) {
       const std::string where = absl::StrCat(origin, ": ", std::string(key), "[", index++, "]");

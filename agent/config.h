@@ -3,7 +3,8 @@
 // The standalone config file: `{"enable": [selector, ...], "deny": [selector, ...], "sriov":
 // [{"address": "0000:04:00.0", "numVFs": 2, "driversAutoprobe": false}, ...]}` (`deny`: devices
 // never bound to vfio-pci, whatever enables them; `sriov`: the VF count of each PF, and whether
-// its VFs go to the VF driver first; `mdevs`: mediated devices kept, see MdevConfig), a selector
+// its VFs go to the VF driver first; `mdevs`: mediated devices kept, see MdevConfig; `dra`: the
+// devices served through DRA instead of device plugins, read at start), a selector
 // being an object with any of "address", "vendor" (4 hex), "device" (4 hex), "class" (4 hex),
 // "driver". Unknown keys, wrong types, malformed values and broken JSON are errors naming the file
 // and the offending part.
@@ -40,6 +41,9 @@ struct DaemonConfig {
   std::vector<DeviceSelector> deny = {};
   std::vector<SriovConfig> sriov = {};
   std::vector<MdevConfig> mdevs = {};
+  // Devices (PCI and USB) served through DRA (dra/) instead of device plugins: never enabled by
+  // `enable` or claims, offered in ResourceSlices, bound when a ResourceClaim is prepared.
+  std::vector<DeviceSelector> dra = {};
 };
 
 absl::StatusOr<DaemonConfig> ParseConfig(const std::string& json, const std::string& origin);

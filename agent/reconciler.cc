@@ -18,8 +18,6 @@ namespace {
 
 using projection::ClaimOutcome;
 
-constexpr unsigned kUsbHubClass = 0x09;
-
 // DeviceInUse when `holders` says a pod holds `id` (or could not tell); nullopt when free.
 std::optional<ClaimOutcome> InUse(std::string_view bus, const std::string& id,
                                   const absl::StatusOr<HolderTracker::Holders>& holders) {
@@ -322,6 +320,10 @@ void Reconciler::Select(bool report, const std::set<PciAddress>* only) {
       if (usb.device_class != kUsbHubClass) enabled_usb.insert(name);
     }
   }
+  SelectDra();
+  // DRA's devices are never served by plugins: not enabled by the config, nor by claims.
+  for (const PciAddress& a : dra_pci_) wanted.erase(a);
+  for (const std::string& name : dra_usb_) enabled_usb.erase(name);
   enabled_usb_ = std::move(enabled_usb);
   // A device gone and no longer enabled is let go: its USBDevice goes, its record too.
   std::erase_if(usb_,
@@ -546,7 +548,8 @@ void Reconciler::Refresh() {
   ForEachChanged(*enabled_from_, now, [&](const PciAddress& address) {
     auto it = now.find(address);
     const bool was = enabled_.count(address.ToString()) != 0;
-    const bool is = it != now.end() && it->second.enabled;
+    // A device bound for DRA claims alone is theirs, not the plugins'.
+    const bool is = it != now.end() && it->second.enabled && !OnlyDraSources(it->second.sources);
     if (was == is) return;  // another field of its intent changed
     if (is) {
       enabled_.insert(address.ToString());
@@ -651,7 +654,8 @@ void Reconciler::Replan(bool probe) {
   if (publisher_ && !planner_.pending() &&
       (!published_ || pci_changed_ || published_->usb != usb_ ||
        published_->enabled_usb != enabled_usb_ || published_->mdev_types != mdev_types_ ||
-       published_->mdevs != mdevs_published_ || published_->vgpu_resources != vgpu_resources_)) {
+       published_->mdevs != mdevs_published_ || published_->vgpu_resources != vgpu_resources_ ||
+       published_->dra_pci != dra_pci_ || published_->dra_usb != dra_usb_)) {
     pci_changed_ = false;
     published_ = std::make_shared<const projection::Inventory>(projection::Inventory{
         .pci = devices_,
@@ -661,6 +665,8 @@ void Reconciler::Replan(bool probe) {
         .mdev_types = mdev_types_,
         .mdevs = mdevs_published_,
         .vgpu_resources = vgpu_resources_,
+        .dra_pci = dra_pci_,
+        .dra_usb = dra_usb_,
     });
     publisher_->Publish(published_);
   }
@@ -953,6 +959,11 @@ void Reconciler::OnUsbClaim(bool enable, const std::string& name,
       return done({false, "", "DeviceNotFound",
                    absl::StrCat("usb ", name, ": not on node ", options_.node)});
     }
+    if (dra_usb_.count(name)) {
+      return done({false, "", "Refused",
+                   absl::StrCat("usb ", name, ": served through DRA on node ", options_.node,
+                                " (the config's dra): ask for it with a ResourceClaim")});
+    }
     if (it->device_class == kUsbHubClass) {
       return done({false, "", "Refused", absl::StrCat("usb ", name, " is a hub")});
     }
@@ -1010,6 +1021,11 @@ void Reconciler::OnPciClaim(bool enable, const std::string& text,
     if (dev == nullptr) {
       return done({false, "", "DeviceNotFound",
                    absl::StrCat("pci ", text, ": no such device on node ", options_.node)});
+    }
+    if (dra_pci_.count(*address)) {
+      return done({false, "", "Refused",
+                   absl::StrCat("pci ", text, ": served through DRA on node ", options_.node,
+                                " (the config's dra): ask for it with a ResourceClaim")});
     }
     auto submit = [this, alive, dev = *dev, text](std::function<void(ClaimOutcome)> done) {
       auto result = std::make_shared<absl::Status>();

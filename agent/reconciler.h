@@ -31,6 +31,7 @@
 #include "core/id_database.h"
 #include "core/mdev.h"
 #include "core/sysfs_root.h"
+#include "dra/owner.h"
 #include "plugin/resource_planner.h"
 #include "projection/projection.h"
 #include "udev/monitor.h"
@@ -40,6 +41,13 @@ class logger;
 }
 
 namespace pcid::agent {
+
+// USB hubs' class: no device a VM can use (the root hubs are the host's own controllers).
+inline constexpr unsigned kUsbHubClass = 0x09;
+
+// True when every source of an intent is a DRA claim's: such a device is not served by device
+// plugins.
+bool OnlyDraSources(const std::set<std::string>& sources);
 
 struct ReconcilerOptions {
   std::string node;
@@ -101,6 +109,13 @@ class Reconciler {
   // A VGPUDevice's mdev from the projection; `done` runs once, when decided (after the kernel
   // answered).
   void OnVgpu(projection::VgpuRequest request, std::function<void(projection::VgpuOutcome)> done);
+
+  // DRA (reconciler_dra.cc): a prepared claim's devices handed over (PCI functions bound to
+  // vfio-pci as intents of dra::DraSource(uid), after every check: offered by the config's `dra`,
+  // not protected, not another's, the IOMMU group whole) or given back. All or nothing; `done`
+  // runs once, on the owner thread, after the kernel answered.
+  void OnDraPrepare(dra::PrepareRequest request, std::function<void(dra::PrepareAnswer)> done);
+  void OnDraUnprepare(dra::UnprepareRequest request, std::function<void(std::string)> done);
 
   // Timers: the earliest due one, and running the due ones. The loop calls RunDue once per turn,
   // after the turn's events: re-plans after kernel answers are coalesced there.
@@ -173,6 +188,10 @@ class Reconciler {
   void ProtectMdevParents(vfio::Protected& protect) const;
   std::set<PciAddress> ProtectedSriovPfs() const;
   void Refresh();
+  // dra_pci_ and dra_usb_ from the config's `dra` (reconciler_dra.cc).
+  void SelectDra();
+  // A device this node offers through DRA, as a container gets it; nullopt when not offered.
+  std::optional<dra::HandedDevice> Handed(const std::string& dra_name) const;
   void Absorb(const ReadBack& now);
   // devices_ changed at `address`: its plan and the published inventory are due.
   void PciChanged(const PciAddress& address);
@@ -244,6 +263,9 @@ class Reconciler {
   std::set<std::string> enabled_;      // addresses the intents enable
   std::set<std::string> enabled_usb_;  // USB object names the config or a claim enables
   std::set<std::string> claimed_usb_;  // USB object names USBDeviceClaims enable
+  std::set<PciAddress> dra_pci_;       // offered through DRA (config `dra`, not protected)
+  std::set<std::string> dra_usb_;      // USB object names offered through DRA
+  std::map<std::string, std::string> dra_usb_held_;  // USB object name -> claim UID prepared
   std::map<std::string, vfio::UsbRecord> usb_saved_;  // as last handed to the state file
   std::set<PciAddress> refused_;       // config devices refused, reported once per reload
   std::set<PciAddress> refused_vfs_;   // PFs whose VF count failed, retried at reload or arrival

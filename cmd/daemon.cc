@@ -29,8 +29,12 @@
 #include "cmd/vfio_command.h"
 #include "core/event_queue.h"
 #include "core/status.h"
+#include "dra/cdi.h"
+#include "dra/driver.h"
+#include "dra/kubelet_plugin.h"
 #include "plugin/manager.h"
 #include "plugin/pod_resources.h"
+#include "projection/kube_client.h"
 #include "projection/projection.h"
 #include "udev/discovery.h"
 #include "udev/monitor.h"
@@ -223,6 +227,10 @@ class Daemon {
     // claims, then the kernel jobs (their waits cancelled), then the plugins.
     metrics_server_.reset();
     control_.reset();
+    // The kubelet's DRA calls end (those waiting for the loop give up), then the servers.
+    if (dra_driver_) dra_driver_->Stop();
+    dra_plugin_.reset();
+    dra_driver_.reset();
     if (reconciler_) reconciler_->set_publisher(nullptr);
     inventory_metrics_.set_next(nullptr);
     publisher_.reset();
@@ -242,6 +250,7 @@ class Daemon {
     }
     auto config = LoadConfig();
     if (!config) return 1;
+    dra_wanted_ = !config->dra.empty();
     // Before anything is touched or served: a port in use fails the start cleanly. Probes wait
     // for the loop, which turns once the start-up below is done.
     if (!StartMetrics()) return 1;
@@ -320,6 +329,10 @@ class Daemon {
           if (info.ssi_signo == SIGHUP) {
             log_->info("SIGHUP: reloading {}", flags_.config);
             if (auto c = LoadConfig()) {
+              if (!c->dra.empty() && !dra_wanted_) {
+                log_->warn("config: dra: the DRA driver starts with the agent; restart it to "
+                           "serve these devices through DRA");
+              }
               timer_.Run("config", [&] { reconciler_->OnConfig(*std::move(c)); });
             }
           } else {
@@ -331,7 +344,10 @@ class Daemon {
       }
       if (fds[1].revents & POLLIN) {
         auto events = ReadPluginDirEvents(watch.get());
-        if (events.kubelet_created) metrics_.kubelet_restarts.Add();
+        if (events.kubelet_created) {
+          metrics_.kubelet_restarts.Add();
+          if (dra_plugin_) dra_plugin_->Check();  // a kubelet restart may have wiped it
+        }
         timer_.Run("plugin dir", [&] { reconciler_->OnPluginDir(events); });
       }
       if (fds[2].revents & POLLIN) {
@@ -367,6 +383,9 @@ class Daemon {
     if (!config.ok()) {
       if (flags_.kubeconfig.empty() && absl::IsNotFound(config.status())) {
         log_->info("standalone: no --kubeconfig and not in a cluster");
+        if (dra_wanted_) {
+          log_->error("dra: not served: the driver reads ResourceClaims from the API server");
+        }
         return true;
       }
       log_->error("{}", ToStd(config.status().message()));
@@ -396,7 +415,7 @@ class Daemon {
       });
     };
     auto p = projection::Projection::Start(*config, flags_.node, MakeLogger("projection"), claims,
-                                           sriov, vgpu);
+                                           sriov, vgpu, dra_wanted_);
     if (!p.ok()) {
       log_->error("{}", ToStd(p.status().message()));
       return false;
@@ -406,6 +425,45 @@ class Daemon {
     AddProjectionCollectors(metrics_.registry, *projection_);
     inventory_metrics_.set_next(publisher_.get());
     reconciler_->set_publisher(&inventory_metrics_);  // publishes again, to both
+    return !dra_wanted_ || StartDra(*config);
+  }
+
+  // The DRA driver (the config's `dra`): its calls are decided on the owner thread like
+  // everything that touches devices; the answer goes back to the kubelet's gRPC call.
+  bool StartDra(const projection::KubeConfig& config) {
+    auto client = projection::KubeClient::Create(config);
+    if (!client.ok()) {
+      log_->error("dra: {}", ToStd(client.status().message()));
+      return false;
+    }
+    dra::DeviceOwner owner{
+        [this, post = Poster()](dra::PrepareRequest req,
+                                std::function<void(dra::PrepareAnswer)> done) {
+          post([this, req = std::move(req), done = std::move(done)]() mutable {
+            reconciler_->OnDraPrepare(std::move(req), std::move(done));
+          });
+        },
+        [this, post = Poster()](dra::UnprepareRequest req, std::function<void(std::string)> done) {
+          post([this, req = std::move(req), done = std::move(done)]() mutable {
+            reconciler_->OnDraUnprepare(std::move(req), std::move(done));
+          });
+        }};
+    const std::string plugin_dir = absl::StrCat(flags_.kubelet_dir, "/plugins/", dra::kDriverName);
+    dra_log_ = MakeLogger("dra");
+    auto driver = dra::Driver::Create({flags_.node, flags_.cdi_dir, plugin_dir},
+                                      *std::move(client), std::move(owner), *dra_log_);
+    if (!driver.ok()) {
+      log_->error("dra: {}", ToStd(driver.status().message()));
+      return false;
+    }
+    dra_driver_ = *std::move(driver);
+    auto plugin = dra::KubeletPlugin::Start({flags_.kubelet_dir + "/plugins_registry", plugin_dir},
+                                            *dra_driver_, *dra_log_);
+    if (!plugin.ok()) {
+      log_->error("{}", ToStd(plugin.status().message()));
+      return false;
+    }
+    dra_plugin_ = *std::move(plugin);
     return true;
   }
 
@@ -501,6 +559,10 @@ class Daemon {
   std::unique_ptr<ControlServer> control_;         // `pcidevices enable|disable` while we run
   std::unique_ptr<MetricsServer> metrics_server_;  // reset first by the destructor
   bool intents_done_ = false;                      // the reconciler's Start said ready
+  bool dra_wanted_ = false;  // the config at start has `dra` selectors
+  std::shared_ptr<spdlog::logger> dra_log_;
+  std::unique_ptr<dra::Driver> dra_driver_;
+  std::unique_ptr<dra::KubeletPlugin> dra_plugin_;
 };
 
 }  // namespace

@@ -21,6 +21,10 @@ struct DaemonFlags {
   std::string kubeconfig = "";  // "" = in-cluster when there, else standalone
   unsigned vm_uid = 107;        // owner (uid and gid) of USB nodes handed to a VM
   std::string metrics_bind_address = ":9808";  // "0" = no metrics endpoint
+  // DRA (the config's `dra`): the kubelet's root (plugins_registry/, plugins/) and where CDI
+  // specs go.
+  std::string kubelet_dir = "/var/lib/kubelet";
+  std::string cdi_dir = "/var/run/cdi";
 };
 
 // Runs until SIGTERM or SIGINT (blocked in the calling thread and taken through a signalfd);

@@ -19,7 +19,8 @@ constexpr char kUsage[] =
     "usage: pcidevices daemon --node-name N [--config FILE] [--sysfs-root DIR] [--dev-root DIR]\n"
     "         [--device-plugin-dir DIR] [--pod-resources-socket PATH] [--state-dir DIR]\n"
     "         [--kubeconfig FILE] [--uevent-source udev|kernel] [--vm-user-id N]\n"
-    "         [--proc-root DIR] [--modprobe CMD] [--metrics-bind-address ADDR:PORT|0]\n";
+    "         [--proc-root DIR] [--modprobe CMD] [--metrics-bind-address ADDR:PORT|0]\n"
+    "         [--kubelet-dir DIR] [--cdi-dir DIR]\n";
 
 }  // namespace
 
@@ -28,7 +29,8 @@ int RunDaemon(const std::vector<std::string>& args) {
       ParseCommandLine("daemon", args,
                        {"node-name", "config", "sysfs-root", "dev-root", "device-plugin-dir",
                         "pod-resources-socket", "state-dir", "kubeconfig", "uevent-source",
-                        "vm-user-id", "proc-root", "modprobe", "metrics-bind-address"},
+                        "vm-user-id", "proc-root", "modprobe", "metrics-bind-address",
+                        "kubelet-dir", "cdi-dir"},
                        {}, kUsage);
   if (!cmdline.flags) return cmdline.code;
   const ParsedFlags* flags = &*cmdline.flags;
@@ -44,6 +46,8 @@ int RunDaemon(const std::vector<std::string>& args) {
   f.state_dir = flags->Get("state-dir", f.state_dir);
   f.modprobe = flags->Get("modprobe", f.modprobe);
   f.kubeconfig = flags->Get("kubeconfig", "");
+  f.kubelet_dir = flags->Get("kubelet-dir", f.kubelet_dir);
+  f.cdi_dir = flags->Get("cdi-dir", f.cdi_dir);
   f.metrics_bind_address = flags->Get("metrics-bind-address", f.metrics_bind_address);
   if (f.metrics_bind_address != "0") {
     if (auto bind = ParseBindAddress(f.metrics_bind_address); !bind.ok()) {

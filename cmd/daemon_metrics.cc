@@ -110,7 +110,8 @@ void AddProjectionCollectors(metrics::Registry& registry, const projection::Proj
         return metrics::Samples{{{"create"}, static_cast<double>(s.creates)},
                                 {{"status"}, static_cast<double>(s.status_patches)},
                                 {{"delete"}, static_cast<double>(s.deletes)},
-                                {{"claim"}, static_cast<double>(s.claim_writes)}};
+                                {{"claim"}, static_cast<double>(s.claim_writes)},
+                                {{"resourceslice"}, static_cast<double>(s.slice_writes)}};
       });
   registry.AddCollector("pcidevices_api_write_failures_total",
                         "Projection writes the API server refused or did not answer.",

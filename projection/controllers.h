@@ -19,6 +19,8 @@
 //   VgpuController     VGPUDevice objects of this node from the inventory's mdev parents; their
 //                      spec asks the device owner (VgpuHandler) for one mdev, their status
 //                      shows it.
+//   ResourceSliceController  the DRA pool's ResourceSlices (projection/resource_slices.h) from
+//                      the inventory's DRA devices.
 //
 // Threading: all of them live on the projection's controller thread (projection.cc), which hands
 // them messages (Handle), calls Reconcile() after each batch and sleeps until the earliest
@@ -38,6 +40,7 @@
 #include "projection/messages.h"
 #include "projection/mirror.h"
 #include "projection/projection.h"
+#include "projection/resource_slices.h"
 #include "projection/sriov_objects.h"
 #include "projection/status_patch.h"
 #include "projection/store.h"
@@ -425,6 +428,38 @@ class VgpuController {
   std::map<std::string, VgpuObjectState> states_;
   uint64_t next_ask_ = 0;
   bool away_ = false;
+};
+
+class ResourceSliceController {
+ public:
+  // `slices`: this node's slices of our driver (the informer selects on spec.nodeName and
+  // spec.driver).
+  ResourceSliceController(std::string node, Store& slices, KubeCaller& api, const Clock& clock,
+                          Counters& counters, spdlog::logger& log);
+
+  // InventoryPublished: the pool wanted; StoreListed / StoreChanged of resourceslices: what the
+  // server holds (the kubelet deletes a node's slices at its start: they are written again).
+  void Handle(const Message& message);
+  // Zero writes when the server holds the pool as wanted, at one generation. Otherwise the
+  // generation goes one past the highest seen and every slice is written with it (obsolete
+  // slices deleted first); a failed write is retried after the back-off.
+  void Reconcile();
+  std::optional<Clock::time_point> NextWake() const { return retry_.due(); }
+  int64_t generation() const { return generation_; }
+
+ private:
+  bool UpToDate(const Store::Objects& observed) const;
+  const std::string node_;
+  Store& slices_;
+  KubeCaller& api_;
+  Counters& counters_;
+  spdlog::logger& log_;
+  RetryTimer retry_;
+  bool have_inventory_ = false;
+  std::vector<SliceContent> desired_;
+  int64_t generation_ = 0;  // of the pool as last written or found
+  std::optional<std::string> node_uid_;  // the Node's, for the owner reference; "" = unknown
+  bool dirty_ = false;
 };
 
 }  // namespace pcid::projection

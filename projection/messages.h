@@ -103,6 +103,7 @@ class Counters {
     stats_.failures += delta.failures;
     stats_.relists += delta.relists;
     stats_.claim_writes += delta.claim_writes;
+    stats_.slice_writes += delta.slice_writes;
   }
   ProjectionStats Get() const {
     MutexLock lock(&mu_);

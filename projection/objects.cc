@@ -96,6 +96,8 @@ absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e, bool name_r
       if (!entry["resourceName"].get(resource)) o.permitted_resources.emplace(resource);
     }
   }
+  int64_t generation = 0;
+  if (!e["spec"]["pool"]["generation"].get(generation)) o.pool_generation = generation;
   simdjson::dom::object devices;
   if (!e["spec"]["template"]["spec"]["domain"]["devices"].get(devices)) {
     for (auto [list, out] : {std::pair{"hostDevices", &o.host_devices}, {"gpus", &o.gpus}}) {

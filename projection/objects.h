@@ -54,6 +54,8 @@ struct ObservedObject {
   // VirtualMachines: hostDevices and gpus of spec.template.spec.domain.devices.
   std::vector<HostDeviceRef> host_devices;
   std::vector<HostDeviceRef> gpus;
+  // ResourceSlices: spec.pool.generation.
+  std::optional<int64_t> pool_generation;
 };
 
 // Where a store keeps an object: its name, or "<namespace>/<name>" for a namespaced one.

@@ -33,13 +33,14 @@ struct Projection::Impl {
   ClaimHandler owner;
   SriovHandler sriov;  // null: no SR-IOV objects, no VFClaims (neither informers nor controllers)
   VgpuHandler vgpu;    // null: no VGPUDevices
+  bool dra = false;    // the DRA pool's ResourceSlices
   SteadyClock clock;
   Shutdown shutdown;
   Counters counters;
 
   Store pci{kPciPlural}, usb{kUsbPlural}, pci_claims{kClaimPlural}, usb_claims{kUsbClaimPlural},
       kubevirts{kKubeVirtPlural}, sriov_network{kSriovNetworkPlural}, sriov_gpu{kSriovGpuPlural},
-      vf_claims{kVfClaimPlural}, vgpus{kVgpuPlural};
+      vf_claims{kVfClaimPlural}, vgpus{kVgpuPlural}, slices{kResourceSlicePlural};
 
   Mutex mu;
   CondVar cv;  // a message queued, or closed
@@ -89,9 +90,9 @@ struct Projection::Impl {
     return batch;
   }
 
-  void Inform(Store& store, std::string prefix, std::string selector) {
+  void Inform(Store& store, std::string prefix, std::string selector, bool optional = false) {
     Informer informer(
-        {std::move(prefix), store.plural(), std::move(selector)}, store,
+        {std::move(prefix), store.plural(), std::move(selector), optional}, store,
         [this](Message m) { Post(std::move(m)); }, shutdown, *log);
     informer.Run(config);
   }
@@ -131,12 +132,15 @@ struct Projection::Impl {
           node, vgpus, **client, vgpu, [this](Message m) { Post(std::move(m)); }, clock, Rfc3339Now,
           counters, *log, &events);
     }
+    std::optional<ResourceSliceController> slice_controller;
+    if (dra) slice_controller.emplace(node, slices, **client, clock, counters, *log);
     while (true) {
       std::optional<Clock::time_point> wake;
       for (auto w : {devices.NextWake(), claims.NextWake(), kubevirt.NextWake(),
                      sriov_objects ? sriov_objects->NextWake() : std::nullopt,
                      vf_claim_controller ? vf_claim_controller->NextWake() : std::nullopt,
-                     vgpu_objects ? vgpu_objects->NextWake() : std::nullopt}) {
+                     vgpu_objects ? vgpu_objects->NextWake() : std::nullopt,
+                     slice_controller ? slice_controller->NextWake() : std::nullopt}) {
         if (w && (!wake || *w < *wake)) wake = w;
       }
       std::optional<std::deque<Message>> batch = Next(wake);
@@ -149,6 +153,7 @@ struct Projection::Impl {
         if (sriov_objects) sriov_objects->Handle(m);
         if (vf_claim_controller) vf_claim_controller->Handle(m);
         if (vgpu_objects) vgpu_objects->Handle(m);
+        if (slice_controller) slice_controller->Handle(m);
       }
       if (shutdown.stopping()) return;
       std::optional<ClaimsInUse> in_use = claims.Reconcile();
@@ -162,6 +167,7 @@ struct Projection::Impl {
         }
       }
       kubevirt.Reconcile();
+      if (slice_controller) slice_controller->Reconcile();
       events.Flush(**client);
     }
   }
@@ -171,7 +177,7 @@ Projection::Projection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(
     const KubeConfig& config, std::string node, std::shared_ptr<spdlog::logger> log,
-    ClaimHandler claims, SriovHandler sriov, VgpuHandler vgpu) {
+    ClaimHandler claims, SriovHandler sriov, VgpuHandler vgpu, bool dra) {
   // Fail early on a config that can never work (bad certificates), not in a thread.
   PCID_RETURN_IF_ERROR(KubeClient::Create(config).status());
   auto impl = std::make_unique<Impl>();
@@ -181,6 +187,7 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(
   impl->owner = std::move(claims);
   impl->sriov = std::move(sriov);
   impl->vgpu = std::move(vgpu);
+  impl->dra = dra;
   Impl* p = impl.get();
   std::unique_ptr<Projection> projection(new Projection(std::move(impl)));
   p->threads.emplace_back([p] { p->Control(); });
@@ -201,6 +208,14 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(
     p->threads.emplace_back([p] { p->Inform(p->vf_claims, kDevicesApiPrefix, ""); });
   }
   if (p->vgpu) p->threads.emplace_back([p, mine] { p->Inform(p->vgpus, kDevicesApiPrefix, mine); });
+  if (p->dra) {
+    // Optional: a cluster without resource.k8s.io/v1 (before 1.34) answers 404, listed again
+    // later.
+    const std::string ours = absl::StrCat("fieldSelector=spec.nodeName%3D", p->node,
+                                          "%2Cspec.driver%3D", kDraDriver);
+    p->threads.emplace_back(
+        [p, ours] { p->Inform(p->slices, kResourceApiPrefix, ours, /*optional=*/true); });
+  }
   p->log->info("projection to {} ({}) for node {}", config.host, config.origin, p->node);
   return projection;
 }
@@ -224,6 +239,7 @@ std::vector<std::string> Projection::Unsynced() const {
     stores.insert(stores.end(), {&impl_->sriov_network, &impl_->sriov_gpu, &impl_->vf_claims});
   }
   if (impl_->vgpu) stores.push_back(&impl_->vgpus);
+  if (impl_->dra) stores.push_back(&impl_->slices);
   std::vector<std::string> out;
   for (const Store* s : stores) {
     if (!s->synced()) out.push_back(s->plural());

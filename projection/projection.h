@@ -50,12 +50,16 @@ struct Inventory {
   // NVIDIA VFs' vendor vGPU types this node serves: resource -> the VFs' pciVendorSelector
   // ("10de:26b9"), each needing a `pciHostDevices` entry.
   std::map<std::string, std::string> vgpu_resources = {};
+  // Devices served through DRA (the config's `dra` selectors; protected ones left out): the
+  // ResourceSlices' devices.
+  std::set<PciAddress> dra_pci = {};
+  std::set<std::string> dra_usb = {};  // USBDevice names
 };
 
 // Writes made, for tests and benchmarks (also logged).
 struct ProjectionStats {
   uint64_t creates = 0, status_patches = 0, deletes = 0, failures = 0, relists = 0,
-           claim_writes = 0;
+           claim_writes = 0, slice_writes = 0;
 };
 
 // What a claim asks of the device owner.
@@ -149,10 +153,11 @@ class Projection {
  public:
   // Starts the threads; nothing is written before the first Publish(). Claims of this node are
   // served through `claims`, SR-IOV objects and VFClaims through `sriov`, VGPUDevices through
-  // `vgpu`.
+  // `vgpu`; `dra`: the DRA pool's ResourceSlices are kept.
   static absl::StatusOr<std::unique_ptr<Projection>> Start(
       const KubeConfig& config, std::string node, std::shared_ptr<spdlog::logger> log,
-      ClaimHandler claims, SriovHandler sriov = nullptr, VgpuHandler vgpu = nullptr);
+      ClaimHandler claims, SriovHandler sriov = nullptr, VgpuHandler vgpu = nullptr,
+      bool dra = false);
   ~Projection();  // stops the threads (ends watches at once)
 
   void Publish(std::shared_ptr<const Inventory> inventory);

@@ -15,7 +15,26 @@ makes the certificates.
         [--verbose]
 
 Built-in kinds: namespaces, nodes, configmaps, events, coordination.k8s.io/v1 leases,
-apiextensions.k8s.io/v1 CRDs and admissionregistration.k8s.io/v1 Validating/MutatingWebhookConfigurations.
+apiextensions.k8s.io/v1 CRDs, admissionregistration.k8s.io/v1 Validating/MutatingWebhookConfigurations
+and resource.k8s.io/v1 resourceslices, deviceclasses, resourceclaims (status subresource) and
+resourceclaimtemplates. DELETE of a collection (label/field selectors) answers the List of what it
+deleted, as the generic registry does.
+
+resource.k8s.io/v1 (DRA), as kube-apiserver 1.34+ serves it (whatever --kube-version says): writes
+are decoded against the published OpenAPI v3 schemas kept in openapi/ (types: 400 "json: cannot
+unmarshal"; unknown fields: 400 with fieldValidation=Strict, a warning with Warn, dropped with Ignore,
+and 422 naming the field when the request sets no fieldValidation -- stricter than the real server,
+which drops them), defaulted (allocationMode ExactCount, count 1, ...), marshalled as the Go types are
+(a claim's "status": {}, spec.pool.generation always present), and validated as
+pkg/apis/resource/validation does (422 Invalid with its field paths: DNS-label device names, at most
+128 devices (64 with taints or counters), 32 attributes+capacities per device named by C identifiers
+of <= 32 bytes after an optional "<domain>/", one value per attribute, strings and versions <= 64
+bytes, exactly one of nodeName/nodeSelector/allNodes/perDeviceNodeSelection, pool generation >= 0 and
+resourceSliceCount > 0, immutable driver, pool name and node name; a claim's spec and a template's
+are immutable, a claim's /status must name its requests and allocated devices, its allocation is
+immutable once set). ResourceSlice and DeviceClass count spec changes in metadata.generation. Tables:
+NAME NODE DRIVER POOL AGE for slices, NAME STATE AGE for claims, NAME AGE for the others. CEL
+expressions are not compiled (only present and <= 10Ki).
 
 Events, as kube-apiserver keeps them: one storage, two views. An Event written through either v1 or
 events.k8s.io/v1 (create, update -- which creates a missing event --, merge/JSON/strategic patch,
@@ -37,7 +56,9 @@ GET /api/v1/events?fieldSelector=involvedObject.name=N,involvedObject.namespace=
 involvedObject.kind=K,involvedObject.uid=U&limit=500, across namespaces) lists events posted
 through either group, a series as "AGE (xN over AGE)"; `kubectl get events` prints LAST SEEN, TYPE,
 REASON, OBJECT, MESSAGE (-o wide: SUBOBJECT, SOURCE, FIRST SEEN, COUNT, NAME). Field selectors on
-other kinds: metadata.name and metadata.namespace.
+resourceslices, as its registry: spec.nodeName ("" when unset), spec.driver and metadata.name (another
+label, spec.pool.name included, is 400 "field label not supported for resource.k8s.io/v1,
+Kind=ResourceSlice"); on other kinds: metadata.name and metadata.namespace.
 
 Admission webhooks, as kube-apiserver 1.32's webhook plugins: on create, update, patch and delete
 (subresources only when a rule names them, e.g. pcidevices/status) of any kind but the webhook
@@ -89,7 +110,7 @@ additionalPrinterColumns gets Name + those columns only (Age only when it lists 
 merge patches on built-in kinds merge the lists their Go types key (webhooks by name, finalizers).
 Not emulated: managedFields and field ownership (server-side apply is a merge patch), admission
 plugins other than the webhooks (and webhooks' matchConditions, auditAnnotations, client auth),
-RBAC, CEL/format/pattern validation, defaulting, conversion webhooks (versions share storage),
+RBAC, CEL/format/pattern validation, defaulting (but resource.k8s.io's), conversion webhooks (versions share storage),
 protobuf answers (built-in kinds are decoded from protobuf requests, answered in JSON), the
 namespace controller (deleting a namespace deletes its objects at once, finalizers or not), and
 garbage collection by ownerReferences.
@@ -334,6 +355,7 @@ SMP_KEYS = {  # (group, plural) -> {field path: merge key (None: a primitive lis
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"webhooks": "name"},
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"webhooks": "name"},
     ("", "nodes"): {"status.conditions": "type", "status.addresses": "type", "spec.podCIDRs": None},
+    ("resource.k8s.io", "resourceclaims"): {"status.reservedFor": "uid"},
 }
 
 
@@ -504,16 +526,17 @@ def _unescape_field_value(v):
 
 
 def field_labels(res):
-    """{field label a client may select on: the field it names in the stored object's field set}
-    (the scheme's field label conversion for the request's group-version)."""
-    if res is not None and res.skey == EVENTS_SKEY:
-        return EVENTS_V1_FIELD_LABELS if res.group == EVENTS_GROUP else CORE_EVENT_FIELD_LABELS
-    return {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
+    """({field label a client may select on: the field it names in the stored object's field set},
+    the message for another label): the scheme's field label conversion for the request's
+    group-version (FIELD_LABELS; metadata.name and metadata.namespace for the kinds it lacks)."""
+    default = ({"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"},
+               "field label not supported: %s")
+    return FIELD_LABELS.get((res.group, res.plural), default) if res is not None else default
 
 
 def parse_field_selector(text, res=None):
     """fields.ParseSelector, then the field label conversion of `res`: [(stored field, op, value)]."""
-    labels, reqs = field_labels(res), []
+    (labels, unsupported), reqs = field_labels(res), []
     for p in _split_terms(text) if text else []:
         if not p.strip():
             continue
@@ -522,17 +545,19 @@ def parse_field_selector(text, res=None):
             raise bad_request("invalid selector: '%s'; can't understand '%s'" % (text, p))
         label, value = m.group(1).strip(), _unescape_field_value(m.group(3))
         if label not in labels:
-            raise bad_request("field label not supported: %s" % label)
+            raise bad_request(unsupported % label)
         reqs.append((labels[label], "!=" if m.group(2) == "!=" else "=", value))
     return reqs
 
 
 def selectable_fields(obj):
-    """The field set a stored object offers to field selectors (the registry's GetAttrs)."""
+    """The field set a stored object offers to field selectors (the registry's GetAttrs: metadata,
+    and the SELECTABLE_FIELDS of its kind)."""
     meta = obj.get("metadata", {})
     fields = {"metadata.name": meta.get("name", "") or "", "metadata.namespace": meta.get("namespace", "") or ""}
-    if obj.get("apiVersion") == "v1" and obj.get("kind") == "Event":
-        fields.update(event_selectable_fields(obj))
+    extra = SELECTABLE_FIELDS.get((obj.get("apiVersion"), obj.get("kind")))
+    if extra:
+        fields.update(extra(obj))
     return fields
 
 
@@ -1122,6 +1147,947 @@ EVENT_COLUMNS = [
 
 
 # ----------------------------------------------------------------------------------------------
+# resource.k8s.io/v1 (Dynamic Resource Allocation), built in as kube-apiserver 1.34+ serves it:
+# ResourceSlice and DeviceClass (cluster-scoped; metadata.generation counts spec changes),
+# ResourceClaim (status subresource) and ResourceClaimTemplate. A write is
+#  1. decoded against the published OpenAPI v3 schemas (openapi/apis__resource.k8s.io__v1_openapi.json,
+#     its README says whence) as the Go types decode JSON: a wrongly typed value is 400 ("json: cannot
+#     unmarshal ..."), a null field keeps its zero value, times are re-marshalled in UTC. An unknown
+#     field is 400 with fieldValidation=Strict (kubectl's default), a Warning with Warn, dropped with
+#     Ignore, and -- stricter than kube-apiserver, which drops it with a warning -- 422 naming its path
+#     when the request says nothing (a driver's misspelt field must not pass its tests);
+#  2. defaulted (pkg/apis/resource/v1/defaults.go: allocationMode ExactCount and count 1, a taint's
+#     timeAdded; the schema's operator "Equal") and completed as Go marshals the types: non-pointer
+#     structs (a claim's "status": {}) and non-omitempty fields (spec.pool.generation) are always
+#     there. The schema's "default" tells which: {} (a struct), or any default of a required field;
+#     a required field without one is "Required value";
+#  3. validated as pkg/apis/resource/validation/validation.go does (422 Invalid, its field paths and
+#     messages): names (DNS labels and subdomains, C identifiers, qualified names), the size limits
+#     (128 devices, 64 with taints or counters; 32 attributes and capacities; 64-byte strings...),
+#     the unions (exactly one of nodeName/nodeSelector/allNodes/perDeviceNodeSelection, one value per
+#     attribute, exactly or firstAvailable), references to requests, immutable fields and the status
+#     rules (results name a request of the claim, status.devices name allocated devices, an
+#     allocation is immutable, reservedFor needs one).
+# Not checked: CEL expressions (only present and at most 10Ki), quantity arithmetic (request policy
+# ranges) and canonical form (stored as sent), the admin-access namespace label, feature gates (all
+# that the schema has is on).
+
+RESOURCE_GROUP = "resource.k8s.io"
+RESOURCE_OPENAPI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi",
+                                "apis__resource.k8s.io__v1_openapi.json")
+_SCHEMA_REF = "#/components/schemas/"
+_QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_META_TIME = "io.k8s.apimachinery.pkg.apis.meta.v1.Time"
+_RAW_JSON = ("io.k8s.apimachinery.pkg.runtime.RawExtension", "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1")
+_QUANTITY_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?")
+
+
+class _GoDecodeError(Exception):
+    pass
+
+
+class ResourceSchemas:
+    """The published schemas of resource.k8s.io/v1 and the Go JSON semantics behind them."""
+
+    def __init__(self, path=RESOURCE_OPENAPI):
+        with open(path, encoding="utf-8") as f:
+            self.doc = json.load(f)
+        self.schemas = self.doc["components"]["schemas"]
+
+    def deref(self, s):
+        """(component name or None, schema) behind $ref and one-element allOf."""
+        name = None
+        while isinstance(s, dict):
+            if "$ref" in s:
+                name = s["$ref"][len(_SCHEMA_REF):]
+                s = self.schemas[name]
+            elif len(s.get("allOf") or []) == 1:
+                s = s["allOf"][0]
+            else:
+                break
+        return name, s if isinstance(s, dict) else {}
+
+    def go_type(self, s):
+        name, r = self.deref(s)
+        if name:
+            short = name.rsplit(".", 1)[1]
+            return "resource.Quantity" if name == _QUANTITY else ("runtime." if ".runtime." in name else "v1.") + short
+        t = r.get("type")
+        if t == "array":
+            return "[]" + self.go_type(r.get("items") or {})
+        if t == "object" and isinstance(r.get("additionalProperties"), dict):
+            return "map[string]" + self.go_type(r["additionalProperties"])
+        if t == "integer":
+            return r.get("format", "int64")
+        return {"string": "string", "boolean": "bool", "number": "float64"}.get(t, "interface {}")
+
+    def zero(self, schema):
+        """What Go leaves in a list item or map value sent as null."""
+        if "default" in schema:
+            return jcopy(schema["default"])
+        name, s = self.deref(schema)
+        if name == _QUANTITY:
+            return "0"
+        return {"string": "", "integer": 0, "boolean": False, "object": {}}.get(s.get("type"))
+
+    def decode(self, schema, v, fpath, gpath, struct, unknown):
+        """`v` as the Go type behind `schema` decodes it (sigs.k8s.io/json: case-sensitive names):
+        the value to store. Unknown fields go to `unknown` (paths with indices, as the strict decoder
+        names them); a type mismatch raises _GoDecodeError. gpath: Go's dotted path of the field,
+        struct: the Go struct holding it (both for the error text)."""
+        name, s = self.deref(schema)
+
+        def mismatch(what=None):
+            raise _GoDecodeError("json: cannot unmarshal %s into Go struct field %s.%s of type %s"
+                                 % (what or _json_kind(v), struct, gpath, self.go_type(schema)))
+        if name == _QUANTITY:
+            text = v if isinstance(v, str) else json.dumps(v) if _type_ok("number", v) else None
+            if text is None or not _QUANTITY_RE.fullmatch(text.strip()):
+                raise _GoDecodeError("quantities must match the regular expression "
+                                     "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+            return v
+        if name == _META_TIME:
+            try:
+                return go_time(v, False)
+            except _EvDecodeError as e:
+                raise _GoDecodeError(str(e))
+        if name in _RAW_JSON:
+            return v
+        t = s.get("type")
+        if t == "string":
+            return v if isinstance(v, str) else mismatch()
+        if t == "boolean":
+            return v if isinstance(v, bool) else mismatch()
+        if t == "integer":
+            bits = 32 if s.get("format") == "int32" else 64
+            if not _type_ok("number", v):
+                mismatch()
+            if not isinstance(v, int) or not -2 ** (bits - 1) <= v < 2 ** (bits - 1):
+                mismatch("number " + json.dumps(v))
+            return v
+        if t == "array":
+            if not isinstance(v, list):
+                mismatch()
+            items = s.get("items") or {}
+            return [self.zero(items) if x is None else
+                    self.decode(items, x, "%s[%d]" % (fpath, i), gpath, struct, unknown) for i, x in enumerate(v)]
+        if t != "object":
+            return v
+        if not isinstance(v, dict):
+            mismatch()
+        props, addl = s.get("properties"), s.get("additionalProperties")
+        if props is not None:
+            out, inner = {}, name.rsplit(".", 1)[1] if name else struct
+            for k, x in v.items():
+                p = "%s.%s" % (fpath, k) if fpath else k
+                if k not in props:
+                    unknown.append(p)
+                elif x is not None:  # null leaves the Go field at its zero value
+                    out[k] = self.decode(props[k], x, p, "%s.%s" % (gpath, k) if gpath else k, inner, unknown)
+            return out
+        if isinstance(addl, dict):
+            return {k: self.zero(addl) if x is None else self.decode(addl, x, "%s.%s" % (fpath, k), gpath, struct,
+                                                                   unknown) for k, x in v.items()}
+        return v
+
+    def complete(self, schema, v, fpath, causes):
+        """A decoded value as Go marshals it: the properties whose schema has a default of {} (a
+        non-pointer struct) or that are required with a default (no omitempty) are present, other
+        non-zero defaults applied; a required property without a default is Required."""
+        name, s = self.deref(schema)
+        if name == _QUANTITY or name == _META_TIME or name in _RAW_JSON:
+            return v
+        if isinstance(v, dict) and isinstance(s.get("properties"), dict):
+            required = set(s.get("required") or [])
+            for k, ps in s["properties"].items():
+                p = "%s.%s" % (fpath, k) if fpath else k
+                if k not in v:
+                    if "default" in ps:
+                        d = ps["default"]
+                        if d == {} or k in required or d not in ("", 0, False):
+                            v[k] = jcopy(d)
+                    elif k in required:
+                        causes.append(_e_required(p))
+                if k in v:
+                    v[k] = self.complete(ps, v[k], p, causes)
+        elif isinstance(v, dict) and isinstance(s.get("additionalProperties"), dict):
+            for k in v:
+                v[k] = self.complete(s["additionalProperties"], v[k], "%s[%s]" % (fpath, k), causes)
+        elif isinstance(v, list) and isinstance(s.get("items"), dict):
+            for i, x in enumerate(v):
+                v[i] = self.complete(s["items"], x, "%s[%d]" % (fpath, i), causes)
+        return v
+
+
+# -- field errors, as k8s.io/apimachinery/pkg/util/validation/field prints them: (field, reason, message)
+
+class _Verbatim(str):
+    """A bad value field.Error prints with %s (a fmt.Stringer, or a Go struct named by its type)."""
+
+
+def _show(v):
+    return str(v) if isinstance(v, _Verbatim) else _go_value(v)
+
+
+def _e_required(f, detail=""):
+    return (f, "FieldValueRequired", "Required value" + (": " + detail if detail else ""))
+
+
+def _e_invalid(f, v, detail=""):
+    return (f, "FieldValueInvalid", "Invalid value: %s%s" % (_show(v), ": " + detail if detail else ""))
+
+
+def _e_too_long(f, most):
+    return (f, "FieldValueTooLong", "Too long: may not be more than %d bytes" % most)
+
+
+def _e_too_many(f, have, most):
+    return (f, "FieldValueTooMany", "Too many: %d: must have at most %d items" % (have, most))
+
+
+def _e_duplicate(f, v):
+    return (f, "FieldValueDuplicate", "Duplicate value: %s" % _show(v))
+
+
+def _e_not_supported(f, v, allowed):
+    return (f, "FieldValueNotSupported", "Unsupported value: %s: supported values: %s"
+            % (_show(v), ", ".join(json.dumps(a) for a in allowed)))
+
+
+def _e_forbidden(f, detail):
+    return (f, "FieldValueForbidden", "Forbidden: " + detail)
+
+
+def _blen(s):
+    return len(s.encode("utf-8")) if isinstance(s, str) else 0
+
+
+def _regex_error(msg, fmt, *examples):
+    """validation.RegexError."""
+    if examples:
+        msg += " (e.g. " + " or ".join("'%s', " % e for e in examples) + "regex used for validation is '%s')" % fmt
+        return msg
+    return msg + " (regex used for validation is '%s')" % fmt
+
+
+_DNS_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_LABEL_MSG = _regex_error("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+                              "'-', and must start and end with an alphanumeric character", _DNS_LABEL_FMT,
+                              "my-name", "123-abc")
+_DNS_SUB_MSG = _regex_error("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+                            "or '.', and must start and end with an alphanumeric character",
+                            _DNS_LABEL_FMT + "(\\." + _DNS_LABEL_FMT + ")*", "example.com")
+_C_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_C_ID_MSG = _regex_error("a valid C identifier must start with alphabetic character or '_', followed by a string of "
+                         "alphanumeric characters or '_'", "[A-Za-z_][A-Za-z0-9_]*", "my_name", "MY_NAME", "MyName")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_LABEL_VALUE_MSG = _regex_error("a valid label must be an empty string or consist of alphanumeric characters, '-', "
+                                "'_' or '.', and must start and end with an alphanumeric character",
+                                "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", "MyValue", "my_value", "12345")
+_REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
+_REASON_MSG = _regex_error("a condition reason must start with alphabetic character, optionally followed by a string "
+                           "of alphanumeric characters or '_,:', and must end with an alphanumeric character or '_'",
+                           "[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?", "my_name", "MY_NAME", "MyName",
+                           "ReasonA,ReasonB", "ReasonA:ReasonB")
+_SEMVER_ID = r"(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)"
+_SEMVER = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-%s(\.%s)*)?"
+                     r"(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?" % (_SEMVER_ID, _SEMVER_ID))
+_TAINT_EFFECTS = ["NoExecute", "NoSchedule", "None"]
+
+
+def _dns_label_errors(v):
+    errs = ["must be no more than 63 characters"] if len(v) > 63 else []
+    if not DNS1123_LABEL.fullmatch(v):
+        errs.append("must not contain dots" if DNS1123_SUB.fullmatch(v) else _DNS_LABEL_MSG)
+    return errs
+
+
+def _dns_subdomain_errors(v):
+    errs = ["must be no more than 253 characters"] if len(v) > 253 else []
+    if not DNS1123_SUB.fullmatch(v):
+        errs.append(_DNS_SUB_MSG)
+    return errs
+
+
+def _v_dns_label(v, f):
+    return [_e_invalid(f, v, m) for m in _dns_label_errors(v)]
+
+
+def _v_dns_subdomain(v, f):
+    return [_e_invalid(f, v, m) for m in _dns_subdomain_errors(v)]
+
+
+def _v_driver_name(v, f):
+    """corevalidation.ValidateCSIDriverName: a DNS subdomain once lowercased, at most 63 bytes."""
+    errs = [_e_required(f)] if not v else []
+    if _blen(v) > 63:
+        errs.append(_e_too_long(f, 63))
+    return errs + [_e_invalid(f, v, m) for m in _dns_subdomain_errors(v.lower())]
+
+
+def _v_pool_name(v, f):
+    if not v:
+        return [_e_required(f)]
+    errs = [_e_too_long(f, 253)] if _blen(v) > 253 else []
+    for part in v.split("/"):
+        errs += _v_dns_subdomain(part, f)
+    return errs
+
+
+def _v_c_identifier(v, f):
+    errs = [_e_too_long(f, 32)] if _blen(v) > 32 else []
+    return errs + ([] if _C_ID.fullmatch(v) else [_e_invalid(f, v, _C_ID_MSG)])
+
+
+def _v_qualified_name(name, f):
+    """An attribute's or a capacity's name: a C identifier (<= 32), after an optional "<domain>/"."""
+    parts = name.split("/")
+    if len(parts) == 1:
+        return _v_c_identifier(name, f)
+    if len(parts) > 2:
+        return [_e_invalid(f, name, "must not contain more than one slash")]
+    errs = _v_driver_name(parts[0], f) if parts[0] else [_e_invalid(f, "", "the domain must not be empty")]
+    return errs + (_v_c_identifier(parts[1], f) if parts[1] else [_e_invalid(f, "", "the name must not be empty")])
+
+
+def _v_fully_qualified_name(name, f):
+    errs = _v_qualified_name(name, f)
+    if "/" not in name:
+        errs.append(_e_invalid(f, name, "a fully qualified name must be a domain and a name separated by a slash"))
+    return errs
+
+
+def _v_label_name(v, f):
+    return [_e_invalid(f, v, m) for m in _qualified_name_errors(v)]
+
+
+def _v_label_value(v, f):
+    errs = [_e_invalid(f, v, "must be no more than 63 characters")] if len(v) > 63 else []
+    return errs + ([] if _LABEL_VALUE.fullmatch(v) else [_e_invalid(f, v, _LABEL_VALUE_MSG)])
+
+
+def _v_uid(v, f):
+    if len(v) not in (32, 36, 38, 41):
+        return [_e_invalid(f, v, "error validating uid: invalid UUID length: %d" % len(v))]
+    try:
+        uuid.UUID(v)
+    except ValueError:
+        return [_e_invalid(f, v, "error validating uid: invalid UUID format")]
+    if len(v) != 36 or v != v.lower():
+        return [_e_invalid(f, v, "uid must be in RFC 4122 normalized form, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` "
+                                 "with lowercase hexadecimal characters")]
+    return []
+
+
+def _truncate_key(k, most):
+    most = max(most, 16)
+    if len(k) <= most:
+        return k
+    rest = most - 3
+    return k[:(rest + 1) // 2] + "..." + k[len(k) - rest // 2:]
+
+
+def _v_set(items, most, check, key, f):
+    """validateSet (validateSlice when key is None): more than `most` items is one Too many error;
+    else each item's errors, then the duplicates of key(item)."""
+    items = items or []
+    if 0 <= most < len(items):
+        return [_e_too_many(f, len(items), most)]
+    errs, seen = [], set()
+    for i, it in enumerate(items):
+        errs += check(it, "%s[%d]" % (f, i))
+    for i, it in enumerate(items if key else []):
+        k = key(it)
+        if json.dumps(k, sort_keys=True) in seen:
+            errs.append(_e_duplicate("%s[%d]" % (f, i), k))
+        seen.add(json.dumps(k, sort_keys=True))
+    return errs
+
+
+def _v_map(m, most, trunc, check_key, check_item, f):
+    """validateMap: keys are checked at the map's path, items at map[key]."""
+    m = m or {}
+    if 0 <= most < len(m):
+        return [_e_too_many(f, len(m), most)]
+    errs = []
+    for k in sorted(m):
+        errs += check_key(k, f) + check_item(m[k], "%s[%s]" % (f, _truncate_key(k, trunc)))
+    return errs
+
+
+def _v_node_selector(ns, f):
+    """corevalidation.ValidateNodeSelector (empty terms allowed)."""
+    terms = ns.get("nodeSelectorTerms") or []
+    if not terms:
+        return [_e_required(f + ".nodeSelectorTerms", "must have at least one node selector term")]
+    errs = []
+    for i, t in enumerate(terms):
+        tf = "%s.nodeSelectorTerms[%d]" % (f, i)
+        for j, r in enumerate(t.get("matchExpressions") or []):
+            rf, op, vals = "%s.matchExpressions[%d]" % (tf, j), r.get("operator", ""), r.get("values") or []
+            if op in ("In", "NotIn") and not vals:
+                errs.append(_e_required(rf + ".values", "must be specified when `operator` is 'In' or 'NotIn'"))
+            elif op in ("Exists", "DoesNotExist") and vals:
+                errs.append(_e_forbidden(rf + ".values", "may not be specified when `operator` is 'Exists' or "
+                                                         "'DoesNotExist'"))
+            elif op in ("Gt", "Lt") and len(vals) != 1:
+                errs.append(_e_required(rf + ".values", "must be specified single value when `operator` is 'Lt' "
+                                                        "or 'Gt'"))
+            elif op not in ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"):
+                errs.append(_e_invalid(rf + ".operator", op, "not a valid selector operator"))
+            errs += _v_label_name(r.get("key", ""), rf + ".key")
+        for j, r in enumerate(t.get("matchFields") or []):
+            rf, op, vals = "%s.matchFields[%d]" % (tf, j), r.get("operator", ""), r.get("values") or []
+            if op in ("In", "NotIn") and len(vals) != 1:
+                errs.append(_e_required(rf + ".values", "must be only one value when `operator` is 'In' or 'NotIn' "
+                                                        "for node field selector"))
+            elif op not in ("In", "NotIn"):
+                errs.append(_e_invalid(rf + ".operator", op, "not a valid selector operator"))
+            if r.get("key", "") != "metadata.name":
+                errs.append(_e_not_supported(rf + ".key", r.get("key", ""), ["metadata.name"]))
+    return errs
+
+
+def _v_raw_extension(v, f, most):
+    if v is None:
+        return [_e_required(f)]
+    if _blen(json.dumps(v, separators=(",", ":"))) > most:
+        return [_e_too_long(f, most)]
+    return [] if isinstance(v, dict) else [_e_invalid(f, "<value omitted>", "must be a valid JSON object")]
+
+
+def _v_conditions(conds, f):
+    """metav1validation.ValidateConditions."""
+    errs, seen = [], set()
+    for i, c in enumerate(conds or []):
+        cf, typ = "%s[%d]" % (f, i), c.get("type", "")
+        if typ in seen:
+            errs.append(_e_duplicate(cf + ".type", typ))
+        seen.add(typ)
+        errs += _v_label_name(typ, cf + ".type")
+        if c.get("status", "") not in ("True", "False", "Unknown"):
+            errs.append(_e_not_supported(cf + ".status", c.get("status", ""), ["False", "True", "Unknown"]))
+        if c.get("observedGeneration", 0) < 0:
+            errs.append(_e_invalid(cf + ".observedGeneration", c["observedGeneration"],
+                                   "must be greater than or equal to zero"))
+        if not c.get("lastTransitionTime"):
+            errs.append(_e_required(cf + ".lastTransitionTime", "must be set"))
+        reason = c.get("reason", "")
+        if not reason:
+            errs.append(_e_required(cf + ".reason", "must be set"))
+        else:
+            if not _REASON.fullmatch(reason):
+                errs.append(_e_invalid(cf + ".reason", reason, _REASON_MSG))
+            if _blen(reason) > 1024:
+                errs.append(_e_too_long(cf + ".reason", 1024))
+        if _blen(c.get("message", "")) > 32768:
+            errs.append(_e_too_long(cf + ".message", 32768))
+    return errs
+
+
+# -- ResourceSlice
+
+def _v_device_attribute(a, f):
+    errs = []
+    if "string" in a and _blen(a["string"]) > 64:
+        errs.append(_e_too_long(f + ".string", 64))
+    if "version" in a:
+        if not _SEMVER.fullmatch(a["version"]):
+            errs.append(_e_invalid(f + ".version", a["version"],
+                                   "must be a string compatible with semver.org spec 2.0.0"))
+        if _blen(a["version"]) > 64:
+            errs.append(_e_too_long(f + ".version", 64))
+    n = sum(1 for k in ("bool", "int", "string", "version") if k in a)
+    if n != 1:
+        errs.append(_e_invalid(f, "" if n == 0 else a, "exactly one value must be specified"))
+    return errs
+
+
+def _v_device_capacity(c, f, multi):
+    p = c.get("requestPolicy")
+    if p is None:
+        return []
+    if not multi:
+        return [_e_forbidden(f + ".requestPolicy", "allowMultipleAllocations must be true")]
+    if p.get("validValues") and p.get("validRange") is not None:
+        return [_e_forbidden(f + ".requestPolicy", 'exactly one policy can be specified, cannot specify "validValues" '
+                                                   'and "validRange" at the same time')]
+    for k in ("validValues", "validRange"):
+        if p.get(k) and p.get("default") is None:
+            return [_e_required(f + ".requestPolicy.default", "required when %s is defined" % k)]
+    return []
+
+
+def _v_device_taint(t, f):
+    errs = _v_label_name(t.get("key", ""), f + ".key")
+    if t.get("value"):
+        errs += _v_label_value(t["value"], f + ".value")
+    effect = t.get("effect", "")
+    if not effect:
+        errs.append(_e_required(f + ".effect"))
+    elif effect not in _TAINT_EFFECTS:
+        errs.append(_e_not_supported(f + ".effect", effect, _TAINT_EFFECTS))
+    return errs
+
+
+def _v_counters(counters, f):
+    if not counters:
+        return [_e_required(f)]
+    return _v_map(counters, 32, 63, _v_dns_label, lambda _c, _f: [], f)
+
+
+def _v_counter_consumption(c, f):
+    cs = c.get("counterSet", "")
+    errs = _v_dns_label(cs, f + ".counterSet") if cs else [_e_required(f + ".counterSet")]
+    return errs + _v_counters(c.get("counters"), f + ".counters")
+
+
+def _v_counter_set(c, f):
+    name = c.get("name", "")
+    errs = _v_dns_label(name, f + ".name") if name else [_e_required(f + ".name")]
+    return errs + _v_counters(c.get("counters"), f + ".counters")
+
+
+def _v_binding_conditions(conds, fails, f):
+    conds, fails = conds or [], fails or []
+    errs = _v_set(conds, 4, _v_label_name, None, f + ".bindingConditions")
+    errs += _v_set(fails, 4, _v_label_name, None, f + ".bindingFailureConditions")
+    for name, items in (("bindingConditions", conds), ("bindingFailureConditions", fails)):
+        seen = set()
+        for i, c in enumerate(items):
+            if c in seen:
+                errs.append(_e_duplicate("%s.%s[%d]" % (f, name, i), c))
+            seen.add(c)
+            if name == "bindingFailureConditions" and c in conds:
+                errs.append(_e_invalid("%s.%s[%d]" % (f, name, i), c,
+                                       "bindingFailureConditions must not overlap with bindingConditions"))
+    if fails and not conds:
+        errs.append(_e_invalid(f + ".bindingConditions", conds, "bindingConditions are required to use "
+                                                                "bindingFailureConditions"))
+    if conds and not fails:
+        errs.append(_e_invalid(f + ".bindingFailureConditions", fails, "bindingFailureConditions are required to "
+                                                                       "use bindingConditions"))
+    return errs
+
+
+def _v_device(d, f, per_device):
+    errs = _v_dns_label(d.get("name", ""), f + ".name")
+    attrs, caps = d.get("attributes") or {}, d.get("capacity") or {}
+    if len(attrs) + len(caps) > 32:
+        errs.append(_e_invalid(f, len(attrs) + len(caps), "the total number of attributes and capacities must not "
+                                                          "exceed 32"))
+    errs += _v_map(attrs, -1, 96, _v_qualified_name, _v_device_attribute, f + ".attributes")
+    multi = d.get("allowMultipleAllocations") is True
+    errs += _v_map(caps, -1, 96, _v_qualified_name, lambda c, cf: _v_device_capacity(c, cf, multi), f + ".capacity")
+    errs += _v_set(d.get("taints"), 16, _v_device_taint, None, f + ".taints")
+    errs += _v_set(d.get("consumesCounters"), 2, _v_counter_consumption, lambda c: c.get("counterSet", ""),
+                   f + ".consumesCounters")
+    if per_device:
+        chosen = []
+        if "nodeName" in d:
+            if d["nodeName"]:
+                chosen.append("`nodeName`")
+                errs += _v_dns_subdomain(d["nodeName"], f + ".nodeName")
+            else:
+                errs.append(_e_invalid(f + ".nodeName", "", "must not be empty"))
+        if "nodeSelector" in d:
+            chosen.append("`nodeSelector`")
+            errs += _v_node_selector(d["nodeSelector"], f + ".nodeSelector")
+        if "allNodes" in d:
+            if d["allNodes"]:
+                chosen.append("`allNodes`")
+            else:
+                errs.append(_e_invalid(f + ".allNodes", False, "must be either unset or set to true"))
+        msg = ("exactly one of `nodeName`, `nodeSelector`, or `allNodes` is required when `perDeviceNodeSelection` "
+               "is set to true in the ResourceSlice spec")
+        if not chosen:
+            errs.append(_e_required(f, msg))
+        elif len(chosen) > 1:
+            errs.append(_e_invalid(f, "{%s}" % ", ".join(chosen), msg))
+    elif any(k in d for k in ("nodeName", "nodeSelector", "allNodes")):
+        errs.append(_e_invalid(f, None, "`nodeName`, `nodeSelector` and `allNodes` can only be set if "
+                                        "`perDeviceNodeSelection` is set to true in the ResourceSlice spec"))
+    return errs + _v_binding_conditions(d.get("bindingConditions"), d.get("bindingFailureConditions"), f)
+
+
+def validate_resource_slice(obj, old):
+    """ValidateResourceSlice / ValidateResourceSliceUpdate (validateResourceSliceSpec)."""
+    spec, f = obj.get("spec") or {}, "spec"
+    pool = spec.get("pool") or {}
+    errs = _v_driver_name(spec.get("driver", ""), f + ".driver")
+    errs += _v_pool_name(pool.get("name", ""), f + ".pool.name")
+    if pool.get("resourceSliceCount", 0) <= 0:
+        errs.append(_e_invalid(f + ".pool.resourceSliceCount", pool.get("resourceSliceCount", 0),
+                               "must be greater than zero"))
+    if pool.get("generation", 0) < 0:
+        errs.append(_e_invalid(f + ".pool.generation", pool["generation"], "must be greater than or equal to zero"))
+    if old is not None:
+        ospec = old.get("spec") or {}
+        for path, new, was in (("pool.name", pool.get("name", ""), (ospec.get("pool") or {}).get("name", "")),
+                               ("driver", spec.get("driver", ""), ospec.get("driver", "")),
+                               ("nodeName", spec.get("nodeName"), ospec.get("nodeName"))):
+            if new != was:
+                errs.append(_e_invalid(f + "." + path, new, "field is immutable"))
+    chosen = []
+    if "nodeName" in spec:
+        if spec["nodeName"]:
+            chosen.append("`nodeName`")
+            errs += _v_dns_subdomain(spec["nodeName"], f + ".nodeName")
+        else:
+            errs.append(_e_invalid(f + ".nodeName", "", "must be either unset or set to a non-empty string"))
+    if "nodeSelector" in spec:
+        chosen.append("`nodeSelector`")
+        errs += _v_node_selector(spec["nodeSelector"], f + ".nodeSelector")
+        terms = spec["nodeSelector"].get("nodeSelectorTerms") or []
+        if len(terms) != 1:
+            errs.append(_e_invalid(f + ".nodeSelector.nodeSelectorTerms", terms,
+                                   "must have exactly one node selector term"))
+    for k in ("allNodes", "perDeviceNodeSelection"):
+        if k in spec:
+            if spec[k]:
+                chosen.append("`%s`" % k)
+            else:
+                errs.append(_e_invalid("%s.%s" % (f, k), False, "must be either unset or set to true"))
+    one = "exactly one of `nodeName`, `nodeSelector`, `allNodes`, `perDeviceNodeSelection` is required"
+    if not chosen:
+        errs.append(_e_required(f, one))
+    elif len(chosen) > 1:
+        errs.append(_e_invalid(f, "{%s}" % ", ".join(chosen), one + ", but multiple fields are set"))
+    if "sharedCounters" in spec and "devices" in spec:
+        errs.append(_e_invalid(f, "", "only one of `sharedCounters` or `devices` is allowed"))
+    devices = spec.get("devices") or []
+    advanced = any(d.get("taints") or d.get("consumesCounters") for d in devices)
+    per_device = spec.get("perDeviceNodeSelection") is True
+    errs += _v_set(devices, 64 if advanced else 128, lambda d, df: _v_device(d, df, per_device),
+                   lambda d: d.get("name", ""), f + ".devices")
+    errs += _v_set(spec.get("sharedCounters"), 8, _v_counter_set, lambda c: c.get("name", ""), f + ".sharedCounters")
+    return errs
+
+
+# -- DeviceClass, ResourceClaim, ResourceClaimTemplate
+
+def _v_selector(s, f):
+    cel = s.get("cel")
+    if cel is None:
+        return [_e_required(f + ".cel")]
+    expr = cel.get("expression", "")
+    if _blen(expr) > 10 * 1024:
+        return [_e_too_long(f + ".cel.expression", 10 * 1024)]
+    return [] if expr.strip() else [_e_required(f + ".cel.expression")]  # not compiled: no CEL here
+
+
+def _v_device_config(c, f):
+    """validateDeviceConfiguration: an opaque configuration for one driver."""
+    op = c.get("opaque")
+    if op is None:
+        return [_e_required(f + ".opaque")]
+    return (_v_driver_name(op.get("driver", ""), f + ".opaque.driver") +
+            _v_raw_extension(op.get("parameters"), f + ".opaque.parameters", 10 * 1024))
+
+
+def _v_toleration(t, f):
+    errs = _v_label_name(t["key"], f + ".key") if t.get("key") else []
+    op = t.get("operator", "")
+    if op == "Exists":
+        if t.get("value"):
+            errs.append(_e_invalid(f + ".value", t["value"], "must be empty for operator `Exists`"))
+    elif op == "Equal":
+        errs += _v_label_value(t.get("value", ""), f + ".value")
+    elif not op:
+        errs.append(_e_required(f + ".operator"))
+    else:
+        errs.append(_e_not_supported(f + ".operator", op, ["Equal", "Exists"]))
+    if t.get("effect") and t["effect"] not in _TAINT_EFFECTS:
+        errs.append(_e_not_supported(f + ".effect", t["effect"], _TAINT_EFFECTS))
+    return errs
+
+
+def _request_names(dc):
+    """{request name: None, or the set of its firstAvailable subrequests' names}"""
+    out = {}
+    for r in (dc or {}).get("requests") or []:
+        subs = r.get("firstAvailable") or []
+        out[r.get("name", "")] = {s.get("name", "") for s in subs} if subs else None
+    return out
+
+
+def _v_request_ref(name, f, names):
+    msg = "must be the name of a request in the claim or the name of a request and a subrequest separated by '/'"
+    seg = name.split("/")
+    if len(seg) > 2:
+        return [_e_invalid(f, name, msg)]
+    errs = [e for s in seg for e in _v_dns_label(s, f)]
+    known = seg[0] in names and (len(seg) == 1 or seg[1] in (names[seg[0]] or ()))
+    return errs + ([] if known else [_e_invalid(f, name, msg)])
+
+
+def _v_request_details(r, f):
+    """What ExactDeviceRequest and DeviceSubRequest share: class, selectors, mode and count, tolerations."""
+    cls = r.get("deviceClassName", "")
+    errs = _v_dns_subdomain(cls, f + ".deviceClassName") if cls else [_e_required(f + ".deviceClassName")]
+    errs += _v_set(r.get("selectors"), 32, _v_selector, None, f + ".selectors")
+    mode, count = r.get("allocationMode", ""), r.get("count", 0)
+    if mode == "All":
+        if count != 0:
+            errs.append(_e_invalid(f + ".count", count, "must not be specified when allocationMode is 'All'"))
+    elif mode == "ExactCount":
+        if count <= 0:
+            errs.append(_e_invalid(f + ".count", count, "must be greater than zero"))
+    else:
+        errs.append(_e_not_supported(f + ".allocationMode", mode, ["All", "ExactCount"]))
+    for i, t in enumerate(r.get("tolerations") or []):
+        errs += _v_toleration(t, "%s.tolerations[%d]" % (f, i))
+    return errs
+
+
+def _v_device_request(r, f):
+    errs = _v_dns_label(r.get("name", ""), f + ".name")
+    subs, exactly = r.get("firstAvailable") or [], r.get("exactly")
+    if not subs and exactly is None:
+        errs.append(_e_required(f, "exactly one of `exactly` or `firstAvailable` is required"))
+    elif subs and exactly is not None:
+        errs.append(_e_invalid(f, None, "exactly one of `exactly` or `firstAvailable` is required, but multiple "
+                                        "fields are set"))
+    elif subs:
+        errs += _v_set(subs, 8, lambda s, sf: _v_dns_label(s.get("name", ""), sf + ".name") + _v_request_details(s, sf),
+                       lambda s: s.get("name", ""), f + ".firstAvailable")
+    else:
+        errs += _v_request_details(exactly, f + ".exactly")
+    return errs
+
+
+def _v_device_claim(dc, f):
+    names = _request_names(dc)
+    refs = lambda c, cf: _v_set(c.get("requests"), 32, lambda n, nf: _v_request_ref(n, nf, names),  # noqa: E731
+                                lambda n: n, cf + ".requests")
+
+    def constraint(c, cf):
+        errs = refs(c, cf)
+        for k in ("matchAttribute", "distinctAttribute"):
+            if k in c:
+                return errs + _v_fully_qualified_name(c[k], "%s.%s" % (cf, k))
+        return errs + [_e_required(cf + ".matchAttribute")]
+    errs = _v_set(dc.get("requests"), 32, _v_device_request, lambda r: r.get("name", ""), f + ".requests")
+    errs += _v_set(dc.get("constraints"), 32, constraint, None, f + ".constraints")
+    errs += _v_set(dc.get("config"), 32, lambda c, cf: refs(c, cf) + _v_device_config(c, cf), None, f + ".config")
+    return errs
+
+
+def _shared_device_id(d):
+    sid = "%s/%s/%s" % (d.get("driver", ""), d.get("pool", ""), d.get("device", ""))
+    return _Verbatim(sid + "/" + d["shareID"] if d.get("shareID") else sid)
+
+
+def _v_claim_status(obj, old):
+    """ValidateResourceClaimStatusUpdate."""
+    st, ost, f = obj.get("status") or {}, old.get("status") or {}, "status"
+    names = _request_names((obj.get("spec") or {}).get("devices"))
+
+    def consumer(r, rf):
+        return [_e_required("%s.%s" % (rf, k)) for k in ("resource", "name", "uid") if not r.get(k)]
+    errs = _v_set(st.get("reservedFor"), 256, consumer, lambda r: r.get("uid", ""), f + ".reservedFor")
+    alloc = st.get("allocation")
+    allocated = {str(_shared_device_id(r)) for r in ((alloc or {}).get("devices") or {}).get("results") or []}
+
+    def device_status(d, df):
+        errs = _v_driver_name(d.get("driver", ""), df + ".driver") + _v_pool_name(d.get("pool", ""), df + ".pool")
+        errs += _v_dns_label(d.get("device", ""), df + ".device")
+        if "shareID" in d:
+            errs += _v_uid(d["shareID"], df + ".shareID")
+        if str(_shared_device_id(d)) not in allocated:
+            errs.append(_e_invalid(df, _shared_device_id(d), "must be an allocated device in the claim"))
+        conds = d.get("conditions") or []
+        if len(conds) > 8:
+            errs.append(_e_too_many(df + ".conditions", len(conds), 8))
+        errs += _v_conditions(conds, df + ".conditions")
+        if d.get("data") is not None:
+            errs += _v_raw_extension(d["data"], df + ".data", 10 * 1024)
+        nd = d.get("networkData") or {}
+        if _blen(nd.get("interfaceName", "")) > 256:
+            errs.append(_e_too_long(df + ".networkData.interfaceName", 256))
+        if _blen(nd.get("hardwareAddress", "")) > 128:
+            errs.append(_e_too_long(df + ".networkData.hardwareAddress", 128))
+        return errs + _v_set(nd.get("ips"), 16, _v_interface_address, lambda a: a, df + ".networkData.ips")
+    errs += _v_set(st.get("devices"), -1, device_status, _shared_device_id, f + ".devices")
+    if st.get("reservedFor"):
+        if alloc is None:
+            errs.append(_e_forbidden(f + ".reservedFor", "may not be specified when `allocated` is not set"))
+        elif obj["metadata"].get("deletionTimestamp"):
+            was = {json.dumps(r, sort_keys=True) for r in ost.get("reservedFor") or []}
+            if any(json.dumps(r, sort_keys=True) not in was for r in st["reservedFor"]):
+                errs.append(_e_forbidden(f + ".reservedFor", "new entries may not be added while "
+                                                             "`deallocationRequested` or `deletionTimestamp` are set"))
+    if alloc is not None and ost.get("allocation") is not None:
+        if alloc != ost["allocation"]:
+            errs.append(_e_invalid(f + ".allocation", _Verbatim("resource.AllocationResult{...}"),
+                                   "field is immutable"))
+    elif alloc is not None:
+        af = f + ".allocation"
+        devs = alloc.get("devices") or {}
+
+        def result(r, rf):
+            errs = _v_request_ref(r.get("request", ""), rf + ".request", names)
+            errs += _v_driver_name(r.get("driver", ""), rf + ".driver") + _v_pool_name(r.get("pool", ""), rf + ".pool")
+            errs += _v_dns_label(r.get("device", ""), rf + ".device")
+            errs += _v_binding_conditions(r.get("bindingConditions"), r.get("bindingFailureConditions"), rf)
+            for i, t in enumerate(r.get("tolerations") or []):
+                errs += _v_toleration(t, "%s.tolerations[%d]" % (rf, i))
+            return errs + (_v_uid(r["shareID"], rf + ".shareID") if "shareID" in r else [])
+
+        def config(c, cf):
+            src = c.get("source", "")
+            errs = [_e_required(cf + ".source")] if not src else [] if src in ("FromClaim", "FromClass") else [
+                _e_not_supported(cf + ".source", src, ["FromClaim", "FromClass"])]
+            errs += _v_set(c.get("requests"), 32, lambda n, nf: _v_request_ref(n, nf, names), lambda n: n,
+                           cf + ".requests")
+            return errs + _v_device_config(c, cf)
+        errs += _v_set(devs.get("results"), 32, result, None, af + ".devices.results")
+        errs += _v_set(devs.get("config"), 64, config, None, af + ".devices.config")
+        if alloc.get("nodeSelector") is not None:
+            errs += _v_node_selector(alloc["nodeSelector"], af + ".nodeSelector")
+    return errs
+
+
+def _v_interface_address(a, f):
+    """validation.IsValidInterfaceAddress: an address in CIDR form, canonical."""
+    try:
+        iface = ipaddress.ip_interface(a)
+        if "/" not in a:
+            raise ValueError(a)
+    except ValueError:
+        return [_e_invalid(f, a, "must be a valid address in CIDR form, (e.g. 10.9.8.7/24 or 2001:db8::1/64)")]
+    return [] if str(iface) == a else [_e_invalid(f, a, 'must be in canonical form ("%s")' % iface)]
+
+
+def validate_device_class(obj, old):
+    spec = obj.get("spec") or {}
+    errs = _v_set(spec.get("selectors"), 32, _v_selector, None, "spec.selectors")
+    errs += _v_set(spec.get("config"), 32, _v_device_config, None, "spec.config")
+    name = spec.get("extendedResourceName")
+    if name is not None and ("/" not in name or "kubernetes.io/" in name or name.startswith("requests.") or
+                             _qualified_name_errors("requests." + name)):
+        errs.append(_e_invalid("spec.extendedResourceName", name, "must be a valid extended resource name"))
+    return errs
+
+
+def validate_resource_claim(obj, old, sub):
+    if sub == "status":
+        return _v_claim_status(obj, old)
+    errs = _v_device_claim((obj.get("spec") or {}).get("devices") or {}, "spec.devices")
+    if old is not None and obj.get("spec") != old.get("spec"):
+        errs.append(_e_invalid("spec", _Verbatim("resource.ResourceClaimSpec{...}"), "field is immutable"))
+    return errs
+
+
+def validate_resource_claim_template(obj, old):
+    spec = obj.get("spec") or {}
+    if old is not None:  # only the immutability of the spec is checked on update
+        return [] if spec == old.get("spec") else [
+            _e_invalid("spec", _Verbatim("resource.ResourceClaimTemplateSpec{...}"), "field is immutable")]
+    meta = spec.get("metadata") or {}
+    errs = [_e_forbidden("spec.metadata." + k, "cannot be set for a template") for k in sorted(meta)
+            if k not in ("labels", "annotations") and meta[k] not in ("", 0, [], {})]
+    return errs + _v_device_claim((spec.get("spec") or {}).get("devices") or {}, "spec.spec.devices")
+
+
+def resource_defaults(res, obj):
+    """pkg/apis/resource/v1/defaults.go."""
+    def request(r):
+        if isinstance(r, dict):
+            r["allocationMode"] = r.get("allocationMode") or "ExactCount"
+            if r["allocationMode"] == "ExactCount" and not r.get("count"):
+                r["count"] = 1
+
+    def claim_spec(spec):
+        for rq in (((spec or {}).get("devices") or {}).get("requests") or []):
+            request(rq.get("exactly"))
+            for s in rq.get("firstAvailable") or []:
+                request(s)
+    if res.plural == "resourceclaims":
+        claim_spec(obj.get("spec"))
+    elif res.plural == "resourceclaimtemplates":
+        claim_spec((obj.get("spec") or {}).get("spec"))
+    elif res.plural == "resourceslices":
+        for d in (obj.get("spec") or {}).get("devices") or []:
+            for t in d.get("taints") or []:
+                t.setdefault("timeAdded", now_ts())
+
+
+def validate_resource_object(res, obj, old, sub):
+    """The registry's Validate/ValidateUpdate for a resource.k8s.io/v1 kind: 422 causes."""
+    if res.plural == "resourceslices":
+        return validate_resource_slice(obj, old)
+    if res.plural == "deviceclasses":
+        return validate_device_class(obj, old)
+    if res.plural == "resourceclaims":
+        return validate_resource_claim(obj, old, sub)
+    return validate_resource_claim_template(obj, old)
+
+
+def resource_slice_fields(obj):
+    """The resourceslice registry's toSelectableFields (spec.nodeName "" when unset)."""
+    spec = obj.get("spec") or {}
+    return {"spec.nodeName": spec.get("nodeName") or "", "spec.driver": spec.get("driver", "")}
+
+
+def resource_claim_state(obj):
+    """printers' resourceClaimState."""
+    states = ["deleted"] if obj["metadata"].get("deletionTimestamp") else []
+    st = obj.get("status") or {}
+    if st.get("allocation") is None:
+        states += [] if states else ["pending"]
+    else:
+        states += ["allocated"] + (["reserved"] if st.get("reservedFor") else [])
+    return ",".join(states)
+
+
+_RESOURCE_AGE = Column("Age", "string", _age, "", AGE_COLUMN.desc)
+
+
+def resource_kinds():
+    """The four kinds, as Resources (printer columns as pkg/printers/internalversion has them)."""
+    spec = lambda o: o.get("spec") or {}  # noqa: E731
+    kinds = [
+        Resource(RESOURCE_GROUP, "v1", "resourceslices", "ResourceSlice", False, generation=True, columns=[
+            Column("Node", "string", lambda o: spec(o).get("nodeName") or "",
+                   desc="NodeName identifies the node which provides the resources in this pool."),
+            Column("Driver", "string", lambda o: spec(o).get("driver", ""),
+                   desc="Driver identifies the DRA driver providing the capacity information."),
+            Column("Pool", "string", lambda o: (spec(o).get("pool") or {}).get("name", ""),
+                   desc="Name is used to identify the pool."),
+            _RESOURCE_AGE]),
+        Resource(RESOURCE_GROUP, "v1", "deviceclasses", "DeviceClass", False, generation=True,
+                 columns=[_RESOURCE_AGE]),
+        Resource(RESOURCE_GROUP, "v1", "resourceclaims", "ResourceClaim", True, status=True, columns=[
+            Column("State", "string", resource_claim_state,
+                   desc="A summary of the current state (allocated, pending, reserved, etc.)."), _RESOURCE_AGE]),
+        Resource(RESOURCE_GROUP, "v1", "resourceclaimtemplates", "ResourceClaimTemplate", True,
+                 columns=[_RESOURCE_AGE])]
+    for r in kinds:
+        r.openapi = "io.k8s.api.resource.v1." + r.kind  # its schema in ResourceSchemas
+    return kinds
+
+
+_DEFAULT_FIELD_LABEL_ERROR = '"%s" is not a known field selector: only "metadata.name", "metadata.namespace"'
+# The field selectors of the built-in kinds that have a conversion of their own, or are new enough to
+# use the default one's message: (group, plural) -> ({label: the field it names in the registry's
+# field set}, the message for another label). Other kinds: metadata.name and metadata.namespace.
+FIELD_LABELS = {
+    ("", "events"): (CORE_EVENT_FIELD_LABELS, "field label not supported: %s"),
+    (EVENTS_GROUP, "events"): (EVENTS_V1_FIELD_LABELS, "field label not supported: %s"),
+    (RESOURCE_GROUP, "resourceslices"): ({"metadata.name": "metadata.name", "spec.nodeName": "spec.nodeName",
+                                          "spec.driver": "spec.driver"},
+                                         "field label not supported for resource.k8s.io/v1, Kind=ResourceSlice: %s"),
+}
+for _p in ("deviceclasses", "resourceclaims", "resourceclaimtemplates"):
+    FIELD_LABELS[(RESOURCE_GROUP, _p)] = ({"metadata.name": "metadata.name",
+                                           "metadata.namespace": "metadata.namespace"}, _DEFAULT_FIELD_LABEL_ERROR)
+# The registries' extra selectable fields (GetAttrs), by the stored object's apiVersion and kind.
+SELECTABLE_FIELDS = {("v1", "Event"): event_selectable_fields,
+                     (RESOURCE_GROUP + "/v1", "ResourceSlice"): resource_slice_fields}
+
+
+# ----------------------------------------------------------------------------------------------
 # Resources and the store.
 
 class Resource:
@@ -1138,6 +2104,7 @@ class Resource:
         self.api_version = "%s/%s" % (group, version) if group else version
         self.qualified = "%s.%s" % (plural, group) if group else plural
         self.skey = (group, plural)  # storage key: all versions of a CRD share one collection
+        self.openapi = None  # a built-in kind's component name in its published OpenAPI schemas
 
 
 def _version_rank(v):
@@ -1187,6 +2154,7 @@ class Store:
         self.objects = {}  # skey -> {(ns, name): obj}
         self.resources = {}  # (group, version, plural) -> Resource
         self.watchers = set()
+        self.resource_schemas = ResourceSchemas()  # resource.k8s.io/v1's published OpenAPI schemas
         core = [Resource("", "v1", "namespaces", "Namespace", False, short_names=["ns"], status=True,
                          columns=[Column("Status", "string", lambda o: o.get("status", {}).get("phase", "")),
                                   AGE_COLUMN]),
@@ -1200,6 +2168,7 @@ class Store:
                     Column("Holder", "string", lambda o: (o.get("spec") or {}).get("holderIdentity") or "",
                            desc="holderIdentity contains the identity of the holder of a current lease."),
                     AGE_COLUMN]),
+                *resource_kinds(),
                 Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                          "CustomResourceDefinition", False, short_names=["crd", "crds"],
                          categories=["api-extensions"], status=True, generation=True,
@@ -1297,12 +2266,15 @@ class Store:
             return "%s/%s" % (res.group, res.crd["storage"])
         return res.api_version
 
-    def _validate(self, res, obj, strict, old=None):
-        """Schema validation and pruning for custom resources, decoding and validation of Events
-        (`old`: the stored Event an update replaces); returns the warnings."""
+    def _validate(self, res, obj, strict, old=None, sub=None):
+        """Schema validation and pruning for custom resources, decoding and validation of Events,
+        validation of resource.k8s.io kinds (`old`: the stored object an update replaces, `sub`: its
+        subresource); returns the warnings."""
         name = obj["metadata"].get("name", "")
         if res.skey == EVENTS_SKEY:
             return self._event_validate(res, obj, strict, old)
+        if res.openapi:
+            return self._resource_validate(res, obj, old, sub)
         if res.plural == "customresourcedefinitions":
             self._crd_validate(res, obj)
         if res.group == ADMREG:
@@ -1344,6 +2316,45 @@ class Store:
             raise invalid(res, obj["metadata"].get("name", ""), causes)
         return msgs if strict == "Warn" else []
 
+    def _resource_decode(self, res, obj, strict):
+        """A resource.k8s.io/v1 body decoded in place as its Go type decodes it (ResourceSchemas.decode):
+        400 for a mistyped value; unknown fields as fieldValidation (`strict`) says, 422 when it says
+        nothing. Returns the warnings."""
+        unknown, what = [], '%s in version "%s" cannot be handled as a %s: ' % (res.kind, res.version, res.kind)
+        try:
+            decoded = self.resource_schemas.decode({"$ref": _SCHEMA_REF + res.openapi}, obj, "", "", res.kind,
+                                                   unknown)
+        except _GoDecodeError as e:
+            raise bad_request(what + str(e))
+        msgs = ['unknown field "%s"' % u for u in unknown]
+        if unknown and strict == "Strict":
+            raise bad_request(what + "strict decoding error: " + ", ".join(msgs))
+        if unknown and strict not in ("Warn", "Ignore"):
+            raise invalid(res, (obj.get("metadata") or {}).get("name", ""), [
+                (u, "FieldValueForbidden", "Forbidden: unknown field (kube-apiserver drops it, with a warning "
+                                           "unless fieldValidation=Ignore)") for u in unknown])
+        obj.clear()
+        obj.update(decoded)
+        return msgs if strict == "Warn" else []
+
+    def _resource_validate(self, res, obj, old, sub):
+        """A decoded resource.k8s.io/v1 object defaulted and completed as Go marshals it, then the
+        registry's validation (422). Returns the warnings."""
+        resource_defaults(res, obj)
+        required = []
+        self.resource_schemas.complete({"$ref": _SCHEMA_REF + res.openapi}, obj, "", required)
+        causes = []
+        for c in validate_resource_object(res, obj, old, sub) + required:
+            if c not in causes and not (c in required and any(x[0] == c[0] for x in causes)):
+                causes.append(c)
+        if causes:
+            raise invalid(res, obj["metadata"].get("name", ""), causes)
+        driver = (obj.get("spec") or {}).get("driver", "") if res.plural == "resourceslices" else ""
+        if driver != driver.lower():
+            return ["spec.driver: driver names should be lowercase; %s contains uppercase characters"
+                    % json.dumps(driver)]
+        return []
+
     def _check_name(self, res, name):
         rx, lim = (DNS1123_LABEL, 63) if res.plural == "namespaces" else (DNS1123_SUB, 253)
         if not rx.fullmatch(name) or len(name) > lim:
@@ -1384,6 +2395,8 @@ class Store:
             meta = obj.setdefault("metadata", {})
             self._check_meta(res, obj)
             self._check_type(res, obj)
+            decode_warnings = self._resource_decode(res, obj, strict) if res.openapi else []
+            meta = obj.setdefault("metadata", {})
             if res.namespaced:
                 if meta.get("namespace") and meta["namespace"] != ns:
                     raise bad_request("the namespace of the provided object does not match the namespace "
@@ -1413,7 +2426,7 @@ class Store:
                 obj.pop("status", None)  # the status subresource owns .status: a create resets it
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "uid", "managedFields"):
                 meta.pop(k, None)
-            warnings = self._validate(res, obj, strict)
+            warnings = decode_warnings + self._validate(res, obj, strict)
             if res.plural == "namespaces":
                 obj["status"] = {"phase": "Active"}
             meta["uid"] = str(uuid.uuid4())
@@ -1458,6 +2471,8 @@ class Store:
             meta = new.setdefault("metadata", {})
             self._check_meta(res, new)
             self._check_type(res, new)
+            decode_warnings = self._resource_decode(res, new, strict) if res.openapi else []
+            meta = new.setdefault("metadata", {})
             if meta.get("name") not in (None, name):
                 raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
                                   % (meta.get("name"), name))
@@ -1503,7 +2518,7 @@ class Store:
             if res.plural == "customresourcedefinitions" and sub != "status":
                 if result.get("spec", {}).get("group") != old["spec"]["group"]:
                     raise invalid(res, name, [("spec.group", "FieldValueInvalid", "Invalid value: field is immutable")])
-            warnings = self._validate(res, result, strict, old)
+            warnings = decode_warnings + self._validate(res, result, strict, old, sub)
             if res.plural == "customresourcedefinitions" and sub != "status":
                 result["status"] = self._crd_status(result)
             # generation counts spec changes: everything but metadata (and status with the subresource).
@@ -1902,19 +2917,23 @@ def openapi_v3(store, group, version, kube_version):
     schemas, paths = dict(OPENAPI_COMMON), {}
     qp = lambda n, t="string": {"name": n, "in": "query", "schema": {"type": t, "uniqueItems": True}}  # noqa
     for r in store.version_resources(group, version):
-        name = _schema_name(r)
         gvk = {"group": r.group, "version": r.version, "kind": r.kind}
-        body = jcopy(r.schema) if r.schema else {"type": "object", "properties": {
-            "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
-        body.setdefault("properties", {})["metadata"] = {"allOf": [ref(META + "ObjectMeta")], "default": {}}
-        body["x-kubernetes-group-version-kind"] = [gvk]
-        schemas[name] = body
-        schemas[name + "List"] = {"type": "object", "required": ["items"], "properties": {
-            "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-            "items": {"type": "array", "items": ref(name)}, "metadata": {"type": "object"}},
-            "x-kubernetes-group-version-kind": [dict(gvk, kind=r.kind + "List")]}
+        if r.openapi:  # a built-in kind with published schemas: those, List kinds and all they use
+            name = r.openapi
+            schemas.update(jcopy(store.resource_schemas.schemas))
+        else:
+            name = _schema_name(r)
+            body = jcopy(r.schema) if r.schema else {"type": "object", "properties": {
+                "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
+            body.setdefault("properties", {})["metadata"] = {"allOf": [ref(META + "ObjectMeta")], "default": {}}
+            body["x-kubernetes-group-version-kind"] = [gvk]
+            schemas[name] = body
+            schemas[name + "List"] = {"type": "object", "required": ["items"], "properties": {
+                "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                "items": {"type": "array", "items": ref(name)}, "metadata": {"type": "object"}},
+                "x-kubernetes-group-version-kind": [dict(gvk, kind=r.kind + "List")]}
         ok = lambda n: {"200": {"description": "OK", "content": {"application/json": {"schema": ref(n)}}}}  # noqa
         # Built-in kinds take strategic merge patches but do not say so here: their schemas are not
         # described, so kubectl apply would fail to compute a patch from them ("warning: error
@@ -3122,15 +4141,18 @@ class Handler(BaseHTTPRequestHandler):
             obj = adm.delete(res, ns, name, opts if isinstance(opts, dict) else {}, dry, self.review)
             return self._object(200, obj, res, q)
         if verb == "deletecollection":
-            items, _, _, _ = store.list(res, ns, q)
+            items, rv, _, _ = store.list(res, ns, q)
+            deleted = []
             for o in items:
                 try:
-                    adm.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], {}, dry, self.review,
-                               collection=ns or "")
+                    deleted.append(adm.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], {}, dry,
+                                              self.review, collection=ns or ""))
                 except ApiError as e:
                     if e.code != 404:  # gone meanwhile is fine; a webhook's denial is not
                         raise
-            return self._json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+            # As the generic registry's DeleteCollection: the list of what was deleted (or marked).
+            return self._json(200, {"kind": res.kind + "List", "apiVersion": res.api_version,
+                                    "metadata": {"resourceVersion": str(rv)}, "items": deleted})
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     def _openapi_v2(self):

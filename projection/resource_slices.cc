@@ -1,0 +1,233 @@
+#include "projection/resource_slices.h"
+
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_format.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "core/json_writer.h"
+#include "core/naming.h"
+
+namespace pcid::projection {
+namespace {
+
+// The API server's limit on a string attribute (DeviceAttributeMaxValueLength); longer values
+// (pci.ids names) are cut at a UTF-8 character boundary.
+constexpr size_t kMaxAttributeValue = 64;
+
+std::string_view Cut(std::string_view s) {
+  if (s.size() <= kMaxAttributeValue) return s;
+  size_t n = kMaxAttributeValue;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
+std::string Hex4(unsigned v) { return absl::StrFormat("%04x", v); }
+
+// Writes one device's "attributes" map; a string attribute with an empty value is left out.
+class Attributes {
+ public:
+  explicit Attributes(JsonWriter& w) : w_(w) { w_.Key("attributes").BeginObject(); }
+  ~Attributes() { w_.EndObject(); }
+  void String(std::string_view key, std::string_view value) {
+    if (value.empty()) return;
+    w_.Key(key).BeginObject().Key("string").String(Cut(value)).EndObject();
+  }
+  void Int(std::string_view key, int64_t value) {
+    w_.Key(key).BeginObject().Key("int").Int(value).EndObject();
+  }
+
+ private:
+  JsonWriter& w_;
+};
+
+struct PoolDevice {
+  std::string name;
+  std::string json;  // the device's object
+};
+
+PoolDevice PciPoolDevice(const std::vector<PciDevice>& sorted, const PciDevice& d) {
+  PoolDevice out{DraPciDeviceName(d.address), {}};
+  JsonWriter w;
+  w.BeginObject().Key("name").String(out.name);
+  {
+    Attributes a(w);
+    a.String("resource.kubernetes.io/pciBusID", d.address.ToString());
+    a.String("resource.kubernetes.io/pcieRoot", PcieRoot(sorted, d));
+    if (d.numa_node >= 0) a.Int("resource.kubernetes.io/numaNode", d.numa_node);
+    a.String("bus", "pci");
+    a.String("vendorID", Hex4(d.vendor_id));
+    a.String("deviceID", Hex4(d.device_id));
+    a.String("classID", Hex4(d.class_id()));
+    a.String("subsystemVendorID", Hex4(d.subsystem_vendor_id));
+    a.String("subsystemDeviceID", Hex4(d.subsystem_device_id));
+    if (d.iommu_group) a.Int("iommuGroup", *d.iommu_group);
+    a.String("resourceName", PciResourceName(d));
+    a.String("driver", d.driver);
+    a.String("vendorName", d.names->vendor);
+    a.String("deviceName", d.names->device);
+    if (d.physical_function) a.String("sriovPF", d.physical_function->ToString());
+    if (d.sriov_total_vfs) a.Int("sriovTotalVFs", *d.sriov_total_vfs);
+    if (d.sriov_num_vfs) a.Int("sriovNumVFs", *d.sriov_num_vfs);
+  }
+  w.EndObject();
+  out.json = w.str();
+  return out;
+}
+
+PoolDevice UsbPoolDevice(const std::string& node, const UsbDevice& u) {
+  PoolDevice out{DraUsbDeviceName(u), {}};
+  JsonWriter w;
+  w.BeginObject().Key("name").String(out.name);
+  {
+    Attributes a(w);
+    a.String("bus", "usb");
+    a.String("vendorID", Hex4(u.vendor_id));
+    a.String("productID", Hex4(u.product_id));
+    a.String("usbClass", absl::StrFormat("%02x", u.device_class));
+    a.String("serial", u.serial);
+    a.String("port", u.port);
+    if (u.host_controller) a.String("hostController", u.host_controller->ToString());
+    a.String("resourceName", UsbResourceName(node, u));
+    a.String("vendorName", u.names.vendor);
+    a.String("productName", u.names.device);
+  }
+  w.EndObject();
+  out.json = w.str();
+  return out;
+}
+
+// FNV-1a, 64 bits: stable across processes and builds (std::hash is not promised to be).
+uint64_t Fnv1a(std::string_view s, uint64_t h = 14695981039346656037ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace
+
+std::string DraPciDeviceName(const PciAddress& address) {
+  std::string out = "pci-" + address.ToString();
+  std::replace_if(out.begin(), out.end(), [](char c) { return c == ':' || c == '.'; }, '-');
+  return out;
+}
+
+std::string DraUsbDeviceName(const UsbDevice& usb) {
+  std::string out = "usb-";
+  for (char c : usb.port) {
+    const bool keep = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    out.push_back(keep ? c : (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : '-');
+  }
+  return out;
+}
+
+std::string PcieRoot(const std::vector<PciDevice>& sorted, const PciDevice& dev) {
+  const PciDevice* top = &dev;
+  // Bounded: a malformed tree (a bridge loop) cannot hang the agent.
+  for (int depth = 0; depth < 64 && top->parent_bridge; ++depth) {
+    const PciDevice* up = FindPciDevice(sorted, *top->parent_bridge);
+    if (!up) {
+      // The bridge is not among the functions read: its own bus is as high as we can see.
+      return absl::StrFormat("pci%04x:%02x", top->parent_bridge->domain, top->parent_bridge->bus);
+    }
+    top = up;
+  }
+  return absl::StrFormat("pci%04x:%02x", top->address.domain, top->address.bus);
+}
+
+std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<PciDevice>& pci,
+                                     const std::set<PciAddress>& dra_pci,
+                                     const std::vector<UsbDevice>& usb,
+                                     const std::set<std::string>& dra_usb) {
+  std::vector<PoolDevice> devices;
+  for (const PciAddress& address : dra_pci) {
+    if (const PciDevice* d = FindPciDevice(pci, address)) devices.push_back(PciPoolDevice(pci, *d));
+  }
+  for (const UsbDevice& u : usb) {
+    if (u.present && dra_usb.count(u.name)) devices.push_back(UsbPoolDevice(node, u));
+  }
+  std::sort(devices.begin(), devices.end(),
+            [](const PoolDevice& a, const PoolDevice& b) { return a.name < b.name; });
+  // Two USB devices on one port cannot be; a duplicate name would be refused by the server.
+  devices.erase(std::unique(devices.begin(), devices.end(),
+                            [](const PoolDevice& a, const PoolDevice& b) { return a.name == b.name; }),
+                devices.end());
+  std::vector<SliceContent> slices;
+  const size_t count = (devices.size() + kMaxDevicesPerSlice - 1) / kMaxDevicesPerSlice;
+  for (size_t i = 0; i < count; ++i) {
+    SliceContent s;
+    s.name = absl::StrCat(node, "-", kDraDriver, "-", i);
+    s.devices_json = "[";
+    const size_t end = std::min(devices.size(), (i + 1) * kMaxDevicesPerSlice);
+    for (size_t k = i * kMaxDevicesPerSlice; k < end; ++k) {
+      if (k > i * kMaxDevicesPerSlice) s.devices_json += ",";
+      s.devices_json += devices[k].json;
+      s.device_names.push_back(devices[k].name);
+    }
+    s.devices_json += "]";
+    s.hash = absl::StrFormat("%016x", Fnv1a(absl::StrCat(count), Fnv1a(s.devices_json)));
+    slices.push_back(std::move(s));
+  }
+  return slices;
+}
+
+std::string SliceObject(const std::string& node, const std::string& node_uid,
+                        const SliceContent& slice, int64_t generation, size_t slice_count,
+                        std::string_view resource_version) {
+  JsonWriter w;
+  w.BeginObject()
+      .Key("apiVersion")
+      .String("resource.k8s.io/v1")
+      .Key("kind")
+      .String("ResourceSlice")
+      .Key("metadata")
+      .BeginObject()
+      .Key("name")
+      .String(slice.name);
+  if (!resource_version.empty()) w.Key("resourceVersion").String(resource_version);
+  w.Key("labels").BeginObject().Key(kSliceContentLabel).String(slice.hash).EndObject();
+  if (!node_uid.empty()) {
+    w.Key("ownerReferences")
+        .BeginArray()
+        .BeginObject()
+        .Key("apiVersion")
+        .String("v1")
+        .Key("kind")
+        .String("Node")
+        .Key("name")
+        .String(node)
+        .Key("uid")
+        .String(node_uid)
+        .Key("controller")
+        .Bool(true)
+        .EndObject()
+        .EndArray();
+  }
+  w.EndObject()
+      .Key("spec")
+      .BeginObject()
+      .Key("driver")
+      .String(kDraDriver)
+      .Key("pool")
+      .BeginObject()
+      .Key("name")
+      .String(node)
+      .Key("generation")
+      .Int(generation)
+      .Key("resourceSliceCount")
+      .Int(static_cast<int64_t>(slice_count))
+      .EndObject()
+      .Key("nodeName")
+      .String(node)
+      .Key("devices");
+  // The devices array is spliced in as built (JsonWriter has no raw values).
+  std::string out = w.str();
+  out += slice.devices_json;
+  out += "}}";
+  return out;
+}
+
+}  // namespace pcid::projection
