@@ -265,7 +265,7 @@ class Reconciler {
   std::set<std::string> claimed_usb_;  // USB object names USBDeviceClaims enable
   std::set<PciAddress> dra_pci_;       // offered through DRA (config `dra`, not protected)
   std::set<std::string> dra_usb_;      // USB object names offered through DRA
-  std::map<std::string, std::string> dra_usb_held_;  // USB object name -> claim UID prepared
+  std::map<std::string, std::string> dra_usb_held_;   // USB object name -> claim UID prepared
   std::map<std::string, vfio::UsbRecord> usb_saved_;  // as last handed to the state file
   std::set<PciAddress> refused_;       // config devices refused, reported once per reload
   std::set<PciAddress> refused_vfs_;   // PFs whose VF count failed, retried at reload or arrival

@@ -117,7 +117,8 @@ void Reconciler::OnDraPrepare(dra::PrepareRequest request,
     const std::string id = d.address.ToString();
     const std::string name = projection::DraPciDeviceName(d.address);
     if (busy_.count(id) || removed_.count(id)) {
-      return refuse(absl::StrCat("device ", name, " (", id, ") is busy (a kernel operation or an "
+      return refuse(absl::StrCat("device ", name, " (", id,
+                                 ") is busy (a kernel operation or an "
                                  "unplug in progress); the kubelet asks again"));
     }
     if (auto it = intents.find(d.address); it != intents.end()) {

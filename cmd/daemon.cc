@@ -330,8 +330,9 @@ class Daemon {
             log_->info("SIGHUP: reloading {}", flags_.config);
             if (auto c = LoadConfig()) {
               if (!c->dra.empty() && !dra_wanted_) {
-                log_->warn("config: dra: the DRA driver starts with the agent; restart it to "
-                           "serve these devices through DRA");
+                log_->warn(
+                    "config: dra: the DRA driver starts with the agent; restart it to "
+                    "serve these devices through DRA");
               }
               timer_.Run("config", [&] { reconciler_->OnConfig(*std::move(c)); });
             }
@@ -450,8 +451,8 @@ class Daemon {
         }};
     const std::string plugin_dir = absl::StrCat(flags_.kubelet_dir, "/plugins/", dra::kDriverName);
     dra_log_ = MakeLogger("dra");
-    auto driver = dra::Driver::Create({flags_.node, flags_.cdi_dir, plugin_dir},
-                                      *std::move(client), std::move(owner), *dra_log_);
+    auto driver = dra::Driver::Create({flags_.node, flags_.cdi_dir, plugin_dir}, *std::move(client),
+                                      std::move(owner), *dra_log_);
     if (!driver.ok()) {
       log_->error("dra: {}", ToStd(driver.status().message()));
       return false;
@@ -559,7 +560,7 @@ class Daemon {
   std::unique_ptr<ControlServer> control_;         // `pcidevices enable|disable` while we run
   std::unique_ptr<MetricsServer> metrics_server_;  // reset first by the destructor
   bool intents_done_ = false;                      // the reconciler's Start said ready
-  bool dra_wanted_ = false;  // the config at start has `dra` selectors
+  bool dra_wanted_ = false;                        // the config at start has `dra` selectors
   std::shared_ptr<spdlog::logger> dra_log_;
   std::unique_ptr<dra::Driver> dra_driver_;
   std::unique_ptr<dra::KubeletPlugin> dra_plugin_;

@@ -30,7 +30,11 @@ std::string SpecPath(const std::string& cdi_dir, const std::string& kind, const 
 std::string MetadataJson(const AllocatedClaim& claim, const std::string& request,
                          const std::vector<const HandedDevice*>& devices, const std::string& pool) {
   JsonWriter w;
-  w.BeginObject().Key("apiVersion").String(kMetadataApiVersion).Key("kind").String("DeviceMetadata");
+  w.BeginObject()
+      .Key("apiVersion")
+      .String(kMetadataApiVersion)
+      .Key("kind")
+      .String("DeviceMetadata");
   w.Key("metadata").BeginObject().Key("name").String(claim.name).Key("namespace").String(claim.ns);
   w.Key("uid").String(claim.uid).Key("generation").Int(claim.generation).EndObject();
   if (!claim.pod_claim_name.empty()) w.Key("podClaimName").String(claim.pod_claim_name);
@@ -134,7 +138,8 @@ ClaimFiles BuildClaimFiles(const AllocatedClaim& claim, const std::vector<Handed
   for (Spec* s : {&pci, &usb}) {
     s->w.EndArray().EndObject();
     if (s->any) {
-      out.specs.push_back({SpecPath(cdi_dir, s == &pci ? "pci" : "usb", claim.uid), s->w.str() + "\n"});
+      out.specs.push_back(
+          {SpecPath(cdi_dir, s == &pci ? "pci" : "usb", claim.uid), s->w.str() + "\n"});
     }
   }
   return out;

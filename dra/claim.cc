@@ -1,9 +1,9 @@
 #include "dra/claim.h"
 
-#include "dra/owner.h"
-
 #include <absl/strings/str_cat.h>
 #include <simdjson.h>
+
+#include "dra/owner.h"
 
 namespace pcid::dra {
 namespace {
@@ -84,7 +84,8 @@ absl::StatusOr<AllocatedClaim> DecodeAllocatedClaim(std::string_view json,
   const std::string who = absl::StrCat("claim ", out.ns, "/", out.name);
   simdjson::dom::element allocation;
   if (root["status"]["allocation"].get(allocation) || allocation.is_null()) {
-    return absl::FailedPreconditionError(absl::StrCat(who, ": not allocated (no status.allocation)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(who, ": not allocated (no status.allocation)"));
   }
   simdjson::dom::array results;
   if (allocation["devices"]["results"].get(results)) {
@@ -96,9 +97,9 @@ absl::StatusOr<AllocatedClaim> DecodeAllocatedClaim(std::string_view json,
     std::string_view d, pool, device, request;
     if (r["driver"].get(d) || r["pool"].get(pool) || r["device"].get(device) ||
         r["request"].get(request)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          who, ": status.allocation.devices.results[", i,
-          "] lacks one of driver, pool, device, request (or one is not a string)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(who, ": status.allocation.devices.results[", i,
+                       "] lacks one of driver, pool, device, request (or one is not a string)"));
     }
     ++i;
     if (d != driver) continue;  // another driver's device in the same claim

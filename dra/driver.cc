@@ -91,8 +91,8 @@ std::map<std::string, std::string> Driver::Unprepare(const std::vector<ClaimRef>
 }
 
 absl::StatusOr<AllocatedClaim> Driver::ReadClaim(const ClaimRef& ref) {
-  const std::string path = absl::StrCat("/apis/resource.k8s.io/v1/namespaces/", ref.ns,
-                                        "/resourceclaims/", ref.name);
+  const std::string path =
+      absl::StrCat("/apis/resource.k8s.io/v1/namespaces/", ref.ns, "/resourceclaims/", ref.name);
   auto res = api_->Call("GET", path);
   if (!res.ok()) {
     return absl::UnavailableError(
@@ -111,9 +111,9 @@ absl::StatusOr<AllocatedClaim> Driver::ReadClaim(const ClaimRef& ref) {
                         absl::StrCat(Who(ref), ": ", claim.status().message()));
   }
   if (claim->uid != ref.uid) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(Who(ref), ": the API server's claim has uid ", claim->uid,
-                     " (it was deleted and created again)"));
+    return absl::FailedPreconditionError(absl::StrCat(Who(ref), ": the API server's claim has uid ",
+                                                      claim->uid,
+                                                      " (it was deleted and created again)"));
   }
   return claim;
 }
@@ -227,9 +227,9 @@ absl::StatusOr<PrepareAnswer> Driver::AskPrepare(PrepareRequest request) {
       options_.owner_timeout, stopping_);
   if (!answer) {
     if (stopping_) return absl::UnavailableError("the node agent is stopping");
-    return absl::DeadlineExceededError(absl::StrCat(
-        "the node agent did not hand the devices over within ", options_.owner_timeout.count(),
-        " ms (a bind still in progress?)"));
+    return absl::DeadlineExceededError(
+        absl::StrCat("the node agent did not hand the devices over within ",
+                     options_.owner_timeout.count(), " ms (a bind still in progress?)"));
   }
   return *std::move(answer);
 }

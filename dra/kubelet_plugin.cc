@@ -11,10 +11,10 @@
 #include <cstring>
 #include <filesystem>
 
-#include "dra/v1/api.grpc.pb.h"
-#include "dra/v1beta1/api.grpc.pb.h"
 #include "dra/cdi.h"
 #include "dra/driver.h"
+#include "dra/v1/api.grpc.pb.h"
+#include "dra/v1beta1/api.grpc.pb.h"
 #include "pluginregistration/v1/api.grpc.pb.h"
 
 namespace pcid::dra {
@@ -138,7 +138,7 @@ std::unique_ptr<grpc::Server> Listen(const std::string& socket,
 }
 
 bool IsSocket(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
@@ -166,16 +166,19 @@ absl::StatusOr<std::unique_ptr<KubeletPlugin>> KubeletPlugin::Start(PluginPaths 
   for (const std::string& dir : {s->paths.plugin_dir, s->paths.registry_dir}) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
-    if (ec) return absl::InternalError(absl::StrCat("dra: ", dir, ": cannot create: ", ec.message()));
+    if (ec)
+      return absl::InternalError(absl::StrCat("dra: ", dir, ": cannot create: ", ec.message()));
   }
   s->v1 = std::make_unique<DraService<V1>>(driver, log);
   s->v1beta1 = std::make_unique<DraService<V1beta1>>(driver, log);
   s->registration = std::make_unique<RegistrationService>(s->dra_socket, s->registered, log);
   // The service first: the kubelet dials the endpoint as soon as it sees the registration.
   s->dra_server = Listen(s->dra_socket, {s->v1.get(), s->v1beta1.get()});
-  if (!s->dra_server) return absl::UnavailableError(absl::StrCat("dra: cannot listen on ", s->dra_socket));
+  if (!s->dra_server)
+    return absl::UnavailableError(absl::StrCat("dra: cannot listen on ", s->dra_socket));
   s->reg_server = Listen(s->reg_socket, {s->registration.get()});
-  if (!s->reg_server) return absl::UnavailableError(absl::StrCat("dra: cannot listen on ", s->reg_socket));
+  if (!s->reg_server)
+    return absl::UnavailableError(absl::StrCat("dra: cannot listen on ", s->reg_socket));
   log.info("dra: serving {} on {} (registration {})", kDriverName, s->dra_socket, s->reg_socket);
   return std::unique_ptr<KubeletPlugin>(new KubeletPlugin(std::move(s)));
 }
@@ -198,8 +201,8 @@ void KubeletPlugin::Check() {
   if (state_->reg_server) state_->reg_server->Shutdown(std::chrono::system_clock::now());
   state_->reg_server.reset();
   // A new service object for the new server (one server per service object).
-  state_->registration = std::make_unique<RegistrationService>(state_->dra_socket,
-                                                               state_->registered, *state_->log);
+  state_->registration =
+      std::make_unique<RegistrationService>(state_->dra_socket, state_->registered, *state_->log);
   state_->reg_server = Listen(state_->reg_socket, {state_->registration.get()});
   if (!state_->reg_server) state_->log->error("dra: cannot listen on {}", state_->reg_socket);
 }

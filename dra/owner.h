@@ -34,7 +34,7 @@ struct DeviceNode {
 struct HandedDevice {
   std::string name;  // the DRA device name
   bool usb = false;
-  std::string address;  // the PCI address ("" for USB): the metadata's pciBusID
+  std::string address;                   // the PCI address ("" for USB): the metadata's pciBusID
   std::vector<DeviceNode> device_nodes;  // /dev/vfio/vfio, /dev/vfio/<group>; /dev/bus/usb/...
   // KubeVirt's variable for the device-plugin resource the device would be
   // ("PCI_RESOURCE_NVIDIA_COM_GP106"), and its value for this device (the PCI address, or the

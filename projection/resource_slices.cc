@@ -111,7 +111,8 @@ uint64_t Fnv1a(std::string_view s, uint64_t h = 14695981039346656037ull) {
 
 std::string DraPciDeviceName(const PciAddress& address) {
   std::string out = "pci-" + address.ToString();
-  std::replace_if(out.begin(), out.end(), [](char c) { return c == ':' || c == '.'; }, '-');
+  std::replace_if(
+      out.begin(), out.end(), [](char c) { return c == ':' || c == '.'; }, '-');
   return out;
 }
 
@@ -152,9 +153,10 @@ std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<
   std::sort(devices.begin(), devices.end(),
             [](const PoolDevice& a, const PoolDevice& b) { return a.name < b.name; });
   // Two USB devices on one port cannot be; a duplicate name would be refused by the server.
-  devices.erase(std::unique(devices.begin(), devices.end(),
-                            [](const PoolDevice& a, const PoolDevice& b) { return a.name == b.name; }),
-                devices.end());
+  devices.erase(
+      std::unique(devices.begin(), devices.end(),
+                  [](const PoolDevice& a, const PoolDevice& b) { return a.name == b.name; }),
+      devices.end());
   std::vector<SliceContent> slices;
   const size_t count = (devices.size() + kMaxDevicesPerSlice - 1) / kMaxDevicesPerSlice;
   for (size_t i = 0; i < count; ++i) {

@@ -17,27 +17,27 @@ ResourceSliceController::ResourceSliceController(std::string node, Store& slices
       retry_(clock, kWriteBackoff) {}
 
 void ResourceSliceController::Handle(const Message& message) {
-  std::visit(Overloaded{
-                 [&](const InventoryPublished& m) {
-                   if (!m.inventory) return;
-                   have_inventory_ = true;
-                   auto next = PoolSlices(node_, m.inventory->pci, m.inventory->dra_pci,
-                                          m.inventory->usb, m.inventory->dra_usb);
-                   // Most inventories change nothing DRA offers (health, other devices).
-                   auto same = [](const SliceContent& a, const SliceContent& b) {
-                     return a.name == b.name && a.hash == b.hash;
-                   };
-                   if (!std::equal(next.begin(), next.end(), desired_.begin(), desired_.end(),
-                                   same)) {
-                     desired_ = std::move(next);
-                     dirty_ = true;
-                   }
-                 },
-                 [&](const StoreListed& m) { dirty_ |= m.plural == slices_.plural(); },
-                 [&](const StoreChanged& m) { dirty_ |= m.plural == slices_.plural(); },
-                 [](const auto&) {},
-             },
-             message);
+  std::visit(
+      Overloaded{
+          [&](const InventoryPublished& m) {
+            if (!m.inventory) return;
+            have_inventory_ = true;
+            auto next = PoolSlices(node_, m.inventory->pci, m.inventory->dra_pci, m.inventory->usb,
+                                   m.inventory->dra_usb);
+            // Most inventories change nothing DRA offers (health, other devices).
+            auto same = [](const SliceContent& a, const SliceContent& b) {
+              return a.name == b.name && a.hash == b.hash;
+            };
+            if (!std::equal(next.begin(), next.end(), desired_.begin(), desired_.end(), same)) {
+              desired_ = std::move(next);
+              dirty_ = true;
+            }
+          },
+          [&](const StoreListed& m) { dirty_ |= m.plural == slices_.plural(); },
+          [&](const StoreChanged& m) { dirty_ |= m.plural == slices_.plural(); },
+          [](const auto&) {},
+      },
+      message);
 }
 
 bool ResourceSliceController::UpToDate(const Store::Objects& observed) const {

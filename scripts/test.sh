@@ -13,13 +13,19 @@
 # and work in temporary trees.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage's start, with the time so far: CI's budget is 40 minutes.
+stage() { echo "=== test.sh: $1 (at ${SECONDS} s)"; }
+stage "dependencies"
 scripts/setup-deps.sh
 jobs=$(nproc)
+
+stage "build + unit and e2e tests"
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build
 ctest --test-dir build --output-on-failure -j "$jobs"
 
+stage "AddressSanitizer + UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPCID_SANITIZE=ON
 cmake --build build-asan --target unit_tests pcidevices kubelet_emulator
 ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
@@ -27,6 +33,7 @@ ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
 ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure \
   -R 'e2e_device_plugin|e2e_daemon_bad_input|e2e_vfio_cli|e2e_projection|e2e_tls_trust|e2e_metrics'
 
+stage "ThreadSanitizer"
 # ThreadSanitizer, with clang's lock analysis (-Wthread-safety -Werror) on every file of the
 # build: the unit tests and the daemon's threaded e2e tests. Suppressions (scripts/tsan.supp)
 # cover gRPC's and abseil's uninstrumented internals only.
@@ -38,9 +45,10 @@ TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/scripts/tsan.supp" \
 TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp" ctest --test-dir build-tsan --output-on-failure \
   -R 'e2e_device_plugin|e2e_projection|e2e_hotplug|e2e_metrics|e2e_controller'
 
+stage "fuzzers"
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_FUZZ=ON -DPCID_FUZZ_SECONDS="${PCID_FUZZ_SECONDS:-30}"
 cmake --build build-fuzz --target fuzz_id_database fuzz_attributes fuzz_config fuzz_state fuzz_projection
 # One fuzzer per core: each runs for a fixed time, single-threaded.
 ctest --test-dir build-fuzz --output-on-failure -L fuzz -j "$jobs"
-echo "all tests passed"
+echo "all tests passed (${SECONDS} s)"

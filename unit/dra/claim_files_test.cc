@@ -16,9 +16,10 @@ namespace {
 constexpr char kUid[] = "0b5e8a8e-2a4f-4a57-9d1c-6f1d1e0f0a01";
 
 std::string ClaimJson(const std::string& results, const std::string& extra_meta = "") {
-  return std::string(R"({"apiVersion":"resource.k8s.io/v1","kind":"ResourceClaim","metadata":{"name":"gpu-claim","namespace":"default","uid":")") +
-         kUid + R"(","generation":3)" + extra_meta + R"(},"status":{"allocation":{"devices":{"results":)" +
-         results + "}}}}";
+  return std::string(
+             R"({"apiVersion":"resource.k8s.io/v1","kind":"ResourceClaim","metadata":{"name":"gpu-claim","namespace":"default","uid":")") +
+         kUid + R"(","generation":3)" + extra_meta +
+         R"(},"status":{"allocation":{"devices":{"results":)" + results + "}}}}";
 }
 
 BOOST_AUTO_TEST_CASE(claim_refs_are_checked_before_use) {
@@ -38,10 +39,11 @@ BOOST_AUTO_TEST_CASE(claim_refs_are_checked_before_use) {
 
 BOOST_AUTO_TEST_CASE(allocation_keeps_our_driver_and_base_requests) {
   auto claim = DecodeAllocatedClaim(
-      ClaimJson(R"([{"request":"gpu/small","driver":"pcidevices.io","pool":"n1","device":"pci-0000-81-00-0"},
+      ClaimJson(
+          R"([{"request":"gpu/small","driver":"pcidevices.io","pool":"n1","device":"pci-0000-81-00-0"},
                    {"request":"nic","driver":"other.example.com","pool":"n1","device":"x"},
                    {"request":"gpu/small","driver":"pcidevices.io","pool":"n1","device":"pci-0000-81-00-1"}])",
-                R"(,"annotations":{"resource.kubernetes.io/pod-claim-name":"gpu"})"),
+          R"(,"annotations":{"resource.kubernetes.io/pod-claim-name":"gpu"})"),
       "pcidevices.io");
   BOOST_REQUIRE(claim.ok());
   BOOST_TEST(claim->uid == kUid);
@@ -78,15 +80,22 @@ HandedDevice Pci(const std::string& name, const std::string& address, unsigned g
 }
 
 BOOST_AUTO_TEST_CASE(cdi_spec_per_kind_and_metadata_per_request) {
-  AllocatedClaim claim{kUid, "gpu-claim", "default", "", 1,
+  AllocatedClaim claim{kUid,
+                       "gpu-claim",
+                       "default",
+                       "",
+                       1,
                        {{"gpu", "n1", "pci-0000-81-00-0"},
                         {"gpu", "n1", "pci-0000-81-00-1"},
                         {"stick", "n1", "usb-0000-00-14-0-2"}}};
-  std::vector<HandedDevice> handed = {
-      Pci("pci-0000-81-00-0", "0000:81:00.0", 7),
-      Pci("pci-0000-81-00-1", "0000:81:00.1", 7),
-      {"usb-0000-00-14-0-2", true, "", {{"/dev/bus/usb/001/004", "/d/bus/usb/001/004"}},
-       "USB_RESOURCE_KUBEVIRT_IO_N1-0951-1666-001004", "1:4"}};
+  std::vector<HandedDevice> handed = {Pci("pci-0000-81-00-0", "0000:81:00.0", 7),
+                                      Pci("pci-0000-81-00-1", "0000:81:00.1", 7),
+                                      {"usb-0000-00-14-0-2",
+                                       true,
+                                       "",
+                                       {{"/dev/bus/usb/001/004", "/d/bus/usb/001/004"}},
+                                       "USB_RESOURCE_KUBEVIRT_IO_N1-0951-1666-001004",
+                                       "1:4"}};
   ClaimFiles files = BuildClaimFiles(claim, handed, "/cdi", "/k/plugins/pcidevices.io");
   BOOST_REQUIRE(files.specs.size() == 2u);
   BOOST_TEST(files.specs[0].path == std::string("/cdi/pcidevices.io-pci_") + kUid + ".json");
@@ -136,9 +145,10 @@ BOOST_AUTO_TEST_CASE(cdi_spec_per_kind_and_metadata_per_request) {
   ClaimFiles t = BuildClaimFiles(claim, handed, "/cdi", "/p");
   simdjson::dom::parser tp;
   simdjson::dom::element tspec = tp.parse(t.specs[0].content);
-  BOOST_TEST(std::string_view(tspec["devices"].at(0)["containerEdits"]["mounts"].at(0)["containerPath"]) ==
-             "/var/run/kubernetes.io/dra-device-attributes/resourceclaimtemplates/gpus/gpu/"
-             "pcidevices.io-metadata.json");
+  BOOST_TEST(
+      std::string_view(tspec["devices"].at(0)["containerEdits"]["mounts"].at(0)["containerPath"]) ==
+      "/var/run/kubernetes.io/dra-device-attributes/resourceclaimtemplates/gpus/gpu/"
+      "pcidevices.io-metadata.json");
 }
 
 BOOST_AUTO_TEST_CASE(checkpoint_round_trip_and_refusals) {
@@ -148,16 +158,18 @@ BOOST_AUTO_TEST_CASE(checkpoint_round_trip_and_refusals) {
   BOOST_REQUIRE(empty.ok());
   BOOST_TEST(empty->empty());
   PreparedClaims claims;
-  claims[kUid] = {kUid, "default", "gpu-claim", {{"gpu", "n1", "pci-0000-81-00-0", {"pcidevices.io/pci=x"}}}};
+  claims[kUid] = {
+      kUid, "default", "gpu-claim", {{"gpu", "n1", "pci-0000-81-00-0", {"pcidevices.io/pci=x"}}}};
   BOOST_REQUIRE(SaveCheckpoint(path, claims).ok());
   BOOST_CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::others_read) ==
               std::filesystem::perms::none);
   auto back = LoadCheckpoint(path);
   BOOST_REQUIRE(back.ok());
   BOOST_TEST((*back == claims));
-  for (const char* bad : {"{", R"({"apiVersion":"v0","preparedClaims":[]})",
-                          R"({"apiVersion":"checkpoint.pcidevices.io/v1","preparedClaims":[{"uid":1}]})",
-                          R"({"apiVersion":"checkpoint.pcidevices.io/v1","preparedClaims":[
+  for (const char* bad :
+       {"{", R"({"apiVersion":"v0","preparedClaims":[]})",
+        R"({"apiVersion":"checkpoint.pcidevices.io/v1","preparedClaims":[{"uid":1}]})",
+        R"({"apiVersion":"checkpoint.pcidevices.io/v1","preparedClaims":[
                               {"uid":"a","namespace":"n","name":"c","devices":[]},
                               {"uid":"a","namespace":"n","name":"c","devices":[]}]})"}) {
     auto st = DecodeCheckpoint(bad, "cp.json");

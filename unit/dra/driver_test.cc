@@ -38,7 +38,8 @@ struct FakeApi final : projection::KubeCaller {
     const std::string ns = rest.substr(0, rest.find('/'));
     const std::string name = rest.substr(rest.rfind('/') + 1);
     auto it = claims->find(ns + "/" + name);
-    if (it == claims->end()) return projection::KubeResponse{404, R"({"kind":"Status","message":"not found"})"};
+    if (it == claims->end())
+      return projection::KubeResponse{404, R"({"kind":"Status","message":"not found"})"};
     return projection::KubeResponse{200, it->second};
   }
   using KubeCaller::Call;
@@ -58,21 +59,25 @@ struct Fixture {
   std::string owner_error;  // the owner refuses with this when set
 
   DeviceOwner Owner() {
-    return {[this](PrepareRequest r, std::function<void(PrepareAnswer)> done) {
-              prepares.push_back(r);
-              if (!owner_error.empty()) return done({owner_error, {}});
-              PrepareAnswer a;
-              for (const std::string& name : r.devices) {
-                a.devices.push_back({name, false, "0000:81:00.0",
-                                     {{"/dev/vfio/vfio", "/d/vfio/vfio"}, {"/dev/vfio/7", "/d/vfio/7"}},
-                                     "PCI_RESOURCE_X", "0000:81:00.0"});
-              }
-              done(a);
-            },
-            [this](UnprepareRequest r, std::function<void(std::string)> done) {
-              unprepares.push_back(r);
-              done("");
-            }};
+    return {
+        [this](PrepareRequest r, std::function<void(PrepareAnswer)> done) {
+          prepares.push_back(r);
+          if (!owner_error.empty()) return done({owner_error, {}});
+          PrepareAnswer a;
+          for (const std::string& name : r.devices) {
+            a.devices.push_back({name,
+                                 false,
+                                 "0000:81:00.0",
+                                 {{"/dev/vfio/vfio", "/d/vfio/vfio"}, {"/dev/vfio/7", "/d/vfio/7"}},
+                                 "PCI_RESOURCE_X",
+                                 "0000:81:00.0"});
+          }
+          done(a);
+        },
+        [this](UnprepareRequest r, std::function<void(std::string)> done) {
+          unprepares.push_back(r);
+          done("");
+        }};
   }
   std::unique_ptr<Driver> Make() {
     auto api = std::make_unique<FakeApi>();
@@ -136,7 +141,8 @@ BOOST_FIXTURE_TEST_CASE(prepare_writes_files_then_answers_from_the_checkpoint, F
 BOOST_FIXTURE_TEST_CASE(refusals_are_per_claim_and_leave_nothing, Fixture) {
   claims["default/replaced"] = Claim(kOtherUid, kOneGpu);
   claims["default/other-pool"] = Claim(
-      kUid, R"([{"request":"gpu","driver":"pcidevices.io","pool":"n2","device":"pci-0000-81-00-0"}])");
+      kUid,
+      R"([{"request":"gpu","driver":"pcidevices.io","pool":"n2","device":"pci-0000-81-00-0"}])");
   claims["default/twice"] = Claim(
       kUid, R"([{"request":"a","driver":"pcidevices.io","pool":"n1","device":"pci-0000-81-00-0"},
                 {"request":"b","driver":"pcidevices.io","pool":"n1","device":"pci-0000-81-00-0"}])");

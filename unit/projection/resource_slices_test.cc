@@ -74,7 +74,8 @@ BOOST_AUTO_TEST_CASE(pool_splits_at_128_with_attributes_within_limits) {
   simdjson::dom::element first = devices.at(0);
   BOOST_TEST(std::string_view(first["name"]) == "pci-0000-10-00-0");
   simdjson::dom::object attrs = first["attributes"];
-  BOOST_TEST(std::string_view(attrs["resource.kubernetes.io/pciBusID"]["string"]) == "0000:10:00.0");
+  BOOST_TEST(std::string_view(attrs["resource.kubernetes.io/pciBusID"]["string"]) ==
+             "0000:10:00.0");
   BOOST_TEST(std::string_view(attrs["resource.kubernetes.io/pcieRoot"]["string"]) == "pci0000:10");
   BOOST_TEST(int64_t(attrs["resource.kubernetes.io/numaNode"]["int"]) == 1);
   BOOST_TEST(int64_t(attrs["iommuGroup"]["int"]) == 7);
@@ -88,7 +89,8 @@ BOOST_AUTO_TEST_CASE(pool_splits_at_128_with_attributes_within_limits) {
     ++count;
     // The part after the domain is at most 32 characters.
     const std::string_view key = k;
-    BOOST_TEST(key.substr(key.find('/') == std::string_view::npos ? 0 : key.find('/') + 1).size() <= 32u);
+    BOOST_TEST(key.substr(key.find('/') == std::string_view::npos ? 0 : key.find('/') + 1).size() <=
+               32u);
   }
   BOOST_TEST(count <= 32u);
   // numaNode left out where sysfs says -1; the VF names its PF.
