@@ -116,6 +116,10 @@ class Reconciler {
   // runs once, on the owner thread, after the kernel answered.
   void OnDraPrepare(dra::PrepareRequest request, std::function<void(dra::PrepareAnswer)> done);
   void OnDraUnprepare(dra::UnprepareRequest request, std::function<void(std::string)> done);
+  // Once, when the DRA driver starts: devices bound for claims its checkpoint no longer lists
+  // (the agent stopped between the bind and the checkpoint, and the kubelet never asked again)
+  // are given back.
+  void SweepDra(const std::set<std::string>& prepared_uids);
 
   // Timers: the earliest due one, and running the due ones. The loop calls RunDue once per turn,
   // after the turn's events: re-plans after kernel answers are coalesced there.

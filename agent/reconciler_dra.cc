@@ -221,4 +221,17 @@ void Reconciler::OnDraUnprepare(dra::UnprepareRequest request,
   }
 }
 
+void Reconciler::SweepDra(const std::set<std::string>& prepared_uids) {
+  for (const auto& [address, intent] : Intents()) {
+    for (const std::string& source : intent.sources) {
+      if (!IsDraSource(source) || prepared_uids.count(source.substr(4))) continue;
+      ports_.log.warn("dra: pci {}: bound for claim {}, which is not prepared: giving it back",
+                      address.ToString(), source.substr(4));
+      SubmitDisable(address, source, [this, id = address.ToString()](const absl::Status& st) {
+        if (!st.ok()) ports_.log.error("dra: {}: {}", id, ToStd(st.message()));
+      });
+    }
+  }
+}
+
 }  // namespace pcid::agent

@@ -99,8 +99,8 @@ void ResourceSliceController::Reconcile() {
   };
   // Obsolete slices first: a consumer never sees more devices than the pool has.
   for (const auto& [name, o] : observed) {
-    const bool wanted = std::any_of(desired_.begin(), desired_.end(),
-                                    [&](const SliceContent& s) { return s.name == name; });
+    bool wanted = false;
+    for (const SliceContent& s : desired_) wanted |= s.name == name;
     if (wanted || o.deleting) continue;
     if (!write("DELETE", name, absl::StrCat(path, "/", name),
                DeleteIfUnchanged(o.resource_version))) {

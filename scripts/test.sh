@@ -39,11 +39,12 @@ stage "ThreadSanitizer"
 # cover gRPC's and abseil's uninstrumented internals only.
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DPCID_TSAN=ON -DPCID_THREAD_SAFETY=ON
-cmake --build build-tsan --target unit_tests pcidevices kubelet_emulator uevent_injector
+cmake --build build-tsan --target unit_tests pcidevices kubelet_emulator uevent_injector \
+  dra_kubelet_emulator
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/scripts/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j "$jobs" -L unit
 TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp" ctest --test-dir build-tsan --output-on-failure \
-  -R 'e2e_device_plugin|e2e_projection|e2e_hotplug|e2e_metrics|e2e_controller'
+  -R 'e2e_device_plugin|e2e_projection|e2e_hotplug|e2e_metrics|e2e_controller|e2e_dra'
 
 stage "fuzzers"
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \

@@ -123,5 +123,25 @@ BOOST_FIXTURE_TEST_CASE(prepare_binds_the_whole_group_and_unprepare_gives_it_bac
   BOOST_TEST(*un2 == "");
 }
 
+BOOST_FIXTURE_TEST_CASE(devices_of_claims_no_longer_prepared_are_given_back, DraFixture) {
+  StartDra();
+  auto a = Prepare(kUidA, {"pci-0000-02-00-0", "pci-0000-02-00-1"});
+  BOOST_REQUIRE(a.has_value());
+  BOOST_TEST(a->error == "");
+  BOOST_TEST(kernel.Driver(kGpu) == "vfio-pci");
+  // The checkpoint lists another claim only: A's devices go back.
+  reconciler->SweepDra({kUidB});
+  Settle();
+  BOOST_TEST(kernel.Driver(kGpu) == "nouveau");
+  BOOST_TEST(kernel.Driver(kAudio) == "");
+  // Listed: kept.
+  auto b = Prepare(kUidB, {"pci-0000-02-00-0", "pci-0000-02-00-1"});
+  BOOST_REQUIRE(b.has_value());
+  BOOST_TEST(b->error == "");
+  reconciler->SweepDra({kUidB});
+  Settle();
+  BOOST_TEST(kernel.Driver(kGpu) == "vfio-pci");
+}
+
 }  // namespace
 }  // namespace pcid::agent
