@@ -68,8 +68,8 @@ std::optional<dra::HandedDevice> Reconciler::Handed(const std::string& name) con
     }
     // The iommufd character device, where the kernel has one.
     if (auto cdev = probed_.vfio_cdevs.find(h.address); cdev != probed_.vfio_cdevs.end()) {
-      h.device_nodes.push_back({"/dev/vfio/devices/" + cdev->second,
-                                absl::StrCat(root, "/vfio/devices/", cdev->second)});
+      const std::string node = absl::StrCat("vfio/devices/vfio", cdev->second);
+      h.device_nodes.push_back({"/dev/" + node, absl::StrCat(root, "/", node)});
     }
     h.env_name = plugin::ResourceEnvName(PciResourceName(*d), false);
     h.env_value = h.address;

@@ -11,13 +11,23 @@ and nothing bound or written, a USB device, a daemon restart between prepare and
 (checkpoint), a kubelet restart (registered again) and the kubelet's wipe of the node's slices
 (written again at a new generation).
 
+Every CDI spec the driver writes (pcidevices.io/pci, pcidevices.io/usb) also goes through a real
+CDI consumer, podman with runc: a busybox container given the spec's devices must see their nodes
+as character devices it can read and write, KubeVirt's variables, and the KEP-5304 metadata file
+mounted read-only where KubeVirt reads it. Needs root (the fixture's device nodes are made real
+character devices, with /dev/null's numbers, and podman runs containers), podman, runc and
+busybox-static (scripts/setup-deps.sh); without them the test fails.
+
     dra_test.py PCIDEVICES DRA_KUBELET_EMULATOR MAKE_TREE
 """
 
 import json
 import os
 import queue
+import shlex
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -105,6 +115,124 @@ class Kubelet:
         stop_process(self.proc)
 
 
+class Podman:
+    """A real CDI consumer: podman (runc) reads the driver's specs and starts a busybox container
+    with the devices named. Podman 4.3 reads specs only from /etc/cdi and /var/run/cdi, so each run
+    is in a private mount namespace, where a tmpfs covers /var/run (nothing is created on the
+    host's) and the test's spec directory is bound at /var/run/cdi, and in a private PID namespace:
+    nothing it starts outlives it. No image (podman import would write a blob cache to
+    /var/lib/containers): the container runs from a rootfs directory. Storage, run root and network
+    configuration below the test's directory, removed after each run; the container's cgroup below
+    a parent of the test's own (runc needs cgroups), removed after each run too."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.base = f"{tmp}/podman"
+        self.rootfs = f"{self.base}/rootfs"
+        self.cgroup_parent = f"/pcid-e2e-dra-{os.getpid()}"
+        os.makedirs(f"{self.rootfs}/bin")
+        shutil.copy(shutil.which("busybox") or "/bin/busybox", f"{self.rootfs}/bin/busybox")
+        for applet in ("sh", "cat", "env", "stat"):
+            os.symlink("busybox", f"{self.rootfs}/bin/{applet}")
+
+    def run(self, cdi, devices, nodes, meta):
+        """A container given the CDI `devices` (kind=name) of the specs in `cdi`: what it sees of
+        `nodes` (a glob), its environment, its mounts and the file `meta`, as {section: [lines]};
+        then the exit code, podman's stderr, the seconds it took and what was left behind. The
+        environment is the one the container's process 1 was given: a shell drops the variables
+        whose names are not a shell's (KubeVirt's USB_RESOURCE_* have dashes)."""
+        view = (f"echo @@nodes; stat -c '%n %F %t:%T' {nodes}; "
+                f"echo @@rw; for n in {nodes}; do echo x >$n && cat $n && echo $n; done; "
+                "echo @@env; cat /proc/1/environ; echo; echo @@mounts; cat /proc/mounts; "
+                f"echo @@meta; cat {shlex.quote(meta)}")
+        store = f"{self.base}/store"
+        podman = ["podman", "--root", f"{store}/root", "--runroot", f"{store}/run", "--tmpdir", f"{store}/tmp",
+                  "--network-config-dir", f"{store}/net", "--cgroup-manager=cgroupfs", "--events-backend=none",
+                  "--runtime", "runc", "run", "--rm", "--network", "none", "--cgroups=no-conmon",
+                  f"--cgroup-parent={self.cgroup_parent}", "--ulimit", "nofile=1024:1024",
+                  "--ulimit", "nproc=1024:1024"]
+        podman += [a for d in devices for a in ("--device", d)]
+        podman += ["--rootfs", self.rootfs, "sh", "-c", view]
+        run = os.path.realpath("/var/run")
+        ns = (f"mount -n -t tmpfs tmpfs {run} && mkdir {run}/cdi && mount -n --bind {shlex.quote(cdi)} {run}/cdi"
+              + (" && mount -n -t tmpfs tmpfs /etc/cdi" if os.path.isdir("/etc/cdi") else "")
+              + " && " + shlex.join(podman))
+        began = time.monotonic()
+        try:
+            p = subprocess.run(["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child",
+                                "sh", "-c", ns], capture_output=True, text=True, timeout=60)
+            rc, out, err = p.returncode, p.stdout, p.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, out, err = -1, "", f"timed out after {e.timeout} s"
+        finally:
+            shutil.rmtree(store, ignore_errors=True)
+        seconds = time.monotonic() - began
+        sections, name = {}, None
+        for line in out.splitlines():
+            if line.startswith("@@"):
+                name = line[2:]
+                sections[name] = []
+            elif name:
+                sections[name] += line.split("\0") if name == "env" else [line]
+        return sections, rc, err, seconds, self.leftovers(run)
+
+    def leftovers(self, run):
+        """Mounts, processes, cgroups and storage the run left on the host (its cgroups removed)."""
+        left = [l.strip() for l in open("/proc/mounts") if self.tmp in l or l.split()[1] == f"{run}/cdi"]
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if self.base in cmdline:
+                left.append(f"process {pid}: {cmdline.replace(chr(0), ' ')[:200]}")
+        for line in open("/proc/mounts"):
+            f = line.split()
+            if f[2] in ("cgroup", "cgroup2") and os.path.isdir(f[1] + self.cgroup_parent):
+                try:
+                    os.rmdir(f[1] + self.cgroup_parent)
+                except OSError as e:
+                    left.append(f"cgroup {f[1]}{self.cgroup_parent}: {e}")
+        if os.path.exists(f"{self.base}/store"):
+            left.append(f"{self.base}/store")
+        return left
+
+
+def container_checks(podman, what, cdi, devices, nodes, want_nodes, want_env, mount, names, bus_ids=None):
+    """`devices` (CDI IDs) of one spec kind in a container: it sees `want_nodes` (path -> "type
+    major:minor", all that match the glob `nodes`) and can read and write them, exactly the
+    variables `want_env` of their kind (PCI_RESOURCE_*, USB_RESOURCE_*), and the metadata file
+    mounted read-only at the spec's containerPath: the host's file, the devices `names` (and PCI
+    `bus_ids`)."""
+    target = mount.get("containerPath", "/nowhere")
+    seen, rc, err, seconds, left = podman.run(cdi, devices, nodes, target)
+    got_nodes = dict(l.split(" ", 1) for l in seen.get("nodes", []))
+    check(rc == 0 and got_nodes == want_nodes and seen.get("rw") == sorted(want_nodes),
+          f"podman (runc) ran a container from {what}'s CDI spec ({seconds:.1f} s): "
+          + ", ".join(f"{p} {t}" for p, t in sorted(got_nodes.items())) + ", readable and writable",
+          json.dumps({"rc": rc, "seen": seen, "stderr": err[-2000:]}))
+    kinds = ("PCI_RESOURCE_", "USB_RESOURCE_")
+    env = dict(l.split("=", 1) for l in seen.get("env", []) if l.startswith(kinds))
+    check(bool(want_env) and env == want_env,
+          "in the container: " + ", ".join(f"{k}={v}" for k, v in sorted(env.items())),
+          json.dumps({"want": want_env, "env": seen.get("env")}))
+    on = [l.split() for l in seen.get("mounts", []) if l.split()[1:2] == [target]]
+    mode = on[0][3].split(",")[0] if len(on) == 1 else None
+    try:
+        meta = json.loads("\n".join(seen.get("meta", [])))
+        host = json.load(open(mount["hostPath"]))
+    except (ValueError, KeyError, OSError):
+        meta, host = {}, None
+    devs = (meta.get("requests") or [{}])[0].get("devices", [])
+    got_ids = [d["attributes"].get("resource.kubernetes.io/pciBusID", {}).get("string") for d in devs]
+    check(mode == "ro" and meta == host and [d["name"] for d in devs] == names
+          and (bus_ids is None or got_ids == bus_ids),
+          f"in the container: the metadata file ({mode}) at {target}, devices {names}"
+          + (f", pciBusIDs {got_ids}" if bus_ids is not None else ""),
+          json.dumps({"mounts": on, "meta": meta, "host": host}))
+    check(not left, "podman left no mount, process, cgroup or storage behind", json.dumps(left))
+
+
 def resource_claim(api, name, devices, pool=NODE, driver="pcidevices.io"):
     """A ResourceClaim and its allocation, as the scheduler writes it (status subresource)."""
     obj = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
@@ -167,6 +295,15 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
     rc, out = api.kubectl("apply", "-f", f"{HERE}/../deploy/dra/deviceclasses.yaml")
     check(rc == 0, "DeviceClasses applied", out)
     sysfs, dev, proc, state, plugins, config, listed = gpu_node(tmp, pcidevices, make_tree)
+    # A CDI runtime takes a node's type and numbers from the spec's hostPath: the fixture's empty
+    # files standing for the nodes a container gets become character devices (/dev/null's
+    # numbers), before the daemon starts. Root only; the container checks fail without.
+    if check(os.geteuid() == 0, f"running as root (uid {os.geteuid()}): the fixture's /dev/vfio/vfio, "
+             "/dev/vfio/4 and /dev/bus/usb/001/004 made character devices for podman"):
+        for rel in ("vfio/vfio", "vfio/4", "bus/usb/001/004"):
+            os.remove(f"{dev}/{rel}")
+            os.mknod(f"{dev}/{rel}", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    podman = Podman(tmp)
     kubelet_dir, cdi = f"{tmp}/kubelet", f"{tmp}/cdi"
     os.makedirs(f"{kubelet_dir}/plugins_registry")
     with open(config, "w") as f:
@@ -184,7 +321,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
     daemon = subprocess.Popen(args, stderr=log)
     try:
         scenario(api, kubelet, daemon, args, log, klog, sysfs, dev, state, plugins, cdi, kubelet_dir,
-                 emulator_bin)
+                 emulator_bin, podman)
     finally:
         stop_process(daemon)
         kubelet.stop()
@@ -196,7 +333,7 @@ def run(api, tmp, pcidevices, emulator_bin, make_tree):
 
 
 def scenario(api, kubelet, daemon, args, log, klog, sysfs, dev, state, plugins, cdi, kubelet_dir,
-             emulator_bin):
+             emulator_bin, podman):
     reg = kubelet.next(lambda l: l.get("event") in ("registered", "rejected"))
     check(reg is not None and reg["event"] == "registered" and reg["version"] == "v1.DRAPlugin"
           and reg["endpoint"] == f"{kubelet_dir}/plugins/pcidevices.io/dra.sock",
@@ -264,6 +401,11 @@ def scenario(api, kubelet, daemon, args, log, klog, sysfs, dev, state, plugins, 
     check(meta.get("kind") == "DeviceMetadata" and bus_ids == ["0000:81:00.0", "0000:81:00.1"]
           and mount["containerPath"] == "/var/run/kubernetes.io/dra-device-attributes/resourceclaims/c1/req/pcidevices.io-metadata.json",
           "KEP-5304 metadata file with each device's pciBusID, mounted where KubeVirt reads it", json.dumps(meta))
+    if mount.get("hostPath"):
+        container_checks(podman, "c1", cdi, [i for d in c1["devices"] for i in d["cdiDeviceIds"]], "/dev/vfio/*",
+                         {"/dev/vfio/vfio": "character special file 1:3", "/dev/vfio/4": "character special file 1:3"},
+                         dict(e.split("=", 1) for e in envs), mount, ["pci-0000-81-00-0", "pci-0000-81-00-1"],
+                         ["0000:81:00.0", "0000:81:00.1"])
     srcs = dra_sources(state)
     check(srcs.get("0000:81:00.0") == [f"dra/{UID['c1']}"], "the intent of source dra/<uid> recorded", json.dumps(srcs))
     again = kubelet.prepare("c1", version="v1beta1")
@@ -309,12 +451,20 @@ def scenario(api, kubelet, daemon, args, log, klog, sysfs, dev, state, plugins, 
     usb_spec = f"{cdi}/pcidevices.io-usb_{UID['usb']}.json"
     paths = [n["path"] for d in json.load(open(usb_spec))["devices"] for n in d["containerEdits"]["deviceNodes"]] \
         if os.path.exists(usb_spec) else []
-    check(dev_ids == [f"pcidevices.io/usb={UID['usb']}-{usb_name}"] and paths == ["/dev/bus/usb/001/004"],
-          "the flash drive prepared: a pcidevices.io/usb spec with /dev/bus/usb/001/004", json.dumps(r))
+    if check(dev_ids == [f"pcidevices.io/usb={UID['usb']}-{usb_name}"] and paths == ["/dev/bus/usb/001/004"],
+             "the flash drive prepared: a pcidevices.io/usb spec with /dev/bus/usb/001/004", json.dumps(r)):
+        usb_edits = json.load(open(usb_spec))["devices"][0]["containerEdits"]
+        usb_env = dict(e.split("=", 1) for e in usb_edits.get("env", []))
+        check(list(usb_env.values()) == ["1:4"] and all(k.startswith("USB_RESOURCE_") for k in usb_env),
+              f"its KubeVirt variable: {usb_env}", json.dumps(usb_edits))
+        container_checks(podman, "the USB claim", cdi, dev_ids, "/dev/bus/usb/*/*",
+                         {"/dev/bus/usb/001/004": "character special file 1:3"}, usb_env,
+                         (usb_edits.get("mounts") or [{}])[0], [usb_name])
 
     # -- the daemon restarts between prepare and unprepare: the checkpoint answers
     daemon.send_signal(signal.SIGTERM)
-    daemon.wait(timeout=15)
+    # Also a sanitizer's verdict: a report makes the exit code non-zero.
+    check(daemon.wait(timeout=15) == 0, "the daemon stopped cleanly before its restart")
     daemon = subprocess.Popen(args, stderr=log)
     try:
         reg = kubelet.next(lambda l: l.get("event") == "registered", timeout=20)

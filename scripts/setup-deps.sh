@@ -11,6 +11,7 @@ PACKAGES=(
   pci.ids usb.ids pciutils usbutils umockdev libumockdev-dev python3
   qemu-system-x86 busybox-static kmod cpio e2fsprogs
   openssl python3-prometheus-client
+  podman runc  # e2e_dra runs its CDI specs through podman (runc: crun refuses some cgroup set-ups)
 )
 
 missing=()

@@ -30,7 +30,7 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPCID_SANITIZE=ON
 cmake --build build-asan --target unit_tests pcidevices kubelet_emulator
 ctest --test-dir build-asan --output-on-failure -L unit -j "$jobs"
 # The daemon's gRPC lifetimes under ASan+UBSan too (leak checking off: gRPC keeps globals).
-ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure \
+ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-asan --output-on-failure -j "$jobs" \
   -R 'e2e_device_plugin|e2e_daemon_bad_input|e2e_vfio_cli|e2e_projection|e2e_tls_trust|e2e_metrics'
 
 stage "ThreadSanitizer"

@@ -17,17 +17,25 @@ naming the field (a bad device name, 129 devices, a 65-byte string attribute, an
 attributes and capacities, a bad attribute name or domain, two node selections, a changed driver)
 or 400 (a mistyped value, an unknown field under fieldValidation=Strict), the limits themselves
 accepted; DELETE of the collection by field selector, as the kubelet does at its start (the answer:
-the List of what went, the watch sees each go). Prints each check and 'N passed, N failed';
-exit 0 when all pass.
+the List of what went, the watch sees each go); deploy/dra/*.yaml (the DeviceClasses and the
+examples, KubeVirt's VirtualMachine CRD applied first): every document the emulator serves applied
+with --validate=strict, got back as written and re-applied without change, the Pod (no kind the
+emulator serves) checked by its references only; the examples' references (classes, templates,
+claims, requests, constraints) resolve within deploy/dra/, and each CEL selector reads the attributes
+by names and values projection/resource_slices.cc publishes, through `.?name.orValue(...)` (a
+missing attribute aborts the allocation). Prints each check and 'N passed, N failed'; exit 0 when
+all pass.
 
 --kube-version picks the kubectl the machine's dispatcher runs (1.33 is the newest it has; the
 emulator serves resource.k8s.io/v1 whatever version it reports).
 """
 
 import argparse
+import glob
 import http.client
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -42,6 +50,10 @@ from kubectl_test import Emulator, Results, cells, read_events  # noqa: E402
 GV = "resource.k8s.io/v1"
 BASE = "/apis/" + GV
 DRIVER = "pcidevices.io"
+ROOT = os.path.dirname(os.path.dirname(HERE))
+DRA_MANIFESTS = os.path.join(ROOT, "deploy", "dra")
+VM_CRD = os.path.join(HERE, "virtualmachine-crd.yaml")
+SLICES_SOURCE = os.path.join(ROOT, "projection", "resource_slices.cc")
 
 
 class Client:
@@ -142,6 +154,7 @@ def main():
         claims(t, kubectl, http_)
         claim_templates(t, kubectl, http_)
         delete_collection(t, kubectl, http_)
+        deploy_manifests(t, kubectl, http_)
     except Exception as e:  # noqa: BLE001 - a crash is one more failure, reported
         import traceback
         traceback.print_exc()
@@ -575,6 +588,163 @@ def delete_collection(t, kubectl, http_):
     rc2, out2, err2 = kubectl("get", "resourceslices")
     t.check("kubectl delete resourceslices --all; none left", rc == 0 and "deleted" in out and rc2 == 0 and
             "No resources found" in err2, out + err + out2 + err2)
+
+
+def manifest_documents(kubectl, path):
+    """The documents of a manifest file as kubectl reads them (its local mode turns YAML into JSON
+    without asking the server for the kinds: the emulator does not serve Pods)."""
+    rc, out, err = kubectl("annotate", "--local", "-f", path, "pcidevices.io/none-", "-o", "json")
+    if rc != 0:
+        raise RuntimeError("kubectl cannot read %s: %s" % (path, err))
+    docs, dec, i = [], json.JSONDecoder(), 0
+    while True:
+        while i < len(out) and out[i].isspace():
+            i += 1
+        if i >= len(out):
+            return docs
+        o, i = dec.raw_decode(out, i)
+        docs.extend(o["items"] if o.get("kind") == "List" else [o])
+
+
+def published_attributes():
+    """What projection/resource_slices.cc writes into a device's attributes: {domain: {name}} and the
+    literal values of `bus`."""
+    src = open(SLICES_SOURCE).read()
+    names = {DRIVER: set(), "resource.kubernetes.io": set()}
+    for name in re.findall(r'\ba\.(?:String|Int)\("([^"]+)"', src):
+        domain, _, attr = name.rpartition("/")
+        names.setdefault(domain or DRIVER, set()).add(attr)
+    return names, set(re.findall(r'\ba\.String\("bus", "([^"]+)"\)', src))
+
+
+def cel_problems(expr, names, buses):
+    """What is wrong with a selector, as the attributes are published: a bare attribute access (an
+    error, which aborts the allocation, on a device without it), an attribute or a bus no device has."""
+    problems = []
+    for domain, rest in re.findall(r'device\.attributes\["([^"]+)"\]((?:\.\??[A-Za-z_][A-Za-z0-9_]*)?)', expr):
+        if not rest.startswith(".?"):
+            problems.append('device.attributes["%s"]%s: not through .?name.orValue(...)' % (domain, rest))
+            continue
+        if rest[2:] not in names.get(domain, set()):
+            problems.append("%s/%s: no device carries it" % (domain, rest[2:]))
+    for value in re.findall(r'\.\?bus\.orValue\(""\) == "([^"]*)"', expr):
+        if value not in buses:
+            problems.append('bus "%s": devices have %s' % (value, sorted(buses)))
+    return problems
+
+
+def deploy_manifests(t, kubectl, http_):
+    rc, out, err = kubectl("apply", "-f", VM_CRD)
+    t.check("kubectl apply the VirtualMachine CRD (for deploy/dra's VM example)", rc == 0, out + err)
+    files = sorted(glob.glob(os.path.join(DRA_MANIFESTS, "*.yaml")))
+    docs = [(os.path.relpath(f, ROOT), d) for f in files for d in manifest_documents(kubectl, f)]
+    kinds = {(d["apiVersion"], d["kind"]) for _, d in docs}
+    t.check("deploy/dra/*.yaml: DeviceClasses, ResourceClaimTemplates, a Pod and a VirtualMachine", kinds == {
+        (GV, "DeviceClass"), (GV, "ResourceClaimTemplate"), ("v1", "Pod"), ("kubevirt.io/v1", "VirtualMachine")},
+        [files, sorted(kinds)])
+    classes = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "DeviceClass"}
+    t.check("the four DeviceClasses", sorted(classes) == ["gpu.pcidevices.io", "nic.pcidevices.io",
+                                                          "pci.pcidevices.io", "usb.pcidevices.io"], sorted(classes))
+    served = [d for _, d in docs if d["kind"] != "Pod"]
+    # The emulator serves the VirtualMachine kind once the CRD is in; kubectl's discovery may lag.
+    for _ in range(20):
+        rc, out, err = kubectl("get", "virtualmachines")
+        if rc == 0:
+            break
+    listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": served})
+    rc, out, err = kubectl("apply", "--validate=strict", "-f", "-", input=listing)
+    t.check("kubectl apply --validate=strict of deploy/dra/*.yaml (all but the Pod): %d created" % len(served),
+            rc == 0 and out.count(" created") == len(served), out + err)
+
+    def stored():
+        out = {}
+        for d in served:
+            kind = {"DeviceClass": "deviceclass", "ResourceClaimTemplate": "resourceclaimtemplate",
+                    "VirtualMachine": "virtualmachine"}[d["kind"]]
+            rc, got, err = kubectl("get", kind, d["metadata"]["name"], "-o", "json")
+            out[(d["kind"], d["metadata"]["name"])] = json.loads(got).get("spec") if rc == 0 else err
+        return out
+
+    first, differ = stored(), []
+    for d in served:
+        want = json.loads(json.dumps(d["spec"]))
+        if d["kind"] == "ResourceClaimTemplate":  # the server defaults allocationMode and count
+            for r in want["spec"]["devices"]["requests"]:
+                r.get("exactly", {}).setdefault("allocationMode", "ExactCount")
+                r.get("exactly", {}).setdefault("count", 1)
+            want.setdefault("metadata", {})
+        if first[(d["kind"], d["metadata"]["name"])] != want:
+            differ.append([d["kind"], d["metadata"]["name"], first[(d["kind"], d["metadata"]["name"])], want])
+    t.check("each one got back as written (server defaults aside)", not differ, differ)
+    # kubectl sends the templates a JSON merge patch without the defaults (their spec is immutable):
+    # accepted, and nothing changes.
+    rc, out, err = kubectl("apply", "--validate=strict", "-f", "-", input=listing)
+    t.check("re-applied: accepted, nothing changed", rc == 0 and stored() == first, [out + err, stored(), first])
+
+    names, buses = published_attributes()
+    t.check("projection/resource_slices.cc publishes bus, vendorID and classID (pci, usb)",
+            {"bus", "vendorID", "classID"} <= names[DRIVER] and buses == {"pci", "usb"}, [names, buses])
+    templates = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "ResourceClaimTemplate"}
+    exprs = [("DeviceClass " + n, s["cel"]["expression"]) for n, c in classes.items() for s in c["spec"]["selectors"]]
+    exprs += [("ResourceClaimTemplate %s request %s" % (n, r["name"]), s["cel"]["expression"])
+              for n, c in templates.items() for r in c["spec"]["spec"]["devices"]["requests"]
+              for s in r.get("exactly", {}).get("selectors", [])]
+    bad = [(w, e, cel_problems(e, names, buses)) for w, e in exprs if cel_problems(e, names, buses)]
+    t.check("%d CEL selectors read published attributes through .?name.orValue(...)" % len(exprs),
+            len(exprs) >= 6 and not bad, bad)
+    t.check("each DeviceClass selects the driver first", all(
+        s["cel"]["expression"].startswith('device.driver == "%s" &&' % DRIVER)
+        for c in classes.values() for s in c["spec"]["selectors"]), classes)
+    control = cel_problems('device.attributes["pcidevices.io"].classID == "0300" && '
+                           'device.attributes["pcidevices.io"].?model.orValue("") == "x"', names, buses)
+    t.check("(the CEL check itself: a bare access and an unpublished attribute are found)", len(control) == 2, control)
+
+    problems = []
+    requests = {n: {r["name"]: r for r in c["spec"]["spec"]["devices"]["requests"]} for n, c in templates.items()}
+    for n, reqs in requests.items():
+        for r in reqs.values():
+            if r.get("exactly", {}).get("deviceClassName") not in classes:
+                problems.append("template %s request %s: no DeviceClass %s" % (n, r["name"], r.get("exactly")))
+        for c in templates[n]["spec"]["spec"]["devices"].get("constraints", []):
+            problems += ["template %s constraint: no request %s" % (n, r)
+                         for r in c.get("requests", []) if r not in reqs]
+            domain, _, attr = c.get("matchAttribute", "").rpartition("/")
+            if attr not in names.get(domain, set()):
+                problems.append("template %s constraint: no device carries %s" % (n, c.get("matchAttribute")))
+
+    def claim_refs(where, claims, uses):
+        """claims: name -> template; uses: (claim name, request name or None)."""
+        for name, tmpl in claims.items():
+            if tmpl not in templates:
+                problems.append("%s: claim %s: no ResourceClaimTemplate %s in deploy/dra" % (where, name, tmpl))
+        for claim, request in uses:
+            if claim not in claims:
+                problems.append("%s: claim %s not in its resourceClaims" % (where, claim))
+            elif request is not None and request not in requests.get(claims[claim], {}):
+                problems.append("%s: claim %s has no request %s" % (where, claim, request))
+        if not uses:
+            problems.append("%s: uses no claim" % where)
+
+    for path, d in docs:
+        if d["kind"] == "Pod":
+            spec = d["spec"]
+            claim_refs("%s Pod %s" % (path, d["metadata"]["name"]),
+                       {c["name"]: c.get("resourceClaimTemplateName") for c in spec.get("resourceClaims", [])},
+                       [(c["name"], c.get("request")) for k in spec["containers"]
+                        for c in k.get("resources", {}).get("claims", [])])
+        elif d["kind"] == "VirtualMachine":
+            spec = d["spec"]["template"]["spec"]
+            devices = spec["domain"]["devices"]
+            dra = [h for h in devices.get("hostDevices", []) + devices.get("gpus", []) if "claimName" in h]
+            problems += ["%s VM: %s has a deviceName too" % (path, h["name"]) for h in dra if h.get("deviceName")]
+            claim_refs("%s VirtualMachine %s" % (path, d["metadata"]["name"]),
+                       {c["name"]: c.get("resourceClaimTemplateName") for c in spec.get("resourceClaims", [])},
+                       [(h["claimName"], h.get("requestName", "")) for h in dra])
+    t.check("the examples' references resolve in deploy/dra: classes, templates, claims, requests, constraints "
+            "(the Pod, not served by the emulator, is checked so)", not problems, problems)
+
+    rc, out, err = kubectl("delete", "-f", "-", input=listing)
+    t.check("kubectl delete of the deploy/dra objects", rc == 0 and out.count(" deleted") == len(served), out + err)
 
 
 if __name__ == "__main__":
