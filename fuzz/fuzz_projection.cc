@@ -14,6 +14,7 @@
 #include "controller/admission.h"
 #include "controller/validate.h"
 #include "controller/vm_mutation.h"
+#include "dra/claim.h"
 #include "projection/kubeconfig.h"
 #include "projection/kubevirt.h"
 #include "projection/objects.h"
@@ -23,6 +24,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)pcid::projection::DecodeList(text);
   (void)pcid::projection::DecodeWatchEvent(text);
   (void)pcid::projection::ParseKubeconfig(text, "fuzz");
+  // A ResourceClaim as the DRA driver reads it: every accepted device names the driver asked for
+  // and a base request (no subrequest).
+  if (auto claim = pcid::dra::DecodeAllocatedClaim(text, "pcidevices.io"); claim.ok()) {
+    for (const auto& d : claim->devices) {
+      if (d.request.find('/') != std::string::npos) std::abort();
+    }
+  }
   if (auto review = pcid::controller::DecodeAdmissionReview(text); review.ok()) {
     pcid::controller::ClusterStores cluster;
     for (auto& [store, resource] : cluster.Watched()) store->Replace({"1", {}, {}});

@@ -1,15 +1,24 @@
-// libFuzzer target: the vfio state file decoder (simdjson) on arbitrary bytes. It must answer
-// with intents or an error naming the file, never crash; accepted intents survive an encode /
-// decode round trip unchanged, and no original driver can leave drivers/<name>/ (no '/', '..').
+// libFuzzer target: the vfio state file decoder (simdjson), and the DRA checkpoint's, on
+// arbitrary bytes. It must answer with intents or an error naming the file, never crash;
+// accepted intents survive an encode / decode round trip unchanged, and no original driver can
+// leave drivers/<name>/ (no '/', '..').
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
+#include "dra/checkpoint.h"
 #include "vfio/vfio.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
+  // The DRA driver's checkpoint, the other state file: decoded claims survive a round trip.
+  if (auto claims = pcid::dra::DecodeCheckpoint(text, "fuzz"); claims.ok()) {
+    auto again = pcid::dra::DecodeCheckpoint(pcid::dra::EncodeCheckpoint(*claims), "fuzz");
+    if (!again.ok() || *again != *claims) std::abort();
+  } else if (claims.status().message().find("fuzz: ") != 0) {
+    std::abort();
+  }
   auto intents = pcid::vfio::DecodeState(text, "fuzz");
   if (!intents.ok()) {
     if (intents.status().message().find("fuzz: ") != 0) std::abort();
