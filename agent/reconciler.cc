@@ -647,10 +647,20 @@ void Reconciler::Replan(bool probe) {
   if (more_unhealthy) ports_.log.warn("and {} more devices unhealthy", more_unhealthy);
   if (more_healthy) ports_.log.info("and {} more devices healthy again", more_healthy);
   if (!changed.empty()) ports_.plugins.Apply(plan, changed);
-  // Most plans change health alone (allocations, PodResources): publish only what the
-  // projection mirrors, and only when it changed, so it does not rebuild every object.
-  // A plan still in slices publishes at its end (a copy of thousands of functions each slice
-  // would cost more than the slice).
+  PublishInventory();
+  // PodResources is polled only while an allocation can change another device's health (a
+  // shared IOMMU group), or an unplugged device waits for its pod to end.
+  std::set<std::string> held;
+  for (const auto& [id, holder] : probed_.allocated_to) held.insert(id);
+  holders_.SetPolling(SharesGroup(held) || !removed_.empty() || mdev_held_);
+}
+
+// The IOMMU groups of the functions among `ids` that have one.
+// Most plans change health alone (allocations, PodResources): publish only what the projection
+// mirrors, and only when it changed, so it does not rebuild every object. A plan still in slices
+// publishes at its end (a copy of thousands of functions each slice would cost more than the
+// slice).
+void Reconciler::PublishInventory() {
   if (publisher_ && !planner_.pending() &&
       (!published_ || pci_changed_ || published_->usb != usb_ ||
        published_->enabled_usb != enabled_usb_ || published_->mdev_types != mdev_types_ ||
@@ -670,14 +680,8 @@ void Reconciler::Replan(bool probe) {
     });
     publisher_->Publish(published_);
   }
-  // PodResources is polled only while an allocation can change another device's health (a
-  // shared IOMMU group), or an unplugged device waits for its pod to end.
-  std::set<std::string> held;
-  for (const auto& [id, holder] : probed_.allocated_to) held.insert(id);
-  holders_.SetPolling(SharesGroup(held) || !removed_.empty() || mdev_held_);
 }
 
-// The IOMMU groups of the functions among `ids` that have one.
 std::set<unsigned> Reconciler::GroupsOf(const std::set<std::string>& ids) const {
   std::set<unsigned> groups;
   for (const std::string& id : ids) {
@@ -859,6 +863,7 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
     ReconcileMdevs(/*report=*/false);
   }
   if (!changed && !usb_changed) return;
+  const std::set<PciAddress> dra_before = dra_pci_;
   if (started_) {
     ReapplyArrivals(arrived);
     // Only the touched functions' selection can have changed (the USB bus is read whole).
@@ -874,7 +879,10 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   // A function nobody enables, alone in its IOMMU group (a hot-plugged card whose bind the
   // config has just asked for), changes no plan: the re-plan of the whole node waits for the
   // kernel job's answer instead of running twice.
-  if (usb_changed || gone || PlanTouches(touched)) Replan(/*probe=*/false);
+  // A function DRA offers (or offered) changes no plan either, but the pool's ResourceSlices.
+  if (usb_changed || gone || dra_pci_ != dra_before || PlanTouches(touched)) {
+    Replan(/*probe=*/false);
+  }
 }
 
 // True when a plan may depend on one of `touched`: it is enabled, or shares its IOMMU group with

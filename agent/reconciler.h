@@ -201,6 +201,8 @@ class Reconciler {
   void PciChanged(const PciAddress& address);
   PciDevice* Find(const PciAddress& address);
   void Replan(bool probe = true);
+  // The inventory to the publisher, when what it mirrors changed since the last one.
+  void PublishInventory();
   std::set<unsigned> GroupsOf(const std::set<std::string>& ids) const;
   bool SharesGroup(const std::set<std::string>& ids) const;
   bool PlanTouches(const std::set<std::string>& touched) const;

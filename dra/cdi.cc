@@ -154,7 +154,8 @@ std::string ClaimMetadataDir(const std::string& plugin_dir, const std::string& n
   return absl::StrCat(plugin_dir, "/dra-device-metadata/", ns, "_", name);
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& content, int mode) {
+absl::Status WriteFileAtomically(const std::string& path, const std::string& content, int mode,
+                                 bool sync) {
   const std::filesystem::path target(path);
   std::error_code ec;
   std::filesystem::create_directories(target.parent_path(), ec);
@@ -179,7 +180,7 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
     }
     done += static_cast<size_t>(n);
   }
-  if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0 || ::fsync(fd.get()) != 0 ||
+  if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0 || (sync && ::fsync(fd.get()) != 0) ||
       ::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

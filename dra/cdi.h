@@ -45,8 +45,10 @@ std::vector<std::string> ClaimSpecPaths(const std::string& cdi_dir, const std::s
 std::string ClaimMetadataDir(const std::string& plugin_dir, const std::string& ns,
                              const std::string& name);
 
-// Writes `content` to `path` through a temporary file in the same directory, fsync and rename:
-// a runtime never reads half a spec. Parent directories are created (0755).
-absl::Status WriteFileAtomically(const std::string& path, const std::string& content, int mode);
+// Writes `content` to `path` through a temporary file in the same directory and a rename: a
+// runtime never reads half a spec. With `sync`, the file is fsync'ed before the rename (what
+// must survive a power loss). Parent directories are created (0755).
+absl::Status WriteFileAtomically(const std::string& path, const std::string& content, int mode,
+                                 bool sync = true);
 
 }  // namespace pcid::dra

@@ -121,7 +121,12 @@ absl::StatusOr<AllocatedClaim> Driver::ReadClaim(const ClaimRef& ref) {
 ClaimAnswer Driver::PrepareOne(const ClaimRef& ref) {
   if (absl::Status st = CheckClaimRef(ref); !st.ok()) return {std::string(st.message()), {}};
   if (auto it = prepared_.find(ref.uid); it != prepared_.end()) {
-    return {"", it->second.devices};  // prepared before (a retry, a kubelet restart)
+    // Prepared before (a retry, a kubelet restart), unless its files are gone: the CDI directory
+    // is a tmpfs, the checkpoint is not, and after a reboot the kubelet prepares again.
+    if (FilesPresent(it->second)) return {"", it->second.devices};
+    log_.warn("dra: {}: prepared before, but its CDI spec is gone (a reboot?): preparing again",
+              Who(ref));
+    prepared_.erase(it);
   }
   auto claim = ReadClaim(ref);
   if (!claim.ok()) {
@@ -154,7 +159,8 @@ ClaimAnswer Driver::PrepareOne(const ClaimRef& ref) {
     absl::Status written;
     for (const auto* list : {&files.metadata, &files.specs}) {
       for (const ClaimFile& f : *list) {
-        if (written.ok()) written = WriteFileAtomically(f.path, f.content, 0644);
+        // Not synced: a reboot empties the CDI directory anyway (see FilesPresent).
+        if (written.ok()) written = WriteFileAtomically(f.path, f.content, 0644, /*sync=*/false);
       }
     }
     for (const AllocatedDevice& d : claim->devices) {
@@ -206,6 +212,17 @@ std::string Driver::UnprepareOne(const ClaimRef& ref) {
   }
   log_.info("dra: unprepared {}", Who(ref));
   return "";
+}
+
+bool Driver::FilesPresent(const PreparedClaim& claim) const {
+  const std::vector<std::string> specs = ClaimSpecPaths(options_.cdi_dir, claim.uid);
+  for (const PreparedDevice& d : claim.devices) {
+    for (const std::string& id : d.cdi_ids) {
+      const bool usb = id.rfind(absl::StrCat(kDriverName, "/usb="), 0) == 0;
+      if (::access((usb ? specs[1] : specs[0]).c_str(), F_OK) != 0) return false;
+    }
+  }
+  return true;
 }
 
 void Driver::RemoveFiles(const std::string& uid, const std::string& ns, const std::string& name) {

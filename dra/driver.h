@@ -80,6 +80,8 @@ class Driver {
   absl::StatusOr<PrepareAnswer> AskPrepare(PrepareRequest request);
   std::string AskUnprepare(UnprepareRequest request);
   void RemoveFiles(const std::string& uid, const std::string& ns, const std::string& name);
+  // The claim's CDI specs are where its answer says.
+  bool FilesPresent(const PreparedClaim& claim) const;
 
   const DriverOptions options_;
   DeviceOwner owner_;

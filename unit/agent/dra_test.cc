@@ -143,5 +143,24 @@ BOOST_FIXTURE_TEST_CASE(devices_of_claims_no_longer_prepared_are_given_back, Dra
   BOOST_TEST(kernel.Driver(kGpu) == "vfio-pci");
 }
 
+BOOST_FIXTURE_TEST_CASE(a_hot_plugged_dra_function_is_offered_at_once, DraFixture) {
+  StartDra();
+  const int before = publisher.publishes;
+  // An NVIDIA function arrives, alone in its IOMMU group, on no driver: no plan changes, but the
+  // pool must offer it (and its PCIDevice be mirrored) without waiting for another event.
+  kernel.AddFunction({.address = "0000:03:00.0",
+                      .vendor = "0x10de",
+                      .device = "0x1c02",
+                      .klass = "0x030000",
+                      .driver = "",
+                      .group = "12"});
+  Reopen();
+  reconciler->OnUevents({{"pci", "add", "0000:03:00.0"}});
+  Settle();
+  BOOST_TEST(publisher.publishes > before, log.text());
+  BOOST_REQUIRE(publisher.last);
+  BOOST_TEST(publisher.last->dra_pci.count(*ParsePciAddress("0000:03:00.0")) == 1u);
+}
+
 }  // namespace
 }  // namespace pcid::agent

@@ -116,13 +116,19 @@ BOOST_FIXTURE_TEST_CASE(prepare_writes_files_then_answers_from_the_checkpoint, F
   BOOST_TEST(again[kUid].devices[0].cdi_ids == out[kUid].devices[0].cdi_ids);
   BOOST_TEST(prepares.size() == 1u);
   BOOST_TEST(gets == 1);
+  // A reboot empties the CDI directory (a tmpfs), not the checkpoint: prepared again.
+  std::filesystem::remove(Spec(kUid));
+  auto rebooted = driver->Prepare({{"default", "c1", kUid}});
+  BOOST_TEST(rebooted[kUid].error == "");
+  BOOST_TEST(prepares.size() == 2u);
+  BOOST_TEST(Exists(Spec(kUid)));
   // A restart: the checkpoint still knows the claim.
   driver.reset();
   auto restarted = Make();
   BOOST_TEST(restarted->PreparedUids() == std::vector<std::string>{kUid});
   auto third = restarted->Prepare({{"default", "c1", kUid}});
   BOOST_TEST(third[kUid].error == "");
-  BOOST_TEST(prepares.size() == 1u);
+  BOOST_TEST(prepares.size() == 2u);
   // Unprepare after the restart (the claim itself may be gone by then).
   claims.clear();
   auto un = restarted->Unprepare({{"default", "c1", kUid}});
