@@ -3,6 +3,7 @@
 // after the kubelet wiped them).
 #include "projection/resource_slices.h"
 
+#include <absl/strings/str_format.h>
 #include <simdjson.h>
 
 #include <boost/test/unit_test.hpp>
@@ -51,9 +52,7 @@ BOOST_AUTO_TEST_CASE(pool_splits_at_128_with_attributes_within_limits) {
   std::vector<PciDevice> devs;
   std::set<PciAddress> dra;
   for (int i = 0; i < 300; ++i) {
-    char a[16];
-    std::snprintf(a, sizeof a, "0000:%02x:%02x.%d", 0x10 + i / 32, i % 32, 0);
-    devs.push_back(Dev(a));
+    devs.push_back(Dev(absl::StrFormat("0000:%02x:%02x.0", 0x10 + i / 32, i % 32)));
     if (i % 3 == 0) devs.back().numa_node = 1;
     dra.insert(devs.back().address);
   }
@@ -156,9 +155,7 @@ struct SliceServer final : KubeCaller {
 std::shared_ptr<const Inventory> Pool(int n) {
   auto inv = std::make_shared<Inventory>();
   for (int i = 0; i < n; ++i) {
-    char a[16];
-    std::snprintf(a, sizeof a, "0000:%02x:00.0", 0x10 + i);
-    inv->pci.push_back(Dev(a));
+    inv->pci.push_back(Dev(absl::StrFormat("0000:%02x:00.0", 0x10 + i)));
     inv->dra_pci.insert(inv->pci.back().address);
   }
   return inv;
