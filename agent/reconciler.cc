@@ -655,7 +655,6 @@ void Reconciler::Replan(bool probe) {
   holders_.SetPolling(SharesGroup(held) || !removed_.empty() || mdev_held_);
 }
 
-// The IOMMU groups of the functions among `ids` that have one.
 // Most plans change health alone (allocations, PodResources): publish only what the projection
 // mirrors, and only when it changed, so it does not rebuild every object. A plan still in slices
 // publishes at its end (a copy of thousands of functions each slice would cost more than the
@@ -682,6 +681,7 @@ void Reconciler::PublishInventory() {
   }
 }
 
+// The IOMMU groups of the functions among `ids` that have one.
 std::set<unsigned> Reconciler::GroupsOf(const std::set<std::string>& ids) const {
   std::set<unsigned> groups;
   for (const std::string& id : ids) {

@@ -24,6 +24,19 @@ std::string OtherClaim(const vfio::Intent& intent, const std::string& source) {
   return "";
 }
 
+// The address a DRA PCI device name stands for ("pci-0000-81-00-0" -> 0000:81:00.0), when the
+// name is exactly one DraPciDeviceName writes.
+std::optional<PciAddress> PciOfDraName(const std::string& name) {
+  if (name.size() != 16 || name.rfind("pci-", 0) != 0) return std::nullopt;
+  std::string text = name.substr(4);
+  text[4] = ':';
+  text[7] = ':';
+  text[10] = '.';
+  auto a = ParsePciAddress(text);
+  if (!a.ok() || projection::DraPciDeviceName(*a) != name) return std::nullopt;
+  return *a;
+}
+
 }  // namespace
 
 bool OnlyDraSources(const std::set<std::string>& sources) {
@@ -55,11 +68,11 @@ void Reconciler::SelectDra() {
 }
 
 std::optional<dra::HandedDevice> Reconciler::Handed(const std::string& name) const {
-  for (const PciAddress& a : dra_pci_) {
-    if (projection::DraPciDeviceName(a) != name) continue;
-    const PciDevice* d = FindPciDevice(devices_, a);
+  // A PCI name is its address spelled otherwise: looked up, not searched for.
+  if (std::optional<PciAddress> a = PciOfDraName(name); a && dra_pci_.count(*a)) {
+    const PciDevice* d = FindPciDevice(devices_, *a);
     if (!d) return std::nullopt;
-    dra::HandedDevice h{name, false, a.ToString(), {}, {}, {}};
+    dra::HandedDevice h{name, false, a->ToString(), {}, {}, {}};
     const std::string root = options_.dev.path();
     h.device_nodes.push_back({"/dev/vfio/vfio", root + "/vfio/vfio"});
     if (d->iommu_group) {

@@ -449,7 +449,7 @@ class Daemon {
             reconciler_->OnDraUnprepare(std::move(req), std::move(done));
           });
         }};
-    const std::string plugin_dir = absl::StrCat(flags_.kubelet_dir, "/plugins/", dra::kDriverName);
+    const std::string plugin_dir = absl::StrCat(flags_.kubelet_dir, "/plugins/", kDraDriverName);
     dra_log_ = MakeLogger("dra");
     auto driver = dra::Driver::Create({flags_.node, flags_.cdi_dir, plugin_dir}, *std::move(client),
                                       std::move(owner), *dra_log_);

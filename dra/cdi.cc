@@ -24,7 +24,7 @@ constexpr char kMetadataApiVersion[] = "metadata.resource.k8s.io/v1alpha1";
 constexpr char kMetadataRoot[] = "/var/run/kubernetes.io/dra-device-attributes";
 
 std::string SpecPath(const std::string& cdi_dir, const std::string& kind, const std::string& uid) {
-  return absl::StrCat(cdi_dir, "/", kDriverName, "-", kind, "_", uid, ".json");
+  return absl::StrCat(cdi_dir, "/", kDraDriverName, "-", kind, "_", uid, ".json");
 }
 
 std::string MetadataJson(const AllocatedClaim& claim, const std::string& request,
@@ -41,7 +41,7 @@ std::string MetadataJson(const AllocatedClaim& claim, const std::string& request
   w.Key("requests").BeginArray().BeginObject().Key("name").String(request);
   w.Key("devices").BeginArray();
   for (const HandedDevice* d : devices) {
-    w.BeginObject().Key("driver").String(kDriverName).Key("pool").String(pool);
+    w.BeginObject().Key("driver").String(kDraDriverName).Key("pool").String(pool);
     w.Key("name").String(d->name);
     w.Key("attributes").BeginObject();
     if (!d->address.empty()) {
@@ -83,7 +83,7 @@ ClaimFiles BuildClaimFiles(const AllocatedClaim& claim, const std::vector<Handed
   Spec pci, usb;
   for (Spec* s : {&pci, &usb}) {
     s->w.BeginObject().Key("cdiVersion").String(kCdiVersion).Key("kind");
-    s->w.String(absl::StrCat(kDriverName, "/", s == &pci ? "pci" : "usb"));
+    s->w.String(absl::StrCat(kDraDriverName, "/", s == &pci ? "pci" : "usb"));
     s->w.Key("devices").BeginArray();
   }
   for (const std::string& request : requests) {
@@ -97,9 +97,9 @@ ClaimFiles BuildClaimFiles(const AllocatedClaim& claim, const std::vector<Handed
     const std::string container_file =
         claim.pod_claim_name.empty()
             ? absl::StrCat(kMetadataRoot, "/resourceclaims/", claim.name, "/", request, "/",
-                           kDriverName, "-metadata.json")
+                           kDraDriverName, "-metadata.json")
             : absl::StrCat(kMetadataRoot, "/resourceclaimtemplates/", claim.pod_claim_name, "/",
-                           request, "/", kDriverName, "-metadata.json");
+                           request, "/", kDraDriverName, "-metadata.json");
     // A node once per request (/dev/vfio/vfio, a group's node shared by its functions): a
     // container gets a request's devices together.
     std::set<std::string> nodes_given;
@@ -109,7 +109,7 @@ ClaimFiles BuildClaimFiles(const AllocatedClaim& claim, const std::vector<Handed
       s.any = true;
       const std::string cdi_name = absl::StrCat(claim.uid, "-", d->name);
       out.cdi_ids[d->name].push_back(
-          absl::StrCat(kDriverName, "/", d->usb ? "usb" : "pci", "=", cdi_name));
+          absl::StrCat(kDraDriverName, "/", d->usb ? "usb" : "pci", "=", cdi_name));
       JsonWriter& w = s.w;
       w.BeginObject().Key("name").String(cdi_name).Key("containerEdits").BeginObject();
       if (!d->env_name.empty()) {

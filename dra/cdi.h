@@ -15,12 +15,11 @@
 #include <string>
 #include <vector>
 
+#include "core/dra_driver.h"
 #include "dra/claim.h"
 #include "dra/owner.h"
 
 namespace pcid::dra {
-
-inline constexpr char kDriverName[] = "pcidevices.io";
 
 struct ClaimFile {
   std::string path;

@@ -105,7 +105,7 @@ absl::StatusOr<AllocatedClaim> Driver::ReadClaim(const ClaimRef& ref) {
     return absl::UnavailableError(absl::StrCat(Who(ref), ": GET ", path, ": HTTP ", res->status,
                                                ": ", projection::StatusMessage(res->body)));
   }
-  auto claim = DecodeAllocatedClaim(res->body, kDriverName);
+  auto claim = DecodeAllocatedClaim(res->body, kDraDriverName);
   if (!claim.ok()) {
     return absl::Status(claim.status().code(),
                         absl::StrCat(Who(ref), ": ", claim.status().message()));
@@ -218,7 +218,7 @@ bool Driver::FilesPresent(const PreparedClaim& claim) const {
   const std::vector<std::string> specs = ClaimSpecPaths(options_.cdi_dir, claim.uid);
   for (const PreparedDevice& d : claim.devices) {
     for (const std::string& id : d.cdi_ids) {
-      const bool usb = id.rfind(absl::StrCat(kDriverName, "/usb="), 0) == 0;
+      const bool usb = id.rfind(absl::StrCat(kDraDriverName, "/usb="), 0) == 0;
       if (::access((usb ? specs[1] : specs[0]).c_str(), F_OK) != 0) return false;
     }
   }

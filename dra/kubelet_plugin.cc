@@ -94,7 +94,7 @@ class RegistrationService final : public pluginregistration::Registration::Servi
   grpc::Status GetInfo(grpc::ServerContext*, const pluginregistration::InfoRequest*,
                        pluginregistration::PluginInfo* out) override {
     out->set_type("DRAPlugin");
-    out->set_name(kDriverName);
+    out->set_name(kDraDriverName);
     out->set_endpoint(endpoint_);
     // The kubelet takes the first it knows: v1 (1.34 and later), else v1beta1.
     out->add_supported_versions("v1.DRAPlugin");
@@ -107,7 +107,7 @@ class RegistrationService final : public pluginregistration::Registration::Servi
                                         pluginregistration::RegistrationStatusResponse*) override {
     registered_ = st->plugin_registered();
     if (st->plugin_registered()) {
-      log_.info("dra: registered with the kubelet as {}", kDriverName);
+      log_.info("dra: registered with the kubelet as {}", kDraDriverName);
       return grpc::Status::OK;
     }
     log_.error("dra: the kubelet refused the registration: {}", st->error());
@@ -162,7 +162,7 @@ absl::StatusOr<std::unique_ptr<KubeletPlugin>> KubeletPlugin::Start(PluginPaths 
   s->paths = std::move(paths);
   s->log = &log;
   s->dra_socket = s->paths.plugin_dir + "/dra.sock";
-  s->reg_socket = absl::StrCat(s->paths.registry_dir, "/", kDriverName, "-reg.sock");
+  s->reg_socket = absl::StrCat(s->paths.registry_dir, "/", kDraDriverName, "-reg.sock");
   for (const std::string& dir : {s->paths.plugin_dir, s->paths.registry_dir}) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
@@ -179,7 +179,7 @@ absl::StatusOr<std::unique_ptr<KubeletPlugin>> KubeletPlugin::Start(PluginPaths 
   s->reg_server = Listen(s->reg_socket, {s->registration.get()});
   if (!s->reg_server)
     return absl::UnavailableError(absl::StrCat("dra: cannot listen on ", s->reg_socket));
-  log.info("dra: serving {} on {} (registration {})", kDriverName, s->dra_socket, s->reg_socket);
+  log.info("dra: serving {} on {} (registration {})", kDraDriverName, s->dra_socket, s->reg_socket);
   return std::unique_ptr<KubeletPlugin>(new KubeletPlugin(std::move(s)));
 }
 

@@ -211,8 +211,8 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Start(
   if (p->dra) {
     // Optional: a cluster without resource.k8s.io/v1 (before 1.34) answers 404, listed again
     // later.
-    const std::string ours =
-        absl::StrCat("fieldSelector=spec.nodeName%3D", p->node, "%2Cspec.driver%3D", kDraDriver);
+    const std::string ours = absl::StrCat("fieldSelector=spec.nodeName%3D", p->node,
+                                          "%2Cspec.driver%3D", kDraDriverName);
     p->threads.emplace_back(
         [p, ours] { p->Inform(p->slices, kResourceApiPrefix, ours, /*optional=*/true); });
   }

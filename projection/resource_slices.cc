@@ -161,7 +161,7 @@ std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<
   const size_t count = (devices.size() + kMaxDevicesPerSlice - 1) / kMaxDevicesPerSlice;
   for (size_t i = 0; i < count; ++i) {
     SliceContent s;
-    s.name = absl::StrCat(node, "-", kDraDriver, "-", i);
+    s.name = absl::StrCat(node, "-", kDraDriverName, "-", i);
     s.devices_json = "[";
     const size_t end = std::min(devices.size(), (i + 1) * kMaxDevicesPerSlice);
     for (size_t k = i * kMaxDevicesPerSlice; k < end; ++k) {
@@ -212,7 +212,7 @@ std::string SliceObject(const std::string& node, const std::string& node_uid,
       .Key("spec")
       .BeginObject()
       .Key("driver")
-      .String(kDraDriver)
+      .String(kDraDriverName)
       .Key("pool")
       .BeginObject()
       .Key("name")

@@ -21,10 +21,10 @@
 #include <vector>
 
 #include "core/device.h"
+#include "core/dra_driver.h"
 
 namespace pcid::projection {
 
-inline constexpr char kDraDriver[] = "pcidevices.io";
 inline constexpr char kResourceApiPrefix[] = "/apis/resource.k8s.io/v1/";
 inline constexpr char kResourceSlicePlural[] = "resourceslices";
 // The API server's limit (ResourceSliceMaxDevices).
