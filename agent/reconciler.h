@@ -116,10 +116,11 @@ class Reconciler {
   // runs once, on the owner thread, after the kernel answered.
   void OnDraPrepare(dra::PrepareRequest request, std::function<void(dra::PrepareAnswer)> done);
   void OnDraUnprepare(dra::UnprepareRequest request, std::function<void(std::string)> done);
-  // Once, when the DRA driver starts: devices bound for claims its checkpoint no longer lists
-  // (the agent stopped between the bind and the checkpoint, and the kubelet never asked again)
-  // are given back.
-  void SweepDra(const std::set<std::string>& prepared_uids);
+  // Once, when the DRA driver starts, with its checkpoint's claims (UID -> device names):
+  // devices bound for claims it no longer lists (the agent stopped between the bind and the
+  // checkpoint, and the kubelet never asked again) are given back, and the USB devices of the
+  // listed ones are theirs again (a USB device has no intent to remember it by).
+  void SweepDra(const std::map<std::string, std::vector<std::string>>& prepared);
 
   // Timers: the earliest due one, and running the due ones. The loop calls RunDue once per turn,
   // after the turn's events: re-plans after kernel answers are coalesced there.
@@ -271,7 +272,7 @@ class Reconciler {
   std::set<std::string> claimed_usb_;  // USB object names USBDeviceClaims enable
   std::set<PciAddress> dra_pci_;       // offered through DRA (config `dra`, not protected)
   std::set<std::string> dra_usb_;      // USB object names offered through DRA
-  std::map<std::string, std::string> dra_usb_held_;   // USB object name -> claim UID prepared
+  std::map<std::string, std::string> dra_usb_held_;   // DRA USB device name -> claim UID
   std::map<std::string, vfio::UsbRecord> usb_saved_;  // as last handed to the state file
   std::set<PciAddress> refused_;       // config devices refused, reported once per reload
   std::set<PciAddress> refused_vfs_;   // PFs whose VF count failed, retried at reload or arrival

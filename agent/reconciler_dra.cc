@@ -234,10 +234,15 @@ void Reconciler::OnDraUnprepare(dra::UnprepareRequest request,
   }
 }
 
-void Reconciler::SweepDra(const std::set<std::string>& prepared_uids) {
+void Reconciler::SweepDra(const std::map<std::string, std::vector<std::string>>& prepared) {
+  for (const auto& [uid, devices] : prepared) {
+    for (const std::string& name : devices) {
+      if (name.rfind("usb-", 0) == 0) dra_usb_held_[name] = uid;
+    }
+  }
   for (const auto& [address, intent] : Intents()) {
     for (const std::string& source : intent.sources) {
-      if (!IsDraSource(source) || prepared_uids.count(source.substr(4))) continue;
+      if (!IsDraSource(source) || prepared.count(source.substr(4))) continue;
       ports_.log.warn("dra: pci {}: bound for claim {}, which is not prepared: giving it back",
                       address.ToString(), source.substr(4));
       SubmitDisable(address, source, [this, id = address.ToString()](const absl::Status& st) {

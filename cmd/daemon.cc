@@ -458,8 +458,7 @@ class Daemon {
       return false;
     }
     dra_driver_ = *std::move(driver);
-    const std::vector<std::string> prepared = dra_driver_->PreparedUids();
-    reconciler_->SweepDra({prepared.begin(), prepared.end()});
+    reconciler_->SweepDra(dra_driver_->PreparedDevices());
     auto plugin = dra::KubeletPlugin::Start({flags_.kubelet_dir + "/plugins_registry", plugin_dir},
                                             *dra_driver_, *dra_log_);
     if (!plugin.ok()) {

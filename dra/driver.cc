@@ -63,10 +63,13 @@ Driver::~Driver() = default;
 
 void Driver::Stop() { stopping_ = true; }
 
-std::vector<std::string> Driver::PreparedUids() const {
+std::map<std::string, std::vector<std::string>> Driver::PreparedDevices() const {
   MutexLock lock(&mu_);
-  std::vector<std::string> out;
-  for (const auto& [uid, c] : prepared_) out.push_back(uid);
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [uid, c] : prepared_) {
+    auto& devices = out[uid];
+    for (const PreparedDevice& d : c.devices) devices.push_back(d.device);
+  }
   return out;
 }
 

@@ -67,9 +67,9 @@ class Driver {
   std::map<std::string, ClaimAnswer> Prepare(const std::vector<ClaimRef>& claims);
   std::map<std::string, std::string> Unprepare(const std::vector<ClaimRef>& claims);
 
-  // The UIDs of the prepared claims (for the owner's sweep of intents left by claims that are
-  // no longer prepared, and for tests).
-  std::vector<std::string> PreparedUids() const;
+  // The prepared claims' devices by claim UID (for the owner at start: intents left by claims
+  // no longer prepared are swept, USB devices of prepared ones stay theirs).
+  std::map<std::string, std::vector<std::string>> PreparedDevices() const;
 
  private:
   Driver(DriverOptions options, std::unique_ptr<projection::KubeCaller> api, DeviceOwner owner,

@@ -472,6 +472,13 @@ def scenario(api, kubelet, daemon, args, log, klog, sysfs, dev, state, plugins, 
         r = kubelet.prepare("c1")
         check(r and r.get("claims", {}).get(UID["c1"], {}).get("devices") == c1["devices"],
               "after the restart, c1 prepared again from the checkpoint: the same answer", json.dumps(r))
+        # A USB device has no intent: the checkpoint is what keeps it the USB claim's.
+        resource_claim(api, "usb-again", [usb_name])
+        r = kubelet.prepare("usb-again")
+        err = (r or {}).get("claims", {}).get(UID["usb-again"], {}).get("error", "")
+        check(f"prepared for claim {UID['usb']}" in err,
+              "after the restart, another claim for the flash drive: refused, still the USB claim's",
+              json.dumps(r))
         r = kubelet.unprepare("c1", "usb", "never-prepared")
         errs = {k: v.get("error") for k, v in (r or {}).get("claims", {}).items()}
         check(errs == {UID["c1"]: "", UID["usb"]: "", "never-prepared": ""},

@@ -98,6 +98,13 @@ absl::StatusOr<ObservedObject> FromElement(simdjson::dom::element e, bool name_r
   }
   int64_t generation = 0;
   if (!e["spec"]["pool"]["generation"].get(generation)) o.pool_generation = generation;
+  simdjson::dom::array slice_devices;
+  if (o.pool_generation && !e["spec"]["devices"].get(slice_devices)) {
+    for (simdjson::dom::element d : slice_devices) {
+      std::string_view device;
+      if (!d["name"].get(device)) o.slice_devices.emplace_back(device);
+    }
+  }
   simdjson::dom::object devices;
   if (!e["spec"]["template"]["spec"]["domain"]["devices"].get(devices)) {
     for (auto [list, out] : {std::pair{"hostDevices", &o.host_devices}, {"gpus", &o.gpus}}) {

@@ -54,8 +54,9 @@ struct ObservedObject {
   // VirtualMachines: hostDevices and gpus of spec.template.spec.domain.devices.
   std::vector<HostDeviceRef> host_devices;
   std::vector<HostDeviceRef> gpus;
-  // ResourceSlices: spec.pool.generation.
+  // ResourceSlices: spec.pool.generation, and the names of spec.devices in order.
   std::optional<int64_t> pool_generation;
+  std::vector<std::string> slice_devices;
 };
 
 // Where a store keeps an object: its name, or "<namespace>/<name>" for a namespaced one.

@@ -4,6 +4,8 @@
 #include <absl/strings/str_format.h>
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <utility>
 
 #include "core/json_writer.h"
@@ -139,35 +141,84 @@ std::string PcieRoot(const std::vector<PciDevice>& sorted, const PciDevice& dev)
   return absl::StrFormat("pci%04x:%02x", top->address.domain, top->address.bus);
 }
 
+std::optional<size_t> SliceIndex(const std::string& node, const std::string& slice_name) {
+  const std::string prefix = absl::StrCat(node, "-", kDraDriverName, "-");
+  if (slice_name.rfind(prefix, 0) != 0) return std::nullopt;
+  const std::string_view digits = std::string_view(slice_name).substr(prefix.size());
+  // As StrCat writes it: no sign, no leading zero, and small.
+  if (digits.empty() || digits.size() > 6 || (digits[0] == '0' && digits.size() > 1)) {
+    return std::nullopt;
+  }
+  size_t index = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    index = index * 10 + static_cast<size_t>(c - '0');
+  }
+  return index;
+}
+
 std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<PciDevice>& pci,
                                      const std::set<PciAddress>& dra_pci,
                                      const std::vector<UsbDevice>& usb,
-                                     const std::set<std::string>& dra_usb) {
-  std::vector<PoolDevice> devices;
+                                     const std::set<std::string>& dra_usb,
+                                     const std::vector<SliceContent>& previous) {
+  std::map<std::string, std::string> devices;  // name -> object
   for (const PciAddress& address : dra_pci) {
-    if (const PciDevice* d = FindPciDevice(pci, address)) devices.push_back(PciPoolDevice(pci, *d));
+    if (const PciDevice* d = FindPciDevice(pci, address)) {
+      PoolDevice p = PciPoolDevice(pci, *d);
+      devices.emplace(std::move(p.name), std::move(p.json));
+    }
   }
   for (const UsbDevice& u : usb) {
-    if (u.present && dra_usb.count(u.name)) devices.push_back(UsbPoolDevice(node, u));
+    // Two USB devices on one port cannot be; a duplicate name would be refused by the server.
+    if (!u.present || !dra_usb.count(u.name)) continue;
+    PoolDevice p = UsbPoolDevice(node, u);
+    devices.emplace(std::move(p.name), std::move(p.json));
   }
-  std::sort(devices.begin(), devices.end(),
-            [](const PoolDevice& a, const PoolDevice& b) { return a.name < b.name; });
-  // Two USB devices on one port cannot be; a duplicate name would be refused by the server.
-  devices.erase(
-      std::unique(devices.begin(), devices.end(),
-                  [](const PoolDevice& a, const PoolDevice& b) { return a.name == b.name; }),
-      devices.end());
+  const size_t needed = (devices.size() + kMaxDevicesPerSlice - 1) / kMaxDevicesPerSlice;
+  // Each slice keeps the devices it had that are still offered; new ones fill the first slice
+  // with room, or a new one at the lowest free index.
+  std::map<size_t, std::set<std::string>> layout;
+  std::set<std::string> placed;
+  for (const SliceContent& s : previous) {
+    auto index = SliceIndex(node, s.name);
+    if (!index || layout.count(*index)) continue;
+    auto& names = layout[*index];
+    for (const std::string& n : s.device_names) {
+      if (names.size() < kMaxDevicesPerSlice && devices.count(n) && placed.insert(n).second) {
+        names.insert(n);
+      }
+    }
+    if (names.empty()) layout.erase(*index);
+  }
+  for (const auto& [name, json] : devices) {
+    if (placed.count(name)) continue;
+    auto room = std::find_if(layout.begin(), layout.end(),
+                             [](const auto& e) { return e.second.size() < kMaxDevicesPerSlice; });
+    if (room == layout.end()) {
+      size_t free = 0;
+      while (layout.count(free)) ++free;
+      room = layout.emplace(free, std::set<std::string>{}).first;
+    }
+    room->second.insert(name);
+  }
+  // Removals can leave more slices than the devices need: then the pool is laid out afresh, in
+  // name order (a change of the slice count rewrites every slice anyway).
+  if (layout.size() > needed) {
+    layout.clear();
+    size_t k = 0;
+    for (const auto& [name, json] : devices) layout[k++ / kMaxDevicesPerSlice].insert(name);
+  }
   std::vector<SliceContent> slices;
-  const size_t count = (devices.size() + kMaxDevicesPerSlice - 1) / kMaxDevicesPerSlice;
-  for (size_t i = 0; i < count; ++i) {
+  const size_t count = layout.size();
+  for (const auto& [index, names] : layout) {
     SliceContent s;
-    s.name = absl::StrCat(node, "-", kDraDriverName, "-", i);
+    s.name = absl::StrCat(node, "-", kDraDriverName, "-", index);
     s.devices_json = "[";
-    const size_t end = std::min(devices.size(), (i + 1) * kMaxDevicesPerSlice);
-    for (size_t k = i * kMaxDevicesPerSlice; k < end; ++k) {
-      if (k > i * kMaxDevicesPerSlice) s.devices_json += ",";
-      s.devices_json += devices[k].json;
-      s.device_names.push_back(devices[k].name);
+    for (const std::string& n : names) {
+      if (s.devices_json.size() > 1) s.devices_json += ",";
+      s.devices_json += devices.at(n);
+      s.device_names.push_back(n);
     }
     s.devices_json += "]";
     s.hash = absl::StrFormat("%016x", Fnv1a(absl::StrCat(count), Fnv1a(s.devices_json)));

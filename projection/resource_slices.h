@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -48,12 +49,22 @@ struct SliceContent {
 };
 
 // The pool's slices: `pci` (sorted by address) filtered to `dra_pci`, and the USB devices named
-// in `dra_usb` (present ones only), in name order, kMaxDevicesPerSlice per slice. No devices:
-// no slices.
+// in `dra_usb` (present ones only), at most kMaxDevicesPerSlice per slice, each slice's devices in
+// name order. No devices: no slices.
+//
+// `previous` is the layout last written (or read back from the API server after a restart):
+// each slice keeps the devices it had that are still offered, and a new device goes to the first
+// slice with room, so that one device coming or going changes one slice, which is then written
+// without a new pool generation (ResourceSliceController). When removals leave more slices than
+// the devices need, the pool is laid out afresh in name order.
 std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<PciDevice>& pci,
                                      const std::set<PciAddress>& dra_pci,
                                      const std::vector<UsbDevice>& usb,
-                                     const std::set<std::string>& dra_usb);
+                                     const std::set<std::string>& dra_usb,
+                                     const std::vector<SliceContent>& previous = {});
+
+// The index of a slice named "<node>-pcidevices.io-<index>", or nullopt for any other name.
+std::optional<size_t> SliceIndex(const std::string& node, const std::string& slice_name);
 
 // The whole object of one slice (for POST and PUT): `resource_version` set for a PUT,
 // `node_uid` (when known) makes the Node its owner, so that it goes with the Node.

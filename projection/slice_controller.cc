@@ -1,6 +1,9 @@
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <set>
+
 #include "projection/controllers.h"
 #include "projection/kube_client.h"
 
@@ -17,27 +20,42 @@ ResourceSliceController::ResourceSliceController(std::string node, Store& slices
       retry_(clock, kWriteBackoff) {}
 
 void ResourceSliceController::Handle(const Message& message) {
-  std::visit(
-      Overloaded{
-          [&](const InventoryPublished& m) {
-            if (!m.inventory) return;
-            have_inventory_ = true;
-            auto next = PoolSlices(node_, m.inventory->pci, m.inventory->dra_pci, m.inventory->usb,
-                                   m.inventory->dra_usb);
-            // Most inventories change nothing DRA offers (health, other devices).
-            auto same = [](const SliceContent& a, const SliceContent& b) {
-              return a.name == b.name && a.hash == b.hash;
-            };
-            if (!std::equal(next.begin(), next.end(), desired_.begin(), desired_.end(), same)) {
-              desired_ = std::move(next);
-              dirty_ = true;
-            }
-          },
-          [&](const StoreListed& m) { dirty_ |= m.plural == slices_.plural(); },
-          [&](const StoreChanged& m) { dirty_ |= m.plural == slices_.plural(); },
-          [](const auto&) {},
-      },
-      message);
+  std::visit(Overloaded{
+                 [&](const InventoryPublished& m) {
+                   if (!m.inventory) return;
+                   inventory_ = m.inventory;
+                   inventory_changed_ = true;
+                 },
+                 [&](const StoreListed& m) { dirty_ |= m.plural == slices_.plural(); },
+                 [&](const StoreChanged& m) { dirty_ |= m.plural == slices_.plural(); },
+                 [](const auto&) {},
+             },
+             message);
+}
+
+void ResourceSliceController::Lay(const Store::Objects& observed) {
+  inventory_changed_ = false;
+  std::vector<SliceContent> previous;
+  if (laid_out_) {
+    previous = desired_;
+  } else {
+    // After a restart the server's slices are the layout to keep: nothing written if nothing
+    // changed meanwhile.
+    for (const auto& [name, o] : observed) {
+      if (!o.deleting) previous.push_back({name, "", "", o.slice_devices});
+    }
+  }
+  laid_out_ = true;
+  const Inventory& inv = *inventory_;
+  auto next = PoolSlices(node_, inv.pci, inv.dra_pci, inv.usb, inv.dra_usb, previous);
+  // Most inventories change nothing DRA offers (health, other devices).
+  auto same = [](const SliceContent& a, const SliceContent& b) {
+    return a.name == b.name && a.hash == b.hash;
+  };
+  if (!std::equal(next.begin(), next.end(), desired_.begin(), desired_.end(), same)) {
+    desired_ = std::move(next);
+    dirty_ = true;
+  }
 }
 
 bool ResourceSliceController::UpToDate(const Store::Objects& observed) const {
@@ -55,7 +73,8 @@ bool ResourceSliceController::UpToDate(const Store::Objects& observed) const {
 }
 
 void ResourceSliceController::Reconcile() {
-  if (!have_inventory_ || !slices_.synced()) return;
+  if (!inventory_ || !slices_.synced()) return;
+  if (inventory_changed_) Lay(slices_.Snapshot());
   if (!dirty_ && !retry_.Due()) return;
   dirty_ = false;
   const Store::Objects observed = slices_.Snapshot();
@@ -64,9 +83,28 @@ void ResourceSliceController::Reconcile() {
     retry_.Succeeded();
     return;
   }
+  // One slice to change, none to add or delete, the pool at one generation: that slice alone is
+  // written, at that generation (a consumer never sees a pool half old, half new).
+  std::set<std::string> changed;
+  std::set<int64_t> generations;
+  bool added_or_removed = false;
+  for (const SliceContent& s : desired_) {
+    auto it = observed.find(s.name);
+    if (it == observed.end() || it->second.deleting || !it->second.pool_generation) {
+      added_or_removed = true;
+      continue;
+    }
+    generations.insert(*it->second.pool_generation);
+    auto label = it->second.labels.find(kSliceContentLabel);
+    if (label == it->second.labels.end() || label->second != s.hash) changed.insert(s.name);
+  }
+  std::set<std::string> wanted;
+  for (const SliceContent& s : desired_) wanted.insert(s.name);
+  for (const auto& [name, o] : observed) added_or_removed |= !o.deleting && !wanted.count(name);
+  const bool in_place = !added_or_removed && generations.size() == 1 && changed.size() <= 1;
   int64_t highest = generation_;
   for (const auto& [name, o] : observed) highest = std::max(highest, o.pool_generation.value_or(0));
-  const int64_t generation = highest + 1;
+  const int64_t generation = in_place ? *generations.begin() : highest + 1;
   const std::string path = absl::StrCat(kResourceApiPrefix, kResourceSlicePlural);
   if (!node_uid_ && !desired_.empty()) {
     // The Node owns the slices, so they go with it; without its uid (no permission, a node
@@ -99,9 +137,7 @@ void ResourceSliceController::Reconcile() {
   };
   // Obsolete slices first: a consumer never sees more devices than the pool has.
   for (const auto& [name, o] : observed) {
-    bool wanted = false;
-    for (const SliceContent& s : desired_) wanted |= s.name == name;
-    if (wanted || o.deleting) continue;
+    if (wanted.count(name) || o.deleting) continue;
     if (!write("DELETE", name, absl::StrCat(path, "/", name),
                DeleteIfUnchanged(o.resource_version))) {
       break;
@@ -109,6 +145,7 @@ void ResourceSliceController::Reconcile() {
   }
   for (const SliceContent& s : desired_) {
     if (!ok) break;  // a delete failed: the pool is written once it is clean
+    if (in_place && !changed.count(s.name)) continue;
     auto it = observed.find(s.name);
     const bool exists = it != observed.end() && !it->second.deleting;
     const std::string body =
@@ -121,8 +158,8 @@ void ResourceSliceController::Reconcile() {
   }
   if (ok) {
     generation_ = generation;
-    log_.info("resourceslices: pool {} generation {}: {} slices", node_, generation,
-              desired_.size());
+    log_.info("resourceslices: pool {} generation {}: {} slices, {} written", node_, generation,
+              desired_.size(), in_place ? changed.size() : desired_.size());
     retry_.Succeeded();
   } else {
     retry_.Failed();

@@ -130,7 +130,7 @@ BOOST_FIXTURE_TEST_CASE(devices_of_claims_no_longer_prepared_are_given_back, Dra
   BOOST_TEST(a->error == "");
   BOOST_TEST(kernel.Driver(kGpu) == "vfio-pci");
   // The checkpoint lists another claim only: A's devices go back.
-  reconciler->SweepDra({kUidB});
+  reconciler->SweepDra({{kUidB, {}}});
   Settle();
   BOOST_TEST(kernel.Driver(kGpu) == "nouveau");
   BOOST_TEST(kernel.Driver(kAudio) == "");
@@ -138,7 +138,7 @@ BOOST_FIXTURE_TEST_CASE(devices_of_claims_no_longer_prepared_are_given_back, Dra
   auto b = Prepare(kUidB, {"pci-0000-02-00-0", "pci-0000-02-00-1"});
   BOOST_REQUIRE(b.has_value());
   BOOST_TEST(b->error == "");
-  reconciler->SweepDra({kUidB});
+  reconciler->SweepDra({{kUidB, {}}});
   Settle();
   BOOST_TEST(kernel.Driver(kGpu) == "vfio-pci");
 }

@@ -125,7 +125,7 @@ BOOST_FIXTURE_TEST_CASE(prepare_writes_files_then_answers_from_the_checkpoint, F
   // A restart: the checkpoint still knows the claim.
   driver.reset();
   auto restarted = Make();
-  BOOST_TEST(restarted->PreparedUids() == std::vector<std::string>{kUid});
+  BOOST_TEST(restarted->PreparedDevices().count(kUid) == 1u);
   auto third = restarted->Prepare({{"default", "c1", kUid}});
   BOOST_TEST(third[kUid].error == "");
   BOOST_TEST(prepares.size() == 2u);
@@ -138,7 +138,7 @@ BOOST_FIXTURE_TEST_CASE(prepare_writes_files_then_answers_from_the_checkpoint, F
   BOOST_TEST(unprepares[0].devices == std::vector<std::string>{"pci-0000-81-00-0"});
   BOOST_TEST(!Exists(Spec(kUid)));
   BOOST_TEST(!Exists(plugin() + "/dra-device-metadata/default_c1"));
-  BOOST_TEST(restarted->PreparedUids().empty());
+  BOOST_TEST(restarted->PreparedDevices().empty());
   // Again: nothing to do, not an error.
   BOOST_TEST(restarted->Unprepare({{"default", "c1", kUid}})[kUid] == "");
   BOOST_TEST(unprepares.size() == 1u);
@@ -180,7 +180,7 @@ BOOST_FIXTURE_TEST_CASE(refusals_are_per_claim_and_leave_nothing, Fixture) {
   BOOST_TEST(out[kUid].error.find("is protected") != std::string::npos);
   BOOST_TEST(!Exists(Spec(kUid)));
   BOOST_TEST(!Exists(plugin() + "/checkpoint.json"));
-  BOOST_TEST(driver->PreparedUids().empty());
+  BOOST_TEST(driver->PreparedDevices().empty());
 }
 
 BOOST_FIXTURE_TEST_CASE(a_file_that_cannot_be_written_gives_the_devices_back, Fixture) {
@@ -193,7 +193,7 @@ BOOST_FIXTURE_TEST_CASE(a_file_that_cannot_be_written_gives_the_devices_back, Fi
   BOOST_TEST(prepares.size() == 1u);
   BOOST_TEST(unprepares.size() == 1u);
   BOOST_TEST(!Exists(plugin() + "/dra-device-metadata/default_c1"));
-  BOOST_TEST(driver->PreparedUids().empty());
+  BOOST_TEST(driver->PreparedDevices().empty());
 }
 
 BOOST_FIXTURE_TEST_CASE(a_broken_checkpoint_refuses_to_start, Fixture) {

@@ -1,11 +1,12 @@
 // The DRA pool's ResourceSlices: names, attributes within the API server's limits, splitting,
-// and the controller's writes (none while quiet, a new generation on every change, written again
-// after the kubelet wiped them).
+// and the controller's writes (none while quiet, one slice in place when one device comes or goes,
+// a new generation for any larger change, written again after the kubelet wiped them).
 #include "projection/resource_slices.h"
 
 #include <absl/strings/str_format.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <boost/test/unit_test.hpp>
 
 #include "core/clock.h"
@@ -152,10 +153,16 @@ struct SliceServer final : KubeCaller {
   std::vector<std::string> Take() { return std::exchange(writes, {}); }
 };
 
-std::shared_ptr<const Inventory> Pool(int n) {
+std::string Address(int i) {
+  return absl::StrFormat("0000:%02x:%02x.%d", 0x10 + i / 64, (i % 64) / 8, i % 8);
+}
+
+// Functions 0..n-1 offered, but for `skip`.
+std::shared_ptr<const Inventory> Pool(int n, int skip = -1) {
   auto inv = std::make_shared<Inventory>();
   for (int i = 0; i < n; ++i) {
-    inv->pci.push_back(Dev(absl::StrFormat("0000:%02x:00.0", 0x10 + i)));
+    if (i == skip) continue;
+    inv->pci.push_back(Dev(Address(i)));
     inv->dra_pci.insert(inv->pci.back().address);
   }
   return inv;
@@ -202,6 +209,64 @@ BOOST_AUTO_TEST_CASE(controller_writes_on_change_only) {
   restarted.Reconcile();
   BOOST_TEST(api.Take() == (std::vector<std::string>{"DELETE"}));
   BOOST_TEST(slices.Snapshot().empty());
+}
+
+BOOST_AUTO_TEST_CASE(controller_changes_one_slice_in_place) {
+  Store slices(kResourceSlicePlural);
+  slices.Replace(ObservedList{"1", {}, {}});
+  SliceServer api(slices);
+  SteadyClock clock;
+  Counters counters;
+  ResourceSliceController c("n1", slices, api, clock, counters, testing::Log());
+  c.Handle(InventoryPublished{Pool(300, 5)});
+  c.Reconcile();
+  BOOST_TEST(api.Take() == (std::vector<std::string>{"POST", "POST", "POST"}));
+  const auto before = slices.Snapshot();
+  auto devices_of = [&](const std::string& slice) {
+    return slices.Snapshot().at(slice).slice_devices;
+  };
+  const std::string hot = DraPciDeviceName(*ParsePciAddress(Address(5)));
+  // Function 5 plugged in: it joins the one slice with room; one PUT, the pool's generation kept.
+  c.Handle(InventoryPublished{Pool(300)});
+  c.Reconcile();
+  BOOST_TEST(api.Take() == (std::vector<std::string>{"PUT"}));
+  BOOST_TEST(c.generation() == 1);
+  auto after = slices.Snapshot();
+  for (const auto& [name, o] : after) BOOST_TEST(o.pool_generation.value_or(0) == 1);
+  BOOST_TEST(after.at("n1-pcidevices.io-0").resource_version ==
+             before.at("n1-pcidevices.io-0").resource_version);
+  auto in_last = devices_of("n1-pcidevices.io-2");
+  BOOST_TEST(std::count(in_last.begin(), in_last.end(), hot) == 1);
+  BOOST_TEST(devices_of("n1-pcidevices.io-0").size() == kMaxDevicesPerSlice);
+  // Function 200 unplugged: its slice alone.
+  c.Handle(InventoryPublished{Pool(300, 200)});
+  c.Reconcile();
+  BOOST_TEST(api.Take() == (std::vector<std::string>{"PUT"}));
+  BOOST_TEST(devices_of("n1-pcidevices.io-1").size() == kMaxDevicesPerSlice - 1);
+  // A new agent keeps the server's layout (function 5 out of name order): nothing written.
+  ResourceSliceController restarted("n1", slices, api, clock, counters, testing::Log());
+  restarted.Handle(InventoryPublished{Pool(300, 200)});
+  restarted.Reconcile();
+  BOOST_TEST(api.Take().empty());
+  BOOST_TEST(restarted.generation() == 1);
+  // 50 functions gone: two slices would do; the pool is laid out afresh at a new generation.
+  restarted.Handle(InventoryPublished{Pool(250)});
+  restarted.Reconcile();
+  BOOST_TEST(api.Take() == (std::vector<std::string>{"DELETE", "PUT", "PUT"}));
+  BOOST_TEST(restarted.generation() == 2);
+  auto first = devices_of("n1-pcidevices.io-0");
+  BOOST_TEST(std::is_sorted(first.begin(), first.end()));
+  BOOST_TEST(first.at(5) == hot);
+}
+
+BOOST_AUTO_TEST_CASE(slice_index_only_from_our_names) {
+  BOOST_TEST(SliceIndex("n1", "n1-pcidevices.io-12").value_or(99) == 12u);
+  BOOST_TEST(SliceIndex("n1", "n1-pcidevices.io-0").value_or(99) == 0u);
+  for (const char* bad :
+       {"n1-pcidevices.io-", "n1-pcidevices.io-01", "n1-pcidevices.io--1", "n1-pcidevices.io-1a",
+        "n2-pcidevices.io-1", "n1-pcidevices.io-9999999"}) {
+    BOOST_TEST(!SliceIndex("n1", bad).has_value(), bad);
+  }
 }
 
 }  // namespace
