@@ -41,6 +41,18 @@ void AppendJsonString(std::string& out, std::string_view value) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
   for (size_t i = 0; i < value.size();) {
+    // Plain printable ASCII (nearly every string written) goes in runs, not a byte at a time.
+    size_t plain = i;
+    while (plain < value.size()) {
+      const auto p = static_cast<unsigned char>(value[plain]);
+      if (p < 0x20 || p >= 0x7f || p == '"' || p == '\\') break;
+      ++plain;
+    }
+    if (plain > i) {
+      out.append(value.data() + i, plain - i);
+      i = plain;
+      continue;
+    }
     const auto c = static_cast<unsigned char>(value[i]);
     if (c >= 0x80) {
       const size_t len = Utf8SequenceLength(value, i);
