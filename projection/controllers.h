@@ -440,11 +440,11 @@ class ResourceSliceController {
   // InventoryPublished: the pool wanted; StoreListed / StoreChanged of resourceslices: what the
   // server holds (the kubelet deletes a node's slices at its start: they are written again).
   void Handle(const Message& message);
-  // Zero writes when the server holds the pool as wanted, at one generation. When only one
-  // slice differs (a device came or went: PoolSlices keeps every other slice as it was), that
-  // slice alone is written at the pool's generation, as upstream's resourceslice controller
-  // does. Otherwise the generation goes one past the highest seen and every slice is written with
-  // it (obsolete slices deleted first). A failed write is retried after the back-off.
+  // Zero writes when the server holds the pool as wanted, at one generation. Otherwise the
+  // generation goes one past the highest seen and every slice is written with it: obsolete ones
+  // deleted first, then the slices whose devices changed (one, when a device came or went:
+  // PoolSlices keeps every other slice's devices), then the others. A failed write is retried
+  // after the back-off.
   void Reconcile();
   std::optional<Clock::time_point> NextWake() const { return retry_.due(); }
   int64_t generation() const { return generation_; }
@@ -463,6 +463,7 @@ class ResourceSliceController {
   bool inventory_changed_ = false;  // desired_ not yet computed from inventory_
   bool laid_out_ = false;           // desired_ is the layout; until then, the server's slices are
   std::vector<SliceContent> desired_;
+  PoolDeviceCache objects_;              // PoolSlices' device objects, reused while unchanged
   int64_t generation_ = 0;               // of the pool as last written or found
   std::optional<std::string> node_uid_;  // the Node's, for the owner reference; "" = unknown
   bool dirty_ = false;

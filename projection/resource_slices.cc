@@ -49,14 +49,14 @@ struct PoolDevice {
   std::string json;  // the device's object
 };
 
-PoolDevice PciPoolDevice(const std::vector<PciDevice>& sorted, const PciDevice& d) {
+PoolDevice PciPoolDevice(const PciDevice& d, const std::string& pcie_root) {
   PoolDevice out{DraPciDeviceName(d.address), {}};
   JsonWriter w;
   w.BeginObject().Key("name").String(out.name);
   {
     Attributes a(w);
     a.String("resource.kubernetes.io/pciBusID", d.address.ToString());
-    a.String("resource.kubernetes.io/pcieRoot", PcieRoot(sorted, d));
+    a.String("resource.kubernetes.io/pcieRoot", pcie_root);
     if (d.numa_node >= 0) a.Int("resource.kubernetes.io/numaNode", d.numa_node);
     a.String("bus", "pci");
     a.String("vendorID", Hex4(d.vendor_id));
@@ -161,19 +161,39 @@ std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<
                                      const std::set<PciAddress>& dra_pci,
                                      const std::vector<UsbDevice>& usb,
                                      const std::set<std::string>& dra_usb,
-                                     const std::vector<SliceContent>& previous) {
-  std::map<std::string, std::string> devices;  // name -> object
+                                     std::vector<SliceContent> previous, PoolDeviceCache* cache) {
+  PoolDeviceCache built;
+  std::vector<std::string> usb_objects;
+  usb_objects.reserve(usb.size());
+  std::map<std::string, const std::string*> devices;  // name -> object
+  std::set<std::string> reused;                       // objects taken from the cache
   for (const PciAddress& address : dra_pci) {
-    if (const PciDevice* d = FindPciDevice(pci, address)) {
-      PoolDevice p = PciPoolDevice(pci, *d);
-      devices.emplace(std::move(p.name), std::move(p.json));
+    const PciDevice* d = FindPciDevice(pci, address);
+    if (!d) continue;
+    std::string root = PcieRoot(pci, *d);
+    PoolDeviceCache::Entry* entry = nullptr;
+    if (cache) {
+      auto hit = cache->pci.find(address);
+      if (hit != cache->pci.end() && hit->second.device == *d && hit->second.root == root) {
+        entry = &built.pci.emplace(address, std::move(hit->second)).first->second;
+        reused.insert(entry->name);
+      }
     }
+    if (!entry) {
+      PoolDevice p = PciPoolDevice(*d, root);
+      entry = &built.pci
+                   .emplace(address, PoolDeviceCache::Entry{*d, std::move(root), std::move(p.name),
+                                                            std::move(p.json)})
+                   .first->second;
+    }
+    devices.emplace(entry->name, &entry->json);
   }
   for (const UsbDevice& u : usb) {
     // Two USB devices on one port cannot be; a duplicate name would be refused by the server.
     if (!u.present || !dra_usb.count(u.name)) continue;
     PoolDevice p = UsbPoolDevice(node, u);
-    devices.emplace(std::move(p.name), std::move(p.json));
+    usb_objects.push_back(std::move(p.json));
+    devices.emplace(std::move(p.name), &usb_objects.back());
   }
   const size_t needed = (devices.size() + kMaxDevicesPerSlice - 1) / kMaxDevicesPerSlice;
   // Each slice keeps the devices it had that are still offered; new ones fill the first slice
@@ -214,16 +234,29 @@ std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<
   for (const auto& [index, names] : layout) {
     SliceContent s;
     s.name = absl::StrCat(node, "-", kDraDriverName, "-", index);
+    // A slice with the same devices, every one of them unchanged, and the same slice count: as
+    // it was (most slices of most changes).
+    auto before = std::find_if(previous.begin(), previous.end(),
+                               [&](const SliceContent& p) { return p.name == s.name; });
+    if (before != previous.end() && !before->devices_json.empty() && previous.size() == count &&
+        std::equal(names.begin(), names.end(), before->device_names.begin(),
+                   before->device_names.end()) &&
+        std::all_of(names.begin(), names.end(),
+                    [&](const std::string& n) { return reused.count(n) > 0; })) {
+      slices.push_back(std::move(*before));
+      continue;
+    }
     s.devices_json = "[";
     for (const std::string& n : names) {
       if (s.devices_json.size() > 1) s.devices_json += ",";
-      s.devices_json += devices.at(n);
+      s.devices_json += *devices.at(n);
       s.device_names.push_back(n);
     }
     s.devices_json += "]";
     s.hash = absl::StrFormat("%016x", Fnv1a(absl::StrCat(count), Fnv1a(s.devices_json)));
     slices.push_back(std::move(s));
   }
+  if (cache) *cache = std::move(built);
   return slices;
 }
 

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -55,13 +56,27 @@ struct SliceContent {
 // `previous` is the layout last written (or read back from the API server after a restart):
 // each slice keeps the devices it had that are still offered, and a new device goes to the first
 // slice with room, so that one device coming or going changes one slice, which is then written
-// without a new pool generation (ResourceSliceController). When removals leave more slices than
-// the devices need, the pool is laid out afresh in name order.
+// first (ResourceSliceController). When removals leave more slices than the devices need, the
+// pool is laid out afresh in name order.
+//
+// `cache` (kept by the caller between calls) holds each PCI device's object as last built: a
+// device equal to its entry, under the same root complex, is not built again (2,048 functions took
+// 8 ms a change without it).
+struct PoolDeviceCache {
+  struct Entry {
+    PciDevice device;
+    std::string root;  // PcieRoot
+    std::string name;  // DraPciDeviceName
+    std::string json;  // the device's object
+  };
+  std::map<PciAddress, Entry> pci;
+};
 std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<PciDevice>& pci,
                                      const std::set<PciAddress>& dra_pci,
                                      const std::vector<UsbDevice>& usb,
                                      const std::set<std::string>& dra_usb,
-                                     const std::vector<SliceContent>& previous = {});
+                                     std::vector<SliceContent> previous = {},
+                                     PoolDeviceCache* cache = nullptr);
 
 // The index of a slice named "<node>-pcidevices.io-<index>", or nullopt for any other name.
 std::optional<size_t> SliceIndex(const std::string& node, const std::string& slice_name);

@@ -35,9 +35,11 @@ void ResourceSliceController::Handle(const Message& message) {
 
 void ResourceSliceController::Lay(const Store::Objects& observed) {
   inventory_changed_ = false;
+  std::vector<std::pair<std::string, std::string>> before;  // names and hashes
+  for (const SliceContent& s : desired_) before.emplace_back(s.name, s.hash);
   std::vector<SliceContent> previous;
   if (laid_out_) {
-    previous = desired_;
+    previous = std::move(desired_);  // PoolSlices moves unchanged slices back
   } else {
     // After a restart the server's slices are the layout to keep: nothing written if nothing
     // changed meanwhile.
@@ -47,15 +49,13 @@ void ResourceSliceController::Lay(const Store::Objects& observed) {
   }
   laid_out_ = true;
   const Inventory& inv = *inventory_;
-  auto next = PoolSlices(node_, inv.pci, inv.dra_pci, inv.usb, inv.dra_usb, previous);
+  desired_ =
+      PoolSlices(node_, inv.pci, inv.dra_pci, inv.usb, inv.dra_usb, std::move(previous), &objects_);
   // Most inventories change nothing DRA offers (health, other devices).
-  auto same = [](const SliceContent& a, const SliceContent& b) {
-    return a.name == b.name && a.hash == b.hash;
-  };
-  if (!std::equal(next.begin(), next.end(), desired_.begin(), desired_.end(), same)) {
-    desired_ = std::move(next);
-    dirty_ = true;
-  }
+  dirty_ |= !std::equal(desired_.begin(), desired_.end(), before.begin(), before.end(),
+                        [](const SliceContent& a, const std::pair<std::string, std::string>& b) {
+                          return a.name == b.first && a.hash == b.second;
+                        });
 }
 
 bool ResourceSliceController::UpToDate(const Store::Objects& observed) const {
@@ -74,7 +74,8 @@ bool ResourceSliceController::UpToDate(const Store::Objects& observed) const {
 
 void ResourceSliceController::Reconcile() {
   if (!inventory_ || !slices_.synced()) return;
-  if (inventory_changed_) Lay(slices_.Snapshot());
+  // The server's slices matter to the layout only the first time.
+  if (inventory_changed_) Lay(laid_out_ ? Store::Objects{} : slices_.Snapshot());
   if (!dirty_ && !retry_.Due()) return;
   dirty_ = false;
   const Store::Objects observed = slices_.Snapshot();
@@ -83,28 +84,24 @@ void ResourceSliceController::Reconcile() {
     retry_.Succeeded();
     return;
   }
-  // One slice to change, none to add or delete, the pool at one generation: that slice alone is
-  // written, at that generation (a consumer never sees a pool half old, half new).
-  std::set<std::string> changed;
-  std::set<int64_t> generations;
-  bool added_or_removed = false;
+  // Every change is a new generation for every slice (the API's contract for a pool). The slices
+  // whose devices changed are written first: a consumer sees the change with the first write
+  // (the highest generation's slices are the pool), the rest follow with the new generation.
+  std::vector<const SliceContent*> order, unchanged;
   for (const SliceContent& s : desired_) {
     auto it = observed.find(s.name);
-    if (it == observed.end() || it->second.deleting || !it->second.pool_generation) {
-      added_or_removed = true;
-      continue;
-    }
-    generations.insert(*it->second.pool_generation);
-    auto label = it->second.labels.find(kSliceContentLabel);
-    if (label == it->second.labels.end() || label->second != s.hash) changed.insert(s.name);
+    const bool same = it != observed.end() && !it->second.deleting &&
+                      it->second.labels.count(kSliceContentLabel) &&
+                      it->second.labels.at(kSliceContentLabel) == s.hash;
+    (same ? unchanged : order).push_back(&s);
   }
+  const size_t changed = order.size();
+  order.insert(order.end(), unchanged.begin(), unchanged.end());
   std::set<std::string> wanted;
   for (const SliceContent& s : desired_) wanted.insert(s.name);
-  for (const auto& [name, o] : observed) added_or_removed |= !o.deleting && !wanted.count(name);
-  const bool in_place = !added_or_removed && generations.size() == 1 && changed.size() <= 1;
   int64_t highest = generation_;
   for (const auto& [name, o] : observed) highest = std::max(highest, o.pool_generation.value_or(0));
-  const int64_t generation = in_place ? *generations.begin() : highest + 1;
+  const int64_t generation = highest + 1;
   const std::string path = absl::StrCat(kResourceApiPrefix, kResourceSlicePlural);
   if (!node_uid_ && !desired_.empty()) {
     // The Node owns the slices, so they go with it; without its uid (no permission, a node
@@ -143,9 +140,9 @@ void ResourceSliceController::Reconcile() {
       break;
     }
   }
-  for (const SliceContent& s : desired_) {
+  for (const SliceContent* slice : order) {
     if (!ok) break;  // a delete failed: the pool is written once it is clean
-    if (in_place && !changed.count(s.name)) continue;
+    const SliceContent& s = *slice;
     auto it = observed.find(s.name);
     const bool exists = it != observed.end() && !it->second.deleting;
     const std::string body =
@@ -158,8 +155,8 @@ void ResourceSliceController::Reconcile() {
   }
   if (ok) {
     generation_ = generation;
-    log_.info("resourceslices: pool {} generation {}: {} slices, {} written", node_, generation,
-              desired_.size(), in_place ? changed.size() : desired_.size());
+    log_.info("resourceslices: pool {} generation {}: {} slices, {} of them changed", node_,
+              generation, desired_.size(), changed);
     retry_.Succeeded();
   } else {
     retry_.Failed();

@@ -1,6 +1,6 @@
 // The DRA pool's ResourceSlices: names, attributes within the API server's limits, splitting,
-// and the controller's writes (none while quiet, one slice in place when one device comes or goes,
-// a new generation for any larger change, written again after the kubelet wiped them).
+// and the controller's writes (none while quiet, a new generation on every change with the changed
+// slice first, written again after the kubelet wiped them).
 #include "projection/resource_slices.h"
 
 #include <absl/strings/str_format.h>
@@ -131,6 +131,7 @@ BOOST_AUTO_TEST_CASE(usb_devices_by_port) {
 struct SliceServer final : KubeCaller {
   Store& store;
   std::vector<std::string> writes;
+  std::vector<std::string> written;  // the slices PUT or POSTed, in order
   int64_t rv = 10;
   explicit SliceServer(Store& s) : store(s) {}
   absl::StatusOr<KubeResponse> Call(std::string_view method, const std::string& path,
@@ -145,12 +146,16 @@ struct SliceServer final : KubeCaller {
     }
     auto o = DecodeObject(body);
     BOOST_REQUIRE(o.ok());
+    written.push_back(o->name);
     o->resource_version = std::to_string(++rv);
     store.Apply(testing::Event(method == "POST" ? "ADDED" : "MODIFIED", *o));
     return KubeResponse{method == "POST" ? 201 : 200, "{}"};
   }
   using KubeCaller::Call;
-  std::vector<std::string> Take() { return std::exchange(writes, {}); }
+  std::vector<std::string> Take() {
+    written.clear();
+    return std::exchange(writes, {});
+  }
 };
 
 std::string Address(int i) {
@@ -211,7 +216,7 @@ BOOST_AUTO_TEST_CASE(controller_writes_on_change_only) {
   BOOST_TEST(slices.Snapshot().empty());
 }
 
-BOOST_AUTO_TEST_CASE(controller_changes_one_slice_in_place) {
+BOOST_AUTO_TEST_CASE(controller_writes_the_changed_slice_first) {
   Store slices(kResourceSlicePlural);
   slices.Replace(ObservedList{"1", {}, {}});
   SliceServer api(slices);
@@ -221,39 +226,39 @@ BOOST_AUTO_TEST_CASE(controller_changes_one_slice_in_place) {
   c.Handle(InventoryPublished{Pool(300, 5)});
   c.Reconcile();
   BOOST_TEST(api.Take() == (std::vector<std::string>{"POST", "POST", "POST"}));
-  const auto before = slices.Snapshot();
   auto devices_of = [&](const std::string& slice) {
     return slices.Snapshot().at(slice).slice_devices;
   };
+  const auto first_slice = devices_of("n1-pcidevices.io-0");
   const std::string hot = DraPciDeviceName(*ParsePciAddress(Address(5)));
-  // Function 5 plugged in: it joins the one slice with room; one PUT, the pool's generation kept.
+  // Function 5 plugged in: it joins the one slice with room, which is written first; every
+  // slice at the new generation, the others' devices as they were.
   c.Handle(InventoryPublished{Pool(300)});
   c.Reconcile();
-  BOOST_TEST(api.Take() == (std::vector<std::string>{"PUT"}));
-  BOOST_TEST(c.generation() == 1);
-  auto after = slices.Snapshot();
-  for (const auto& [name, o] : after) BOOST_TEST(o.pool_generation.value_or(0) == 1);
-  BOOST_TEST(after.at("n1-pcidevices.io-0").resource_version ==
-             before.at("n1-pcidevices.io-0").resource_version);
+  BOOST_TEST(api.written.at(0) == "n1-pcidevices.io-2");
+  BOOST_TEST(api.Take() == (std::vector<std::string>{"PUT", "PUT", "PUT"}));
+  BOOST_TEST(c.generation() == 2);
+  for (const auto& [name, o] : slices.Snapshot()) BOOST_TEST(o.pool_generation.value_or(0) == 2);
+  BOOST_TEST(devices_of("n1-pcidevices.io-0") == first_slice);
   auto in_last = devices_of("n1-pcidevices.io-2");
   BOOST_TEST(std::count(in_last.begin(), in_last.end(), hot) == 1);
-  BOOST_TEST(devices_of("n1-pcidevices.io-0").size() == kMaxDevicesPerSlice);
-  // Function 200 unplugged: its slice alone.
+  // Function 200 unplugged: its slice first.
   c.Handle(InventoryPublished{Pool(300, 200)});
   c.Reconcile();
-  BOOST_TEST(api.Take() == (std::vector<std::string>{"PUT"}));
+  BOOST_TEST(api.written.at(0) == "n1-pcidevices.io-1");
+  BOOST_TEST(api.Take().size() == 3u);
   BOOST_TEST(devices_of("n1-pcidevices.io-1").size() == kMaxDevicesPerSlice - 1);
   // A new agent keeps the server's layout (function 5 out of name order): nothing written.
   ResourceSliceController restarted("n1", slices, api, clock, counters, testing::Log());
   restarted.Handle(InventoryPublished{Pool(300, 200)});
   restarted.Reconcile();
   BOOST_TEST(api.Take().empty());
-  BOOST_TEST(restarted.generation() == 1);
-  // 50 functions gone: two slices would do; the pool is laid out afresh at a new generation.
+  BOOST_TEST(restarted.generation() == 3);
+  // 50 functions gone: two slices would do; the pool is laid out afresh.
   restarted.Handle(InventoryPublished{Pool(250)});
   restarted.Reconcile();
   BOOST_TEST(api.Take() == (std::vector<std::string>{"DELETE", "PUT", "PUT"}));
-  BOOST_TEST(restarted.generation() == 2);
+  BOOST_TEST(restarted.generation() == 4);
   auto first = devices_of("n1-pcidevices.io-0");
   BOOST_TEST(std::is_sorted(first.begin(), first.end()));
   BOOST_TEST(first.at(5) == hot);
