@@ -127,13 +127,13 @@ ClaimAnswer Driver::PrepareOne(const ClaimRef& ref) {
     // Prepared before (a retry, a kubelet restart), unless its files are gone: the CDI directory
     // is a tmpfs, the checkpoint is not, and after a reboot the kubelet prepares again.
     if (FilesPresent(it->second)) return {"", it->second.devices};
-    log_.warn("dra: {}: prepared before, but its CDI spec is gone (a reboot?): preparing again",
+    log_.warn("{}: prepared before, but its CDI spec is gone (a reboot?): preparing again",
               Who(ref));
     prepared_.erase(it);
   }
   auto claim = ReadClaim(ref);
   if (!claim.ok()) {
-    log_.warn("dra: prepare: {}", ToStd(claim.status().message()));
+    log_.warn("prepare: {}", ToStd(claim.status().message()));
     return {std::string(claim.status().message()), {}};
   }
   PrepareRequest request{ref.uid, {}};
@@ -154,7 +154,7 @@ ClaimAnswer Driver::PrepareOne(const ClaimRef& ref) {
     auto answer = AskPrepare(request);
     if (!answer.ok()) return {absl::StrCat(Who(ref), ": ", answer.status().message()), {}};
     if (!answer->error.empty()) {
-      log_.warn("dra: prepare {}: {}", Who(ref), answer->error);
+      log_.warn("prepare {}: {}", Who(ref), answer->error);
       return {absl::StrCat(Who(ref), ": ", answer->error), {}};
     }
     ClaimFiles files =
@@ -178,7 +178,7 @@ ClaimAnswer Driver::PrepareOne(const ClaimRef& ref) {
       // Nothing left behind: the devices back, the files gone.
       RemoveFiles(ref.uid, ref.ns, ref.name);
       if (std::string undo = AskUnprepare({ref.uid, request.devices}); !undo.empty()) {
-        log_.error("dra: {}: giving the devices back after a failed prepare: {}", Who(ref), undo);
+        log_.error("{}: giving the devices back after a failed prepare: {}", Who(ref), undo);
       }
       return {absl::StrCat(Who(ref), ": ", written.message()), {}};
     }
@@ -189,7 +189,7 @@ ClaimAnswer Driver::PrepareOne(const ClaimRef& ref) {
       return {absl::StrCat(Who(ref), ": ", st.message()), {}};
     }
   }
-  log_.info("dra: prepared {}: {}", Who(ref), absl::StrJoin(request.devices, ", "));
+  log_.info("prepared {}: {}", Who(ref), absl::StrJoin(request.devices, ", "));
   return {"", prepared.devices};
 }
 
@@ -202,7 +202,7 @@ std::string Driver::UnprepareOne(const ClaimRef& ref) {
   for (const PreparedDevice& d : claim.devices) devices.push_back(d.device);
   if (!devices.empty()) {
     if (std::string error = AskUnprepare({claim.uid, devices}); !error.empty()) {
-      log_.warn("dra: unprepare {}: {}", Who(ref), error);
+      log_.warn("unprepare {}: {}", Who(ref), error);
       return absl::StrCat(Who(ref), ": ", error);
     }
   }
@@ -210,10 +210,10 @@ std::string Driver::UnprepareOne(const ClaimRef& ref) {
   prepared_.erase(it);
   if (absl::Status st = SaveCheckpoint(CheckpointPath(options_), prepared_); !st.ok()) {
     // The devices are back; a later unprepare of this claim finds nothing to do.
-    log_.error("dra: unprepare {}: {}", Who(ref), ToStd(st.message()));
+    log_.error("unprepare {}: {}", Who(ref), ToStd(st.message()));
     return absl::StrCat(Who(ref), ": ", st.message());
   }
-  log_.info("dra: unprepared {}", Who(ref));
+  log_.info("unprepared {}", Who(ref));
   return "";
 }
 
@@ -231,12 +231,12 @@ bool Driver::FilesPresent(const PreparedClaim& claim) const {
 void Driver::RemoveFiles(const std::string& uid, const std::string& ns, const std::string& name) {
   for (const std::string& path : ClaimSpecPaths(options_.cdi_dir, uid)) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      log_.error("dra: claim {}: cannot remove {}: {}", uid, path, std::strerror(errno));
+      log_.error("claim {}: cannot remove {}: {}", uid, path, std::strerror(errno));
     }
   }
   std::error_code ec;
   std::filesystem::remove_all(ClaimMetadataDir(options_.plugin_dir, ns, name), ec);
-  if (ec) log_.error("dra: claim {}: cannot remove its metadata: {}", uid, ec.message());
+  if (ec) log_.error("claim {}: cannot remove its metadata: {}", uid, ec.message());
 }
 
 absl::StatusOr<PrepareAnswer> Driver::AskPrepare(PrepareRequest request) {

@@ -107,10 +107,10 @@ class RegistrationService final : public pluginregistration::Registration::Servi
                                         pluginregistration::RegistrationStatusResponse*) override {
     registered_ = st->plugin_registered();
     if (st->plugin_registered()) {
-      log_.info("dra: registered with the kubelet as {}", kDraDriverName);
+      log_.info("registered with the kubelet as {}", kDraDriverName);
       return grpc::Status::OK;
     }
-    log_.error("dra: the kubelet refused the registration: {}", st->error());
+    log_.error("the kubelet refused the registration: {}", st->error());
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         absl::StrCat("registration refused: ", st->error()));
   }
@@ -179,7 +179,7 @@ absl::StatusOr<std::unique_ptr<KubeletPlugin>> KubeletPlugin::Start(PluginPaths 
   s->reg_server = Listen(s->reg_socket, {s->registration.get()});
   if (!s->reg_server)
     return absl::UnavailableError(absl::StrCat("dra: cannot listen on ", s->reg_socket));
-  log.info("dra: serving {} on {} (registration {})", kDraDriverName, s->dra_socket, s->reg_socket);
+  log.info("serving {} on {} (registration {})", kDraDriverName, s->dra_socket, s->reg_socket);
   return std::unique_ptr<KubeletPlugin>(new KubeletPlugin(std::move(s)));
 }
 
@@ -196,7 +196,7 @@ KubeletPlugin::~KubeletPlugin() {
 
 void KubeletPlugin::Check() {
   if (IsSocket(state_->reg_socket)) return;
-  state_->log->warn("dra: {} is gone; listening again", state_->reg_socket);
+  state_->log->warn("{} is gone; listening again", state_->reg_socket);
   state_->registered = false;
   if (state_->reg_server) state_->reg_server->Shutdown(std::chrono::system_clock::now());
   state_->reg_server.reset();
@@ -204,7 +204,7 @@ void KubeletPlugin::Check() {
   state_->registration =
       std::make_unique<RegistrationService>(state_->dra_socket, state_->registered, *state_->log);
   state_->reg_server = Listen(state_->reg_socket, {state_->registration.get()});
-  if (!state_->reg_server) state_->log->error("dra: cannot listen on {}", state_->reg_socket);
+  if (!state_->reg_server) state_->log->error("cannot listen on {}", state_->reg_socket);
 }
 
 bool KubeletPlugin::registered() const { return state_->registered; }
