@@ -173,13 +173,17 @@ std::shared_ptr<const Inventory> Pool(int n, int skip = -1) {
   return inv;
 }
 
-BOOST_AUTO_TEST_CASE(controller_writes_on_change_only) {
-  Store slices(kResourceSlicePlural);
-  slices.Replace(ObservedList{"1", {}, {}});
-  SliceServer api(slices);
+// An empty pool on a synced store, its server and a controller.
+struct SliceFixture {
+  SliceFixture() { slices.Replace(ObservedList{"1", {}, {}}); }
+  Store slices{kResourceSlicePlural};
+  SliceServer api{slices};
   SteadyClock clock;
   Counters counters;
-  ResourceSliceController c("n1", slices, api, clock, counters, testing::Log());
+  ResourceSliceController c{"n1", slices, api, clock, counters, testing::Log()};
+};
+
+BOOST_FIXTURE_TEST_CASE(controller_writes_on_change_only, SliceFixture) {
   c.Handle(InventoryPublished{Pool(200)});
   c.Reconcile();
   BOOST_TEST(api.Take() == (std::vector<std::string>{"POST", "POST"}));
@@ -216,13 +220,7 @@ BOOST_AUTO_TEST_CASE(controller_writes_on_change_only) {
   BOOST_TEST(slices.Snapshot().empty());
 }
 
-BOOST_AUTO_TEST_CASE(controller_writes_the_changed_slice_first) {
-  Store slices(kResourceSlicePlural);
-  slices.Replace(ObservedList{"1", {}, {}});
-  SliceServer api(slices);
-  SteadyClock clock;
-  Counters counters;
-  ResourceSliceController c("n1", slices, api, clock, counters, testing::Log());
+BOOST_FIXTURE_TEST_CASE(controller_writes_the_changed_slice_first, SliceFixture) {
   c.Handle(InventoryPublished{Pool(300, 5)});
   c.Reconcile();
   BOOST_TEST(api.Take() == (std::vector<std::string>{"POST", "POST", "POST"}));
