@@ -234,18 +234,21 @@ def write_verbs(stats, resource):
 # -- 1 and 2: the pool, quiet, prepare/unprepare ---------------------------------------------
 
 
+def node_watched(api, rest, node, tmp, suffix=""):
+    """The Node object, a watch on its slices, and the daemon's and kubelet's log files."""
+    st, out = rest.call("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+    if st not in (200, 201):
+        raise HarnessError(f"Node {node}: HTTP {st} {out}")
+    return SliceWatch(api, node), log_file(f"daemon{suffix}.log", tmp), log_file(f"kubelet{suffix}.log", tmp)
+
+
 def pool_and_claims(a, api, build, tmp, figures):
     prepare_dirs(tmp)
     sysfs, dev, proc = f"{tmp}/sys", f"{tmp}/dev", f"{tmp}/proc"
     subprocess.run([sys.executable, MAKE_TREE, "plugin-bench", sysfs, "--dev-root", dev, "--proc-root", proc],
                    check=True)
     rest = Rest(api)
-    st, out = rest.call("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})
-    if st not in (200, 201):
-        raise HarnessError(f"Node {NODE}: HTTP {st} {out}")
-    watch = SliceWatch(api, NODE)
-    log = log_file("daemon.log", tmp)
-    klog = log_file("kubelet.log", tmp)
+    watch, log, klog = node_watched(api, rest, NODE, tmp)
     kubelet = daemon = None
     try:
         kubelet = Kubelet(f"{build}/e2e/dra_kubelet_emulator", f"{tmp}/kubelet", klog)
@@ -424,13 +427,10 @@ def stop_injector(inj):
 def hotplug(a, api, build, tmp, figures):
     prepare_dirs(tmp)
     rest = Rest(api)
-    st, out = rest.call("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": HP_NODE}})
-    rest.close()
-    if st not in (200, 201):
-        raise HarnessError(f"Node {HP_NODE}: HTTP {st} {out}")
-    watch = SliceWatch(api, HP_NODE)
-    log = log_file("daemon-hotplug.log", tmp)
-    klog = log_file("kubelet-hotplug.log", tmp)
+    try:
+        watch, log, klog = node_watched(api, rest, HP_NODE, tmp, "-hotplug")
+    finally:
+        rest.close()
     inj = kubelet = None
     try:
         # /sys and /dev are the testbed's inside the injector; everything else is shared.

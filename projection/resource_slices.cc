@@ -164,7 +164,7 @@ std::vector<SliceContent> PoolSlices(const std::string& node, const std::vector<
                                      std::vector<SliceContent> previous, PoolDeviceCache* cache) {
   PoolDeviceCache built;
   std::vector<std::string> usb_objects;
-  usb_objects.reserve(usb.size());
+  usb_objects.reserve(usb.size());                    // never reallocated: `devices` points into it
   std::map<std::string, const std::string*> devices;  // name -> object
   std::set<std::string> reused;                       // objects taken from the cache
   for (const PciAddress& address : dra_pci) {

@@ -58,14 +58,25 @@ void ResourceSliceController::Lay(const Store::Objects& observed) {
                         });
 }
 
+namespace {
+
+// The server holds `s` with these devices (its content hash), whatever its generation.
+bool Holds(const Store::Objects& observed, const SliceContent& s) {
+  auto it = observed.find(s.name);
+  if (it == observed.end() || it->second.deleting) return false;
+  auto label = it->second.labels.find(kSliceContentLabel);
+  return label != it->second.labels.end() && label->second == s.hash;
+}
+
+}  // namespace
+
 bool ResourceSliceController::UpToDate(const Store::Objects& observed) const {
   if (observed.size() != desired_.size()) return false;
   std::optional<int64_t> generation;
   for (const SliceContent& s : desired_) {
+    if (!Holds(observed, s)) return false;
     auto it = observed.find(s.name);
-    if (it == observed.end() || it->second.deleting || !it->second.pool_generation) return false;
-    auto label = it->second.labels.find(kSliceContentLabel);
-    if (label == it->second.labels.end() || label->second != s.hash) return false;
+    if (!it->second.pool_generation) return false;
     if (generation && *generation != *it->second.pool_generation) return false;
     generation = it->second.pool_generation;
   }
@@ -88,13 +99,7 @@ void ResourceSliceController::Reconcile() {
   // whose devices changed are written first: a consumer sees the change with the first write
   // (the highest generation's slices are the pool), the rest follow with the new generation.
   std::vector<const SliceContent*> order, unchanged;
-  for (const SliceContent& s : desired_) {
-    auto it = observed.find(s.name);
-    const bool same = it != observed.end() && !it->second.deleting &&
-                      it->second.labels.count(kSliceContentLabel) &&
-                      it->second.labels.at(kSliceContentLabel) == s.hash;
-    (same ? unchanged : order).push_back(&s);
-  }
+  for (const SliceContent& s : desired_) (Holds(observed, s) ? unchanged : order).push_back(&s);
   const size_t changed = order.size();
   order.insert(order.end(), unchanged.begin(), unchanged.end());
   std::set<std::string> wanted;
