@@ -3,6 +3,8 @@
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
+#include <optional>
+
 namespace pcid::agent {
 
 std::string BindKey(const PciDevice& dev) {
@@ -15,7 +17,7 @@ KernelBinder::KernelBinder(vfio::Node node, vfio::StateStore store, Post to_owne
       store_(std::move(store)),
       to_owner_(std::move(to_owner)),
       timed_(std::move(timed)),
-      starter_([this] { StartJobs(); }) {
+      starter_([this] { StartWorkers(); }) {
   node_.cancelled = &stopping_;
 }
 
@@ -23,15 +25,16 @@ KernelBinder::~KernelBinder() {
   {
     MutexLock lock(&mu_);
     stopping_ = true;
-    if (!waiting_.empty()) {
-      node_.log.info("stopping: {} kernel jobs not started (their intents, if any, stay)",
-                     waiting_.size());
+    if (const size_t left = waiting_.size() + ready_.size(); left > 0) {
+      node_.log.info("stopping: {} kernel jobs not started (their intents, if any, stay)", left);
     }
     waiting_.clear();
+    ready_.clear();
     wake_.SignalAll();
+    ready_or_stop_.SignalAll();
   }
   starter_.join();
-  // No thread starts now: join those that ran (their waits are cancelled).
+  // No worker starts now: join them all (their waits are cancelled, the idle ones end).
   std::map<uint64_t, std::thread> threads;
   {
     MutexLock lock(&mu_);
@@ -45,8 +48,7 @@ void KernelBinder::Submit(std::string what, std::set<std::string> keys, Work wor
   MutexLock lock(&mu_);
   if (stopping_) return;
   waiting_.push_back({std::move(what), std::move(keys), std::move(work), std::move(done)});
-  kicked_ = true;
-  wake_.Signal();
+  Promote();
 }
 
 // In submission order: a job starts when no running job and no earlier waiting job holds one of
@@ -71,46 +73,82 @@ std::vector<KernelBinder::Job> KernelBinder::TakeRunnable() {
   return out;
 }
 
-void KernelBinder::StartJobs() {
+void KernelBinder::Promote() {
+  for (Job& job : TakeRunnable()) ready_.push_back(std::move(job));
+  if (ready_.empty()) return;
+  if (idle_ > 0) ready_or_stop_.SignalAll();
+  // Workers neither inside a job nor waiting are being started: they take ready jobs too.
+  if (ready_.size() > workers_ - executing_) {
+    kicked_ = true;
+    wake_.Signal();
+  }
+}
+
+void KernelBinder::StartWorkers() {
   for (;;) {
-    std::vector<std::pair<uint64_t, Job>> start;
+    std::vector<uint64_t> start;
     std::vector<std::thread> ended;
     {
       MutexLock lock(&mu_);
       while (!kicked_ && !stopping_) wake_.Wait(&mu_);
       if (stopping_) return;
       kicked_ = false;
-      for (Job& job : TakeRunnable()) start.emplace_back(next_id_++, std::move(job));
       for (uint64_t id : ended_) {
         // Every id here was started by this thread, which stored its handle first.
         ended.push_back(std::move(threads_.at(id)));
         threads_.erase(id);
       }
       ended_.clear();
+      while (ready_.size() > workers_ - executing_) {
+        ++workers_;
+        start.push_back(next_id_++);
+      }
     }
     for (std::thread& t : ended) t.join();
-    for (auto& started : start) {
-      const uint64_t id = started.first;
-      std::thread t(
-          [this, id, job = std::move(started.second)]() mutable { Run(std::move(job), id); });
+    for (uint64_t id : start) {
+      std::thread t([this, id] { RunWorker(id); });
       MutexLock lock(&mu_);
       threads_.emplace(id, std::move(t));
     }
   }
 }
 
-void KernelBinder::Run(Job job, uint64_t id) {
+void KernelBinder::RunWorker(uint64_t id) {
+  for (;;) {
+    std::optional<Job> job;
+    {
+      MutexLock lock(&mu_);
+      while (ready_.empty() && !stopping_ && idle_ < kIdleWorkers) {
+        ++idle_;
+        ready_or_stop_.Wait(&mu_);
+        --idle_;
+      }
+      if (stopping_ || ready_.empty()) {
+        --workers_;
+        ended_.push_back(id);  // a thread cannot join itself: the starter does
+        kicked_ = true;
+        wake_.Signal();
+        return;
+      }
+      job = std::move(ready_.front());
+      ready_.pop_front();
+      ++executing_;
+    }
+    RunJob(*job);
+    MutexLock lock(&mu_);
+    for (const std::string& k : job->keys) busy_.erase(busy_.find(k));
+    --running_;
+    --executing_;
+    Promote();  // jobs waiting for its keys may start
+  }
+}
+
+void KernelBinder::RunJob(Job& job) {
   node_.log.debug("kernel job started: {}", job.what);
   const auto t0 = std::chrono::steady_clock::now();
   job.work(node_, store_, to_owner_);
   if (timed_) timed_(std::chrono::steady_clock::now() - t0);
   if (job.done) to_owner_(std::move(job.done));
-  MutexLock lock(&mu_);
-  for (const std::string& k : job.keys) busy_.erase(busy_.find(k));
-  --running_;
-  ended_.push_back(id);  // a thread cannot join itself: the starter does
-  kicked_ = true;        // jobs waiting for its keys may start
-  wake_.Signal();
 }
 
 size_t KernelBinder::running() const {
@@ -121,6 +159,11 @@ size_t KernelBinder::running() const {
 size_t KernelBinder::waiting() const {
   MutexLock lock(&mu_);
   return waiting_.size();
+}
+
+size_t KernelBinder::workers() const {
+  MutexLock lock(&mu_);
+  return workers_;
 }
 
 }  // namespace pcid::agent

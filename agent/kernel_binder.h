@@ -1,11 +1,13 @@
 // File: agent/kernel_binder.h
 //
-// The Binder the daemon uses: each job runs on a thread of its own once the jobs before it that
-// share a key (an IOMMU group) are done, so a bind the kernel answers slowly, or never, holds up
-// only its group while the owner thread goes on. Owns the vfio::Node's view of the node and the
-// intent store (shared with the jobs; vfio::StateStore is thread-safe). Stopping (the destructor)
-// cancels the waits in running jobs (vfio::Node::cancelled: an enable cut short keeps its intent,
-// as after a crash), drops jobs not started, and joins every thread.
+// The Binder the daemon uses: each job runs on a worker thread of its own once the jobs before
+// it that share a key (an IOMMU group) are done, so a bind the kernel answers slowly, or never,
+// holds up only its group while the owner thread goes on. A few workers stay waiting once their
+// job is done, so that the next job starts at once (a thread's creation costs a few hundred
+// microseconds here, on the path of a DRA prepare). Owns the vfio::Node's view of the node and
+// the intent store (shared with the jobs; vfio::StateStore is thread-safe). Stopping (the
+// destructor) cancels the waits in running jobs (vfio::Node::cancelled: an enable cut short keeps
+// its intent, as after a crash), drops jobs not started, and joins every thread.
 #pragma once
 
 #include <absl/base/thread_annotations.h>
@@ -25,6 +27,8 @@ class KernelBinder final : public Binder {
  public:
   // Jobs running at once, at most: each is a thread, mostly asleep waiting for the kernel.
   static constexpr size_t kMaxRunning = 64;
+  // Workers kept waiting for the next job (blocked, no timer: an idle node never wakes them).
+  static constexpr size_t kIdleWorkers = 2;
 
   // Told how long each job's kernel work took, on the job's thread (metrics).
   using JobTimer = std::function<void(std::chrono::nanoseconds)>;
@@ -46,9 +50,11 @@ class KernelBinder final : public Binder {
     return store_.usb_devices();
   }
 
-  // Jobs started and not finished, and jobs waiting for a key (for tests and logs).
+  // Jobs started and not finished, jobs waiting for a key, and worker threads alive (for tests
+  // and logs).
   size_t running() const;
   size_t waiting() const;
+  size_t workers() const;
 
  private:
   struct Job {
@@ -59,11 +65,14 @@ class KernelBinder final : public Binder {
   };
   // Moves the jobs that may start now out of waiting_, their keys marked busy.
   std::vector<Job> TakeRunnable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The starter thread: starts runnable jobs' threads and joins ended ones, so that the owner
-  // thread's Submit only queues (a thread's creation costs a few hundred microseconds here; a
-  // start submitting 16 binds held the owner loop 7 ms for them).
-  void StartJobs();
-  void Run(Job job, uint64_t id);
+  // Moves them on to ready_, wakes the idle workers, and the starter when they are too few.
+  void Promote() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The starter thread: starts workers and joins ended ones, so that the owner thread's Submit
+  // only queues (a start submitting 16 binds held the owner loop 7 ms for their threads).
+  void StartWorkers();
+  // A worker: runs ready jobs; ends when stopping, or when kIdleWorkers others already wait.
+  void RunWorker(uint64_t id);
+  void RunJob(Job& job);
 
   std::atomic<bool> stopping_{false};
   vfio::Node node_;
@@ -71,11 +80,16 @@ class KernelBinder final : public Binder {
   Post to_owner_;
   JobTimer timed_;
   mutable Mutex mu_;
-  CondVar wake_;                              // the starter: jobs came or ended
-  bool kicked_ ABSL_GUARDED_BY(mu_) = false;  // ... since it last looked
+  CondVar wake_;                              // the starter: workers wanted or ended
+  CondVar ready_or_stop_;                     // the idle workers
+  bool kicked_ ABSL_GUARDED_BY(mu_) = false;  // ... since the starter last looked
   std::deque<Job> waiting_ ABSL_GUARDED_BY(mu_);
-  std::multiset<std::string> busy_ ABSL_GUARDED_BY(mu_);  // keys of running jobs
-  size_t running_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<Job> ready_ ABSL_GUARDED_BY(mu_);            // keys taken, for the next free worker
+  std::multiset<std::string> busy_ ABSL_GUARDED_BY(mu_);  // keys of ready and running jobs
+  size_t running_ ABSL_GUARDED_BY(mu_) = 0;               // ready or running jobs
+  size_t workers_ ABSL_GUARDED_BY(mu_) = 0;               // alive (or being started)
+  size_t executing_ ABSL_GUARDED_BY(mu_) = 0;             // workers inside a job
+  size_t idle_ ABSL_GUARDED_BY(mu_) = 0;                  // workers waiting for one
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, std::thread> threads_ ABSL_GUARDED_BY(mu_);  // started, not joined
   std::vector<uint64_t> ended_ ABSL_GUARDED_BY(mu_);              // to join

@@ -2,13 +2,16 @@
 
 #include <absl/strings/str_cat.h>
 #include <simdjson.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/json_writer.h"
+#include "core/status.h"
 #include "dra/cdi.h"
 
 namespace pcid::dra {
@@ -90,19 +93,78 @@ absl::StatusOr<PreparedClaims> DecodeCheckpoint(std::string_view json, const std
   return out;
 }
 
-absl::StatusOr<PreparedClaims> LoadCheckpoint(const std::string& path) {
+namespace {
+
+absl::StatusOr<std::string> ReadWhole(const std::string& path) {
   std::ifstream in(path);
-  if (!in) {
-    if (errno == ENOENT) return PreparedClaims{};
-    return absl::InternalError(absl::StrCat(path, ": cannot read: ", std::strerror(errno)));
-  }
+  if (!in) return absl::InternalError(absl::StrCat(path, ": cannot read: ", std::strerror(errno)));
   std::stringstream text;
   text << in.rdbuf();
-  return DecodeCheckpoint(text.str(), path);
+  return text.str();
 }
 
-absl::Status SaveCheckpoint(const std::string& path, const PreparedClaims& claims) {
-  return WriteFileAtomically(path, EncodeCheckpoint(claims), 0600);
+std::string ClaimPath(const std::string& dir, const std::string& uid) {
+  return absl::StrCat(dir, "/", uid, ".json");
+}
+
+// The single file of the layout before (every claim in `<dir>/../checkpoint.json`): its claims
+// moved to their own files, then it is removed.
+absl::Status SplitSingleFile(const std::string& dir, PreparedClaims& out) {
+  const std::string single = std::filesystem::path(dir).parent_path() / "checkpoint.json";
+  if (::access(single.c_str(), F_OK) != 0) return absl::OkStatus();
+  PCID_ASSIGN_OR_RETURN(const std::string text, ReadWhole(single));
+  PCID_ASSIGN_OR_RETURN(PreparedClaims claims, DecodeCheckpoint(text, single));
+  for (const auto& [uid, claim] : claims) {
+    PCID_RETURN_IF_ERROR(SaveClaim(dir, claim));
+    out[uid] = claim;
+  }
+  if (::unlink(single.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat(single, ": cannot remove: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PreparedClaims> LoadCheckpoint(const std::string& dir) {
+  PreparedClaims out;
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec == std::errc::no_such_file_or_directory) ec.clear();  // no claim prepared yet
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot list: ", ec.message()));
+  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string path = it->path().string();
+    const std::string file = it->path().filename().string();
+    if (file.ends_with(".tmp")) {  // a write a crash cut short: its claim was never answered
+      ::unlink(path.c_str());
+      continue;
+    }
+    if (!file.ends_with(".json")) continue;
+    const std::string uid = file.substr(0, file.size() - 5);
+    PCID_ASSIGN_OR_RETURN(const std::string text, ReadWhole(path));
+    PCID_ASSIGN_OR_RETURN(PreparedClaims one, DecodeCheckpoint(text, path));
+    if (one.size() != 1 || !one.count(uid)) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": holds ", one.size(), " claims, not the one claim ", uid, " its name says"));
+    }
+    out[uid] = std::move(one.at(uid));
+  }
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot list: ", ec.message()));
+  PCID_RETURN_IF_ERROR(SplitSingleFile(dir, out));
+  return out;
+}
+
+absl::Status SaveClaim(const std::string& dir, const PreparedClaim& claim) {
+  return WriteFileAtomically(ClaimPath(dir, claim.uid), EncodeCheckpoint({{claim.uid, claim}}),
+                             0600);
+}
+
+absl::Status RemoveClaim(const std::string& dir, const std::string& uid) {
+  const std::string path = ClaimPath(dir, uid);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return absl::InternalError(absl::StrCat(path, ": cannot remove: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace pcid::dra

@@ -23,7 +23,7 @@ std::string Who(const ClaimRef& ref) {
   return absl::StrCat("claim ", ref.ns, "/", ref.name, " (uid ", ref.uid, ")");
 }
 
-std::string CheckpointPath(const DriverOptions& o) { return o.plugin_dir + "/checkpoint.json"; }
+std::string ClaimsDir(const DriverOptions& o) { return o.plugin_dir + "/claims"; }
 
 // Waits for an answer posted from another thread, at most `timeout`, or until `stopping`; the
 // sender may answer after the wait gave up (the promise is shared).
@@ -46,7 +46,7 @@ std::optional<T> Await(const std::function<void(std::function<void(T)>)>& ask,
 absl::StatusOr<std::unique_ptr<Driver>> Driver::Create(DriverOptions options,
                                                        std::unique_ptr<projection::KubeCaller> api,
                                                        DeviceOwner owner, spdlog::logger& log) {
-  PCID_ASSIGN_OR_RETURN(PreparedClaims prepared, LoadCheckpoint(CheckpointPath(options)));
+  PCID_ASSIGN_OR_RETURN(PreparedClaims prepared, LoadCheckpoint(ClaimsDir(options)));
   return std::unique_ptr<Driver>(
       new Driver(std::move(options), std::move(api), std::move(owner), log, std::move(prepared)));
 }
@@ -170,9 +170,8 @@ ClaimAnswer Driver::PrepareOne(const ClaimRef& ref) {
       prepared.devices.push_back({d.request, d.pool, d.device, files.cdi_ids[d.device]});
     }
     if (written.ok()) {
-      prepared_[ref.uid] = prepared;
-      written = SaveCheckpoint(CheckpointPath(options_), prepared_);
-      if (!written.ok()) prepared_.erase(ref.uid);
+      written = SaveClaim(ClaimsDir(options_), prepared);
+      if (written.ok()) prepared_[ref.uid] = prepared;
     }
     if (!written.ok()) {
       // Nothing left behind: the devices back, the files gone.
@@ -183,11 +182,10 @@ ClaimAnswer Driver::PrepareOne(const ClaimRef& ref) {
       return {absl::StrCat(Who(ref), ": ", written.message()), {}};
     }
   } else {
-    prepared_[ref.uid] = prepared;
-    if (absl::Status st = SaveCheckpoint(CheckpointPath(options_), prepared_); !st.ok()) {
-      prepared_.erase(ref.uid);
+    if (absl::Status st = SaveClaim(ClaimsDir(options_), prepared); !st.ok()) {
       return {absl::StrCat(Who(ref), ": ", st.message()), {}};
     }
+    prepared_[ref.uid] = prepared;
   }
   log_.info("prepared {}: {}", Who(ref), absl::StrJoin(request.devices, ", "));
   return {"", prepared.devices};
@@ -208,7 +206,7 @@ std::string Driver::UnprepareOne(const ClaimRef& ref) {
   }
   RemoveFiles(claim.uid, claim.ns, claim.name);
   prepared_.erase(it);
-  if (absl::Status st = SaveCheckpoint(CheckpointPath(options_), prepared_); !st.ok()) {
+  if (absl::Status st = RemoveClaim(ClaimsDir(options_), claim.uid); !st.ok()) {
     // The devices are back; a later unprepare of this claim finds nothing to do.
     log_.error("unprepare {}: {}", Who(ref), ToStd(st.message()));
     return absl::StrCat(Who(ref), ": ", st.message());

@@ -1,6 +1,8 @@
 // The kernel binder with real threads: jobs sharing a key run in order, one at a time; others
-// run beside them; stopping cancels the waits.
+// run beside them; workers wait for the next job, a few at most; stopping cancels the waits.
 #include "agent/kernel_binder.h"
+
+#include <absl/strings/str_cat.h>
 
 #include <boost/test/unit_test.hpp>
 
@@ -94,6 +96,43 @@ BOOST_AUTO_TEST_CASE(a_later_job_never_overtakes_an_earlier_one_on_a_shared_key)
   release.Notify();
   BOOST_REQUIRE(f.WaitFinished(3));
   BOOST_TEST((f.Finished() == std::vector<std::string>{"a", "b", "c"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_worker_runs_the_next_job_and_a_few_stay_waiting) {
+  BinderFixture f;
+  Mutex mu;
+  std::vector<std::thread::id> ran_on;
+  auto record = [&](const vfio::Node&, vfio::StateStore&, const Post&) {
+    MutexLock lock(&mu);
+    ran_on.push_back(std::this_thread::get_id());
+  };
+  f.binder->Submit("first", {"group:1"}, record, f.Done("first"));
+  BOOST_REQUIRE(f.WaitFinished(1));
+  f.binder->Submit("second", {"group:2"}, record, f.Done("second"));
+  BOOST_REQUIRE(f.WaitFinished(2));
+  {
+    MutexLock lock(&mu);
+    BOOST_TEST(ran_on[0] == ran_on[1]);  // the same thread, no new one
+  }
+  BOOST_TEST(f.binder->workers() == 1u);
+  // Six at once: six workers; afterwards only kIdleWorkers of them stay.
+  Notification release;
+  for (int i = 0; i < 6; ++i) {
+    f.binder->Submit(
+        absl::StrCat("blocked ", i), {absl::StrCat("group:", 10 + i)},
+        [&](const vfio::Node&, vfio::StateStore&, const Post&) { release.WaitForNotification(); },
+        f.Done(absl::StrCat("blocked ", i)));
+  }
+  for (int i = 0; i < 500 && f.binder->workers() < 6; ++i) std::this_thread::sleep_for(10ms);
+  BOOST_TEST(f.binder->workers() == 6u);
+  BOOST_TEST(f.binder->running() == 6u);
+  release.Notify();
+  BOOST_REQUIRE(f.WaitFinished(8));
+  for (int i = 0; i < 500 && f.binder->workers() > KernelBinder::kIdleWorkers; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  BOOST_TEST(f.binder->workers() == KernelBinder::kIdleWorkers);
+  BOOST_TEST(f.binder->running() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(stopping_cancels_a_bind_the_kernel_never_answers) {

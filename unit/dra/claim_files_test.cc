@@ -153,19 +153,33 @@ BOOST_AUTO_TEST_CASE(cdi_spec_per_kind_and_metadata_per_request) {
 
 BOOST_AUTO_TEST_CASE(checkpoint_round_trip_and_refusals) {
   testing::TempTree tree;
-  const std::string path = tree.path() + "/plugins/pcidevices.io/checkpoint.json";
-  auto empty = LoadCheckpoint(path);
+  const std::string dir = tree.path() + "/plugins/pcidevices.io/claims";
+  auto empty = LoadCheckpoint(dir);
   BOOST_REQUIRE(empty.ok());
   BOOST_TEST(empty->empty());
   PreparedClaims claims;
   claims[kUid] = {
       kUid, "default", "gpu-claim", {{"gpu", "n1", "pci-0000-81-00-0", {"pcidevices.io/pci=x"}}}};
-  BOOST_REQUIRE(SaveCheckpoint(path, claims).ok());
-  BOOST_CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::others_read) ==
+  claims["other"] = {"other", "default", "usb-claim", {}};
+  for (const auto& [uid, c] : claims) BOOST_REQUIRE(SaveClaim(dir, c).ok());
+  const std::string file = dir + "/" + kUid + ".json";
+  BOOST_CHECK((std::filesystem::status(file).permissions() & std::filesystem::perms::others_read) ==
               std::filesystem::perms::none);
-  auto back = LoadCheckpoint(path);
-  BOOST_REQUIRE(back.ok());
+  // A write a crash cut short is not a claim, and is cleaned up.
+  tree.WriteFile("plugins/pcidevices.io/claims/x.json.12.tmp", "{");
+  auto back = LoadCheckpoint(dir);
+  BOOST_TEST_REQUIRE(back.ok(), back.status());
   BOOST_TEST((*back == claims));
+  BOOST_TEST(!std::filesystem::exists(dir + "/x.json.12.tmp"));
+  BOOST_REQUIRE(RemoveClaim(dir, "other").ok());
+  BOOST_REQUIRE(RemoveClaim(dir, "other").ok());  // gone already: not an error
+  claims.erase("other");
+  BOOST_TEST((*LoadCheckpoint(dir) == claims));
+  // A file whose claim is not the one its name says: refused, naming the file.
+  std::filesystem::copy_file(file, dir + "/renamed.json");
+  auto misnamed = LoadCheckpoint(dir);
+  BOOST_TEST(absl::IsDataLoss(misnamed.status()));
+  BOOST_TEST(std::string(misnamed.status().message()).find("renamed.json") != std::string::npos);
   for (const char* bad :
        {"{", R"({"apiVersion":"v0","preparedClaims":[]})",
         R"({"apiVersion":"checkpoint.pcidevices.io/v1","preparedClaims":[{"uid":1}]})",
@@ -176,6 +190,21 @@ BOOST_AUTO_TEST_CASE(checkpoint_round_trip_and_refusals) {
     BOOST_TEST(absl::IsDataLoss(st.status()), bad);
     BOOST_TEST(std::string(st.status().message()).rfind("cp.json: ", 0) == 0u);
   }
+}
+
+BOOST_AUTO_TEST_CASE(checkpoint_of_the_single_file_layout_is_split_into_claim_files) {
+  testing::TempTree tree;
+  const std::string dir = tree.path() + "/plugins/pcidevices.io/claims";
+  PreparedClaims claims;
+  claims[kUid] = {
+      kUid, "default", "gpu-claim", {{"gpu", "n1", "pci-0000-81-00-0", {"pcidevices.io/pci=x"}}}};
+  tree.WriteFile("plugins/pcidevices.io/checkpoint.json", EncodeCheckpoint(claims));
+  auto back = LoadCheckpoint(dir);
+  BOOST_TEST_REQUIRE(back.ok(), back.status());
+  BOOST_TEST((*back == claims));
+  BOOST_TEST(std::filesystem::exists(dir + "/" + kUid + ".json"));
+  BOOST_TEST(!std::filesystem::exists(tree.path() + "/plugins/pcidevices.io/checkpoint.json"));
+  BOOST_TEST((*LoadCheckpoint(dir) == claims));
 }
 
 BOOST_AUTO_TEST_CASE(atomic_write_leaves_no_temporary_file) {

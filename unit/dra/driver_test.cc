@@ -109,7 +109,7 @@ BOOST_FIXTURE_TEST_CASE(prepare_writes_files_then_answers_from_the_checkpoint, F
              std::string("pcidevices.io/pci=") + kUid + "-pci-0000-81-00-0");
   BOOST_TEST(Exists(Spec(kUid)));
   BOOST_TEST(Exists(plugin() + "/dra-device-metadata/default_c1/gpu/metadata.json"));
-  BOOST_TEST(Exists(plugin() + "/checkpoint.json"));
+  BOOST_TEST(Exists(plugin() + "/claims/" + kUid + ".json"));
   BOOST_TEST(prepares.size() == 1u);
   // The kubelet repeats it: the same answer, no second read or hand-over.
   auto again = driver->Prepare({{"default", "c1", kUid}});
@@ -138,6 +138,7 @@ BOOST_FIXTURE_TEST_CASE(prepare_writes_files_then_answers_from_the_checkpoint, F
   BOOST_TEST(unprepares[0].devices == std::vector<std::string>{"pci-0000-81-00-0"});
   BOOST_TEST(!Exists(Spec(kUid)));
   BOOST_TEST(!Exists(plugin() + "/dra-device-metadata/default_c1"));
+  BOOST_TEST(!Exists(plugin() + "/claims/" + kUid + ".json"));
   BOOST_TEST(restarted->PreparedDevices().empty());
   // Again: nothing to do, not an error.
   BOOST_TEST(restarted->Unprepare({{"default", "c1", kUid}})[kUid] == "");
@@ -179,7 +180,7 @@ BOOST_FIXTURE_TEST_CASE(refusals_are_per_claim_and_leave_nothing, Fixture) {
   auto out = driver->Prepare({{"default", "c1", kUid}});
   BOOST_TEST(out[kUid].error.find("is protected") != std::string::npos);
   BOOST_TEST(!Exists(Spec(kUid)));
-  BOOST_TEST(!Exists(plugin() + "/checkpoint.json"));
+  BOOST_TEST(!Exists(plugin() + "/claims/" + kUid + ".json"));
   BOOST_TEST(driver->PreparedDevices().empty());
 }
 
@@ -197,7 +198,7 @@ BOOST_FIXTURE_TEST_CASE(a_file_that_cannot_be_written_gives_the_devices_back, Fi
 }
 
 BOOST_FIXTURE_TEST_CASE(a_broken_checkpoint_refuses_to_start, Fixture) {
-  tree.WriteFile("plugins/pcidevices.io/checkpoint.json", "{broken");
+  tree.WriteFile(std::string("plugins/pcidevices.io/claims/") + kUid + ".json", "{broken");
   auto api = std::make_unique<FakeApi>();
   api->claims = &claims;
   api->gets = &gets;
