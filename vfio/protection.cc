@@ -4,6 +4,8 @@
 #include <absl/strings/str_format.h>
 #include <absl/strings/str_split.h>
 
+#include <set>
+
 #include "core/attribute.h"
 #include "core/status.h"
 #include "vfio/vfio.h"
@@ -123,22 +125,30 @@ absl::Status ProtectMounts(const SysfsRoot& sysfs, const SysfsRoot& proc, Protec
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot tell which devices back the mounted filesystems: ", text.status().message()));
   }
+  // A node's root disk backs hundreds of mounts (every pod's volumes and subPaths): each block
+  // device and the btrfs devices are walked once, for the first mount that names them.
+  std::set<std::string, std::less<>> walked;
+  bool btrfs_walked = false;
   for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
     std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
     auto dash = std::find(f.begin(), f.end(), "-");
     if (f.size() < 5 || dash == f.end() || f.end() - dash < 3) continue;
     const absl::string_view majmin = f[2], mountpoint = f[4], source = *(dash + 2);
-    const std::string why =
-        absl::StrCat("backs the mounted filesystem ", mountpoint, " (", source, ")");
     std::pair<absl::string_view, absl::string_view> mm = absl::StrSplit(majmin, ':');
     unsigned major = 0;
     if (!absl::SimpleAtoi(mm.first, &major)) continue;
-    if (major != 0) {
-      BlockDevicePath(sysfs, absl::StrCat("dev/block/", majmin), why, 0, out);
-    } else if (std::string rel = ClassBlockOf(sysfs, ToStd(source)); !rel.empty()) {
-      BlockDevicePath(sysfs, rel, why, 0, out);  // btrfs and friends show an anonymous 0:N
+    const bool btrfs = dash + 1 != f.end() && *(dash + 1) == "btrfs" && !btrfs_walked;
+    std::string rel = major != 0 ? absl::StrCat("dev/block/", majmin)
+                                 : ClassBlockOf(sysfs, ToStd(source));  // btrfs: anonymous 0:N
+    if (!rel.empty() && !walked.insert(rel).second) rel.clear();
+    if (rel.empty() && !btrfs) continue;
+    const std::string why =
+        absl::StrCat("backs the mounted filesystem ", mountpoint, " (", source, ")");
+    if (!rel.empty()) BlockDevicePath(sysfs, rel, why, 0, out);
+    if (btrfs) {
+      ProtectBtrfsDevices(sysfs, why, out);
+      btrfs_walked = true;
     }
-    if (dash + 1 != f.end() && *(dash + 1) == "btrfs") ProtectBtrfsDevices(sysfs, why, out);
   }
   return absl::OkStatus();
 }

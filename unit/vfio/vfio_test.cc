@@ -99,7 +99,12 @@ BOOST_AUTO_TEST_CASE(md_partitions_nvme_multipath_luks_btrfs_and_a_route_over_a_
   f.proc.WriteFile("1/mountinfo",
                    "22 1 259:2 / / rw - ext4 /dev/md126p2 rw\n"
                    "23 22 259:5 / /data rw - xfs /dev/nvme0n1 rw\n"
-                   "24 22 0:40 / /srv rw - btrfs /dev/mapper/luks-abc rw\n");
+                   "24 22 0:40 / /srv rw - btrfs /dev/mapper/luks-abc rw\n"
+                   // The same devices again (a pod's volume, a btrfs subvolume): walked once,
+                   // the first mount named.
+                   "25 22 259:2 /var/lib/kubelet/pods/p1 /var/lib/kubelet/pods/p1 rw - ext4 "
+                   "/dev/md126p2 rw\n"
+                   "26 22 0:40 /sub /mnt/sub rw - btrfs /dev/mapper/luks-abc rw\n");
   // The default route on a VF of 00:02.0.
   f.kernel.AddFunction(
       {.address = "0000:00:02.1", .device = "0x10ca", .driver = "igbvf", .group = "8"});
