@@ -237,7 +237,7 @@ void Reconciler::OnDraUnprepare(dra::UnprepareRequest request,
 void Reconciler::SweepDra(const std::map<std::string, std::vector<std::string>>& prepared) {
   for (const auto& [uid, devices] : prepared) {
     for (const std::string& name : devices) {
-      if (name.rfind("usb-", 0) == 0) dra_usb_held_[name] = uid;
+      if (name.rfind(projection::kDraUsbPrefix, 0) == 0) dra_usb_held_[name] = uid;
     }
   }
   for (const auto& [address, intent] : Intents()) {

@@ -83,7 +83,7 @@ ClaimFiles BuildClaimFiles(const AllocatedClaim& claim, const std::vector<Handed
   Spec pci, usb;
   for (Spec* s : {&pci, &usb}) {
     s->w.BeginObject().Key("cdiVersion").String(kCdiVersion).Key("kind");
-    s->w.String(absl::StrCat(kDraDriverName, "/", s == &pci ? "pci" : "usb"));
+    s->w.String(CdiKind(s == &usb));
     s->w.Key("devices").BeginArray();
   }
   for (const std::string& request : requests) {
@@ -108,8 +108,7 @@ ClaimFiles BuildClaimFiles(const AllocatedClaim& claim, const std::vector<Handed
       Spec& s = d->usb ? usb : pci;
       s.any = true;
       const std::string cdi_name = absl::StrCat(claim.uid, "-", d->name);
-      out.cdi_ids[d->name].push_back(
-          absl::StrCat(kDraDriverName, "/", d->usb ? "usb" : "pci", "=", cdi_name));
+      out.cdi_ids[d->name].push_back(absl::StrCat(CdiKind(d->usb), "=", cdi_name));
       JsonWriter& w = s.w;
       w.BeginObject().Key("name").String(cdi_name).Key("containerEdits").BeginObject();
       if (!d->env_name.empty()) {
@@ -144,6 +143,8 @@ ClaimFiles BuildClaimFiles(const AllocatedClaim& claim, const std::vector<Handed
   }
   return out;
 }
+
+std::string CdiKind(bool usb) { return absl::StrCat(kDraDriverName, "/", usb ? "usb" : "pci"); }
 
 std::vector<std::string> ClaimSpecPaths(const std::string& cdi_dir, const std::string& uid) {
   return {SpecPath(cdi_dir, "pci", uid), SpecPath(cdi_dir, "usb", uid)};

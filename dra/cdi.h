@@ -38,6 +38,9 @@ struct ClaimFiles {
 ClaimFiles BuildClaimFiles(const AllocatedClaim& claim, const std::vector<HandedDevice>& handed,
                            const std::string& cdi_dir, const std::string& plugin_dir);
 
+// The CDI kind of a device's spec: "pcidevices.io/pci" or "pcidevices.io/usb".
+std::string CdiKind(bool usb);
+
 // The files a claim may have left (for unprepare, also after a restart): its specs' paths and
 // its metadata directory.
 std::vector<std::string> ClaimSpecPaths(const std::string& cdi_dir, const std::string& uid);

@@ -219,7 +219,7 @@ bool Driver::FilesPresent(const PreparedClaim& claim) const {
   const std::vector<std::string> specs = ClaimSpecPaths(options_.cdi_dir, claim.uid);
   for (const PreparedDevice& d : claim.devices) {
     for (const std::string& id : d.cdi_ids) {
-      const bool usb = id.rfind(absl::StrCat(kDraDriverName, "/usb="), 0) == 0;
+      const bool usb = id.rfind(CdiKind(true) + "=", 0) == 0;
       if (::access((usb ? specs[1] : specs[0]).c_str(), F_OK) != 0) return false;
     }
   }

@@ -119,7 +119,7 @@ std::string DraPciDeviceName(const PciAddress& address) {
 }
 
 std::string DraUsbDeviceName(const UsbDevice& usb) {
-  std::string out = "usb-";
+  std::string out = kDraUsbPrefix;
   for (char c : usb.port) {
     const bool keep = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
     out.push_back(keep ? c : (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : '-');

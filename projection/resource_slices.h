@@ -35,7 +35,8 @@ inline constexpr size_t kMaxDevicesPerSlice = 128;
 inline constexpr char kSliceContentLabel[] = "pcidevices.io/content-hash";
 
 std::string DraPciDeviceName(const PciAddress& address);
-// "usb-" + the port chain with every character outside [a-z0-9] turned into '-'.
+// kDraUsbPrefix + the port chain with every character outside [a-z0-9] turned into '-'.
+inline constexpr char kDraUsbPrefix[] = "usb-";
 std::string DraUsbDeviceName(const UsbDevice& usb);
 // The root complex above a function, as the first element of its sysfs path names it
 // ("pci0000:3a"): the bus of its topmost bridge, or its own bus on a root bus.
