@@ -664,8 +664,9 @@ void Reconciler::PublishInventory() {
       (!published_ || pci_changed_ || published_->usb != usb_ ||
        published_->enabled_usb != enabled_usb_ || published_->mdev_types != mdev_types_ ||
        published_->mdevs != mdevs_published_ || published_->vgpu_resources != vgpu_resources_ ||
-       published_->dra_pci != dra_pci_ || published_->dra_usb != dra_usb_)) {
+       published_dra_version_ != dra_version_)) {
     pci_changed_ = false;
+    published_dra_version_ = dra_version_;
     published_ = std::make_shared<const projection::Inventory>(projection::Inventory{
         .pci = devices_,
         .usb = usb_,
@@ -863,7 +864,7 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
     ReconcileMdevs(/*report=*/false);
   }
   if (!changed && !usb_changed) return;
-  const std::set<PciAddress> dra_before = dra_pci_;
+  const uint64_t dra_before = dra_version_;
   if (started_) {
     ReapplyArrivals(arrived);
     // Only the touched functions' selection can have changed (the USB bus is read whole).
@@ -880,7 +881,7 @@ void Reconciler::OnUevents(const std::vector<udev::DeviceEvent>& events) {
   // config has just asked for), changes no plan: the re-plan of the whole node waits for the
   // kernel job's answer instead of running twice.
   // A function DRA offers (or offered) changes no plan either, but the pool's ResourceSlices.
-  if (usb_changed || gone || dra_pci_ != dra_before || PlanTouches(touched)) {
+  if (usb_changed || gone || dra_version_ != dra_before || PlanTouches(touched)) {
     Replan(/*probe=*/false);
   }
 }

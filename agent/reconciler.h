@@ -272,6 +272,9 @@ class Reconciler {
   std::set<std::string> claimed_usb_;  // USB object names USBDeviceClaims enable
   std::set<PciAddress> dra_pci_;       // offered through DRA (config `dra`, not protected)
   std::set<std::string> dra_usb_;      // USB object names offered through DRA
+  // Counts changes of the two: a re-plan compares this, not 2,048 addresses, with what it
+  // published last.
+  uint64_t dra_version_ = 0, published_dra_version_ = 0;
   std::map<std::string, std::string> dra_usb_held_;   // DRA USB device name -> claim UID
   std::map<std::string, vfio::UsbRecord> usb_saved_;  // as last handed to the state file
   std::set<PciAddress> refused_;       // config devices refused, reported once per reload

@@ -44,27 +44,32 @@ bool OnlyDraSources(const std::set<std::string>& sources) {
 }
 
 void Reconciler::SelectDra() {
-  dra_pci_.clear();
-  dra_usb_.clear();
-  if (config_.dra.empty()) return;
-  // The host's own devices are never offered (binding one would take its disk or network).
-  auto host = HostProtection();
-  for (const PciDevice& d : devices_) {
-    if (!MatchesAny(config_.dra, d)) continue;
-    if (!host.ok() || host->count(d.address)) continue;
-    if (d.is_bridge()) continue;  // no device a workload can use
-    dra_pci_.insert(d.address);
-  }
-  if (!host.ok()) {
-    ports_.log.error("dra: no device offered: protection unreadable: {}",
-                     ToStd(host.status().message()));
-  }
-  for (const UsbDevice& u : usb_) {
-    if (u.device_class == kUsbHubClass) continue;
-    for (const DeviceSelector& s : config_.dra) {
-      if (Matches(s, u)) dra_usb_.insert(u.name);
+  std::set<PciAddress> pci;
+  std::set<std::string> usb;
+  if (!config_.dra.empty()) {
+    // The host's own devices are never offered (binding one would take its disk or network).
+    auto host = HostProtection();
+    for (const PciDevice& d : devices_) {
+      if (!MatchesAny(config_.dra, d)) continue;
+      if (!host.ok() || host->count(d.address)) continue;
+      if (d.is_bridge()) continue;  // no device a workload can use
+      pci.insert(d.address);
+    }
+    if (!host.ok()) {
+      ports_.log.error("dra: no device offered: protection unreadable: {}",
+                       ToStd(host.status().message()));
+    }
+    for (const UsbDevice& u : usb_) {
+      if (u.device_class == kUsbHubClass) continue;
+      for (const DeviceSelector& s : config_.dra) {
+        if (Matches(s, u)) usb.insert(u.name);
+      }
     }
   }
+  if (pci == dra_pci_ && usb == dra_usb_) return;
+  dra_pci_ = std::move(pci);
+  dra_usb_ = std::move(usb);
+  ++dra_version_;
 }
 
 std::optional<dra::HandedDevice> Reconciler::Handed(const std::string& name) const {
