@@ -454,11 +454,17 @@ absl::Status StateStore::Put(const PciAddress& a, std::optional<Intent> intent) 
 absl::Status StateStore::Update(const std::function<void(std::map<PciAddress, Intent>&)>& change) {
   // Held across the save: two binds saving at once must not lose each other's change.
   MutexLock lock(&state_->mu);
-  NodeState next = state_->saved;
-  change(next.devices);
-  PCID_RETURN_IF_ERROR(Save(next));
-  auto snapshot = std::make_shared<const std::map<PciAddress, Intent>>(next.devices);
-  state_->saved = std::move(next);
+  // Changed in place, not in a copy of the whole state: with hundreds of intents (a DRA claim
+  // each) the copies cost more than the save. The snapshot is the last save's devices: what a
+  // failed save goes back to.
+  std::map<PciAddress, Intent>& devices = state_->saved.devices;
+  change(devices);
+  if (absl::Status st = Save(state_->saved); !st.ok()) {
+    MutexLock snapshot_lock(&state_->snapshot_mu);
+    devices = *state_->snapshot;
+    return st;
+  }
+  auto snapshot = std::make_shared<const std::map<PciAddress, Intent>>(devices);
   MutexLock snapshot_lock(&state_->snapshot_mu);
   state_->snapshot = std::move(snapshot);
   return absl::OkStatus();

@@ -467,6 +467,30 @@ BOOST_AUTO_TEST_CASE(reapply_refuses_a_device_protected_since) {
   BOOST_TEST(store.intents().empty());
 }
 
+// A save that fails changes nothing: not the intents readers see, not the next save.
+BOOST_AUTO_TEST_CASE(a_failed_save_changes_nothing) {
+  Fixture f;
+  auto store = *StateStore::Open(f.state.path());
+  BOOST_REQUIRE(store.Put(A("0000:00:02.0"), Intent{true, "e1000e", {"cli"}, "8086:10d3"}).ok());
+  // The temporary file cannot be created: a directory has its name.
+  std::filesystem::create_directory(f.state.path() + "/state.json.tmp");
+  auto st = store.Update([](auto& intents) {
+    intents.erase(A("0000:00:02.0"));
+    intents[A("0000:01:00.0")] = Intent{true, "e1000e", {"cli"}, ""};
+  });
+  BOOST_TEST(!st.ok());
+  BOOST_TEST(store.Find(A("0000:00:02.0")).has_value());
+  BOOST_TEST(!store.Find(A("0000:01:00.0")).has_value());
+  BOOST_TEST(store.intents_snapshot()->size() == 1u);
+  std::filesystem::remove(f.state.path() + "/state.json.tmp");
+  BOOST_REQUIRE(store.Put(A("0000:03:00.0"), Intent{true, "", {"cli"}, ""}).ok());
+  std::ifstream in(f.state.path() + "/state.json");
+  const std::string saved((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  BOOST_TEST(saved.find("0000:00:02.0") != std::string::npos);
+  BOOST_TEST(saved.find("0000:03:00.0") != std::string::npos);
+  BOOST_TEST(saved.find("0000:01:00.0") == std::string::npos);
+}
+
 // Bus numbers shift when a card is added: the intent names the device it was made for, and
 // another device at that address is left alone; state files without IDs still apply.
 BOOST_AUTO_TEST_CASE(reapply_never_binds_another_device_at_the_address) {
