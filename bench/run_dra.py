@@ -31,8 +31,8 @@ usage: bench/run_dra.py [BUILD_DIR] [--claims 200] [--repeats 1000] [--quiet 10]
                         [--timeout 3] [--tmpdir DIR]
 
 Parts 1 and 2 run in the system's temporary directory unless --tmpdir says otherwise (e.g.
-/dev/shm: without the disk's fsync cost; a prepare writes and syncs the state file, the claim's
-metadata file, its CDI spec and the checkpoint). Part 3 always runs there (umockdev redirects /dev).
+/dev/shm: without the disk's fsync cost; a prepare writes and syncs the state file and the claim's
+checkpoint file, and writes its metadata file and CDI spec). Part 3 always runs there (umockdev redirects /dev).
 
 Figures are reported against their budgets; a missed budget still exits 0. A harness failure
 (a process that does not come up, an answer that is not there, a binary that is missing or
