@@ -143,9 +143,13 @@ absl::StatusOr<PreparedClaims> LoadCheckpoint(const std::string& dir) {
     const std::string uid = file.substr(0, file.size() - 5);
     PCID_ASSIGN_OR_RETURN(const std::string text, ReadWhole(path));
     PCID_ASSIGN_OR_RETURN(PreparedClaims one, DecodeCheckpoint(text, path));
-    if (one.size() != 1 || !one.count(uid)) {
-      return absl::DataLossError(absl::StrCat(
-          path, ": holds ", one.size(), " claims, not the one claim ", uid, " its name says"));
+    if (one.size() != 1) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": holds ", one.size(), " claims, not the one its name says"));
+    }
+    if (!one.count(uid)) {
+      return absl::DataLossError(absl::StrCat(path, ": holds claim ", one.begin()->first,
+                                              ", not claim ", uid, " as its name says"));
     }
     out[uid] = std::move(one.at(uid));
   }
