@@ -7,11 +7,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/json_writer.h"
 #include "core/status.h"
+#include "core/text_file.h"
 #include "dra/cdi.h"
 
 namespace pcid::dra {
@@ -95,13 +94,8 @@ absl::StatusOr<PreparedClaims> DecodeCheckpoint(std::string_view json, const std
 
 namespace {
 
-absl::StatusOr<std::string> ReadWhole(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::InternalError(absl::StrCat(path, ": cannot read: ", std::strerror(errno)));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+// A claim file holds a few devices; the single file of before, every claim of the node.
+constexpr size_t kMaxCheckpointFile = 16 << 20;
 
 std::string ClaimPath(const std::string& dir, const std::string& uid) {
   return absl::StrCat(dir, "/", uid, ".json");
@@ -111,9 +105,10 @@ std::string ClaimPath(const std::string& dir, const std::string& uid) {
 // moved to their own files, then it is removed.
 absl::Status SplitSingleFile(const std::string& dir, PreparedClaims& out) {
   const std::string single = std::filesystem::path(dir).parent_path() / "checkpoint.json";
-  if (::access(single.c_str(), F_OK) != 0) return absl::OkStatus();
-  PCID_ASSIGN_OR_RETURN(const std::string text, ReadWhole(single));
-  PCID_ASSIGN_OR_RETURN(PreparedClaims claims, DecodeCheckpoint(text, single));
+  auto text = ReadTextFile(single, kMaxCheckpointFile);
+  if (absl::IsNotFound(text.status())) return absl::OkStatus();
+  if (!text.ok()) return text.status();
+  PCID_ASSIGN_OR_RETURN(PreparedClaims claims, DecodeCheckpoint(*text, single));
   for (const auto& [uid, claim] : claims) {
     PCID_RETURN_IF_ERROR(SaveClaim(dir, claim));
     out[uid] = claim;
@@ -141,7 +136,7 @@ absl::StatusOr<PreparedClaims> LoadCheckpoint(const std::string& dir) {
     }
     if (!file.ends_with(".json")) continue;
     const std::string uid = file.substr(0, file.size() - 5);
-    PCID_ASSIGN_OR_RETURN(const std::string text, ReadWhole(path));
+    PCID_ASSIGN_OR_RETURN(const std::string text, ReadTextFile(path, kMaxCheckpointFile));
     PCID_ASSIGN_OR_RETURN(PreparedClaims one, DecodeCheckpoint(text, path));
     if (one.size() != 1) {
       return absl::DataLossError(
