@@ -53,28 +53,25 @@ void KernelBinder::Submit(std::string what, std::set<std::string> keys, Work wor
 
 // In submission order: a job starts when no running job and no earlier waiting job holds one of
 // its keys (an earlier job never waits behind a later one).
-std::vector<KernelBinder::Job> KernelBinder::TakeRunnable() {
-  std::vector<Job> out;
+void KernelBinder::TakeRunnable() {
   std::set<std::string> claimed(busy_.begin(), busy_.end());
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     bool free = true;
     for (const std::string& k : it->keys) free = free && !claimed.count(k);
     claimed.insert(it->keys.begin(), it->keys.end());
-    if (running_ >= kMaxRunning) break;
+    if (ready_.size() + executing_ >= kMaxRunning) break;
     if (!free) {
       ++it;
       continue;
     }
     for (const std::string& k : it->keys) busy_.insert(k);
-    ++running_;
-    out.push_back(std::move(*it));
+    ready_.push_back(std::move(*it));
     it = waiting_.erase(it);
   }
-  return out;
 }
 
 void KernelBinder::Promote() {
-  for (Job& job : TakeRunnable()) ready_.push_back(std::move(job));
+  TakeRunnable();
   if (ready_.empty()) return;
   if (idle_ > 0) ready_or_stop_.SignalAll();
   // Workers neither inside a job nor waiting are being started: they take ready jobs too.
@@ -137,7 +134,6 @@ void KernelBinder::RunWorker(uint64_t id) {
     RunJob(*job);
     MutexLock lock(&mu_);
     for (const std::string& k : job->keys) busy_.erase(busy_.find(k));
-    --running_;
     --executing_;
     Promote();  // jobs waiting for its keys may start
   }
@@ -153,7 +149,7 @@ void KernelBinder::RunJob(Job& job) {
 
 size_t KernelBinder::running() const {
   MutexLock lock(&mu_);
-  return running_;
+  return ready_.size() + executing_;
 }
 
 size_t KernelBinder::waiting() const {
