@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@
 #include "cmd/vfio_command.h"
 #include "core/event_queue.h"
 #include "core/status.h"
+#include "core/thread_priority.h"
 #include "dra/cdi.h"
 #include "dra/driver.h"
 #include "dra/kubelet_plugin.h"
@@ -127,9 +129,11 @@ class LoopTimer {
   void Run(const char* what, Fn&& fn) {
     const auto t0 = SteadyTime::now();
     const auto cpu0 = ThreadCpuTime();
+    const auto sw0 = ContextSwitches();
     fn();
     const auto took = SteadyTime::now() - t0;
     const auto cpu = ThreadCpuTime() - cpu0;
+    const auto sw1 = ContextSwitches();
     histogram_.With({what}).Observe(took);
     ++handled_;
     if (took > longest_) {
@@ -140,10 +144,12 @@ class LoopTimer {
       longest_cpu_ = cpu;
       longest_cpu_what_ = what;
     }
-    if (took > std::chrono::milliseconds(50)) {
-      log_.warn("owner loop: {} took {:.1f} ms (cpu {:.1f} ms)", what, Ms(took), Ms(cpu));
-    } else if (took > std::chrono::milliseconds(1)) {
-      log_.debug("owner loop: {} took {:.1f} ms (cpu {:.1f} ms)", what, Ms(took), Ms(cpu));
+    if (took > std::chrono::milliseconds(1)) {
+      // Waits (blocked on a lock or a call) and preemptions (the CPU given to another thread)
+      // tell why the wall time exceeds the CPU time.
+      log_.log(took > std::chrono::milliseconds(50) ? spdlog::level::warn : spdlog::level::debug,
+               "owner loop: {} took {:.1f} ms (cpu {:.1f} ms, {} waits, {} preemptions)", what,
+               Ms(took), Ms(cpu), sw1.first - sw0.first, sw1.second - sw0.second);
     }
   }
   void Report() const {
@@ -160,6 +166,11 @@ class LoopTimer {
     timespec ts{};
     ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+  }
+  static std::pair<long, long> ContextSwitches() {
+    rusage ru{};
+    ::getrusage(RUSAGE_THREAD, &ru);
+    return {ru.ru_nvcsw, ru.ru_nivcsw};
   }
   spdlog::logger& log_;
   metrics::Family<metrics::DurationHistogram>& histogram_;
@@ -251,6 +262,7 @@ class Daemon {
     auto config = LoadConfig();
     if (!config) return 1;
     dra_wanted_ = !config->dra.empty();
+    PrioritizeOwner();
     // Before anything is touched or served: a port in use fails the start cleanly. Probes wait
     // for the loop, which turns once the start-up below is done.
     if (!StartMetrics()) return 1;
@@ -467,6 +479,19 @@ class Daemon {
     }
     dra_plugin_ = *std::move(plugin);
     return true;
+  }
+
+  // The owner thread goes first for the CPU: its handlers are short, but on a busy node each would
+  // otherwise wait its turn behind gRPC's threads (64 or more) and the kubelet, and a handler of
+  // 2 ms on the CPU took 20 ms. Threads it starts from now on begin at nice 0. Without
+  // CAP_SYS_NICE the daemon runs as before.
+  void PrioritizeOwner() {
+    constexpr int kOwnerNice = -10;
+    if (absl::Status st = PrioritizeThisThread(kOwnerNice); st.ok()) {
+      log_->info("owner loop: nice {} (threads it starts: 0)", kOwnerNice);
+    } else {
+      log_->info("owner loop: priority unchanged: {}", ToStd(st.message()));
+    }
   }
 
   // --metrics-bind-address: /metrics, /healthz, /readyz; "0" = none. False when it cannot listen.

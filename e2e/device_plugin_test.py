@@ -108,6 +108,18 @@ def proc_stats(pid):
             "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
+def thread_nices(pid):
+    """{tid: nice} of every thread of `pid` (field 19 of /proc/PID/task/TID/stat)."""
+    nices = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except FileNotFoundError:
+            continue  # ended meanwhile
+        nices[int(tid)] = int(stat[stat.rindex(")") + 2:].split()[16])
+    return nices
+
+
 def main():
     pcidevices, emulator_bin, make_tree = sys.argv[1:4]
     with tempfile.TemporaryDirectory(prefix="pcid-dp-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None) as tmp:
@@ -164,6 +176,20 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
           "dial-back during Register and options")
     mode = stat.S_IMODE(os.stat(f"{plugins}/{gpu_sock}").st_mode)
     check(mode == 0o600, f"socket mode {oct(mode)}")
+
+    # The owner thread (the main one) runs at nice -10 when allowed to (root here, as in the
+    # DaemonSet); every other thread, including those it started after the raise (the kernel
+    # binder's), at 0.
+    nices = thread_nices(daemon.pid)
+    others = {tid: n for tid, n in nices.items() if tid != daemon.pid}
+    if os.geteuid() == 0:
+        check(nices.get(daemon.pid) == -10 and "owner loop: nice -10" in read(log),
+              f"owner thread at nice -10: {nices.get(daemon.pid)}")
+    else:
+        check(nices.get(daemon.pid) == 0 and "owner loop: priority unchanged" in read(log),
+              f"owner thread unprivileged: nice {nices.get(daemon.pid)}, reason logged")
+    check(len(others) > 10 and set(others.values()) == {0},
+          f"the daemon's {len(others)} other threads at nice 0: {sorted(set(others.values()))}")
 
     # ListAndWatch: every device with health and NUMA topology.
     lists = {}

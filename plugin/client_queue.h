@@ -1,21 +1,24 @@
 // File: plugin/client_queue.h
 //
-// Our gRPC client calls to the kubelet (Register, PodResources List) complete on one completion
-// queue owned here, waited on by one thread without a timeout: while no call is in flight
-// nothing wakes up. (gRPC 1.51's callback API polls its shared queue every second from two
-// threads, the only periodic wake-ups an idle daemon had.)
+// Our gRPC client calls to the kubelet (Register, PodResources List) start and complete on one
+// completion queue owned here, waited on by one thread without a timeout: while no call is in
+// flight nothing wakes up. (gRPC 1.51's callback API polls its shared queue every second from two
+// threads, the only periodic wake-ups an idle daemon had.) Calls start on that thread, not the
+// caller's: creating a channel and connecting take gRPC's internal locks, which the daemon's
+// owner thread would otherwise wait for behind gRPC's own threads.
 #pragma once
 
 #include <absl/base/thread_annotations.h>
 #include <absl/status/status.h>
 #include <absl/strings/str_cat.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/mutex.h"
 
@@ -26,7 +29,11 @@ namespace pcid::plugin {
 class ClientCall {
  public:
   virtual ~ClientCall() = default;
-  // On the queue's thread, once: ok == false only when the queue shuts down under it.
+  // On the queue's thread, once: begins the RPC on `cq` and asks for `Finish` with `this` as the
+  // tag.
+  virtual void Start(grpc::CompletionQueue* cq) = 0;
+  // On the queue's thread, once: ok == false only when the queue shuts down under it (the call
+  // may then never have started).
   virtual void Done(bool ok) = 0;
   grpc::ClientContext context;
   grpc::Status status;
@@ -49,25 +56,24 @@ class ClientQueue {
   ClientQueue(const ClientQueue&) = delete;
   ClientQueue& operator=(const ClientQueue&) = delete;
 
-  // Starts `call`: `start(cq)` begins the RPC on `cq` and asks for `Finish` with the call as the
-  // tag. The queue owns the call until its Done has run. False when the queue is shutting down
-  // (the call is dropped without Done).
-  template <class Start>
-  bool Add(std::unique_ptr<ClientCall> call, Start start) {
-    MutexLock lock(&mu_);
-    if (closed_) return false;
-    ClientCall* c = call.release();
-    calls_.insert(c);
-    start(&cq_, c);
-    return true;
-  }
+  // Hands `call` to the queue's thread, which starts it; the queue owns the call until its Done
+  // has run. Returns at once. False when the queue is shutting down (the call is dropped without
+  // Done).
+  bool Add(std::unique_ptr<ClientCall> call);
 
  private:
   void Run();
+  // On the queue's thread: starts the calls handed over by Add, or ends them when closing; shuts
+  // the queue down once closing and no wake-up is left to come.
+  void StartHandedOver();
+  // Wakes the queue's thread through an alarm that is already due (gRPC's only way into Next).
+  void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   grpc::CompletionQueue cq_;
   Mutex mu_;
-  std::set<ClientCall*> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<ClientCall*> handed_over_ ABSL_GUARDED_BY(mu_);
+  std::set<ClientCall*> calls_ ABSL_GUARDED_BY(mu_);        // started, Done not yet run
+  std::unique_ptr<grpc::Alarm> wake_ ABSL_GUARDED_BY(mu_);  // set, not yet delivered
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

@@ -3,6 +3,7 @@
 #include <absl/base/thread_annotations.h>
 #include <absl/strings/str_cat.h>
 #include <deviceplugin/v1beta1/api.grpc.pb.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,6 +73,12 @@ struct DevicePluginServer::State {
   std::set<Stream*> streams ABSL_GUARDED_BY(mu);  // ListAndWatch streams
   bool stopping ABSL_GUARDED_BY(mu) = false;      // no new calls accepted
   bool cq_closed ABSL_GUARDED_BY(mu) = false;     // no new operations may start
+  // Update's wake-up for the streams, set and not yet delivered: the writes start on this
+  // server's thread, never on the caller's (the daemon's owner thread, which must not wait for
+  // gRPC's internal locks).
+  std::unique_ptr<grpc::Alarm> wake ABSL_GUARDED_BY(mu);
+  std::unique_ptr<Call> waker;  // what the wake-up's tag names
+  Event wake_event{nullptr, 0};
 
   std::shared_ptr<const Resource> Current() {
     MutexLock lock(&mu);
@@ -179,6 +186,21 @@ class Stream final : public Call {
   bool finishing_ ABSL_GUARDED_BY(state_->mu) = false;
   bool finished_ ABSL_GUARDED_BY(state_->mu) = false;
   bool done_seen_ ABSL_GUARDED_BY(state_->mu) = false;
+};
+
+// Update's wake-up: writes the new list to every stream, on the server's thread.
+class Waker final : public Call {
+ public:
+  explicit Waker(State* state) : state_(state) {}
+  void Proceed(int, bool) override {
+    std::unique_ptr<grpc::Alarm> delivered;
+    MutexLock lock(&state_->mu);
+    delivered = std::move(state_->wake);
+    for (Stream* s : state_->streams) s->Wake();
+  }
+
+ private:
+  State* state_;
 };
 
 // One unary call of one method; `Handle` computes the answer on the queue's thread.
@@ -357,6 +379,8 @@ absl::StatusOr<std::unique_ptr<DevicePluginServer>> DevicePluginServer::Start(
     Unary<v1beta1::PreStartContainerRequest, v1beta1::PreStartContainerResponse>::Listen(
         s, &Service::RequestPreStartContainer, &PreStart);
   }
+  state->waker = std::make_unique<Waker>(state.get());
+  state->wake_event = Event{state->waker.get(), 0};
   state->thread = std::thread([s = state.get()] { s->Run(); });
   auto server = std::unique_ptr<DevicePluginServer>(new DevicePluginServer(std::move(state)));
   if (::chmod(socket_path.c_str(), 0600) != 0) {
@@ -391,10 +415,13 @@ DevicePluginServer::~DevicePluginServer() {
 }
 
 void DevicePluginServer::Update(Resource resource) {
+  auto next = std::make_shared<const Resource>(std::move(resource));
   MutexLock lock(&state_->mu);
-  state_->resource = std::make_shared<const Resource>(std::move(resource));
+  state_->resource = std::move(next);
   ++state_->generation;
-  for (Stream* s : state_->streams) s->Wake();
+  if (state_->streams.empty() || state_->wake || state_->cq_closed) return;
+  state_->wake = std::make_unique<grpc::Alarm>();
+  state_->wake->Set(state_->cq.get(), gpr_now(GPR_CLOCK_MONOTONIC), &state_->wake_event);
 }
 
 const std::string& DevicePluginServer::socket_path() const { return state_->socket_path; }

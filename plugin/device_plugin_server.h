@@ -6,8 +6,9 @@
 // device list again within milliseconds of Update(). Allocate answers come from
 // plugin/allocation.h; an unknown, duplicate or unhealthy ID fails the whole call.
 //
-// Thread safety: Update() may be called from any thread (the owner thread does). The handlers
-// run on the server's queue thread and only read the latest published Resource.
+// Thread safety: Update() may be called from any thread (the owner thread does); it publishes the
+// Resource and wakes the server's queue thread, which writes the streams. The handlers run on
+// that thread and only read the latest published Resource.
 #pragma once
 
 #include <absl/status/status.h>

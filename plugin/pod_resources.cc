@@ -21,7 +21,7 @@ class ListCall final : public ClientCall {
       : resources_(resources), done_(std::move(done)), socket_(socket) {
     context.set_deadline(std::chrono::system_clock::now() + timeout);
   }
-  void Start(grpc::CompletionQueue* cq) {
+  void Start(grpc::CompletionQueue* cq) override {
     stub_ = v1::PodResourcesLister::NewStub(LocalChannel(socket_));
     reader_ = stub_->AsyncList(&context, req_, cq);
     reader_->Finish(&resp_, &status, static_cast<ClientCall*>(this));
@@ -67,8 +67,7 @@ void ListPodResourcesAsync(ClientQueue& queue, const std::string& socket,
     return;
   }
   auto call = std::make_unique<ListCall>(socket, resources, timeout, std::move(done));
-  queue.Add(std::move(call),
-            [](grpc::CompletionQueue* cq, ClientCall* c) { static_cast<ListCall*>(c)->Start(cq); });
+  queue.Add(std::move(call));
 }
 
 }  // namespace pcid::plugin

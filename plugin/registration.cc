@@ -15,7 +15,8 @@ class RegisterCall final : public ClientCall {
  public:
   RegisterCall(const RegistrationRequest& request, std::function<void(absl::Status)> done)
       : done_(std::move(done)),
-        what_(absl::StrCat(request.resource_name, ": Register with ", request.kubelet_socket)) {
+        what_(absl::StrCat(request.resource_name, ": Register with ", request.kubelet_socket)),
+        socket_(request.kubelet_socket) {
     context.set_deadline(std::chrono::system_clock::now() + request.timeout);
     req_.set_version("v1beta1");
     req_.set_endpoint(request.endpoint);
@@ -23,8 +24,8 @@ class RegisterCall final : public ClientCall {
     req_.mutable_options()->set_pre_start_required(true);
     req_.mutable_options()->set_get_preferred_allocation_available(true);
   }
-  void Start(const std::string& socket, grpc::CompletionQueue* cq) {
-    stub_ = v1beta1::Registration::NewStub(LocalChannel(socket));
+  void Start(grpc::CompletionQueue* cq) override {
+    stub_ = v1beta1::Registration::NewStub(LocalChannel(socket_));
     reader_ = stub_->AsyncRegister(&context, req_, cq);
     reader_->Finish(&resp_, &status, static_cast<ClientCall*>(this));
   }
@@ -37,16 +38,14 @@ class RegisterCall final : public ClientCall {
   v1beta1::Empty resp_;
   std::function<void(absl::Status)> done_;
   std::string what_;
+  std::string socket_;
 };
 
 }  // namespace
 
 void RegisterAsync(ClientQueue& queue, const RegistrationRequest& request,
                    std::function<void(absl::Status)> done) {
-  auto call = std::make_unique<RegisterCall>(request, std::move(done));
-  queue.Add(std::move(call), [&](grpc::CompletionQueue* cq, ClientCall* c) {
-    static_cast<RegisterCall*>(c)->Start(request.kubelet_socket, cq);
-  });
+  queue.Add(std::make_unique<RegisterCall>(request, std::move(done)));
 }
 
 }  // namespace pcid::plugin
