@@ -31,7 +31,7 @@ bool ClientQueue::Add(std::unique_ptr<ClientCall> call) {
 
 void ClientQueue::WakeLocked() {
   wake_ = std::make_unique<grpc::Alarm>();
-  wake_->Set(&cq_, gpr_now(GPR_CLOCK_MONOTONIC), &wake_tag);
+  wake_->Set(&cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), &wake_tag);
 }
 
 void ClientQueue::StartHandedOver() {

@@ -421,7 +421,8 @@ void DevicePluginServer::Update(Resource resource) {
   ++state_->generation;
   if (state_->streams.empty() || state_->wake || state_->cq_closed) return;
   state_->wake = std::make_unique<grpc::Alarm>();
-  state_->wake->Set(state_->cq.get(), gpr_now(GPR_CLOCK_MONOTONIC), &state_->wake_event);
+  // Due in the past, so delivered at once (see ClientQueue::WakeLocked).
+  state_->wake->Set(state_->cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &state_->wake_event);
 }
 
 const std::string& DevicePluginServer::socket_path() const { return state_->socket_path; }
