@@ -120,6 +120,11 @@ def thread_nices(pid):
     return nices
 
 
+def has_cap_sys_nice(pid):
+    status = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines())
+    return bool(int(status["CapEff"].strip(), 16) & (1 << 23))  # CAP_SYS_NICE
+
+
 def main():
     pcidevices, emulator_bin, make_tree = sys.argv[1:4]
     with tempfile.TemporaryDirectory(prefix="pcid-dp-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None) as tmp:
@@ -177,12 +182,12 @@ def run(emu, daemon, plugins, config, sysfs, log, emulator_bin):
     mode = stat.S_IMODE(os.stat(f"{plugins}/{gpu_sock}").st_mode)
     check(mode == 0o600, f"socket mode {oct(mode)}")
 
-    # The owner thread (the main one) runs at nice -10 when allowed to (root here, as in the
-    # DaemonSet); every other thread, including those it started after the raise (the kernel
+    # The owner thread (the main one) runs at nice -10 when allowed to (CAP_SYS_NICE, as the
+    # DaemonSet has); every other thread, including those it started after the raise (the kernel
     # binder's), at 0.
     nices = thread_nices(daemon.pid)
     others = {tid: n for tid, n in nices.items() if tid != daemon.pid}
-    if os.geteuid() == 0:
+    if has_cap_sys_nice(daemon.pid):
         check(nices.get(daemon.pid) == -10 and "owner loop: nice -10" in read(log),
               f"owner thread at nice -10: {nices.get(daemon.pid)}")
     else:
