@@ -162,6 +162,8 @@ class LoopTimer {
   static double Ms(std::chrono::nanoseconds d) {
     return std::chrono::duration<double, std::milli>(d).count();
   }
+  // Not getrusage's user and system times: their sum is not exact per call (a handler of 2.6 ms
+  // showed 5.2 ms of CPU).
   static std::chrono::nanoseconds ThreadCpuTime() {
     timespec ts{};
     ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);

@@ -88,17 +88,23 @@ void HealthChanges::Observe(const std::map<std::string, plugin::Resource>& resou
       healthy_.erase(name);
       continue;
     }
-    std::map<std::string, bool> ids;
-    auto before = healthy_.find(name);
+    // Updated in place: a plan changes a few devices of a resource, and rebuilding the map cost
+    // an allocation per device on the owner thread.
+    auto [known, is_new] = healthy_.try_emplace(name);
+    std::map<std::string, bool>& ids = known->second;
     uint64_t flips = 0;
     for (const plugin::PluginDevice& d : r->second.devices) {
-      ids[d.id] = d.healthy;
-      if (before == healthy_.end()) continue;
-      auto was = before->second.find(d.id);
-      if (was != before->second.end() && was->second != d.healthy) ++flips;
+      auto [id, added] = ids.try_emplace(d.id, d.healthy);
+      if (added) continue;
+      if (!is_new && id->second != d.healthy) ++flips;
+      id->second = d.healthy;
+    }
+    if (ids.size() > r->second.devices.size()) {  // devices left the resource
+      std::set<std::string_view> now;
+      for (const plugin::PluginDevice& d : r->second.devices) now.insert(d.id);
+      std::erase_if(ids, [&](const auto& e) { return !now.count(e.first); });
     }
     if (flips) counter_.With({name}).Add(flips);
-    healthy_[name] = std::move(ids);
   }
 }
 

@@ -1,5 +1,7 @@
 #include "plugin/client_queue.h"
 
+#include "plugin/queue_wake.h"
+
 namespace pcid::plugin {
 
 namespace {
@@ -16,7 +18,7 @@ ClientQueue::~ClientQueue() {
     // A call cancelled before it starts ends as soon as it does (gRPC keeps the flag).
     for (ClientCall* c : calls_) c->context.TryCancel();
     // The thread shuts the queue down itself, once no call can start any more.
-    if (!wake_) WakeLocked();
+    if (!wake_) wake_ = WakeQueue(&cq_, &wake_tag);
   }
   thread_.join();  // every call's Finish tag is delivered before Next returns false
 }
@@ -25,13 +27,8 @@ bool ClientQueue::Add(std::unique_ptr<ClientCall> call) {
   MutexLock lock(&mu_);
   if (closed_) return false;
   handed_over_.push_back(call.release());
-  if (!wake_) WakeLocked();
+  if (!wake_) wake_ = WakeQueue(&cq_, &wake_tag);
   return true;
-}
-
-void ClientQueue::WakeLocked() {
-  wake_ = std::make_unique<grpc::Alarm>();
-  wake_->Set(&cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), &wake_tag);
 }
 
 void ClientQueue::StartHandedOver() {

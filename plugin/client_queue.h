@@ -66,10 +66,6 @@ class ClientQueue {
   // On the queue's thread: starts the calls handed over by Add, or ends them when closing; shuts
   // the queue down once closing and no wake-up is left to come.
   void StartHandedOver();
-  // Wakes the queue's thread through an alarm due in the infinite past (gRPC's only way into
-  // Next): delivered at once, in about 20 us. An alarm due "now" waits for gRPC's timer thread,
-  // whose deadlines are rounded up to the next millisecond: 0.9 ms p50, measured.
-  void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   grpc::CompletionQueue cq_;
   Mutex mu_;

@@ -17,6 +17,7 @@
 
 #include "core/mutex.h"
 #include "core/status.h"
+#include "plugin/queue_wake.h"
 
 namespace pcid::plugin {
 namespace {
@@ -420,9 +421,7 @@ void DevicePluginServer::Update(Resource resource) {
   state_->resource = std::move(next);
   ++state_->generation;
   if (state_->streams.empty() || state_->wake || state_->cq_closed) return;
-  state_->wake = std::make_unique<grpc::Alarm>();
-  // Due in the past, so delivered at once (see ClientQueue::WakeLocked).
-  state_->wake->Set(state_->cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &state_->wake_event);
+  state_->wake = WakeQueue(state_->cq.get(), &state_->wake_event);
 }
 
 const std::string& DevicePluginServer::socket_path() const { return state_->socket_path; }

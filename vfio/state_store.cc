@@ -465,8 +465,12 @@ absl::Status StateStore::Update(const std::function<void(std::map<PciAddress, In
     return st;
   }
   auto snapshot = std::make_shared<const std::map<PciAddress, Intent>>(devices);
-  MutexLock snapshot_lock(&state_->snapshot_mu);
-  state_->snapshot = std::move(snapshot);
+  {
+    MutexLock snapshot_lock(&state_->snapshot_mu);
+    state_->snapshot.swap(snapshot);
+  }
+  // The previous snapshot (thousands of intents) is freed here, if no reader holds it, not under
+  // snapshot_mu: the owner thread takes that lock for every look at the intents.
   return absl::OkStatus();
 }
 
