@@ -2,10 +2,12 @@
 
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <iterator>
+#include <string_view>
+
+#include "core/write_all.h"
 
 namespace pcid::cmd {
 namespace {
@@ -27,24 +29,13 @@ void FormatLine(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& out) 
   out.push_back('\n');
 }
 
-// What cannot be written is dropped.
-void WriteAll(int fd, const char* p, size_t left) {
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-}
-
 class LineSink final : public spdlog::sinks::sink {
  public:
   explicit LineSink(int fd) : fd_(fd) {}
   void log(const spdlog::details::log_msg& msg) override {
     spdlog::memory_buf_t line;
     FormatLine(msg, line);
-    WriteAll(fd_, line.data(), line.size());
+    WriteAll(fd_, std::string_view(line.data(), line.size()));  // what cannot be written is dropped
   }
   void flush() override {}  // nothing is buffered
   void set_pattern(const std::string&) override {}

@@ -13,6 +13,7 @@
 
 #include "core/json_writer.h"
 #include "core/unique_fd.h"
+#include "core/write_all.h"
 
 namespace pcid::dra {
 namespace {
@@ -170,16 +171,9 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
   if (!fd.valid()) {
     return absl::InternalError(absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
   }
-  size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::unlink(tmp.c_str());
-      return absl::InternalError(absl::StrCat(tmp, ": write: ", std::strerror(err)));
-    }
-    done += static_cast<size_t>(n);
+  if (int err = WriteAll(fd.get(), content)) {
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat(tmp, ": write: ", std::strerror(err)));
   }
   if (::fchmod(fd.get(), static_cast<mode_t>(mode)) != 0 || (sync && ::fsync(fd.get()) != 0) ||
       ::rename(tmp.c_str(), path.c_str()) != 0) {

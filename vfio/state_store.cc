@@ -17,6 +17,7 @@
 #include "core/mdev.h"
 #include "core/status.h"
 #include "core/text_file.h"
+#include "core/write_all.h"
 #include "vfio/vfio.h"
 
 namespace pcid::vfio {
@@ -24,16 +25,6 @@ namespace {
 
 constexpr char kStateFile[] = "state.json";
 constexpr size_t kMaxStateSize = 16 << 20;
-
-absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(errno, absl::StrCat("write ", path));
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -553,7 +544,9 @@ absl::Status StateStore::Save(const NodeState& state) const {
   {
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("open ", tmp));
-    PCID_RETURN_IF_ERROR(WriteAll(fd.get(), EncodeState(state), tmp));
+    if (int err = WriteAll(fd.get(), EncodeState(state))) {
+      return ErrnoStatus(err, absl::StrCat("write ", tmp));
+    }
     if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, absl::StrCat("fsync ", tmp));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -15,6 +15,14 @@
 namespace pcid::cmd {
 namespace {
 
+// Everything until EOF.
+std::string ReadToEnd(int fd) {
+  std::string out;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, n);
+  return out;
+}
+
 // Both ends of a pipe, closed when done.
 struct Pipe {
   int read_end = -1, write_end = -1;
@@ -26,10 +34,7 @@ struct Pipe {
   std::string ReadAll() {
     ::close(write_end);
     write_end = -1;
-    std::string out;
-    char buf[65536];
-    for (ssize_t n; (n = ::read(read_end, buf, sizeof buf)) > 0;) out.append(buf, n);
-    return out;
+    return ReadToEnd(read_end);
   }
 };
 
@@ -75,10 +80,7 @@ BOOST_AUTO_TEST_CASE(lines_match_spdlogs_pattern_in_utc) {
 BOOST_AUTO_TEST_CASE(concurrent_lines_stay_whole_and_in_order) {
   Pipe pipe;
   std::string got;
-  std::thread reader([&, fd = pipe.read_end] {
-    char buf[65536];
-    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) got.append(buf, n);
-  });
+  std::thread reader([&, fd = pipe.read_end] { got = ReadToEnd(fd); });
   constexpr int kThreads = 8, kLines = 2000;
   {
     auto sink = MakeLineSink(pipe.write_end);
