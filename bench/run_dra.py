@@ -55,6 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "e2e"))
 import daemon_log  # noqa: E402
+import machine  # noqa: E402
 from device_plugin_test import stop_process  # noqa: E402
 from dra_test import Kubelet  # noqa: E402
 from hotplug_test import Injector  # noqa: E402
@@ -612,6 +613,7 @@ def main():
         if not shutil.which(tool):
             print(f"harness: {tool} not found")
             return 1
+    print(machine.line(build), flush=True)
     figures, notes = {}, []
     failed = False
     # Not under /dev: umockdev redirects /dev to its testbed, sockets included (part 3).

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 from device_plugin_test import Emulator  # noqa: E402
 from hotplug_test import Injector  # noqa: E402
 import daemon_log  # noqa: E402
+import machine  # noqa: E402
 
 RESOURCE = "intel.com/f000"
 NEW = "0000:c0:00.0"
@@ -42,6 +43,7 @@ def main():
     build = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "build")
     cycles = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     make_tree = os.path.join(HERE, "..", "e2e", "fixtures", "make_tree.py")
+    print(machine.line(build), flush=True)
     with tempfile.TemporaryDirectory(prefix="pcid-bench-hp-") as tmp:
         plugins, config = f"{tmp}/dp", f"{tmp}/config.json"
         os.mkdir(plugins)

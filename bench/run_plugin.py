@@ -42,6 +42,8 @@ import tempfile
 import threading
 import time
 
+import machine  # noqa: E402 (bench/, beside this script)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAKE_TREE = os.path.join(HERE, "..", "e2e", "fixtures", "make_tree.py")
 RESOURCES = [f"intel.com/f{n:03x}" for n in range(64)]  # device IDs f000 ... f03f
@@ -54,11 +56,6 @@ RSS_BUDGET_KB = 20 * 1024
 
 class SetupError(Exception):
     pass
-
-
-def load() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def now_us() -> int:
@@ -284,7 +281,7 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
     t = time.monotonic()
     subprocess.run([sys.executable, MAKE_TREE, "plugin-bench", sysfs, "--dev-root", dev,
                     "--proc-root", f"{tmp}/proc"], check=True)
-    print(f"machine: {os.cpu_count()} CPUs, load average {load()}", flush=True)
+    print(machine.line(os.path.dirname(pcidevices)), flush=True)
     print(f"tree: make_tree.py plugin-bench in {time.monotonic() - t:.2f} s on "
           f"{os.path.dirname(tmp)}", flush=True)
     config = f"{tmp}/config.json"
@@ -727,7 +724,7 @@ def report(results: dict, emu: Emulator, daemon: subprocess.Popen, log_path: str
     for line in [l for l in log_lines if "error" in l.lower() or "warn" in l.lower()][:8]:
         print("  " + line)
 
-    print(f"machine: load average {load()} at the end (other work on the machine skews the "
+    print(f"machine: load average {machine.load_average()} at the end (other work on the machine skews the "
           f"latencies)")
     print()
     print("=== summary ===")

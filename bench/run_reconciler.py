@@ -35,7 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 import daemon_log  # noqa: E402
-from run_plugin import (RESOURCES, DEVICES_PER_RESOURCE, Emulator, SetupError, load,  # noqa
+import machine  # noqa: E402
+from run_plugin import (RESOURCES, DEVICES_PER_RESOURCE, Emulator, SetupError,  # noqa
                         now_us, run_in_tmp)
 
 MAKE_TREE = os.path.join(HERE, "..", "e2e", "fixtures", "make_tree.py")
@@ -90,7 +91,7 @@ def run(args, pcidevices: str, emulator_bin: str, tmp: str) -> int:
     config = f"{tmp}/config.json"
     with open(config, "w") as f:
         json.dump({"enable": [{"vendor": "8086", "class": "0200"}]}, f)
-    print(f"machine: {os.cpu_count()} CPUs, load average {load()}", flush=True)
+    print(machine.line(os.path.dirname(pcidevices)), flush=True)
     emu = Emulator(emulator_bin, plugins)
     log_path = os.environ.get("PCID_BENCH_LOG", f"{tmp}/daemon.log")
     log = open(log_path, "w+")
