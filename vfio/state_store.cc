@@ -28,8 +28,15 @@ constexpr size_t kMaxStateSize = 16 << 20;
 
 }  // namespace
 
-std::string EncodeState(const NodeState& state) {
+void EncodeStateInPieces(const NodeState& state,
+                         const std::function<void(std::string_view)>& piece) {
+  // Below malloc's mmap threshold (128 KB), so that the buffer comes from the heap, whose pages
+  // stay mapped from one save to the next.
+  constexpr size_t kPiece = 32 << 10;
   JsonWriter w(2);
+  auto element_done = [&] {
+    if (w.str().size() >= kPiece) w.Drain(piece);
+  };
   w.BeginObject().Key("version").Int(1).Key("devices").BeginArray();
   for (const auto& [address, intent] : state.devices) {
     w.BeginObject()
@@ -45,6 +52,7 @@ std::string EncodeState(const NodeState& state) {
     w.EndArray();
     if (!intent.ids.empty()) w.Key("ids").String(intent.ids);
     w.EndObject();
+    element_done();
   }
   w.EndArray();
   // Only when there is one: state files stay as they were for nodes without SR-IOV intents.
@@ -68,6 +76,7 @@ std::string EncodeState(const NodeState& state) {
         w.Key("originalDriversAutoprobe").Bool(*intent.original_drivers_autoprobe);
       }
       w.EndObject();
+      element_done();
     }
     w.EndArray();
   }
@@ -78,6 +87,7 @@ std::string EncodeState(const NodeState& state) {
       w.Key("type").String(intent.type).Key("sources").BeginArray();
       for (const std::string& s : intent.sources) w.String(s);
       w.EndArray().EndObject();
+      element_done();
     }
     w.EndArray();
   }
@@ -88,6 +98,7 @@ std::string EncodeState(const NodeState& state) {
       w.Key("sources").BeginArray();
       for (const std::string& s : intent.sources) w.String(s);
       w.EndArray().EndObject();
+      element_done();
     }
     w.EndArray();
   }
@@ -117,11 +128,19 @@ std::string EncodeState(const NodeState& state) {
           .Key("claimed")
           .Bool(record.claimed)
           .EndObject();
+      element_done();
     }
     w.EndArray();
   }
   w.EndObject();
-  return w.str() + "\n";
+  w.Drain(piece);
+  piece("\n");
+}
+
+std::string EncodeState(const NodeState& state) {
+  std::string out;
+  EncodeStateInPieces(state, [&](std::string_view piece) { out.append(piece); });
+  return out;
 }
 
 namespace {
@@ -544,9 +563,11 @@ absl::Status StateStore::Save(const NodeState& state) const {
   {
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("open ", tmp));
-    if (int err = WriteAll(fd.get(), EncodeState(state))) {
-      return ErrnoStatus(err, absl::StrCat("write ", tmp));
-    }
+    int err = 0;
+    EncodeStateInPieces(state, [&](std::string_view piece) {
+      if (err == 0) err = WriteAll(fd.get(), piece);
+    });
+    if (err != 0) return ErrnoStatus(err, absl::StrCat("write ", tmp));
     if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, absl::StrCat("fsync ", tmp));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -221,6 +221,10 @@ class StateStore {
 
 // The state file's text and back; exposed for tests and the fuzzer.
 std::string EncodeState(const NodeState& state);
+// The same text in pieces of about 32 KB, each handed to `piece` in order (the save writes them
+// as they come: the file is never held whole).
+void EncodeStateInPieces(const NodeState& state,
+                         const std::function<void(std::string_view)>& piece);
 absl::StatusOr<NodeState> DecodeState(std::string_view json, std::string_view origin);
 
 // ---- Binding -------------------------------------------------------------------------------

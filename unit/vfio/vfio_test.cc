@@ -1,6 +1,7 @@
 #include "vfio/vfio.h"
 
 #include <boost/test/unit_test.hpp>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -489,6 +490,51 @@ BOOST_AUTO_TEST_CASE(a_failed_save_changes_nothing) {
   BOOST_TEST(saved.find("0000:00:02.0") != std::string::npos);
   BOOST_TEST(saved.find("0000:03:00.0") != std::string::npos);
   BOOST_TEST(saved.find("0000:01:00.0") == std::string::npos);
+}
+
+// A large node's state file goes out in pieces of about 32 KB (the save never holds it whole):
+// the pieces are whole JSON text in order, and the file the store writes reads back intact.
+BOOST_AUTO_TEST_CASE(a_large_state_is_saved_in_pieces) {
+  Fixture f;
+  std::map<PciAddress, Intent> many;
+  for (int i = 0; i < 3000; ++i) {
+    char address[16];
+    std::snprintf(address, sizeof address, "0000:%02x:%02x.%d", i / 256, (i / 8) % 32, i % 8);
+    // A source that needs escaping, and one that differs per device.
+    many[A(address)] = Intent{i % 7 != 0,
+                              i % 3 ? "ixgbevf" : "",
+                              {"config", "dra/uid-\"" + std::to_string(i) + "\"\t"},
+                              "8086:10ed"};
+  }
+  NodeState state;
+  state.devices = many;
+  state.vf_counts[A("0000:00:01.0")] = VfCountIntent{4, 0, {"config"}, "8086:10fb", false, true};
+  std::vector<std::string> pieces;
+  EncodeStateInPieces(state, [&](std::string_view piece) { pieces.emplace_back(piece); });
+  BOOST_TEST(pieces.size() > 10u);
+  std::string whole;
+  for (const std::string& piece : pieces) {
+    BOOST_TEST(piece.size() < 40u * 1024);  // 32 KB and the element that crossed it
+    whole += piece;
+  }
+  BOOST_TEST(whole.back() == '\n');
+  auto decoded = DecodeState(whole, "pieces");
+  BOOST_REQUIRE_MESSAGE(decoded.ok(), decoded.status().message());
+  BOOST_TEST((decoded->devices == many));
+  BOOST_TEST(decoded->vf_counts.size() == 1u);
+
+  {
+    auto store = *StateStore::Open(f.state.path());
+    BOOST_REQUIRE(store.Update([&](auto& intents) { intents = many; }).ok());
+  }
+  std::ifstream in(f.state.path() + "/state.json");
+  const std::string saved((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  NodeState only_devices;
+  only_devices.devices = many;
+  BOOST_TEST(saved == EncodeState(only_devices));
+  auto reopened = StateStore::Open(f.state.path());
+  BOOST_REQUIRE(reopened.ok());
+  BOOST_TEST((reopened->intents() == many));
 }
 
 // Bus numbers shift when a card is added: the intent names the device it was made for, and
