@@ -29,4 +29,4 @@ def line(build: str) -> str:
         return text + f" (no {build}/bench/machine_costs: system-call and hand-off costs unknown)"
     return (text + f"; a system call {c['syscall_us']:.2f} us, a thread hand-off round trip "
             f"p50 {c['handoff_p50_us']:.0f} us / p99 {c['handoff_p99_us']:.0f} us, the fixed loop "
-            f"{c['cpu_loop_ms']:.1f} ms (a system call on bare metal: about 0.1-0.3 us)")
+            f"{c['cpu_loop_ms']:.1f} ms (bare metal: a system call typically 0.1-0.3 us)")

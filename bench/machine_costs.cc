@@ -7,7 +7,6 @@
 // A current x86 server on bare metal answers a system call in about 0.1-0.3 us; a figure far above
 // that says the budgets are being measured on a machine where every kernel entry costs more (a
 // guest whose kernel entries go through the hypervisor), and the figures are to be read with it.
-#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 

@@ -95,6 +95,11 @@ def main():
                 print(f"uevent -> ListAndWatch {name:6}: p50 {pct(v, 50):6.2f} ms  p99 {pct(v, 99):6.2f} ms"
                       f"  max {max(v):6.2f} ms")
             print(f"budget p99 <= 10 ms: {'met' if pct(both, 99) <= 10 else 'MISSED'}")
+            if len(both) < 100:
+                # The first add is of a function new to the node: it is listed after its intent
+                # is saved, so it is the slowest; with fewer than 100 changes p99 is that one.
+                print(f"note: {len(both)} changes: p99 is the slowest one, the first add (its intent "
+                      f"saved first: {add[0]:.2f} ms); the budget is for the default 200 cycles")
             batch = batches(inj, emu, log)
             print(f"{len(batch)} batches of 8 new functions (VFs arriving): last add uevent -> all 8 "
                   f"in ListAndWatch p50 {pct(batch, 50):6.2f} ms  p99 {pct(batch, 99):6.2f} ms  "

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 
-import machine  # noqa: E402 (bench/, beside this script)
+import machine  # bench/machine.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAKE_TREE = os.path.join(HERE, "..", "e2e", "fixtures", "make_tree.py")
