@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/hotplug: uevent -> ListAndWatch update latency with 2,048 enabled functions in 64 resources.
 
-Usage: bench/run_hotplug.py [BUILD_DIR] [CYCLES]
+Usage: bench/run_hotplug.py [BUILD_DIR] [CYCLES] [--pending]
 
 The plugin-bench tree (e2e/fixtures/make_tree.py) in a umockdev testbed, the daemon inside
 e2e/uevent_injector (umockdev delivers uevents to the testbed's own process), the kubelet emulator
@@ -14,9 +14,16 @@ Then BATCHES batches of 8 functions at once, as a PF's new VFs arrive (each alre
 its own IOMMU group, a new resource intel.com/f0ff): from the last function's "add" uevent to the
 list holding all 8. Budget (SR-IOV issue): <= 100 ms.
 
+--pending (issue 9's "an unrelated hot-plug while 16 binds are pending"): the pending-bench tree
+instead, whose 16 driverless 82574L NICs the config also selects; the testbed has no kernel, so
+their binds are never answered and each job waits out its probe time. The cycles' figures are
+then also given for the changes made before the first of those binds ended (the daemon's
+"enable failed" line), with the same budget.
+
 PCID_BENCH_LOG=FILE keeps the daemon's log there (with PCIDEVICES_LOG_LEVEL=debug, every handler
 over 1 ms of the owner loop, with its CPU time).
 """
+import datetime
 import json
 import os
 import sys
@@ -39,9 +46,21 @@ def pct(values, p):
     return v[min(len(v) - 1, int(len(v) * p / 100))]
 
 
+def first_bind_ended_us(log_text: str) -> int | None:
+    """Wall-clock microseconds of the daemon's first "enable failed" line (its log is in UTC,
+    to the millisecond), or None while no bind has ended."""
+    for line in log_text.splitlines():
+        if "enable failed" in line:
+            stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f")
+            return int(stamp.replace(tzinfo=datetime.timezone.utc).timestamp() * 1e6)
+    return None
+
+
 def main():
-    build = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "build")
-    cycles = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    pending = "--pending" in sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a != "--pending"]
+    build = args[0] if args else os.path.join(HERE, "..", "build")
+    cycles = int(args[1]) if len(args) > 1 else 200
     make_tree = os.path.join(HERE, "..", "e2e", "fixtures", "make_tree.py")
     print(machine.line(build), flush=True)
     with tempfile.TemporaryDirectory(prefix="pcid-bench-hp-") as tmp:
@@ -57,7 +76,7 @@ def main():
                         "--proc-root", f"{tmp}/t/proc", "--state-dir", f"{tmp}/state"], log)
         emu = None
         try:
-            inj.populate(make_tree, "plugin-bench", f"{tmp}/t")
+            inj.populate(make_tree, "pending-bench" if pending else "plugin-bench", f"{tmp}/t")
             emu = Emulator(f"{build}/e2e/kubelet_emulator", plugins, f"{tmp}/pr.sock")
             inj.do("start")
             # A settled node: every resource listed with all its devices Healthy (the daemon
@@ -71,7 +90,7 @@ def main():
                     healthy.add(e["resource"])
                 else:
                     healthy.discard(e["resource"])
-            add, remove = [], []
+            add, remove, sent_at = [], [], []
             for _ in range(cycles):
                 emu.drain()
                 r = inj.do(f"add-bound-pci {NEW} 8086 f000 020000 9999")
@@ -83,18 +102,33 @@ def main():
                     print(log.read()[-2000:])
                     sys.exit("added function never listed")
                 add.append((e["t_us"] - sent) / 1000)
+                sent_at.append(sent)
                 sent = inj.do(f"remove {syspath}")["sent_us"]
                 e = emu.wait(lambda e: e["event"] == "list" and e["resource"] == RESOURCE and
                              all(d["id"] != NEW for d in e["devices"]), timeout=5)
                 if e is None:
                     sys.exit("removed function still listed")
                 remove.append((e["t_us"] - sent) / 1000)
+                sent_at.append(sent)
             both = add + remove
             print(f"{cycles} plug/unplug cycles, 2,048 enabled functions in 64 resources")
             for name, v in (("add", add), ("remove", remove), ("all", both)):
                 print(f"uevent -> ListAndWatch {name:6}: p50 {pct(v, 50):6.2f} ms  p99 {pct(v, 99):6.2f} ms"
                       f"  max {max(v):6.2f} ms")
             print(f"budget p99 <= 10 ms: {'met' if pct(both, 99) <= 10 else 'MISSED'}")
+            if pending:
+                log.seek(0)
+                ended = first_bind_ended_us(log.read())
+                # sent_at holds add, remove, add, ... in order; `both` is adds then removes.
+                changes = [x for pair in zip(add, remove) for x in pair]
+                during = [took for took, at in zip(changes, sent_at) if ended is None or at < ended]
+                print(f"while all 16 binds were pending ({'none had ended' if ended is None else 'before the first ended'}): "
+                      f"{len(during)} of {len(changes)} changes", end="")
+                if during:
+                    print(f", p50 {pct(during, 50):6.2f} ms  p99 {pct(during, 99):6.2f} ms  max {max(during):6.2f} ms; "
+                          f"budget p99 <= 10 ms: {'met' if pct(during, 99) <= 10 else 'MISSED'}")
+                else:
+                    print(": not measured (the binds ended before the first change)")
             if len(both) < 100:
                 # The first add is of a function new to the node: it is listed after its intent
                 # is saved, so it is the slowest; with fewer than 100 changes p99 is that one.
